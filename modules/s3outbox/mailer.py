@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+"""MailS3: web2py's Mail, except that send() queues and nothing raises.
+
+- ``send()`` checks its arguments and writes the message to the outbox in the
+  caller's transaction. It returns True, or False with ``mail.error`` (a str).
+- ``send_direct_email()`` sends now over SMTP, as Mail.send should have.
+- ``process_outbox()`` runs one delivery pass (see delivery.py); ``work()``
+  repeats passes for a while, for a scheduler task.
+"""
+
+import datetime
+import logging
+import time
+
+from gluon.tools import Mail
+
+from . import message as mime
+from .delivery import Pass, parse_rate
+from .settings import DEFAULTS, Snapshot
+from .store import OutboxStore
+from .transport import SENT, SmtpSession
+
+logger = logging.getLogger("s3outbox")
+
+PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = 1, 5, 9
+
+
+class MailS3(Mail):
+    """A drop-in ``gluon.tools.Mail`` backed by a database outbox.
+
+    ``tablename`` names the outbox table (and prefixes its companions), so the
+    module can live beside Sahana Eden's own ``msg_outbox``.
+    """
+
+    def __init__(self, db, server=None, sender=None, login=None, tls=True,
+                 tablename="msg_outbox", migrate=True):
+        Mail.__init__(self, server, sender, login, tls)
+        settings = self.settings
+        settings.lock_keys = False
+        for key, value in DEFAULTS.items():
+            settings[key] = value
+        settings.lock_keys = True
+        self.db = db
+        self.store = OutboxStore(db, tablename, migrate)
+
+    # ------------------------------------------------------------------ queue
+    def send(self, to=None, subject="[no subject]", message="[no message]",
+             attachments=None, cc=None, bcc=None, reply_to=None, sender=None,
+             encoding="utf-8", raw=False, headers={}, from_address=None, dkim=None,
+             list_unsubscribe=None, cipher_type=None, sign=None, sign_passphrase=None,
+             encrypt=None, x509_sign_keyfile=None, x509_sign_chainfile=None,
+             x509_sign_certfile=None, x509_crypt_certfiles=None, x509_nocerts=None,
+             pe_id=None, priority=None, not_before=None, expires_on=None):
+        """Queue a message; True when queued, False (see ``self.error``) if not.
+
+        Extra keywords: ``pe_id`` (send to a person entity's e-mail contact,
+        looked up at delivery), ``priority`` (1 urgent ... 9 bulk; default
+        ``settings.default_priority``), ``not_before`` and ``expires_on``
+        (naive UTC datetimes). Never raises and never touches the network;
+        the row commits or rolls back with the caller's transaction.
+        """
+        self.error, self.result = None, {}
+        try:
+            if dkim is not None:
+                raise mime.InvalidMessage("a per-message dkim key is not kept in the "
+                                          "outbox; set mail.settings.dkim instead")
+            if cipher_type or self.settings.cipher_type:
+                raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
+                                          "not supported by the outbox")
+            for name, value in (("not_before", not_before), ("expires_on", expires_on)):
+                if value is not None and not isinstance(value, datetime.datetime):
+                    raise mime.InvalidMessage("%s must be a datetime" % name)
+            if priority is None:
+                priority = self.settings.default_priority
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise mime.InvalidMessage("priority must be an integer from 1 to 9")
+            msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
+                                 sender, encoding, raw, headers, from_address,
+                                 list_unsubscribe, pe_id, self.settings.max_size)
+            if not (msg["to"] or msg["cc"] or msg["bcc"]) and \
+                    "pr_contact" not in self.db.tables:
+                raise mime.InvalidMessage("pe_id %s given without an address, and this "
+                                          "app defines no pr_contact table" % pe_id)
+            message_id = mime.make_message_id(msg["sender"] or self.settings.sender)
+            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id,
+                                        sender=msg["sender"], priority=priority,
+                                        not_before=not_before, expires_on=expires_on)
+        except mime.InvalidMessage as e:
+            self.error = str(e)
+            logger.info("mail not queued: %s", self.error)
+            return False
+        except Exception as e:  # a database error must not become a ticket
+            self.error = "could not queue the message: %s: %s" % (type(e).__name__, e)
+            logger.exception("mail not queued")
+            return False
+        self.result = dict(id=row_id, message_id=message_id)
+        return True
+
+    # ----------------------------------------------------------------- direct
+    def send_direct_email(self, to, subject="[no subject]", message="[no message]",
+                          attachments=None, cc=None, bcc=None, reply_to=None,
+                          sender=None, encoding="utf-8", raw=False, headers={},
+                          from_address=None, dkim=None, list_unsubscribe=None,
+                          **ignored):
+        """Send now over SMTP with the current settings; True or False.
+
+        Sets ``self.error`` (a str, or None) and ``self.result`` (the refused
+        recipients, as smtplib reports them). Never raises.
+        """
+        self.error, self.result = None, {}
+        try:
+            if ignored.get("cipher_type") or self.settings.cipher_type:
+                raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
+                                          "not supported")
+            msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
+                                 sender, encoding, raw, headers, from_address,
+                                 list_unsubscribe, None, self.settings.max_size)
+            snapshot = Snapshot(self.settings)
+            sender = msg["sender"] or snapshot.sender
+            now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+            data = mime.build(msg, sender, mime.make_message_id(sender), now,
+                              msg["attachments"], dkim or snapshot.dkim).as_bytes()
+            recipients = [mime.bare(a) for a in msg["to"] + msg["cc"] + msg["bcc"]]
+            session = SmtpSession(snapshot)
+            failed = session.open()
+            if failed is not None:
+                self.error = failed.error
+                return False
+            try:
+                outcome = session.send(mime.bare(sender), recipients, data)
+            finally:
+                session.close()
+        except Exception as e:
+            self.error = "%s: %s" % (type(e).__name__, e) if not isinstance(
+                e, mime.InvalidMessage) else str(e)
+            logger.warning("direct mail not sent: %s", self.error)
+            return False
+        self.result = outcome.refused or {}
+        if outcome.kind != SENT:
+            self.error = outcome.error
+            logger.warning("direct mail not sent: %s", self.error)
+            return False
+        return True
+
+    # ----------------------------------------------------------------- worker
+    def process_outbox(self, limit=None):
+        """One delivery pass over due mail; commits; returns counts.
+
+        Keys: sent, retry, failed, held (this pass), refused (recipients),
+        released (held mail queued again), connections (SMTP connections made).
+        A failure of the pass itself is logged and reported as ``error``.
+        """
+        try:
+            parse_rate(self.settings.rate_limit)
+            return Pass(self).run(limit)
+        except Exception as e:
+            logger.exception("delivery pass failed")
+            try:
+                self.db.rollback()
+            except Exception:
+                pass
+            return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
+                        connections=0, error="%s: %s" % (type(e).__name__, e))
+
+    def work(self, seconds, poll=1.0, refresh=None):
+        """Run passes for ``seconds``, sleeping ``poll`` s when idle.
+
+        ``refresh(mail)`` is called before each pass so that edited settings
+        take effect at once (the app re-reads private/appconfig.ini there).
+        Returns the summed counts.
+        """
+        total = {}
+        deadline = time.monotonic() + seconds
+        while True:
+            if refresh is not None:
+                try:
+                    refresh(self)
+                except Exception:
+                    logger.exception("could not re-read the mail settings")
+            counts = self.process_outbox()
+            for key, value in counts.items():
+                if isinstance(value, int):
+                    total[key] = total.get(key, 0) + value
+            busy = counts.get("sent") or counts.get("retry") or counts.get("failed")
+            if time.monotonic() >= deadline:
+                return total
+            if not busy:
+                time.sleep(min(poll, max(0.0, deadline - time.monotonic())))

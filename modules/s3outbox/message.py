@@ -1,0 +1,260 @@
+# -*- coding: utf-8 -*-
+"""The message: what send() accepts, how it is checked, and how it is rebuilt.
+
+``normalize()`` turns the arguments of ``Mail.send`` into a plain dict of
+strings and lists that the store can keep as readable data (no pickle).
+``build()`` turns a stored message back into the MIME message that web2py's
+``Mail.send`` would have built for the same arguments.
+"""
+
+import email.utils
+import io
+import json
+import re
+from email.charset import QP, add_charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+# web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
+# rather than base64; do the same so our MIME matches theirs.
+add_charset("utf-8", QP, QP, "utf-8")
+
+
+class InvalidMessage(ValueError):
+    """send() arguments that cannot become a message; the text is for people."""
+
+
+# A deliberately plain address check: one @, no spaces or specials, a dotted
+# domain of letters, digits and hyphens (IDN labels are accepted as Unicode).
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_LABEL = r"(?:[^\W_]|[^\W_][\w-]{0,61}[^\W_])"
+ADDRESS_RE = re.compile(r"^%s@%s(?:\.%s)+$" % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
+_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+_HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':'
+
+# Headers send() sets itself; a caller's ``headers`` may not override them.
+_RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id",
+                     "reply-to", "mime-version", "content-type",
+                     "content-transfer-encoding"}
+
+
+def _text(value, encoding, what):
+    """A str from str, bytes or a file-like object (Mail.send reads those)."""
+    if value is not None and not isinstance(value, (str, bytes)):
+        if not hasattr(value, "read"):
+            raise InvalidMessage("%s must be text, not %s" % (what, type(value).__name__))
+        value = value.read()
+    if isinstance(value, bytes):
+        try:
+            value = value.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise InvalidMessage("%s is not valid %s: %s" % (what, encoding, e))
+    if value is not None and not isinstance(value, str):
+        raise InvalidMessage("%s must be text, not %s" % (what, type(value).__name__))
+    return value
+
+
+def _header_value(value, encoding, what):
+    value = _text(value, encoding, what)
+    if value is not None and _BAD_HEADER_CHARS.search(value):
+        raise InvalidMessage("%s contains a line break or NUL, which could inject "
+                             "headers" % what)
+    return value
+
+
+def parse_addresses(value, encoding="utf-8", what="recipient"):
+    """A list of 'Name <addr>' strings from a str or a list of str.
+
+    A string may hold several comma-separated addresses. Each must be a single
+    well-formed address; anything else raises InvalidMessage.
+    """
+    if value is None or value == "" or value == [] or value == ():
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        item = _header_value(item, encoding, what)
+        if item is None or not item.strip():
+            continue
+        for name, addr in email.utils.getaddresses([item]):
+            if not addr or not ADDRESS_RE.match(addr):
+                raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
+            out.append(email.utils.formataddr((name, addr)) if name else addr)
+    return out
+
+
+def bare(address):
+    """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO."""
+    return email.utils.parseaddr(address)[1]
+
+
+def _attachment(part, encoding):
+    """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
+    if not isinstance(part, Message):
+        raise InvalidMessage("attachments must be Mail.Attachment objects, not %s"
+                             % type(part).__name__)
+    if hasattr(part, "my_payload") and hasattr(part, "my_filename"):
+        payload = part.my_payload
+        if isinstance(payload, str):
+            payload = payload.encode(encoding)
+        cid = part.get("Content-Id")
+        return dict(kind="file", filename=part.my_filename,
+                    content_type=part.get_content_type(),
+                    content_id=cid[1:-1] if cid and cid.startswith("<") else cid,
+                    payload=payload)
+    return dict(kind="part", filename=part.get_filename(),
+                content_type=part.get_content_type(), content_id=None,
+                payload=part.as_bytes())
+
+
+def normalize(to=None, subject="[no subject]", message="[no message]",
+              attachments=None, cc=None, bcc=None, reply_to=None, sender=None,
+              encoding="utf-8", raw=False, headers=None, from_address=None,
+              list_unsubscribe=None, pe_id=None, max_size=None):
+    """Check send() arguments and return the message as plain data.
+
+    Raises InvalidMessage with a sentence a site admin can act on.
+    """
+    try:
+        "".encode(encoding)
+    except (LookupError, TypeError):
+        raise InvalidMessage("unknown encoding %r" % (encoding,))
+    to_list = parse_addresses(to, encoding, "recipient")
+    cc_list = parse_addresses(cc, encoding, "cc address")
+    bcc_list = parse_addresses(bcc, encoding, "bcc address")
+    if not (to_list or cc_list or bcc_list) and pe_id is None:
+        raise InvalidMessage("no recipient: give 'to' (or cc/bcc) or a pe_id")
+    if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
+        raise InvalidMessage("pe_id must be an integer, not %r" % (pe_id,))
+    reply_list = parse_addresses(reply_to, encoding, "reply_to address")
+    sender = _header_value(sender, encoding, "sender") or None
+    if sender and not parse_addresses(sender, encoding, "sender"):
+        raise InvalidMessage("sender %r is not a valid e-mail address" % sender)
+    from_address = _header_value(from_address, encoding, "from_address") or None
+    subject = _header_value("" if subject is None else subject, encoding, "subject")
+    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
+
+    extra = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
+            raise InvalidMessage("header name %r is not a valid header name" % (name,))
+        if name.lower() in _RESERVED_HEADERS:
+            raise InvalidMessage("header %r is set by send() itself; use its argument"
+                                 % name)
+        extra[name] = _header_value(value if isinstance(value, (str, bytes))
+                                    else str(value), encoding, "header %s" % name)
+    if list_unsubscribe:
+        extra["List-Unsubscribe"] = "<mailto:%s>" % list_unsubscribe
+
+    text = html = None
+    if raw:
+        if message is None:
+            raise InvalidMessage("a raw message needs a body")
+        text = _text(message, encoding, "message")
+    elif message is None:
+        pass
+    elif isinstance(message, (list, tuple)):
+        if len(message) != 2:
+            raise InvalidMessage("message as a tuple must be (text, html)")
+        text = _text(message[0], encoding, "text body")
+        html = _text(message[1], encoding, "html body") or None
+    else:
+        body = _text(message, encoding, "message")
+        if body.strip().startswith("<html") and body.strip().endswith("</html>"):
+            html = body
+        else:
+            text = body
+    if text is None and html is None and not attachments:
+        raise InvalidMessage("the message has no body and no attachments")
+
+    parts = []
+    if attachments is not None and not raw:
+        items = attachments if isinstance(attachments, (list, tuple)) else [attachments]
+        parts = [_attachment(a, encoding) for a in items]
+
+    size = (len((text or "").encode("utf-8")) + len((html or "").encode("utf-8")) +
+            sum(len(p["payload"]) for p in parts))
+    if max_size and size > max_size:
+        raise InvalidMessage("the message is %d bytes, over the outbox limit of %d "
+                             "bytes (mail.settings.max_size)" % (size, max_size))
+    return dict(to=to_list, cc=cc_list, bcc=bcc_list, reply_to=reply_list,
+                sender=sender, from_address=from_address, subject=subject,
+                text=text, html=html, headers=extra, raw=bool(raw),
+                attachments=parts, size=size)
+
+
+def make_message_id(sender):
+    domain = bare(sender or "").rpartition("@")[2] or "localhost"
+    return email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+
+
+def _header(value):
+    """Header text as Mail.send would set it; non-ASCII becomes RFC 2047."""
+    if any(ord(c) > 127 for c in value):
+        return Header(value.encode("utf-8"), "utf-8")
+    return value
+
+
+def _rebuild_attachment(stored):
+    if stored["kind"] == "part":
+        return email.message_from_bytes(stored["payload"])
+    from gluon.tools import Mail
+    return Mail.Attachment(io.BytesIO(stored["payload"]), filename=stored["filename"],
+                           content_id=stored["content_id"],
+                           content_type=stored["content_type"])
+
+
+def build(msg, sender, message_id, date, attachments=(), dkim=None):
+    """The MIME message for stored data ``msg``, shaped as Mail.send shapes it.
+
+    ``attachments`` is a list of stored attachment dicts; ``date`` an aware or
+    UTC datetime fixed when the message was queued.
+    """
+    text, html = msg["text"], msg["html"]
+    if msg["raw"]:
+        payload = MIMEText(text)
+    else:
+        if text is not None and html:
+            body = MIMEMultipart("alternative")
+            body.attach(MIMEText(text, _charset="utf-8"))
+            body.attach(MIMEText(html, "html", _charset="utf-8"))
+        elif text is not None:
+            body = MIMEText(text, _charset="utf-8")
+        elif html:
+            body = MIMEText(html, "html", _charset="utf-8")
+        else:
+            body = None
+        if attachments:
+            payload = MIMEMultipart("mixed")
+            if body is not None:
+                payload.attach(body)
+            for stored in attachments:
+                payload.attach(_rebuild_attachment(stored))
+        else:
+            payload = body
+    payload["From"] = _header(msg["from_address"] or sender)
+    if msg["to"]:
+        payload["To"] = _header(", ".join(msg["to"]))
+    if msg["reply_to"]:
+        payload["Reply-To"] = _header(", ".join(msg["reply_to"]))
+    if msg["cc"]:
+        payload["Cc"] = _header(", ".join(msg["cc"]))
+    payload["Subject"] = _header(msg["subject"])
+    payload["Date"] = email.utils.format_datetime(date)
+    payload["Message-ID"] = message_id
+    for name, value in msg["headers"].items():
+        payload[name] = _header(value)
+    if dkim:
+        from gluon.tools import dkim_sign
+        payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
+    return payload
+
+
+def dumps(value):
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(value):
+    return json.loads(value) if value else None

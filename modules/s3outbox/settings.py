@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+"""Mail settings: the outbox's own defaults, a snapshot taken at pass time,
+the check for example values, and the fingerprint that tells when the admin
+changed something.
+
+Settings are read when a delivery pass starts, never cached from construction,
+so a repaired ``private/appconfig.ini`` takes effect on the next pass.
+"""
+
+import hashlib
+import re
+
+from .message import ADDRESS_RE, bare
+
+# Defaults MailS3 adds to web2py's Mail.settings (documented in the README).
+DEFAULTS = dict(
+    timeout=30,               # seconds for each SMTP connect and reply
+    batch_size=100,           # messages claimed by one worker at a time
+    sessions=8,               # SMTP sessions one worker runs at once
+    lease=600,                # seconds a claim is valid before others may retry it
+    max_attempts=8,           # transient failures before a message fails for good
+    max_age=3 * 24 * 3600,    # seconds after queueing before retries stop
+    retry_base=60,            # first retry delay in seconds; doubles each attempt
+    retry_max=6 * 3600,       # longest retry delay in seconds
+    probe_interval=300,       # seconds between re-tries of mail held by an outage
+    rate_limit=None,          # e.g. "100/hour" or "30/minute", across all workers
+    max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
+    default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
+    worker_name=None,         # shown in the attempt log; default host#pid
+)
+
+# Values that ship in web2py's and Sahana Eden's example configurations.
+EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com",
+                   "you@example.com"}
+EXAMPLE_LOGINS = {"username:password"}
+EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example",
+                   "invalid", "test")
+_SERVER_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$")
+
+
+def _is_example_address(address):
+    addr = bare(address or "").lower()
+    domain = addr.rpartition("@")[2]
+    return addr in EXAMPLE_SENDERS or any(
+        domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS)
+
+
+class Snapshot(object):
+    """The SMTP settings in force for one delivery pass."""
+
+    def __init__(self, settings):
+        self.server = settings.server
+        self.sender = settings.sender
+        self.login = settings.login
+        self.tls = bool(settings.tls)
+        self.ssl = bool(settings.ssl)
+        self.timeout = settings.timeout or DEFAULTS["timeout"]
+        self.hostname = settings.hostname
+        self.dkim = settings.dkim
+
+    @property
+    def host_port(self):
+        """(host, port) from 'host:port', with 465/587/25 as the default port."""
+        host, _, port = (self.server or "").rpartition(":")
+        if not host or not port.isdigit():
+            host, port = self.server or "", None
+        host = host.strip("[]")
+        port = int(port) if port else (465 if self.ssl else 587 if self.tls else 25)
+        return host, port
+
+    def fingerprint(self):
+        """A short hash of what the admin configures; never the password itself."""
+        user, _, password = (self.login or "").partition(":")
+        secret = hashlib.sha256(password.encode("utf-8")).hexdigest()
+        raw = "\x00".join([str(self.server), str(self.sender), user, secret,
+                           str(self.tls), str(self.ssl)])
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+
+    def blocking_problem(self):
+        """Why no message can be sent with these settings, or None.
+
+        Only errors that make every send fail: the rest of ``findings()`` are
+        advice for the dashboard.
+        """
+        for key, problem, blocking in self.findings():
+            if blocking:
+                return "%s (edit %s)" % (problem, key)
+        return None
+
+    def findings(self):
+        """(appconfig key, what is wrong, blocks sending) for each problem."""
+        out = []
+        server, sender, login = self.server, self.sender, self.login
+        if not isinstance(server, str) or not server.strip():
+            out.append(("[smtp] server", "no SMTP server is configured", True))
+        elif server in ("logging", "gae", "aws") or server.startswith("logging:"):
+            out.append(("[smtp] server", "server %r is not an SMTP server; the outbox "
+                        "delivers over SMTP only" % server, True))
+        elif not _SERVER_RE.match(server):
+            out.append(("[smtp] server", "server %r is not of the form host:port"
+                        % server, True))
+        if not isinstance(sender, str) or not sender.strip():
+            out.append(("[smtp] sender", "no sender address is configured", True))
+        elif not ADDRESS_RE.match(bare(sender)):
+            out.append(("[smtp] sender", "sender %r is not a valid e-mail address"
+                        % sender, True))
+        elif _is_example_address(sender):
+            out.append(("[smtp] sender", "sender %r is the unedited example address"
+                        % sender, True))
+        if login in EXAMPLE_LOGINS:
+            out.append(("[smtp] login", "login is the unedited example "
+                        "'username:password'", True))
+        elif login and ":" not in login:
+            out.append(("[smtp] login", "login must be user:password", True))
+        if isinstance(server, str) and _SERVER_RE.match(server or ""):
+            port = self.host_port[1]
+            if self.ssl and port == 587:
+                out.append(("[smtp] ssl", "ssl is on but port 587 expects STARTTLS: "
+                            "set ssl = false and tls = true", False))
+            if self.ssl and port == 25:
+                out.append(("[smtp] ssl", "ssl is on but port 25 is plain SMTP",
+                            False))
+            if not self.ssl and port == 465:
+                out.append(("[smtp] ssl", "port 465 expects implicit TLS: set "
+                            "ssl = true", False))
+            if login and not (self.tls or self.ssl) and \
+                    self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
+                out.append(("[smtp] tls", "a password would cross the network "
+                            "unencrypted: turn on tls or ssl", False))
+        return out

@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+"""The message store: the outbox tables and every statement that changes them.
+
+Claiming is the one place where workers compete. A claim marks a batch of due
+rows ``sending`` with a lease (owner and end time) in one short transaction:
+
+- PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
+- MariaDB/MySQL: ``SELECT ... FOR UPDATE SKIP LOCKED``, then ``UPDATE`` by id
+  (MariaDB refuses LIMIT inside an IN subquery);
+- SQLite: the same single UPDATE; SQLite runs one writer at a time, so the
+  statement is atomic without row locks.
+
+Results are written only where the lease is still ours, so a worker that
+outlived its lease cannot overwrite the work of the one that took over.
+All times are naive UTC datetimes, to the second.
+"""
+
+import datetime
+import json
+
+from pydal import Field
+
+from .message import dumps, loads
+
+QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED = (
+    "queued", "sending", "sent", "failed", "held", "cancelled")
+STATUSES = (QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED)
+
+
+def utcnow():
+    return datetime.datetime.utcnow().replace(microsecond=0)
+
+
+class OutboxStore(object):
+    """The outbox tables on ``db``, named from ``tablename`` (default msg_outbox)."""
+
+    def __init__(self, db, tablename="msg_outbox", migrate=True):
+        self.db = db
+        self.tablename = tablename
+        self.engine = db._adapter.dbengine
+        self.mark = "?" if self.engine == "sqlite" else "%s"
+        self._define(migrate)
+
+    # ---------------------------------------------------------------- tables
+    def _define(self, migrate):
+        db, name = self.db, self.tablename
+        if name not in db.tables:
+            db.define_table(
+                name,
+                Field("message_id", length=255, notnull=True, unique=True),
+                Field("pe_id", "integer"),
+                Field("address", length=255),
+                Field("contact_method", length=32, default="EMAIL"),
+                Field("status", length=16, notnull=True, default=QUEUED),
+                Field("priority", "integer", notnull=True, default=5),
+                Field("attempts", "integer", notnull=True, default=0),
+                Field("next_attempt_on", "datetime", notnull=True),
+                Field("expires_on", "datetime"),
+                Field("last_error", "text"),
+                Field("last_code", "integer"),
+                Field("sent_on", "datetime"),
+                Field("created_on", "datetime", notnull=True),
+                Field("lease_owner", length=128),
+                Field("lease_until", "datetime"),
+                Field("held_fp", length=32),
+                Field("sender", length=512),
+                Field("subject", "text"),
+                Field("content", "text", notnull=True),   # JSON, see message.normalize
+                Field("attachment_count", "integer", default=0),
+                Field("size", "integer", default=0),
+                Field("refused", "text"),                 # JSON {address: reply}
+                migrate=migrate)
+        if name + "_attachment" not in db.tables:
+            db.define_table(
+                name + "_attachment",
+                Field("outbox_id", "integer", notnull=True),
+                Field("position", "integer", notnull=True),
+                Field("kind", length=8),
+                Field("filename", length=255),
+                Field("content_type", length=128),
+                Field("content_id", length=255),
+                Field("payload", "blob"),
+                migrate=migrate)
+        if name + "_attempt" not in db.tables:
+            db.define_table(
+                name + "_attempt",
+                Field("outbox_id", "integer", notnull=True),
+                Field("attempted_on", "datetime", notnull=True),
+                Field("worker", length=128),
+                Field("outcome", length=16),
+                Field("code", "integer"),
+                Field("error", "text"),
+                migrate=migrate)
+        if name + "_state" not in db.tables:
+            db.define_table(
+                name + "_state",
+                Field("name", length=64, notnull=True, unique=True),
+                Field("value", "text"),
+                Field("updated_on", "datetime"),
+                migrate=migrate)
+        self.outbox = db[name]
+        self.attachment = db[name + "_attachment"]
+        self.attempt = db[name + "_attempt"]
+        self.state = db[name + "_state"]
+        if migrate:
+            self._indexes()
+
+    def _indexes(self):
+        n = self.tablename
+        wanted = [
+            # claim: equality on status, then in send order
+            ("%s_due_idx" % n, n, "status, priority, next_attempt_on"),
+            ("%s_lease_idx" % n, n, "lease_owner"),
+            ("%s_lease_until_idx" % n, n, "status, lease_until"),
+            ("%s_address_idx" % n, n, "address"),
+            ("%s_pe_idx" % n, n, "pe_id"),
+            ("%s_created_idx" % n, n, "status, created_on"),
+            ("%s_att_idx" % n, n + "_attachment", "outbox_id"),
+            ("%s_try_idx" % n, n + "_attempt", "outbox_id"),
+            ("%s_try_on_idx" % n, n + "_attempt", "attempted_on"),
+        ]
+        for index, table, columns in wanted:
+            self.db.executesql("CREATE INDEX IF NOT EXISTS %s ON %s (%s)"
+                               % (index, table, columns))
+        self.db.commit()
+
+    def _sql(self, sql, args=(), rows=False):
+        """Run ``sql`` with %s placeholders written the driver's way."""
+        if self.mark != "%s":
+            sql = sql.replace("%s", self.mark)
+        return self.db.executesql(sql, placeholders=list(args)) if rows else \
+            self.db._adapter.execute(sql, list(args))
+
+    # --------------------------------------------------------------- enqueue
+    def enqueue(self, msg, message_id, pe_id=None, sender=None, priority=5,
+                not_before=None, expires_on=None):
+        """Insert one message (and its attachments); the caller commits."""
+        now = utcnow()
+        first = (msg["to"] or msg["cc"] or msg["bcc"] or [None])[0]
+        parts = msg.pop("attachments")
+        size = msg.pop("size")
+        row_id = self.outbox.insert(
+            message_id=message_id, pe_id=pe_id, address=first and first[:255],
+            status=QUEUED, priority=priority, attempts=0,
+            next_attempt_on=max(now, not_before or now), expires_on=expires_on,
+            created_on=now, sender=sender, subject=msg["subject"],
+            content=dumps(msg), attachment_count=len(parts), size=size)
+        for position, part in enumerate(parts):
+            self.attachment.insert(outbox_id=row_id, position=position, **part)
+        return row_id
+
+    @staticmethod
+    def content(row):
+        return loads(row.content)
+
+    def attachments(self, outbox_id):
+        a = self.attachment
+        return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
+                     content_id=r.content_id, payload=r.payload)
+                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.position)]
+
+    # ----------------------------------------------------------------- claim
+    def has_due(self, now):
+        t = self.outbox
+        return bool(self.db((t.status == QUEUED) & (t.next_attempt_on <= now))
+                    .select(t.id, limitby=(0, 1)))
+
+    def requeue_expired(self, now):
+        """Give rows whose worker died (lease ran out) back to the queue."""
+        t = self.outbox
+        stale = (t.status == SENDING) & (t.lease_until < now)
+        if not self.db(stale).select(t.id, limitby=(0, 1)):
+            return 0
+        n = self.db(stale).update(status=QUEUED, next_attempt_on=now, lease_until=None,
+                                  last_error="the lease of the worker that claimed "
+                                  "this message ran out; queued again")
+        self.db.commit()
+        return n
+
+    def claim(self, owner, limit, lease, now, rate=None):
+        """Mark up to ``limit`` due rows as ours and return them, committed.
+
+        ``rate`` is (max messages, window seconds) across all workers, or None.
+        """
+        if rate:
+            limit = min(limit, self._rate_room(now, *rate))
+        if limit <= 0:
+            self.db.commit()
+            return []
+        t = self.tablename
+        pick = ("SELECT id FROM %s WHERE status='queued' AND next_attempt_on<=%%s "
+                "ORDER BY priority, next_attempt_on, id LIMIT %d" % (t, int(limit)))
+        claim = ("UPDATE %s SET status='sending', lease_owner=%%s, lease_until=%%s "
+                 "WHERE id IN " % t)
+        until = now + datetime.timedelta(seconds=lease)
+        if self.engine == "mysql":
+            ids = [r[0] for r in self._sql(pick + " FOR UPDATE SKIP LOCKED", [now],
+                                           rows=True)]
+            if ids:
+                self._sql(claim + "(%s)" % ",".join(str(int(i)) for i in ids),
+                          [owner, until])
+        else:
+            lock = " FOR UPDATE SKIP LOCKED" if self.engine == "postgres" else ""
+            self._sql(claim + "(" + pick + lock + ")", [owner, until, now])
+        self.db.commit()
+        o = self.outbox
+        return self.db(o.lease_owner == owner).select(
+            orderby=o.priority | o.next_attempt_on | o.id)
+
+    def _rate_room(self, now, count, window):
+        """How many more messages the rate limit allows now, serialised.
+
+        Updating the lock row first makes concurrent claimers wait for each
+        other (a row lock on PostgreSQL and MariaDB, the write lock on SQLite).
+        """
+        s = self.state
+        if not self.db(s.name == "rate_lock").update(updated_on=now):
+            s.insert(name="rate_lock", updated_on=now)
+        since = now - datetime.timedelta(seconds=window)
+        a, o = self.attempt, self.outbox
+        used = self.db((a.attempted_on > since) & (a.outcome == SENT)).count()
+        used += self.db(o.status == SENDING).count()
+        return count - used
+
+    # ---------------------------------------------------------------- record
+    def record(self, owner, now, worker, results):
+        """Write the outcome of each claimed row; one transaction.
+
+        ``results`` holds (row id, changes dict, attempt dict or None).
+        Rows whose changes are identical (plain successes) go in one UPDATE.
+        """
+        o, db = self.outbox, self.db
+        free = dict(lease_owner=None, lease_until=None)
+        plain_sent = [rid for rid, changes, _ in results if changes is SENT_PLAIN]
+        if plain_sent:
+            db(o.id.belongs(plain_sent) & (o.lease_owner == owner)).update(
+                status=SENT, sent_on=now, attempts=o.attempts + 1, last_error=None,
+                last_code=250, **free)
+        for rid, changes, _ in results:
+            if changes is not SENT_PLAIN:
+                changes = dict(changes, **free)
+                db((o.id == rid) & (o.lease_owner == owner)).update(**changes)
+        attempts = [(rid, now, worker, a["outcome"], a.get("code"), a.get("error"))
+                    for rid, _, a in results if a]
+        if attempts:
+            self._insert_attempts(attempts)
+        db.commit()
+
+    def _insert_attempts(self, values):
+        sql = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
+               "code, error) VALUES (%s)" % (self.tablename, ",".join([self.mark] * 6)))
+        self.db._adapter.cursor.executemany(sql, values)
+
+    # ---------------------------------------------------------- hold/release
+    def release_held(self, keep_fp=None, now=None):
+        """Queue held mail again: all of it, or what was held under other settings."""
+        o = self.outbox
+        query = o.status == HELD
+        if keep_fp is not None:
+            query &= (o.held_fp != keep_fp) | (o.held_fp == None)  # noqa: E711
+        return self.db(query).update(status=QUEUED, next_attempt_on=now or utcnow(),
+                                     held_fp=None)
+
+    def release_one_held(self, fp, now):
+        """Queue the first held message again, to probe a possible outage."""
+        o = self.outbox
+        row = self.db((o.status == HELD) & (o.held_fp == fp)).select(
+            o.id, orderby=o.priority | o.next_attempt_on | o.id, limitby=(0, 1)).first()
+        if row:
+            self.db((o.id == row.id) & (o.status == HELD)).update(
+                status=QUEUED, next_attempt_on=now)
+        return row and row.id
+
+    def count_held(self):
+        return self.db(self.outbox.status == HELD).count()
+
+    # ----------------------------------------------------------------- state
+    def get_state(self, name):
+        row = self.db(self.state.name == name).select(self.state.value).first()
+        return json.loads(row.value) if row and row.value else None
+
+    def set_state(self, name, value, expect=False, now=None):
+        """Store ``value`` (JSON); with ``expect`` only if it still equals that.
+
+        Returns False when another worker changed it first.
+        """
+        s = self.state
+        text = json.dumps(value, sort_keys=True) if value is not None else None
+        query = s.name == name
+        if expect is not False:
+            query &= s.value == (json.dumps(expect, sort_keys=True)
+                                 if expect is not None else None)
+        if self.db(query).update(value=text, updated_on=now or utcnow()):
+            return True
+        if expect is False or expect is None:
+            if not self.db(s.name == name).count():
+                s.insert(name=name, value=text, updated_on=now or utcnow())
+                return True
+        return False
+
+
+# Marker for a plain success, so record() can update those rows in one statement.
+SENT_PLAIN = object()

@@ -1,0 +1,286 @@
+# -*- coding: utf-8 -*-
+"""SMTP transport: open a session, send many messages over it, close it, and
+say what every outcome means.
+
+Outcome kinds, decided from the SMTP reply code wherever there is one:
+
+- ``sent``: accepted for at least one recipient (refused ones are listed);
+- ``config``: the settings are wrong (no server, DNS, refused connection, TLS,
+  authentication, sender refused); hold the mail until they change;
+- ``transient``: try again later (4xx, timeout, dropped connection);
+- ``permanent``: the server refused the message for good (5xx).
+"""
+
+import queue
+import smtplib
+import socket
+import ssl
+import threading
+
+SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
+
+
+class Outcome(object):
+    __slots__ = ("kind", "code", "error", "refused")
+
+    def __init__(self, kind, code=None, error=None, refused=None):
+        self.kind, self.code, self.error, self.refused = kind, code, error, refused
+
+    def __repr__(self):
+        return "Outcome(%s, %s, %r)" % (self.kind, self.code, self.error)
+
+
+def _reply(code, text):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return "%s %s" % (code, text) if code else str(text)
+
+
+def classify(exc, stage):
+    """The Outcome for an exception raised at ``stage`` ('connect' or 'send')."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [c for c, _ in exc.recipients.values()]
+        kind = PERMANENT if codes and all(c >= 500 for c in codes) else TRANSIENT
+        text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
+                         for rcpt, (c, m) in exc.recipients.items())
+        return Outcome(kind, max(codes) if codes else None,
+                       "all recipients refused: " + text)
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        if 400 <= exc.smtp_code < 500:
+            return Outcome(TRANSIENT, exc.smtp_code, "sender deferred: " +
+                           _reply(exc.smtp_code, exc.smtp_error))
+        if exc.smtp_code == 552:  # message too big for this server
+            return Outcome(PERMANENT, 552, _reply(552, exc.smtp_error))
+        return Outcome(CONFIG, exc.smtp_code, "sender %s refused: %s" % (
+            exc.sender, _reply(exc.smtp_code, exc.smtp_error)))
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        kind = TRANSIENT if 400 <= exc.smtp_code < 500 else CONFIG
+        return Outcome(kind, exc.smtp_code, "authentication refused: " +
+                       _reply(exc.smtp_code, exc.smtp_error))
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return Outcome(CONFIG, None, "the server does not support this: %s "
+                       "(check tls, ssl and login)" % exc)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        text = _reply(code, exc.smtp_error)
+        if 400 <= code < 500 or code == -1:
+            return Outcome(TRANSIENT, code, text)
+        if stage == "connect":
+            return Outcome(CONFIG, code, "server refused the session: " + text)
+        return Outcome(PERMANENT, code, text)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return Outcome(TRANSIENT, None, "connection dropped: %s" % (exc or "no reply"))
+    if isinstance(exc, ssl.SSLError):
+        return Outcome(CONFIG, None, "TLS failed: %s (check tls and ssl)" % exc)
+    if isinstance(exc, socket.gaierror):
+        return Outcome(CONFIG, None, "server name does not resolve: %s" % exc)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return Outcome(TRANSIENT, None, "timed out: %s" % (exc or "no reply"))
+    if isinstance(exc, ConnectionRefusedError):
+        return Outcome(CONFIG, None, "connection refused: %s" % exc)
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return Outcome(TRANSIENT, None, "connection dropped: %s" % exc)
+    if isinstance(exc, OSError) and stage == "connect":
+        return Outcome(CONFIG, None, "cannot reach the server: %s" % exc)
+    if isinstance(exc, OSError):
+        return Outcome(TRANSIENT, None, "network error: %s" % exc)
+    if isinstance(exc, smtplib.SMTPException):
+        return Outcome(TRANSIENT, None, "SMTP error: %s" % exc)
+    return Outcome(PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
+
+
+class SmtpSession(object):
+    """One SMTP connection: open(), send() as often as needed, close()."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+        self.connection = None
+        self.opened = 0  # connections made, for figures and tests
+
+    def open(self):
+        """Connect, STARTTLS and log in; return None or the failing Outcome."""
+        s = self.snapshot
+        problem = s.blocking_problem()
+        if problem:
+            return Outcome(CONFIG, None, problem)
+        host, port = s.host_port
+        try:
+            if s.ssl:
+                conn = smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
+                                        timeout=s.timeout,
+                                        context=ssl.create_default_context())
+            else:
+                conn = smtplib.SMTP(host, port, local_hostname=s.hostname,
+                                    timeout=s.timeout)
+            self.opened += 1
+            self.connection = conn
+            conn.ehlo()
+            if s.tls and not s.ssl:
+                if not conn.has_extn("starttls"):
+                    self.close()
+                    return Outcome(CONFIG, None, "tls is on but %s does not offer "
+                                   "STARTTLS (set tls = false, or use port 465 with "
+                                   "ssl = true)" % s.server)
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if s.login:
+                user, _, password = s.login.partition(":")
+                conn.login(user, password)
+        except Exception as e:
+            self.close()
+            return classify(e, "connect")
+        return None
+
+    def send(self, sender, recipients, data):
+        """Send one message over the open connection; never raises."""
+        try:
+            refused = self.connection.sendmail(sender, recipients, data)
+        except Exception as e:
+            outcome = classify(e, "send")
+            if outcome.kind != TRANSIENT or self._alive():
+                self._reset()
+            else:
+                self.close()
+            return outcome
+        if refused:
+            text = "; ".join("%s: %s" % (r, _reply(c, m)) for r, (c, m) in refused.items())
+            return Outcome(SENT, 250, "refused some recipients: " + text,
+                           refused={r: _reply(c, m) for r, (c, m) in refused.items()})
+        return Outcome(SENT, 250)
+
+    def _alive(self):
+        try:
+            return self.connection is not None and self.connection.noop()[0] == 250
+        except Exception:
+            return False
+
+    def _reset(self):
+        try:
+            self.connection.rset()
+        except Exception:
+            self.close()
+
+    def close(self):
+        conn, self.connection = self.connection, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except Exception:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+class Job(object):
+    """One message to send: envelope, a builder for its bytes, and the result."""
+    __slots__ = ("key", "sender", "recipients", "build", "outcome")
+
+    def __init__(self, key, sender, recipients, build):
+        self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
+        self.outcome = None
+
+
+class SessionPool(object):
+    """Up to ``size`` SMTP sessions, kept open for a whole delivery pass.
+
+    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
+    configuration error no further connection is tried in this pool: the
+    remaining jobs get the same outcome, so a broken setup costs one attempt.
+    With size 1 everything runs in the calling thread.
+    """
+
+    def __init__(self, snapshot, size=1):
+        self.snapshot = snapshot
+        self.size = max(1, int(size or 1))
+        self.sessions = []
+        self.config_error = None
+        self.patience = 0.01  # seconds a full queue may wait before a new session
+        self._lock = threading.Lock()
+
+    @property
+    def connections(self):
+        return sum(s.opened for s in self.sessions)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for session in self.sessions:
+            session.close()
+
+    def _run(self, session, job):
+        """Send ``job`` on ``session``, opening or re-opening it once."""
+        if self.config_error is not None:
+            job.outcome = self.config_error
+            return
+        try:
+            data, job.build = job.build(), None  # drop attachments once built
+        except Exception as e:
+            job.outcome = Outcome(PERMANENT, None, "cannot build the message: %s: %s"
+                                  % (type(e).__name__, e))
+            return
+        for retry in (False, True):
+            if session.connection is None:
+                failed = session.open()
+                if failed is not None:
+                    if failed.kind == CONFIG:
+                        with self._lock:
+                            self.config_error = self.config_error or failed
+                    job.outcome = failed
+                    return
+            job.outcome = session.send(job.sender, job.recipients, data)
+            # A connection that died under us is re-opened once for this job.
+            if job.outcome.kind != TRANSIENT or session.connection is not None or retry:
+                return
+
+    def deliver(self, jobs):
+        """Send ``jobs`` (an iterable, consumed lazily) over the pool."""
+        if self.size == 1:
+            if not self.sessions:
+                self.sessions.append(SmtpSession(self.snapshot))
+            for job in jobs:
+                self._run(self.sessions[0], job)
+            return
+        work = queue.Queue(maxsize=self.size * 2)  # bounds messages in memory
+        threads = []
+
+        def worker(session):
+            while True:
+                job = work.get()
+                if job is None:
+                    return
+                try:
+                    self._run(session, job)
+                except Exception as e:  # never lose a job to a bug
+                    job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
+
+        def add_session():
+            if len(threads) == len(self.sessions):
+                self.sessions.append(SmtpSession(self.snapshot))
+            thread = threading.Thread(target=worker, args=(self.sessions[len(threads)],),
+                                      daemon=True)
+            threads.append(thread)
+            thread.start()
+
+        add_session()
+        try:
+            for job in jobs:
+                # Another session opens only while the open ones fall behind:
+                # a fast local server keeps one, a slow relay gets up to size.
+                while True:
+                    try:
+                        work.put(job, timeout=self.patience)
+                        break
+                    except queue.Full:
+                        if len(threads) < self.size:
+                            add_session()
+        finally:
+            for _ in threads:
+                work.put(None)
+            for t in threads:
+                t.join()
