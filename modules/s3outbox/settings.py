@@ -128,3 +128,41 @@ class Snapshot(object):
                 out.append(("[smtp] tls", "a password would cross the network "
                             "unencrypted: turn on tls or ssl", False))
         return out
+
+
+# appconfig.ini [outbox] keys and how to read them; the rest of DEFAULTS are
+# set in code.
+_OUTBOX_KEYS = dict(batch_size=int, sessions=int, lease=int, max_attempts=int,
+                    max_age=int, retry_base=int, retry_max=int, probe_interval=int,
+                    rate_limit=str, max_size=int, timeout=int)
+
+
+def apply_config(mail, get):
+    """Copy the admin's settings onto ``mail.settings``.
+
+    ``get(key)`` returns a value such as ``get("smtp.server")`` (web2py's
+    ``AppConfig.get``, or a Sahana deployment-settings lookup). Missing keys
+    leave the current value; ``[smtp]`` keys are copied even when empty, since
+    an emptied server or sender must stop delivery, not keep an old value.
+    """
+    s = mail.settings
+    s.server, s.sender, s.login = [_text(get("smtp." + key))
+                                   for key in ("server", "sender", "login")]
+    s.tls = _flag(get("smtp.tls"))
+    s.ssl = _flag(get("smtp.ssl"))
+    for key, kind in _OUTBOX_KEYS.items():
+        value = get("outbox." + key)
+        if value not in (None, ""):
+            s[key] = kind(value)
+        elif key == "rate_limit":
+            s[key] = None
+
+
+def _text(value):
+    return None if value in (None, "") else str(value)
+
+
+def _flag(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

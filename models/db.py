@@ -1,0 +1,40 @@
+# -*- coding: utf-8 -*-
+"""Database, Auth and the outbox mailer. Settings: private/appconfig.ini."""
+
+from gluon.contrib.appconfig import AppConfig
+from gluon.tools import Auth
+
+from s3outbox import PRIORITY_HIGH, MailS3
+from s3outbox.settings import apply_config
+
+configuration = AppConfig(reload=True)
+
+DB_URI = configuration.get("db.uri") or "sqlite://storage.sqlite"
+if DB_URI.startswith("sqlite"):
+    # The web server and the scheduler worker share the file: wait for locks
+    # (30 s) rather than fail, and let readers run beside the writer (WAL).
+    db = DAL(DB_URI, migrate_enabled=configuration.get("db.migrate") is not False,
+             driver_args={"timeout": 30}, check_reserved=["all"])
+    db.executesql("PRAGMA journal_mode=WAL")
+else:
+    db = DAL(DB_URI, pool_size=configuration.get("db.pool_size") or 5,
+             migrate_enabled=configuration.get("db.migrate") is not False,
+             check_reserved=["all"])
+
+response.generic_patterns = []
+response.title = configuration.get("app.name") or "Outbox"
+
+# The outbox mailer: send() queues; the scheduler worker delivers.
+mail = MailS3(db)
+apply_config(mail, configuration.get)
+current.mail = mail
+
+auth = Auth(db, mailer=mail, host_names=configuration.get("host.names"))
+auth.settings.extra_fields["auth_user"] = []
+auth.define_tables(username=bool(configuration.get("auth.use_username")),
+                   signature=False)
+auth.settings.registration_requires_verification = \
+    configuration.get("auth.registration_requires_verification") is not False
+auth.settings.registration_requires_approval = \
+    bool(configuration.get("auth.registration_requires_approval"))
+auth.settings.reset_password_requires_verification = True
