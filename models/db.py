@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 """Database, Auth and the outbox mailer. Settings: private/appconfig.ini."""
 
+from gluon import current
 from gluon.contrib.appconfig import AppConfig
 from gluon.tools import Auth
 

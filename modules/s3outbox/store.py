@@ -65,16 +65,16 @@ class OutboxStore(object):
                 Field("held_fp", length=32),
                 Field("sender", length=512),
                 Field("subject", "text"),
-                Field("content", "text", notnull=True),   # JSON, see message.normalize
+                Field("body", "text", notnull=True),      # JSON, see message.normalize
                 Field("attachment_count", "integer", default=0),
-                Field("size", "integer", default=0),
+                Field("byte_size", "integer", default=0),
                 Field("refused", "text"),                 # JSON {address: reply}
                 migrate=migrate)
         if name + "_attachment" not in db.tables:
             db.define_table(
                 name + "_attachment",
                 Field("outbox_id", "integer", notnull=True),
-                Field("position", "integer", notnull=True),
+                Field("seq", "integer", notnull=True),
                 Field("kind", length=8),
                 Field("filename", length=255),
                 Field("content_type", length=128),
@@ -95,7 +95,7 @@ class OutboxStore(object):
             db.define_table(
                 name + "_state",
                 Field("name", length=64, notnull=True, unique=True),
-                Field("value", "text"),
+                Field("doc", "text"),
                 Field("updated_on", "datetime"),
                 migrate=migrate)
         self.outbox = db[name]
@@ -144,20 +144,20 @@ class OutboxStore(object):
             status=QUEUED, priority=priority, attempts=0,
             next_attempt_on=max(now, not_before or now), expires_on=expires_on,
             created_on=now, sender=sender, subject=msg["subject"],
-            content=dumps(msg), attachment_count=len(parts), size=size)
+            body=dumps(msg), attachment_count=len(parts), byte_size=size)
         for position, part in enumerate(parts):
-            self.attachment.insert(outbox_id=row_id, position=position, **part)
+            self.attachment.insert(outbox_id=row_id, seq=position, **part)
         return row_id
 
     @staticmethod
     def content(row):
-        return loads(row.content)
+        return loads(row.body)
 
     def attachments(self, outbox_id):
         a = self.attachment
         return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
                      content_id=r.content_id, payload=r.payload)
-                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.position)]
+                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq)]
 
     # ----------------------------------------------------------------- claim
     def has_due(self, now):
@@ -276,8 +276,8 @@ class OutboxStore(object):
 
     # ----------------------------------------------------------------- state
     def get_state(self, name):
-        row = self.db(self.state.name == name).select(self.state.value).first()
-        return json.loads(row.value) if row and row.value else None
+        row = self.db(self.state.name == name).select(self.state.doc).first()
+        return json.loads(row.doc) if row and row.doc else None
 
     def set_state(self, name, value, expect=False, now=None):
         """Store ``value`` (JSON); with ``expect`` only if it still equals that.
@@ -288,13 +288,13 @@ class OutboxStore(object):
         text = json.dumps(value, sort_keys=True) if value is not None else None
         query = s.name == name
         if expect is not False:
-            query &= s.value == (json.dumps(expect, sort_keys=True)
+            query &= s.doc == (json.dumps(expect, sort_keys=True)
                                  if expect is not None else None)
-        if self.db(query).update(value=text, updated_on=now or utcnow()):
+        if self.db(query).update(doc=text, updated_on=now or utcnow()):
             return True
         if expect is False or expect is None:
             if not self.db(s.name == name).count():
-                s.insert(name=name, value=text, updated_on=now or utcnow())
+                s.insert(name=name, doc=text, updated_on=now or utcnow())
                 return True
         return False
 

@@ -1,0 +1,94 @@
+# -*- coding: utf-8 -*-
+"""``./dev run``: web server, scheduler worker and SMTP catcher, together.
+
+Ctrl-C (or SIGTERM) stops all three. The runtime folder lives outside the
+source tree (default ~/.cache/outbox/web2py) with this app linked in.
+"""
+
+import argparse
+import configparser
+import hashlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import runtime  # noqa: E402
+
+
+def catcher_port():
+    """The port of [smtp] server in private/appconfig.ini, if it is local."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(os.path.join(runtime.APP_DIR, "private", "appconfig.ini"))
+    host, _, port = config.get("smtp", "server", fallback="").rpartition(":")
+    if host in ("127.0.0.1", "localhost") and port.isdigit():
+        return int(port)
+    print("[smtp] server in private/appconfig.ini is not on this machine; "
+          "the catcher listens on 127.0.0.1:8025 anyway")
+    return 8025
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="./dev run")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+    parser.add_argument("--runtime", default=os.environ.get("OUTBOX_RUNTIME"))
+    args = parser.parse_args(argv)
+    tag = hashlib.sha1(runtime.APP_DIR.encode()).hexdigest()[:8]
+    folder = args.runtime or os.path.join(os.path.expanduser("~"), ".cache", "outbox",
+                                          "web2py-" + tag)
+    runtime.build(folder)
+    smtp_port = catcher_port()
+    py = sys.executable
+    w2p = os.path.join(folder, "web2py.py")
+    mails = os.path.join(folder, "mail")
+    procs = []
+
+    def start(name, cmd):
+        procs.append((name, subprocess.Popen(cmd, cwd=folder)))
+
+    start("smtp", [py, os.path.join(runtime.APP_DIR, "scripts", "smtpsink.py"),
+                   "--port", str(smtp_port), "--folder", mails])
+    # The admin app is not installed; web2py still wants a password argument.
+    start("web", [py, w2p, "--no_gui", "-i", "127.0.0.1", "-p", str(args.port),
+                  "-a", secrets.token_hex(16)])
+    time.sleep(2)  # let the web server create the tables before the worker
+    start("worker", [py, w2p, "--no_gui", "-K", "outbox"])
+    base = "http://127.0.0.1:%d/outbox" % args.port
+    print("\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
+          "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
+          "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
+          "printed here and saved in %s\n  Ctrl-C stops everything.\n"
+          % (base, base, base, smtp_port, mails), flush=True)
+
+    stopping = []
+
+    def stop(*_):
+        stopping.append(True)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for name, p in procs:
+                if p.poll() is not None:
+                    print("%s exited with %s; stopping" % (name, p.returncode))
+                    stopping.append(True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    for name, p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.time() + 10
+    for name, p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    print("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
