@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+"""Shared fixtures: databases (SQLite, PostgreSQL, MariaDB) and SMTP sinks.
+
+Every outbox test takes ``db_uri`` and runs once per database. PostgreSQL and
+MariaDB are at 127.0.0.1:5432 and :3306 on the CI machine; elsewhere a test
+skips with the reason when one is unreachable, unless OUTBOX_REQUIRE_DBS=1
+(set by .ci/run), where an unreachable database is a failure.
+Each test gets its own table names, so runs never see each other's rows.
+"""
+
+import os
+import sys
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from pydal import DAL  # noqa: E402
+
+from smtpsink import Sink, SinkController  # noqa: E402
+
+DATABASES = {
+    "sqlite": None,
+    "postgres": os.environ.get("OUTBOX_TEST_POSTGRES",
+                               "postgres://postgres:@127.0.0.1:5432/test"),
+    "mysql": os.environ.get("OUTBOX_TEST_MYSQL",
+                            "mysql://root:@127.0.0.1:3306/test?set_encoding=utf8mb4"),
+}
+REQUIRE = os.environ.get("OUTBOX_REQUIRE_DBS") == "1"
+_reachable = {}
+
+
+def _check(name, uri):
+    if name not in _reachable:
+        try:
+            DAL(uri, migrate=False, folder=None, attempts=1).close()
+            _reachable[name] = None
+        except Exception as e:
+            _reachable[name] = "%s not reachable at %s: %s" % (name, uri, e)
+    return _reachable[name]
+
+
+@pytest.fixture(params=list(DATABASES))
+def db_uri(request, tmp_path):
+    """A database URI, once per engine; SQLite is a file in tmp_path."""
+    name = request.param
+    if name == "sqlite":
+        return "sqlite://%s" % (tmp_path / "outbox.sqlite")
+    problem = _check(name, DATABASES[name])
+    if problem:
+        if REQUIRE:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return DATABASES[name]
+
+
+@pytest.fixture
+def tablename():
+    """A fresh outbox table name for this test."""
+    return "tob_%s" % uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_db(db_uri, tmp_path, tablename):
+    """make_db() opens a new connection (one per simulated worker); all the
+    outbox tables made under ``tablename`` are dropped at the end."""
+    opened = []
+
+    def make():
+        kwargs = dict(driver_args={"timeout": 30}) if db_uri.startswith("sqlite") else {}
+        db = DAL(db_uri, folder=str(tmp_path), **kwargs)
+        if db_uri.startswith("sqlite"):
+            db.executesql("PRAGMA journal_mode=WAL")
+        opened.append(db)
+        return db
+
+    yield make
+    for db in opened:
+        try:
+            db.rollback()
+        except Exception:
+            pass
+    cleanup = opened[0] if opened else None
+    if cleanup is not None and not db_uri.startswith("sqlite"):
+        for suffix in ("_attempt", "_attachment", "_state", ""):
+            try:
+                cleanup.executesql("DROP TABLE IF EXISTS %s%s" % (tablename, suffix))
+                cleanup.commit()
+            except Exception:
+                cleanup.rollback()
+    for db in opened:
+        try:
+            db.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def db(make_db):
+    return make_db()
+
+
+@pytest.fixture
+def sink():
+    """A running SMTP sink on loopback; ``sink.server`` is its host:port."""
+    handler = Sink()
+    with SinkController(handler) as controller:
+        handler.server = controller.server_address
+        yield handler
+
+
+@pytest.fixture
+def mail(db, sink, tablename):
+    """A MailS3 on ``db`` pointed at ``sink``."""
+    from s3outbox import MailS3
+    m = MailS3(db, server=sink.server, sender="Outbox <outbox@outbox.localhost>",
+               tls=False, tablename=tablename)
+    m.settings.sessions = 1
+    return m
