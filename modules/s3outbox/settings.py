@@ -27,6 +27,7 @@ DEFAULTS = dict(
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
+    ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
 )
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
@@ -57,6 +58,7 @@ class Snapshot(object):
         self.timeout = settings.timeout or DEFAULTS["timeout"]
         self.hostname = settings.hostname
         self.dkim = settings.dkim
+        self.ssl_context = settings.ssl_context
 
     @property
     def host_port(self):

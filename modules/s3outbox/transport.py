@@ -107,8 +107,7 @@ class SmtpSession(object):
         try:
             if s.ssl:
                 conn = smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
-                                        timeout=s.timeout,
-                                        context=ssl.create_default_context())
+                                        timeout=s.timeout, context=self._context())
             else:
                 conn = smtplib.SMTP(host, port, local_hostname=s.hostname,
                                     timeout=s.timeout)
@@ -121,7 +120,7 @@ class SmtpSession(object):
                     return Outcome(CONFIG, None, "tls is on but %s does not offer "
                                    "STARTTLS (set tls = false, or use port 465 with "
                                    "ssl = true)" % s.server)
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=self._context())
                 conn.ehlo()
             if s.login:
                 user, _, password = s.login.partition(":")
@@ -130,6 +129,9 @@ class SmtpSession(object):
             self.close()
             return classify(e, "connect")
         return None
+
+    def _context(self):
+        return self.snapshot.ssl_context or ssl.create_default_context()
 
     def send(self, sender, recipients, data):
         """Send one message over the open connection; never raises."""

@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+"""A real web2py server and scheduler worker on a copy of this app, for
+end-to-end tests: ``with WebApp(tmp_path, smtp="127.0.0.1:2525") as app``.
+
+The copy gets its own private/appconfig.ini (``app.configure(section, key,
+value)`` edits it while the app runs, as an admin would), its own SQLite
+database unless ``db_uri`` is given, and its own port.
+"""
+
+import configparser
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+import runtime
+
+FORMKEY_RE = re.compile(r'name="_formkey" type="hidden" value="([^"]+)"')
+FORMNAME_RE = re.compile(r'name="_formname" type="hidden" value="([^"]+)"')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebApp(object):
+    def __init__(self, folder, smtp, sender="Outbox <outbox@outbox.localhost>",
+                 db_uri=None, worker=True, settings=None):
+        self.folder = str(folder)
+        self.port = free_port()
+        self.base = "http://127.0.0.1:%d/outbox" % self.port
+        self.app = runtime.build(self.folder, copy=True)
+        self.db_uri = db_uri or "sqlite://storage.sqlite"
+        self.procs = {}
+        self.logs = {}
+        self.want_worker = worker
+        self.configure_many(dict({
+            ("db", "uri"): self.db_uri,
+            ("smtp", "server"): smtp, ("smtp", "sender"): sender,
+            ("smtp", "tls"): "false", ("smtp", "ssl"): "false",
+            ("scheduler", "period"): "20", ("scheduler", "heartbeat"): "1",
+        }, **(settings or {})))
+
+    # ------------------------------------------------------------ config
+    @property
+    def config_path(self):
+        return os.path.join(self.app, "private", "appconfig.ini")
+
+    def configure_many(self, values):
+        """Edit private/appconfig.ini: {(section, key): value}."""
+        config = configparser.ConfigParser(interpolation=None)
+        config.read(self.config_path)
+        for (section, key), value in values.items():
+            if not config.has_section(section):
+                config.add_section(section)
+            config.set(section, key, str(value))
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            config.write(f)
+        os.replace(tmp, self.config_path)
+
+    def configure(self, section, key, value):
+        self.configure_many({(section, key): value})
+
+    # ----------------------------------------------------------- process
+    def _start(self, name, args):
+        log = open(os.path.join(self.folder, name + ".log"), "wb")
+        self.logs[name] = log.name
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_gui"] + args,
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self):
+        self._start("web", ["-i", "127.0.0.1", "-p", str(self.port),
+                            "-a", secrets.token_hex(8)])
+        self.wait_up()
+        if self.want_worker:
+            self.start_worker()
+        return self
+
+    def start_worker(self, name="worker"):
+        self._start(name, ["-K", "outbox"])
+
+    def stop_worker(self, name="worker"):
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def wait_up(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if requests.get(self.base + "/default/index", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.procs["web"].poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("web2py did not start:\n" + self.log("web"))
+
+    def log(self, name):
+        with open(self.logs[name], "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        for name in list(self.procs):
+            self.stop_worker(name)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ----------------------------------------------------------- browsing
+    def url(self, path):
+        return path if path.startswith("http") else self.base + path
+
+    def form(self, session, path):
+        """GET a page with a form; return (html, hidden fields to post back)."""
+        r = session.get(self.url(path), timeout=30)
+        r.raise_for_status()
+        key, name = FORMKEY_RE.search(r.text), FORMNAME_RE.search(r.text)
+        hidden = {}
+        if key:
+            hidden["_formkey"] = key.group(1)
+        if name:
+            hidden["_formname"] = name.group(1)
+        return r.text, hidden
+
+    def submit(self, session, path, data):
+        """Fill in the form at ``path`` with ``data`` and post it."""
+        _, hidden = self.form(session, path)
+        return session.post(self.url(path), data=dict(hidden, **data), timeout=30)
+
+    def errors(self):
+        """Tickets web2py wrote (errors/ folder): each one is a failure."""
+        folder = os.path.join(self.app, "errors")
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
