@@ -7,6 +7,7 @@ strings and lists that the store can keep as readable data (no pickle).
 ``Mail.send`` would have built for the same arguments.
 """
 
+import email.policy
 import email.utils
 import io
 import json
@@ -20,6 +21,11 @@ from email.mime.text import MIMEText
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
 add_charset("utf-8", QP, QP, "utf-8")
+
+
+# SMTP needs CRLF line ends. smtplib fixes them only for str data; the outbox
+# sends bytes, and a server reads bare-LF data as one over-long line.
+WIRE_POLICY = email.policy.compat32.clone(linesep="\r\n")
 
 
 class InvalidMessage(ValueError):
@@ -249,6 +255,7 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
     if dkim:
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
+    payload.policy = WIRE_POLICY  # as_bytes() then writes CRLF throughout
     return payload
 
 
