@@ -103,7 +103,21 @@ class OutboxStore(object):
         self.attempt = db[name + "_attempt"]
         self.state = db[name + "_state"]
         if migrate:
+            if self.engine == "mysql":
+                self._utf8mb4()
             self._indexes()
+
+    def _utf8mb4(self):
+        """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
+        subject, name or body turns into '?': convert ours to utf8mb4 once."""
+        names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
+        rows = self.db.executesql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema="
+            "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "
+            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)), placeholders=names)
+        for (name,) in rows:
+            self.db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 "
+                               "COLLATE utf8mb4_unicode_ci" % name)
 
     def _indexes(self):
         n = self.tablename
