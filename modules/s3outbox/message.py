@@ -96,6 +96,14 @@ def bare(address):
     return email.utils.parseaddr(address)[1]
 
 
+def _fits(value, limit, what):
+    """Refuse what its column cannot hold: MySQL would cut it silently."""
+    if value is not None and len(value) > limit:
+        raise InvalidMessage("%s is too long (%d characters, at most %d)"
+                             % (what, len(value), limit))
+    return value
+
+
 def _attachment(part, encoding):
     """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
     if not isinstance(part, Message):
@@ -106,13 +114,18 @@ def _attachment(part, encoding):
         if isinstance(payload, str):
             payload = payload.encode(encoding)
         cid = part.get("Content-Id")
-        return dict(kind="file", filename=part.my_filename,
-                    content_type=part.get_content_type(),
-                    content_id=cid[1:-1] if cid and cid.startswith("<") else cid,
+        return dict(kind="file",
+                    filename=_fits(part.my_filename, 255, "attachment file name"),
+                    content_type=_fits(part.get_content_type(), 128,
+                                       "attachment content type"),
+                    content_id=_fits(cid[1:-1] if cid and cid.startswith("<") else cid,
+                                     255, "attachment content_id"),
                     payload=payload)
-    return dict(kind="part", filename=part.get_filename(),
-                content_type=part.get_content_type(), content_id=None,
-                payload=part.as_bytes())
+    return dict(kind="part",
+                filename=_fits(part.get_filename(), 255, "attachment file name"),
+                content_type=_fits(part.get_content_type(), 128,
+                                   "attachment content type"),
+                content_id=None, payload=part.as_bytes())
 
 
 def normalize(to=None, subject="[no subject]", message="[no message]",
@@ -135,7 +148,7 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
     if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
         raise InvalidMessage("pe_id must be an integer, not %r" % (pe_id,))
     reply_list = parse_addresses(reply_to, encoding, "reply_to address")
-    sender = _header_value(sender, encoding, "sender") or None
+    sender = _fits(_header_value(sender, encoding, "sender") or None, 512, "sender")
     if sender and not parse_addresses(sender, encoding, "sender"):
         raise InvalidMessage("sender %r is not a valid e-mail address" % sender)
     from_address = _header_value(from_address, encoding, "from_address") or None
@@ -203,6 +216,16 @@ def _header(value):
     return value
 
 
+def _from_header(value):
+    """'Name <addr>' with only the name RFC 2047-encoded, as the To and Cc
+    addresses are; Mail.send encodes the whole value, address and all, which
+    RFC 2047 forbids and strict parsers read as a From without an address."""
+    name, addr = email.utils.parseaddr(value)
+    if addr and ADDRESS_RE.match(addr):
+        return email.utils.formataddr((name, addr))
+    return _header(value)
+
+
 def _rebuild_attachment(stored):
     if stored["kind"] == "part":
         return email.message_from_bytes(stored["payload"])
@@ -240,7 +263,7 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
                 payload.attach(_rebuild_attachment(stored))
         else:
             payload = body
-    payload["From"] = _header(msg["from_address"] or sender)
+    payload["From"] = _from_header(msg["from_address"] or sender)
     if msg["to"]:
         payload["To"] = _header(", ".join(msg["to"]))
     if msg["reply_to"]:
