@@ -148,20 +148,43 @@ class OutboxStore(object):
     # --------------------------------------------------------------- enqueue
     def enqueue(self, msg, message_id, pe_id=None, sender=None, priority=5,
                 not_before=None, expires_on=None):
-        """Insert one message (and its attachments); the caller commits."""
+        """Insert one message (and its attachments); the caller commits.
+
+        The inserts run inside a savepoint: if one fails, nothing of this
+        message is kept and the caller's transaction stays usable (PostgreSQL
+        refuses every later statement of a transaction in which one failed).
+        """
         now = utcnow()
         first = (msg["to"] or msg["cc"] or msg["bcc"] or [None])[0]
         parts = msg.pop("attachments")
         size = msg.pop("size")
-        row_id = self.outbox.insert(
-            message_id=message_id, pe_id=pe_id, address=first and first[:255],
-            status=QUEUED, priority=priority, attempts=0,
-            next_attempt_on=max(now, not_before or now), expires_on=expires_on,
-            created_on=now, sender=sender, subject=msg["subject"],
-            body=dumps(msg), attachment_count=len(parts), byte_size=size)
-        for position, part in enumerate(parts):
-            self.attachment.insert(outbox_id=row_id, seq=position, **part)
+        self._savepoint("SAVEPOINT")
+        try:
+            row_id = self.outbox.insert(
+                message_id=message_id, pe_id=pe_id, address=first and first[:255],
+                status=QUEUED, priority=priority, attempts=0,
+                next_attempt_on=max(now, not_before or now), expires_on=expires_on,
+                created_on=now, sender=sender, subject=msg["subject"],
+                body=dumps(msg), attachment_count=len(parts), byte_size=size)
+            for position, part in enumerate(parts):
+                self.attachment.insert(outbox_id=row_id, seq=position, **part)
+        except Exception:
+            try:
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+            except Exception:
+                pass  # the first error is the one to report
+            raise
+        self._savepoint("RELEASE SAVEPOINT")
         return row_id
+
+    def _savepoint(self, verb):
+        adapter = self.db._adapter
+        if verb == "SAVEPOINT" and self.engine == "sqlite" and \
+                not adapter.connection.in_transaction:
+            # Outside a transaction SQLite makes the savepoint the transaction
+            # and its RELEASE a commit; the caller's transaction must decide.
+            adapter.execute("BEGIN")
+        adapter.execute("%s s3outbox_enqueue" % verb)
 
     @staticmethod
     def content(row):
