@@ -116,7 +116,8 @@ def _attachment(part, encoding):
         cid = part.get("Content-Id")
         return dict(kind="file",
                     filename=_fits(part.my_filename, 255, "attachment file name"),
-                    content_type=_fits(part.get_content_type(), 128,
+                    # the whole value: Mail.Attachment puts a charset on text
+                    content_type=_fits(part.get("Content-Type"), 128,
                                        "attachment content type"),
                     content_id=_fits(cid[1:-1] if cid and cid.startswith("<") else cid,
                                      255, "attachment content_id"),
