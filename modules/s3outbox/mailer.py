@@ -76,7 +76,8 @@ class MailS3(Mail):
                 raise mime.InvalidMessage("priority must be an integer from 1 to 9")
             msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                                  sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe, pe_id, self.settings.max_size)
+                                 list_unsubscribe or self.settings.list_unsubscribe,
+                                 pe_id, self.settings.max_size)
             if not (msg["to"] or msg["cc"] or msg["bcc"]) and \
                     "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
@@ -114,7 +115,8 @@ class MailS3(Mail):
                                           "not supported")
             msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                                  sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe, None, self.settings.max_size)
+                                 list_unsubscribe or self.settings.list_unsubscribe,
+                                 None, self.settings.max_size)
             snapshot = Snapshot(self.settings)
             sender = msg["sender"] or snapshot.sender
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
