@@ -118,6 +118,11 @@ class MailS3(Mail):
                                  list_unsubscribe or self.settings.list_unsubscribe,
                                  None, self.settings.max_size)
             snapshot = Snapshot(self.settings)
+            problem = snapshot.blocking_problem()
+            if problem:  # before building: an unset sender cannot make a From
+                self.error = problem
+                logger.warning("direct mail not sent: %s", problem)
+                return False
             sender = msg["sender"] or snapshot.sender
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
             data = mime.build(msg, sender, mime.make_message_id(sender), now,
