@@ -76,7 +76,8 @@ class MailS3(Mail):
                 raise mime.InvalidMessage("priority must be an integer from 1 to 9")
             msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                                  sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe, pe_id, self.settings.max_size)
+                                 list_unsubscribe or self.settings.list_unsubscribe,
+                                 pe_id, self.settings.max_size)
             if not (msg["to"] or msg["cc"] or msg["bcc"]) and \
                     "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
@@ -114,8 +115,14 @@ class MailS3(Mail):
                                           "not supported")
             msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                                  sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe, None, self.settings.max_size)
+                                 list_unsubscribe or self.settings.list_unsubscribe,
+                                 None, self.settings.max_size)
             snapshot = Snapshot(self.settings)
+            problem = snapshot.blocking_problem()
+            if problem:  # before building: an unset sender cannot make a From
+                self.error = problem
+                logger.warning("direct mail not sent: %s", problem)
+                return False
             sender = msg["sender"] or snapshot.sender
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
             data = mime.build(msg, sender, mime.make_message_id(sender), now,

@@ -7,6 +7,7 @@ strings and lists that the store can keep as readable data (no pickle).
 ``Mail.send`` would have built for the same arguments.
 """
 
+import email.policy
 import email.utils
 import io
 import json
@@ -20,6 +21,11 @@ from email.mime.text import MIMEText
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
 add_charset("utf-8", QP, QP, "utf-8")
+
+
+# SMTP needs CRLF line ends. smtplib fixes them only for str data; the outbox
+# sends bytes, and a server reads bare-LF data as one over-long line.
+WIRE_POLICY = email.policy.compat32.clone(linesep="\r\n")
 
 
 class InvalidMessage(ValueError):
@@ -90,6 +96,14 @@ def bare(address):
     return email.utils.parseaddr(address)[1]
 
 
+def _fits(value, limit, what):
+    """Refuse what its column cannot hold: MySQL would cut it silently."""
+    if value is not None and len(value) > limit:
+        raise InvalidMessage("%s is too long (%d characters, at most %d)"
+                             % (what, len(value), limit))
+    return value
+
+
 def _attachment(part, encoding):
     """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
     if not isinstance(part, Message):
@@ -100,13 +114,19 @@ def _attachment(part, encoding):
         if isinstance(payload, str):
             payload = payload.encode(encoding)
         cid = part.get("Content-Id")
-        return dict(kind="file", filename=part.my_filename,
-                    content_type=part.get_content_type(),
-                    content_id=cid[1:-1] if cid and cid.startswith("<") else cid,
+        return dict(kind="file",
+                    filename=_fits(part.my_filename, 255, "attachment file name"),
+                    # the whole value: Mail.Attachment puts a charset on text
+                    content_type=_fits(part.get("Content-Type"), 128,
+                                       "attachment content type"),
+                    content_id=_fits(cid[1:-1] if cid and cid.startswith("<") else cid,
+                                     255, "attachment content_id"),
                     payload=payload)
-    return dict(kind="part", filename=part.get_filename(),
-                content_type=part.get_content_type(), content_id=None,
-                payload=part.as_bytes())
+    return dict(kind="part",
+                filename=_fits(part.get_filename(), 255, "attachment file name"),
+                content_type=_fits(part.get_content_type(), 128,
+                                   "attachment content type"),
+                content_id=None, payload=part.as_bytes())
 
 
 def normalize(to=None, subject="[no subject]", message="[no message]",
@@ -129,7 +149,7 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
     if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
         raise InvalidMessage("pe_id must be an integer, not %r" % (pe_id,))
     reply_list = parse_addresses(reply_to, encoding, "reply_to address")
-    sender = _header_value(sender, encoding, "sender") or None
+    sender = _fits(_header_value(sender, encoding, "sender") or None, 512, "sender")
     if sender and not parse_addresses(sender, encoding, "sender"):
         raise InvalidMessage("sender %r is not a valid e-mail address" % sender)
     from_address = _header_value(from_address, encoding, "from_address") or None
@@ -197,6 +217,16 @@ def _header(value):
     return value
 
 
+def _from_header(value):
+    """'Name <addr>' with only the name RFC 2047-encoded, as the To and Cc
+    addresses are; Mail.send encodes the whole value, address and all, which
+    RFC 2047 forbids and strict parsers read as a From without an address."""
+    name, addr = email.utils.parseaddr(value)
+    if addr and ADDRESS_RE.match(addr):
+        return email.utils.formataddr((name, addr))
+    return _header(value)
+
+
 def _rebuild_attachment(stored):
     if stored["kind"] == "part":
         return email.message_from_bytes(stored["payload"])
@@ -234,7 +264,7 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
                 payload.attach(_rebuild_attachment(stored))
         else:
             payload = body
-    payload["From"] = _header(msg["from_address"] or sender)
+    payload["From"] = _from_header(msg["from_address"] or sender)
     if msg["to"]:
         payload["To"] = _header(", ".join(msg["to"]))
     if msg["reply_to"]:
@@ -249,6 +279,7 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
     if dkim:
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
+    payload.policy = WIRE_POLICY  # as_bytes() then writes CRLF throughout
     return payload
 
 

@@ -103,7 +103,21 @@ class OutboxStore(object):
         self.attempt = db[name + "_attempt"]
         self.state = db[name + "_state"]
         if migrate:
+            if self.engine == "mysql":
+                self._utf8mb4()
             self._indexes()
+
+    def _utf8mb4(self):
+        """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
+        subject, name or body turns into '?': convert ours to utf8mb4 once."""
+        names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
+        rows = self.db.executesql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema="
+            "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "
+            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)), placeholders=names)
+        for (name,) in rows:
+            self.db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 "
+                               "COLLATE utf8mb4_unicode_ci" % name)
 
     def _indexes(self):
         n = self.tablename
@@ -134,20 +148,43 @@ class OutboxStore(object):
     # --------------------------------------------------------------- enqueue
     def enqueue(self, msg, message_id, pe_id=None, sender=None, priority=5,
                 not_before=None, expires_on=None):
-        """Insert one message (and its attachments); the caller commits."""
+        """Insert one message (and its attachments); the caller commits.
+
+        The inserts run inside a savepoint: if one fails, nothing of this
+        message is kept and the caller's transaction stays usable (PostgreSQL
+        refuses every later statement of a transaction in which one failed).
+        """
         now = utcnow()
         first = (msg["to"] or msg["cc"] or msg["bcc"] or [None])[0]
         parts = msg.pop("attachments")
         size = msg.pop("size")
-        row_id = self.outbox.insert(
-            message_id=message_id, pe_id=pe_id, address=first and first[:255],
-            status=QUEUED, priority=priority, attempts=0,
-            next_attempt_on=max(now, not_before or now), expires_on=expires_on,
-            created_on=now, sender=sender, subject=msg["subject"],
-            body=dumps(msg), attachment_count=len(parts), byte_size=size)
-        for position, part in enumerate(parts):
-            self.attachment.insert(outbox_id=row_id, seq=position, **part)
+        self._savepoint("SAVEPOINT")
+        try:
+            row_id = self.outbox.insert(
+                message_id=message_id, pe_id=pe_id, address=first and first[:255],
+                status=QUEUED, priority=priority, attempts=0,
+                next_attempt_on=max(now, not_before or now), expires_on=expires_on,
+                created_on=now, sender=sender, subject=msg["subject"],
+                body=dumps(msg), attachment_count=len(parts), byte_size=size)
+            for position, part in enumerate(parts):
+                self.attachment.insert(outbox_id=row_id, seq=position, **part)
+        except Exception:
+            try:
+                self._savepoint("ROLLBACK TO SAVEPOINT")
+            except Exception:
+                pass  # the first error is the one to report
+            raise
+        self._savepoint("RELEASE SAVEPOINT")
         return row_id
+
+    def _savepoint(self, verb):
+        adapter = self.db._adapter
+        if verb == "SAVEPOINT" and self.engine == "sqlite" and \
+                not adapter.connection.in_transaction:
+            # Outside a transaction SQLite makes the savepoint the transaction
+            # and its RELEASE a commit; the caller's transaction must decide.
+            adapter.execute("BEGIN")
+        adapter.execute("%s s3outbox_enqueue" % verb)
 
     @staticmethod
     def content(row):
@@ -156,7 +193,7 @@ class OutboxStore(object):
     def attachments(self, outbox_id):
         a = self.attachment
         return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
-                     content_id=r.content_id, payload=r.payload)
+                     content_id=r.content_id, payload=_bytes(r.payload))
                 for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq)]
 
     # ----------------------------------------------------------------- claim
@@ -297,6 +334,11 @@ class OutboxStore(object):
                 s.insert(name=name, doc=text, updated_on=now or utcnow())
                 return True
         return False
+
+
+def _bytes(payload):
+    """pydal returns a blob as str when its bytes happen to be valid UTF-8."""
+    return payload.encode("utf-8") if isinstance(payload, str) else payload
 
 
 # Marker for a plain success, so record() can update those rows in one statement.

@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+"""send(pe_id=N): the address comes from Sahana's pr_contact when the message
+is delivered: the first EMAIL contact by priority that is not deleted."""
+
+import pytest
+from pydal import Field
+
+
+@pytest.fixture
+def contacts(db, tablename):
+    """A Sahana-like pr_contact on ``db``. The SQL table gets a per-test name
+    (rname) so that runs sharing one PostgreSQL or MariaDB never collide."""
+    table = db.define_table(
+        "pr_contact",
+        Field("pe_id", "integer"),
+        Field("contact_method", length=32),
+        Field("value", length=255),
+        Field("priority", "integer"),
+        Field("deleted", "boolean", default=False),
+        rname="%s_contact" % tablename)
+    db.commit()
+    yield table
+    db.rollback()
+    db.executesql("DROP TABLE IF EXISTS %s_contact" % tablename)
+    db.commit()
+
+
+def add(table, pe_id, value, method="EMAIL", priority=1, deleted=False):
+    table.insert(pe_id=pe_id, contact_method=method, value=value, priority=priority,
+                 deleted=deleted)
+
+
+def row_of(mail, db, message_id):
+    return db(mail.store.outbox.message_id == message_id).select().first()
+
+
+def test_resolves_first_email_contact_by_priority(contacts, mail, db, sink):
+    add(contacts, 7, "+15551234567", method="SMS", priority=0)
+    add(contacts, 7, "gone@people.net", priority=1, deleted=True)
+    add(contacts, 7, "later@people.net", priority=3)
+    add(contacts, 7, "chosen@people.net", priority=2)
+    add(contacts, 8, "other@people.net", priority=1)
+    assert mail.send(pe_id=7, subject="Hi", message="Body") is True, mail.error
+    queued = row_of(mail, db, mail.result["message_id"])
+    assert queued.pe_id == 7 and queued.address is None
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    _, rcpts, data = sink.messages[-1]
+    assert rcpts == ["chosen@people.net"]
+    assert b"To: chosen@people.net" in data
+    assert row_of(mail, db, queued.message_id).status == "sent"
+
+
+def test_address_is_looked_up_at_delivery_not_at_send(contacts, mail, db, sink):
+    assert mail.send(pe_id=9, subject="Hi", message="Body") is True
+    message_id = mail.result["message_id"]
+    add(contacts, 9, "old@people.net", priority=1)
+    db.commit()
+    # the contact changes after queueing: the new address wins
+    db(contacts.value == "old@people.net").update(deleted=True)
+    add(contacts, 9, "new@people.net", priority=5)
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert sink.messages[-1][1] == ["new@people.net"]
+    assert row_of(mail, db, message_id).status == "sent"
+
+
+def test_each_pe_id_gets_its_own_address(contacts, mail, db, sink):
+    for pe_id in range(1, 6):
+        add(contacts, pe_id, "p%d@people.net" % pe_id, priority=pe_id % 3)
+        assert mail.send(pe_id=pe_id, subject="To %d" % pe_id, message="m") is True
+    db.commit()
+    assert mail.process_outbox()["sent"] == 5
+    got = {}
+    for _, rcpts, data in sink.messages:
+        subject = [l for l in data.split(b"\r\n") if l.startswith(b"Subject:")][0]
+        got[int(subject.split()[-1])] = rcpts
+    assert got == {n: ["p%d@people.net" % n] for n in range(1, 6)}
+
+
+def test_no_contact_fails_with_a_reason(contacts, mail, db, sink):
+    add(contacts, 3, "+1555", method="SMS")
+    add(contacts, 3, "deleted@people.net", deleted=True)
+    add(contacts, 4, "four@people.net")
+    assert mail.send(pe_id=3, subject="Hi", message="m") is True
+    lost = mail.result["message_id"]
+    assert mail.send(pe_id=4, subject="Hi", message="m") is True
+    found = mail.result["message_id"]
+    db.commit()
+    counts = mail.process_outbox()
+    assert counts["failed"] == 1 and counts["sent"] == 1, counts
+    row = row_of(mail, db, lost)
+    assert row.status == "failed"
+    assert "no e-mail address" in row.last_error and "3" in row.last_error
+    assert row_of(mail, db, found).status == "sent"
+    assert [r for _, r, _ in sink.messages] == [["four@people.net"]]
+
+
+def test_pe_id_without_pr_contact_table_is_refused(mail, db, sink):
+    assert "pr_contact" not in db.tables
+    assert mail.send(pe_id=5, subject="Hi", message="m") is False
+    assert isinstance(mail.error, str) and "pr_contact" in mail.error
+    db.commit()
+    assert db(mail.store.outbox).count() == 0
+
+
+def test_to_given_with_pe_id_uses_to_and_keeps_pe_id(contacts, mail, db, sink):
+    add(contacts, 6, "contact@people.net")
+    assert mail.send("given@people.net", "Hi", "m", pe_id=6) is True
+    row = row_of(mail, db, mail.result["message_id"])
+    assert row.pe_id == 6 and row.address == "given@people.net"
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert sink.messages[-1][1] == ["given@people.net"]
+
+
+def test_to_with_pe_id_works_without_pr_contact(mail, db, sink):
+    """An app without Sahana's tables may still record the person entity."""
+    assert mail.send("given@people.net", "Hi", "m", pe_id=6) is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+
+
+def test_bad_pe_id_refused(contacts, mail, db, sink):
+    for bad in ("6", 6.0, True, [6]):
+        assert mail.send(pe_id=bad, subject="Hi", message="m") is False, bad
+        assert "pe_id" in mail.error
+    db.commit()
+    assert db(mail.store.outbox).count() == 0
