@@ -182,6 +182,9 @@ class OutboxStore(object):
 
         ``rate`` is (max messages, window seconds) across all workers, or None.
         """
+        # A claim is its own transaction: counting from an older read
+        # snapshot (MariaDB's REPEATABLE READ) would miss other workers' work.
+        self.db.commit()
         if rate:
             limit = min(limit, self._rate_room(now, *rate))
         if limit <= 0:
