@@ -68,6 +68,13 @@ class Pass(object):
                            released=0, connections=0)
 
     def run(self, limit=None):
+        counts = self._run(limit)
+        # End the last read transaction too: on MariaDB (REPEATABLE READ) an
+        # open one would hide mail queued later from this worker's next pass.
+        self.store.db.commit()
+        return counts
+
+    def _run(self, limit):
         store, now = self.store, utcnow()
         held = store.get_state("held")
         if held is not None and held["fp"] != self.fp:
@@ -85,7 +92,9 @@ class Pass(object):
             if now < _time(held["probe_after"]):
                 reason = held["reason"]
             elif self._claim_probe(held, now):
-                store.release_one_held(self.fp, now)
+                if store.release_one_held(self.fp, now) is None:
+                    store.set_state("held", None, now=now)  # nothing is held now
+                    held = None
                 store.db.commit()
             else:
                 reason = held["reason"]  # another worker is probing
@@ -111,10 +120,14 @@ class Pass(object):
                 self._record(owner, outcomes)
             self.counts["connections"] = pool.connections
             config_error = pool.config_error
+            # The probe reached the server: whatever the reply to the message,
+            # the outage that held the mail is over.
+            reached = pool.connections and config_error is None and \
+                pool.unavailable is None
 
         if config_error is not None or (reason and held is None):
             self._remember_hold(held, reason or config_error.error, config_error)
-        elif held is not None and self.counts["sent"]:
+        elif held is not None and reached:
             released = store.release_held(now=utcnow())
             store.set_state("held", None)
             store.db.commit()

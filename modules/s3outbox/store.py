@@ -219,6 +219,9 @@ class OutboxStore(object):
 
         ``rate`` is (max messages, window seconds) across all workers, or None.
         """
+        # A claim is its own transaction: counting from an older read
+        # snapshot (MariaDB's REPEATABLE READ) would miss other workers' work.
+        self.db.commit()
         if rate:
             limit = min(limit, self._rate_room(now, *rate))
         if limit <= 0:
@@ -247,17 +250,39 @@ class OutboxStore(object):
     def _rate_room(self, now, count, window):
         """How many more messages the rate limit allows now, serialised.
 
-        Updating the lock row first makes concurrent claimers wait for each
-        other (a row lock on PostgreSQL and MariaDB, the write lock on SQLite).
+        A first count without a lock spares the write while the limit is used
+        up. Then updating the lock row makes concurrent claimers wait for each
+        other (a row lock on PostgreSQL and MariaDB, the write lock on SQLite)
+        before the count that decides.
         """
-        s = self.state
-        if not self.db(s.name == "rate_lock").update(updated_on=now):
-            s.insert(name="rate_lock", updated_on=now)
+        if self._rate_used(now, window) >= count:
+            return 0
+        self.db.commit()  # MariaDB: count again from a snapshot taken after the lock
+        self._ensure_state("rate_lock", now)
+        self.db(self.state.name == "rate_lock").update(updated_on=now)
+        return count - self._rate_used(now, window)
+
+    def _rate_used(self, now, window):
+        """Messages sent in the window, or being sent now, by all workers.
+
+        An attempt logged at second S went out at most a second earlier
+        (times are to the second), hence ``>=``.
+        """
         since = now - datetime.timedelta(seconds=window)
         a, o = self.attempt, self.outbox
-        used = self.db((a.attempted_on > since) & (a.outcome == SENT)).count()
-        used += self.db(o.status == SENDING).count()
-        return count - used
+        return (self.db((a.attempted_on >= since) & (a.outcome == SENT)).count() +
+                self.db(o.status == SENDING).count())
+
+    def _ensure_state(self, name, now):
+        """Create the state row ``name`` unless it exists, even if another
+        worker creates it at the same moment (no duplicate-key error)."""
+        if self.db(self.state.name == name).select(self.state.id).first():
+            return
+        verb, tail = {"sqlite": ("INSERT OR IGNORE", ""),
+                      "mysql": ("INSERT IGNORE", "")}.get(
+            self.engine, ("INSERT", " ON CONFLICT (name) DO NOTHING"))
+        self._sql("%s INTO %s_state (name, updated_on) VALUES (%%s, %%s)%s"
+                  % (verb, self.tablename, tail), [name, now])
 
     # ---------------------------------------------------------------- record
     def record(self, owner, now, worker, results):

@@ -17,6 +17,8 @@ import socket
 import ssl
 import threading
 
+from .message import bare
+
 SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
 
 
@@ -86,6 +88,9 @@ def classify(exc, stage):
         return Outcome(TRANSIENT, None, "network error: %s" % exc)
     if isinstance(exc, smtplib.SMTPException):
         return Outcome(TRANSIENT, None, "SMTP error: %s" % exc)
+    if stage == "connect":  # no message is involved yet: the setup is wrong
+        return Outcome(CONFIG, None, "cannot open an SMTP session: %s: %s"
+                       % (type(exc).__name__, exc))
     return Outcome(PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
 
 
@@ -188,8 +193,10 @@ class SessionPool(object):
     """Up to ``size`` SMTP sessions, kept open for a whole delivery pass.
 
     ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
-    configuration error no further connection is tried in this pool: the
-    remaining jobs get the same outcome, so a broken setup costs one attempt.
+    configuration error (``config_error``) or a server that cannot take a
+    session now (``unavailable``: 421 greeting, timeout) no further connection
+    is tried in this pool: the remaining jobs get the same outcome, so a broken
+    setup or a dead server costs one attempt, not one per message.
     With size 1 everything runs in the calling thread.
     """
 
@@ -197,7 +204,9 @@ class SessionPool(object):
         self.snapshot = snapshot
         self.size = max(1, int(size or 1))
         self.sessions = []
+        self.sender = bare(snapshot.sender or "")
         self.config_error = None
+        self.unavailable = None
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self._lock = threading.Lock()
 
@@ -217,8 +226,9 @@ class SessionPool(object):
 
     def _run(self, session, job):
         """Send ``job`` on ``session``, opening or re-opening it once."""
-        if self.config_error is not None:
-            job.outcome = self.config_error
+        stop = self.config_error or self.unavailable
+        if stop is not None:
+            job.outcome = stop
             return
         try:
             data, job.build = job.build(), None  # drop attachments once built
@@ -230,15 +240,27 @@ class SessionPool(object):
             if session.connection is None:
                 failed = session.open()
                 if failed is not None:
-                    if failed.kind == CONFIG:
-                        with self._lock:
-                            self.config_error = self.config_error or failed
+                    self._stop(failed)
                     job.outcome = failed
                     return
             job.outcome = session.send(job.sender, job.recipients, data)
+            if job.outcome.kind == CONFIG:
+                if job.sender != self.sender:
+                    # The server refused this message's own sender, not ours.
+                    job.outcome.kind = PERMANENT
+                else:
+                    self._stop(job.outcome)
             # A connection that died under us is re-opened once for this job.
             if job.outcome.kind != TRANSIENT or session.connection is not None or retry:
                 return
+
+    def _stop(self, outcome):
+        """No more connections in this pool after ``outcome``."""
+        with self._lock:
+            if outcome.kind == CONFIG:
+                self.config_error = self.config_error or outcome
+            elif outcome.kind == TRANSIENT:
+                self.unavailable = self.unavailable or outcome
 
     def deliver(self, jobs):
         """Send ``jobs`` (an iterable, consumed lazily) over the pool."""
