@@ -11,6 +11,7 @@ Outcome kinds, decided from the SMTP reply code wherever there is one:
 - ``permanent``: the server refused the message for good (5xx).
 """
 
+import email.utils
 import queue
 import smtplib
 import socket
@@ -236,9 +237,22 @@ class SessionPool(object):
                     job.outcome = failed
                     return
             job.outcome = session.send(job.sender, job.recipients, data)
+            if job.outcome.kind == CONFIG:
+                self._config_at_send(job)
             # A connection that died under us is re-opened once for this job.
             if job.outcome.kind != TRANSIENT or session.connection is not None or retry:
                 return
+
+    def _config_at_send(self, job):
+        """A sender refused in MAIL FROM: the configured sender holds the
+        pass (and is probed and released like any configuration error); a
+        sender given to send() for this message fails that message alone."""
+        if job.sender == email.utils.parseaddr(self.snapshot.sender or "")[1]:
+            with self._lock:
+                self.config_error = self.config_error or job.outcome
+        else:
+            job.outcome = Outcome(PERMANENT, job.outcome.code, job.outcome.error +
+                                  " (the sender given to send() for this message)")
 
     def deliver(self, jobs):
         """Send ``jobs`` (an iterable, consumed lazily) over the pool."""
