@@ -99,6 +99,8 @@ class Pass(object):
                 size = self.settings.batch_size if limit is None else \
                     min(self.settings.batch_size, limit - done)
                 owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
+                if done:  # a long pass takes back the rows of workers that died
+                    store.requeue_expired(utcnow())
                 rows = store.claim(owner, size, self.settings.lease, utcnow(), rate)
                 if not rows:
                     break
