@@ -160,7 +160,9 @@ class Pass(object):
                                           % row.pe_id)
                     msg["to"], recipients = [address], [address]
             except Exception as e:
-                results.append((row, Outcome(PERMANENT, None, str(e))))
+                why = str(e) if type(e) is LookupError else \
+                    "cannot read the stored message: %s: %s" % (type(e).__name__, e)
+                results.append((row, Outcome(PERMANENT, None, why)))
                 continue
             sender = row.sender or self.snapshot.sender
             job = Job(row.id, mime.bare(sender), recipients,
