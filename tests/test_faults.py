@@ -231,3 +231,51 @@ def test_refused_sender_given_to_send_fails_only_that_message(mail, db, sink):
     row = db(mail.store.outbox.address == "a@people.net").select().first()
     assert row.status == "failed" and "553 5.7.1" in row.last_error
     assert mail.store.get_state("held") is None
+
+
+# ------------------------------------------------------------------- poison
+def _attachment(name, payload):
+    import io
+    from gluon.tools import Mail
+    return Mail.Attachment(io.BytesIO(payload), filename=name)
+
+
+POISON = [
+    # (how the stored row is broken, changes to the outbox row, to the attachment)
+    ("body is not JSON", dict(body="{not json"), None),
+    ("body lacks its keys", dict(body='{"to":["x@people.net"]}'), None),
+    ("body has the wrong types", dict(body='{"to":7,"cc":null,"bcc":[]}'), None),
+    ("attachment part is empty", dict(attachment_count=1), dict(kind="part",
+                                                                payload=None)),
+    ("attachment of an unknown kind", dict(attachment_count=1), dict(kind="zip")),
+]
+
+
+def test_poison_messages_fail_alone(mail, db, sink):
+    """Rows whose stored data breaks the MIME builder fail with a reason; the
+    good mail around them in the same batch goes out."""
+    store = mail.store
+    poisoned = {}
+    for i, (what, row_changes, part_changes) in enumerate(POISON):
+        assert mail.send("good%d@people.net" % i, "Good", "Fine")
+        assert mail.send("bad%d@people.net" % i, "Bad", "Broken",
+                         attachments=[_attachment("a.txt", b"data")])
+        poisoned[mail.result["id"]] = what
+        db(store.outbox.id == mail.result["id"]).update(**row_changes)
+        if part_changes:
+            db(store.attachment.outbox_id == mail.result["id"]).update(**part_changes)
+    db.commit()
+    counts = mail.process_outbox()
+    assert "error" not in counts, counts
+    assert (counts["sent"], counts["failed"]) == (len(POISON), len(POISON)), counts
+    for row in db(store.outbox).select():
+        if row.id in poisoned:
+            assert row.status == "failed" and row.last_error, (poisoned[row.id], row)
+            assert row.last_error.startswith(("cannot read the stored message: ",
+                                              "cannot build the message: "))
+            tried = db(store.attempt.outbox_id == row.id).select().first()
+            assert tried.outcome == "failed" and tried.error == row.last_error
+        else:
+            assert row.status == "sent", row
+    assert sorted(m[1][0] for m in sink.messages) == \
+        ["good%d@people.net" % i for i in range(len(POISON))]
