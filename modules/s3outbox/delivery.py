@@ -108,6 +108,8 @@ class Pass(object):
                 size = self.settings.batch_size if limit is None else \
                     min(self.settings.batch_size, limit - done)
                 owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
+                if done:  # a long pass takes back the rows of workers that died
+                    store.requeue_expired(utcnow())
                 rows = store.claim(owner, size, self.settings.lease, utcnow(), rate)
                 if not rows:
                     break
@@ -171,7 +173,9 @@ class Pass(object):
                                           % row.pe_id)
                     msg["to"], recipients = [address], [address]
             except Exception as e:
-                results.append((row, Outcome(PERMANENT, None, str(e))))
+                why = str(e) if type(e) is LookupError else \
+                    "cannot read the stored message: %s: %s" % (type(e).__name__, e)
+                results.append((row, Outcome(PERMANENT, None, why)))
                 continue
             sender = row.sender or self.snapshot.sender
             job = Job(row.id, mime.bare(sender), recipients,

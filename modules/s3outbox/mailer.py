@@ -165,7 +165,13 @@ class MailS3(Mail):
             try:
                 self.db.rollback()
             except Exception:
-                pass
+                # The connection is gone (the database restarted): drop it so
+                # that the next pass opens a new one instead of failing forever.
+                adapter = self.db._adapter
+                try:
+                    adapter.close("rollback")
+                except Exception:
+                    adapter.set_connection(None)
             return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
                         connections=0, error="%s: %s" % (type(e).__name__, e))
 

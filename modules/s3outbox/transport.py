@@ -247,7 +247,9 @@ class SessionPool(object):
             if job.outcome.kind == CONFIG:
                 if job.sender != self.sender:
                     # The server refused this message's own sender, not ours.
-                    job.outcome.kind = PERMANENT
+                    job.outcome = Outcome(PERMANENT, job.outcome.code,
+                                          job.outcome.error + " (the sender given "
+                                          "to send() for this message)")
                 else:
                     self._stop(job.outcome)
             # A connection that died under us is re-opened once for this job.
