@@ -15,9 +15,12 @@ import json
 
 import pytest
 from gluon.storage import Storage
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from gluon.tools import Mail
 
 from s3outbox import MailS3
+from s3outbox import message as mime
 
 EMOJI = "\U0001F600"  # 4 bytes in UTF-8: needs utf8mb4 on MariaDB
 
@@ -529,3 +532,48 @@ def test_bad_dkim_setting_fails_at_delivery_not_at_send(mail, db, sink):
     assert counts["failed"] == 1 and sink.count == 0
     row = db(mail.store.outbox).select().first()
     assert row.status == "failed" and "cannot build the message" in row.last_error
+
+
+# ---------------------------------------------------------------- fuzzing
+_junk = st.one_of(
+    st.none(), st.text(max_size=40), st.binary(max_size=20), st.integers(),
+    st.lists(st.one_of(st.text(max_size=30), st.none()), max_size=3),
+    st.tuples(st.one_of(st.none(), st.text(max_size=20)),
+              st.one_of(st.none(), st.text(max_size=20))),
+    st.sampled_from(["<html>x</html>", "x\r\ny", "\x00", "a@b", "@b.net"]))
+_name = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
+_address = st.builds("{} <{}@{}.net>".format, _name,
+                     st.sampled_from(["ann", "b.o+b", "x_y"]),
+                     st.sampled_from(["people", "xn--bcher-kva", "\u00fcber"]))
+_addresses = st.one_of(_address, st.lists(_address, min_size=1, max_size=3), _junk)
+_text = st.one_of(st.text(max_size=60), _junk)
+_body = st.one_of(_text, st.tuples(st.one_of(st.none(), st.text(max_size=30)),
+                                   st.one_of(st.none(), st.text(max_size=30))))
+
+
+@pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(to=_addresses, cc=_addresses, subject=_text, message=_body,
+       reply_to=st.one_of(st.none(), _addresses), sender=st.one_of(st.none(), _address),
+       headers=st.one_of(st.dictionaries(st.sampled_from(["X-A", "X-B"]), _text,
+                                         max_size=2),
+                         st.dictionaries(st.text(max_size=8), _junk, max_size=2)),
+       raw=st.booleans())
+def test_fuzz_never_raises_and_what_queues_can_be_built(
+        mail, db, to, cc, subject, message, reply_to, sender, headers, raw):
+    """Any arguments: True, or False with a str error; and every message that
+    was queued can be rebuilt into MIME bytes by the delivery code."""
+    ok = mail.send(to, subject, message, cc=cc, reply_to=reply_to, sender=sender,
+                   headers=headers, raw=raw)
+    assert ok in (True, False)
+    event("queued" if ok else "refused")  # see --hypothesis-show-statistics
+    if not ok:
+        assert isinstance(mail.error, str) and mail.error
+    else:
+        row = db(mail.store.outbox.id == mail.result["id"]).select().first()
+        data = mime.build(mail.store.content(row), row.sender or "o@outbox.localhost",
+                          row.message_id, datetime.datetime.now(datetime.timezone.utc),
+                          mail.store.attachments(row.id)).as_bytes()
+        assert data.count(b"\nMessage-ID:") == 1
+    db.rollback()
