@@ -118,6 +118,10 @@ class SinkController(Controller):
     def server_address(self):
         return "%s:%s" % (self.hostname, self.port)
 
+    def start(self):
+        super().start()
+        self.handler.connections = 0  # not the start-up check's own connection
+
     def __enter__(self):
         self.start()
         return self

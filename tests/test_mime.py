@@ -20,12 +20,6 @@ EMOJI = "\U0001F600"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
-@pytest.fixture(autouse=True)
-def _count_from_zero(request):
-    """The sink's controller connects once to check it is up; start from 0."""
-    if "sink" in request.fixturenames:
-        request.getfixturevalue("sink").connections = 0
-
 
 def decoded(msg, name):
     """A header's value unfolded (RFC 5322 2.2.3) and RFC 2047-decoded."""

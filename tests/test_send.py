@@ -25,13 +25,6 @@ from s3outbox import message as mime
 EMOJI = "\U0001F600"  # 4 bytes in UTF-8: needs utf8mb4 on MariaDB
 
 
-@pytest.fixture(autouse=True)
-def _count_from_zero(request):
-    """The sink's controller connects once to check it is up; start from 0 so
-    that sink.connections counts only what the outbox opens."""
-    if "sink" in request.fixturenames:
-        request.getfixturevalue("sink").connections = 0
-
 
 def delivered(sink, index=-1):
     """(mail_from, rcpt_tos, parsed message) of a message the sink accepted."""

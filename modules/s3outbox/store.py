@@ -20,7 +20,7 @@ import json
 
 from pydal import Field
 
-from .message import dumps, loads
+from .message import bare, dumps, loads
 
 QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED = (
     "queued", "sending", "sent", "failed", "held", "cancelled")
@@ -29,6 +29,10 @@ STATUSES = (QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED)
 
 def utcnow():
     return datetime.datetime.utcnow().replace(microsecond=0)
+
+
+# (database URI, table name) whose charset and indexes this process checked.
+_SCHEMA_DONE = set()
 
 
 class OutboxStore(object):
@@ -102,10 +106,13 @@ class OutboxStore(object):
         self.attachment = db[name + "_attachment"]
         self.attempt = db[name + "_attempt"]
         self.state = db[name + "_state"]
-        if migrate:
+        key = (db._uri, name)
+        if migrate and key not in _SCHEMA_DONE:
+            # Once a process: web2py runs the models on every request.
             if self.engine == "mysql":
                 self._utf8mb4()
             self._indexes()
+            _SCHEMA_DONE.add(key)
 
     def _utf8mb4(self):
         """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
@@ -156,6 +163,7 @@ class OutboxStore(object):
         """
         now = utcnow()
         first = (msg["to"] or msg["cc"] or msg["bcc"] or [None])[0]
+        first = first and bare(first)  # what an admin searches for
         parts = msg.pop("attachments")
         size = msg.pop("size")
         self._savepoint("SAVEPOINT")
