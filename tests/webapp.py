@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,12 +42,14 @@ class WebApp(object):
         self.procs = {}
         self.logs = {}
         self.want_worker = worker
-        self.configure_many(dict({
+        values = {
             ("db", "uri"): self.db_uri,
             ("smtp", "server"): smtp, ("smtp", "sender"): sender,
             ("smtp", "tls"): "false", ("smtp", "ssl"): "false",
             ("scheduler", "period"): "20", ("scheduler", "heartbeat"): "1",
-        }, **(settings or {})))
+        }
+        values.update(settings or {})  # {(section, key): value}
+        self.configure_many(values)
 
     # ------------------------------------------------------------ config
     @property
@@ -87,6 +90,30 @@ class WebApp(object):
 
     def start_worker(self, name="worker"):
         self._start(name, ["-K", "outbox"])
+
+    def wait_worker(self, timeout=60):
+        """Wait until the delivery task runs, so mail goes out within seconds.
+
+        A new web2py worker records itself as RUNNING in its first heartbeat,
+        so its first round of task assignment skips itself and the task waits
+        for the next round, five heartbeats later. Asking the ticker to PICK
+        (what ``queue_task(immediate=True)`` does) once it exists makes it
+        assign on its next heartbeat instead. SQLite databases only.
+        """
+        deadline = time.time() + timeout
+        poked = 0
+        while time.time() < deadline:
+            if self.query("SELECT 1 FROM scheduler_task WHERE status='RUNNING' "
+                          "AND uuid LIKE 's3outbox-%'"):
+                return
+            # Once, then again only after a few heartbeats: a worker whose
+            # status reads PICK is not ACTIVE, so it cannot be assigned work.
+            if time.time() - poked > 5:
+                poked = time.time() if self.query(
+                    "UPDATE scheduler_worker SET status='PICK' WHERE is_ticker='T' "
+                    "AND status='ACTIVE' RETURNING 1") else 0
+            time.sleep(0.2)
+        raise RuntimeError("the delivery task did not start:\n" + self.log("worker"))
 
     def stop_worker(self, name="worker"):
         proc = self.procs.pop(name, None)
@@ -144,6 +171,20 @@ class WebApp(object):
         """Fill in the form at ``path`` with ``data`` and post it."""
         _, hidden = self.form(session, path)
         return session.post(self.url(path), data=dict(hidden, **data), timeout=30)
+
+    @property
+    def db_path(self):
+        """The copy's SQLite file (when no other db_uri was given)."""
+        return os.path.join(self.app, "databases", "storage.sqlite")
+
+    def query(self, sql, args=()):
+        """Run one SQL statement on the copy's SQLite database; return the rows."""
+        db = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            with db:
+                return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
 
     def errors(self):
         """Tickets web2py wrote (errors/ folder): each one is a failure."""
