@@ -123,7 +123,6 @@ def app(tmp_path_factory, inbox):
                 ("auth", "approver"): "group:admin, " + BOSS}
     with WebApp(tmp_path_factory.mktemp("auth"), smtp=inbox.server, sender=SENDER,
                 settings=settings) as webapp:
-        webapp.wait_worker()
         yield webapp
         assert not webapp.errors()
 
@@ -172,12 +171,46 @@ def test_broken_mail_settings_keep_the_registration(app, inbox, admin):
     at, msg = inbox.wait("bob@people.net", repaired)
     timed("held registration after repair", repaired, at)
     assert msg["From"] == SENDER
+    assert link(msg, "verify_email").startswith(app.base + "/default/user/")
     r = s.get(link(msg, "verify_email"))
     assert r.ok and flash(r) == "Email verified"
     assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
                      ("bob@people.net",))[0][0] == ""
     s, r = login(app, "bob@people.net")
     assert logged_in(r, "bob@people.net")
+
+
+def test_registration_kept_when_send_refuses(app, inbox, admin):
+    """web2py deletes the new user when mailer.send() says False; here the
+    user stays, sees the usual message, and the admin finds it in the log."""
+    app.configure("outbox", "max_size", "100")  # every mail is too big
+    try:
+        r = register(app, requests.Session(), "fay@people.net", "Fay")
+        assert r.ok and r.url.endswith("/default/index")
+        assert flash(r) == "Email sent" and not app.errors()
+    finally:
+        app.configure("outbox", "max_size", "")
+    assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
+                     ("fay@people.net",))[0][0]
+    assert not outbox_rows(app, "fay@people.net")
+    assert "verification mail to fay@people.net was not queued" in app.log("web")
+
+
+def test_two_factor_code(app, inbox, admin):
+    app.configure("auth", "two_factor", "true")
+    try:
+        start = time.time()
+        s, r = login(app, ADMIN)
+        assert "authentication_code" in r.text and not logged_in(r, ADMIN)
+        at, msg = inbox.wait(ADMIN, start)
+        timed("two-factor code", start, at)
+        code = re.search(r"\b(\d{6})\b", text(msg)).group(1)
+        r = app.submit(s, "/default/user/login", dict(authentication_code=code))
+        assert logged_in(r, ADMIN)
+        assert app.query("SELECT priority FROM msg_outbox WHERE address=? ORDER BY id "
+                         "DESC LIMIT 1", (ADMIN,)) == [(1,)]
+    finally:
+        app.configure("auth", "two_factor", "false")
 
 
 def test_approval(app, inbox, admin):
@@ -256,7 +289,6 @@ def test_username_recovery(tmp_path, inbox):
     settings = {("scheduler", "period"): "600", ("auth", "use_username"): "true"}
     with WebApp(tmp_path / "rt", smtp=inbox.server, sender=SENDER,
                 settings=settings) as app:
-        app.wait_worker()
         s = requests.Session()
         register(app, s, "erin@people.net", "Erin", username="erin")
         s.get(link(inbox.wait("erin@people.net", 0)[1], "verify_email"))

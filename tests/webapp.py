@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import requests
@@ -86,6 +87,8 @@ class WebApp(object):
         self.wait_up()
         if self.want_worker:
             self.start_worker()
+            if self.db_uri.startswith("sqlite"):
+                self.wait_worker()
         return self
 
     def start_worker(self, name="worker"):
@@ -98,7 +101,8 @@ class WebApp(object):
         so its first round of task assignment skips itself and the task waits
         for the next round, five heartbeats later. Asking the ticker to PICK
         (what ``queue_task(immediate=True)`` does) once it exists makes it
-        assign on its next heartbeat instead. SQLite databases only.
+        assign on its next heartbeat instead. ``start()`` calls this when the
+        database is SQLite, the one ``query()`` reads.
         """
         deadline = time.time() + timeout
         poked = 0
@@ -117,12 +121,20 @@ class WebApp(object):
 
     def stop_worker(self, name="worker"):
         proc = self.procs.pop(name, None)
-        if proc is not None:
+        if proc is None:
+            return
+        # A web2py worker takes the first SIGTERM as the end of the task it is
+        # running (it stops the task process) and goes on looping; the next
+        # one, while idle, makes it exit.
+        for attempt in range(3):
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(1.5)
+                return
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+        proc.kill()
+        proc.wait()
 
     def wait_up(self, timeout=30):
         deadline = time.time() + timeout
@@ -142,8 +154,14 @@ class WebApp(object):
             return f.read().decode("utf-8", "replace")
 
     def stop(self):
-        for name in list(self.procs):
-            self.stop_worker(name)
+        """Stop the server and the workers, side by side (each takes a second
+        or two to shut down)."""
+        stoppers = [threading.Thread(target=self.stop_worker, args=(name,))
+                    for name in list(self.procs)]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
 
     def __enter__(self):
         return self.start()
