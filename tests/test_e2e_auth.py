@@ -16,7 +16,6 @@ import threading
 import time
 
 import pytest
-import requests
 
 from smtpsink import Sink, SinkController
 from webapp import WebApp
@@ -87,7 +86,7 @@ def register(app, s, mail, first="Test", username=None):
 
 
 def login(app, who, password=PASSWORD, base=None):
-    s = requests.Session()
+    s = WebApp.session()
     field = "username" if "@" not in who else "email"
     path = (base or app.base) + "/default/user/login"
     r = app.submit(s, path, {field: who, "password": password})
@@ -130,7 +129,7 @@ def app(tmp_path_factory, inbox):
 @pytest.fixture(scope="module")
 def admin(app, inbox):
     """The first user registers and verifies: an admin (first_user_admin)."""
-    s = requests.Session()
+    s = WebApp.session()
     start = time.time()
     r = register(app, s, ADMIN, "Ada")
     assert r.ok and flash(r) == "Email sent"
@@ -151,7 +150,7 @@ def outbox_rows(app, address):
 def test_broken_mail_settings_keep_the_registration(app, inbox, admin):
     app.configure("smtp", "sender", "you@gmail.com")
     try:
-        s = requests.Session()
+        s = WebApp.session()
         r = register(app, s, "bob@people.net", "Bob")
         assert r.ok and r.url.endswith("/default/index")
         assert flash(r) == "Email sent"
@@ -185,7 +184,7 @@ def test_registration_kept_when_send_refuses(app, inbox, admin):
     user stays, sees the usual message, and the admin finds it in the log."""
     app.configure("outbox", "max_size", "100")  # every mail is too big
     try:
-        r = register(app, requests.Session(), "fay@people.net", "Fay")
+        r = register(app, WebApp.session(), "fay@people.net", "Fay")
         assert r.ok and r.url.endswith("/default/index")
         assert flash(r) == "Email sent" and not app.errors()
     finally:
@@ -216,7 +215,7 @@ def test_two_factor_code(app, inbox, admin):
 def test_approval(app, inbox, admin):
     app.configure("auth", "registration_requires_approval", "true")
     try:
-        s = requests.Session()
+        s = WebApp.session()
         start = time.time()
         r = register(app, s, "carol@people.net", "Carol")
         assert flash(r) == "Email sent"
@@ -234,7 +233,7 @@ def test_approval(app, inbox, admin):
         assert approve == link(to_boss, "approve")
         _, r = login(app, "carol@people.net")
         assert not logged_in(r, "carol@people.net")
-        assert "/default/user/login" in requests.get(approve).url
+        assert "/default/user/login" in WebApp.session().get(approve).url
         page = admin.get(approve)
         assert "carol@people.net" in page.text
         start = time.time()
@@ -255,7 +254,7 @@ def test_password_reset(app, inbox, admin):
     public = "http://localhost:%d" % app.port
     app.configure("app", "public_url", public)
     try:
-        s = requests.Session()
+        s = WebApp.session()
         register(app, s, "dan@people.net", "Dan")
         verify = inbox.wait("dan@people.net", 0)[1]
         assert link(verify, "verify_email").startswith(public + "/outbox/")
@@ -263,7 +262,7 @@ def test_password_reset(app, inbox, admin):
         start = time.time()
         known = app.submit(s, "/default/user/request_reset_password",
                            dict(email="dan@people.net"))
-        unknown = app.submit(requests.Session(), "/default/user/request_reset_password",
+        unknown = app.submit(WebApp.session(), "/default/user/request_reset_password",
                              dict(email="nobody@people.net"))
         assert known.url == unknown.url and known.url.endswith("/default/user/login")
         assert flash(known) == flash(unknown) and "If an account" in flash(known)
@@ -289,13 +288,13 @@ def test_username_recovery(tmp_path, inbox):
     settings = {("scheduler", "period"): "600", ("auth", "use_username"): "true"}
     with WebApp(tmp_path / "rt", smtp=inbox.server, sender=SENDER,
                 settings=settings) as app:
-        s = requests.Session()
+        s = WebApp.session()
         register(app, s, "erin@people.net", "Erin", username="erin")
         s.get(link(inbox.wait("erin@people.net", 0)[1], "verify_email"))
         start = time.time()
         known = app.submit(s, "/default/user/retrieve_username",
                            dict(email="erin@people.net"))
-        unknown = app.submit(requests.Session(), "/default/user/retrieve_username",
+        unknown = app.submit(WebApp.session(), "/default/user/retrieve_username",
                              dict(email="nobody@people.net"))
         assert known.url == unknown.url and flash(known) == flash(unknown)
         assert "If an account" in flash(known)
@@ -305,7 +304,7 @@ def test_username_recovery(tmp_path, inbox):
         assert not outbox_rows(app, "nobody@people.net")
         assert logged_in(login(app, "erin")[1], "erin@people.net")
         start = time.time()
-        r = app.submit(requests.Session(), "/default/user/request_reset_password",
+        r = app.submit(WebApp.session(), "/default/user/request_reset_password",
                        dict(username="erin"))
         assert "If an account" in flash(r)
         at, msg = inbox.wait("erin@people.net", start)
