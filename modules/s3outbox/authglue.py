@@ -28,7 +28,7 @@ from gluon import current
 from gluon.html import FORM, INPUT, URL
 from gluon.http import HTTP, redirect
 from gluon.sqlhtml import SQLFORM
-from gluon.tools import Auth, addrow
+from gluon.tools import DEFAULT, Auth, addrow, callback
 from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
 from pydal import Field
 
@@ -71,7 +71,10 @@ def as_list(value):
 
 def public_link(public_url, path):
     """``path`` (from URL()) on the configured public address, e.g.
-    ``https://eden.example.net`` or ``https://example.net/prefix``."""
+    ``https://eden.example.net`` or ``https://example.net/prefix``; a bare
+    host name means https."""
+    if "://" not in public_url:
+        public_url = "https://" + public_url
     return public_url.rstrip("/") + path
 
 
@@ -107,7 +110,7 @@ class OutboxAuthMixin(object):
         Keys: app.public_url, app.first_user_admin, auth.approver,
         auth.two_factor; verification/approval are Auth's own settings.
         """
-        self.outbox_public_url = get("app.public_url") or None
+        self.outbox_public_url = str(get("app.public_url") or "").strip() or None
         self.outbox_approvers = as_list(get("auth.approver"))
         self.outbox_first_user_admin = bool(get("app.first_user_admin"))
         if get("auth.two_factor"):
@@ -287,80 +290,114 @@ class OutboxAuthMixin(object):
             logger.error("approval notice to %s not queued: %s", user.email, mail.error)
 
     # ------------------------------------------------- no account enumeration
-    def request_reset_password(self, next=None, onvalidation=None, onaccept=None,
-                               log=None):
-        """Ask for a reset link; the same answer whether the account exists."""
+    def request_reset_password(self, next=DEFAULT, onvalidation=DEFAULT,
+                               onaccept=DEFAULT, log=DEFAULT):
+        """Ask for a reset link; the same answer whether the account exists.
+
+        Nothing about the account changes but its reset key (web2py keeps one
+        key a user); the password stays until the link is followed.
+        """
         users = self.table_user()
-        by_username = "username" in users.fields and (
-            self.settings.login_userfield or "username") == "username"
-        field = "username" if by_username else "email"
-        requires = [IS_NOT_EMPTY(error_message=self.messages.invalid_username)] \
-            if by_username else [IS_EMAIL(error_message=self.messages.invalid_email)]
-        if not (self.settings.username_case_sensitive if by_username
-                else self.settings.email_case_sensitive):
+        s = self.settings
+        field = "username" if "username" in users.fields and \
+            (s.login_userfield or "username") == "username" else "email"
+        if field == "username":
+            requires = [IS_NOT_EMPTY(error_message=self.messages.invalid_username)]
+        else:
+            requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
+        if not (s.username_case_sensitive if field == "username"
+                else s.email_case_sensitive):
             requires.insert(0, IS_LOWER())
 
-        def found(value):
+        def act(value):
             user = users(**{field: value})
             if user is None:
-                logger.info("password reset asked for unknown %s", field)
-                return None
-            if (user.registration_key or "").startswith(PENDING) or \
+                logger.info("password reset asked for an unknown %s", field)
+            elif (user.registration_key or "").startswith(PENDING) or \
                     user.registration_key in ("disabled", "blocked"):
-                logger.info("password reset asked for an account that cannot log in")
-                return None
-            return user
+                logger.info("password reset asked for account %s, which cannot "
+                            "log in", user.id)
+            else:
+                if not self.email_reset_password(user):
+                    logger.error("password reset mail not queued: %s",
+                                 s.mailer.error)
+                return user
         return self._same_answer(
             "reset_password", Field(field, label=users[field].label, requires=requires),
-            lambda value: (lambda u: u and self.email_reset_password(u))(found(value)),
-            self.messages.reset_password_requested,
-            next or self.get_vars_next() or self.settings.request_reset_password_next,
-            self.messages.password_reset_button)
+            act, self.messages.reset_password_requested,
+            self.messages.password_reset_button,
+            _given(next, self.get_vars_next() or s.request_reset_password_next),
+            _given(onvalidation, s.request_reset_password_onvalidation),
+            _given(onaccept, s.request_reset_password_onaccept),
+            _given(log, self.messages["reset_password_log"]),
+            s.retrieve_password_captcha is not False and
+            (s.retrieve_password_captcha or s.captcha))
 
-    def retrieve_username(self, next=None, onvalidation=None, onaccept=None, log=None):
+    def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT,
+                          log=DEFAULT):
         """Mail the username(s) of an address; the same answer either way."""
         users = self.table_user()
+        s = self.settings
         if "username" not in users.fields:
             raise HTTP(404)
         requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
-        if not self.settings.email_case_sensitive:
+        if not s.email_case_sensitive:
             requires.insert(0, IS_LOWER())
 
-        def send(email):
+        def act(email):
             rows = self.db(users.email == email).select()
             if not rows:
                 logger.info("username asked for an unknown address")
-                return
-            mail = self.settings.mailer
-            if not mail.send(to=email, subject=self.messages.retrieve_username_subject,
-                             message=self.messages.retrieve_username % dict(
-                                 username=", ".join(r.username for r in rows))):
-                logger.error("username mail not queued: %s", mail.error)
+                return None
+            names = ", ".join(r.username for r in rows)
+            if not s.mailer.send(to=email,
+                                 subject=self.messages.retrieve_username_subject,
+                                 message=self.messages.retrieve_username % dict(
+                                     username=names)):
+                logger.error("username mail not queued: %s", s.mailer.error)
+            return rows.first()
         return self._same_answer(
             "retrieve_username", Field("email", label=users.email.label,
-                                       requires=requires), send,
-            self.messages.username_requested,
-            next or self.get_vars_next() or self.settings.retrieve_username_next,
-            self.messages.submit_button)
+                                       requires=requires),
+            act, self.messages.username_requested, self.messages.submit_button,
+            _given(next, self.get_vars_next() or s.retrieve_username_next),
+            _given(onvalidation, s.retrieve_username_onvalidation),
+            _given(onaccept, s.retrieve_username_onaccept),
+            _given(log, self.messages["retrieve_username_log"]),
+            s.retrieve_username_captcha is not False and
+            (s.retrieve_username_captcha or s.captcha))
 
-    def _same_answer(self, formname, field, act, answer, next, button):
+    def _same_answer(self, formname, field, act, answer, button, next, onvalidation,
+                     onaccept, log, captcha):
+        """A one-field form whose answer never depends on the account:
+        ``act(value)`` queues what is due and returns the user or None."""
         request, session = current.request, current.session
-        form = SQLFORM.factory(field, submit_button=button,
+        if not self.settings.mailer:
+            current.response.flash = self.messages.function_disabled
+            return ""
+        form = SQLFORM.factory(field, submit_button=button, hidden=dict(_next=next),
                                formstyle=self.settings.formstyle,
                                separator=self.settings.label_separator,
                                table_name="auth_" + formname)
-        captcha = self.settings.retrieve_password_captcha or (
-            self.settings.retrieve_password_captcha is not False and
-            self.settings.captcha)
         if captcha:
             addrow(form, captcha.label, captcha, captcha.comment,
                    self.settings.formstyle, "captcha__row")
         if form.accepts(request, session if self.csrf_prevention else None,
-                        formname=formname, hideerror=self.settings.hideerror):
-            act(form.vars[field.name])
+                        formname=formname, onvalidation=onvalidation,
+                        hideerror=self.settings.hideerror):
+            user = act(form.vars[field.name])
+            if user is not None:
+                self.log_event(log, user)
+            callback(onaccept, form)
             session.flash = answer
-            redirect(next, client_side=self.settings.client_side)
+            redirect(next or self.url(args=request.args),
+                     client_side=self.settings.client_side)
         return form
+
+
+def _given(value, default):
+    """Auth's convention: the DEFAULT marker means "use the setting"."""
+    return default if value is DEFAULT else value
 
 
 def _as_callbacks(value):
