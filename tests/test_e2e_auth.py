@@ -248,8 +248,24 @@ def test_approval(app, inbox, admin):
         assert logged_in(r, "carol@people.net")
         assert {row[1] for row in outbox_rows(app, "carol@people.net")} == {1}
         assert {row[3] for row in outbox_rows(app, BOSS)} == {None}
+
+        # Without verification the approvers are told at registration; a
+        # rejected registration cannot log in and is not told.
+        app.configure("auth", "registration_requires_verification", "false")
+        start = time.time()
+        r = register(app, WebApp.session(), "gus@people.net", "Gus")
+        assert flash(r) == "Registration is pending approval"
+        at, to_admin = inbox.wait(ADMIN, start)
+        timed("approval without verification", start, at)
+        assert "gus@people.net" in to_admin["Subject"]
+        r = app.submit(admin, link(to_admin, "approve"), dict(decision="reject"))
+        assert flash(r) == "Rejected: gus@people.net"
+        assert "gus@people.net" not in admin.get(app.base + "/default/approve").text
+        assert not logged_in(login(app, "gus@people.net")[1], "gus@people.net")
+        assert not outbox_rows(app, "gus@people.net")
     finally:
-        app.configure("auth", "registration_requires_approval", "false")
+        app.configure_many({("auth", "registration_requires_approval"): "false",
+                            ("auth", "registration_requires_verification"): "true"})
 
 
 def test_password_reset(app, inbox, admin):
