@@ -236,6 +236,10 @@ def test_approval(app, inbox, admin):
         _, r = login(app, "carol@people.net")
         assert not logged_in(r, "carol@people.net")
         assert "/default/user/login" in WebApp.session().get(approve).url
+        assert "/default/approve" in admin.get(app.base + "/default/index").text
+        page = admin.get(app.base + "/default/approve")
+        assert "carol@people.net" in page.text and approve.endswith(
+            re.search(r'href="([^"]*/default/approve/\d+)"', page.text).group(1))
         page = admin.get(approve)
         assert "carol@people.net" in page.text
         start = time.time()

@@ -4,7 +4,9 @@ end-to-end tests: ``with WebApp(tmp_path, smtp="127.0.0.1:2525") as app``.
 
 The copy gets its own private/appconfig.ini (``app.configure(section, key,
 value)`` edits it while the app runs, as an admin would), its own SQLite
-database unless ``db_uri`` is given, and its own port.
+database unless ``db_uri`` is given (``app.query(sql)`` reads it), and its own
+port. ``start()`` returns once the delivery task runs; ``WebApp.session()``
+gives a browser session for ``submit()``.
 """
 
 import configparser
