@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Home page and web2py's standard Auth pages (register, login, reset...)."""
+"""Home page, web2py's standard Auth pages (register, login, reset...) and
+the page where approvers approve registrations."""
 
 
 def index():
@@ -10,6 +11,11 @@ def user():
     """Auth forms. Mail a person is waiting for is queued at high priority."""
     mail.settings.default_priority = PRIORITY_HIGH
     return dict(form=auth())
+
+
+def approve():
+    """Pending registrations (approve) and one of them (approve/ID)."""
+    return auth.approval()
 
 
 def download():

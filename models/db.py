@@ -3,9 +3,9 @@
 
 from gluon import current
 from gluon.contrib.appconfig import AppConfig
-from gluon.tools import Auth
 
 from s3outbox import PRIORITY_HIGH, MailS3
+from s3outbox.authglue import OutboxAuth, as_list
 from s3outbox.settings import apply_config
 
 configuration = AppConfig(reload=True)
@@ -30,7 +30,9 @@ mail = MailS3(db)
 apply_config(mail, configuration.get)
 current.mail = mail
 
-auth = Auth(db, mailer=mail, host_names=configuration.get("host.names"))
+# Auth whose flows queue through the outbox (see s3outbox/authglue.py).
+auth = OutboxAuth(db, mailer=mail,
+                  host_names=as_list(configuration.get("host.names")) or None)
 auth.settings.extra_fields["auth_user"] = []
 auth.define_tables(username=bool(configuration.get("auth.use_username")),
                    signature=False)
@@ -39,3 +41,4 @@ auth.settings.registration_requires_verification = \
 auth.settings.registration_requires_approval = \
     bool(configuration.get("auth.registration_requires_approval"))
 auth.settings.reset_password_requires_verification = True
+auth.configure_outbox(configuration.get)

@@ -4,7 +4,9 @@ end-to-end tests: ``with WebApp(tmp_path, smtp="127.0.0.1:2525") as app``.
 
 The copy gets its own private/appconfig.ini (``app.configure(section, key,
 value)`` edits it while the app runs, as an admin would), its own SQLite
-database unless ``db_uri`` is given, and its own port.
+database unless ``db_uri`` is given (``app.query(sql)`` reads it), and its own
+port. ``start()`` returns once the delivery task runs; ``WebApp.session()``
+gives a browser session for ``submit()``.
 """
 
 import configparser
@@ -12,8 +14,10 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import requests
@@ -41,12 +45,14 @@ class WebApp(object):
         self.procs = {}
         self.logs = {}
         self.want_worker = worker
-        self.configure_many(dict({
+        values = {
             ("db", "uri"): self.db_uri,
             ("smtp", "server"): smtp, ("smtp", "sender"): sender,
             ("smtp", "tls"): "false", ("smtp", "ssl"): "false",
             ("scheduler", "period"): "20", ("scheduler", "heartbeat"): "1",
-        }, **(settings or {})))
+        }
+        values.update(settings or {})  # {(section, key): value}
+        self.configure_many(values)
 
     # ------------------------------------------------------------ config
     @property
@@ -83,19 +89,56 @@ class WebApp(object):
         self.wait_up()
         if self.want_worker:
             self.start_worker()
+            if self.db_uri.startswith("sqlite"):
+                self.wait_worker()
         return self
 
     def start_worker(self, name="worker"):
         self._start(name, ["-K", "outbox"])
 
+    def wait_worker(self, timeout=60):
+        """Wait until the delivery task runs, so mail goes out within seconds.
+
+        A new web2py worker records itself as RUNNING in its first heartbeat,
+        so its first round of task assignment skips itself and the task waits
+        for the next round, five heartbeats later. Asking the ticker to PICK
+        (what ``queue_task(immediate=True)`` does) once it exists makes it
+        assign on its next heartbeat instead. ``start()`` calls this when the
+        database is SQLite, the one ``query()`` reads.
+        """
+        deadline = time.time() + timeout
+        poked = 0
+        while time.time() < deadline:
+            if self.query("SELECT 1 FROM scheduler_task WHERE status='RUNNING' "
+                          "AND uuid LIKE 's3outbox-%'"):
+                return
+            # Once, then again only after a few heartbeats: a worker whose
+            # status reads PICK is not ACTIVE, so it cannot be assigned work.
+            if time.time() - poked > 5:
+                poked = time.time() if self.query(
+                    "UPDATE scheduler_worker SET status='PICK' WHERE is_ticker='T' "
+                    "AND status='ACTIVE' RETURNING 1") else 0
+            time.sleep(0.2)
+        raise RuntimeError("the delivery task did not start:\n" + self.log("worker"))
+
     def stop_worker(self, name="worker"):
         proc = self.procs.pop(name, None)
-        if proc is not None:
+        if proc is None:
+            return
+        # A web2py worker takes the first SIGTERM as the end of the task it is
+        # running (it stops the task process) and goes on looping; the next
+        # one, while idle, makes it exit. The server exits on the first, but
+        # waits for idle keep-alive connections (requests.Session) to close:
+        # its work is committed, so it is not worth waiting long for.
+        for wait in ((2,) if name == "web" else (0.5,) * 20):
             proc.terminate()
             try:
-                proc.wait(10)
+                proc.wait(wait)
+                return
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+        proc.kill()
+        proc.wait()
 
     def wait_up(self, timeout=30):
         deadline = time.time() + timeout
@@ -115,8 +158,14 @@ class WebApp(object):
             return f.read().decode("utf-8", "replace")
 
     def stop(self):
-        for name in list(self.procs):
-            self.stop_worker(name)
+        """Stop the server and the workers, side by side (each takes a second
+        or two to shut down)."""
+        stoppers = [threading.Thread(target=self.stop_worker, args=(name,))
+                    for name in list(self.procs)]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
 
     def __enter__(self):
         return self.start()
@@ -125,12 +174,24 @@ class WebApp(object):
         self.stop()
 
     # ----------------------------------------------------------- browsing
+    @staticmethod
+    def session():
+        """A requests.Session that opens a new connection for each request.
+
+        web2py's server (Rocket) now and then resets a kept-alive connection
+        when the next request arrives on it (1 run in 6 of a four-request
+        script here), and waits for idle kept-alive connections when it stops.
+        """
+        s = requests.Session()
+        s.headers["Connection"] = "close"
+        return s
+
     def url(self, path):
         return path if path.startswith("http") else self.base + path
 
     def form(self, session, path):
         """GET a page with a form; return (html, hidden fields to post back)."""
-        r = session.get(self.url(path), timeout=30)
+        r = session.get(self.url(path), timeout=30, headers={"Connection": "close"})
         r.raise_for_status()
         key, name = FORMKEY_RE.search(r.text), FORMNAME_RE.search(r.text)
         hidden = {}
@@ -143,7 +204,22 @@ class WebApp(object):
     def submit(self, session, path, data):
         """Fill in the form at ``path`` with ``data`` and post it."""
         _, hidden = self.form(session, path)
-        return session.post(self.url(path), data=dict(hidden, **data), timeout=30)
+        return session.post(self.url(path), data=dict(hidden, **data), timeout=30,
+                            headers={"Connection": "close"})
+
+    @property
+    def db_path(self):
+        """The copy's SQLite file (when no other db_uri was given)."""
+        return os.path.join(self.app, "databases", "storage.sqlite")
+
+    def query(self, sql, args=()):
+        """Run one SQL statement on the copy's SQLite database; return the rows."""
+        db = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            with db:
+                return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
 
     def errors(self):
         """Tickets web2py wrote (errors/ folder): each one is a failure."""

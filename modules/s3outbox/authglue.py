@@ -1,0 +1,410 @@
+# -*- coding: utf-8 -*-
+"""Auth glue: web2py's account flows, sending through the outbox.
+
+``OutboxAuth`` is ``gluon.tools.Auth`` with ``OutboxAuthMixin`` in front (mix
+it into Sahana's ``AuthS3`` the same way). What it changes, and why:
+
+- registration is never undone because of mail: when ``mailer.send`` says
+  False, web2py deletes the new user and shows "Unable to send email"; here
+  the user is kept, the failure is logged for the admin, and the person sees
+  the normal "check your email" message;
+- an address the outbox could never deliver to is refused by the form, so the
+  person can correct it while still on the page;
+- password reset and username recovery answer the same for unknown and known
+  accounts (web2py says "Invalid email", which tells anyone who has an account);
+- approval: approvers (addresses, or ``group:NAME`` for that group's members)
+  get a mail with a link to the pending registration when it is ready; the
+  ``approve`` page lets them approve or reject, and the person is told;
+- links in mail use the site's public address when one is configured;
+- the first user of an empty site becomes an admin (``first_user_admin``).
+
+Everything is queued with ``mail.send`` to raw addresses (no ``pe_id``): a new
+registrant or an approver may have no person entity.
+"""
+
+import logging
+
+from gluon import current
+from gluon.html import FORM, INPUT, URL
+from gluon.http import HTTP, redirect
+from gluon.sqlhtml import SQLFORM
+from gluon.tools import DEFAULT, Auth, addrow, callback
+from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
+from pydal import Field
+
+from .mailer import PRIORITY_HIGH
+from .message import ADDRESS_RE
+
+logger = logging.getLogger("s3outbox")
+
+ADMIN_ROLE = "admin"
+PENDING = "pending"
+
+MESSAGES = dict(
+    # One answer whether or not the account exists.
+    reset_password_requested="If an account matches what you entered, we have sent "
+                             "it a link to reset the password. Please check your email.",
+    username_requested="If an account uses this address, we have sent it the "
+                       "username. Please check your email.",
+    approval_subject="Registration waiting for approval: %(email)s",
+    approval_body="%(first_name)s %(last_name)s <%(email)s> registered and is "
+                  "waiting for approval.\n\nApprove or reject: %(link)s\n",
+    approved_subject="Your account is approved",
+    approved_body="Welcome %(first_name)s! Your account is approved. "
+                  "Log in at %(link)s\n",
+    approved_flash="Approved: %(email)s",
+    rejected_flash="Rejected: %(email)s",
+    not_pending="This registration is not waiting for approval",
+)
+
+
+def as_list(value):
+    """AppConfig gives a str, a number, or a ``map`` for "a, b"; make a list."""
+    if value in (None, "", False):
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    elif not isinstance(value, (list, tuple)):
+        value = list(value) if hasattr(value, "__iter__") else [value]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def public_link(public_url, path):
+    """``path`` (from URL()) on the configured public address, e.g.
+    ``https://eden.example.net`` or ``https://example.net/prefix``; a bare
+    host name means https."""
+    if "://" not in public_url:
+        public_url = "https://" + public_url
+    return public_url.rstrip("/") + path
+
+
+class _KeepRegistration(object):
+    """Stands in for the mailer during ``register``: a False from ``send``
+    must not make web2py roll the new user back."""
+
+    def __init__(self, mailer):
+        self._mailer = mailer
+
+    def __getattr__(self, name):
+        return getattr(self._mailer, name)
+
+    def send(self, *args, **kwargs):
+        if self._mailer.send(*args, **kwargs):
+            return True
+        logger.error("registration kept, but its verification mail to %s was not "
+                     "queued: %s", kwargs.get("to"), self._mailer.error)
+        return True
+
+
+class OutboxAuthMixin(object):
+    """Put before ``Auth`` (or ``AuthS3``) in the bases; call
+    ``configure_outbox(get)`` after ``define_tables``."""
+
+    outbox_public_url = None
+    outbox_approvers = ()
+    outbox_first_user_admin = False
+
+    def configure_outbox(self, get):
+        """Read the settings (``get`` is ``AppConfig.get``) and hook the flows.
+
+        Keys: app.public_url, app.first_user_admin, auth.approver,
+        auth.two_factor; verification/approval are Auth's own settings.
+        """
+        self.outbox_public_url = str(get("app.public_url") or "").strip() or None
+        self.outbox_approvers = as_list(get("auth.approver"))
+        self.outbox_first_user_admin = bool(get("app.first_user_admin"))
+        if get("auth.two_factor"):
+            self.settings.auth_two_factor_enabled = True
+        self.messages.lock_keys = False
+        for key, text in MESSAGES.items():
+            self.messages[key] = text
+        self.messages.lock_keys = True
+        s = self.settings
+        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
+            [self._check_deliverable]
+        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
+            [self._after_register]
+        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
+            [self._after_verify]
+
+    # --------------------------------------------------------------- links
+    def url(self, f=None, args=None, vars=None, scheme=False):
+        """Auth's links; absolute ones (those that go in mail) use public_url."""
+        if scheme and self.outbox_public_url:
+            return public_link(self.outbox_public_url, URL(
+                c=self.settings.controller, f=f, args=args or [], vars=vars or {}))
+        return super(OutboxAuthMixin, self).url(f=f, args=args, vars=vars,
+                                                scheme=scheme)
+
+    def link(self, c, f, args=None, vars=None):
+        """An absolute link for a mail body: public_url, else this request's host."""
+        if self.outbox_public_url:
+            return public_link(self.outbox_public_url, URL(c=c, f=f, args=args or [],
+                                                           vars=vars or {}))
+        return URL(c=c, f=f, args=args or [], vars=vars or {}, scheme=True,
+                   host=self.settings.host or True)
+
+    # -------------------------------------------------------- registration
+    def register(self, *args, **kwargs):
+        mailer = self.settings.mailer
+        if mailer:
+            self.settings.mailer = _KeepRegistration(mailer)
+        try:
+            return super(OutboxAuthMixin, self).register(*args, **kwargs)
+        finally:
+            self.settings.mailer = mailer
+
+    def _check_deliverable(self, form):
+        email = form.vars.get("email")
+        if email and not ADDRESS_RE.match(email):
+            form.errors.email = self.messages.invalid_email
+
+    def _after_register(self, form):
+        """First user: admin, needs no approval. Without verification the
+        registration is pending now, so approvers are told now."""
+        user = self.table_user()(form.vars.id)
+        if user is None:
+            return
+        if self.outbox_first_user_admin and self.db(self.table_user()).count() == 1:
+            self.add_membership(self.id_group(ADMIN_ROLE) or
+                                self.add_group(ADMIN_ROLE, "Site administrators"),
+                                user.id)
+            if user.registration_key == PENDING:
+                user.update_record(registration_key="")
+                current.session.flash = self.messages.registration_successful
+            return
+        if user.registration_key == PENDING:
+            self.notify_approvers(user)
+
+    def _after_verify(self, user):
+        """Verified and waiting for approval: tell the approvers (an admin
+        made by first_user_admin is approved at once)."""
+        if user.registration_key != PENDING:
+            return
+        if self.has_membership(user_id=user.id, role=ADMIN_ROLE):
+            user.update_record(registration_key="")
+            current.session.flash = self.messages.email_verified
+        else:
+            self.notify_approvers(user)
+
+    # ------------------------------------------------------------ approval
+    def approver_addresses(self):
+        """Raw addresses from ``auth.approver``: addresses and group:NAME."""
+        found = []
+        db, users = self.db, self.table_user()
+        for item in self.outbox_approvers:
+            if item.lower().startswith("group:"):
+                group_id = self.id_group(item[6:].strip())
+                if not group_id:
+                    logger.warning("approver %s: no such group", item)
+                    continue
+                m = self.table_membership()
+                rows = db((m.group_id == group_id) & (m.user_id == users.id) &
+                          ((users.registration_key == "") |
+                           (users.registration_key == None))  # noqa: E711
+                          ).select(users.email)
+                found.extend(r.email for r in rows)
+            else:
+                found.append(item)
+        seen, out = set(), []
+        for address in found:
+            if address and address.lower() not in seen:
+                seen.add(address.lower())
+                out.append(address)
+        return out
+
+    def notify_approvers(self, user):
+        """Queue one mail per approver with a link to the pending registration."""
+        mail = self.settings.mailer
+        addresses = self.approver_addresses()
+        if not addresses:
+            logger.error("registration %s waits for approval but no approver is "
+                         "configured ([auth] approver)", user.email)
+            return 0
+        d = dict(user.as_dict(), link=self.link(self.settings.controller, "approve",
+                                                args=[user.id]))
+        queued = 0
+        for address in addresses:
+            if mail.send(to=address, subject=self.messages.approval_subject % d,
+                         message=self.messages.approval_body % d,
+                         priority=PRIORITY_HIGH):
+                queued += 1
+            else:
+                logger.error("approval request to %s not queued: %s", address,
+                             mail.error)
+        return queued
+
+    def can_approve(self):
+        """Admins, members of an approver group, and approver addresses."""
+        if not self.user:
+            return False
+        if self.has_membership(role=ADMIN_ROLE):
+            return True
+        for item in self.outbox_approvers:
+            if item.lower().startswith("group:"):
+                if self.has_membership(role=item[6:].strip()):
+                    return True
+            elif item.lower() == (self.user.email or "").lower():
+                return True
+        return False
+
+    def approval(self):
+        """The approve page: ``approve`` lists pending registrations,
+        ``approve/ID`` shows one with Approve and Reject buttons."""
+        request, session = current.request, current.session
+        if not self.user:
+            redirect(URL(self.settings.controller, self.settings.function,
+                         args="login", vars=dict(_next=URL(args=request.args))))
+        if not self.can_approve():
+            redirect(self.settings.on_failed_authorization)
+        users = self.table_user()
+        pending = self.db(users.registration_key == PENDING)
+        if not request.args(0):
+            return dict(pending=pending.select(orderby=users.id), user=None, form=None)
+        user = pending(users.id == request.args(0, cast=int, default=0)).select().first()
+        if user is None:
+            session.flash = self.messages.not_pending
+            redirect(URL(args=[]))
+        form = FORM(INPUT(_type="submit", _name="decision", _value="approve",
+                          _class="button"), " ",
+                    INPUT(_type="submit", _name="decision", _value="reject"))
+        if form.accepts(request, session, formname="approve-%s" % user.id):
+            who = dict(email=user.email)
+            if request.post_vars.decision == "reject":
+                user.update_record(registration_key="blocked")
+                session.flash = self.messages.rejected_flash % who
+            else:
+                user.update_record(registration_key="")
+                self.notify_approved(user)
+                session.flash = self.messages.approved_flash % who
+            redirect(URL(args=[]))
+        return dict(pending=None, user=user, form=form)
+
+    def notify_approved(self, user):
+        d = dict(user.as_dict(), link=self.link(self.settings.controller,
+                                                self.settings.function, args=["login"]))
+        mail = self.settings.mailer
+        if not mail.send(to=user.email, subject=self.messages.approved_subject,
+                         message=self.messages.approved_body % d,
+                         priority=PRIORITY_HIGH):
+            logger.error("approval notice to %s not queued: %s", user.email, mail.error)
+
+    # ------------------------------------------------- no account enumeration
+    def request_reset_password(self, next=DEFAULT, onvalidation=DEFAULT,
+                               onaccept=DEFAULT, log=DEFAULT):
+        """Ask for a reset link; the same answer whether the account exists.
+
+        Nothing about the account changes but its reset key (web2py keeps one
+        key a user); the password stays until the link is followed.
+        """
+        users = self.table_user()
+        s = self.settings
+        field = "username" if "username" in users.fields and \
+            (s.login_userfield or "username") == "username" else "email"
+        if field == "username":
+            requires = [IS_NOT_EMPTY(error_message=self.messages.invalid_username)]
+        else:
+            requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
+        if not (s.username_case_sensitive if field == "username"
+                else s.email_case_sensitive):
+            requires.insert(0, IS_LOWER())
+
+        def act(value):
+            user = users(**{field: value})
+            if user is None:
+                logger.info("password reset asked for an unknown %s", field)
+            elif (user.registration_key or "").startswith(PENDING) or \
+                    user.registration_key in ("disabled", "blocked"):
+                logger.info("password reset asked for account %s, which cannot "
+                            "log in", user.id)
+            else:
+                if not self.email_reset_password(user):
+                    logger.error("password reset mail not queued: %s",
+                                 s.mailer.error)
+                return user
+        return self._same_answer(
+            "reset_password", Field(field, label=users[field].label, requires=requires),
+            act, self.messages.reset_password_requested,
+            self.messages.password_reset_button,
+            _given(next, self.get_vars_next() or s.request_reset_password_next),
+            _given(onvalidation, s.request_reset_password_onvalidation),
+            _given(onaccept, s.request_reset_password_onaccept),
+            _given(log, self.messages["reset_password_log"]),
+            s.retrieve_password_captcha is not False and
+            (s.retrieve_password_captcha or s.captcha))
+
+    def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT,
+                          log=DEFAULT):
+        """Mail the username(s) of an address; the same answer either way."""
+        users = self.table_user()
+        s = self.settings
+        if "username" not in users.fields:
+            raise HTTP(404)
+        requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
+        if not s.email_case_sensitive:
+            requires.insert(0, IS_LOWER())
+
+        def act(email):
+            rows = self.db(users.email == email).select()
+            if not rows:
+                logger.info("username asked for an unknown address")
+                return None
+            names = ", ".join(r.username for r in rows)
+            if not s.mailer.send(to=email,
+                                 subject=self.messages.retrieve_username_subject,
+                                 message=self.messages.retrieve_username % dict(
+                                     username=names)):
+                logger.error("username mail not queued: %s", s.mailer.error)
+            return rows.first()
+        return self._same_answer(
+            "retrieve_username", Field("email", label=users.email.label,
+                                       requires=requires),
+            act, self.messages.username_requested, self.messages.submit_button,
+            _given(next, self.get_vars_next() or s.retrieve_username_next),
+            _given(onvalidation, s.retrieve_username_onvalidation),
+            _given(onaccept, s.retrieve_username_onaccept),
+            _given(log, self.messages["retrieve_username_log"]),
+            s.retrieve_username_captcha is not False and
+            (s.retrieve_username_captcha or s.captcha))
+
+    def _same_answer(self, formname, field, act, answer, button, next, onvalidation,
+                     onaccept, log, captcha):
+        """A one-field form whose answer never depends on the account:
+        ``act(value)`` queues what is due and returns the user or None."""
+        request, session = current.request, current.session
+        if not self.settings.mailer:
+            current.response.flash = self.messages.function_disabled
+            return ""
+        form = SQLFORM.factory(field, submit_button=button, hidden=dict(_next=next),
+                               formstyle=self.settings.formstyle,
+                               separator=self.settings.label_separator,
+                               table_name="auth_" + formname)
+        if captcha:
+            addrow(form, captcha.label, captcha, captcha.comment,
+                   self.settings.formstyle, "captcha__row")
+        if form.accepts(request, session if self.csrf_prevention else None,
+                        formname=formname, onvalidation=onvalidation,
+                        hideerror=self.settings.hideerror):
+            user = act(form.vars[field.name])
+            if user is not None:
+                self.log_event(log, user)
+            callback(onaccept, form)
+            session.flash = answer
+            redirect(next or self.url(args=request.args),
+                     client_side=self.settings.client_side)
+        return form
+
+
+def _given(value, default):
+    """Auth's convention: the DEFAULT marker means "use the setting"."""
+    return default if value is DEFAULT else value
+
+
+def _as_callbacks(value):
+    if not value:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class OutboxAuth(OutboxAuthMixin, Auth):
+    """web2py's Auth with every flow going through the outbox."""
