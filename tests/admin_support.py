@@ -120,7 +120,6 @@ def seed(db, tablename, count, now, days=7, seed_value=1):
     Returns {status: count}. Rows look like what MailS3 writes.
     """
     rnd = random.Random(seed_value)
-    cursor = db._adapter.cursor
     engine = db._adapter.dbengine
     mark = "?" if engine == "sqlite" else "%s"
     cols = ("message_id", "address", "contact_method", "status", "priority",
@@ -155,6 +154,7 @@ def seed(db, tablename, count, now, days=7, seed_value=1):
     sql = "INSERT INTO %s (%s) VALUES (%s)" % (tablename, ",".join(cols),
                                                ",".join([mark] * len(cols)))
     last = db.executesql("SELECT COALESCE(MAX(id), 0) FROM %s" % tablename)[0][0]
+    cursor = db._adapter.cursor  # open now that the connection is
     _bulk(db, cursor, sql, rows)
     db.commit()
     # one attempt per finished message, at the time it finished
@@ -184,7 +184,7 @@ def _bulk(db, cursor, sql, rows):
     per 1,000 rows rather than one round trip per row)."""
     if db._adapter.dbengine == "postgres":
         from psycopg2.extras import execute_values
-        head, _, tail = sql.partition(" VALUES (")
+        head = sql.partition(" VALUES (")[0]
         execute_values(cursor, head + " VALUES %s", rows, page_size=1000)
     else:
         cursor.executemany(sql, rows)
