@@ -65,8 +65,7 @@ def status(outbox, out):
     held = o["held"]
     if held:
         out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
-        out("  Edit %s in %s.%s" % (held["edit"] or "what the reason names",
-                                   held["file"], " The settings changed since: the "
+        out("  Edit %s in %s.%s" % (held["edit"], held["file"], " The settings changed since: the "
                                    "next pass releases it." if held["settings_changed"]
                                    else ""))
     for f in o["findings"]:

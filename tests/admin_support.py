@@ -7,7 +7,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -113,7 +112,7 @@ STATUS_MIX = (("sent", 0.90), ("failed", 0.05), ("queued", 0.03), ("held", 0.01)
               ("cancelled", 0.01))
 
 
-def seed(db, tablename, count, now, days=7, seed_value=1):
+def seed(db, tablename, count, now, days=7, seed_value=1, mix=STATUS_MIX):
     """Insert ``count`` outbox rows spread over the last ``days`` days, with an
     attempt row for each sent or failed one, in a few bulk statements.
 
@@ -130,7 +129,7 @@ def seed(db, tablename, count, now, days=7, seed_value=1):
     span = days * 86400
     offsets = sorted((rnd.randrange(span) for _ in range(count)), reverse=True)
     for n, back in enumerate(offsets):
-        status = _pick(rnd)
+        status = _pick(rnd, mix)
         made[status] = made.get(status, 0) + 1
         created = now - datetime.timedelta(seconds=back)
         to = "user%d@people%d.net" % (rnd.randrange(count // 3 + 1), n % 7)
@@ -170,13 +169,13 @@ def seed(db, tablename, count, now, days=7, seed_value=1):
     return made
 
 
-def _pick(rnd):
+def _pick(rnd, mix):
     x = rnd.random()
-    for status, share in STATUS_MIX:
+    for status, share in mix:
         if x < share:
             return status
         x -= share
-    return STATUS_MIX[0][0]
+    return mix[0][0]
 
 
 def _bulk(db, cursor, sql, rows):
@@ -207,8 +206,3 @@ def artifacts_dir():
     os.makedirs(folder, exist_ok=True)
     return folder
 
-
-def copy_artifact(path, name):
-    target = os.path.join(artifacts_dir(), name)
-    shutil.copy(path, target)
-    return target

@@ -88,6 +88,22 @@ def test_summary_and_scrub_hide_the_password():
     assert settings_summary(settings(login=None))["login"] == "(none)"
 
 
+@pytest.mark.parametrize("reason, key", [
+    ("sender 'you@gmail.com' is the unedited example address (edit [smtp] sender)",
+     "[smtp] sender"),
+    ("connection refused: [Errno 111] Connection refused", "[smtp] server"),
+    ("server name does not resolve: [Errno -2] Name or service not known",
+     "[smtp] server"),
+    ("cannot reach the server: [Errno 113] No route to host", "[smtp] server"),
+    ("authentication refused: 535 5.7.8 bad credentials", "[smtp] login"),
+    ("TLS failed: [SSL: WRONG_VERSION_NUMBER] (check tls and ssl)",
+     "[smtp] tls and [smtp] ssl"),
+    ("sender outbox@site.net refused: 553 5.7.1 not yours", "[smtp] sender"),
+])
+def test_hold_reason_says_what_to_edit(reason, key):
+    assert outbox_admin.edit_hint(reason) == key
+
+
 def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
     from s3outbox import MailS3
     caplog.set_level(logging.INFO, logger="s3outbox")
@@ -172,7 +188,7 @@ def test_overview_actions_and_detail(mail, sink):
     assert mail.process_outbox()["held"] == 2
     held = admin.held()
     assert held["count"] == 2 and "[smtp] sender" in held["reason"]
-    assert held["edit"] is None and not held["settings_changed"]
+    assert held["edit"] == "[smtp] sender" and not held["settings_changed"]
     mail.settings.sender = "Outbox <outbox@outbox.localhost>"
     assert admin.held()["settings_changed"]
 
@@ -551,15 +567,19 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
             top = app.db.executesql("SELECT MAX(id) FROM msg_outbox")[0][0]
             timings = []
 
-            def get(path):
-                started = time.perf_counter()
-                r = admin.get(app.url(path))
-                timings.append((path, time.perf_counter() - started))
-                assert r.status_code == 200, r.text[:2000]
+            def get(path, runs=5):
+                took = []
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    r = admin.get(app.url(path))
+                    took.append(time.perf_counter() - started)
+                    assert r.status_code == 200, r.text[:2000]
+                timings.append((path, sorted(took)[runs // 2]))
                 return r, [int(i) for i in re.findall(r'<tr id="msg-(\d+)">', r.text)]
 
-            get("/outbox/messages")  # warm-up: the first request compiles the views
+            get("/outbox/messages", 1)  # warm-up: the first request compiles views
             timings.clear()
+            get("/default/index")  # no outbox query: the cost of web2py and models
             r, ids = get("/outbox/messages")
             assert ids == list(range(top, top - 50, -1))
             assert "all (100000)" in r.text
@@ -580,7 +600,8 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
             r, _ = get("/outbox/index")
             assert "<b>%d</b>sent" % made["sent"] in r.text
             lines = ["%-60s %7.1f ms" % (path, seconds * 1000) for path, seconds in timings]
-            report = "list page over 100,000 rows, %s\n%s\n" % (engine, "\n".join(lines))
+            report = "median of 5 requests, 100,000 messages, %s\n%s\n" % (
+                engine, "\n".join(lines))
             with open(os.path.join(artifacts_dir(), "list-100k-%s.txt" % engine),
                       "w") as f:
                 f.write(report)

@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 from xml.sax.saxutils import escape
 
 from .settings import Snapshot
@@ -30,7 +31,6 @@ CONFIG_FILE = "private/appconfig.ini"
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
 _HINTS = (
-    ("(edit ", None),                      # blocking_problem() names the key itself
     ("authentication", "[smtp] login"),
     ("sender", "[smtp] sender"),
     ("tls", "[smtp] tls and [smtp] ssl"),
@@ -42,8 +42,14 @@ _HINTS = (
 )
 
 
+_NAMED_KEY = re.compile(r"\(edit (\[\w+\] \w+)\)$")
+
+
 def edit_hint(reason):
-    """Which appconfig key to edit for a hold ``reason``, or None if it says."""
+    """Which appconfig key to edit for a hold ``reason``."""
+    named = _NAMED_KEY.search(reason or "")
+    if named:  # blocking_problem() ends with "(edit [smtp] sender)"
+        return named.group(1)
     text = (reason or "").lower()
     for pattern, key in _HINTS:
         if pattern in text:
@@ -488,10 +494,10 @@ def chart_svg(activity, width=720, height=180, title="Mail per hour (UTC)"):
 
 
 def _nice(peak):
-    """The smallest of 1, 2, 5 x 10^k that is >= peak: a readable axis top."""
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= peak: a readable axis top."""
     step = 1
     while True:
-        for m in (1, 2, 5):
+        for m in (1, 2, 2.5, 5):
             if m * step >= peak:
                 return m * step
         step *= 10
