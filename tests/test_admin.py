@@ -357,18 +357,24 @@ def test_access_rules(site):
 
 def test_csrf_refused(site):
     mail, row_id = _failed(site)
-    app = site.app
-    r = site.admin.post(app.url("/outbox/retry"), data=dict(ids=row_id))
-    assert r.status_code == 403 and "form key" in r.text
-    r = app.act(site.admin, "retry", dict(ids=row_id), formkey="forged")
-    assert r.status_code == 403
-    r = site.admin.get(app.url("/outbox/retry?ids=%d" % row_id))
-    assert r.status_code == 405
-    other = app.login(ADMIN)  # another session of the same admin
-    r = app.act(site.admin, "retry", dict(ids=row_id), formkey=app.formkey(other))
-    assert r.status_code == 403
+    _, (old,) = _queue(site, "old-%s@people.net" % uuid.uuid4().hex[:6])
+    mail.process_outbox()
+    long_ago = utcnow() - datetime.timedelta(days=20)
+    mail.store.outbox[old] = dict(created_on=long_ago, sent_on=long_ago)
     mail.db.commit()
-    assert _status(mail, row_id) == "failed"
+    app, sent = site.app, site.sink.count
+    other = app.login(ADMIN)  # another session of the same admin: another key
+    for action, field in ACTIONS:
+        data = {field: dict(ids=row_id, days=10, to="x@people.net")[field]}
+        r = site.admin.post(app.url("/outbox/" + action), data=data)
+        assert r.status_code == 403 and "form key" in r.text, action
+        for key in ("forged", "", app.formkey(other)):
+            assert app.act(site.admin, action, data, formkey=key).status_code == 403
+        r = site.admin.get(app.url("/outbox/%s?%s=%s" % (action, field, data[field])))
+        assert r.status_code == 405, action
+    mail.db.commit()
+    assert _status(mail, row_id) == "failed" and _status(mail, old) == "sent"
+    assert site.sink.count == sent
     r = app.act(site.admin, "retry", dict(ids=row_id, _next="http://evil.example/"))
     assert r.ok and r.url.endswith("/outbox/index")
     assert flash(r) == "1 message queued for delivery now."
