@@ -156,5 +156,6 @@ def test():
     to = (request.post_vars.to or "").strip()
     if not to:
         _back("Test mail: give an address to send to.")
-    ok, text = _admin().test_mail(to, site=configuration.get("app.name") or request.application)
+    site = configuration.get("app.name") or request.application
+    ok, text = _admin().test_mail(to, site=site)
     _back(("Test mail sent. " if ok else "Test mail failed. ") + text)

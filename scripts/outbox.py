@@ -65,9 +65,9 @@ def status(outbox, out):
     held = o["held"]
     if held:
         out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
-        out("  Edit %s in %s.%s" % (held["edit"], held["file"], " The settings changed since: the "
-                                   "next pass releases it." if held["settings_changed"]
-                                   else ""))
+        out("  Edit %s in %s." % (held["edit"], held["file"]))
+        if held["settings_changed"]:
+            out("  The settings changed since: the next pass releases it.")
     for f in o["findings"]:
         out("SETTINGS: %s (edit %s)%s" % (f["problem"], f["where"],
                                           " - blocks all mail" if f["blocking"] else ""))

@@ -519,6 +519,16 @@ def test_command_line(site):
     finally:
         site.sink.script.clear()
     assert code == 1 and "550 5.1.1 gone" in out
+    held_mail, (held,) = _queue(site, "cli-held@people.net", sender="you@gmail.com")
+    held_mail.process_outbox()
+    code, out = app.cli("status")
+    assert code == 0 and "HELD: 1 message(s): sender 'you@gmail.com' is the unedited " \
+        "example address" in out
+    assert "Edit [smtp] sender in private/appconfig.ini." in out
+    assert "The settings changed since" in out  # the site's own sender is fine
+    code, out = app.cli("retry", "--status", "held")
+    assert code == 0 and "1 message(s) queued" in out
+    assert _status(mail, held) == "queued"
     code, out = app.cli("retry")
     assert code == 2 and "give message numbers or --status" in out
     code, out = app.cli("show", "999999999")
@@ -590,7 +600,8 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
             assert ids == list(range(top, top - 50, -1))
             assert "all (100000)" in r.text
             older = re.search(r'href="([^"]+)" rel="next"', r.text).group(1)
-            _, ids2 = get(older.replace("&amp;", "&").replace("/outbox/outbox", "/outbox"))
+            older = older.replace("&amp;", "&").replace("/outbox/outbox", "/outbox")
+            _, ids2 = get(older)
             assert ids2 == list(range(top - 50, top - 100, -1))
             _, deep = get("/outbox/messages?before=%d" % (top - 90000))
             assert deep == list(range(top - 90001, top - 90051, -1))
@@ -605,7 +616,8 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
             get("/outbox/message/%d" % (top - 500))
             r, _ = get("/outbox/index")
             assert "<b>%d</b>sent" % made["sent"] in r.text
-            lines = ["%-60s %7.1f ms" % (path, seconds * 1000) for path, seconds in timings]
+            lines = ["%-60s %7.1f ms" % (path, seconds * 1000)
+                     for path, seconds in timings]
             report = "median of 5 requests, 100,000 messages, %s\n%s\n" % (
                 engine, "\n".join(lines))
             with open(os.path.join(artifacts_dir(), "list-100k-%s.txt" % engine),
