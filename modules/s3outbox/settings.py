@@ -34,6 +34,7 @@ DEFAULTS = dict(
 EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com",
                    "you@example.com"}
 EXAMPLE_LOGINS = {"username:password"}
+EXAMPLE_SERVERS = {"smtp.gmail.com:587"}  # web2py's example, with the login above
 EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example",
                    "invalid", "test")
 _SERVER_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$")
@@ -101,6 +102,13 @@ class Snapshot(object):
         elif not _SERVER_RE.match(server):
             out.append(("[smtp] server", "server %r is not of the form host:port"
                         % server, True))
+        elif not 0 < self.host_port[1] < 65536:
+            out.append(("[smtp] server", "server %r has a port outside 1-65535"
+                        % server, True))
+        elif server in EXAMPLE_SERVERS and (login in EXAMPLE_LOGINS or
+                                            _is_example_address(sender)):
+            out.append(("[smtp] server", "server %r is web2py's example value, left "
+                        "with the example login or sender" % server, True))
         if not isinstance(sender, str) or not sender.strip():
             out.append(("[smtp] sender", "no sender address is configured", True))
         elif not ADDRESS_RE.match(bare(sender)):
@@ -114,6 +122,10 @@ class Snapshot(object):
                         "'username:password'", True))
         elif login and ":" not in login:
             out.append(("[smtp] login", "login must be user:password", True))
+        elif login and not login.partition(":")[0]:
+            out.append(("[smtp] login", "login has no user name before the ':'", True))
+        elif login and not login.partition(":")[2]:
+            out.append(("[smtp] login", "login has no password after the ':'", True))
         if isinstance(server, str) and _SERVER_RE.match(server or ""):
             port = self.host_port[1]
             if self.ssl and port == 587:

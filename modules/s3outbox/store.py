@@ -136,6 +136,8 @@ class OutboxStore(object):
             ("%s_address_idx" % n, n, "address"),
             ("%s_pe_idx" % n, n, "pe_id"),
             ("%s_created_idx" % n, n, "status, created_on"),
+            # the admin's list filtered by status, newest first, paged by id
+            ("%s_status_id_idx" % n, n, "status, id"),
             ("%s_att_idx" % n, n + "_attachment", "outbox_id"),
             ("%s_try_idx" % n, n + "_attempt", "outbox_id"),
             ("%s_try_on_idx" % n, n + "_attempt", "attempted_on"),

@@ -1,0 +1,507 @@
+# -*- coding: utf-8 -*-
+"""What the site admin sees and does: the queries and actions behind the
+outbox dashboard (controllers/outbox.py) and the command line
+(scripts/outbox.py), so both behave the same.
+
+Queries stay fast on a large outbox: counts are one GROUP BY, the oldest
+waiting message is a MIN per status on the (status, created_on) index, the
+list pages by id (keyset: ``before``/``after`` an id, never OFFSET), and the
+activity chart is one GROUP BY over the attempt log's time index.
+Nothing here ever shows the SMTP password: the login is shown as its user
+name only, and text that reaches the admin passes through ``scrub()``.
+"""
+
+import datetime
+import hashlib
+import json
+import logging
+import re
+from xml.sax.saxutils import escape
+
+from .settings import Snapshot
+from .store import CANCELLED, FAILED, HELD, QUEUED, SENDING, SENT, STATUSES, utcnow
+
+logger = logging.getLogger("s3outbox")
+
+WAITING = (QUEUED, SENDING, HELD)
+RETRYABLE = (FAILED, HELD)
+CANCELLABLE = (QUEUED, HELD, FAILED)
+CONFIG_FILE = "private/appconfig.ini"
+
+# What to edit for the configuration errors the transport reports; the
+# first pattern found in the reason wins.
+_HINTS = (
+    ("authentication", "[smtp] login"),
+    ("sender", "[smtp] sender"),
+    ("tls", "[smtp] tls and [smtp] ssl"),
+    ("ssl", "[smtp] tls and [smtp] ssl"),
+    ("resolve", "[smtp] server"),
+    ("refused", "[smtp] server"),
+    ("reach", "[smtp] server"),
+    ("server", "[smtp] server"),
+)
+
+
+_NAMED_KEY = re.compile(r"\(edit (\[\w+\] \w+)\)$")
+
+
+def edit_hint(reason):
+    """Which appconfig key to edit for a hold ``reason``."""
+    named = _NAMED_KEY.search(reason or "")
+    if named:  # blocking_problem() ends with "(edit [smtp] sender)"
+        return named.group(1)
+    text = (reason or "").lower()
+    for pattern, key in _HINTS:
+        if pattern in text:
+            return key
+    return "[smtp] server, sender and login"
+
+
+def format_age(delta):
+    """'45 s', '12 min', '3 h 5 min', '2 d 4 h' for a timedelta."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 60:
+        return "%d s" % seconds
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if minutes < 60:
+        return "%d min" % minutes
+    if hours < 24:
+        return "%d h %d min" % (hours, minutes % 60)
+    return "%d d %d h" % (days, hours % 24)
+
+
+def password_of(settings):
+    login = settings.login
+    return login.partition(":")[2] if isinstance(login, str) else ""
+
+
+def scrub(text, settings):
+    """``text`` with the SMTP password (if it occurs at all) masked."""
+    if text is None:
+        return None
+    text = str(text)
+    secret = password_of(settings)
+    return text.replace(secret, "********") if secret else text
+
+
+def settings_summary(settings):
+    """The SMTP settings as the dashboard shows them: no password."""
+    login = settings.login if isinstance(settings.login, str) else ""
+    user = login.partition(":")[0]
+    return dict(server=settings.server or "", sender=settings.sender or "",
+                login=("%s (password set)" % user) if user else "(none)",
+                tls=bool(settings.tls), ssl=bool(settings.ssl))
+
+
+def findings(settings):
+    """Snapshot(settings).findings() as dicts, scrubbed, with the file to edit."""
+    return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
+                 where="%s in %s" % (key, CONFIG_FILE))
+            for key, problem, blocking in Snapshot(settings).findings()]
+
+
+# --------------------------------------------------------- settings logging
+_checked = {}  # (database, table) -> digest of the findings last checked here
+
+
+def log_settings_check(mail):
+    """Log the settings findings at ERROR once per change, across processes.
+
+    Cheap on every request: a process reads the outbox's ``settings_check``
+    state row only when its own findings changed; the row decides which
+    process logs, so a change is logged once, not once per process or message.
+    The caller's transaction commits the state row.
+    """
+    found = findings(mail.settings)
+    digest = hashlib.sha256(json.dumps(
+        [[f["key"], f["problem"]] for f in found]).encode("utf-8")).hexdigest()[:16]
+    store = mail.store
+    where = (mail.db._uri_hash, store.tablename)
+    if _checked.get(where) == digest:
+        return False
+    old = store.get_state("settings_check")
+    new = dict(digest=digest)
+    if old == new:
+        _checked[where] = digest
+        return False
+    if not store.set_state("settings_check", new, expect=old):
+        return False  # another process took this change and logs it
+    _checked[where] = digest
+    for f in found:
+        logger.error("mail settings: %s (edit %s)", f["problem"], f["where"])
+    if not found and old is not None:
+        logger.info("mail settings: the check finds no problem any more")
+    return True
+
+
+# ------------------------------------------------------------ becoming admin
+def first_user_admin(auth, role="admin"):
+    """Make the first user inserted on an empty user table a member of ``role``.
+
+    Hooked on the table itself, so it holds for the registration form and for
+    users created any other way; it runs in the inserting transaction.
+    """
+    table = auth.table_user()
+
+    def promote(fields, user_id):
+        if auth.db(table.id != user_id).select(table.id, limitby=(0, 1)):
+            return
+        auth.add_membership(ensure_group(auth, role), user_id)
+        logger.info("first user %s is now a member of %r", fields.get("email"), role)
+    table._after_insert.append(promote)
+
+
+def ensure_group(auth, role="admin"):
+    return auth.id_group(role) or auth.add_group(
+        role, "Site administrators: the outbox dashboard")
+
+
+def make_admin(auth, email, role="admin"):
+    """Add the user with ``email`` to ``role``; return a sentence saying what."""
+    table = auth.table_user()
+    user = auth.db(table.email.lower() == email.strip().lower()).select(
+        table.id, table.email).first()
+    if user is None:
+        raise LookupError("no user with e-mail %s; register first" % email)
+    group_id = ensure_group(auth, role)
+    if auth.has_membership(group_id, user.id):
+        return "%s is already a member of %r" % (user.email, role)
+    auth.add_membership(group_id, user.id)
+    return "%s is now a member of %r" % (user.email, role)
+
+
+# --------------------------------------------------------------- the outbox
+class Page(object):
+    """One page of the message list: ``rows`` newest first, and the ids to
+    pass as ``after`` (newer page) or ``before`` (older page), or None."""
+
+    def __init__(self, rows, newer, older):
+        self.rows, self.newer, self.older = rows, newer, older
+
+
+class OutboxAdmin(object):
+    """The admin's view of one MailS3's outbox."""
+
+    LIST_FIELDS = ("id", "created_on", "status", "address", "pe_id", "subject",
+                   "priority", "attempts", "next_attempt_on", "sent_on",
+                   "last_code", "last_error")
+
+    def __init__(self, mail):
+        self.mail = mail
+        self.settings = mail.settings
+        self.store = mail.store
+        self.db = mail.db
+        self.outbox = self.store.outbox
+
+    # ------------------------------------------------------------ overview
+    def counts(self):
+        """{status: number of messages} for every status, zeros included."""
+        # Plain SQL: with no WHERE clause the database counts from an index.
+        found = dict(self.db.executesql("SELECT status, COUNT(*) FROM %s GROUP BY status"
+                                        % self.store.tablename))
+        return dict((s, int(found.get(s, 0))) for s in STATUSES)
+
+    def oldest_waiting(self):
+        """created_on of the oldest message not yet sent, failed or cancelled."""
+        o = self.outbox
+        first = o.created_on.min()
+        times = [self.db(o.status == s).select(first).first()[first] for s in WAITING]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def recent(self, now=None):
+        """Sent and failed messages in the last hour and day, from the attempt log."""
+        now = now or utcnow()
+        a = self.store.attempt
+        n = a.id.count()
+        out = {}
+        for name, seconds in (("hour", 3600), ("day", 86400)):
+            since = now - datetime.timedelta(seconds=seconds)
+            found = {r[a.outcome]: r[n] for r in self.db(
+                (a.attempted_on > since) & a.outcome.belongs((SENT, FAILED))).select(
+                    a.outcome, n, groupby=a.outcome)}
+            out[name] = dict(sent=found.get(SENT, 0), failed=found.get(FAILED, 0))
+        return out
+
+    def held(self):
+        """The hold in force (from the ``held`` state row), for the banner, or None."""
+        state = self.store.get_state("held")
+        if not state:
+            return None
+        reason = scrub(state.get("reason"), self.settings)
+        current = Snapshot(self.settings).fingerprint()
+        return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
+                    count=self.store.count_held(),
+                    settings_changed=state.get("fp") != current)
+
+    def overview(self, now=None):
+        now = now or utcnow()
+        counts = self.counts()
+        oldest = self.oldest_waiting()
+        return dict(counts=counts, total=sum(counts.values()),
+                    waiting=sum(counts[s] for s in WAITING), oldest=oldest,
+                    oldest_age=(now - oldest) if oldest else None,
+                    recent=self.recent(now), held=self.held(),
+                    findings=findings(self.settings),
+                    settings=settings_summary(self.settings))
+
+    # ---------------------------------------------------------------- list
+    def page(self, status=None, address=None, before=None, after=None, size=50):
+        """A page of messages, newest first, filtered by status and address.
+
+        ``address`` matches any part of the recipient, case-insensitively.
+        Keyset paging (``before``/``after`` an id) costs the same on page 1
+        and page 2,000.
+        """
+        o = self.outbox
+        query = o.id > 0
+        if status:
+            query &= o.status == status
+        if address:
+            # LIKE ignores ASCII case on SQLite and MariaDB (its default
+            # collation); PostgreSQL needs ILIKE. LOWER() would cost a scan.
+            query &= o.address.contains(address.strip(), case_sensitive=(
+                self.store.engine != "postgres"))
+        fields = [o[f] for f in self.LIST_FIELDS]
+        if after is not None:
+            rows = list(self.db(query & (o.id > after)).select(
+                *fields, orderby=o.id, limitby=(0, size + 1)))
+            more_newer = len(rows) > size
+            rows = rows[:size][::-1]
+            more_older = bool(rows) and self._exists(query & (o.id < rows[-1].id))
+        else:
+            if before is not None:
+                query_page = query & (o.id < before)
+            else:
+                query_page = query
+            rows = list(self.db(query_page).select(
+                *fields, orderby=~o.id, limitby=(0, size + 1)))
+            more_older = len(rows) > size
+            rows = rows[:size]
+            more_newer = before is not None and bool(rows) and \
+                self._exists(query & (o.id > rows[0].id))
+        for row in rows:
+            row.last_error = scrub(row.last_error, self.settings)
+        return Page(rows, rows[0].id if rows and more_newer else None,
+                    rows[-1].id if rows and more_older else None)
+
+    def _exists(self, query):
+        return bool(self.db(query).select(self.outbox.id, limitby=(0, 1)))
+
+    def message(self, message_id):
+        """(row, content, attempts, attachments) for one message, or None."""
+        o, a, t = self.outbox, self.store.attempt, self.store.attachment
+        row = self.db(o.id == message_id).select().first()
+        if row is None:
+            return None
+        row.last_error = scrub(row.last_error, self.settings)
+        content = self.store.content(row) or {}
+        attempts = self.db(a.outbox_id == row.id).select(orderby=a.attempted_on | a.id)
+        for attempt in attempts:
+            attempt.error = scrub(attempt.error, self.settings)
+        files = self.db(t.outbox_id == row.id).select(
+            t.seq, t.kind, t.filename, t.content_type, orderby=t.seq)
+        refused = json.loads(row.refused) if row.refused else {}
+        return dict(row=row, content=content, attempts=attempts, attachments=files,
+                    refused=refused)
+
+    # ------------------------------------------------------------- actions
+    def retry(self, ids=None, status=None, now=None, who=None):
+        """Queue failed or held messages for delivery now; return how many.
+
+        ``ids``: those messages (others are skipped); ``status``: every
+        message with that status (failed or held). Attempts start again from
+        zero and an expiry is lifted, since the admin asked for delivery. A
+        hold's probe wait is cut short so the next pass really tries.
+        """
+        now = now or utcnow()
+        query = self._select(ids, status, RETRYABLE)
+        if query is None:
+            return 0
+        n = self.db(query).update(status=QUEUED, next_attempt_on=now, attempts=0,
+                                  expires_on=None, held_fp=None)
+        held = self.store.get_state("held")
+        if n and held:
+            self.store.set_state("held", dict(held, probe_after=str(now)),
+                                 expect=held, now=now)
+        self.db.commit()
+        logger.info("%s: %d message(s) queued for retry", who or "admin", n)
+        return n
+
+    def cancel(self, ids=None, status=None, who=None):
+        """Cancel queued, held or failed messages (never one being sent)."""
+        query = self._select(ids, status, CANCELLABLE)
+        if query is None:
+            return 0
+        n = self.db(query).update(status=CANCELLED, lease_owner=None, lease_until=None)
+        self.db.commit()
+        logger.info("%s: %d message(s) cancelled", who or "admin", n)
+        return n
+
+    def _select(self, ids, status, allowed):
+        o = self.outbox
+        if status is not None:
+            if status not in allowed:
+                raise ValueError("status must be one of %s" % ", ".join(allowed))
+            return o.status == status
+        ids = sorted({int(i) for i in ids or ()})
+        if not ids:
+            return None
+        return o.id.belongs(ids) & o.status.belongs(allowed)
+
+    def purge(self, days, now=None, chunk=500, who=None):
+        """Delete sent messages older than ``days`` days (by sent_on), with their
+        attempts and attachments; commits every ``chunk`` messages.
+
+        Returns (messages, attempts, attachments) deleted.
+        """
+        days = int(days)
+        if days < 0:
+            raise ValueError("days must be 0 or more")
+        cutoff = (now or utcnow()) - datetime.timedelta(days=days)
+        o, a, t = self.outbox, self.store.attempt, self.store.attachment
+        # created_on <= sent_on always; it lets the (status, created_on) index work.
+        query = (o.status == SENT) & (o.created_on < cutoff) & (o.sent_on < cutoff)
+        totals = [0, 0, 0]
+        while True:
+            ids = [r.id for r in self.db(query).select(o.id, orderby=o.id,
+                                                       limitby=(0, chunk))]
+            if not ids:
+                break
+            totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
+            totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
+            totals[0] += self.db(o.id.belongs(ids) & (o.status == SENT)).delete()
+            self.db.commit()
+        logger.info("%s: purged %d sent message(s) older than %d day(s)",
+                    who or "admin", totals[0], days)
+        return tuple(totals)
+
+    def test_mail(self, to, site="the outbox"):
+        """Send a test message now with the current settings.
+
+        Returns (ok, text): what the server answered, in words, with the
+        server named and the password masked.
+        """
+        mail, s = self.mail, self.settings
+        ok = mail.send_direct_email(
+            to=to, subject="Test mail from %s" % site,
+            message="This is a test message sent from %s at %s UTC with the "
+                    "settings in %s." % (site, utcnow(), CONFIG_FILE))
+        host, port = Snapshot(s).host_port
+        where = "%s:%s" % (host, port) if host else "(no server)"
+        if ok:
+            text = "The server %s accepted the test mail to %s (250)." % (where, to)
+            if mail.result:
+                text += " It refused: %s" % "; ".join(
+                    "%s: %s" % item for item in sorted(mail.result.items()))
+        else:
+            text = "The test mail to %s was not sent. Server %s: %s" % (
+                to, where, mail.error)
+        return ok, scrub(text, s)
+
+    # --------------------------------------------------------------- chart
+    def activity(self, hours=24, bucket=3600, now=None):
+        """Attempts per time bucket over the last ``hours``: a list of
+        (bucket start, dict(sent=, queued=, failed=)), oldest first.
+
+        ``queued`` counts attempts that put the message back in the queue
+        (a retry later, or held by a configuration error).
+        """
+        now = now or utcnow()
+        buckets = int(hours * 3600 // bucket)
+        end = now.replace(minute=0, second=0) + datetime.timedelta(hours=1) \
+            if bucket % 3600 == 0 else now
+        start = end - datetime.timedelta(seconds=buckets * bucket)
+        engine, table = self.store.engine, self.store.tablename + "_attempt"
+        if engine == "sqlite":
+            slot = "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) " \
+                   "AS INTEGER) / ?"
+            since, mark = str(start), "?"
+        elif engine == "postgres":
+            slot = "FLOOR(EXTRACT(EPOCH FROM (attempted_on - %s)) / %s)"
+            since, mark = start, "%s"
+        else:
+            slot = "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"
+            since, mark = start, "%s"
+        sql = ("SELECT %s AS slot, outcome, COUNT(*) FROM %s WHERE attempted_on >= %s "
+               "AND attempted_on < %s GROUP BY 1, outcome" % (slot, table, mark, mark))
+        series = [dict(sent=0, queued=0, failed=0) for _ in range(buckets)]
+        kinds = {SENT: "sent", FAILED: "failed", HELD: "queued", "retry": "queued"}
+        for slot_no, outcome, count in self.db.executesql(
+                sql, placeholders=[since, bucket, start, end]):
+            slot_no = int(slot_no)
+            if outcome in kinds and 0 <= slot_no < buckets:
+                series[slot_no][kinds[outcome]] += int(count)
+        return [(start + datetime.timedelta(seconds=i * bucket), series[i])
+                for i in range(buckets)]
+
+
+# ------------------------------------------------------------------ chart
+COLOURS = (("sent", "#2e8540", "sent"), ("queued", "#e0a526", "queued again"),
+           ("failed", "#c0392b", "failed"))
+
+
+def chart_svg(activity, width=720, height=180, title="Mail per hour (UTC)"):
+    """Stacked bars of sent / queued again / failed per bucket, as inline SVG.
+
+    Plain SVG text with a <title> per bar (the browser shows it on hover);
+    no script, no external file.
+    """
+    left, right, top, bottom = 40, 10, 24, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(1, len(activity))
+    peak = max([sum(v.values()) for _, v in activity] + [1])
+    scale = _nice(peak)
+    slot = plot_w / float(n)
+    bar = max(1.0, slot * 0.8)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+           'viewBox="0 0 %d %d" width="100%%" aria-label="%s">'
+           % (width, height, escape(title)),
+           '<text x="%d" y="14" class="chart-title">%s</text>' % (left, escape(title))]
+    for frac in (0, 0.5, 1):
+        y = top + plot_h * (1 - frac)
+        out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#d5d9de"/>'
+                   % (left, width - right, y, y))
+        out.append('<text x="%d" y="%.1f" text-anchor="end" class="chart-axis">%s'
+                   '</text>' % (left - 4, y + 4, _num(scale * frac)))
+    legend_x = width - right
+    for key, colour, label in reversed(COLOURS):
+        legend_x -= 8 + 7 * len(label) + 14
+        out.append('<rect x="%d" y="5" width="10" height="10" fill="%s"/>'
+                   '<text x="%d" y="14" class="chart-axis">%s</text>'
+                   % (legend_x, colour, legend_x + 14, escape(label)))
+    every = max(1, n // 8)
+    for i, (start, values) in enumerate(activity):
+        x = left + i * slot + (slot - bar) / 2
+        y = top + plot_h
+        tip = "%s: %s" % (start.strftime("%Y-%m-%d %H:%M"), ", ".join(
+            "%d %s" % (values[k], label) for k, _, label in COLOURS))
+        out.append('<g><title>%s</title>' % escape(tip))
+        for key, colour, _ in COLOURS:
+            h = plot_h * values[key] / float(scale)
+            if h > 0:
+                y -= h
+                out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
+                           'fill="%s" class="bar-%s"/>' % (x, y, bar, h, colour, key))
+        out.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="transparent"/>'
+                   '</g>' % (left + i * slot, top, slot, plot_h))
+        if i % every == 0:
+            out.append('<text x="%.1f" y="%d" text-anchor="middle" class="chart-axis">'
+                       '%s</text>' % (left + (i + 0.5) * slot, height - 6,
+                                      start.strftime("%H:%M")))
+    out.append('</svg>')
+    return "".join(out)
+
+
+def _nice(peak):
+    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= peak: a readable axis top."""
+    step = 1
+    while True:
+        for m in (1, 2, 2.5, 5):
+            if m * step >= peak:
+                return m * step
+        step *= 10
+
+
+def _num(value):
+    return ("%d" % value) if value == int(value) else ("%.1f" % value)

@@ -1,0 +1,157 @@
+# -*- coding: utf-8 -*-
+"""The outbox from the command line, for a server without a browser.
+
+Run from the web2py folder (it loads the app's models, so the settings and
+database are the site's own):
+
+    python web2py.py --no_banner -S outbox -M -R applications/outbox/scripts/outbox.py -A status
+
+Commands (after -A): status | list [--status S] [--address TEXT] [--limit N]
+[--before ID] | show ID | retry ID... or --status failed|held | cancel ID...
+or --status queued|held|failed | purge DAYS | test ADDRESS | make-admin EMAIL.
+Exit status: 0 done, 1 the test mail was not sent, 2 bad arguments or no
+such message or user.
+"""
+
+import argparse
+import os
+import sys
+
+from s3outbox.admin import CANCELLABLE, RETRYABLE, OutboxAdmin, format_age, make_admin
+from s3outbox.store import STATUSES, utcnow
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="web2py.py -S outbox -M -R applications/outbox/scripts/outbox.py -A",
+        description="See and fix the mail outbox.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="counts, hold, settings check")
+    ls = sub.add_parser("list", help="messages, newest first")
+    ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--address", help="part of the recipient address")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--before", type=int, help="only messages numbered below this")
+    show = sub.add_parser("show", help="one message and its attempts")
+    show.add_argument("id", type=int)
+    for name, allowed, what in (
+            ("retry", RETRYABLE, "queue failed or held messages for delivery now"),
+            ("cancel", CANCELLABLE, "cancel queued, held or failed messages")):
+        cmd = sub.add_parser(name, help="%s, by number or --status" % what)
+        cmd.add_argument("ids", type=int, nargs="*")
+        cmd.add_argument("--status", choices=allowed)
+    purge = sub.add_parser("purge", help="delete sent mail older than DAYS days")
+    purge.add_argument("days", type=int)
+    test = sub.add_parser("test", help="send a test mail now, show the answer")
+    test.add_argument("address")
+    admin = sub.add_parser("make-admin", help="add a registered user to 'admin'")
+    admin.add_argument("email")
+    return p
+
+
+def status(outbox, out):
+    o = outbox.overview()
+    counts = o["counts"]
+    out("Messages: " + ", ".join("%s %d" % (s, counts[s]) for s in STATUSES))
+    out("Oldest waiting: %s" % ("%s ago (queued %s UTC)" % (
+        format_age(o["oldest_age"]), o["oldest"]) if o["oldest"] else "none"))
+    r = o["recent"]
+    out("Sent: %d last hour, %d last day. Failed: %d last hour, %d last day." % (
+        r["hour"]["sent"], r["day"]["sent"], r["hour"]["failed"], r["day"]["failed"]))
+    s = o["settings"]
+    out("Settings: server %s, sender %s, login %s, tls %s, ssl %s" % (
+        s["server"] or "(none)", s["sender"] or "(none)", s["login"],
+        "on" if s["tls"] else "off", "on" if s["ssl"] else "off"))
+    held = o["held"]
+    if held:
+        out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
+        out("  Edit %s in %s." % (held["edit"], held["file"]))
+        if held["settings_changed"]:
+            out("  The settings changed since: the next pass releases it.")
+    for f in o["findings"]:
+        out("SETTINGS: %s (edit %s)%s" % (f["problem"], f["where"],
+                                          " - blocks all mail" if f["blocking"] else ""))
+    if not o["findings"]:
+        out("Settings check: no problem found.")
+
+
+def listing(outbox, args, out):
+    page = outbox.page(status=args.status, address=args.address, before=args.before,
+                       size=max(1, args.limit))
+    for r in page.rows:
+        when = r.sent_on if r.status == "sent" else r.next_attempt_on
+        out("%8d  %s  %-9s  %-32s  %2d  %s  %s" % (
+            r.id, r.created_on, r.status, (r.address or "pe_id %s" % r.pe_id)[:32],
+            r.attempts, when or "", (r.last_error or r.subject or "")[:60]))
+    if not page.rows:
+        out("No messages.")
+    elif page.older:
+        out("More: add --before %d" % page.older)
+
+
+def show(outbox, number, out):
+    m = outbox.message(number)
+    if m is None:
+        raise LookupError("no message %d" % number)
+    r, c = m["row"], m["content"]
+    out("Message %d: %s" % (r.id, r.status))
+    out("  To: %s" % (", ".join(c.get("to") or []) or "pe_id %s" % r.pe_id))
+    out("  Subject: %s" % r.subject)
+    out("  Message-ID: %s" % r.message_id)
+    out("  Queued: %s UTC; attempts %d; next %s; sent %s" % (
+        r.created_on, r.attempts, r.next_attempt_on, r.sent_on or "-"))
+    if r.last_error:
+        out("  Last error: %s" % r.last_error)
+    for a in m["attempts"]:
+        out("  %s  %-7s %4s  %s  %s" % (a.attempted_on, a.outcome, a.code or "",
+                                        a.worker or "", a.error or ""))
+
+
+def main(argv, out=print):
+    args = _parser().parse_args(argv)
+    outbox = OutboxAdmin(mail)  # noqa: F821 (web2py model globals)
+    who = "command line"
+    if args.command == "status":
+        status(outbox, out)
+    elif args.command == "list":
+        listing(outbox, args, out)
+    elif args.command == "show":
+        show(outbox, args.id, out)
+    elif args.command in ("retry", "cancel"):
+        if bool(args.ids) == bool(args.status):
+            raise ValueError("give message numbers or --status, not both or neither")
+        act = outbox.retry if args.command == "retry" else outbox.cancel
+        n = act(ids=args.ids, status=args.status, who=who)
+        out("%d message(s) %s." % (n, "queued for delivery now" if args.command ==
+                                   "retry" else "cancelled"))
+        if args.ids and n < len(set(args.ids)):
+            out("%d skipped (not in a state that allows it)." % (len(set(args.ids)) - n))
+    elif args.command == "purge":
+        n, attempts, files = outbox.purge(args.days, who=who)
+        out("Purged %d sent message(s) older than %d day(s), %d attempt record(s), "
+            "%d attachment(s)." % (n, args.days, attempts, files))
+    elif args.command == "test":
+        ok, text = outbox.test_mail(args.address, site="%s (command line, %s UTC)" % (
+            configuration.get("app.name") or "the outbox", utcnow()))  # noqa: F821
+        out(text)
+        return 0 if ok else 1
+    elif args.command == "make-admin":
+        out(make_admin(auth, args.email))  # noqa: F821
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main(sys.argv[1:])
+    except (LookupError, ValueError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        code = 2
+    except SystemExit as e:  # argparse: --help or a usage error
+        code = e.code if isinstance(e.code, int) else 2
+    if code:
+        db.rollback() if code == 2 else db.commit()  # noqa: F821
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # web2py's -R prints a traceback for SystemExit; leave quietly instead.
+        os._exit(code)
+    db.commit()  # noqa: F821
