@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages the test suite needs beyond Python: Debian's chromium for
+# System packages the test suite needs beyond Python (run by ./dev test): Debian's chromium for
 # tests/test_browser.py (Playwright drives it; no browser is ever downloaded).
 # Idempotent: does nothing when /usr/bin/chromium is already there.
 set -euo pipefail

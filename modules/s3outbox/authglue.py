@@ -16,7 +16,7 @@ it into Sahana's ``AuthS3`` the same way). What it changes, and why:
   get a mail with a link to the pending registration when it is ready; the
   ``approve`` page lets them approve or reject, and the person is told;
 - links in mail use the site's public address when one is configured;
-- the first user of an empty site becomes an admin (``first_user_admin``).
+- an admin (see admin.first_user_admin) needs no approval.
 
 Everything is queued with ``mail.send`` to raw addresses (no ``pe_id``): a new
 registrant or an approver may have no person entity.
@@ -102,17 +102,15 @@ class OutboxAuthMixin(object):
 
     outbox_public_url = None
     outbox_approvers = ()
-    outbox_first_user_admin = False
 
     def configure_outbox(self, get):
         """Read the settings (``get`` is ``AppConfig.get``) and hook the flows.
 
-        Keys: app.public_url, app.first_user_admin, auth.approver,
+        Keys: app.public_url, auth.approver,
         auth.two_factor; verification/approval are Auth's own settings.
         """
         self.outbox_public_url = str(get("app.public_url") or "").strip() or None
         self.outbox_approvers = as_list(get("auth.approver"))
-        self.outbox_first_user_admin = bool(get("app.first_user_admin"))
         if get("auth.two_factor"):
             self.settings.auth_two_factor_enabled = True
         self.messages.lock_keys = False
@@ -160,15 +158,13 @@ class OutboxAuthMixin(object):
             form.errors.email = self.messages.invalid_email
 
     def _after_register(self, form):
-        """First user: admin, needs no approval. Without verification the
+        """An admin (the first user, see admin.first_user_admin) needs no
+        approval. Without verification the
         registration is pending now, so approvers are told now."""
         user = self.table_user()(form.vars.id)
         if user is None:
             return
-        if self.outbox_first_user_admin and self.db(self.table_user()).count() == 1:
-            self.add_membership(self.id_group(ADMIN_ROLE) or
-                                self.add_group(ADMIN_ROLE, "Site administrators"),
-                                user.id)
+        if self.has_membership(user_id=user.id, role=ADMIN_ROLE):
             if user.registration_key == PENDING:
                 user.update_record(registration_key="")
                 current.session.flash = self.messages.registration_successful
