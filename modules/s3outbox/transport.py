@@ -250,9 +250,13 @@ class SessionPool(object):
                     job.outcome.kind = PERMANENT
                 else:
                     self._stop(job.outcome)
-            # A connection that died under us is re-opened once for this job.
-            if job.outcome.kind != TRANSIENT or session.connection is not None or retry:
+            if job.outcome.kind != TRANSIENT or session.connection is not None:
                 return
+            # A connection that died under us is re-opened once for this job;
+            # dropped again at once (421 "closing channel"), the server is
+            # going away: no more connections in this pass.
+            if retry:
+                self._stop(job.outcome)
 
     def _stop(self, outcome):
         """No more connections in this pool after ``outcome``."""
