@@ -9,7 +9,7 @@ import socket
 import threading
 
 import pytest
-from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import SMTP as SMTPProtocol, AuthResult
 from pydal.helpers.classes import ExecutionHandler
 
 from s3outbox import MailS3
@@ -247,6 +247,7 @@ def test_failed_probe_waits_another_interval(mail):
 def test_transient_reply_retries_with_backoff(mail, sink, verb, reply):
     mail.settings.retry_base = 60
     sink.script[verb] = reply
+    base = sink.connections
     queue(mail, 20)
     before = utcnow()
     counts = mail.process_outbox()
@@ -261,6 +262,9 @@ def test_transient_reply_retries_with_backoff(mail, sink, verb, reply):
         assert row.next_attempt_on.microsecond == 0  # times are to the second
         delays.add(row.next_attempt_on)
     assert len(delays) > 1  # jitter spreads the retries
+    # One session for the batch; a 421 closes it, the retry's session too,
+    # and then the server is left alone for this pass.
+    assert sink.connections - base == (2 if reply.startswith("421") else 1)
     log = attempts(mail)
     assert len(log) == 20 and {r.outcome for r in log} == {"retry"}
     assert {r.code for r in log} == {int(reply[:3])}
@@ -417,6 +421,46 @@ def test_reconnects_once_when_the_server_hangs_up(mail):
     assert sink.connections == base + 2 and sink.count == 6 and not sink.duplicates()
 
 
+class _LimitedSMTP(SMTPProtocol):
+    """Greets with 421 beyond ``limit`` concurrent sessions, as relays that
+    cap connections per client do (Office 365 allows three)."""
+    limit, active = 2, 0
+
+    def connection_made(self, transport):
+        cls = type(self)
+        self.refused = cls.active >= cls.limit
+        if self.refused:
+            transport.write(b"421 4.7.0 too many concurrent connections\r\n")
+            transport.close()
+            return
+        cls.active += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, exc):
+        if not self.refused:
+            type(self).active -= 1
+            super().connection_lost(exc)
+
+
+class _LimitedController(SinkController):
+    def factory(self):
+        return _LimitedSMTP(self.handler, **self.SMTP_kwargs)
+
+
+def test_sessions_beyond_the_servers_limit_do_not_fail_mail(mail):
+    """With a slow relay the pool opens more sessions; those the server
+    refuses retire and leave their messages to the sessions it accepted."""
+    sink = Sink(delay=0.01)
+    with _LimitedController(sink) as controller:
+        mail.settings.server = controller.server_address
+        mail.settings.sessions = 8
+        queue(mail, 30)
+        counts = mail.process_outbox()
+    assert counts["sent"] == 30 and counts["retry"] == 0, counts
+    assert sink.count == 30 and not sink.duplicates()
+    assert {r.attempts for r in rows(mail)} == {1}
+
+
 # ------------------------------------------------------------------- leases
 def test_expired_lease_is_reclaimed_and_sent_once(mail, make_db, sink, tablename):
     queue(mail, 5)
@@ -546,3 +590,23 @@ def test_broken_database_does_not_escape(mail, sink, db):
     assert mail.store.tablename + "_state" in counts["error"]
     # The connection is usable afterwards.
     assert db(mail.store.outbox).count() == 2
+
+
+def test_new_mailer_does_not_wait_for_open_transactions(mail, make_db, tablename):
+    """The models build a MailS3 on every request: that must not wait for
+    another request that queued mail and has not committed yet."""
+    assert mail.send(ANN, "Welcome", "Body")  # left uncommitted
+    other = make_db()
+    engine, adapter = other._adapter.dbengine, other._adapter
+    if engine == "sqlite":
+        adapter.connection.execute("PRAGMA busy_timeout = 200")
+    elif engine == "postgres":
+        adapter.execute("SET lock_timeout = '1s'")
+    else:
+        adapter.execute("SET SESSION lock_wait_timeout = 1")
+        adapter.execute("SET SESSION innodb_lock_wait_timeout = 1")
+    second = MailS3(other, server=mail.settings.server,
+                    sender="outbox@outbox.localhost", tls=False, tablename=tablename)
+    assert second.store.outbox is other[tablename]
+    other.rollback()
+    mail.db.commit()

@@ -50,6 +50,18 @@ def _worker(uri, folder, tablename, server, settings, seconds, drain, start,
     db.close()
 
 
+def _work(uri, folder, tablename, server, seconds, start, results):
+    """A worker as the scheduler task runs it: MailS3.work() polling."""
+    from pydal import DAL
+    from s3outbox import MailS3
+    kwargs = dict(driver_args={"timeout": 30}) if uri.startswith("sqlite") else {}
+    db = DAL(uri, folder=folder, **kwargs)
+    mail = MailS3(db, server=server, sender=SENDER, tls=False, tablename=tablename)
+    start.wait(60)
+    results.put(mail.work(seconds, poll=1.0))
+    db.close()
+
+
 def run_workers(db_uri, folder, tablename, server, n, settings, seconds,
                 drain=True):
     """Start ``n`` spawned workers together; return their reports."""
@@ -80,7 +92,9 @@ def test_four_workers_send_every_message_exactly_once(mail, db, sink, db_uri,
                                                       tablename, tmp_path,
                                                       record_property):
     n = 2000
+    began = time.monotonic()
     enqueue(mail, n)
+    queued_in = time.monotonic() - began
     began = time.monotonic()
     reports = run_workers(db_uri, str(tmp_path), tablename, sink.server, 4,
                           dict(batch_size=50), seconds=150)
@@ -96,6 +110,7 @@ def test_four_workers_send_every_message_exactly_once(mail, db, sink, db_uri,
     connections = sum(total.get("connections", 0) for _, total, _ in reports)
     figures = dict(engine=db._adapter.dbengine, lost=lost, duplicated=duplicated,
                    connections=connections, seconds=round(elapsed, 1),
+                   enqueue_seconds=round(queued_in, 1),
                    per_worker={name: total.get("sent", 0)
                                for name, total, _ in reports})
     record_property("four_workers", figures)
@@ -129,3 +144,32 @@ def test_rate_limit_holds_across_two_workers(mail, db, sink, db_uri, tablename,
     a = mail.store.attempt
     assert db((a.outcome == "sent") & (a.attempted_on >= started)).count() == 20
     print("rate limit shares:", {name: total["sent"] for name, total, _ in reports})
+
+
+def test_mail_queued_while_a_worker_runs_goes_out_promptly(mail, sink, db_uri,
+                                                           tablename, tmp_path,
+                                                           record_property):
+    """Enqueue-to-accepted time with a worker polling every second (the
+    scheduler task's setting). Reported, not asserted: only that it arrives."""
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    worker = ctx.Process(target=_work, args=(db_uri, str(tmp_path), tablename,
+                                             sink.server, 7, start, results))
+    worker.start()
+    start.wait(60)
+    latencies = []
+    for i in range(4):
+        assert mail.send("reader@people.net", "News %d" % i, "Body")
+        mail.db.commit()
+        queued, message_id = time.monotonic(), mail.result["message_id"]
+        while message_id not in sink.message_ids and worker.is_alive():
+            time.sleep(0.005)
+        assert message_id in sink.message_ids
+        latencies.append(time.monotonic() - queued)
+    total = results.get(timeout=60)
+    worker.join(30)
+    assert total["sent"] == 4 and sink.count == 4 and not sink.duplicates()
+    figures = dict(engine=db_uri.partition(":")[0], max=round(max(latencies), 3),
+                   mean=round(sum(latencies) / len(latencies), 3))
+    record_property("enqueue_to_accepted", figures)
+    print("enqueue to accepted:", figures)

@@ -127,6 +127,12 @@ class OutboxStore(object):
                                "COLLATE utf8mb4_unicode_ci" % name)
 
     def _indexes(self):
+        """Create the indexes once; then a state row says they are there.
+
+        MailS3 is built on every request. CREATE INDEX, even IF NOT EXISTS,
+        takes a table lock on PostgreSQL that waits for every open transaction
+        that queued mail, and queues all later writers behind it.
+        """
         n = self.tablename
         wanted = [
             # claim: equality on status, then in send order
@@ -142,9 +148,15 @@ class OutboxStore(object):
             ("%s_try_idx" % n, n + "_attempt", "outbox_id"),
             ("%s_try_on_idx" % n, n + "_attempt", "attempted_on"),
         ]
+        names = [index for index, _, _ in wanted]
+        if self.get_state("indexes") == names:
+            return
         for index, table, columns in wanted:
             self.db.executesql("CREATE INDEX IF NOT EXISTS %s ON %s (%s)"
                                % (index, table, columns))
+        now = utcnow()
+        self._ensure_state("indexes", now)
+        self.set_state("indexes", names, now=now)
         self.db.commit()
 
     def _sql(self, sql, args=(), rows=False):
@@ -267,21 +279,26 @@ class OutboxStore(object):
         """
         if self._rate_used(now, window) >= count:
             return 0
-        self.db.commit()  # MariaDB: count again from a snapshot taken after the lock
         self._ensure_state("rate_lock", now)
+        # The lock is the transaction's first statement, so that MariaDB's
+        # read snapshot for the count below is taken once it is ours.
+        self.db.commit()
         self.db(self.state.name == "rate_lock").update(updated_on=now)
         return count - self._rate_used(now, window)
 
     def _rate_used(self, now, window):
         """Messages sent in the window, or being sent now, by all workers.
 
+        One statement, so one snapshot on PostgreSQL: record() turns
+        ``sending`` into a logged attempt between two separate counts.
         An attempt logged at second S went out at most a second earlier
         (times are to the second), hence ``>=``.
         """
         since = now - datetime.timedelta(seconds=window)
-        a, o = self.attempt, self.outbox
-        return (self.db((a.attempted_on >= since) & (a.outcome == SENT)).count() +
-                self.db(o.status == SENDING).count())
+        sql = ("SELECT (SELECT COUNT(*) FROM %s_attempt WHERE attempted_on>=%%s AND "
+               "outcome='sent') + (SELECT COUNT(*) FROM %s WHERE status='sending')"
+               % (self.tablename, self.tablename))
+        return int(self._sql(sql, [since], rows=True)[0][0])
 
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another

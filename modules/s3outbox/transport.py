@@ -207,6 +207,7 @@ class SessionPool(object):
         self.sender = bare(snapshot.sender or "")
         self.config_error = None
         self.unavailable = None
+        self.orphans = []  # jobs left by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self._lock = threading.Lock()
 
@@ -224,8 +225,13 @@ class SessionPool(object):
         for session in self.sessions:
             session.close()
 
-    def _run(self, session, job):
-        """Send ``job`` on ``session``, opening or re-opening it once."""
+    def _run(self, session, job, alone=True):
+        """Send ``job`` on ``session``, opening or re-opening it once.
+
+        Not ``alone``, returns False when the session cannot open while others
+        are connected (the server caps sessions per client): the job is left
+        for them and this session should retire.
+        """
         stop = self.config_error or self.unavailable
         if stop is not None:
             job.outcome = stop
@@ -240,9 +246,13 @@ class SessionPool(object):
             if session.connection is None:
                 failed = session.open()
                 if failed is not None:
-                    self._stop(failed)
+                    if not alone and failed.kind == TRANSIENT and \
+                            self._others_connected(session):
+                        job.build = lambda: data
+                        return False
+                    self._stop(failed, session)
                     job.outcome = failed
-                    return
+                    return True
             job.outcome = session.send(job.sender, job.recipients, data)
             if job.outcome.kind == CONFIG:
                 if job.sender != self.sender:
@@ -251,17 +261,26 @@ class SessionPool(object):
                                           job.outcome.error + " (the sender given "
                                           "to send() for this message)")
                 else:
-                    self._stop(job.outcome)
-            # A connection that died under us is re-opened once for this job.
-            if job.outcome.kind != TRANSIENT or session.connection is not None or retry:
-                return
+                    self._stop(job.outcome, session)
+            if job.outcome.kind != TRANSIENT or session.connection is not None:
+                return True
+            # A connection that died under us is re-opened once for this job;
+            # dropped again at once (421 "closing channel"), the server is
+            # going away: no more connections in this pass.
+            if retry:
+                self._stop(job.outcome, session)
+        return True
 
-    def _stop(self, outcome):
-        """No more connections in this pool after ``outcome``."""
+    def _others_connected(self, session):
+        return any(s.connection is not None for s in self.sessions if s is not session)
+
+    def _stop(self, outcome, session):
+        """No more connections in this pool after ``outcome`` (a transient
+        one counts only while no other session is connected)."""
         with self._lock:
             if outcome.kind == CONFIG:
                 self.config_error = self.config_error or outcome
-            elif outcome.kind == TRANSIENT:
+            elif outcome.kind == TRANSIENT and not self._others_connected(session):
                 self.unavailable = self.unavailable or outcome
 
     def deliver(self, jobs):
@@ -281,7 +300,11 @@ class SessionPool(object):
                 if job is None:
                     return
                 try:
-                    self._run(session, job)
+                    if not self._run(session, job, alone=False):
+                        with self._lock:
+                            self.orphans.append(job)
+                            self.size = len(threads)  # as many as the server takes
+                        return
                 except Exception as e:  # never lose a job to a bug
                     job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
 
@@ -307,6 +330,10 @@ class SessionPool(object):
                             add_session()
         finally:
             for _ in threads:
-                work.put(None)
+                work.put(None)  # retired sessions leave theirs unread
             for t in threads:
                 t.join()
+        for job in self.orphans:
+            live = [s for s in self.sessions if s.connection is not None]
+            self._run((live or self.sessions)[0], job)
+        self.orphans = []
