@@ -177,7 +177,7 @@ def test_overview_actions_and_detail(mail, sink):
     assert m["row"].status == "failed" and "550 5.1.1 no such user" in m["row"].last_error
     assert [a.outcome for a in m["attempts"]] == ["failed"]
     assert [(f.filename, f.content_type) for f in admin.message(a3)["attachments"]] == \
-        [("a.txt", "text/plain")]
+        [("a.txt", "text/plain; charset=utf-8")]  # the whole Content-Type is kept
     assert admin.message(10 ** 9) is None
 
     # Held: a configuration error, with the banner's reason and hint.
