@@ -215,7 +215,7 @@ def _worker_main(conn, target, server, mode, settings, seconds):
         claim = store.claim
 
         def timed_claim(*args, **kwargs):
-            batches.append((time.perf_counter(), rss_bytes()))
+            batches.append((time.perf_counter(), rss_bytes(), time.process_time()))
             return claim(*args, **kwargs)
         store.claim = timed_claim
     conn.send("ready")
@@ -284,6 +284,7 @@ class Bench(object):
         self.problems = []
         self.all_ids = set()
         self.serial = 0
+        self.load = []  # (phase, 1-minute load average when it started)
 
     def close(self):
         self.sink.stop()
@@ -295,6 +296,7 @@ class Bench(object):
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def log(self, text):
+        self.load.append((text, os.getloadavg()[0]))
         print(text, file=sys.stderr, flush=True)
 
     def target(self, engine, name):
@@ -425,12 +427,16 @@ class Bench(object):
         marks = r["batches"]
         # Time of a batch: from one claim to the next; the last claim finds none.
         times = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
+        cpus = [b[2] - a[2] for a, b in zip(marks, marks[1:])]
         k = max(1, min(10, len(times) // 4))
         start, end = statistics.mean(times[:k]), statistics.mean(times[-k:])
+        cpu_start, cpu_end = statistics.mean(cpus[:k]), statistics.mean(cpus[-k:])
         peak = max([r["rss_end"]] + [m[1] for m in marks])
         return dict(n=n, fill_s=fill, wall=pool.wall, rate=n / pool.wall,
                     batches=len(times), batch_start_ms=1000 * start,
                     batch_end_ms=1000 * end, batch_ratio=end / start,
+                    batch_cpu_start_ms=1000 * cpu_start, batch_cpu_end_ms=1000 * cpu_end,
+                    batch_cpu_ratio=cpu_end / cpu_start,
                     rss_start_mb=r["rss_start"] / 2 ** 20, rss_peak_mb=peak / 2 ** 20,
                     rss_growth_mb=(peak - r["rss_start"]) / 2 ** 20,
                     connections=sink["connections"])
@@ -499,6 +505,7 @@ class Bench(object):
         raw["relay_smtplib"], raw["relay_worker"] = self.relay()
         self.log("enqueue-to-accepted: %d messages, then %.0f s idle" % (a.latency, a.idle))
         raw["latency"] = self.latency()
+        self.log("done")
         seen = self.sink.ask("seen")
         twice = [m for m, n in seen.items() if n > 1]
         if set(seen) != self.all_ids or twice:
@@ -561,6 +568,9 @@ def figures(raw):
         b["batch_end_ms"] / per_batch)
     add("backlog_batch_ratio", "  end / start", b["batch_ratio"], "x", None, "<= 1.2x",
         b["batch_ratio"] <= 1.2)
+    add("backlog_batch_cpu_start", "  CPU per batch, start", b["batch_cpu_start_ms"], "ms",
+        b["batch_cpu_start_ms"] / (1000 * base["cpu_per_msg"] * 100))
+    add("backlog_batch_cpu_ratio", "  CPU per batch, end / start", b["batch_cpu_ratio"], "x")
     add("backlog_rss_growth", "  RSS growth during drain", b["rss_growth_mb"], "MB", None,
         "< 50 MB", b["rss_growth_mb"] < 50)
     r = raw["relay_worker"]
@@ -601,7 +611,9 @@ NOTES = """Notes:
   messages for batches). Relay rows compare with smtplib against the same slow sink.
 - The machine has %d core(s); the sink is a process of its own, so workers compete
   with it for CPU (two workers and the sink share %d core(s)).
-- Mean MIME size: baseline %d bytes, outbox (drain sqlite 1) %d bytes."""
+- Mean MIME size: baseline %d bytes, outbox (drain sqlite 1) %d bytes.
+- Load average (1 min) as phases started: %s; other work on the machine
+  slows the sink and the workers unevenly, so compare ratios from quiet runs."""
 
 
 def main(argv=None):
@@ -639,8 +651,8 @@ def main(argv=None):
     rows = figures(raw)
     cores = os.cpu_count() or 1
     print(table(rows))
-    print(NOTES % (cores, cores, raw["baseline"]["size"],
-                   raw["drain_sqlite_1"]["size"]))
+    print(NOTES % (cores, cores, raw["baseline"]["size"], raw["drain_sqlite_1"]["size"],
+                   " ".join("%.1f" % load for _, load in bench.load)))
     for problem in bench.problems:
         print("PROBLEM: " + problem)
     path = args.json or os.path.join(HERE, "results", started.strftime(
@@ -648,7 +660,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(dict(started=started.isoformat(), cores=cores,
-                       args=vars(args), figures=rows, raw=raw,
+                       args=vars(args), figures=rows, raw=raw, load=bench.load,
                        problems=bench.problems), f, indent=1, default=str)
     print("results: %s" % path)
     return 1 if bench.problems else 0
