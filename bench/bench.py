@@ -490,7 +490,7 @@ class Bench(object):
         a, raw = self.args, self.raw
         engines = ["sqlite"] + ([] if a.no_postgres else ["postgres"])
         self.log("baseline: smtplib, one connection, %d messages" % a.messages)
-        raw["baseline"] = self.smtplib_baseline(a.messages, "baseline")
+        baselines = [self.smtplib_baseline(a.messages, "baseline 1")]
         for engine in engines:
             self.log("enqueue on %s: %d messages, twice" % (engine, a.enqueue))
             raw["enqueue_" + engine] = self.enqueue(engine)
@@ -499,12 +499,18 @@ class Bench(object):
                 name = "drain_%s_%d" % (engine, n)
                 self.log("drain on %s with %d worker(s): %d messages" % (engine, n, a.messages))
                 raw[name] = self.drain(engine, n, a.messages, name)
+            self.log("baseline again, after the drains on %s" % engine)
+            baselines.append(self.smtplib_baseline(a.messages, "baseline after " + engine))
         self.log("backlog on %s: %d messages" % (a.backlog_db, a.backlog))
         raw["backlog"] = self.backlog(a.backlog_db)
         self.log("remote relay (%d ms a reply): %d messages" % (a.delay * 1000, a.relay))
         raw["relay_smtplib"], raw["relay_worker"] = self.relay()
         self.log("enqueue-to-accepted: %d messages, then %.0f s idle" % (a.latency, a.idle))
         raw["latency"] = self.latency()
+        # Strict ratios: the best smtplib figures of the run are the baseline.
+        raw["baselines"] = baselines
+        raw["baseline"] = dict(max(baselines, key=lambda b: b["rate"]),
+                               cpu_per_msg=min(b["cpu_per_msg"] for b in baselines))
         self.log("done")
         seen = self.sink.ask("seen")
         twice = [m for m, n in seen.items() if n > 1]
@@ -606,7 +612,8 @@ def table(rows):
 
 NOTES = """Notes:
 - Ratios are to raw smtplib over one connection in this run (message built with
-  the email package and sent, as an application would): msg/s and CPU divided by
+  the email package and sent, as an application would), measured %d times between
+  phases: its best rate and lowest CPU are the baseline. msg/s and CPU divided by
   the baseline's; times divided by the baseline's time per message (per 100
   messages for batches). Relay rows compare with smtplib against the same slow sink.
 - The machine has %d core(s); the sink is a process of its own, so workers compete
@@ -651,7 +658,7 @@ def main(argv=None):
     rows = figures(raw)
     cores = os.cpu_count() or 1
     print(table(rows))
-    print(NOTES % (cores, cores, raw["baseline"]["size"], raw["drain_sqlite_1"]["size"],
+    print(NOTES % (len(raw["baselines"]), cores, cores, raw["baseline"]["size"], raw["drain_sqlite_1"]["size"],
                    " ".join("%.1f" % load for _, load in bench.load)))
     for problem in bench.problems:
         print("PROBLEM: " + problem)
