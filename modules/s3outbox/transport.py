@@ -257,7 +257,10 @@ class SessionPool(object):
         if not self.threaded:
             for job in jobs:
                 started = time.monotonic()
-                self._run(self.sessions[0], job)
+                try:
+                    self._run(self.sessions[0], job)
+                except Exception as e:  # never lose a job to a bug
+                    job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
                 took = time.monotonic() - started
                 # A moving average, so that one hiccup of a busy host is forgiven.
                 self._took = took if self._took is None else 0.75 * self._took + 0.25 * took
@@ -288,7 +291,7 @@ class SessionPool(object):
             thread.start()
 
         # Sessions opened by earlier batches of this pool go back to work at once.
-        for _ in range(len(self.sessions)):
+        for _ in range(min(len(self.sessions), self.size)):
             add_session()
         try:
             for job in jobs:
