@@ -618,6 +618,8 @@ NOTES = """Notes:
   messages for batches). Relay rows compare with smtplib against the same slow sink.
 - The machine has %d core(s); the sink is a process of its own, so workers compete
   with it for CPU (two workers and the sink share %d core(s)).
+- CPU per message is the worker process's own: on SQLite it includes the database
+  engine (in-process), on PostgreSQL the server's CPU is not counted.
 - Mean MIME size: baseline %d bytes, outbox (drain sqlite 1) %d bytes.
 - Load average (1 min) as phases started: %s; other work on the machine
   slows the sink and the workers unevenly, so compare ratios from quiet runs."""
