@@ -16,6 +16,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 
 from .message import bare
 
@@ -209,6 +210,8 @@ class SessionPool(object):
         self.unavailable = None
         self.orphans = []  # jobs left by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
+        self.threaded = False  # True once jobs were slow: sessions run in threads
+        self._took = None      # moving average of seconds a job took, before that
         self._lock = threading.Lock()
 
     @property
@@ -284,13 +287,31 @@ class SessionPool(object):
                 self.unavailable = self.unavailable or outcome
 
     def deliver(self, jobs):
-        """Send ``jobs`` (an iterable, consumed lazily) over the pool."""
-        if self.size == 1:
-            if not self.sessions:
-                self.sessions.append(SmtpSession(self.snapshot))
+        """Send ``jobs`` (an iterable, consumed lazily) over the pool.
+
+        Jobs go over one session in the calling thread while they take less
+        than ``patience`` on average: a near, fast server is best served so,
+        as threads would only add handoffs of the GIL. Once they take longer
+        (a far relay), the rest of this pool's jobs are spread over threads.
+        """
+        jobs = iter(jobs)
+        if not self.sessions:
+            self.sessions.append(SmtpSession(self.snapshot))
+        if not self.threaded:
             for job in jobs:
-                self._run(self.sessions[0], job)
-            return
+                started = time.monotonic()
+                try:
+                    self._run(self.sessions[0], job)
+                except Exception as e:  # never lose a job to a bug
+                    job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
+                took = time.monotonic() - started
+                # A moving average, so that one hiccup of a busy host is forgiven.
+                self._took = took if self._took is None else 0.75 * self._took + 0.25 * took
+                if self.size > 1 and self._took > self.patience:
+                    self.threaded = True
+                    break
+            else:
+                return
         work = queue.Queue(maxsize=self.size * 2)  # bounds messages in memory
         threads = []
 
@@ -316,7 +337,9 @@ class SessionPool(object):
             threads.append(thread)
             thread.start()
 
-        add_session()
+        # Sessions opened by earlier batches of this pool go back to work at once.
+        for _ in range(min(len(self.sessions), self.size)):
+            add_session()
         try:
             for job in jobs:
                 # Another session opens only while the open ones fall behind:
