@@ -8,7 +8,6 @@ the failed message. The screenshot is kept as tests/artifacts/dashboard.png.
 """
 
 import os
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, \
     artifacts_dir, chromium_missing, seed
 from conftest import REQUIRE
 from s3outbox.store import utcnow
+from webapp import wait_for
 
 ADMIN = "boss@people.net"
 
@@ -30,16 +30,6 @@ def playwright():
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         yield p
-
-
-def wait_for(predicate, timeout=90, step=0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
@@ -60,7 +50,7 @@ def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
         assert mail.send(to="gone@people.net", subject="Welcome", message="hi")
         failed = int(mail.result["id"])
         db.commit()
-        assert wait_for(lambda: status(failed) == "failed"), app.log("worker")
+        assert wait_for(lambda: status(failed) == "failed", timeout=90), app.log("worker")
 
         app.configure("smtp", "sender", "you@gmail.com")
         held = []
@@ -68,7 +58,7 @@ def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
             assert mail.send(to=who, subject="Your account", message="hello")
             held.append(int(mail.result["id"]))
         db.commit()
-        assert wait_for(lambda: all(status(i) == "held" for i in held)), \
+        assert wait_for(lambda: all(status(i) == "held" for i in held), timeout=90), \
             app.log("worker")
         app.stop_worker()  # from here on only the admin changes rows
 

@@ -4,21 +4,10 @@
 import email
 import email.policy
 import re
-import time
 
 import requests
 
-from webapp import WebApp
-
-
-def wait_for(predicate, timeout=60, step=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
+from webapp import WebApp, wait_for
 
 
 def test_registration_mail_goes_out(tmp_path, sink):
