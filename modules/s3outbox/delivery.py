@@ -177,8 +177,8 @@ class Pass(object):
         date = row.created_on.replace(tzinfo=datetime.timezone.utc)
 
         def build():
-            return mime.build(msg, sender, row.message_id, date, attachments,
-                              dkim).as_bytes()
+            return mime.wire(mime.build(msg, sender, row.message_id, date, attachments,
+                                        dkim))
         return build
 
     def _contacts(self, pe_ids):

@@ -118,8 +118,8 @@ class MailS3(Mail):
             snapshot = Snapshot(self.settings)
             sender = msg["sender"] or snapshot.sender
             now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-            data = mime.build(msg, sender, mime.make_message_id(sender), now,
-                              msg["attachments"], dkim or snapshot.dkim).as_bytes()
+            data = mime.wire(mime.build(msg, sender, mime.make_message_id(sender), now,
+                                        msg["attachments"], dkim or snapshot.dkim))
             recipients = [mime.bare(a) for a in msg["to"] + msg["cc"] + msg["bcc"]]
             session = SmtpSession(snapshot)
             failed = session.open()

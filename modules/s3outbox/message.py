@@ -16,6 +16,7 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import compat32
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
@@ -250,6 +251,16 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
     return payload
+
+
+# SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
+# reads a body with bare LF as one line (aiosmtpd: "500 Line too long").
+_WIRE = compat32.clone(linesep="\r\n")
+
+
+def wire(payload):
+    """The bytes to hand to smtplib for a built message."""
+    return payload.as_bytes(policy=_WIRE)
 
 
 def dumps(value):
