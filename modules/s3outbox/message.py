@@ -32,7 +32,9 @@ class InvalidMessage(ValueError):
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
 _LABEL = r"(?:[^\W_]|[^\W_][\w-]{0,61}[^\W_])"
 ADDRESS_RE = re.compile(r"^%s@%s(?:\.%s)+$" % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
-_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+# Every character that str.splitlines() breaks at: email's header folding
+# splits there, so any of them would start a new header line on the wire.
+_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':'
 
 # Headers send() sets itself; a caller's ``headers`` may not override them.
@@ -100,8 +102,9 @@ def _attachment(part, encoding):
         payload = part.my_payload
         if isinstance(payload, str):
             payload = payload.encode(encoding)
-        cid = part.get("Content-Id")
-        return dict(kind="file", filename=part.my_filename,
+        cid = _header_value(part.get("Content-Id"), encoding, "attachment content_id")
+        return dict(kind="file", filename=_header_value(
+            part.my_filename, encoding, "attachment filename"),
                     content_type=part.get_content_type(),
                     content_id=cid[1:-1] if cid and cid.startswith("<") else cid,
                     payload=payload)
