@@ -84,13 +84,25 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
         for name, addr in email.utils.getaddresses([item]):
             if not addr or not ADDRESS_RE.match(addr):
                 raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
-            out.append(email.utils.formataddr((name, addr)) if name else addr)
+            if not bare(addr).isascii():
+                raise InvalidMessage("%s %r has a domain that cannot be written in "
+                                     "ASCII (IDNA)" % (what, item))
+            out.append(email.utils.formataddr((name, bare(addr))) if name else addr)
     return out
 
 
 def bare(address):
-    """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO."""
-    return email.utils.parseaddr(address)[1]
+    """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
+    with an internationalised domain in its ASCII (IDNA) form, since SMTP
+    commands are ASCII."""
+    addr = email.utils.parseaddr(address)[1]
+    local, at, domain = addr.rpartition("@")
+    if at and not domain.isascii():
+        try:
+            return "%s@%s" % (local, domain.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    return addr
 
 
 def _attachment(part, encoding):

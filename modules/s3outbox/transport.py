@@ -11,12 +11,13 @@ Outcome kinds, decided from the SMTP reply code wherever there is one:
 - ``permanent``: the server refused the message for good (5xx).
 """
 
-import email.utils
 import queue
 import smtplib
 import socket
 import ssl
 import threading
+
+from .message import bare
 
 SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
 
@@ -247,7 +248,7 @@ class SessionPool(object):
         """A sender refused in MAIL FROM: the configured sender holds the
         pass (and is probed and released like any configuration error); a
         sender given to send() for this message fails that message alone."""
-        if job.sender == email.utils.parseaddr(self.snapshot.sender or "")[1]:
+        if job.sender == bare(self.snapshot.sender or ""):
             with self._lock:
                 self.config_error = self.config_error or job.outcome
         else:
