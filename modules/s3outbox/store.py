@@ -156,7 +156,7 @@ class OutboxStore(object):
     def attachments(self, outbox_id):
         a = self.attachment
         return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
-                     content_id=r.content_id, payload=r.payload)
+                     content_id=r.content_id, payload=_bytes(r.payload))
                 for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq)]
 
     # ----------------------------------------------------------------- claim
@@ -297,6 +297,14 @@ class OutboxStore(object):
                 s.insert(name=name, doc=text, updated_on=now or utcnow())
                 return True
         return False
+
+
+def _bytes(payload):
+    """A blob as bytes: pydal returns a blob that happens to be valid UTF-8
+    (any text attachment) as str, and an empty one as '' or None."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return payload or b""
 
 
 # Marker for a plain success, so record() can update those rows in one statement.
