@@ -157,7 +157,8 @@ class OutboxStore(object):
         a = self.attachment
         return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
                      content_id=r.content_id, payload=_bytes(r.payload))
-                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq)]
+                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq,
+                                                                   cacheable=True)]
 
     # ----------------------------------------------------------------- claim
     def has_due(self, now):
