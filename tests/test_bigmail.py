@@ -93,15 +93,18 @@ def test_ten_megabytes_delivered_with_bounded_memory(mail, db, sink, db_uri, tmp
 
 @pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 def test_a_pass_holds_one_big_message_at_a_time(mail, db, sink, db_uri, tmp_path):
-    """Three 10 MB messages in one batch need about what one needs."""
+    """Five 10 MB messages in one batch need what one needs: nothing of a
+    delivered message survives it (pydal rows in reference cycles kept every
+    attachment alive until the garbage collector ran: 8 messages peaked at
+    166 MB of Python heap against 93 MB for one)."""
     _big(mail, db, "ann@people.net")
     one = _deliver_in_child(mail, db_uri, tmp_path, sink)
-    payloads = [_big(mail, db, "ann%d@people.net" % i) for i in range(3)]
-    three = _deliver_in_child(mail, db_uri, tmp_path, sink)
-    assert (one["counts"]["sent"], three["counts"]["sent"]) == (1, 3), three
-    assert three["traced_peak"] < 1.5 * one["traced_peak"], (one, three)
-    assert three["rss_growth"] < 1.8 * max(one["rss_growth"], 20 * MB), (one, three)
-    assert [_received(sink, i) for i in (1, 2, 3)] == payloads
+    payloads = [_big(mail, db, "ann%d@people.net" % i) for i in range(5)]
+    five = _deliver_in_child(mail, db_uri, tmp_path, sink)
+    assert (one["counts"]["sent"], five["counts"]["sent"]) == (1, 5), five
+    assert five["traced_peak"] < 1.25 * one["traced_peak"], (one, five)
+    assert five["rss_growth"] < 1.5 * max(one["rss_growth"], 20 * MB), (one, five)
+    assert [_received(sink, i) for i in range(1, 6)] == payloads
 
 
 def test_over_max_size_is_refused_at_send(mail, db, sink):
