@@ -245,9 +245,9 @@ POISON = [
     ("body is not JSON", dict(body="{not json"), None),
     ("body lacks its keys", dict(body='{"to":["x@people.net"]}'), None),
     ("body has the wrong types", dict(body='{"to":7,"cc":null,"bcc":[]}'), None),
-    ("attachment part is empty", dict(attachment_count=1), dict(kind="part",
-                                                                payload=None)),
-    ("attachment of an unknown kind", dict(attachment_count=1), dict(kind="zip")),
+    ("attachment lost its name", dict(attachment_count=1), dict(filename=None)),
+    ("attachment type is garbage", dict(attachment_count=1),
+     dict(content_type="garbage")),
 ]
 
 

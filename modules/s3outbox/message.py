@@ -38,7 +38,9 @@ class InvalidMessage(ValueError):
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
 _LABEL = r"(?:[^\W_]|[^\W_][\w-]{0,61}[^\W_])"
 ADDRESS_RE = re.compile(r"^%s@%s(?:\.%s)+$" % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
-_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
+# Every character that str.splitlines() breaks at: email's header folding
+# splits there, so any of them would start a new header line on the wire.
+_BAD_HEADER_CHARS = re.compile(r"[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':'
 
 # Headers send() sets itself; a caller's ``headers`` may not override them.
@@ -88,13 +90,25 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
         for name, addr in email.utils.getaddresses([item]):
             if not addr or not ADDRESS_RE.match(addr):
                 raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
-            out.append(email.utils.formataddr((name, addr)) if name else addr)
+            if not bare(addr).isascii():
+                raise InvalidMessage("%s %r has a domain that cannot be written in "
+                                     "ASCII (IDNA)" % (what, item))
+            out.append(email.utils.formataddr((name, bare(addr))) if name else addr)
     return out
 
 
 def bare(address):
-    """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO."""
-    return email.utils.parseaddr(address)[1]
+    """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
+    with an internationalised domain in its ASCII (IDNA) form, since SMTP
+    commands are ASCII."""
+    addr = email.utils.parseaddr(address)[1]
+    local, at, domain = addr.rpartition("@")
+    if at and not domain.isascii():
+        try:
+            return "%s@%s" % (local, domain.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    return addr
 
 
 def _fits(value, limit, what):
@@ -114,9 +128,11 @@ def _attachment(part, encoding):
         payload = part.my_payload
         if isinstance(payload, str):
             payload = payload.encode(encoding)
-        cid = part.get("Content-Id")
+        cid = _header_value(part.get("Content-Id"), encoding, "attachment content_id")
         return dict(kind="file",
-                    filename=_fits(part.my_filename, 255, "attachment file name"),
+                    filename=_fits(_header_value(part.my_filename, encoding,
+                                                 "attachment filename"),
+                                   255, "attachment file name"),
                     # the whole value: Mail.Attachment puts a charset on text
                     content_type=_fits(part.get("Content-Type"), 128,
                                        "attachment content type"),

@@ -216,7 +216,8 @@ class OutboxStore(object):
         a = self.attachment
         return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
                      content_id=r.content_id, payload=_bytes(r.payload))
-                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq)]
+                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq,
+                                                                   cacheable=True)]
 
     # ----------------------------------------------------------------- claim
     def has_due(self, now):
@@ -389,8 +390,11 @@ class OutboxStore(object):
 
 
 def _bytes(payload):
-    """pydal returns a blob as str when its bytes happen to be valid UTF-8."""
-    return payload.encode("utf-8") if isinstance(payload, str) else payload
+    """A blob as bytes: pydal returns a blob that happens to be valid UTF-8
+    (any text attachment) as str, and an empty one as '' or None."""
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return payload or b""
 
 
 # Marker for a plain success, so record() can update those rows in one statement.
