@@ -234,14 +234,17 @@ def _header(value):
     return value
 
 
-def _from_header(value):
-    """'Name <addr>' with only the name RFC 2047-encoded, as the To and Cc
-    addresses are; Mail.send encodes the whole value, address and all, which
-    RFC 2047 forbids and strict parsers read as a From without an address."""
-    name, addr = email.utils.parseaddr(value)
-    if addr and ADDRESS_RE.match(addr):
-        return email.utils.formataddr((name, addr))
-    return _header(value)
+def _addresses(values):
+    """An address header: each display name RFC 2047-encoded on its own and
+    each domain in IDNA form. Mail.send encodes the whole value, addresses and
+    all, which RFC 2047 forbids: strict parsers then find no address."""
+    out = []
+    for value in values:
+        name, addr = email.utils.parseaddr(value)
+        if not (addr and ADDRESS_RE.match(addr)):
+            return _header(", ".join(values))
+        out.append(email.utils.formataddr((name, bare(addr)), charset="utf-8"))
+    return ", ".join(out)
 
 
 def _rebuild_attachment(stored):
@@ -281,13 +284,13 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
                 payload.attach(_rebuild_attachment(stored))
         else:
             payload = body
-    payload["From"] = _from_header(msg["from_address"] or sender)
+    payload["From"] = _addresses([msg["from_address"] or sender])
     if msg["to"]:
-        payload["To"] = _header(", ".join(msg["to"]))
+        payload["To"] = _addresses(msg["to"])
     if msg["reply_to"]:
-        payload["Reply-To"] = _header(", ".join(msg["reply_to"]))
+        payload["Reply-To"] = _addresses(msg["reply_to"])
     if msg["cc"]:
-        payload["Cc"] = _header(", ".join(msg["cc"]))
+        payload["Cc"] = _addresses(msg["cc"])
     payload["Subject"] = _header(msg["subject"])
     payload["Date"] = email.utils.format_datetime(date)
     payload["Message-ID"] = message_id
