@@ -171,7 +171,10 @@ class Pass(object):
                     if not address:
                         raise LookupError("no e-mail address for person entity %s"
                                           % row.pe_id)
-                    msg["to"], recipients = [address], [address]
+                    if not mime.ADDRESS_RE.match(mime.bare(address)):
+                        raise LookupError("the e-mail contact %r of person entity %s "
+                                          "is not an address" % (address, row.pe_id))
+                    msg["to"], recipients = [address], [mime.bare(address)]
             except Exception as e:
                 why = str(e) if type(e) is LookupError else \
                     "cannot read the stored message: %s: %s" % (type(e).__name__, e)

@@ -41,6 +41,7 @@ class MailS3(Mail):
             settings[key] = value
         settings.lock_keys = True
         self.db = db
+        self._pass_error = None  # the last failure of a whole pass, logged once
         self.store = OutboxStore(db, tablename, migrate)
 
     # ------------------------------------------------------------------ queue
@@ -159,9 +160,12 @@ class MailS3(Mail):
         """
         try:
             parse_rate(self.settings.rate_limit)
-            return Pass(self).run(limit)
+            counts = Pass(self).run(limit)
         except Exception as e:
-            logger.exception("delivery pass failed")
+            error = "%s: %s" % (type(e).__name__, e)
+            if error != self._pass_error:  # once per outage, not once per poll
+                logger.exception("delivery pass failed")
+            self._pass_error = error
             try:
                 self.db.rollback()
             except Exception:
@@ -173,7 +177,11 @@ class MailS3(Mail):
                 except Exception:
                     adapter.set_connection(None)
             return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
-                        connections=0, error="%s: %s" % (type(e).__name__, e))
+                        connections=0, error=error)
+        if self._pass_error is not None:
+            logger.info("delivery passes work again after: %s", self._pass_error)
+            self._pass_error = None
+        return counts
 
     def work(self, seconds, poll=1.0, refresh=None):
         """Run passes for ``seconds``, sleeping ``poll`` s when idle.
