@@ -9,9 +9,11 @@ strings and lists that the store can keep as readable data (no pickle).
 
 import email.policy
 import email.utils
+import functools
 import io
 import json
 import re
+from email._policybase import Compat32
 from email.charset import QP, add_charset
 from email.header import Header
 from email.message import Message
@@ -92,9 +94,23 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
     return out
 
 
+# A dot-atom address with nothing to quote or strip: parseaddr() returns it
+# as it is, so bare() need not parse it (the delivery path calls it per message).
+_PLAIN_ADDRESS_RE = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
 def bare(address):
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO."""
-    return email.utils.parseaddr(address)[1]
+    if _PLAIN_ADDRESS_RE.fullmatch(address):
+        return address
+    return _parsed(address)[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(address):
+    """parseaddr(), kept for the few senders that send nearly all the mail."""
+    return email.utils.parseaddr(address)
 
 
 def _fits(value, limit, what):
@@ -213,7 +229,7 @@ def make_message_id(sender):
 
 def _header(value):
     """Header text as Mail.send would set it; non-ASCII becomes RFC 2047."""
-    if any(ord(c) > 127 for c in value):
+    if not value.isascii():
         return Header(value.encode("utf-8"), "utf-8")
     return value
 
@@ -222,7 +238,9 @@ def _from_header(value):
     """'Name <addr>' with only the name RFC 2047-encoded, as the To and Cc
     addresses are; Mail.send encodes the whole value, address and all, which
     RFC 2047 forbids and strict parsers read as a From without an address."""
-    name, addr = email.utils.parseaddr(value)
+    if _PLAIN_ADDRESS_RE.fullmatch(value):
+        return value  # what formataddr(("", value)) gives
+    name, addr = _parsed(value)
     if addr and ADDRESS_RE.match(addr):
         return email.utils.formataddr((name, addr))
     return _header(value)
@@ -284,9 +302,27 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
     return payload
 
 
+# A header value that compat32 writes as it is: printable ASCII words with
+# single spaces between them. Longer ones, or any other, are folded by Header.
+_PLAIN_HEADER_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+class _WirePolicy(Compat32):
+    """compat32 that skips the Header folding machinery for plain short
+    values, for which it returns ``name: value`` unchanged; the bytes are the
+    same, and most headers of most messages are such values."""
+
+    def _fold(self, name, value, sanitize):
+        if isinstance(value, str) and _PLAIN_HEADER_RE.fullmatch(value) and (
+                not self.max_line_length or
+                len(name) + 2 + len(value) <= self.max_line_length):
+            return "%s: %s%s" % (name, value, self.linesep)
+        return super()._fold(name, value, sanitize)
+
+
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
 # reads a body with bare LF as one line (aiosmtpd: "500 Line too long").
-_WIRE = compat32.clone(linesep="\r\n")
+_WIRE = _WirePolicy(linesep="\r\n")
 
 
 def wire(payload):
