@@ -338,9 +338,19 @@ class OutboxStore(object):
         db.commit()
 
     def _insert_attempts(self, values):
-        sql = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
-               "code, error) VALUES (%s)" % (self.tablename, ",".join([self.mark] * 6)))
-        self.db._adapter.cursor.executemany(sql, values)
+        """One statement per 100 attempts: psycopg2's executemany runs one
+        INSERT, one round trip, per row. SQLite runs in-process: no trips."""
+        head = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
+                "code, error) VALUES " % self.tablename)
+        row = "(%s)" % ",".join([self.mark] * 6)
+        cursor = self.db._adapter.cursor
+        if self.engine == "sqlite":
+            cursor.executemany(head + row, values)
+            return
+        for start in range(0, len(values), 100):
+            chunk = values[start:start + 100]
+            cursor.execute(head + ",".join([row] * len(chunk)),
+                           [value for one in chunk for value in one])
 
     # ---------------------------------------------------------- hold/release
     def release_held(self, keep_fp=None, now=None):
