@@ -249,6 +249,8 @@ def _from_header(value):
 def _rebuild_attachment(stored):
     if stored["kind"] == "part":
         return email.message_from_bytes(stored["payload"])
+    if stored["kind"] != "file":
+        raise ValueError("unknown attachment kind %r" % (stored["kind"],))
     from gluon.tools import Mail
     return Mail.Attachment(io.BytesIO(stored["payload"]), filename=stored["filename"],
                            content_id=stored["content_id"],
