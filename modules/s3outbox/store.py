@@ -400,8 +400,8 @@ class OutboxStore(object):
         return False
 
 
-# What delivery reads of a claimed row. Selected and built without pydal's
-# Rows parsing, which costs more than sending on a fast server.
+# What delivery reads of a claimed row, built without pydal's Rows parsing of
+# all 23 columns (about 0.1 ms a message, a fifth of a worker's CPU).
 Claimed = collections.namedtuple("Claimed", (
     "id", "message_id", "pe_id", "address", "status", "attempts", "expires_on",
     "created_on", "sender", "body", "attachment_count"))
