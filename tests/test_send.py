@@ -567,6 +567,7 @@ def test_fuzz_never_raises_and_what_queues_can_be_built(
         row = db(mail.store.outbox.id == mail.result["id"]).select().first()
         data = mime.build(mail.store.content(row), row.sender or "o@outbox.localhost",
                           row.message_id, datetime.datetime.now(datetime.timezone.utc),
-                          mail.store.attachments(row.id)).as_bytes()
+                          mail.store.attachments(row.id))
+        data = mime.wire(data)
         assert data.count(b"\nMessage-ID:") == 1
     db.rollback()

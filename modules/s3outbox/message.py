@@ -7,26 +7,21 @@ strings and lists that the store can keep as readable data (no pickle).
 ``Mail.send`` would have built for the same arguments.
 """
 
-import email.policy
 import email.utils
+import functools
 import io
 import json
 import re
+from email._policybase import Compat32
 from email.charset import QP, add_charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import compat32
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
 add_charset("utf-8", QP, QP, "utf-8")
-
-
-# SMTP needs CRLF line ends. smtplib fixes them only for str data; the outbox
-# sends bytes, and a server reads bare-LF data as one over-long line.
-WIRE_POLICY = email.policy.compat32.clone(linesep="\r\n")
 
 
 class InvalidMessage(ValueError):
@@ -97,11 +92,19 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
     return out
 
 
+# A dot-atom address with nothing to quote or strip: parseaddr() returns it
+# as it is, so bare() need not parse it (the delivery path calls it per message).
+_PLAIN_ADDRESS_RE = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
 def bare(address):
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
     with an internationalised domain in its ASCII (IDNA) form, since SMTP
     commands are ASCII."""
-    addr = email.utils.parseaddr(address)[1]
+    if _PLAIN_ADDRESS_RE.fullmatch(address):
+        return address
+    addr = _parsed(address)[1]
     local, at, domain = addr.rpartition("@")
     if at and not domain.isascii():
         try:
@@ -109,6 +112,12 @@ def bare(address):
         except UnicodeError:
             pass
     return addr
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(address):
+    """parseaddr(), kept for the few senders that send nearly all the mail."""
+    return email.utils.parseaddr(address)
 
 
 def _fits(value, limit, what):
@@ -229,7 +238,7 @@ def make_message_id(sender):
 
 def _header(value):
     """Header text as Mail.send would set it; non-ASCII becomes RFC 2047."""
-    if any(ord(c) > 127 for c in value):
+    if not value.isascii():
         return Header(value.encode("utf-8"), "utf-8")
     return value
 
@@ -240,7 +249,10 @@ def _addresses(values):
     all, which RFC 2047 forbids: strict parsers then find no address."""
     out = []
     for value in values:
-        name, addr = email.utils.parseaddr(value)
+        if _PLAIN_ADDRESS_RE.fullmatch(value):
+            out.append(value)  # what formataddr(("", value)) gives
+            continue
+        name, addr = _parsed(value)
         if not (addr and ADDRESS_RE.match(addr)):
             return _header(", ".join(values))
         out.append(email.utils.formataddr((name, bare(addr)), charset="utf-8"))
@@ -250,6 +262,8 @@ def _addresses(values):
 def _rebuild_attachment(stored):
     if stored["kind"] == "part":
         return email.message_from_bytes(stored["payload"])
+    if stored["kind"] != "file":
+        raise ValueError("unknown attachment kind %r" % (stored["kind"],))
     from gluon.tools import Mail
     return Mail.Attachment(io.BytesIO(stored["payload"]), filename=stored["filename"],
                            content_id=stored["content_id"],
@@ -299,13 +313,30 @@ def build(msg, sender, message_id, date, attachments=(), dkim=None):
     if dkim:
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
-    payload.policy = WIRE_POLICY  # as_bytes() then writes CRLF throughout
     return payload
+
+
+# A header value that compat32 writes as it is: printable ASCII words with
+# single spaces between them. Longer ones, or any other, are folded by Header.
+_PLAIN_HEADER_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
+
+
+class _WirePolicy(Compat32):
+    """compat32 that skips the Header folding machinery for plain short
+    values, for which it returns ``name: value`` unchanged; the bytes are the
+    same, and most headers of most messages are such values."""
+
+    def _fold(self, name, value, sanitize):
+        if isinstance(value, str) and _PLAIN_HEADER_RE.fullmatch(value) and (
+                not self.max_line_length or
+                len(name) + 2 + len(value) <= self.max_line_length):
+            return "%s: %s%s" % (name, value, self.linesep)
+        return super()._fold(name, value, sanitize)
 
 
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
 # reads a body with bare LF as one line (aiosmtpd: "500 Line too long").
-_WIRE = compat32.clone(linesep="\r\n")
+_WIRE = _WirePolicy(linesep="\r\n")
 
 
 def wire(payload):

@@ -15,6 +15,7 @@ outlived its lease cannot overwrite the work of the one that took over.
 All times are naive UTC datetimes, to the second.
 """
 
+import collections
 import datetime
 import json
 
@@ -266,9 +267,10 @@ class OutboxStore(object):
             lock = " FOR UPDATE SKIP LOCKED" if self.engine == "postgres" else ""
             self._sql(claim + "(" + pick + lock + ")", [owner, until, now])
         self.db.commit()
-        o = self.outbox
-        return self.db(o.lease_owner == owner).select(
-            orderby=o.priority | o.next_attempt_on | o.id)
+        rows = self._sql("SELECT %s FROM %s WHERE lease_owner=%%s ORDER BY priority, "
+                         "next_attempt_on, id" % (", ".join(Claimed._fields), t),
+                         [owner], rows=True)
+        return [_claimed(r) for r in rows]
 
     def _rate_room(self, now, count, window):
         """How many more messages the rate limit allows now, serialised.
@@ -337,9 +339,19 @@ class OutboxStore(object):
         db.commit()
 
     def _insert_attempts(self, values):
-        sql = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
-               "code, error) VALUES (%s)" % (self.tablename, ",".join([self.mark] * 6)))
-        self.db._adapter.cursor.executemany(sql, values)
+        """One statement per 100 attempts: psycopg2's executemany runs one
+        INSERT, one round trip, per row. SQLite runs in-process: no trips."""
+        head = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
+                "code, error) VALUES " % self.tablename)
+        row = "(%s)" % ",".join([self.mark] * 6)
+        cursor = self.db._adapter.cursor
+        if self.engine == "sqlite":
+            cursor.executemany(head + row, values)
+            return
+        for start in range(0, len(values), 100):
+            chunk = values[start:start + 100]
+            cursor.execute(head + ",".join([row] * len(chunk)),
+                           [value for one in chunk for value in one])
 
     # ---------------------------------------------------------- hold/release
     def release_held(self, keep_fp=None, now=None):
@@ -387,6 +399,29 @@ class OutboxStore(object):
                 s.insert(name=name, doc=text, updated_on=now or utcnow())
                 return True
         return False
+
+
+# What delivery reads of a claimed row, built without pydal's Rows parsing of
+# all 23 columns (about 0.1 ms a message, a fifth of a worker's CPU).
+Claimed = collections.namedtuple("Claimed", (
+    "id", "message_id", "pe_id", "address", "status", "attempts", "expires_on",
+    "created_on", "sender", "body", "attachment_count"))
+
+
+def _claimed(values):
+    row = Claimed._make(values)
+    if isinstance(row.created_on, str) or isinstance(row.expires_on, str):
+        row = row._replace(created_on=_datetime(row.created_on),
+                           expires_on=_datetime(row.expires_on))
+    return row
+
+
+def _datetime(value):
+    """A datetime from a driver that gave text (SQLite without type detection)."""
+    if isinstance(value, str):
+        return datetime.datetime.fromisoformat(value.replace("T", " ")).replace(
+            microsecond=0)
+    return value
 
 
 def _bytes(payload):

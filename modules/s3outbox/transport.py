@@ -190,6 +190,10 @@ class Job(object):
         self.outcome = None
 
 
+# Jobs in a row slower than the pool's patience before it turns to threads.
+SLOW_JOBS = 3
+
+
 class SessionPool(object):
     """Up to ``size`` SMTP sessions, kept open for a whole delivery pass.
 
@@ -211,7 +215,7 @@ class SessionPool(object):
         self.orphans = []  # jobs left by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self.threaded = False  # True once jobs were slow: sessions run in threads
-        self._took = None      # moving average of seconds a job took, before that
+        self._slow = 0         # consecutive jobs that took longer than patience
         self._lock = threading.Lock()
 
     @property
@@ -290,9 +294,12 @@ class SessionPool(object):
         """Send ``jobs`` (an iterable, consumed lazily) over the pool.
 
         Jobs go over one session in the calling thread while they take less
-        than ``patience`` on average: a near, fast server is best served so,
-        as threads would only add handoffs of the GIL. Once they take longer
-        (a far relay), the rest of this pool's jobs are spread over threads.
+        than ``patience``: a near, fast server is best served so, as threads
+        would only add handoffs of the GIL. Once ``SLOW_JOBS`` jobs in a row
+        take longer (a far relay), the rest of this pool's jobs are spread over
+        threads. Only a run of slow jobs counts: on a busy host a single job
+        can wait tens of milliseconds for a CPU, and threads would then only
+        add contention for good.
         """
         jobs = iter(jobs)
         if not self.sessions:
@@ -304,10 +311,9 @@ class SessionPool(object):
                     self._run(self.sessions[0], job)
                 except Exception as e:  # never lose a job to a bug
                     job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
-                took = time.monotonic() - started
-                # A moving average, so that one hiccup of a busy host is forgiven.
-                self._took = took if self._took is None else 0.75 * self._took + 0.25 * took
-                if self.size > 1 and self._took > self.patience:
+                slow = time.monotonic() - started > self.patience
+                self._slow = self._slow + 1 if slow else 0
+                if self.size > 1 and self._slow >= SLOW_JOBS:
                     self.threaded = True
                     break
             else:
