@@ -483,8 +483,28 @@ def test_expired_lease_is_reclaimed_and_sent_once(mail, make_db, sink, tablename
     store.record("dead-host#1/abc", utcnow(), "dead-host#1",
                  [(r.id, SENT_PLAIN, None) for r in dead])
     assert {r.status for r in rows(mail)} == {"sent"}
-    assert all(r.lease_owner is None and r.attempts == 1 for r in rows(mail))
+    # The lost lease counted as one attempt, the delivery as the second.
+    assert all(r.lease_owner is None and r.attempts == 2 for r in rows(mail))
     assert other.process_outbox()["sent"] == 0 and sink.count == 5
+
+
+def test_message_that_keeps_killing_its_worker_gives_up(mail, sink):
+    """Every lost lease is an attempt: after max_attempts the message fails
+    with the reason instead of being claimed (and crashing a worker) for ever."""
+    mail.settings.max_attempts = 3
+    queue(mail, 1)
+    o = mail.store.outbox
+    for attempt in range(1, 4):
+        assert len(mail.store.claim("doomed#%d/x" % attempt, 10, 60, utcnow())) == 1
+        mail.db(o.id > 0).update(lease_until=utcnow() - datetime.timedelta(seconds=1))
+        mail.db.commit()
+        mail.store.requeue_expired(utcnow(), mail.settings.max_attempts)
+        (row,) = rows(mail)
+        assert row.attempts == attempt
+        assert row.status == ("failed" if attempt == 3 else "queued"), row
+    assert "gave up after 3 attempts" in row.last_error
+    assert "lease ran out" in row.last_error and row.lease_owner is None
+    assert mail.process_outbox()["sent"] == 0 and sink.count == 0
 
 
 # --------------------------------------------------------------- scheduling

@@ -85,7 +85,7 @@ class Pass(object):
             logger.info("mail settings changed: %d held message(s) released", released)
             self.counts["released"] += released
             held = None
-        store.requeue_expired(now)
+        store.requeue_expired(now, self.settings.max_attempts)
 
         reason = self.snapshot.blocking_problem()
         if reason is None and held is not None:
@@ -109,7 +109,7 @@ class Pass(object):
                     min(self.settings.batch_size, limit - done)
                 owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
                 if done:  # a long pass takes back the rows of workers that died
-                    store.requeue_expired(utcnow())
+                    store.requeue_expired(utcnow(), self.settings.max_attempts)
                 rows = store.claim(owner, size, self.settings.lease, utcnow(), rate)
                 if not rows:
                     break

@@ -226,15 +226,25 @@ class OutboxStore(object):
         return bool(self.db((t.status == QUEUED) & (t.next_attempt_on <= now))
                     .select(t.id, limitby=(0, 1)))
 
-    def requeue_expired(self, now):
-        """Give rows whose worker died (lease ran out) back to the queue."""
+    def requeue_expired(self, now, max_attempts):
+        """Give rows whose worker died (lease ran out) back to the queue.
+
+        A lost lease counts as an attempt, so a message that kills every
+        worker that sends it (say, out of memory) fails after
+        ``max_attempts`` instead of taking a batch down for ever.
+        """
         t = self.outbox
         stale = (t.status == SENDING) & (t.lease_until < now)
         if not self.db(stale).select(t.id, limitby=(0, 1)):
             return 0
+        why = "the worker sending it stopped before recording the result " \
+              "(its lease ran out)"
+        self.db(stale & (t.attempts + 1 >= max_attempts)).update(
+            status=FAILED, attempts=t.attempts + 1, lease_owner=None, lease_until=None,
+            last_error="gave up after %d attempts: %s" % (max_attempts, why))
         n = self.db(stale).update(status=QUEUED, next_attempt_on=now, lease_until=None,
-                                  last_error="the lease of the worker that claimed "
-                                  "this message ran out; queued again")
+                                  attempts=t.attempts + 1,
+                                  last_error=why + "; queued again")
         self.db.commit()
         return n
 
