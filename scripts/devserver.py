@@ -77,15 +77,19 @@ def main(argv=None):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    # A web2py worker takes the first signal as the end of its running task
+    # and goes on looping; the next one, while idle, makes it exit. All work
+    # is committed, so whatever still runs after 5 s is killed.
+    deadline = time.time() + 5
+    while time.time() < deadline and any(p.poll() is None for _, p in procs):
+        for name, p in procs:
+            if p.poll() is None:
+                p.terminate()
+        time.sleep(0.5)
     for name, p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.time() + 10
-    for name, p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
     print("stopped")
     return 0
 
