@@ -384,6 +384,8 @@ BAD = [
     (dict(pe_id="5"), "pe_id"),
     (dict(pe_id=True), "pe_id"),
     (dict(priority="high"), "priority"),
+    (dict(priority=0), "priority"),
+    (dict(priority=10), "priority"),
     (dict(not_before="tomorrow"), "not_before"),
     (dict(expires_on=5), "expires_on"),
 ]

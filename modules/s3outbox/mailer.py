@@ -73,7 +73,8 @@ class MailS3(Mail):
                     raise mime.InvalidMessage("%s must be a datetime" % name)
             if priority is None:
                 priority = self.settings.default_priority
-            if isinstance(priority, bool) or not isinstance(priority, int):
+            if isinstance(priority, bool) or not isinstance(priority, int) or \
+                    not 1 <= priority <= 9:
                 raise mime.InvalidMessage("priority must be an integer from 1 to 9")
             msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                                  sender, encoding, raw, headers, from_address,
