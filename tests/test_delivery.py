@@ -630,3 +630,29 @@ def test_new_mailer_does_not_wait_for_open_transactions(mail, make_db, tablename
     assert second.store.outbox is other[tablename]
     other.rollback()
     mail.db.commit()
+
+
+def test_results_are_recorded_during_a_slow_batch(mail, sink, db_uri, tmp_path,
+                                                  tablename):
+    """Results are written as a batch goes (every RECORD_EVERY seconds), so a
+    worker dying late in a slow batch has left little sent mail unrecorded:
+    only that can be sent again by the worker that takes over."""
+    from pydal import DAL
+    sink.delay = 0.04  # about 0.16 s a message: four replies
+    queue(mail, 6)
+    sent_before_last = []
+
+    def on_message(mail_from, rcpts, data):
+        if sink.count == 6:  # the last message: what is recorded already?
+            other = DAL(db_uri, folder=str(tmp_path), migrate=False)
+            try:
+                sent_before_last.append(other.executesql(
+                    "SELECT COUNT(*) FROM %s WHERE status='sent'" % tablename)[0][0])
+            finally:
+                other.close()
+    sink.on_message = on_message
+    counts = mail.process_outbox()
+    assert counts["sent"] == 6, counts
+    assert sent_before_last and sent_before_last[0] >= 3, sent_before_last
+    assert {r.status for r in rows(mail)} == {"sent"}
+    assert len(mail.db(mail.store.attempt).select()) == 6

@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 
 from . import message as mime
@@ -25,7 +26,8 @@ from .transport import CONFIG, PERMANENT, SENT as OK, TRANSIENT, Job, Outcome, \
 
 logger = logging.getLogger("s3outbox")
 
-_EPOCH = datetime.datetime(1970, 1, 1)
+# Seconds between writes of results during a batch (see Pass._send).
+RECORD_EVERY = 0.25
 
 
 def worker_name(settings):
@@ -48,6 +50,22 @@ def backoff(settings, attempts):
     """Seconds to wait after the ``attempts``-th transient failure, jittered."""
     delay = min(settings.retry_max, settings.retry_base * 2 ** max(0, attempts - 1))
     return delay * random.uniform(0.75, 1.25)
+
+
+def _finished(results, everything=False):
+    """Take the (row, Outcome) pairs whose outcome is final out of ``results``
+    (pairs of row and Job or Outcome), in order; all of them when the pool
+    is done (``everything``)."""
+    done, pending = [], []
+    for row, r in results:
+        if not isinstance(r, Job):
+            done.append((row, r))
+        elif r.done or everything:
+            done.append((row, r.outcome))
+        else:
+            pending.append((row, r))
+    results[:] = pending
+    return done
 
 
 def _time(text):
@@ -115,7 +133,7 @@ class Pass(object):
                     break
                 done += len(rows)
                 if reason is None and pool.config_error is None:
-                    outcomes = self._send(pool, rows)
+                    outcomes = self._send(pool, rows, owner)
                 else:
                     why = reason or pool.config_error.error
                     outcomes = [(row, Outcome(CONFIG, None, why)) for row in rows]
@@ -147,18 +165,29 @@ class Pass(object):
         self.store.db.commit()
         return won
 
-    def _send(self, pool, rows):
-        """Send claimed rows; return [(row, Outcome)] in claim order."""
-        results = []
-        pool.deliver(self._jobs(rows, results))
-        return [(row, r.outcome if isinstance(r, Job) else r) for row, r in results]
+    def _send(self, pool, rows, owner):
+        """Send claimed rows; return [(row, Outcome)] not recorded yet.
 
-    def _jobs(self, rows, results):
+        Outcomes are recorded as the batch goes, at least every RECORD_EVERY
+        seconds: a worker that dies leaves at most that much sent mail
+        unrecorded, the only mail another worker may send again.
+        """
+        results = []
+        self._recorded_at = time.monotonic()
+        pool.deliver(self._jobs(rows, results, owner))
+        return _finished(results, everything=True)
+
+    def _jobs(self, rows, results, owner):
         """Yield a Job per sendable row (lazily, so attachments load one at a
         time) and append (row, Job or Outcome) to ``results``."""
         now = utcnow()
         contacts = self._contacts([r.pe_id for r in rows if r.pe_id and not r.address])
         for row in rows:
+            if time.monotonic() - self._recorded_at >= RECORD_EVERY:
+                finished = _finished(results)
+                if finished:
+                    self._record(owner, finished)
+                self._recorded_at = time.monotonic()
             if row.expires_on and row.expires_on < now:
                 results.append((row, Outcome(PERMANENT, None, "expired unsent at %s"
                                              % row.expires_on)))

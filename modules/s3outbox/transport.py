@@ -182,12 +182,17 @@ class SmtpSession(object):
 
 
 class Job(object):
-    """One message to send: envelope, a builder for its bytes, and the result."""
-    __slots__ = ("key", "sender", "recipients", "build", "outcome")
+    """One message to send: envelope, a builder for its bytes, and the result.
+
+    ``done`` turns True once ``outcome`` is final (a retry on a new connection
+    may replace an earlier outcome), so another thread may record it then.
+    """
+    __slots__ = ("key", "sender", "recipients", "build", "outcome", "done")
 
     def __init__(self, key, sender, recipients, build):
         self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
         self.outcome = None
+        self.done = False
 
 
 # Jobs in a row slower than the pool's patience before it turns to threads.
@@ -311,6 +316,7 @@ class SessionPool(object):
                     self._run(self.sessions[0], job)
                 except Exception as e:  # never lose a job to a bug
                     job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
+                job.done = True
                 slow = time.monotonic() - started > self.patience
                 self._slow = self._slow + 1 if slow else 0
                 if self.size > 1 and self._slow >= SLOW_JOBS:
@@ -334,6 +340,7 @@ class SessionPool(object):
                         return
                 except Exception as e:  # never lose a job to a bug
                     job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
+                job.done = True
 
         def add_session():
             if len(threads) == len(self.sessions):
@@ -365,4 +372,5 @@ class SessionPool(object):
         for job in self.orphans:
             live = [s for s in self.sessions if s.connection is not None]
             self._run((live or self.sessions)[0], job)
+            job.done = True
         self.orphans = []
