@@ -325,6 +325,17 @@ def test_priority_and_schedule_keywords(mail, db, sink):
     assert row.status == "queued" and row.next_attempt_on == later
 
 
+def test_aware_times_are_kept_as_naive_utc(mail, db):
+    """An aware datetime is converted to the store's convention, naive UTC."""
+    plus2 = datetime.timezone(datetime.timedelta(hours=2))
+    local = datetime.datetime(2031, 5, 1, 12, 30, 15, 999, tzinfo=plus2)
+    assert mail.send("ann@people.net", "Later", "Body", not_before=local,
+                     expires_on=local + datetime.timedelta(days=1)) is True
+    row = db(mail.store.outbox.id == mail.result["id"]).select().first()
+    assert row.next_attempt_on == datetime.datetime(2031, 5, 1, 10, 30, 15)
+    assert row.expires_on == datetime.datetime(2031, 5, 2, 10, 30, 15)
+
+
 # ------------------------------------------------------------- refused
 LONG = "x" * 300
 BAD = [

@@ -181,14 +181,16 @@ class OutboxStore(object):
         first = first and bare(first)  # what an admin searches for
         parts = msg.pop("attachments")
         size = msg.pop("size")
+        values = dict(
+            message_id=message_id, pe_id=pe_id, address=first and first[:255],
+            contact_method="EMAIL", status=QUEUED, priority=priority, attempts=0,
+            next_attempt_on=max(now, _utc(not_before) or now),
+            expires_on=_utc(expires_on), created_on=now, sender=sender,
+            subject=msg["subject"], body=dumps(msg), attachment_count=len(parts),
+            byte_size=size)
         self._savepoint("SAVEPOINT")
         try:
-            row_id = self.outbox.insert(
-                message_id=message_id, pe_id=pe_id, address=first and first[:255],
-                status=QUEUED, priority=priority, attempts=0,
-                next_attempt_on=max(now, not_before or now), expires_on=expires_on,
-                created_on=now, sender=sender, subject=msg["subject"],
-                body=dumps(msg), attachment_count=len(parts), byte_size=size)
+            row_id = self._insert_row(values)
             for position, part in enumerate(parts):
                 self.attachment.insert(outbox_id=row_id, seq=position, **part)
         except Exception:
@@ -199,6 +201,20 @@ class OutboxStore(object):
             raise
         self._savepoint("RELEASE SAVEPOINT")
         return row_id
+
+    def _insert_row(self, values):
+        """INSERT with parameters, returning the new id: pydal's insert writes
+        every value into the SQL text, which was a third of send()'s time."""
+        names = list(values)
+        sql = "INSERT INTO %s (%s) VALUES (%s)" % (
+            self.tablename, ", ".join(names), ", ".join([self.mark] * len(names)))
+        if self.engine == "postgres":
+            sql += " RETURNING id"
+        adapter = self.db._adapter
+        adapter.execute(sql, [values[n] for n in names])
+        if self.engine == "postgres":
+            return adapter.cursor.fetchone()[0]
+        return adapter.cursor.lastrowid
 
     def _savepoint(self, verb):
         adapter = self.db._adapter
@@ -432,6 +448,15 @@ def _datetime(value):
         return datetime.datetime.fromisoformat(value.replace("T", " ")).replace(
             microsecond=0)
     return value
+
+
+def _utc(when):
+    """A send() time as the store keeps it: naive UTC, to the second."""
+    if when is None:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return when.replace(microsecond=0)
 
 
 def _bytes(payload):
