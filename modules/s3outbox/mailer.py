@@ -65,9 +65,9 @@ class MailS3(Mail):
             if dkim is not None:
                 raise mime.InvalidMessage("a per-message dkim key is not kept in the "
                                           "outbox; set mail.settings.dkim instead")
-            if cipher_type or self.settings.cipher_type:
-                raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
-                                          "not supported by the outbox")
+            msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
+                                sender, encoding, raw, headers, from_address,
+                                list_unsubscribe, cipher_type, pe_id)
             for name, value in (("not_before", not_before), ("expires_on", expires_on)):
                 if value is not None and not isinstance(value, datetime.datetime):
                     raise mime.InvalidMessage("%s must be a datetime" % name)
@@ -76,10 +76,6 @@ class MailS3(Mail):
             if isinstance(priority, bool) or not isinstance(priority, int) or \
                     not 1 <= priority <= 9:
                 raise mime.InvalidMessage("priority must be an integer from 1 to 9")
-            msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
-                                 sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe or self.settings.list_unsubscribe,
-                                 pe_id, self.settings.max_size)
             if not (msg["to"] or msg["cc"] or msg["bcc"]) and \
                     "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
@@ -99,6 +95,19 @@ class MailS3(Mail):
         self.result = dict(id=row_id, message_id=message_id)
         return True
 
+    def _message(self, to, subject, message, attachments, cc, bcc, reply_to, sender,
+                 encoding, raw, headers, from_address, list_unsubscribe, cipher_type,
+                 pe_id):
+        """The checked message as data, with Mail's settings as defaults;
+        raises InvalidMessage. Shared by send() and send_direct_email()."""
+        if cipher_type or self.settings.cipher_type:
+            raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
+                                      "not supported by the outbox")
+        return mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
+                              sender, encoding, raw, headers, from_address,
+                              list_unsubscribe or self.settings.list_unsubscribe,
+                              pe_id, self.settings.max_size)
+
     # ----------------------------------------------------------------- direct
     def send_direct_email(self, to, subject="[no subject]", message="[no message]",
                           attachments=None, cc=None, bcc=None, reply_to=None,
@@ -112,13 +121,9 @@ class MailS3(Mail):
         """
         self.error, self.result = None, {}
         try:
-            if ignored.get("cipher_type") or self.settings.cipher_type:
-                raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
-                                          "not supported")
-            msg = mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
-                                 sender, encoding, raw, headers, from_address,
-                                 list_unsubscribe or self.settings.list_unsubscribe,
-                                 None, self.settings.max_size)
+            msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
+                                sender, encoding, raw, headers, from_address,
+                                list_unsubscribe, ignored.get("cipher_type"), None)
             snapshot = Snapshot(self.settings)
             problem = snapshot.blocking_problem()
             if problem:  # before building: an unset sender cannot make a From
