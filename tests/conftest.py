@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts")):
+for path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"),
+             os.path.join(ROOT, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
 

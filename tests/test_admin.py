@@ -40,7 +40,7 @@ def settings(**changes):
 # ------------------------------------------------------------ settings check
 @pytest.mark.parametrize("changes, key, words, blocking", [
     (dict(server=None), "[smtp] server", "no SMTP server", True),
-    (dict(server="logging"), "[smtp] server", "not an SMTP server", True),
+    (dict(server="gae"), "[smtp] server", "not an SMTP server", True),
     (dict(server="smtp gmail com"), "[smtp] server", "not of the form host:port", True),
     (dict(server="mail.people.net:70000"), "[smtp] server", "outside 1-65535", True),
     (dict(server="smtp.gmail.com:587", login="username:password"), "[smtp] server",

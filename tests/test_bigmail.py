@@ -6,13 +6,14 @@ time, and mail over settings.max_size is refused by send() with a reason.
 """
 
 import email
-import io
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from helpers import attachment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 1024 * 1024
@@ -48,11 +49,6 @@ print(json.dumps(dict(counts=counts, rss_before=before,
 """
 
 
-def _attachment(name, payload):
-    from gluon.tools import Mail
-    return Mail.Attachment(io.BytesIO(payload), filename=name)
-
-
 def _deliver_in_child(mail, db_uri, tmp_path, sink):
     out = subprocess.run([sys.executable, "-c", WORKER, os.path.join(ROOT, "modules"),
                           db_uri, str(tmp_path), mail.store.tablename, sink.server],
@@ -66,7 +62,7 @@ def _deliver_in_child(mail, db_uri, tmp_path, sink):
 def _big(mail, db, to, name="big.bin"):
     payload = os.urandom(10 * MB)
     assert mail.send(to, "Big", "See the attachment",
-                     attachments=[_attachment(name, payload)]), mail.error
+                     attachments=[attachment(name, payload)]), mail.error
     db.commit()
     return payload
 
@@ -110,7 +106,7 @@ def test_a_pass_holds_one_big_message_at_a_time(mail, db, sink, db_uri, tmp_path
 def test_over_max_size_is_refused_at_send(mail, db, sink):
     mail.settings.max_size = MB
     assert mail.send("ann@people.net", "Too big", "Body",
-                     attachments=[_attachment("a.bin", b"x" * (MB + 1))]) is False
+                     attachments=[attachment("a.bin", b"x" * (MB + 1))]) is False
     assert isinstance(mail.error, str)
     assert "over the outbox limit of %d bytes" % MB in mail.error
     assert "max_size" in mail.error
@@ -119,7 +115,7 @@ def test_over_max_size_is_refused_at_send(mail, db, sink):
     assert db(mail.store.outbox).count() == 0
     # Just under the limit (body and attachment together) is fine.
     assert mail.send("ann@people.net", "Fits", "Body",
-                     attachments=[_attachment("a.bin", b"x" * (MB - 4))]), mail.error
+                     attachments=[attachment("a.bin", b"x" * (MB - 4))]), mail.error
     db.commit()
     assert mail.process_outbox()["sent"] == 1
 
@@ -130,7 +126,7 @@ def test_text_attachments_round_trip(mail, db, sink):
     files = {"notes.txt": "Grüße, naïve café\n".encode("utf-8"), "empty.txt": b"",
              "data.csv": b"a,b\r\n1,2\r\n", "bin.dat": bytes(range(256))}
     assert mail.send("ann@people.net", "Files", "Body",
-                     attachments=[_attachment(n, p) for n, p in files.items()])
+                     attachments=[attachment(n, p) for n, p in files.items()])
     db.commit()
     counts = mail.process_outbox()
     assert counts["sent"] == 1, (counts, db(mail.store.outbox).select().first().last_error)

@@ -15,7 +15,7 @@ from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, \
     artifacts_dir, chromium_missing, seed
 from conftest import REQUIRE
 from s3outbox.store import utcnow
-from webapp import wait_for
+from helpers import wait_for
 
 ADMIN = "boss@people.net"
 

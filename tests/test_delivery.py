@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.smtp import SMTP as SMTPProtocol, AuthResult
 from pydal.helpers.classes import ExecutionHandler
 
+from helpers import free_port
 from s3outbox import MailS3
 from s3outbox.store import utcnow
 from smtpsink import Sink, SinkController
@@ -42,13 +43,6 @@ def attempts(mail, outbox_id=None):
 
 def held_state(mail):
     return mail.store.get_state("held")
-
-
-def free_port():
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_due(mail):

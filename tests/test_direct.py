@@ -20,6 +20,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from gluon.storage import Storage
 from gluon.tools import Mail
 
+from helpers import free_port
 from smtpsink import Sink, SinkController
 from test_mime import CASES, assert_equivalent
 
@@ -70,12 +71,6 @@ def authenticator(seen):
 def use(mail, server, tls=False, ssl_on=False, login=None, context=None):
     s = mail.settings
     s.server, s.tls, s.ssl, s.login, s.ssl_context = server, tls, ssl_on, login, context
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_failed(mail, result, *fragments):
@@ -161,7 +156,7 @@ def test_example_or_missing_sender(mail, db, sink, sender, fragment):
 
 
 @pytest.mark.parametrize("server,fragment", [
-    (None, "no SMTP server"), ("", "no SMTP server"), ("logging", "not an SMTP"),
+    (None, "no SMTP server"), ("", "no SMTP server"), ("gae", "not an SMTP"),
     ("smtp.example.com:port", "host:port")])
 def test_missing_or_bad_server(mail, db, server, fragment):
     mail.settings.server = server

@@ -7,7 +7,8 @@ import re
 
 import requests
 
-from webapp import WebApp, wait_for
+from helpers import wait_for
+from webapp import WebApp
 
 
 def test_registration_mail_goes_out(tmp_path, sink):

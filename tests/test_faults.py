@@ -11,19 +11,17 @@ is written through every column the store has, run on all three databases.
 
 import datetime
 import json
-import socket
 
 import pytest
 
+from helpers import attachment, free_port
 from faultserver import DROP, STALL, FaultServer
 
 sqlite_only = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 
 def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % s.getsockname()[1]
+    return "127.0.0.1:%d" % free_port()
 
 
 def _pass(mail, db, to=("ann@people.net",)):
@@ -234,12 +232,6 @@ def test_refused_sender_given_to_send_fails_only_that_message(mail, db, sink):
 
 
 # ------------------------------------------------------------------- poison
-def _attachment(name, payload):
-    import io
-    from gluon.tools import Mail
-    return Mail.Attachment(io.BytesIO(payload), filename=name)
-
-
 POISON = [
     # (how the stored row is broken, changes to the outbox row, to the attachment)
     ("body is not JSON", dict(body="{not json"), None),
@@ -259,7 +251,7 @@ def test_poison_messages_fail_alone(mail, db, sink):
     for i, (what, row_changes, part_changes) in enumerate(POISON):
         assert mail.send("good%d@people.net" % i, "Good", "Fine")
         assert mail.send("bad%d@people.net" % i, "Bad", "Broken",
-                         attachments=[_attachment("a.txt", b"data")])
+                         attachments=[attachment("a.txt", b"data")])
         poisoned[mail.result["id"]] = what
         db(store.outbox.id == mail.result["id"]).update(**row_changes)
         if part_changes:

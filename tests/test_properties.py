@@ -15,13 +15,14 @@ import email
 import email.header
 import email.utils
 from email.headerregistry import HeaderRegistry
-import io
 import os
 import re
 import string
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
+
+from helpers import attachment
 
 EXAMPLES = int(os.environ.get("OUTBOX_HYPOTHESIS_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -67,11 +68,6 @@ def _named(name, addr):
 
 recipient = st.one_of(address.map(lambda a: (a, a)),
                       st.builds(lambda name, a: (_named(name, a), a), hostile, address))
-
-
-def _attachment(name, payload):
-    from gluon.tools import Mail
-    return Mail.Attachment(io.BytesIO(payload), filename=name)
 
 
 # ---------------------------------------------------------------- checking
@@ -253,7 +249,7 @@ def test_attachments(harness):
     @example(files=[("a\x1cb.txt", b"x")], body="x")
     def prop(files, body):
         try:
-            parts = [_attachment(name, payload) for name, payload in files]
+            parts = [attachment(name, payload) for name, payload in files]
         except Exception:
             return  # Mail.Attachment itself refused: no send() call to judge
         got = harness.send(["ann@people.net"], to="ann@people.net",

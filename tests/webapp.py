@@ -13,7 +13,6 @@ import configparser
 import os
 import re
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,26 +22,10 @@ import time
 import requests
 
 import runtime
+from helpers import free_port
 
 FORMKEY_RE = re.compile(r'name="_formkey" type="hidden" value="([^"]+)"')
 FORMNAME_RE = re.compile(r'name="_formname" type="hidden" value="([^"]+)"')
-
-
-def wait_for(predicate, timeout=60, step=0.2):
-    """The first true value of ``predicate()`` within ``timeout`` seconds."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WebApp(object):

@@ -21,8 +21,8 @@ import uuid
 from . import message as mime
 from .settings import Snapshot
 from .store import FAILED, HELD, QUEUED, SENT, SENT_PLAIN, utcnow
-from .transport import CONFIG, PERMANENT, SENT as OK, TRANSIENT, Job, Outcome, \
-    SessionPool
+from .pool import Job, SessionPool
+from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
@@ -136,7 +136,7 @@ class Pass(object):
                     outcomes = self._send(pool, rows, owner)
                 else:
                     why = reason or pool.config_error.error
-                    outcomes = [(row, Outcome(CONFIG, None, why)) for row in rows]
+                    outcomes = [(row, Outcome(Kind.CONFIG, None, why)) for row in rows]
                 self._record(owner, outcomes)
             self.counts["connections"] = pool.connections
             config_error = pool.config_error
@@ -189,7 +189,7 @@ class Pass(object):
                     self._record(owner, finished)
                 self._recorded_at = time.monotonic()
             if row.expires_on and row.expires_on < now:
-                results.append((row, Outcome(PERMANENT, None, "expired unsent at %s"
+                results.append((row, Outcome(Kind.PERMANENT, None, "expired unsent at %s"
                                              % row.expires_on)))
                 continue
             try:
@@ -207,7 +207,7 @@ class Pass(object):
             except Exception as e:
                 why = str(e) if type(e) is LookupError else \
                     "cannot read the stored message: %s: %s" % (type(e).__name__, e)
-                results.append((row, Outcome(PERMANENT, None, why)))
+                results.append((row, Outcome(Kind.PERMANENT, None, why)))
                 continue
             sender = row.sender or self.snapshot.sender
             job = Job(row.id, mime.bare(sender), recipients,
@@ -247,22 +247,22 @@ class Pass(object):
         results = []
         for row, out in outcomes:
             tried = dict(outcome=out.kind, code=out.code, error=out.error)
-            if out.kind == OK and not out.refused:
+            if out.kind == Kind.SENT and not out.refused:
                 self.counts["sent"] += 1
                 results.append((row.id, SENT_PLAIN, dict(tried, outcome=SENT)))
-            elif out.kind == OK:
+            elif out.kind == Kind.SENT:
                 self.counts["sent"] += 1
                 self.counts["refused"] += len(out.refused)
                 results.append((row.id, dict(
                     status=SENT, sent_on=now, attempts=row.attempts + 1,
                     last_code=out.code, last_error=out.error,
                     refused=mime.dumps(out.refused)), dict(tried, outcome=SENT)))
-            elif out.kind == CONFIG:
+            elif out.kind == Kind.CONFIG:
                 self.counts["held"] += 1
                 results.append((row.id, dict(
                     status=HELD, held_fp=self.fp, last_error=out.error,
                     last_code=out.code), dict(tried, outcome=HELD)))
-            elif out.kind == TRANSIENT and not self._give_up(row, now):
+            elif out.kind == Kind.TRANSIENT and not self._give_up(row, now):
                 self.counts["retry"] += 1
                 attempts = row.attempts + 1
                 results.append((row.id, dict(
@@ -272,7 +272,7 @@ class Pass(object):
             else:
                 self.counts["failed"] += 1
                 error = out.error
-                if out.kind == TRANSIENT:
+                if out.kind == Kind.TRANSIENT:
                     error = "gave up after %d attempts: %s" % (row.attempts + 1, error)
                 logger.warning("message %s to %s failed: %s", row.message_id,
                                row.address or "pe_id %s" % row.pe_id, error)

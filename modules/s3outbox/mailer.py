@@ -18,7 +18,7 @@ from . import message as mime
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
 from .store import OutboxStore
-from .transport import SENT, SmtpSession
+from .transport import Kind
 
 logger = logging.getLogger("s3outbox")
 
@@ -135,7 +135,7 @@ class MailS3(Mail):
             data = mime.wire(mime.build(msg, sender, mime.make_message_id(sender), now,
                                         msg["attachments"], dkim or snapshot.dkim))
             recipients = [mime.bare(a) for a in msg["to"] + msg["cc"] + msg["bcc"]]
-            session = SmtpSession(snapshot)
+            session = snapshot.transport()
             failed = session.open()
             if failed is not None:
                 self.error = failed.error
@@ -150,7 +150,7 @@ class MailS3(Mail):
             logger.warning("direct mail not sent: %s", self.error)
             return False
         self.result = outcome.refused or {}
-        if outcome.kind != SENT:
+        if outcome.kind != Kind.SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)
             return False

@@ -11,6 +11,8 @@ import hashlib
 import re
 
 from .message import ADDRESS_RE, bare
+from .smtp import SmtpTransport
+from .transport import LoggingTransport
 
 # Defaults MailS3 adds to web2py's Mail.settings (documented in the README).
 DEFAULTS = dict(
@@ -28,6 +30,7 @@ DEFAULTS = dict(
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
     ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
+    transport=None,           # callable(Snapshot) -> Transport; default SMTP
 )
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
@@ -60,6 +63,27 @@ class Snapshot(object):
         self.hostname = settings.hostname
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
+        self.custom = settings.transport
+
+    def transport(self):
+        """A new, unopened Transport for these settings: the site's own
+        (``settings.transport``), web2py's logging mode, or SMTP."""
+        if self.custom is not None:
+            return self.custom(self)
+        if self.logging:
+            return LoggingTransport(self)
+        return SmtpTransport(self)
+
+    @property
+    def logging(self):
+        """web2py's development mode: server 'logging' or 'logging:PATH'."""
+        server = self.server
+        return isinstance(server, str) and (server == "logging" or
+                                            server.startswith("logging:"))
+
+    @property
+    def smtp(self):
+        return self.custom is None and not self.logging
 
     @property
     def host_port(self):
@@ -75,8 +99,12 @@ class Snapshot(object):
         """A short hash of what the admin configures; never the password itself."""
         user, _, password = (self.login or "").partition(":")
         secret = hashlib.sha256(password.encode("utf-8")).hexdigest()
-        raw = "\x00".join([str(self.server), str(self.sender), user, secret,
-                           str(self.tls), str(self.ssl)])
+        parts = [str(self.server), str(self.sender), user, secret, str(self.tls),
+                 str(self.ssl)]
+        if self.custom is not None:  # another transport: other settings
+            parts.append(getattr(self.custom, "__qualname__",
+                                 type(self.custom).__qualname__))
+        raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
     def blocking_problem(self):
@@ -91,56 +119,79 @@ class Snapshot(object):
         return None
 
     def findings(self):
-        """(appconfig key, what is wrong, blocks sending) for each problem."""
-        out = []
-        server, sender, login = self.server, self.sender, self.login
+        """(appconfig key, what is wrong, blocks sending) for each problem.
+
+        The server, login and port checks are for SMTP only: web2py's logging
+        mode and a site's own transport need a sender and nothing else here.
+        """
+        out = self._sender_findings()
+        if self.smtp:
+            out = self._server_findings() + out + self._login_findings() + \
+                self._port_findings()
+        return out
+
+    def _server_findings(self):
+        server = self.server
         if not isinstance(server, str) or not server.strip():
-            out.append(("[smtp] server", "no SMTP server is configured", True))
-        elif server in ("logging", "gae", "aws") or server.startswith("logging:"):
-            out.append(("[smtp] server", "server %r is not an SMTP server; the outbox "
-                        "delivers over SMTP only" % server, True))
-        elif not _SERVER_RE.match(server):
-            out.append(("[smtp] server", "server %r is not of the form host:port"
-                        % server, True))
-        elif not 0 < self.host_port[1] < 65536:
-            out.append(("[smtp] server", "server %r has a port outside 1-65535"
-                        % server, True))
-        elif server in EXAMPLE_SERVERS and (login in EXAMPLE_LOGINS or
-                                            _is_example_address(sender)):
-            out.append(("[smtp] server", "server %r is web2py's example value, left "
-                        "with the example login or sender" % server, True))
+            return [("[smtp] server", "no SMTP server is configured", True)]
+        if server in ("gae", "aws"):
+            return [("[smtp] server", "server %r is not an SMTP server; the outbox "
+                     "delivers over SMTP (or 'logging')" % server, True)]
+        if not _SERVER_RE.match(server):
+            return [("[smtp] server", "server %r is not of the form host:port"
+                     % server, True)]
+        if not 0 < self.host_port[1] < 65536:
+            return [("[smtp] server", "server %r has a port outside 1-65535"
+                     % server, True)]
+        if server in EXAMPLE_SERVERS and (self.login in EXAMPLE_LOGINS or
+                                          _is_example_address(self.sender)):
+            return [("[smtp] server", "server %r is web2py's example value, left "
+                     "with the example login or sender" % server, True)]
+        return []
+
+    def _sender_findings(self):
+        sender = self.sender
         if not isinstance(sender, str) or not sender.strip():
-            out.append(("[smtp] sender", "no sender address is configured", True))
-        elif not ADDRESS_RE.match(bare(sender)):
-            out.append(("[smtp] sender", "sender %r is not a valid e-mail address"
-                        % sender, True))
-        elif _is_example_address(sender):
-            out.append(("[smtp] sender", "sender %r is the unedited example address"
-                        % sender, True))
+            return [("[smtp] sender", "no sender address is configured", True)]
+        if not ADDRESS_RE.match(bare(sender)):
+            return [("[smtp] sender", "sender %r is not a valid e-mail address"
+                     % sender, True)]
+        if _is_example_address(sender):
+            return [("[smtp] sender", "sender %r is the unedited example address"
+                     % sender, True)]
+        return []
+
+    def _login_findings(self):
+        login = self.login
         if login in EXAMPLE_LOGINS:
-            out.append(("[smtp] login", "login is the unedited example "
-                        "'username:password'", True))
-        elif login and ":" not in login:
-            out.append(("[smtp] login", "login must be user:password", True))
-        elif login and not login.partition(":")[0]:
-            out.append(("[smtp] login", "login has no user name before the ':'", True))
-        elif login and not login.partition(":")[2]:
-            out.append(("[smtp] login", "login has no password after the ':'", True))
-        if isinstance(server, str) and _SERVER_RE.match(server or ""):
-            port = self.host_port[1]
-            if self.ssl and port == 587:
-                out.append(("[smtp] ssl", "ssl is on but port 587 expects STARTTLS: "
-                            "set ssl = false and tls = true", False))
-            if self.ssl and port == 25:
-                out.append(("[smtp] ssl", "ssl is on but port 25 is plain SMTP",
-                            False))
-            if not self.ssl and port == 465:
-                out.append(("[smtp] ssl", "port 465 expects implicit TLS: set "
-                            "ssl = true", False))
-            if login and not (self.tls or self.ssl) and \
-                    self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
-                out.append(("[smtp] tls", "a password would cross the network "
-                            "unencrypted: turn on tls or ssl", False))
+            return [("[smtp] login", "login is the unedited example "
+                     "'username:password'", True)]
+        if login and ":" not in login:
+            return [("[smtp] login", "login must be user:password", True)]
+        if login and not login.partition(":")[0]:
+            return [("[smtp] login", "login has no user name before the ':'", True)]
+        if login and not login.partition(":")[2]:
+            return [("[smtp] login", "login has no password after the ':'", True)]
+        return []
+
+    def _port_findings(self):
+        """Advice only: tls/ssl settings that do not match the port."""
+        if not (isinstance(self.server, str) and _SERVER_RE.match(self.server)):
+            return []
+        out = []
+        port = self.host_port[1]
+        if self.ssl and port == 587:
+            out.append(("[smtp] ssl", "ssl is on but port 587 expects STARTTLS: "
+                        "set ssl = false and tls = true", False))
+        if self.ssl and port == 25:
+            out.append(("[smtp] ssl", "ssl is on but port 25 is plain SMTP", False))
+        if not self.ssl and port == 465:
+            out.append(("[smtp] ssl", "port 465 expects implicit TLS: set "
+                        "ssl = true", False))
+        if self.login and not (self.tls or self.ssl) and \
+                self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
+            out.append(("[smtp] tls", "a password would cross the network "
+                        "unencrypted: turn on tls or ssl", False))
         return out
 
 

@@ -1,376 +1,166 @@
 # -*- coding: utf-8 -*-
-"""SMTP transport: open a session, send many messages over it, close it, and
-say what every outcome means.
+"""The transport interface: how delivery hands messages to the world.
 
-Outcome kinds, decided from the SMTP reply code wherever there is one:
+A transport is one session with a mail service: ``open()``, ``send()`` as
+often as needed, ``close()``, in the spirit of Django's BaseEmailBackend.
+None of them raises; every result is an ``Outcome`` of one ``Kind``:
 
 - ``sent``: accepted for at least one recipient (refused ones are listed);
 - ``config``: the settings are wrong (no server, DNS, refused connection, TLS,
   authentication, sender refused); hold the mail until they change;
 - ``transient``: try again later (4xx, timeout, dropped connection);
-- ``permanent``: the server refused the message for good (5xx).
+- ``permanent``: the service refused the message for good (5xx).
+
+Three ship here and in smtp.py: ``SmtpTransport`` (the default),
+``LoggingTransport`` (web2py's ``server='logging'``, for development) and
+``MemoryTransport`` (for fast tests). ``Snapshot.transport()`` picks one; a
+site plugs in its own with ``mail.settings.transport`` (see the README).
 """
 
-import queue
-import smtplib
-import socket
-import ssl
+import dataclasses
+import email
+import email.header
+import enum
+import logging
 import threading
 import time
 
-from .message import bare
-
-SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
+logger = logging.getLogger("s3outbox")
 
 
-class Outcome(object):
-    __slots__ = ("kind", "code", "error", "refused")
-
-    def __init__(self, kind, code=None, error=None, refused=None):
-        self.kind, self.code, self.error, self.refused = kind, code, error, refused
-
-    def __repr__(self):
-        return "Outcome(%s, %s, %r)" % (self.kind, self.code, self.error)
+class Kind(enum.StrEnum):
+    """What an outcome means for the message (see the module docstring)."""
+    SENT = "sent"
+    CONFIG = "config"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
 
 
-def _reply(code, text):
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return "%s %s" % (code, text) if code else str(text)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one try: its kind, the reply code and text, and the
+    recipients refused while others were accepted ({address: reply})."""
+    kind: Kind
+    code: int = None
+    error: str = None
+    refused: dict = None
 
 
-def classify(exc, stage):
-    """The Outcome for an exception raised at ``stage`` ('connect' or 'send')."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = [c for c, _ in exc.recipients.values()]
-        kind = PERMANENT if codes and all(c >= 500 for c in codes) else TRANSIENT
-        text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
-                         for rcpt, (c, m) in exc.recipients.items())
-        return Outcome(kind, max(codes) if codes else None,
-                       "all recipients refused: " + text)
-    if isinstance(exc, smtplib.SMTPSenderRefused):
-        if 400 <= exc.smtp_code < 500:
-            return Outcome(TRANSIENT, exc.smtp_code, "sender deferred: " +
-                           _reply(exc.smtp_code, exc.smtp_error))
-        if exc.smtp_code == 552:  # message too big for this server
-            return Outcome(PERMANENT, 552, _reply(552, exc.smtp_error))
-        return Outcome(CONFIG, exc.smtp_code, "sender %s refused: %s" % (
-            exc.sender, _reply(exc.smtp_code, exc.smtp_error)))
-    if isinstance(exc, smtplib.SMTPAuthenticationError):
-        kind = TRANSIENT if 400 <= exc.smtp_code < 500 else CONFIG
-        return Outcome(kind, exc.smtp_code, "authentication refused: " +
-                       _reply(exc.smtp_code, exc.smtp_error))
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return Outcome(CONFIG, None, "the server does not support this: %s "
-                       "(check tls, ssl and login)" % exc)
-    if isinstance(exc, smtplib.SMTPResponseException):
-        code = exc.smtp_code
-        text = _reply(code, exc.smtp_error)
-        if 400 <= code < 500 or code == -1:
-            return Outcome(TRANSIENT, code, text)
-        if stage == "connect":
-            return Outcome(CONFIG, code, "server refused the session: " + text)
-        return Outcome(PERMANENT, code, text)
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return Outcome(TRANSIENT, None, "connection dropped: %s" % (exc or "no reply"))
-    if isinstance(exc, ssl.SSLError):
-        return Outcome(CONFIG, None, "TLS failed: %s (check tls and ssl)" % exc)
-    if isinstance(exc, socket.gaierror):
-        return Outcome(CONFIG, None, "server name does not resolve: %s" % exc)
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return Outcome(TRANSIENT, None, "timed out: %s" % (exc or "no reply"))
-    if isinstance(exc, ConnectionRefusedError):
-        return Outcome(CONFIG, None, "connection refused: %s" % exc)
-    if isinstance(exc, (ConnectionError, EOFError)):
-        return Outcome(TRANSIENT, None, "connection dropped: %s" % exc)
-    if isinstance(exc, OSError) and stage == "connect":
-        return Outcome(CONFIG, None, "cannot reach the server: %s" % exc)
-    if isinstance(exc, OSError):
-        return Outcome(TRANSIENT, None, "network error: %s" % exc)
-    if isinstance(exc, smtplib.SMTPException):
-        return Outcome(TRANSIENT, None, "SMTP error: %s" % exc)
-    if stage == "connect":  # no message is involved yet: the setup is wrong
-        return Outcome(CONFIG, None, "cannot open an SMTP session: %s: %s"
-                       % (type(exc).__name__, exc))
-    return Outcome(PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
+ACCEPTED = Outcome(Kind.SENT, 250)
 
 
-class SmtpSession(object):
-    """One SMTP connection: open(), send() as often as needed, close()."""
+class Transport(object):
+    """One session with a mail service, opened once and used for many messages.
+
+    Subclasses implement ``_open``, ``_send`` and ``_close``, and count in
+    ``opened`` the connections they make (for figures and tests; one that
+    then fails to log in counts too); ``is_open`` is kept here.
+    """
 
     def __init__(self, snapshot):
         self.snapshot = snapshot
-        self.connection = None
-        self.opened = 0  # connections made, for figures and tests
+        self.opened = 0
+        self.is_open = False
 
     def open(self):
-        """Connect, STARTTLS and log in; return None or the failing Outcome."""
-        s = self.snapshot
-        problem = s.blocking_problem()
-        if problem:
-            return Outcome(CONFIG, None, problem)
-        host, port = s.host_port
-        try:
-            if s.ssl:
-                conn = smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
-                                        timeout=s.timeout, context=self._context())
-            else:
-                conn = smtplib.SMTP(host, port, local_hostname=s.hostname,
-                                    timeout=s.timeout)
-            self.opened += 1
-            self.connection = conn
-            conn.ehlo()
-            if s.tls and not s.ssl:
-                if not conn.has_extn("starttls"):
-                    self.close()
-                    return Outcome(CONFIG, None, "tls is on but %s does not offer "
-                                   "STARTTLS (set tls = false, or use port 465 with "
-                                   "ssl = true)" % s.server)
-                conn.starttls(context=self._context())
-                conn.ehlo()
-            if s.login:
-                user, _, password = s.login.partition(":")
-                conn.login(user, password)
-        except Exception as e:
-            self.close()
-            return classify(e, "connect")
-        return None
-
-    def _context(self):
-        return self.snapshot.ssl_context or ssl.create_default_context()
+        """Start a session; None, or the Outcome that stopped it."""
+        failed = self._open()
+        self.is_open = failed is None
+        return failed
 
     def send(self, sender, recipients, data):
-        """Send one message over the open connection; never raises."""
-        try:
-            refused = self.connection.sendmail(sender, recipients, data)
-        except Exception as e:
-            outcome = classify(e, "send")
-            if outcome.kind != TRANSIENT or self._alive():
-                self._reset()
-            else:
-                self.close()
-            return outcome
-        if refused:
-            text = "; ".join("%s: %s" % (r, _reply(c, m)) for r, (c, m) in refused.items())
-            return Outcome(SENT, 250, "refused some recipients: " + text,
-                           refused={r: _reply(c, m) for r, (c, m) in refused.items()})
-        return Outcome(SENT, 250)
-
-    def _alive(self):
-        try:
-            return self.connection is not None and self.connection.noop()[0] == 250
-        except Exception:
-            return False
-
-    def _reset(self):
-        try:
-            self.connection.rset()
-        except Exception:
-            self.close()
+        """Hand over one message (``data``: its bytes); its Outcome."""
+        return self._send(sender, recipients, data)
 
     def close(self):
-        conn, self.connection = self.connection, None
-        if conn is None:
-            return
-        try:
-            conn.quit()
-        except Exception:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        """End the session, quietly: it may already be gone."""
+        if self.is_open:
+            self.is_open = False
+            self._close()
+
+    def _open(self):
+        raise NotImplementedError
+
+    def _send(self, sender, recipients, data):
+        raise NotImplementedError
+
+    def _close(self):
+        pass
 
 
-class Job(object):
-    """One message to send: envelope, a builder for its bytes, and the result.
+class LoggingTransport(Transport):
+    """web2py's ``server='logging'``: write each message to the log (or, with
+    ``'logging:PATH'``, append it to the file PATH) instead of sending it.
+    For development; the message counts as sent."""
 
-    ``done`` turns True once ``outcome`` is final (a retry on a new connection
-    may replace an earlier outcome), so another thread may record it then.
+    def _open(self):
+        self.opened += 1
+        return None
+
+    def _send(self, sender, recipients, data):
+        entry = _entry(sender, recipients, data)
+        path = (self.snapshot.server or "").partition(":")[2]
+        if path:
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(entry)
+        else:
+            logger.warning(entry)
+        return ACCEPTED
+
+
+def _entry(sender, recipients, data):
+    """The message as web2py's logging mode writes it, bodies decoded."""
+    message = email.message_from_bytes(data)
+    bodies = [part.get_payload(decode=True).decode(part.get_content_charset() or
+                                                   "utf-8", "replace")
+              for part in message.walk()
+              if part.get_content_maintype() == "text" and not part.get_filename()]
+    subject = str(email.header.make_header(email.header.decode_header(
+        message.get("Subject", ""))))
+    line = "-" * 40
+    return "email not sent\n%s\nFrom: %s\nTo: %s\nSubject: %s\n\n%s\n%s\n" % (
+        line, sender, ", ".join(recipients), subject, "\n\n".join(bodies), line)
+
+
+class MemoryTransport(Transport):
+    """Keeps messages in memory, for tests that need no server.
+
+    ``sent`` (a list, shareable between sessions) receives (sender,
+    recipients, data) for each accepted message. ``on_open()`` and
+    ``on_send(sender, recipients, data)`` may return an Outcome to
+    refuse; ``delay`` seconds pass per message, as with a far server.
     """
-    __slots__ = ("key", "sender", "recipients", "build", "outcome", "done")
 
-    def __init__(self, key, sender, recipients, build):
-        self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
-        self.outcome = None
-        self.done = False
-
-
-# Jobs in a row slower than the pool's patience before it turns to threads.
-SLOW_JOBS = 3
-
-
-class SessionPool(object):
-    """Up to ``size`` SMTP sessions, kept open for a whole delivery pass.
-
-    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
-    configuration error (``config_error``) or a server that cannot take a
-    session now (``unavailable``: 421 greeting, timeout) no further connection
-    is tried in this pool: the remaining jobs get the same outcome, so a broken
-    setup or a dead server costs one attempt, not one per message.
-    With size 1 everything runs in the calling thread.
-    """
-
-    def __init__(self, snapshot, size=1):
-        self.snapshot = snapshot
-        self.size = max(1, int(size or 1))
-        self.sessions = []
-        self.sender = bare(snapshot.sender or "")
-        self.config_error = None
-        self.unavailable = None
-        self.orphans = []  # jobs left by sessions the server would not take
-        self.patience = 0.01  # seconds a full queue may wait before a new session
-        self.threaded = False  # True once jobs were slow: sessions run in threads
-        self._slow = 0         # consecutive jobs that took longer than patience
+    def __init__(self, snapshot, sent=None, on_open=None, on_send=None, delay=0):
+        super().__init__(snapshot)
+        self.sent = [] if sent is None else sent
+        self.on_open, self.on_send, self.delay = on_open, on_send, delay
         self._lock = threading.Lock()
 
-    @property
-    def connections(self):
-        return sum(s.opened for s in self.sessions)
+    def _open(self):
+        self.opened += 1
+        return self.on_open() if self.on_open else None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        for session in self.sessions:
-            session.close()
-
-    def _run(self, session, job, alone=True):
-        """Send ``job`` on ``session``, opening or re-opening it once.
-
-        Not ``alone``, returns False when the session cannot open while others
-        are connected (the server caps sessions per client): the job is left
-        for them and this session should retire.
-        """
-        stop = self.config_error or self.unavailable
-        if stop is not None:
-            job.outcome = stop
-            return
-        try:
-            data, job.build = job.build(), None  # drop attachments once built
-        except Exception as e:
-            job.outcome = Outcome(PERMANENT, None, "cannot build the message: %s: %s"
-                                  % (type(e).__name__, e))
-            return
-        for retry in (False, True):
-            if session.connection is None:
-                failed = session.open()
-                if failed is not None:
-                    if not alone and failed.kind == TRANSIENT and \
-                            self._others_connected(session):
-                        job.build = lambda: data
-                        return False
-                    self._stop(failed, session)
-                    job.outcome = failed
-                    return True
-            job.outcome = session.send(job.sender, job.recipients, data)
-            if job.outcome.kind == CONFIG:
-                if job.sender != self.sender:
-                    # The server refused this message's own sender, not ours.
-                    job.outcome = Outcome(PERMANENT, job.outcome.code,
-                                          job.outcome.error + " (the sender given "
-                                          "to send() for this message)")
-                else:
-                    self._stop(job.outcome, session)
-            if job.outcome.kind != TRANSIENT or session.connection is not None:
-                return True
-            # A connection that died under us is re-opened once for this job;
-            # dropped again at once (421 "closing channel"), the server is
-            # going away: no more connections in this pass.
-            if retry:
-                self._stop(job.outcome, session)
-        return True
-
-    def _others_connected(self, session):
-        return any(s.connection is not None for s in self.sessions if s is not session)
-
-    def _stop(self, outcome, session):
-        """No more connections in this pool after ``outcome`` (a transient
-        one counts only while no other session is connected)."""
+    def _send(self, sender, recipients, data):
+        if self.delay:
+            time.sleep(self.delay)
+        refused = self.on_send(sender, recipients, data) if self.on_send else None
+        if refused is not None:
+            return refused
         with self._lock:
-            if outcome.kind == CONFIG:
-                self.config_error = self.config_error or outcome
-            elif outcome.kind == TRANSIENT and not self._others_connected(session):
-                self.unavailable = self.unavailable or outcome
+            self.sent.append((sender, list(recipients), data))
+        return ACCEPTED
 
-    def deliver(self, jobs):
-        """Send ``jobs`` (an iterable, consumed lazily) over the pool.
+    def drop(self):
+        """The service hangs up, as a server closing the connection would."""
+        self.is_open = False
 
-        Jobs go over one session in the calling thread while they take less
-        than ``patience``: a near, fast server is best served so, as threads
-        would only add handoffs of the GIL. Once ``SLOW_JOBS`` jobs in a row
-        take longer (a far relay), the rest of this pool's jobs are spread over
-        threads. Only a run of slow jobs counts: on a busy host a single job
-        can wait tens of milliseconds for a CPU, and threads would then only
-        add contention for good.
-        """
-        jobs = iter(jobs)
-        if not self.sessions:
-            self.sessions.append(SmtpSession(self.snapshot))
-        if not self.threaded:
-            for job in jobs:
-                started = time.monotonic()
-                try:
-                    self._run(self.sessions[0], job)
-                except Exception as e:  # never lose a job to a bug
-                    job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
-                job.done = True
-                slow = time.monotonic() - started > self.patience
-                self._slow = self._slow + 1 if slow else 0
-                if self.size > 1 and self._slow >= SLOW_JOBS:
-                    self.threaded = True
-                    break
-            else:
-                return
-        work = queue.Queue(maxsize=self.size * 2)  # bounds messages in memory
-        threads = []
 
-        def worker(session):
-            while True:
-                job = work.get()
-                if job is None:
-                    return
-                try:
-                    if not self._run(session, job, alone=False):
-                        with self._lock:
-                            self.orphans.append(job)
-                            self.size = len(threads)  # as many as the server takes
-                        return
-                except Exception as e:  # never lose a job to a bug
-                    job.outcome = Outcome(TRANSIENT, None, "internal error: %s" % e)
-                job.done = True
+def memory(sent=None, **options):
+    """A ``settings.transport`` that makes MemoryTransports sharing ``sent``."""
+    sent = [] if sent is None else sent
 
-        def add_session():
-            if len(threads) == len(self.sessions):
-                self.sessions.append(SmtpSession(self.snapshot))
-            thread = threading.Thread(target=worker, args=(self.sessions[len(threads)],),
-                                      daemon=True)
-            threads.append(thread)
-            thread.start()
-
-        # Sessions opened by earlier batches of this pool go back to work at once.
-        for _ in range(min(len(self.sessions), self.size)):
-            add_session()
-        try:
-            for job in jobs:
-                # Another session opens only while the open ones fall behind:
-                # a fast local server keeps one, a slow relay gets up to size.
-                while True:
-                    try:
-                        work.put(job, timeout=self.patience)
-                        break
-                    except queue.Full:
-                        if len(threads) < self.size:
-                            add_session()
-        finally:
-            for _ in threads:
-                work.put(None)  # retired sessions leave theirs unread
-            for t in threads:
-                t.join()
-        for job in self.orphans:
-            live = [s for s in self.sessions if s.connection is not None]
-            self._run((live or self.sessions)[0], job)
-            job.done = True
-        self.orphans = []
+    def make(snapshot):
+        return MemoryTransport(snapshot, sent, **options)
+    make.sent = sent
+    return make

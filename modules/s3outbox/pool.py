@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+"""The session pool: up to ``size`` transport sessions kept open for a whole
+delivery pass, sending jobs inline while the server is fast and over
+threads once it is slow. It uses only the transport interface.
+"""
+
+import enum
+import logging
+import queue
+import threading
+import time
+
+from .message import bare
+from .transport import Kind, Outcome
+
+logger = logging.getLogger("s3outbox")
+
+# Jobs in a row slower than the pool's patience before it turns to threads.
+SLOW_JOBS = 3
+
+
+class Job(object):
+    """One message to send: envelope, a builder for its bytes, and the result.
+
+    ``done`` turns True once ``outcome`` is final (a retry on a new connection
+    may replace an earlier outcome), so another thread may record it then.
+    """
+    __slots__ = ("key", "sender", "recipients", "build", "outcome", "done")
+
+    def __init__(self, key, sender, recipients, build):
+        self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
+        self.outcome = None
+        self.done = False
+
+
+class Step(enum.Enum):
+    """What became of a job on one session (``SessionPool._run``)."""
+    DONE = "done"              # job.outcome is final
+    HANDED_BACK = "handed back"  # this session cannot open while others are
+    #                            connected: the job waits for them, the session retires
+
+
+class SessionPool(object):
+    """Up to ``size`` sessions, kept open for a whole delivery pass.
+
+    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
+    configuration error (``config_error``) or a server that cannot take a
+    session now (``unavailable``: 421 greeting, timeout) no further connection
+    is tried in this pool: the remaining jobs get the same outcome, so a broken
+    setup or a dead server costs one attempt, not one per message.
+    With size 1 everything runs in the calling thread.
+    """
+
+    def __init__(self, snapshot, size=1):
+        self.snapshot = snapshot
+        self.size = max(1, int(size or 1))
+        self.sessions = []
+        self.sender = bare(snapshot.sender or "")
+        self.config_error = None
+        self.unavailable = None
+        self.orphans = []  # jobs handed back by sessions the server would not take
+        self.patience = 0.01  # seconds a full queue may wait before a new session
+        self.threaded = False  # True once jobs were slow: sessions run in threads
+        self._slow = 0         # consecutive jobs that took longer than patience
+        self._lock = threading.Lock()
+
+    @property
+    def connections(self):
+        return sum(s.opened for s in self.sessions)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        for session in self.sessions:
+            session.close()
+
+    # ------------------------------------------------------------- one job
+    def _run(self, session, job, alone=True):
+        """Send ``job`` on ``session``, opening or re-opening it once; a Step.
+
+        Not ``alone``, a session that cannot open while others are connected
+        (the server caps sessions per client) hands the job back.
+        """
+        stop = self.config_error or self.unavailable
+        if stop is not None:
+            job.outcome = stop
+            return Step.DONE
+        data = self._build(job)
+        if data is None:
+            return Step.DONE
+        for retry in (False, True):
+            if not session.is_open:
+                failed = session.open()
+                if failed is not None:
+                    if not alone and failed.kind == Kind.TRANSIENT and \
+                            self._others_connected(session):
+                        job.build = lambda: data
+                        return Step.HANDED_BACK
+                    self._stop(failed, session)
+                    job.outcome = failed
+                    return Step.DONE
+            job.outcome = self._send(session, job, data)
+            if job.outcome.kind != Kind.TRANSIENT or session.is_open:
+                return Step.DONE
+            # A connection that died under us is re-opened once for this job;
+            # dropped again at once (421 "closing channel"), the server is
+            # going away: no more connections in this pass.
+            if retry:
+                self._stop(job.outcome, session)
+        return Step.DONE
+
+    @staticmethod
+    def _build(job):
+        """The job's bytes, or None with a permanent outcome: a message that
+        cannot be built fails alone."""
+        try:
+            data, job.build = job.build(), None  # drop attachments once built
+            return data
+        except Exception as e:
+            logger.warning("message %s cannot be built", job.key, exc_info=True)
+            job.outcome = Outcome(Kind.PERMANENT, None, "cannot build the message: "
+                                  "%s: %s" % (type(e).__name__, e))
+            return None
+
+    def _send(self, session, job, data):
+        outcome = session.send(job.sender, job.recipients, data)
+        if outcome.kind != Kind.CONFIG:
+            return outcome
+        if job.sender != self.sender:
+            # The server refused this message's own sender, not ours.
+            return Outcome(Kind.PERMANENT, outcome.code, outcome.error +
+                           " (the sender given to send() for this message)")
+        self._stop(outcome, session)
+        return outcome
+
+    def _run_safely(self, session, job, alone=True):
+        """_run(), turning a bug into a retry with its traceback logged."""
+        try:
+            return self._run(session, job, alone)
+        except Exception as e:  # never lose a job to a bug
+            logger.exception("internal error while sending message %s", job.key)
+            job.outcome = Outcome(Kind.TRANSIENT, None, "internal error: %s" % e)
+            return Step.DONE
+
+    def _others_connected(self, session):
+        return any(s.is_open for s in self.sessions if s is not session)
+
+    def _stop(self, outcome, session):
+        """No more connections in this pool after ``outcome`` (a transient
+        one counts only while no other session is connected)."""
+        with self._lock:
+            if outcome.kind == Kind.CONFIG:
+                self.config_error = self.config_error or outcome
+            elif outcome.kind == Kind.TRANSIENT and not self._others_connected(session):
+                self.unavailable = self.unavailable or outcome
+
+    # ------------------------------------------------------------ many jobs
+    def deliver(self, jobs):
+        """Send ``jobs`` (an iterable, consumed lazily) over the pool.
+
+        Jobs go over one session in the calling thread while they take less
+        than ``patience``: a near, fast server is best served so, as threads
+        would only add handoffs of the GIL. Once ``SLOW_JOBS`` jobs in a row
+        take longer (a far relay), the rest of this pool's jobs are spread over
+        threads. Only a run of slow jobs counts: on a busy host a single job
+        can wait tens of milliseconds for a CPU, and threads would then only
+        add contention for good.
+        """
+        jobs = iter(jobs)
+        if not self.sessions:
+            self.sessions.append(self.snapshot.transport())
+        if not self.threaded:
+            self._deliver_inline(jobs)
+        if self.threaded:
+            self._deliver_threaded(jobs)
+
+    def _deliver_inline(self, jobs):
+        """Send jobs in this thread until they run out or turn slow."""
+        for job in jobs:
+            started = time.monotonic()
+            self._run_safely(self.sessions[0], job)
+            job.done = True
+            slow = time.monotonic() - started > self.patience
+            self._slow = self._slow + 1 if slow else 0
+            if self.size > 1 and self._slow >= SLOW_JOBS:
+                self.threaded = True
+                return
+
+    def _deliver_threaded(self, jobs):
+        """Send jobs over up to ``size`` sessions, each in its own thread."""
+        work = queue.Queue(maxsize=self.size * 2)  # bounds messages in memory
+        threads = []
+        # Sessions opened by earlier batches of this pool go back to work at once.
+        for _ in range(min(len(self.sessions), self.size)):
+            self._add_thread(work, threads)
+        try:
+            for job in jobs:
+                # Another session opens only while the open ones fall behind:
+                # a fast local server keeps one, a slow relay gets up to size.
+                while True:
+                    try:
+                        work.put(job, timeout=self.patience)
+                        break
+                    except queue.Full:
+                        if len(threads) < self.size:
+                            self._add_thread(work, threads)
+        finally:
+            for _ in threads:
+                work.put(None)  # retired sessions leave theirs unread
+            for t in threads:
+                t.join()
+        self._finish_orphans()
+
+    def _add_thread(self, work, threads):
+        if len(threads) == len(self.sessions):
+            self.sessions.append(self.snapshot.transport())
+        session = self.sessions[len(threads)]
+        thread = threading.Thread(target=self._worker, args=(session, work, threads),
+                                  daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    def _worker(self, session, work, threads):
+        """A thread's loop: jobs from ``work`` on ``session`` until told to end,
+        or until the server will not take this session (then it retires)."""
+        while True:
+            job = work.get()
+            if job is None:
+                return
+            if self._run_safely(session, job, alone=False) is Step.HANDED_BACK:
+                with self._lock:
+                    self.orphans.append(job)
+                    self.size = len(threads)  # as many as the server takes
+                return
+            job.done = True
+
+    def _finish_orphans(self):
+        """Send the jobs handed back, on a session that is still connected."""
+        for job in self.orphans:
+            live = [s for s in self.sessions if s.is_open]
+            self._run_safely((live or self.sessions)[0], job)
+            job.done = True
+        self.orphans = []

@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+"""SessionPool on the in-memory transport: one session while the server is
+fast, threads once it is slow, one connection for a broken setup, and a
+message that cannot be built fails alone."""
+
+import logging
+import threading
+
+from helpers import snapshot
+from s3outbox.pool import Job, SessionPool
+from s3outbox.transport import Kind, MemoryTransport, Outcome, memory
+
+SENDER = "outbox@outbox.net"
+
+
+def jobs(n, sender=SENDER, bad=()):
+    """``n`` jobs to r<i>@people.net; those numbered in ``bad`` cannot be built."""
+    def builder(i):
+        def build():
+            if i in bad:
+                raise ValueError("broken attachment %d" % i)
+            return b"Subject: %d\r\n\r\nbody\r\n" % i
+        return build
+    return [Job(i, sender, ["r%d@people.net" % i], builder(i)) for i in range(n)]
+
+
+def pool(size=1, **options):
+    transport = memory(**options)
+    return SessionPool(snapshot(transport=transport), size), transport.sent
+
+
+def test_fast_jobs_share_one_session_inline():
+    p, sent = pool(size=4)
+    batch = jobs(20)
+    with p:
+        p.deliver(batch)
+    assert [j.outcome.kind for j in batch] == [Kind.SENT] * 20
+    assert all(j.done for j in batch)
+    assert len(sent) == 20 and p.connections == 1 and not p.threaded
+
+
+def test_config_error_at_open_costs_one_connection():
+    refused = Outcome(Kind.CONFIG, 535, "authentication refused: 535")
+    p, sent = pool(size=4, on_open=lambda: refused)
+    batch = jobs(5)
+    with p:
+        p.deliver(batch)
+    assert [j.outcome for j in batch] == [refused] * 5
+    assert p.connections == 1 and p.config_error is refused and sent == []
+
+
+def test_own_sender_refused_stops_the_pool():
+    refusal = Outcome(Kind.CONFIG, 553, "sender refused")
+    p, sent = pool(on_send=lambda *a: refusal)
+    batch = jobs(3)
+    p.deliver(batch)
+    assert [j.outcome.kind for j in batch] == [Kind.CONFIG] * 3
+    assert p.config_error is refusal
+
+
+def test_a_messages_own_sender_refused_fails_alone():
+    def on_send(sender, recipients, data):
+        if sender == "other@people.net":
+            return Outcome(Kind.CONFIG, 553, "sender other@people.net refused")
+    p, sent = pool(on_send=on_send)
+    batch = jobs(1, sender="other@people.net") + jobs(2)
+    p.deliver(batch)
+    assert batch[0].outcome.kind == Kind.PERMANENT
+    assert "the sender given to send()" in batch[0].outcome.error
+    assert [j.outcome.kind for j in batch[1:]] == [Kind.SENT] * 2
+    assert p.config_error is None and len(sent) == 2
+
+
+def test_dropped_session_is_reopened_once_for_the_job():
+    sessions = []
+
+    def transport(snap):
+        session = MemoryTransport(snap, sent, on_send=drop_first)
+        sessions.append(session)
+        return session
+    sent, calls = [], []
+
+    def drop_first(sender, recipients, data):
+        calls.append(recipients)
+        if len(calls) == 1:
+            sessions[0].drop()
+            return Outcome(Kind.TRANSIENT, None, "connection dropped")
+    p = SessionPool(snapshot(transport=transport))
+    batch = jobs(2)
+    p.deliver(batch)
+    assert [j.outcome.kind for j in batch] == [Kind.SENT] * 2
+    assert sessions[0].opened == 2 and p.unavailable is None
+
+
+def test_slow_server_spreads_jobs_over_threads():
+    p, sent = pool(size=3, delay=0.03)
+    batch = jobs(30)
+    with p:
+        p.deliver(batch)
+    assert p.threaded and len(p.sessions) == 3
+    assert sorted(s[1][0] for s in sent) == sorted(j.recipients[0] for j in batch)
+    assert all(j.outcome.kind == Kind.SENT and j.done for j in batch)
+
+
+def test_unbuildable_messages_fail_alone_and_retire_no_session(caplog):
+    """Threaded, two sessions, three messages that cannot be built among
+    forty: those three fail, the rest go out, and both sessions keep
+    working after them (before, each retired the session that met it)."""
+    by_thread = {}
+
+    def on_send(sender, recipients, data):
+        by_thread.setdefault(threading.current_thread().name, []).append(
+            int(recipients[0][1:].partition("@")[0]))
+    p, sent = pool(size=2, delay=0.02, on_send=on_send)
+    p.threaded = True
+    bad = {3, 4, 5}
+    batch = jobs(40, bad=bad)
+    with caplog.at_level(logging.WARNING, "s3outbox"), p:
+        p.deliver(batch)
+    for job in batch:
+        if job.key in bad:
+            assert job.outcome.kind == Kind.PERMANENT
+            assert "cannot build the message: ValueError: broken" in job.outcome.error
+        else:
+            assert job.outcome.kind == Kind.SENT, job.outcome
+    assert len(sent) == 37 and p.size == 2 and p.orphans == []
+    # Each session's thread sent mail after the last broken message.
+    assert len(by_thread) == 2
+    assert all(max(numbers) > 5 for numbers in by_thread.values())
+    assert "cannot be built" in caplog.text and caplog.records[0].exc_info
+
+
+def test_session_the_server_will_not_take_hands_its_job_back():
+    """A server that caps sessions per client: the extra session hands its
+    job to the connected one and retires; nothing fails."""
+    opened = []
+    limit = Outcome(Kind.TRANSIENT, 421, "421 too many connections")
+
+    def on_open():
+        opened.append(1)
+        return limit if len(opened) > 1 else None
+    p, sent = pool(size=3, delay=0.03, on_open=on_open)
+    p.threaded = True
+    batch = jobs(12)
+    with p:
+        p.deliver(batch)
+    assert all(j.outcome.kind == Kind.SENT for j in batch)
+    assert len(sent) == 12 and p.unavailable is None and p.size < 3
+
+
+def test_a_bug_in_the_transport_is_a_retry_with_a_traceback(caplog):
+    def on_send(sender, recipients, data):
+        raise AttributeError("a programming error")
+    p, sent = pool(on_send=on_send)
+    batch = jobs(1)
+    with caplog.at_level(logging.ERROR, "s3outbox"):
+        p.deliver(batch)
+    assert batch[0].outcome.kind == Kind.TRANSIENT
+    assert "internal error: a programming error" in batch[0].outcome.error
+    assert caplog.records[0].exc_info
