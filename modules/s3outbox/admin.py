@@ -19,13 +19,13 @@ import re
 from xml.sax.saxutils import escape
 
 from .settings import Snapshot
-from .store import CANCELLED, FAILED, HELD, QUEUED, SENDING, SENT, STATUSES, utcnow
+from .store import STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
-WAITING = (QUEUED, SENDING, HELD)
-RETRYABLE = (FAILED, HELD)
-CANCELLABLE = (QUEUED, HELD, FAILED)
+WAITING = (Status.QUEUED, Status.SENDING, Status.HELD)
+RETRYABLE = (Status.FAILED, Status.HELD)
+CANCELLABLE = (Status.QUEUED, Status.HELD, Status.FAILED)
 CONFIG_FILE = "private/appconfig.ini"
 
 # What to edit for the configuration errors the transport reports; the
@@ -196,9 +196,7 @@ class OutboxAdmin(object):
     # ------------------------------------------------------------ overview
     def counts(self):
         """{status: number of messages} for every status, zeros included."""
-        # Plain SQL: with no WHERE clause the database counts from an index.
-        found = dict(self.db.executesql("SELECT status, COUNT(*) FROM %s GROUP BY status"
-                                        % self.store.tablename))
+        found = self.store.count_by_status()
         return dict((s, int(found.get(s, 0))) for s in STATUSES)
 
     def oldest_waiting(self):
@@ -218,9 +216,11 @@ class OutboxAdmin(object):
         for name, seconds in (("hour", 3600), ("day", 86400)):
             since = now - datetime.timedelta(seconds=seconds)
             found = {r[a.outcome]: r[n] for r in self.db(
-                (a.attempted_on > since) & a.outcome.belongs((SENT, FAILED))).select(
+                (a.attempted_on > since) &
+                a.outcome.belongs((Logged.SENT, Logged.FAILED))).select(
                     a.outcome, n, groupby=a.outcome)}
-            out[name] = dict(sent=found.get(SENT, 0), failed=found.get(FAILED, 0))
+            out[name] = dict(sent=found.get(Logged.SENT, 0),
+                             failed=found.get(Logged.FAILED, 0))
         return out
 
     def held(self):
@@ -258,10 +258,7 @@ class OutboxAdmin(object):
         if status:
             query &= o.status == status
         if address:
-            # LIKE ignores ASCII case on SQLite and MariaDB (its default
-            # collation); PostgreSQL needs ILIKE. LOWER() would cost a scan.
-            query &= o.address.contains(address.strip(), case_sensitive=(
-                self.store.engine != "postgres"))
+            query &= self.store.address_contains(address.strip())
         fields = [o[f] for f in self.LIST_FIELDS]
         if after is not None:
             rows = list(self.db(query & (o.id > after)).select(
@@ -314,17 +311,10 @@ class OutboxAdmin(object):
         zero and an expiry is lifted, since the admin asked for delivery. A
         hold's probe wait is cut short so the next pass really tries.
         """
-        now = now or utcnow()
         query = self._select(ids, status, RETRYABLE)
         if query is None:
             return 0
-        n = self.db(query).update(status=QUEUED, next_attempt_on=now, attempts=0,
-                                  expires_on=None, held_fp=None)
-        held = self.store.get_state("held")
-        if n and held:
-            self.store.set_state("held", dict(held, probe_after=str(now)),
-                                 expect=held, now=now)
-        self.db.commit()
+        n = self.store.retry(query, now or utcnow())
         logger.info("%s: %d message(s) queued for retry", who or "admin", n)
         return n
 
@@ -333,8 +323,7 @@ class OutboxAdmin(object):
         query = self._select(ids, status, CANCELLABLE)
         if query is None:
             return 0
-        n = self.db(query).update(status=CANCELLED, lease_owner=None, lease_until=None)
-        self.db.commit()
+        n = self.store.cancel(query)
         logger.info("%s: %d message(s) cancelled", who or "admin", n)
         return n
 
@@ -359,22 +348,10 @@ class OutboxAdmin(object):
         if days < 0:
             raise ValueError("days must be 0 or more")
         cutoff = (now or utcnow()) - datetime.timedelta(days=days)
-        o, a, t = self.outbox, self.store.attempt, self.store.attachment
-        # created_on <= sent_on always; it lets the (status, created_on) index work.
-        query = (o.status == SENT) & (o.created_on < cutoff) & (o.sent_on < cutoff)
-        totals = [0, 0, 0]
-        while True:
-            ids = [r.id for r in self.db(query).select(o.id, orderby=o.id,
-                                                       limitby=(0, chunk))]
-            if not ids:
-                break
-            totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
-            totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
-            totals[0] += self.db(o.id.belongs(ids) & (o.status == SENT)).delete()
-            self.db.commit()
+        totals = self.store.purge_sent(cutoff, chunk)
         logger.info("%s: purged %d sent message(s) older than %d day(s)",
                     who or "admin", totals[0], days)
-        return tuple(totals)
+        return totals
 
     def test_mail(self, to, site="the outbox"):
         """Send a test message now with the current settings.
@@ -412,23 +389,10 @@ class OutboxAdmin(object):
         end = now.replace(minute=0, second=0) + datetime.timedelta(hours=1) \
             if bucket % 3600 == 0 else now
         start = end - datetime.timedelta(seconds=buckets * bucket)
-        engine, table = self.store.engine, self.store.tablename + "_attempt"
-        if engine == "sqlite":
-            slot = "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) " \
-                   "AS INTEGER) / ?"
-            since, mark = str(start), "?"
-        elif engine == "postgres":
-            slot = "FLOOR(EXTRACT(EPOCH FROM (attempted_on - %s)) / %s)"
-            since, mark = start, "%s"
-        else:
-            slot = "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"
-            since, mark = start, "%s"
-        sql = ("SELECT %s AS slot, outcome, COUNT(*) FROM %s WHERE attempted_on >= %s "
-               "AND attempted_on < %s GROUP BY 1, outcome" % (slot, table, mark, mark))
         series = [dict(sent=0, queued=0, failed=0) for _ in range(buckets)]
-        kinds = {SENT: "sent", FAILED: "failed", HELD: "queued", "retry": "queued"}
-        for slot_no, outcome, count in self.db.executesql(
-                sql, placeholders=[since, bucket, start, end]):
+        kinds = {Logged.SENT: "sent", Logged.FAILED: "failed", Logged.HELD: "queued",
+                 Logged.RETRY: "queued"}
+        for slot_no, outcome, count in self.store.attempts_by_slot(start, end, bucket):
             slot_no = int(slot_no)
             if outcome in kinds and 0 <= slot_no < buckets:
                 series[slot_no][kinds[outcome]] += int(count)

@@ -20,7 +20,7 @@ import uuid
 
 from . import message as mime
 from .settings import Snapshot
-from .store import FAILED, HELD, QUEUED, SENT, SENT_PLAIN, utcnow
+from .store import SENT_PLAIN, Logged, Status, utcnow
 from .pool import Job, SessionPool
 from .transport import Kind, Outcome
 
@@ -86,11 +86,11 @@ class Pass(object):
                            released=0, connections=0)
 
     def run(self, limit=None):
-        counts = self._run(limit)
-        # End the last read transaction too: on MariaDB (REPEATABLE READ) an
-        # open one would hide mail queued later from this worker's next pass.
-        self.store.db.commit()
-        return counts
+        # The pass is a transaction too, to end its last read: on MariaDB
+        # (REPEATABLE READ) an open one would hide mail queued later from this
+        # worker's next pass. A failure rolls back whatever was left open.
+        with self.store.transaction():
+            return self._run(limit)
 
     def _run(self, limit):
         store, now = self.store, utcnow()
@@ -98,8 +98,6 @@ class Pass(object):
         if held is not None and held["fp"] != self.fp:
             # The admin changed the settings: held mail gets its chance now.
             released = store.release_held(keep_fp=self.fp, now=now)
-            store.set_state("held", None, now=now)
-            store.db.commit()
             logger.info("mail settings changed: %d held message(s) released", released)
             self.counts["released"] += released
             held = None
@@ -111,9 +109,7 @@ class Pass(object):
                 reason = held["reason"]
             elif self._claim_probe(held, now):
                 if store.release_one_held(self.fp, now) is None:
-                    store.set_state("held", None, now=now)  # nothing is held now
-                    held = None
-                store.db.commit()
+                    held = None  # nothing is held now
             else:
                 reason = held["reason"]  # another worker is probing
         if not store.has_due(now):
@@ -149,8 +145,6 @@ class Pass(object):
             self._remember_hold(held, reason or config_error.error, config_error)
         elif held is not None and reached:
             released = store.release_held(now=utcnow())
-            store.set_state("held", None)
-            store.db.commit()
             self.counts["released"] += released
             logger.info("mail is going out again: %d held message(s) released",
                         released)
@@ -161,9 +155,7 @@ class Pass(object):
         """Take the probe turn (one worker wins) and push the next one out."""
         later = dict(held, probe_after=str(now + datetime.timedelta(
             seconds=self.settings.probe_interval)))
-        won = self.store.set_state("held", later, expect=held, now=now)
-        self.store.db.commit()
-        return won
+        return self.store.take_probe(held, later, now)
 
     def _send(self, pool, rows, owner):
         """Send claimed rows; return [(row, Outcome)] not recorded yet.
@@ -249,26 +241,26 @@ class Pass(object):
             tried = dict(outcome=out.kind, code=out.code, error=out.error)
             if out.kind == Kind.SENT and not out.refused:
                 self.counts["sent"] += 1
-                results.append((row.id, SENT_PLAIN, dict(tried, outcome=SENT)))
+                results.append((row.id, SENT_PLAIN, dict(tried, outcome=Logged.SENT)))
             elif out.kind == Kind.SENT:
                 self.counts["sent"] += 1
                 self.counts["refused"] += len(out.refused)
                 results.append((row.id, dict(
-                    status=SENT, sent_on=now, attempts=row.attempts + 1,
+                    status=Status.SENT, sent_on=now, attempts=row.attempts + 1,
                     last_code=out.code, last_error=out.error,
-                    refused=mime.dumps(out.refused)), dict(tried, outcome=SENT)))
+                    refused=mime.dumps(out.refused)), dict(tried, outcome=Logged.SENT)))
             elif out.kind == Kind.CONFIG:
                 self.counts["held"] += 1
                 results.append((row.id, dict(
-                    status=HELD, held_fp=self.fp, last_error=out.error,
-                    last_code=out.code), dict(tried, outcome=HELD)))
+                    status=Status.HELD, held_fp=self.fp, last_error=out.error,
+                    last_code=out.code), dict(tried, outcome=Logged.HELD)))
             elif out.kind == Kind.TRANSIENT and not self._give_up(row, now):
                 self.counts["retry"] += 1
                 attempts = row.attempts + 1
                 results.append((row.id, dict(
-                    status=QUEUED, attempts=attempts, last_error=out.error,
+                    status=Status.QUEUED, attempts=attempts, last_error=out.error,
                     last_code=out.code, next_attempt_on=now + datetime.timedelta(
-                        seconds=backoff(s, attempts))), dict(tried, outcome="retry")))
+                        seconds=backoff(s, attempts))), dict(tried, outcome=Logged.RETRY)))
             else:
                 self.counts["failed"] += 1
                 error = out.error
@@ -277,8 +269,8 @@ class Pass(object):
                 logger.warning("message %s to %s failed: %s", row.message_id,
                                row.address or "pe_id %s" % row.pe_id, error)
                 results.append((row.id, dict(
-                    status=FAILED, attempts=row.attempts + 1, last_error=error,
-                    last_code=out.code), dict(tried, outcome=FAILED, error=error)))
+                    status=Status.FAILED, attempts=row.attempts + 1, last_error=error,
+                    last_code=out.code), dict(tried, outcome=Logged.FAILED, error=error)))
         self.store.record(owner, now, self.worker, results)
 
     def _give_up(self, row, now):
@@ -295,5 +287,4 @@ class Pass(object):
             datetime.datetime(9999, 12, 31)))
         if held is None or held.get("reason") != reason:
             logger.error("outgoing mail is held: %s", reason)
-        self.store.set_state("held", state, now=now)
-        self.store.db.commit()
+        self.store.hold(state, now)

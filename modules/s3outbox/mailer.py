@@ -17,7 +17,7 @@ from gluon.tools import Mail
 from . import message as mime
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
-from .store import OutboxStore
+from .dialects import open_store
 from .transport import Kind
 
 logger = logging.getLogger("s3outbox")
@@ -42,7 +42,7 @@ class MailS3(Mail):
         settings.lock_keys = True
         self.db = db
         self._pass_error = None  # the last failure of a whole pass, logged once
-        self.store = OutboxStore(db, tablename, migrate)
+        self.store = open_store(db, tablename, migrate)
 
     # ------------------------------------------------------------------ queue
     def send(self, to=None, subject="[no subject]", message="[no message]",
@@ -172,16 +172,6 @@ class MailS3(Mail):
             if error != self._pass_error:  # once per outage, not once per poll
                 logger.exception("delivery pass failed")
             self._pass_error = error
-            try:
-                self.db.rollback()
-            except Exception:
-                # The connection is gone (the database restarted): drop it so
-                # that the next pass opens a new one instead of failing forever.
-                adapter = self.db._adapter
-                try:
-                    adapter.close("rollback")
-                except Exception:
-                    adapter.set_connection(None)
             return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
                         connections=0, error=error)
         if self._pass_error is not None:

@@ -1,31 +1,51 @@
 # -*- coding: utf-8 -*-
 """The message store: the outbox tables and every statement that changes them.
 
-Claiming is the one place where workers compete. A claim marks a batch of due
-rows ``sending`` with a lease (owner and end time) in one short transaction:
+This base class holds what every database runs alike; dialects.py holds one
+subclass per database (SQLite, PostgreSQL, MariaDB/MySQL) for the rest, and
+``open_store()`` there picks it. Claiming is the one place where workers
+compete. A claim marks a batch of due rows ``sending`` with a lease (owner
+and end time) in one short transaction; each dialect says how it does that
+safely. Results are written only where the lease is still ours, so a worker
+that outlived its lease cannot overwrite the work of the one that took over.
 
-- PostgreSQL: ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``;
-- MariaDB/MySQL: ``SELECT ... FOR UPDATE SKIP LOCKED``, then ``UPDATE`` by id
-  (MariaDB refuses LIMIT inside an IN subquery);
-- SQLite: the same single UPDATE; SQLite runs one writer at a time, so the
-  statement is atomic without row locks.
-
-Results are written only where the lease is still ours, so a worker that
-outlived its lease cannot overwrite the work of the one that took over.
+Transactions: the store's methods that change rows are units of work and
+commit (``transaction()``, the one place that commits or rolls back outbox
+work), except ``enqueue()`` and ``set_state()``, whose rows commit with the
+caller's transaction (send() must not commit for its caller).
 All times are naive UTC datetimes, to the second.
 """
 
 import collections
+import contextlib
 import datetime
+import enum
 import json
 
 from pydal import Field
 
 from .message import bare, dumps, loads
 
-QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED = (
-    "queued", "sending", "sent", "failed", "held", "cancelled")
-STATUSES = (QUEUED, SENDING, SENT, FAILED, HELD, CANCELLED)
+
+class Status(enum.StrEnum):
+    """A message's ``status`` column."""
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    HELD = "held"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(Status)
+
+
+class Logged(enum.StrEnum):
+    """An attempt's ``outcome`` column in the attempt log."""
+    SENT = "sent"
+    RETRY = "retry"
+    HELD = "held"
+    FAILED = "failed"
 
 
 def utcnow():
@@ -37,72 +57,57 @@ _SCHEMA_DONE = set()
 
 
 class OutboxStore(object):
-    """The outbox tables on ``db``, named from ``tablename`` (default msg_outbox)."""
+    """The outbox tables on ``db``, named from ``tablename`` (default msg_outbox).
+
+    Not used directly: ``dialects.open_store()`` makes the subclass for the
+    database, which sets ``engine`` and ``mark`` (the driver's placeholder).
+    """
+    engine = None
+    mark = "%s"
 
     def __init__(self, db, tablename="msg_outbox", migrate=True):
         self.db = db
         self.tablename = tablename
-        self.engine = db._adapter.dbengine
-        self.mark = "?" if self.engine == "sqlite" else "%s"
         self._define(migrate)
+
+    # ---------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def transaction(self, fresh=False):
+        """A unit of work: committed at the end, rolled back if it fails.
+
+        ``fresh`` first ends the read transaction left open, so that what it
+        reads is current (MariaDB's REPEATABLE READ would show an older
+        snapshot, missing other workers' work).
+        """
+        if fresh:
+            self.db.commit()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.db.commit()
+
+    def rollback(self):
+        """Undo the open transaction; if the connection is gone (the database
+        restarted), drop it so that the next unit of work opens a new one."""
+        try:
+            self.db.rollback()
+        except Exception:
+            adapter = self.db._adapter
+            try:
+                adapter.close("rollback")
+            except Exception:
+                adapter.set_connection(None)
 
     # ---------------------------------------------------------------- tables
     def _define(self, migrate):
         db, name = self.db, self.tablename
-        if name not in db.tables:
-            db.define_table(
-                name,
-                Field("message_id", length=255, notnull=True, unique=True),
-                Field("pe_id", "integer"),
-                Field("address", length=255),
-                Field("contact_method", length=32, default="EMAIL"),
-                Field("status", length=16, notnull=True, default=QUEUED),
-                Field("priority", "integer", notnull=True, default=5),
-                Field("attempts", "integer", notnull=True, default=0),
-                Field("next_attempt_on", "datetime", notnull=True),
-                Field("expires_on", "datetime"),
-                Field("last_error", "text"),
-                Field("last_code", "integer"),
-                Field("sent_on", "datetime"),
-                Field("created_on", "datetime", notnull=True),
-                Field("lease_owner", length=128),
-                Field("lease_until", "datetime"),
-                Field("held_fp", length=32),
-                Field("sender", length=512),
-                Field("subject", "text"),
-                Field("body", "text", notnull=True),      # JSON, see message.normalize
-                Field("attachment_count", "integer", default=0),
-                Field("byte_size", "integer", default=0),
-                Field("refused", "text"),                 # JSON {address: reply}
-                migrate=migrate)
-        if name + "_attachment" not in db.tables:
-            db.define_table(
-                name + "_attachment",
-                Field("outbox_id", "integer", notnull=True),
-                Field("seq", "integer", notnull=True),
-                Field("kind", length=8),
-                Field("filename", length=255),
-                Field("content_type", length=128),
-                Field("content_id", length=255),
-                Field("payload", "blob"),
-                migrate=migrate)
-        if name + "_attempt" not in db.tables:
-            db.define_table(
-                name + "_attempt",
-                Field("outbox_id", "integer", notnull=True),
-                Field("attempted_on", "datetime", notnull=True),
-                Field("worker", length=128),
-                Field("outcome", length=16),
-                Field("code", "integer"),
-                Field("error", "text"),
-                migrate=migrate)
-        if name + "_state" not in db.tables:
-            db.define_table(
-                name + "_state",
-                Field("name", length=64, notnull=True, unique=True),
-                Field("doc", "text"),
-                Field("updated_on", "datetime"),
-                migrate=migrate)
+        for table, fields in ((name, _outbox_fields), (name + "_attachment", _attachment_fields),
+                              (name + "_attempt", _attempt_fields),
+                              (name + "_state", _state_fields)):
+            if table not in db.tables:
+                db.define_table(table, *fields(), migrate=migrate)
         self.outbox = db[name]
         self.attachment = db[name + "_attachment"]
         self.attempt = db[name + "_attempt"]
@@ -110,22 +115,12 @@ class OutboxStore(object):
         key = (db._uri, name)
         if migrate and key not in _SCHEMA_DONE:
             # Once a process: web2py runs the models on every request.
-            if self.engine == "mysql":
-                self._utf8mb4()
-            self._indexes()
+            self._schema()
             _SCHEMA_DONE.add(key)
 
-    def _utf8mb4(self):
-        """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
-        subject, name or body turns into '?': convert ours to utf8mb4 once."""
-        names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
-        rows = self.db.executesql(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema="
-            "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "
-            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)), placeholders=names)
-        for (name,) in rows:
-            self.db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 "
-                               "COLLATE utf8mb4_unicode_ci" % name)
+    def _schema(self):
+        """What the tables need beyond pydal's CREATE TABLE, once a process."""
+        self._indexes()
 
     def _indexes(self):
         """Create the indexes once; then a state row says they are there.
@@ -134,31 +129,17 @@ class OutboxStore(object):
         takes a table lock on PostgreSQL that waits for every open transaction
         that queued mail, and queues all later writers behind it.
         """
-        n = self.tablename
-        wanted = [
-            # claim: equality on status, then in send order
-            ("%s_due_idx" % n, n, "status, priority, next_attempt_on"),
-            ("%s_lease_idx" % n, n, "lease_owner"),
-            ("%s_lease_until_idx" % n, n, "status, lease_until"),
-            ("%s_address_idx" % n, n, "address"),
-            ("%s_pe_idx" % n, n, "pe_id"),
-            ("%s_created_idx" % n, n, "status, created_on"),
-            # the admin's list filtered by status, newest first, paged by id
-            ("%s_status_id_idx" % n, n, "status, id"),
-            ("%s_att_idx" % n, n + "_attachment", "outbox_id"),
-            ("%s_try_idx" % n, n + "_attempt", "outbox_id"),
-            ("%s_try_on_idx" % n, n + "_attempt", "attempted_on"),
-        ]
+        wanted = _indexes(self.tablename)
         names = [index for index, _, _ in wanted]
         if self.get_state("indexes") == names:
             return
-        for index, table, columns in wanted:
-            self.db.executesql("CREATE INDEX IF NOT EXISTS %s ON %s (%s)"
-                               % (index, table, columns))
-        now = utcnow()
-        self._ensure_state("indexes", now)
-        self.set_state("indexes", names, now=now)
-        self.db.commit()
+        with self.transaction():
+            for index, table, columns in wanted:
+                self.db.executesql("CREATE INDEX IF NOT EXISTS %s ON %s (%s)"
+                                   % (index, table, columns))
+            now = utcnow()
+            self._ensure_state("indexes", now)
+            self.set_state("indexes", names, now=now)
 
     def _sql(self, sql, args=(), rows=False):
         """Run ``sql`` with %s placeholders written the driver's way."""
@@ -183,47 +164,40 @@ class OutboxStore(object):
         size = msg.pop("size")
         values = dict(
             message_id=message_id, pe_id=pe_id, address=first and first[:255],
-            contact_method="EMAIL", status=QUEUED, priority=priority, attempts=0,
+            contact_method="EMAIL", status=Status.QUEUED, priority=priority, attempts=0,
             next_attempt_on=max(now, _utc(not_before) or now),
             expires_on=_utc(expires_on), created_on=now, sender=sender,
             subject=msg["subject"], body=dumps(msg), attachment_count=len(parts),
             byte_size=size)
-        self._savepoint("SAVEPOINT")
+        self._begin_savepoint()
         try:
             row_id = self._insert_row(values)
             for position, part in enumerate(parts):
                 self.attachment.insert(outbox_id=row_id, seq=position, **part)
         except Exception:
             try:
-                self._savepoint("ROLLBACK TO SAVEPOINT")
+                self.db._adapter.execute("ROLLBACK TO SAVEPOINT s3outbox_enqueue")
             except Exception:
                 pass  # the first error is the one to report
             raise
-        self._savepoint("RELEASE SAVEPOINT")
+        self.db._adapter.execute("RELEASE SAVEPOINT s3outbox_enqueue")
         return row_id
+
+    def _begin_savepoint(self):
+        self.db._adapter.execute("SAVEPOINT s3outbox_enqueue")
 
     def _insert_row(self, values):
         """INSERT with parameters, returning the new id: pydal's insert writes
         every value into the SQL text, which was a third of send()'s time."""
+        adapter = self.db._adapter
+        adapter.execute(*self._insert_sql(values))
+        return adapter.cursor.lastrowid
+
+    def _insert_sql(self, values):
         names = list(values)
         sql = "INSERT INTO %s (%s) VALUES (%s)" % (
             self.tablename, ", ".join(names), ", ".join([self.mark] * len(names)))
-        if self.engine == "postgres":
-            sql += " RETURNING id"
-        adapter = self.db._adapter
-        adapter.execute(sql, [values[n] for n in names])
-        if self.engine == "postgres":
-            return adapter.cursor.fetchone()[0]
-        return adapter.cursor.lastrowid
-
-    def _savepoint(self, verb):
-        adapter = self.db._adapter
-        if verb == "SAVEPOINT" and self.engine == "sqlite" and \
-                not adapter.connection.in_transaction:
-            # Outside a transaction SQLite makes the savepoint the transaction
-            # and its RELEASE a commit; the caller's transaction must decide.
-            adapter.execute("BEGIN")
-        adapter.execute("%s s3outbox_enqueue" % verb)
+        return sql, [values[n] for n in names]
 
     @staticmethod
     def content(row):
@@ -239,64 +213,64 @@ class OutboxStore(object):
     # ----------------------------------------------------------------- claim
     def has_due(self, now):
         t = self.outbox
-        return bool(self.db((t.status == QUEUED) & (t.next_attempt_on <= now))
+        return bool(self.db((t.status == Status.QUEUED) & (t.next_attempt_on <= now))
                     .select(t.id, limitby=(0, 1)))
 
     def requeue_expired(self, now, max_attempts):
-        """Give rows whose worker died (lease ran out) back to the queue.
+        """Give rows whose worker died (lease ran out) back to the queue; commits.
 
         A lost lease counts as an attempt, so a message that kills every
         worker that sends it (say, out of memory) fails after
         ``max_attempts`` instead of taking a batch down for ever.
         """
         t = self.outbox
-        stale = (t.status == SENDING) & (t.lease_until < now)
+        stale = (t.status == Status.SENDING) & (t.lease_until < now)
         if not self.db(stale).select(t.id, limitby=(0, 1)):
             return 0
         why = "the worker sending it stopped before recording the result " \
               "(its lease ran out)"
-        self.db(stale & (t.attempts + 1 >= max_attempts)).update(
-            status=FAILED, attempts=t.attempts + 1, lease_owner=None, lease_until=None,
-            last_error="gave up after %d attempts: %s" % (max_attempts, why))
-        n = self.db(stale).update(status=QUEUED, next_attempt_on=now, lease_until=None,
-                                  attempts=t.attempts + 1,
-                                  last_error=why + "; queued again")
-        self.db.commit()
-        return n
+        with self.transaction():
+            self.db(stale & (t.attempts + 1 >= max_attempts)).update(
+                status=Status.FAILED, attempts=t.attempts + 1, lease_owner=None,
+                lease_until=None,
+                last_error="gave up after %d attempts: %s" % (max_attempts, why))
+            return self.db(stale).update(
+                status=Status.QUEUED, next_attempt_on=now, lease_until=None,
+                attempts=t.attempts + 1, last_error=why + "; queued again")
 
     def claim(self, owner, limit, lease, now, rate=None):
-        """Mark up to ``limit`` due rows as ours and return them, committed.
+        """Mark up to ``limit`` due rows as ours and return them; commits.
 
         ``rate`` is (max messages, window seconds) across all workers, or None.
+        A claim is its own transaction: counting from an older read snapshot
+        would miss other workers' work.
         """
-        # A claim is its own transaction: counting from an older read
-        # snapshot (MariaDB's REPEATABLE READ) would miss other workers' work.
-        self.db.commit()
-        if rate:
-            limit = min(limit, self._rate_room(now, *rate))
+        with self.transaction(fresh=True):
+            if rate:
+                limit = min(limit, self._rate_room(now, *rate))
+            if limit > 0:
+                self._claim(owner, int(limit), now + datetime.timedelta(seconds=lease),
+                            now)
         if limit <= 0:
-            self.db.commit()
             return []
-        t = self.tablename
-        pick = ("SELECT id FROM %s WHERE status='queued' AND next_attempt_on<=%%s "
-                "ORDER BY priority, next_attempt_on, id LIMIT %d" % (t, int(limit)))
-        claim = ("UPDATE %s SET status='sending', lease_owner=%%s, lease_until=%%s "
-                 "WHERE id IN " % t)
-        until = now + datetime.timedelta(seconds=lease)
-        if self.engine == "mysql":
-            ids = [r[0] for r in self._sql(pick + " FOR UPDATE SKIP LOCKED", [now],
-                                           rows=True)]
-            if ids:
-                self._sql(claim + "(%s)" % ",".join(str(int(i)) for i in ids),
-                          [owner, until])
-        else:
-            lock = " FOR UPDATE SKIP LOCKED" if self.engine == "postgres" else ""
-            self._sql(claim + "(" + pick + lock + ")", [owner, until, now])
-        self.db.commit()
         rows = self._sql("SELECT %s FROM %s WHERE lease_owner=%%s ORDER BY priority, "
-                         "next_attempt_on, id" % (", ".join(Claimed._fields), t),
-                         [owner], rows=True)
+                         "next_attempt_on, id" % (", ".join(Claimed._fields),
+                                                  self.tablename), [owner], rows=True)
         return [_claimed(r) for r in rows]
+
+    def _pick_sql(self, limit):
+        """SELECT of the ids of up to ``limit`` due rows, in send order."""
+        return ("SELECT id FROM %s WHERE status='queued' AND next_attempt_on<=%%s "
+                "ORDER BY priority, next_attempt_on, id LIMIT %d" % (self.tablename,
+                                                                     limit))
+
+    def _claim_sql(self):
+        return ("UPDATE %s SET status='sending', lease_owner=%%s, lease_until=%%s "
+                "WHERE id IN " % self.tablename)
+
+    def _claim(self, owner, limit, until, now):
+        """Mark due rows ``sending`` for ``owner``: the dialect's safe way."""
+        raise NotImplementedError
 
     def _rate_room(self, now, count, window):
         """How many more messages the rate limit allows now, serialised.
@@ -304,13 +278,13 @@ class OutboxStore(object):
         A first count without a lock spares the write while the limit is used
         up. Then updating the lock row makes concurrent claimers wait for each
         other (a row lock on PostgreSQL and MariaDB, the write lock on SQLite)
-        before the count that decides.
+        before the count that decides. The lock is the transaction's first
+        statement (hence the commit before it), so that MariaDB's read
+        snapshot for that count is taken once the lock is ours.
         """
         if self._rate_used(now, window) >= count:
             return 0
         self._ensure_state("rate_lock", now)
-        # The lock is the transaction's first statement, so that MariaDB's
-        # read snapshot for the count below is taken once it is ours.
         self.db.commit()
         self.db(self.state.name == "rate_lock").update(updated_on=now)
         return count - self._rate_used(now, window)
@@ -334,46 +308,47 @@ class OutboxStore(object):
         worker creates it at the same moment (no duplicate-key error)."""
         if self.db(self.state.name == name).select(self.state.id).first():
             return
-        verb, tail = {"sqlite": ("INSERT OR IGNORE", ""),
-                      "mysql": ("INSERT IGNORE", "")}.get(
-            self.engine, ("INSERT", " ON CONFLICT (name) DO NOTHING"))
-        self._sql("%s INTO %s_state (name, updated_on) VALUES (%%s, %%s)%s"
-                  % (verb, self.tablename, tail), [name, now])
+        self._sql(self._insert_ignore_sql("%s_state (name, updated_on) VALUES "
+                                          "(%%s, %%s)" % self.tablename), [name, now])
+
+    def _insert_ignore_sql(self, into):
+        """INSERT INTO ``into`` that skips a row whose unique key exists."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------------- record
     def record(self, owner, now, worker, results):
-        """Write the outcome of each claimed row; one transaction.
+        """Write the outcome of each claimed row; one transaction, commits.
 
         ``results`` holds (row id, changes dict, attempt dict or None).
         Rows whose changes are identical (plain successes) go in one UPDATE.
         """
         o, db = self.outbox, self.db
         free = dict(lease_owner=None, lease_until=None)
-        plain_sent = [rid for rid, changes, _ in results if changes is SENT_PLAIN]
-        if plain_sent:
-            db(o.id.belongs(plain_sent) & (o.lease_owner == owner)).update(
-                status=SENT, sent_on=now, attempts=o.attempts + 1, last_error=None,
-                last_code=250, **free)
-        for rid, changes, _ in results:
-            if changes is not SENT_PLAIN:
-                changes = dict(changes, **free)
-                db((o.id == rid) & (o.lease_owner == owner)).update(**changes)
-        attempts = [(rid, now, worker, a["outcome"], a.get("code"), a.get("error"))
-                    for rid, _, a in results if a]
-        if attempts:
-            self._insert_attempts(attempts)
-        db.commit()
+        with self.transaction():
+            plain_sent = [rid for rid, changes, _ in results if changes is SENT_PLAIN]
+            if plain_sent:
+                db(o.id.belongs(plain_sent) & (o.lease_owner == owner)).update(
+                    status=Status.SENT, sent_on=now, attempts=o.attempts + 1,
+                    last_error=None, last_code=250, **free)
+            for rid, changes, _ in results:
+                if changes is not SENT_PLAIN:
+                    changes = dict(changes, **free)
+                    db((o.id == rid) & (o.lease_owner == owner)).update(**changes)
+            attempts = [(rid, now, worker, a["outcome"], a.get("code"), a.get("error"))
+                        for rid, _, a in results if a]
+            if attempts:
+                self._insert_attempts(attempts)
+
+    def _attempt_sql(self):
+        head = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
+                "code, error) VALUES " % self.tablename)
+        return head, "(%s)" % ",".join([self.mark] * 6)
 
     def _insert_attempts(self, values):
         """One statement per 100 attempts: psycopg2's executemany runs one
-        INSERT, one round trip, per row. SQLite runs in-process: no trips."""
-        head = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
-                "code, error) VALUES " % self.tablename)
-        row = "(%s)" % ",".join([self.mark] * 6)
+        INSERT, one round trip, per row (SQLite's dialect overrides this)."""
+        head, row = self._attempt_sql()
         cursor = self.db._adapter.cursor
-        if self.engine == "sqlite":
-            cursor.executemany(head + row, values)
-            return
         for start in range(0, len(values), 100):
             chunk = values[start:start + 100]
             cursor.execute(head + ",".join([row] * len(chunk)),
@@ -381,26 +356,111 @@ class OutboxStore(object):
 
     # ---------------------------------------------------------- hold/release
     def release_held(self, keep_fp=None, now=None):
-        """Queue held mail again: all of it, or what was held under other settings."""
-        o = self.outbox
-        query = o.status == HELD
+        """Queue held mail again (all of it, or what was held under other
+        settings than ``keep_fp``) and forget the hold; commits."""
+        o, now = self.outbox, now or utcnow()
+        query = o.status == Status.HELD
         if keep_fp is not None:
             query &= (o.held_fp != keep_fp) | (o.held_fp == None)  # noqa: E711
-        return self.db(query).update(status=QUEUED, next_attempt_on=now or utcnow(),
-                                     held_fp=None)
+        with self.transaction():
+            released = self.db(query).update(status=Status.QUEUED, next_attempt_on=now,
+                                             held_fp=None)
+            self.set_state("held", None, now=now)
+        return released
 
     def release_one_held(self, fp, now):
-        """Queue the first held message again, to probe a possible outage."""
+        """Queue the first held message again, to probe a possible outage;
+        with nothing held, forget the hold. Commits; the id or None."""
         o = self.outbox
-        row = self.db((o.status == HELD) & (o.held_fp == fp)).select(
-            o.id, orderby=o.priority | o.next_attempt_on | o.id, limitby=(0, 1)).first()
-        if row:
-            self.db((o.id == row.id) & (o.status == HELD)).update(
-                status=QUEUED, next_attempt_on=now)
-        return row and row.id
+        with self.transaction():
+            row = self.db((o.status == Status.HELD) & (o.held_fp == fp)).select(
+                o.id, orderby=o.priority | o.next_attempt_on | o.id,
+                limitby=(0, 1)).first()
+            if row is None:
+                self.set_state("held", None, now=now)
+                return None
+            self.db((o.id == row.id) & (o.status == Status.HELD)).update(
+                status=Status.QUEUED, next_attempt_on=now)
+            return row.id
+
+    def hold(self, state, now):
+        """Remember why mail is held (the ``held`` state row); commits."""
+        with self.transaction():
+            self.set_state("held", state, now=now)
+
+    def take_probe(self, held, later, now):
+        """Replace the hold ``held`` by ``later`` unless another worker did
+        first: True when this worker won the probe turn. Commits."""
+        with self.transaction():
+            return self.set_state("held", later, expect=held, now=now)
 
     def count_held(self):
-        return self.db(self.outbox.status == HELD).count()
+        return self.db(self.outbox.status == Status.HELD).count()
+
+    # --------------------------------------------------------- admin actions
+    def retry(self, query, now):
+        """Queue the messages of ``query`` for delivery now, attempts from
+        zero and no expiry, and cut a hold's probe wait short; commits."""
+        with self.transaction():
+            n = self.db(query).update(status=Status.QUEUED, next_attempt_on=now,
+                                      attempts=0, expires_on=None, held_fp=None)
+            held = self.get_state("held")
+            if n and held:
+                self.set_state("held", dict(held, probe_after=str(now)), expect=held,
+                               now=now)
+        return n
+
+    def cancel(self, query):
+        """Cancel the messages of ``query``; commits."""
+        with self.transaction():
+            return self.db(query).update(status=Status.CANCELLED, lease_owner=None,
+                                         lease_until=None)
+
+    def purge_sent(self, cutoff, chunk=500):
+        """Delete mail sent before ``cutoff`` with its attempts and attachments,
+        committing every ``chunk`` messages; (messages, attempts, attachments)."""
+        o, a, t = self.outbox, self.attempt, self.attachment
+        # created_on <= sent_on always; it lets the (status, created_on) index work.
+        query = (o.status == Status.SENT) & (o.created_on < cutoff) & (o.sent_on < cutoff)
+        totals = [0, 0, 0]
+        while True:
+            with self.transaction():
+                ids = [r.id for r in self.db(query).select(o.id, orderby=o.id,
+                                                           limitby=(0, chunk))]
+                if not ids:
+                    break
+                totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
+                totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
+                totals[0] += self.db(o.id.belongs(ids) & (o.status == Status.SENT)).delete()
+        return tuple(totals)
+
+    # ----------------------------------------------------------- admin reads
+    def count_by_status(self):
+        """{status: count} of the statuses present, in one GROUP BY (with no
+        WHERE clause the database counts from an index)."""
+        return dict(self.db.executesql("SELECT status, COUNT(*) FROM %s GROUP BY status"
+                                       % self.tablename))
+
+    def address_contains(self, text):
+        """A query for rows whose address contains ``text``, ignoring ASCII
+        case: LIKE does on SQLite and MariaDB (PostgreSQL overrides this)."""
+        return self.outbox.address.contains(text)
+
+    def attempts_by_slot(self, start, end, bucket):
+        """(slot number, outcome, count) of attempts from ``start`` to ``end``,
+        slot n covering ``bucket`` seconds from start + n * bucket."""
+        sql = ("SELECT %s AS slot, outcome, COUNT(*) FROM %s_attempt WHERE "
+               "attempted_on >= %s AND attempted_on < %s GROUP BY 1, outcome"
+               % (self._slot_sql(), self.tablename, self.mark, self.mark))
+        return self.db.executesql(sql, placeholders=[self._slot_start(start), bucket,
+                                                     start, end])
+
+    def _slot_sql(self):
+        """SQL for an attempt's slot number, from parameters start and bucket."""
+        raise NotImplementedError
+
+    def _slot_start(self, start):
+        return start
 
     # ----------------------------------------------------------------- state
     def get_state(self, name):
@@ -410,7 +470,8 @@ class OutboxStore(object):
     def set_state(self, name, value, expect=False, now=None):
         """Store ``value`` (JSON); with ``expect`` only if it still equals that.
 
-        Returns False when another worker changed it first.
+        Returns False when another worker changed it first. The caller's
+        transaction commits it.
         """
         s = self.state
         text = json.dumps(value, sort_keys=True) if value is not None else None
@@ -425,6 +486,76 @@ class OutboxStore(object):
                 s.insert(name=name, doc=text, updated_on=now or utcnow())
                 return True
         return False
+
+
+def _outbox_fields():
+    return [
+        Field("message_id", length=255, notnull=True, unique=True),
+        Field("pe_id", "integer"),
+        Field("address", length=255),
+        Field("contact_method", length=32, default="EMAIL"),
+        Field("status", length=16, notnull=True, default=Status.QUEUED.value),
+        Field("priority", "integer", notnull=True, default=5),
+        Field("attempts", "integer", notnull=True, default=0),
+        Field("next_attempt_on", "datetime", notnull=True),
+        Field("expires_on", "datetime"),
+        Field("last_error", "text"),
+        Field("last_code", "integer"),
+        Field("sent_on", "datetime"),
+        Field("created_on", "datetime", notnull=True),
+        Field("lease_owner", length=128),
+        Field("lease_until", "datetime"),
+        Field("held_fp", length=32),
+        Field("sender", length=512),
+        Field("subject", "text"),
+        Field("body", "text", notnull=True),      # JSON, see message.normalize
+        Field("attachment_count", "integer", default=0),
+        Field("byte_size", "integer", default=0),
+        Field("refused", "text"),                 # JSON {address: reply}
+    ]
+
+
+def _attachment_fields():
+    return [Field("outbox_id", "integer", notnull=True),
+            Field("seq", "integer", notnull=True),
+            Field("kind", length=8),
+            Field("filename", length=255),
+            Field("content_type", length=128),
+            Field("content_id", length=255),
+            Field("payload", "blob")]
+
+
+def _attempt_fields():
+    return [Field("outbox_id", "integer", notnull=True),
+            Field("attempted_on", "datetime", notnull=True),
+            Field("worker", length=128),
+            Field("outcome", length=16),
+            Field("code", "integer"),
+            Field("error", "text")]
+
+
+def _state_fields():
+    return [Field("name", length=64, notnull=True, unique=True),
+            Field("doc", "text"),
+            Field("updated_on", "datetime")]
+
+
+def _indexes(n):
+    """(index, table, columns) of every index the outbox tables need."""
+    return [
+        # claim: equality on status, then in send order
+        ("%s_due_idx" % n, n, "status, priority, next_attempt_on"),
+        ("%s_lease_idx" % n, n, "lease_owner"),
+        ("%s_lease_until_idx" % n, n, "status, lease_until"),
+        ("%s_address_idx" % n, n, "address"),
+        ("%s_pe_idx" % n, n, "pe_id"),
+        ("%s_created_idx" % n, n, "status, created_on"),
+        # the admin's list filtered by status, newest first, paged by id
+        ("%s_status_id_idx" % n, n, "status, id"),
+        ("%s_att_idx" % n, n + "_attachment", "outbox_id"),
+        ("%s_try_idx" % n, n + "_attempt", "outbox_id"),
+        ("%s_try_on_idx" % n, n + "_attempt", "attempted_on"),
+    ]
 
 
 # What delivery reads of a claimed row, built without pydal's Rows parsing of

@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+"""One store per database dialect, and ``open_store()`` that picks it.
+
+What differs between the databases: how a claim takes rows safely while
+other workers claim too, how an insert returns its id or skips a duplicate,
+how attempts are inserted in bulk, and the SQL of the activity chart.
+A database without a safe claim is refused: two workers could send the same
+mail twice.
+"""
+
+from .store import OutboxStore
+
+
+class SqliteStore(OutboxStore):
+    """SQLite runs one writer at a time, so the claiming UPDATE is atomic
+    without row locks."""
+    engine = "sqlite"
+    mark = "?"
+
+    def _begin_savepoint(self):
+        # Outside a transaction SQLite makes the savepoint the transaction
+        # and its RELEASE a commit; the caller's transaction must decide.
+        adapter = self.db._adapter
+        if not adapter.connection.in_transaction:
+            adapter.execute("BEGIN")
+        super()._begin_savepoint()
+
+    def _claim(self, owner, limit, until, now):
+        self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")",
+                  [owner, until, now])
+
+    def _insert_ignore_sql(self, into):
+        return "INSERT OR IGNORE INTO " + into
+
+    def _insert_attempts(self, values):
+        """SQLite runs in-process: executemany costs no round trips."""
+        head, row = self._attempt_sql()
+        self.db._adapter.cursor.executemany(head + row, values)
+
+    def _slot_sql(self):
+        return "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) " \
+               "AS INTEGER) / ?"
+
+    def _slot_start(self, start):
+        return str(start)
+
+
+class PostgresStore(OutboxStore):
+    """PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` inside the UPDATE:
+    concurrent claimers skip each other's rows instead of waiting."""
+    engine = "postgres"
+
+    def _insert_row(self, values):
+        sql, args = self._insert_sql(values)
+        adapter = self.db._adapter
+        adapter.execute(sql + " RETURNING id", args)
+        return adapter.cursor.fetchone()[0]
+
+    def _claim(self, owner, limit, until, now):
+        self._sql(self._claim_sql() + "(" + self._pick_sql(limit) +
+                  " FOR UPDATE SKIP LOCKED)", [owner, until, now])
+
+    def _insert_ignore_sql(self, into):
+        return "INSERT INTO " + into + " ON CONFLICT (name) DO NOTHING"
+
+    def address_contains(self, text):
+        # LIKE is case-sensitive here; ILIKE, not LOWER(), keeps the index usable.
+        return self.outbox.address.contains(text, case_sensitive=False)
+
+    def _slot_sql(self):
+        return "FLOOR(EXTRACT(EPOCH FROM (attempted_on - %s)) / %s)"
+
+
+class MysqlStore(OutboxStore):
+    """MariaDB/MySQL selects ``FOR UPDATE SKIP LOCKED`` and then updates by
+    id: MariaDB refuses LIMIT inside an IN subquery."""
+    engine = "mysql"
+
+    def _schema(self):
+        self._utf8mb4()
+        super()._schema()
+
+    def _utf8mb4(self):
+        """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
+        subject, name or body turns into '?': convert ours to utf8mb4 once."""
+        names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
+        rows = self.db.executesql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema="
+            "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "
+            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)), placeholders=names)
+        for (name,) in rows:
+            self.db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 "
+                               "COLLATE utf8mb4_unicode_ci" % name)
+
+    def _claim(self, owner, limit, until, now):
+        ids = [r[0] for r in self._sql(self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED",
+                                       [now], rows=True)]
+        if ids:
+            self._sql(self._claim_sql() + "(%s)" % ",".join(str(int(i)) for i in ids),
+                      [owner, until])
+
+    def _insert_ignore_sql(self, into):
+        return "INSERT IGNORE INTO " + into
+
+    def _slot_sql(self):
+        return "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"
+
+
+STORES = {store.engine: store for store in (SqliteStore, PostgresStore, MysqlStore)}
+
+
+class UnsupportedDatabase(ValueError):
+    """The outbox cannot claim mail safely on this database."""
+
+
+def open_store(db, tablename="msg_outbox", migrate=True):
+    """The store for ``db``'s engine; refuses an engine it has no safe claim for."""
+    engine = db._adapter.dbengine
+    if engine not in STORES:
+        raise UnsupportedDatabase(
+            "the outbox supports SQLite, PostgreSQL and MariaDB/MySQL (pydal engines "
+            "%s), not %r: it has no safe way to claim mail there, and two workers "
+            "could send the same message twice" % (", ".join(sorted(STORES)), engine))
+    return STORES[engine](db, tablename, migrate)
