@@ -10,17 +10,18 @@ again (an outage may be over). A changed fingerprint or any success releases
 everything held.
 """
 
+import dataclasses
 import datetime
 import logging
 import os
-import random
 import socket
 import time
 import uuid
 
 from . import message as mime
 from .settings import Snapshot
-from .store import SENT_PLAIN, Logged, Status, utcnow
+from .policy import decide
+from .store import Logged, utcnow
 from .pool import Job, SessionPool
 from .transport import Kind, Outcome
 
@@ -46,12 +47,6 @@ def parse_rate(rate):
     return int(count), seconds[unit]
 
 
-def backoff(settings, attempts):
-    """Seconds to wait after the ``attempts``-th transient failure, jittered."""
-    delay = min(settings.retry_max, settings.retry_base * 2 ** max(0, attempts - 1))
-    return delay * random.uniform(0.75, 1.25)
-
-
 def _finished(results, everything=False):
     """Take the (row, Outcome) pairs whose outcome is final out of ``results``
     (pairs of row and Job or Outcome), in order; all of them when the pool
@@ -66,6 +61,27 @@ def _finished(results, everything=False):
             pending.append((row, r))
     results[:] = pending
     return done
+
+
+class NoAddress(LookupError):
+    """A person entity without a usable e-mail address."""
+
+
+def _contact(pe_id, contacts):
+    """The e-mail address of person entity ``pe_id``; NoAddress if it has none."""
+    address = contacts.get(pe_id)
+    if not address:
+        raise NoAddress("no e-mail address for person entity %s" % pe_id)
+    if not mime.ADDRESS_RE.match(mime.bare(address)):
+        raise NoAddress("the e-mail contact %r of person entity %s is not an "
+                          "address" % (address, pe_id))
+    return address
+
+
+def _unreadable(exc):
+    logger.warning("a stored message cannot be read", exc_info=exc)
+    return Outcome(Kind.PERMANENT, None, "cannot read the stored message: %s: %s"
+                   % (type(exc).__name__, exc))
 
 
 def _time(text):
@@ -180,42 +196,37 @@ class Pass(object):
                 if finished:
                     self._record(owner, finished)
                 self._recorded_at = time.monotonic()
-            if row.expires_on and row.expires_on < now:
-                results.append((row, Outcome(Kind.PERMANENT, None, "expired unsent at %s"
-                                             % row.expires_on)))
-                continue
-            try:
-                msg = self.store.content(row)
-                recipients = [mime.bare(a) for a in msg["to"] + msg["cc"] + msg["bcc"]]
-                if not recipients and row.pe_id:
-                    address = contacts.get(row.pe_id)
-                    if not address:
-                        raise LookupError("no e-mail address for person entity %s"
-                                          % row.pe_id)
-                    if not mime.ADDRESS_RE.match(mime.bare(address)):
-                        raise LookupError("the e-mail contact %r of person entity %s "
-                                          "is not an address" % (address, row.pe_id))
-                    msg["to"], recipients = [address], [mime.bare(address)]
-            except Exception as e:
-                why = str(e) if type(e) is LookupError else \
-                    "cannot read the stored message: %s: %s" % (type(e).__name__, e)
-                results.append((row, Outcome(Kind.PERMANENT, None, why)))
-                continue
-            sender = row.sender or self.snapshot.sender
-            job = Job(row.id, mime.bare(sender), recipients,
-                      self._builder(row, msg, sender))
+            job = self._job(row, contacts, now)
             results.append((row, job))
-            yield job
+            if isinstance(job, Job):
+                yield job
+
+    def _job(self, row, contacts, now):
+        """The Job for ``row``, or the Outcome that ends it unsent: expired,
+        unreadable, or a pe_id without a usable address."""
+        if row.expires_on and row.expires_on < now:
+            return Outcome(Kind.PERMANENT, None, "expired unsent at %s" % row.expires_on)
+        try:
+            msg = self.store.message(row)
+            if not msg.recipients() and row.pe_id:
+                msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
+        except NoAddress as e:
+            return Outcome(Kind.PERMANENT, None, str(e))
+        except Exception as e:
+            return _unreadable(e)
+        sender = row.sender or self.snapshot.sender
+        return Job(row.id, mime.bare(sender), msg.recipients(),
+                   self._builder(row, msg, sender))
 
     def _builder(self, row, msg, sender):
         """A function that makes the wire bytes; attachments load lazily here."""
         store, dkim = self.store, self.snapshot.dkim
-        attachments = store.attachments(row.id) if row.attachment_count else ()
+        if row.attachment_count:
+            msg = dataclasses.replace(msg, attachments=store.attachments(row.id))
         date = row.created_on.replace(tzinfo=datetime.timezone.utc)
 
         def build():
-            return mime.wire(mime.build(msg, sender, row.message_id, date, attachments,
-                                        dkim))
+            return mime.wire(mime.build(msg, sender, row.message_id, date, dkim))
         return build
 
     def _contacts(self, pe_ids):
@@ -235,48 +246,20 @@ class Pass(object):
 
     # ---------------------------------------------------------- recording
     def _record(self, owner, outcomes):
-        now, s = utcnow(), self.settings
+        """Write the decision for each (row, Outcome); count and log it."""
+        now = utcnow()
         results = []
         for row, out in outcomes:
-            tried = dict(outcome=out.kind, code=out.code, error=out.error)
-            if out.kind == Kind.SENT and not out.refused:
-                self.counts["sent"] += 1
-                results.append((row.id, SENT_PLAIN, dict(tried, outcome=Logged.SENT)))
-            elif out.kind == Kind.SENT:
-                self.counts["sent"] += 1
+            decision = decide(row, out, self.settings, now, self.fp)
+            self.counts[decision.logged] += 1
+            if out.refused:
                 self.counts["refused"] += len(out.refused)
-                results.append((row.id, dict(
-                    status=Status.SENT, sent_on=now, attempts=row.attempts + 1,
-                    last_code=out.code, last_error=out.error,
-                    refused=mime.dumps(out.refused)), dict(tried, outcome=Logged.SENT)))
-            elif out.kind == Kind.CONFIG:
-                self.counts["held"] += 1
-                results.append((row.id, dict(
-                    status=Status.HELD, held_fp=self.fp, last_error=out.error,
-                    last_code=out.code), dict(tried, outcome=Logged.HELD)))
-            elif out.kind == Kind.TRANSIENT and not self._give_up(row, now):
-                self.counts["retry"] += 1
-                attempts = row.attempts + 1
-                results.append((row.id, dict(
-                    status=Status.QUEUED, attempts=attempts, last_error=out.error,
-                    last_code=out.code, next_attempt_on=now + datetime.timedelta(
-                        seconds=backoff(s, attempts))), dict(tried, outcome=Logged.RETRY)))
-            else:
-                self.counts["failed"] += 1
-                error = out.error
-                if out.kind == Kind.TRANSIENT:
-                    error = "gave up after %d attempts: %s" % (row.attempts + 1, error)
+            if decision.logged == Logged.FAILED:
                 logger.warning("message %s to %s failed: %s", row.message_id,
-                               row.address or "pe_id %s" % row.pe_id, error)
-                results.append((row.id, dict(
-                    status=Status.FAILED, attempts=row.attempts + 1, last_error=error,
-                    last_code=out.code), dict(tried, outcome=Logged.FAILED, error=error)))
+                               row.address or "pe_id %s" % row.pe_id,
+                               decision.attempt["error"])
+            results.append((row.id, decision.changes, decision.attempt))
         self.store.record(owner, now, self.worker, results)
-
-    def _give_up(self, row, now):
-        s = self.settings
-        return (row.attempts + 1 >= s.max_attempts or
-                (now - row.created_on).total_seconds() >= s.max_age)
 
     def _remember_hold(self, held, reason, config_error):
         """Record why mail is held; log it once per new reason or settings."""

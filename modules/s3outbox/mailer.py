@@ -18,7 +18,7 @@ from . import message as mime
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
 from .dialects import open_store
-from .transport import Kind
+from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
@@ -68,22 +68,14 @@ class MailS3(Mail):
             msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
                                 sender, encoding, raw, headers, from_address,
                                 list_unsubscribe, cipher_type, pe_id)
-            for name, value in (("not_before", not_before), ("expires_on", expires_on)):
-                if value is not None and not isinstance(value, datetime.datetime):
-                    raise mime.InvalidMessage("%s must be a datetime" % name)
-            if priority is None:
-                priority = self.settings.default_priority
-            if isinstance(priority, bool) or not isinstance(priority, int) or \
-                    not 1 <= priority <= 9:
-                raise mime.InvalidMessage("priority must be an integer from 1 to 9")
-            if not (msg["to"] or msg["cc"] or msg["bcc"]) and \
-                    "pr_contact" not in self.db.tables:
+            priority = self._schedule(priority, not_before, expires_on)
+            if not msg.recipients() and "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
                                           "app defines no pr_contact table" % pe_id)
-            message_id = mime.make_message_id(msg["sender"] or self.settings.sender)
-            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id,
-                                        sender=msg["sender"], priority=priority,
-                                        not_before=not_before, expires_on=expires_on)
+            message_id = mime.make_message_id(msg.sender or self.settings.sender)
+            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id, sender=msg.sender,
+                                        priority=priority, not_before=not_before,
+                                        expires_on=expires_on)
         except mime.InvalidMessage as e:
             self.error = str(e)
             logger.info("mail not queued: %s", self.error)
@@ -94,6 +86,19 @@ class MailS3(Mail):
             return False
         self.result = dict(id=row_id, message_id=message_id)
         return True
+
+    def _schedule(self, priority, not_before, expires_on):
+        """The priority to queue with, after checking send()'s scheduling
+        keywords; raises InvalidMessage."""
+        for name, value in (("not_before", not_before), ("expires_on", expires_on)):
+            if value is not None and not isinstance(value, datetime.datetime):
+                raise mime.InvalidMessage("%s must be a datetime" % name)
+        if priority is None:
+            priority = self.settings.default_priority
+        if isinstance(priority, bool) or not isinstance(priority, int) or \
+                not 1 <= priority <= 9:
+            raise mime.InvalidMessage("priority must be an integer from 1 to 9")
+        return priority
 
     def _message(self, to, subject, message, attachments, cc, bcc, reply_to, sender,
                  encoding, raw, headers, from_address, list_unsubscribe, cipher_type,
@@ -114,7 +119,8 @@ class MailS3(Mail):
                           sender=None, encoding="utf-8", raw=False, headers={},
                           from_address=None, dkim=None, list_unsubscribe=None,
                           **ignored):
-        """Send now over SMTP with the current settings; True or False.
+        """Send now with the current settings (SMTP, or the configured
+        transport); True or False.
 
         Sets ``self.error`` (a str, or None) and ``self.result`` (the refused
         recipients, as smtplib reports them). Never raises.
@@ -124,37 +130,37 @@ class MailS3(Mail):
             msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
                                 sender, encoding, raw, headers, from_address,
                                 list_unsubscribe, ignored.get("cipher_type"), None)
-            snapshot = Snapshot(self.settings)
-            problem = snapshot.blocking_problem()
-            if problem:  # before building: an unset sender cannot make a From
-                self.error = problem
-                logger.warning("direct mail not sent: %s", problem)
-                return False
-            sender = msg["sender"] or snapshot.sender
-            now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-            data = mime.wire(mime.build(msg, sender, mime.make_message_id(sender), now,
-                                        msg["attachments"], dkim or snapshot.dkim))
-            recipients = [mime.bare(a) for a in msg["to"] + msg["cc"] + msg["bcc"]]
-            session = snapshot.transport()
-            failed = session.open()
-            if failed is not None:
-                self.error = failed.error
-                return False
-            try:
-                outcome = session.send(mime.bare(sender), recipients, data)
-            finally:
-                session.close()
+            outcome = self._send_now(msg, dkim)
+        except mime.InvalidMessage as e:
+            outcome = Outcome(Kind.PERMANENT, None, str(e))
         except Exception as e:
-            self.error = "%s: %s" % (type(e).__name__, e) if not isinstance(
-                e, mime.InvalidMessage) else str(e)
-            logger.warning("direct mail not sent: %s", self.error)
-            return False
+            logger.warning("direct mail failed unexpectedly", exc_info=True)
+            outcome = Outcome(Kind.PERMANENT, None, "%s: %s" % (type(e).__name__, e))
         self.result = outcome.refused or {}
         if outcome.kind != Kind.SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)
             return False
         return True
+
+    def _send_now(self, msg, dkim):
+        """Build ``msg`` and send it over a new session; its Outcome."""
+        snapshot = Snapshot(self.settings)
+        problem = snapshot.blocking_problem()
+        if problem:  # before building: an unset sender cannot make a From
+            return Outcome(Kind.CONFIG, None, problem)
+        sender = msg.sender or snapshot.sender
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        data = mime.wire(mime.build(msg, sender, mime.make_message_id(sender), now,
+                                    dkim or snapshot.dkim))
+        session = snapshot.transport()
+        failed = session.open()
+        if failed is not None:
+            return failed
+        try:
+            return session.send(mime.bare(sender), msg.recipients(), data)
+        finally:
+            session.close()
 
     # ----------------------------------------------------------------- worker
     def process_outbox(self, limit=None):

@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 """The message: what send() accepts, how it is checked, and how it is rebuilt.
 
-``normalize()`` turns the arguments of ``Mail.send`` into a plain dict of
-strings and lists that the store can keep as readable data (no pickle).
+``normalize()`` turns the arguments of ``Mail.send`` into a ``Message`` of
+strings and tuples that the store keeps as readable JSON (no pickle).
 ``build()`` turns a stored message back into the MIME message that web2py's
 ``Mail.send`` would have built for the same arguments.
 """
 
+import dataclasses
+import email.message
 import email.utils
 import functools
 import io
@@ -15,7 +17,6 @@ import re
 from email._policybase import Compat32
 from email.charset import QP, add_charset
 from email.header import Header
-from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
@@ -130,7 +131,7 @@ def _fits(value, limit, what):
 
 def _attachment(part, encoding):
     """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
-    if not isinstance(part, Message):
+    if not isinstance(part, email.message.Message):
         raise InvalidMessage("attachments must be Mail.Attachment objects, not %s"
                              % type(part).__name__)
     if hasattr(part, "my_payload") and hasattr(part, "my_filename"):
@@ -155,11 +156,63 @@ def _attachment(part, encoding):
                 content_id=None, payload=part.as_bytes())
 
 
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A checked message, as plain data: never changed once ``normalize()``
+    made it (``dataclasses.replace`` makes another, as delivery does when it
+    resolves a pe_id's address). Addresses are 'Name <addr>' strings."""
+    to: tuple
+    cc: tuple
+    bcc: tuple
+    reply_to: tuple
+    sender: str
+    from_address: str
+    subject: str
+    text: str
+    html: str
+    headers: dict
+    raw: bool
+    attachments: tuple = ()  # stored attachment dicts; rows of their own
+    size: int = 0            # bytes of bodies and attachments, for max_size
+
+    def recipients(self):
+        """Every envelope recipient (to, cc and bcc), as SMTP takes them."""
+        return [bare(a) for a in self.to + self.cc + self.bcc]
+
+    def first_address(self):
+        """The first recipient's address, or None: what an admin searches for."""
+        first = (self.to or self.cc or self.bcc or (None,))[0]
+        return first and bare(first)
+
+    def to_json(self):
+        """The stored form: the fields above but attachments and size."""
+        return dumps({name: getattr(self, name) for name in _STORED})
+
+    @classmethod
+    def from_json(cls, text):
+        """The Message stored as ``text``; ValueError (or KeyError) if it
+        is not one."""
+        data = json.loads(text)
+        values = {name: data[name] for name in _STORED}
+        for name in ("to", "cc", "bcc", "reply_to"):
+            value = values[name]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("%s is not a list of addresses" % name)
+            values[name] = tuple(value)
+        if not isinstance(values["headers"], dict):
+            raise ValueError("headers is not a mapping")
+        return cls(**values)
+
+
+_STORED = ("to", "cc", "bcc", "reply_to", "sender", "from_address", "subject",
+           "text", "html", "headers", "raw")
+
+
 def normalize(to=None, subject="[no subject]", message="[no message]",
               attachments=None, cc=None, bcc=None, reply_to=None, sender=None,
               encoding="utf-8", raw=False, headers=None, from_address=None,
               list_unsubscribe=None, pe_id=None, max_size=None):
-    """Check send() arguments and return the message as plain data.
+    """Check send() arguments and return the Message.
 
     Raises InvalidMessage with a sentence a site admin can act on.
     """
@@ -167,21 +220,43 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
         "".encode(encoding)
     except (LookupError, TypeError):
         raise InvalidMessage("unknown encoding %r" % (encoding,))
-    to_list = parse_addresses(to, encoding, "recipient")
-    cc_list = parse_addresses(cc, encoding, "cc address")
-    bcc_list = parse_addresses(bcc, encoding, "bcc address")
-    if not (to_list or cc_list or bcc_list) and pe_id is None:
-        raise InvalidMessage("no recipient: give 'to' (or cc/bcc) or a pe_id")
-    if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
-        raise InvalidMessage("pe_id must be an integer, not %r" % (pe_id,))
-    reply_list = parse_addresses(reply_to, encoding, "reply_to address")
+    to_list, cc_list, bcc_list = _recipients(to, cc, bcc, pe_id, encoding)
+    reply_list = tuple(parse_addresses(reply_to, encoding, "reply_to address"))
     sender = _fits(_header_value(sender, encoding, "sender") or None, 512, "sender")
     if sender and not parse_addresses(sender, encoding, "sender"):
         raise InvalidMessage("sender %r is not a valid e-mail address" % sender)
     from_address = _header_value(from_address, encoding, "from_address") or None
     subject = _header_value("" if subject is None else subject, encoding, "subject")
-    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
+    extra = _headers(headers, list_unsubscribe, encoding)
+    text, html = _bodies(message, raw, attachments, encoding)
+    parts = ()
+    if attachments is not None and not raw:
+        items = attachments if isinstance(attachments, (list, tuple)) else [attachments]
+        parts = tuple(_attachment(a, encoding) for a in items)
+    size = (len((text or "").encode("utf-8")) + len((html or "").encode("utf-8")) +
+            sum(len(p["payload"]) for p in parts))
+    if max_size and size > max_size:
+        raise InvalidMessage("the message is %d bytes, over the outbox limit of %d "
+                             "bytes (mail.settings.max_size)" % (size, max_size))
+    return Message(to_list, cc_list, bcc_list, reply_list, sender, from_address,
+                   subject, text, html, extra, bool(raw), parts, size)
 
+
+def _recipients(to, cc, bcc, pe_id, encoding):
+    """(to, cc, bcc) checked; at least one address, or an integer pe_id."""
+    found = (tuple(parse_addresses(to, encoding, "recipient")),
+             tuple(parse_addresses(cc, encoding, "cc address")),
+             tuple(parse_addresses(bcc, encoding, "bcc address")))
+    if not any(found) and pe_id is None:
+        raise InvalidMessage("no recipient: give 'to' (or cc/bcc) or a pe_id")
+    if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
+        raise InvalidMessage("pe_id must be an integer, not %r" % (pe_id,))
+    return found
+
+
+def _headers(headers, list_unsubscribe, encoding):
+    """The caller's extra headers, checked, with List-Unsubscribe."""
+    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
     extra = {}
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
@@ -193,20 +268,23 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
                                     else str(value), encoding, "header %s" % name)
     if list_unsubscribe:
         extra["List-Unsubscribe"] = "<mailto:%s>" % list_unsubscribe
+    return extra
 
+
+def _bodies(message, raw, attachments, encoding):
+    """(text, html) from Mail.send's ``message``: a str (HTML when it is an
+    <html> document), a (text, html) pair, or, raw, the whole text."""
     text = html = None
     if raw:
         if message is None:
             raise InvalidMessage("a raw message needs a body")
         text = _text(message, encoding, "message")
-    elif message is None:
-        pass
     elif isinstance(message, (list, tuple)):
         if len(message) != 2:
             raise InvalidMessage("message as a tuple must be (text, html)")
         text = _text(message[0], encoding, "text body")
         html = _text(message[1], encoding, "html body") or None
-    else:
+    elif message is not None:
         body = _text(message, encoding, "message")
         if body.strip().startswith("<html") and body.strip().endswith("</html>"):
             html = body
@@ -214,21 +292,7 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
             text = body
     if text is None and html is None and not attachments:
         raise InvalidMessage("the message has no body and no attachments")
-
-    parts = []
-    if attachments is not None and not raw:
-        items = attachments if isinstance(attachments, (list, tuple)) else [attachments]
-        parts = [_attachment(a, encoding) for a in items]
-
-    size = (len((text or "").encode("utf-8")) + len((html or "").encode("utf-8")) +
-            sum(len(p["payload"]) for p in parts))
-    if max_size and size > max_size:
-        raise InvalidMessage("the message is %d bytes, over the outbox limit of %d "
-                             "bytes (mail.settings.max_size)" % (size, max_size))
-    return dict(to=to_list, cc=cc_list, bcc=bcc_list, reply_to=reply_list,
-                sender=sender, from_address=from_address, subject=subject,
-                text=text, html=html, headers=extra, raw=bool(raw),
-                attachments=parts, size=size)
+    return text, html
 
 
 def make_message_id(sender):
@@ -270,49 +334,53 @@ def _rebuild_attachment(stored):
                            content_type=stored["content_type"])
 
 
-def build(msg, sender, message_id, date, attachments=(), dkim=None):
-    """The MIME message for stored data ``msg``, shaped as Mail.send shapes it.
+def build(msg, sender, message_id, date, dkim=None):
+    """The MIME message for Message ``msg``, shaped as Mail.send shapes it.
 
-    ``attachments`` is a list of stored attachment dicts; ``date`` an aware or
-    UTC datetime fixed when the message was queued.
+    ``date`` is an aware or UTC datetime fixed when the message was queued.
     """
-    text, html = msg["text"], msg["html"]
-    if msg["raw"]:
-        payload = MIMEText(text)
-    else:
-        if text is not None and html:
-            body = MIMEMultipart("alternative")
-            body.attach(MIMEText(text, _charset="utf-8"))
-            body.attach(MIMEText(html, "html", _charset="utf-8"))
-        elif text is not None:
-            body = MIMEText(text, _charset="utf-8")
-        elif html:
-            body = MIMEText(html, "html", _charset="utf-8")
-        else:
-            body = None
-        if attachments:
-            payload = MIMEMultipart("mixed")
-            if body is not None:
-                payload.attach(body)
-            for stored in attachments:
-                payload.attach(_rebuild_attachment(stored))
-        else:
-            payload = body
-    payload["From"] = _addresses([msg["from_address"] or sender])
-    if msg["to"]:
-        payload["To"] = _addresses(msg["to"])
-    if msg["reply_to"]:
-        payload["Reply-To"] = _addresses(msg["reply_to"])
-    if msg["cc"]:
-        payload["Cc"] = _addresses(msg["cc"])
-    payload["Subject"] = _header(msg["subject"])
+    payload = _payload(msg)
+    payload["From"] = _addresses([msg.from_address or sender])
+    if msg.to:
+        payload["To"] = _addresses(msg.to)
+    if msg.reply_to:
+        payload["Reply-To"] = _addresses(msg.reply_to)
+    if msg.cc:
+        payload["Cc"] = _addresses(msg.cc)
+    payload["Subject"] = _header(msg.subject)
     payload["Date"] = email.utils.format_datetime(date)
     payload["Message-ID"] = message_id
-    for name, value in msg["headers"].items():
+    for name, value in msg.headers.items():
         payload[name] = _header(value)
     if dkim:
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
+    return payload
+
+
+def _payload(msg):
+    """The MIME tree: one text part (raw), or the body (text, html or an
+    alternative of both) followed by the attachments in a mixed part."""
+    text, html = msg.text, msg.html
+    if msg.raw:
+        return MIMEText(text)
+    if text is not None and html:
+        body = MIMEMultipart("alternative")
+        body.attach(MIMEText(text, _charset="utf-8"))
+        body.attach(MIMEText(html, "html", _charset="utf-8"))
+    elif text is not None:
+        body = MIMEText(text, _charset="utf-8")
+    elif html:
+        body = MIMEText(html, "html", _charset="utf-8")
+    else:
+        body = None
+    if not msg.attachments:
+        return body
+    payload = MIMEMultipart("mixed")
+    if body is not None:
+        payload.attach(body)
+    for stored in msg.attachments:
+        payload.attach(_rebuild_attachment(stored))
     return payload
 
 

@@ -24,7 +24,7 @@ import json
 
 from pydal import Field
 
-from .message import bare, dumps, loads
+from .message import Message, loads
 
 
 class Status(enum.StrEnum):
@@ -158,21 +158,18 @@ class OutboxStore(object):
         refuses every later statement of a transaction in which one failed).
         """
         now = utcnow()
-        first = (msg["to"] or msg["cc"] or msg["bcc"] or [None])[0]
-        first = first and bare(first)  # what an admin searches for
-        parts = msg.pop("attachments")
-        size = msg.pop("size")
+        first = msg.first_address()
         values = dict(
             message_id=message_id, pe_id=pe_id, address=first and first[:255],
             contact_method="EMAIL", status=Status.QUEUED, priority=priority, attempts=0,
             next_attempt_on=max(now, _utc(not_before) or now),
             expires_on=_utc(expires_on), created_on=now, sender=sender,
-            subject=msg["subject"], body=dumps(msg), attachment_count=len(parts),
-            byte_size=size)
+            subject=msg.subject, body=msg.to_json(),
+            attachment_count=len(msg.attachments), byte_size=msg.size)
         self._begin_savepoint()
         try:
             row_id = self._insert_row(values)
-            for position, part in enumerate(parts):
+            for position, part in enumerate(msg.attachments):
                 self.attachment.insert(outbox_id=row_id, seq=position, **part)
         except Exception:
             try:
@@ -201,14 +198,21 @@ class OutboxStore(object):
 
     @staticmethod
     def content(row):
+        """The stored message as a dict, for display (lenient with odd rows)."""
         return loads(row.body)
+
+    @staticmethod
+    def message(row):
+        """The stored Message (attachments not loaded); ValueError or KeyError
+        for a row that does not hold one."""
+        return Message.from_json(row.body)
 
     def attachments(self, outbox_id):
         a = self.attachment
-        return [dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
-                     content_id=r.content_id, payload=_bytes(r.payload))
-                for r in self.db(a.outbox_id == outbox_id).select(orderby=a.seq,
-                                                                   cacheable=True)]
+        rows = self.db(a.outbox_id == outbox_id).select(orderby=a.seq, cacheable=True)
+        return tuple(dict(kind=r.kind, filename=r.filename, content_type=r.content_type,
+                          content_id=r.content_id, payload=_bytes(r.payload))
+                     for r in rows)
 
     # ----------------------------------------------------------------- claim
     def has_due(self, now):

@@ -1,0 +1,57 @@
+# -*- coding: utf-8 -*-
+"""The Message value type: recipients(), frozen, and its stored JSON form."""
+
+import dataclasses
+import json
+
+import pytest
+
+from s3outbox.message import InvalidMessage, Message, normalize
+
+
+def test_recipients_are_to_cc_and_bcc_as_smtp_takes_them():
+    msg = normalize(to=["Ann <ann@people.net>", "bo@bücher.de"], cc="cy@people.net",
+                    bcc="Dee <dee@people.net>", message="hi")
+    assert msg.recipients() == ["ann@people.net", "bo@xn--bcher-kva.de",
+                                "cy@people.net", "dee@people.net"]
+    assert msg.first_address() == "ann@people.net"
+    assert normalize(bcc="dee@people.net", message="hi").first_address() == \
+        "dee@people.net"
+    assert normalize(pe_id=5, message="hi").first_address() is None
+
+
+def test_a_message_cannot_be_changed_once_checked():
+    msg = normalize(to="ann@people.net", message="hi")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        msg.to = ("eve@evil.net",)
+    other = dataclasses.replace(msg, to=("bo@people.net",))
+    assert msg.recipients() == ["ann@people.net"] and other.recipients() == \
+        ["bo@people.net"]
+
+
+def test_stored_form_round_trips_and_leaves_attachments_out():
+    msg = normalize(to="ann@people.net", subject="Hi", message=("text", "<p>html</p>"),
+                    headers={"X-A": "1"}, reply_to="r@people.net")
+    stored = json.loads(msg.to_json())
+    assert list(stored) == ["to", "cc", "bcc", "reply_to", "sender", "from_address",
+                            "subject", "text", "html", "headers", "raw"]
+    assert stored["to"] == ["ann@people.net"] and stored["headers"] == {"X-A": "1"}
+    again = Message.from_json(msg.to_json())
+    assert again == dataclasses.replace(msg, size=0)
+
+
+@pytest.mark.parametrize("body", ['{not json', '{"to":["x@people.net"]}',
+                                  '{"to":7,"cc":[],"bcc":[],"reply_to":[],"sender":null,'
+                                  '"from_address":null,"subject":"","text":"t",'
+                                  '"html":null,"headers":{},"raw":false}',
+                                  '{"to":[],"cc":[],"bcc":[],"reply_to":[],"sender":null,'
+                                  '"from_address":null,"subject":"","text":"t",'
+                                  '"html":null,"headers":[],"raw":false}'])
+def test_a_stored_form_that_is_not_a_message_is_refused(body):
+    with pytest.raises((ValueError, KeyError)):
+        Message.from_json(body)
+
+
+def test_normalize_refuses_what_cannot_be_a_message():
+    with pytest.raises(InvalidMessage, match="no recipient"):
+        normalize(message="hi")
