@@ -3,7 +3,10 @@
 
 For generated recipients, display names, subjects, bodies, headers and
 attachments: send() never raises; it returns False with a str error, or it
-queues a message that the next pass delivers to the sink. What reaches the
+queues a message that the next pass delivers to the sink. Input that is
+plainly acceptable (one-line header text, a well-formed address) must be
+queued, and every property must reach the wire for a share of its examples,
+so a send() that refused everything would fail them. What reaches the
 sink carries no recipient the caller did not ask for (envelope and To/Cc)
 and no header the caller did not ask for, however the input tries to break
 a line (CR, LF, NUL, VT, FF, the Unicode line separators...).
@@ -30,6 +33,9 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
+# Headers send() sets itself and refuses in ``headers`` (its arguments set them).
+RESERVED = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to",
+            "mime-version", "content-type", "content-transfer-encoding"}
 # Headers send() itself writes (top level), and those a MIME part may carry.
 OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
                "mime-version", "content-type", "content-transfer-encoding"}
@@ -101,6 +107,10 @@ def _check_headers(message, data, allowed, where):
         assert names.count(own) <= 1, (where, names)
 
 
+def _unfolded(value):
+    return re.sub(r"\r?\n[ \t]", " ", str(value))
+
+
 _ENCODED_ONLY = re.compile(r"(\s*=\?[^?]+\?[qQbB]\?[^?]*\?=)+\s*")
 _REGISTRY = HeaderRegistry()
 
@@ -129,13 +139,17 @@ class Harness(object):
         self.mail, self.db, self.sink = mail, db, sink
         self.queued = self.refused = 0
 
-    def send(self, requested, extra_headers=(), exact=True, **kwargs):
-        """Call send(); if queued, deliver and return (envelope, message, data)."""
+    def send(self, requested, extra_headers=(), exact=True, must_queue=False, **kwargs):
+        """Call send(); if queued, deliver and return (envelope, message, data).
+
+        ``must_queue``: the input is acceptable, so send() must queue it.
+        """
         mail = self.mail
         try:
             ok = mail.send(**kwargs)
         except Exception as e:  # the property: never
             raise AssertionError("send() raised %r for %r" % (e, kwargs))
+        assert ok or not must_queue, "send() refused %r: %s" % (kwargs, mail.error)
         if not ok:
             assert isinstance(mail.error, str) and mail.error, mail.error
             self.refused += 1
@@ -166,6 +180,21 @@ class Harness(object):
             if part is not message:
                 _check_headers(part, part.as_bytes(), PART_HEADERS, "part")
         return rcpts, message, data
+
+
+class Plain(str):
+    """A generated value known to be acceptable as it is."""
+
+
+def one_line(text):
+    """True for header text that cannot break a line: no NUL and nothing
+    str.splitlines() breaks at (CR, LF, VT, FF, FS, GS, RS, NEL, LS, PS)."""
+    return "\x00" not in text and len(("x%sx" % text).splitlines()) == 1
+
+
+def reached_the_wire(harness, share=10):
+    """The property was judged on delivered mail, not only on refusals."""
+    assert harness.queued >= EXAMPLES // share, (harness.queued, harness.refused)
 
 
 @pytest.fixture
@@ -199,12 +228,15 @@ def test_hostile_recipient_strings(harness):
     """Arbitrary text as ``to``: whatever is delivered was written by the caller."""
     @SETTINGS
     @given(to=st.one_of(hostile, st.lists(hostile, max_size=3),
-                        st.builds(lambda a, b, c: a + b + c, hostile, address, hostile)))
+                        st.builds(lambda a, b, c: a + b + c, hostile, address, hostile),
+                        address.map(Plain)))
     def prop(to):
         text = " ".join(to) if isinstance(to, list) else to
         found = re.findall(r"[^\s,;<>\"()\\:]+@[^\s,;<>\"()\\:]+", text)
-        harness.send(found, exact=False, to=to, subject="Hostile", message="Body")
+        harness.send(found, exact=False, to=to, subject="Hostile", message="Body",
+                     must_queue=isinstance(to, Plain))
     prop()
+    reached_the_wire(harness)
 
 
 def test_subject_body_and_reply_to(harness):
@@ -217,12 +249,19 @@ def test_subject_body_and_reply_to(harness):
            sender=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
            raw=st.booleans())
     def prop(subject, body, reply_to, sender, raw):
+        plain = (subject is None or isinstance(subject, str) and one_line(subject)) and \
+            isinstance(body, str) and reply_to is None and sender is None
         got = harness.send(["ann@people.net"], to="ann@people.net", subject=subject,
-                           message=body, reply_to=reply_to, sender=sender, raw=raw)
+                           message=body, reply_to=reply_to, sender=sender, raw=raw,
+                           must_queue=plain)
         if got is not None and sender is None:
             mail_from = harness.sink.messages[-1][0]
             assert mail_from == "outbox@outbox.localhost"
+        if got is not None and plain and subject and subject.isascii() and \
+                subject.isprintable():
+            assert _unfolded(got[1]["Subject"]) == subject
     prop()
+    reached_the_wire(harness)
 
 
 def test_headers(harness):
@@ -235,10 +274,16 @@ def test_headers(harness):
     @example(headers={}, list_unsubscribe="\x0c")  # found here: FF became a line end
     def prop(headers, list_unsubscribe):
         extra = list(headers) + (["List-Unsubscribe"] if list_unsubscribe else [])
-        harness.send(["ann@people.net"], extra_headers=extra, to="ann@people.net",
-                     subject="Headers", message="Body", headers=headers,
-                     list_unsubscribe=list_unsubscribe)
+        plain = all(re.fullmatch(r"[!-9;-~]+", name) and name.lower() not in RESERVED
+                    and one_line(str(value)) for name, value in headers.items()) and \
+            one_line(list_unsubscribe or "")
+        got = harness.send(["ann@people.net"], extra_headers=extra, to="ann@people.net",
+                           subject="Headers", message="Body", headers=headers,
+                           list_unsubscribe=list_unsubscribe, must_queue=plain)
+        if got is not None:  # every header asked for arrived
+            assert {h.lower() for h in extra} <= {k.lower() for k in got[1].keys()}
     prop()
+    reached_the_wire(harness)
 
 
 def test_attachments(harness):
@@ -252,11 +297,15 @@ def test_attachments(harness):
             parts = [attachment(name, payload) for name, payload in files]
         except Exception:
             return  # Mail.Attachment itself refused: no send() call to judge
+        plain = (body is not None or files) and all(one_line(name) and len(name) <= 255
+                                                    for name, _ in files)
         got = harness.send(["ann@people.net"], to="ann@people.net",
-                           subject="Attachments", message=body, attachments=parts)
+                           subject="Attachments", message=body, attachments=parts,
+                           must_queue=plain)
         if got is not None:
             payloads = [p.get_payload(decode=True) for p in got[1].walk()
                         if p.get_filename() is not None or
                         p.get("Content-Disposition")]
             assert sorted(payloads) == sorted(payload for _, payload in files)
     prop()
+    reached_the_wire(harness)

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
-"""One delivery pass: claim due mail in batches, send it over a pool of SMTP
-sessions, and record what happened to every message.
+"""One delivery pass: claim due mail in batches, send it over a pool of
+transport sessions, and record what happened to every message.
 
 Held mail (a configuration error) is tracked in the state row ``held``:
 ``{"fp": settings fingerprint, "reason": text, "probe_after": time}``.
@@ -27,7 +27,8 @@ from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
-# Seconds between writes of results during a batch (see Pass._send).
+# Seconds after which finished results are written when the pool takes the
+# next message (see Pass._send).
 RECORD_EVERY = 0.25
 
 
@@ -102,6 +103,7 @@ class Pass(object):
                            released=0, connections=0)
 
     def run(self, limit=None):
+        """Run the pass; its counts. Commits its own work."""
         # The pass is a transaction too, to end its last read: on MariaDB
         # (REPEATABLE READ) an open one would hide mail queued later from this
         # worker's next pass. A failure rolls back whatever was left open.
@@ -109,62 +111,74 @@ class Pass(object):
             return self._run(limit)
 
     def _run(self, limit):
-        store, now = self.store, utcnow()
-        held = store.get_state("held")
-        if held is not None and held["fp"] != self.fp:
-            # The admin changed the settings: held mail gets its chance now.
-            released = store.release_held(keep_fp=self.fp, now=now)
-            logger.info("mail settings changed: %d held message(s) released", released)
-            self.counts["released"] += released
-            held = None
-        store.requeue_expired(now, self.settings.max_attempts)
-
-        reason = self.snapshot.blocking_problem()
-        if reason is None and held is not None:
-            if now < _time(held["probe_after"]):
-                reason = held["reason"]
-            elif self._claim_probe(held, now):
-                if store.release_one_held(self.fp, now) is None:
-                    held = None  # nothing is held now
-            else:
-                reason = held["reason"]  # another worker is probing
-        if not store.has_due(now):
+        """Release or probe held mail, then claim, send and record batches
+        until nothing is due (or ``limit`` messages were claimed)."""
+        now = utcnow()
+        held = self._release_if_changed(self.store.get_state("held"), now)
+        self.store.requeue_expired(now, self.settings.max_attempts)
+        reason, held = self._reason(held, now)
+        if not self.store.has_due(now):
             return self.counts
-
-        rate = parse_rate(self.settings.rate_limit)
         with SessionPool(self.snapshot, self.settings.sessions) as pool:
-            done = 0
-            while limit is None or done < limit:
-                size = self.settings.batch_size if limit is None else \
-                    min(self.settings.batch_size, limit - done)
-                owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
-                if done:  # a long pass takes back the rows of workers that died
-                    store.requeue_expired(utcnow(), self.settings.max_attempts)
-                rows = store.claim(owner, size, self.settings.lease, utcnow(), rate)
-                if not rows:
-                    break
-                done += len(rows)
-                if reason is None and pool.config_error is None:
-                    outcomes = self._send(pool, rows, owner)
-                else:
-                    why = reason or pool.config_error.error
-                    outcomes = [(row, Outcome(Kind.CONFIG, None, why)) for row in rows]
-                self._record(owner, outcomes)
+            self._batches(pool, limit, reason)
             self.counts["connections"] = pool.connections
-            config_error = pool.config_error
+        if pool.config_error is not None or (reason and held is None):
+            self._remember_hold(held, reason or pool.config_error.error,
+                                pool.config_error)
+        elif held is not None and pool.connections and pool.unavailable is None:
             # The probe reached the server: whatever the reply to the message,
             # the outage that held the mail is over.
-            reached = pool.connections and config_error is None and \
-                pool.unavailable is None
-
-        if config_error is not None or (reason and held is None):
-            self._remember_hold(held, reason or config_error.error, config_error)
-        elif held is not None and reached:
-            released = store.release_held(now=utcnow())
+            released = self.store.release_held(now=utcnow())
             self.counts["released"] += released
             logger.info("mail is going out again: %d held message(s) released",
                         released)
         return self.counts
+
+    def _release_if_changed(self, held, now):
+        """The hold in force: none once the admin changed the settings (the
+        mail it held is queued again, to go out with the new ones)."""
+        if held is None or held["fp"] == self.fp:
+            return held
+        released = self.store.release_held(keep_fp=self.fp, now=now)
+        logger.info("mail settings changed: %d held message(s) released", released)
+        self.counts["released"] += released
+        return None
+
+    def _reason(self, held, now):
+        """(why this pass cannot send, or None; the hold still in force).
+
+        Under a hold, mail is held without a connection until the probe is
+        due; then one worker wins the probe turn and queues one held message.
+        """
+        reason = self.snapshot.blocking_problem()
+        if reason is not None or held is None:
+            return reason, held
+        if now < _time(held["probe_after"]) or not self._claim_probe(held, now):
+            return held["reason"], held  # not yet, or another worker probes
+        if self.store.release_one_held(self.fp, now) is None:
+            return None, None  # nothing is held now
+        return None, held
+
+    def _batches(self, pool, limit, reason):
+        """Claim and send (or, with a ``reason``, hold) batch after batch."""
+        rate = parse_rate(self.settings.rate_limit)
+        done = 0
+        while limit is None or done < limit:
+            size = self.settings.batch_size if limit is None else \
+                min(self.settings.batch_size, limit - done)
+            owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
+            if done:  # a long pass takes back the rows of workers that died
+                self.store.requeue_expired(utcnow(), self.settings.max_attempts)
+            rows = self.store.claim(owner, size, self.settings.lease, utcnow(), rate)
+            if not rows:
+                return
+            done += len(rows)
+            if reason is None and pool.config_error is None:
+                outcomes = self._send(pool, rows, owner)
+            else:
+                why = reason or pool.config_error.error
+                outcomes = [(row, Outcome(Kind.CONFIG, None, why)) for row in rows]
+            self._record(owner, outcomes)
 
     # ------------------------------------------------------------ sending
     def _claim_probe(self, held, now):
@@ -176,9 +190,12 @@ class Pass(object):
     def _send(self, pool, rows, owner):
         """Send claimed rows; return [(row, Outcome)] not recorded yet.
 
-        Outcomes are recorded as the batch goes, at least every RECORD_EVERY
-        seconds: a worker that dies leaves at most that much sent mail
-        unrecorded, the only mail another worker may send again.
+        Outcomes are recorded as the batch goes: whenever the pool takes the
+        next message and RECORD_EVERY seconds have passed since the last
+        write, the finished ones are written. So a worker that dies leaves
+        unrecorded the mail finished since then and the mail still on the
+        wire (one slow message can stretch that beyond RECORD_EVERY): the
+        only mail another worker may send again.
         """
         results = []
         self._recorded_at = time.monotonic()

@@ -14,6 +14,8 @@ import functools
 import io
 import json
 import re
+import secrets
+import time
 from email._policybase import Compat32
 from email.charset import QP, add_charset
 from email.header import Header
@@ -296,8 +298,13 @@ def _bodies(message, raw, attachments, encoding):
 
 
 def make_message_id(sender):
+    """A new Message-ID in the sender's domain, shaped as make_msgid's.
+    Its randomness comes from ``secrets``: make_msgid takes it from the
+    ``random`` module, which an application (or a test framework) may
+    reseed, and two messages then got the same id."""
     domain = bare(sender or "").rpartition("@")[2] or "localhost"
-    return email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+    return "<%d.%s@%s>" % (time.time() * 100, secrets.token_hex(10),
+                           domain.encode("idna").decode("ascii"))
 
 
 def _header(value):

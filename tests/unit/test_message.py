@@ -55,3 +55,16 @@ def test_a_stored_form_that_is_not_a_message_is_refused(body):
 def test_normalize_refuses_what_cannot_be_a_message():
     with pytest.raises(InvalidMessage, match="no recipient"):
         normalize(message="hi")
+
+
+def test_message_ids_stay_unique_when_random_is_reseeded():
+    """Hypothesis reseeds the random module for every example; make_msgid
+    then gave two messages queued in the same 10 ms the same id."""
+    import random
+    from s3outbox.message import make_message_id
+    ids = set()
+    for _ in range(3):
+        random.seed(42)
+        ids.add(make_message_id("Outbox <outbox@bücher.de>"))
+    assert len(ids) == 3
+    assert all(i.startswith("<") and i.endswith("@xn--bcher-kva.de>") for i in ids)
