@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import uuid
@@ -21,7 +20,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
-FLASH_RE = re.compile(r'<div class="flash" role="status">(.*?)</div>', re.S)
 
 
 class AdminApp(WebApp):
@@ -99,12 +97,6 @@ class AdminApp(WebApp):
              "-M", "-R", "applications/outbox/scripts/outbox.py", "-A"] + list(args),
             cwd=self.folder, capture_output=True, text=True, timeout=120)
         return p.returncode, p.stdout + p.stderr
-
-
-def flash(response):
-    """The flash message shown on a page, as text."""
-    m = FLASH_RE.search(response.text)
-    return m and re.sub(r"\s+", " ", m.group(1)).strip()
 
 
 # ----------------------------------------------------------- bulk rows

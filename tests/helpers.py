@@ -2,7 +2,9 @@
 """Helpers shared by the tests (one copy each): ports, attachments, waiting,
 and settings for the transport and pool unit tests."""
 
+import html
 import io
+import re
 import socket
 import time
 
@@ -31,6 +33,15 @@ def wait_for(predicate, timeout=60, step=0.2):
             return value
         time.sleep(step)
     return predicate()
+
+
+FLASH_RE = re.compile(r'<div class="flash" role="status">(.*?)</div>', re.S)
+
+
+def flash(response):
+    """The flash message shown on a page, as text (None without one)."""
+    m = FLASH_RE.search(response.text)
+    return m and re.sub(r"\s+", " ", html.unescape(m.group(1))).strip()
 
 
 def settings(**changes):

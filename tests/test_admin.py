@@ -21,8 +21,9 @@ import requests
 from gluon.storage import Storage
 from gluon.tools import Mail
 
-from admin_support import AdminApp, artifacts_dir, flash, seed
+from admin_support import AdminApp, artifacts_dir, seed
 from conftest import DATABASES, REQUIRE, _check
+from helpers import flash
 from s3outbox import admin as outbox_admin
 from s3outbox.admin import OutboxAdmin, chart_svg, findings, scrub, settings_summary
 from s3outbox.store import utcnow

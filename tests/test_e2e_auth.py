@@ -10,13 +10,13 @@ printed; run with -s to see it.
 
 import email
 import email.policy
-import html
 import re
 import threading
 import time
 
 import pytest
 
+from helpers import flash
 from smtpsink import Sink, SinkController
 from webapp import WebApp
 
@@ -24,7 +24,6 @@ SENDER = "Outbox <outbox@outbox.localhost>"
 PASSWORD = "Secret123x"
 ADMIN = "admin@site.net"
 BOSS = "boss@approvers.net"
-FLASH_RE = re.compile(r'<div class="flash" role="status">(.*?)</div>', re.S)
 TIMES = []
 
 
@@ -65,11 +64,6 @@ def text(msg):
 
 def link(msg, pattern):
     return re.search(r"(https?://\S*%s\S*)" % pattern, text(msg)).group(1)
-
-
-def flash(r):
-    m = FLASH_RE.search(r.text)
-    return html.unescape(m.group(1)).strip() if m else None
 
 
 def timed(flow, start, arrived):

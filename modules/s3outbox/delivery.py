@@ -19,10 +19,10 @@ import time
 import uuid
 
 from . import message as mime
-from .settings import Snapshot
 from .policy import decide
-from .store import Logged, utcnow
 from .pool import Job, SessionPool
+from .settings import Snapshot
+from .store import Logged, utcnow
 from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
@@ -75,7 +75,7 @@ def _contact(pe_id, contacts):
         raise NoAddress("no e-mail address for person entity %s" % pe_id)
     if not mime.ADDRESS_RE.match(mime.bare(address)):
         raise NoAddress("the e-mail contact %r of person entity %s is not an "
-                          "address" % (address, pe_id))
+                        "address" % (address, pe_id))
     return address
 
 

@@ -21,10 +21,13 @@ import contextlib
 import datetime
 import enum
 import json
+import logging
 
 from pydal import Field
 
 from .message import Message, loads
+
+logger = logging.getLogger("s3outbox")
 
 
 class Status(enum.StrEnum):
@@ -94,6 +97,8 @@ class OutboxStore(object):
         try:
             self.db.rollback()
         except Exception:
+            logger.warning("rollback failed; dropping the database connection",
+                           exc_info=True)
             adapter = self.db._adapter
             try:
                 adapter.close("rollback")
