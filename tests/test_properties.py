@@ -192,8 +192,10 @@ def one_line(text):
     return "\x00" not in text and len(("x%sx" % text).splitlines()) == 1
 
 
-def reached_the_wire(harness, share=10):
-    """The property was judged on delivered mail, not only on refusals."""
+def reached_the_wire(harness, share):
+    """The property was judged on delivered mail, not only on refusals: at
+    least one example in ``share`` (each property also has plain examples
+    that must be queued)."""
     assert harness.queued >= EXAMPLES // share, (harness.queued, harness.refused)
 
 
@@ -230,13 +232,14 @@ def test_hostile_recipient_strings(harness):
     @given(to=st.one_of(hostile, st.lists(hostile, max_size=3),
                         st.builds(lambda a, b, c: a + b + c, hostile, address, hostile),
                         address.map(Plain)))
+    @example(to=Plain("ann@people.net"))
     def prop(to):
         text = " ".join(to) if isinstance(to, list) else to
         found = re.findall(r"[^\s,;<>\"()\\:]+@[^\s,;<>\"()\\:]+", text)
         harness.send(found, exact=False, to=to, subject="Hostile", message="Body",
                      must_queue=isinstance(to, Plain))
     prop()
-    reached_the_wire(harness)
+    reached_the_wire(harness, share=100)  # most hostile strings are refused
 
 
 def test_subject_body_and_reply_to(harness):
@@ -248,6 +251,7 @@ def test_subject_body_and_reply_to(harness):
            reply_to=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
            sender=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
            raw=st.booleans())
+    @example(subject="Plain", body="Body", reply_to=None, sender=None, raw=False)
     def prop(subject, body, reply_to, sender, raw):
         plain = (subject is None or isinstance(subject, str) and one_line(subject)) and \
             isinstance(body, str) and reply_to is None and sender is None
@@ -261,7 +265,7 @@ def test_subject_body_and_reply_to(harness):
                 subject.isprintable():
             assert _unfolded(got[1]["Subject"]) == subject
     prop()
-    reached_the_wire(harness)
+    reached_the_wire(harness, share=20)
 
 
 def test_headers(harness):
@@ -272,6 +276,7 @@ def test_headers(harness):
         max_size=3), list_unsubscribe=st.one_of(st.none(), hostile, address))
     @example(headers={"X-A": "v\x0cBcc: evil@evil.net"}, list_unsubscribe=None)
     @example(headers={}, list_unsubscribe="\x0c")  # found here: FF became a line end
+    @example(headers={"X-Plain": 1}, list_unsubscribe="leave@people.net")
     def prop(headers, list_unsubscribe):
         extra = list(headers) + (["List-Unsubscribe"] if list_unsubscribe else [])
         plain = all(re.fullmatch(r"[!-9;-~]+", name) and name.lower() not in RESERVED
@@ -283,7 +288,7 @@ def test_headers(harness):
         if got is not None:  # every header asked for arrived
             assert {h.lower() for h in extra} <= {k.lower() for k in got[1].keys()}
     prop()
-    reached_the_wire(harness)
+    reached_the_wire(harness, share=20)
 
 
 def test_attachments(harness):
@@ -308,4 +313,4 @@ def test_attachments(harness):
                         p.get("Content-Disposition")]
             assert sorted(payloads) == sorted(payload for _, payload in files)
     prop()
-    reached_the_wire(harness)
+    reached_the_wire(harness, share=20)
