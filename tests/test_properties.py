@@ -263,7 +263,7 @@ def test_subject_body_and_reply_to(harness):
             assert mail_from == "outbox@outbox.localhost"
         if got is not None and plain and subject and subject.isascii() and \
                 subject.isprintable():
-            assert _unfolded(got[1]["Subject"]) == subject
+            assert _unfolded(got[1]["Subject"]).split() == subject.split()
     prop()
     reached_the_wire(harness, share=20)
 

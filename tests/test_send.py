@@ -348,6 +348,7 @@ BAD = [
     (dict(to="ann@"), "not a valid e-mail address"),
     (dict(to="ann@people"), "not a valid e-mail address"),
     (dict(to="ann people@x.net"), "not a valid e-mail address"),
+    (dict(to="ann@people.net 0"), "not a valid e-mail address"),  # not ...net0
     (dict(to=["ann@people.net", "bob@@people.net"]), "not a valid e-mail address"),
     (dict(to="ann@people.net", cc="nobody"), "cc address"),
     (dict(to="ann@people.net", bcc=["x@y.z", "bad"]), "bcc address"),

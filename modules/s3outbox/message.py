@@ -86,7 +86,9 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
         if item is None or not item.strip():
             continue
         for name, addr in email.utils.getaddresses([item]):
-            if not addr or not ADDRESS_RE.match(addr):
+            # getaddresses glues stray words onto an address ('a@b.net 0'
+            # gives 'a@b.net0'): only an address written as it is counts.
+            if not addr or not ADDRESS_RE.match(addr) or addr not in item:
                 raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
             if not bare(addr).isascii():
                 raise InvalidMessage("%s %r has a domain that cannot be written in "
