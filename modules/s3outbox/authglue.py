@@ -32,6 +32,7 @@ Everything is queued with ``mail.send`` to raw addresses (no ``pe_id``): a new
 registrant or an approver may have no person entity.
 """
 
+import copyreg
 import logging
 import re
 import time
@@ -40,7 +41,7 @@ import unicodedata
 from gluon import current
 from gluon.html import FORM, INPUT, URL
 from gluon.http import HTTP, redirect
-from gluon.languages import lazyT
+from gluon.languages import lazyT, pickle_lazyT
 from gluon.sqlhtml import SQLFORM
 from gluon.tools import DEFAULT, Auth, addrow, callback
 from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
@@ -128,6 +129,10 @@ class _SafeLazyT(lazyT):
         return lazyT.__mod__(self, symbols)
 
 
+# Pickled as a lazyT is (a session keeps its flash): as the text it shows.
+copyreg.pickle(_SafeLazyT, pickle_lazyT)
+
+
 class _SafeT(object):
     """Wraps a translator so the messages it makes are ``_SafeLazyT``."""
 
@@ -136,7 +141,9 @@ class _SafeT(object):
 
     def __call__(self, *args, **kwargs):
         value = self._T(*args, **kwargs)
-        return _SafeLazyT(value) if isinstance(value, lazyT) else value
+        if isinstance(value, lazyT):  # lazyT(value) would be a copy, which drops %
+            return _SafeLazyT(value.m, value.s, value.T, value.f, value.t, value.M)
+        return value
 
     def __getattr__(self, name):
         return getattr(self._T, name)

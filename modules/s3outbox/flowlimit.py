@@ -69,9 +69,11 @@ def client_key(env, trust_forwarded=False):
         address = ipaddress.ip_address(text)
     except ValueError:
         return "unknown"
-    if address.version == 6 and not address.ipv4_mapped:
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network("%s/64" % address, strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 class FlowLimiter(object):

@@ -42,6 +42,7 @@ SAFETY_DEFAULTS = dict(
     sent_retention_days=30,   # sent mail is purged after this many days (0: never)
     public_url=None,          # [app] public_url: links in mail
     host_names=None,          # [host] names: the Host values the site answers to
+    safety_errors=(),         # keys above whose configured value was refused
 )
 DEFAULTS.update(SAFETY_DEFAULTS)
 
@@ -210,7 +211,7 @@ def apply_safety(s, get):
     s.host_names = _text(names)
     bad = []
     for key, default in SAFETY_DEFAULTS.items():
-        if key in ("public_url", "host_names"):
+        if key in ("public_url", "host_names", "safety_errors"):
             continue
         value = get("outbox." + key)
         if value in (None, ""):
