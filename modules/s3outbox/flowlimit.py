@@ -7,8 +7,8 @@ client network and one for the whole site. ``allow()`` takes one unit from
 each in one savepoint; if any is spent, the savepoint is rolled back, so a
 refused request changes nothing and costs the flooder's target nothing.
 
-The increment is ``UPDATE ... SET hits = hits + 1 WHERE ... AND hits < limit``:
-the database's row lock makes the check and the increment one step, so two
+The increment is one upsert (insert at 1, or ``hits + 1`` while below the
+limit): the database's row lock makes the check and the increment one step, so two
 processes can never both take the last unit (PostgreSQL and MariaDB re-read
 the row after waiting for its lock; SQLite runs one writer at a time). The
 row lock is held until the request commits, which is short. Keys are stored
@@ -89,11 +89,8 @@ class FlowLimiter(object):
                             Field("expires_on", "datetime", notnull=True),
                             migrate=migrate)
         self.table = db[self.tablename]
-        engine = db._adapter.dbengine
-        self.mark = "?" if engine == "sqlite" else "%s"
-        self.insert_verb, self.insert_tail = {
-            "sqlite": ("INSERT OR IGNORE", ""), "mysql": ("INSERT IGNORE", "")}.get(
-                engine, ("INSERT", " ON CONFLICT (bucket) DO NOTHING"))
+        self.engine = db._adapter.dbengine
+        self.mark = "?" if self.engine == "sqlite" else "%s"
 
     def allow(self, limits, window=3600, now=None):
         """Take one unit from every ``(scope, key, limit)``; True if all had one.
@@ -121,14 +118,20 @@ class FlowLimiter(object):
         return "%s:%s:%d" % (scope[:8], digest.hexdigest()[:40], slot)
 
     def _take(self, bucket, limit, expires):
-        adapter, t, mark = self.db._adapter, self.tablename, self.mark
-        adapter.execute("%s INTO %s (bucket, hits, expires_on) VALUES (%s, 0, %s)%s"
-                        % (self.insert_verb, t, mark, mark, self.insert_tail),
-                        [bucket, expires])
-        cursor = adapter.execute(
-            "UPDATE %s SET hits = hits + 1 WHERE bucket = %s AND hits < %s"
-            % (t, mark, mark), [bucket, limit])
-        if (cursor.rowcount if cursor is not None else adapter.cursor.rowcount) != 1:
+        """Insert the counter at 1, or add 1 if it is below ``limit``; one
+        statement, so the row lock covers the check (an INSERT IGNORE and an
+        UPDATE deadlocked on MariaDB when many asked for a new counter)."""
+        adapter, t, m = self.db._adapter, self.tablename, self.mark
+        if self.engine == "mysql":
+            # Affected rows: 1 inserted, 2 updated, 0 left as it was.
+            sql = ("INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
+                   "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)")
+        else:
+            sql = ("INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
+                   "ON CONFLICT (bucket) DO UPDATE SET hits = {t}.hits + 1 "
+                   "WHERE {t}.hits < {m}")
+        adapter.execute(sql.format(t=t, m=m), [bucket, expires, limit])
+        if adapter.cursor.rowcount not in (1, 2):
             raise _Refused()
 
     def used(self, scope, key, window=3600, now=None):

@@ -7,8 +7,9 @@ carries live keys. A mark row (table ``<tablename>_flowmail``, defined when
 missing) names each such message and its flow, so the dashboard and command
 line redact it and ``tidy()`` empties its body ``secret_retention`` seconds
 after delivery. ``tidy()`` runs from the delivery task; it does its work at
-most every ``TIDY_EVERY`` seconds per database, and purges sent mail older
-than ``sent_retention_days`` at most once an hour.
+most every ``TIDY_EVERY`` seconds per database (sooner when the retention is
+shorter, so a key never outlives twice its retention), and purges sent mail
+older than ``sent_retention_days`` at most once an hour.
 """
 
 import datetime
@@ -111,15 +112,16 @@ def _tidy(mail, limiter=None, now=None):
     do the work. Returns what was done, or None when it was not due.
     """
     now = now or utcnow()
+    store, s = mail.store, mail.settings
+    every = datetime.timedelta(seconds=max(1, min(TIDY_EVERY, s.secret_retention)))
     where = (mail.db._uri_hash, mail.store.tablename)
     if _tidied.get(where, now) > now:
         return None
-    _tidied[where] = now + datetime.timedelta(seconds=TIDY_EVERY)
-    store, s = mail.store, mail.settings
+    _tidied[where] = now + every
     old = store.get_state("tidy") or {}
     if old.get("next", "") > str(now):
         return None
-    new = dict(old, next=str(now + datetime.timedelta(seconds=TIDY_EVERY)))
+    new = dict(old, next=str(now + every))
     purge_due = old.get("purge", "") <= str(now) and s.sent_retention_days
     if purge_due:
         new["purge"] = str(now + datetime.timedelta(seconds=PURGE_EVERY))
