@@ -115,11 +115,11 @@ def _tidy(mail, limiter=None, now=None):
     store, s = mail.store, mail.settings
     every = datetime.timedelta(seconds=max(1, min(TIDY_EVERY, s.secret_retention)))
     where = (mail.db._uri_hash, mail.store.tablename)
-    if _tidied.get(where, now) > now:
-        return None
+    if now < _tidied.get(where, now) <= now + every:
+        return None  # (a time beyond now + every: the retention was shortened)
     _tidied[where] = now + every
     old = store.get_state("tidy") or {}
-    if old.get("next", "") > str(now):
+    if str(now) < old.get("next", "") <= str(now + every):
         return None
     new = dict(old, next=str(now + every))
     purge_due = old.get("purge", "") <= str(now) and s.sent_retention_days
