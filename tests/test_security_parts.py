@@ -176,3 +176,28 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, 
     later = now + datetime.timedelta(seconds=retention.TIDY_EVERY + 1)
     assert retention.tidy(mail, limiter, later)["scrubbed"] == 1  # fresh_reset now
     assert text("fresh_reset") == retention.SCRUBBED
+
+
+# ------------------------------------------------------- settings check
+def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
+    from s3outbox.admin import findings, settings_summary
+    from s3outbox.settings import apply_config
+    mail = MailS3(db, tablename=tablename)
+    config = {"smtp.server": "127.0.0.1:8025", "smtp.sender": "site@people.net",
+              "host.names": "localhost:*, [::1]:*", "outbox.flow_per_client": "-5",
+              "outbox.flow_global": "0"}
+    apply_config(mail, config.get)
+    keys = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert "[app] public_url" not in keys  # loopback only: a development site
+    assert "flow_per_client must be a whole number" in keys["[outbox] flow_per_client"]
+    assert "that limit on account mail is off" in keys["[outbox] flow_global"]
+    assert mail.settings.flow_per_client == 30 and mail.settings.flow_global == 0
+    assert "30 a client, no limit the site" in settings_summary(mail.settings)["limits"]
+    config["host.names"] = "localhost:*, outbox.people.net"
+    apply_config(mail, config.get)
+    keys = {f["key"]: f for f in findings(mail.settings)}
+    assert "not on loopback" in keys["[app] public_url"]["problem"]
+    assert not keys["[app] public_url"]["blocking"]
+    config["app.public_url"] = "https://outbox.people.net"
+    apply_config(mail, config.get)
+    assert "[app] public_url" not in {f["key"] for f in findings(mail.settings)}

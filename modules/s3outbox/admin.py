@@ -23,9 +23,11 @@ import logging
 import re
 from xml.sax.saxutils import escape
 
+from gluon.storage import Storage
+
 from . import retention
 from .requestcheck import bad_character
-from .settings import Snapshot, safety_findings
+from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
 from .store import CANCELLED, FAILED, HELD, QUEUED, SENDING, SENT, STATUSES, utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -144,7 +146,9 @@ def findings(settings):
 
 def limits_summary(settings):
     """The account-mail limits and retention, in words, for the settings check."""
-    s = settings
+    s = dict((key, default if settings.get(key) is None else settings.get(key))
+             for key, default in SAFETY_DEFAULTS.items())
+    s = Storage(s)
     return ("account mail per %d s: %s an address, %s a client, %s the site; "
             "one reset link per %d s; account mail scrubbed %d s after delivery; "
             "sent mail purged after %s" % (
