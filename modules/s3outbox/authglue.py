@@ -233,8 +233,13 @@ class OutboxAuthMixin(object):
             self.messages.T = _SafeT(self.messages.T)
         self.messages.lock_keys = True
         self.outbox_mail = self.settings.mailer
-        self.flow_limiter = FlowLimiter(self.db, self.outbox_mail.store.tablename) \
-            if self.outbox_mail else None
+        self.flow_limiter = None
+        if self.outbox_mail:
+            # Both tables now: creating one later, inside a savepoint, would
+            # commit (a migration commits) and end the savepoint.
+            tablename = self.outbox_mail.store.tablename
+            self.flow_limiter = FlowLimiter(self.db, tablename)
+            retention.define(self.db, tablename)
         s = self.settings
         s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
             [self._check_deliverable]
