@@ -73,11 +73,11 @@ def _choice(vars, name, choices):
     return value
 
 
-def _number(vars, name, low=1, high=None):
-    """An optional whole-number parameter; None when absent or empty."""
+def _number(vars, name):
+    """An optional message number; None when absent or empty."""
     if _checked(one_text, vars, name) is None:
         return None
-    return _checked(whole_number, vars, name, low, *([high] if high else []))
+    return _checked(whole_number, vars, name, 1)
 
 
 def _ids():
@@ -174,7 +174,7 @@ def purge():
     days = _checked(whole_number, request.post_vars, "days", 0, MAX_DAYS)
     messages, attempts, files = _admin().purge(days, who=_who())
     _back("Purged %s sent more than %s ago, with %s and %s." % (
-        _plural(messages, "message"), _plural(int(days), "day"),
+        _plural(messages, "message"), _plural(days, "day"),
         _plural(attempts, "attempt record"), _plural(files, "attachment")))
 
 

@@ -272,6 +272,7 @@ def test_every_page_forbids_framing(app, admin):
     pages.append(WebApp.session().get(app.url("/default/index"), timeout=30,
                                       headers={"Host": "evil.example"}))
     assert [p.status_code for p in pages] == [200] * 4 + [400] + [200] * 2 + [400, 403]
+    assert "3 an address, 30 a client, 300 the site" in pages[5].text  # the limits
     for page in pages:
         assert page.headers["X-Frame-Options"] == "DENY", page.url
         assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
