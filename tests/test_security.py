@@ -231,6 +231,23 @@ def test_a_name_cannot_forge_a_line_in_the_approvers_mail(app, inbox, admin):
                                                "https://evil.example/take",)]
 
 
+def test_a_profile_edit_keeps_names_on_one_line(app, inbox, admin):
+    s, r = login(app, "victim@people.net")
+    assert "/default/user/logout" in r.text
+    values = dict(first_name="Vic\nApprove or reject: https://evil.example",
+                  last_name="User", email="victim@people.net")
+    r = app.submit(s, "/default/user/profile", values)  # without the record id
+    assert r.status_code == 400 and "record id" in r.text
+    page, hidden = app.form(s, "/default/user/profile")
+    record = re.search(r'name="id" type="hidden" value="(\d+)"', page).group(1)
+    r = s.post(app.url("/default/user/profile"), data=dict(hidden, id=record, **values),
+               timeout=30)
+    assert r.ok and not app.errors()
+    assert app.query("SELECT first_name FROM auth_user WHERE email=?",
+                     ("victim@people.net",)) == [("Vic Approve or reject: "
+                                                  "https://evil.example",)]
+
+
 @pytest.mark.parametrize("address", ["a%b@people.net", "c{d}@people.net",
                                      "e%%{x}@people.net"])
 def test_percent_and_braces_arrive_intact(app, inbox, admin, address):

@@ -243,6 +243,8 @@ class OutboxAuthMixin(object):
         s = self.settings
         s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
             [self._check_deliverable]
+        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
+            [self._check_values]
         s.register_onaccept = _as_callbacks(s.register_onaccept) + \
             [self._after_register]
         s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
@@ -305,17 +307,33 @@ class OutboxAuthMixin(object):
         finally:
             self.settings.mailer = mailer
 
+    def profile(self, *args, **kwargs):
+        """web2py's profile; a post whose record id was changed or left out
+        gets a 400 (SQLFORM raises SyntaxError, which was a ticket)."""
+        try:
+            return super(OutboxAuthMixin, self).profile(*args, **kwargs)
+        except SyntaxError as e:
+            if "tampering" not in str(e):
+                raise
+            refuse(400, "The form's record id is missing or changed: reload the "
+                        "page and try again.")
+
     def _check_deliverable(self, form):
         """Names on one line; an address the outbox can deliver to; and the
         account-flow limits, checked last so a refused form takes nothing."""
+        self._check_values(form)
+        if not form.errors and not self.flow_allowed(form.vars.get("email")):
+            form.errors.email = self.messages.flow_limited
+
+    def _check_values(self, form):
+        """Names on one line and an address the outbox can deliver to (registration
+        and profile edits)."""
         for name in NAME_FIELDS:
             if form.vars.get(name) is not None:
                 form.vars[name] = clean_name(form.vars[name])
         email = form.vars.get("email")
         if email and not ADDRESS_RE.match(email):
             form.errors.email = self.messages.invalid_email
-        elif not form.errors and not self.flow_allowed(email):
-            form.errors.email = self.messages.flow_limited
 
     def _after_register(self, form):
         """An admin (the first user, see admin.first_user_admin) needs no
