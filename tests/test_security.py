@@ -21,8 +21,12 @@ import sys
 import threading
 import time
 
-import pytest
+import uuid
 
+import pytest
+from pydal import DAL
+
+from conftest import DATABASES, REQUIRE, _check
 from smtpsink import Sink, SinkController
 from webapp import WebApp, wait_for
 
@@ -420,3 +424,66 @@ def test_account_mail_flood(app, inbox, admin):
     assert answers == {flash(ask_reset(app, "unknown@people.net"))}
     assert outbox_count(app, "unknown@people.net") == 0
 
+
+
+# ------------------------------------- two web processes, one database
+@pytest.fixture(params=["postgres", "mysql"])
+def server_db(request):
+    """A database of its own on PostgreSQL or MariaDB (the apps create tables)."""
+    engine = request.param
+    problem = _check(engine, DATABASES[engine])
+    if problem:
+        if REQUIRE:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    name = "outbox_sec_%s" % uuid.uuid4().hex[:10]
+    admin = DAL(DATABASES[engine], migrate=False, folder=None)
+    admin.commit()  # pydal opened a transaction; CREATE DATABASE needs none
+    raw = admin._adapter.connection
+    if engine == "postgres":
+        raw.autocommit = True
+    raw.cursor().execute("CREATE DATABASE %s" % name)
+    head, _, tail = DATABASES[engine].partition("?")
+    yield "%s/%s%s" % (head.rpartition("/")[0], name, "?" + tail if tail else "")
+    raw.cursor().execute("DROP DATABASE %s%s" % (
+        name, " WITH (FORCE)" if engine == "postgres" else ""))
+    admin.close()
+
+
+def test_limits_hold_across_two_web_processes(tmp_path, inbox, server_db):
+    """Two web2py servers on one PostgreSQL or MariaDB database, requests
+    alternating between them: the limits are counted once, in the database."""
+    settings = {("auth", "registration_requires_verification"): "false",
+                ("outbox", "flow_window"): "100000000"}
+    first = WebApp(tmp_path / "one", smtp=inbox.server, db_uri=server_db, worker=False,
+                   settings=settings)
+    settings[("db", "migrate")] = "false"  # the first server made the tables
+    second = WebApp(tmp_path / "two", smtp=inbox.server, db_uri=server_db,
+                    worker=False, settings=settings)
+    with first:
+        r = register(first, "known@people.net")
+        assert r.ok and "/default/index" in r.url
+        with second:
+            apps = (first, second)
+            answers = {flash(ask_reset(apps[n % 2], address))
+                       for n in range(10) for address in ("known@people.net",
+                                                         "unknown@people.net")}
+            made = [register(apps[n % 2], "two%02d@flood.net" % n) for n in range(40)]
+            assert not first.errors() and not second.errors()
+    db = DAL(server_db, migrate=False, folder=None)
+    try:
+        queued = dict(db.executesql("SELECT address, COUNT(*) FROM msg_outbox "
+                                    "GROUP BY address"))
+        users = db.executesql("SELECT COUNT(*) FROM auth_user WHERE email LIKE "
+                              "'%@flood.net'")[0][0]
+        hits = db.executesql("SELECT hits FROM msg_outbox_flowlimit WHERE bucket "
+                             "LIKE 'client:%'")
+    finally:
+        db.close()
+    assert answers == {NEUTRAL_FULL}
+    # One reset mail (then the pending link and the address limit hold), none
+    # to the unknown address. The client's 30 units: the known address's 3
+    # (its registration and 2 resets), the unknown's 3, then 24 registrations.
+    assert queued.get("known@people.net") == 1 and "unknown@people.net" not in queued
+    assert users == 24 and [LIMITED in r.text for r in made].count(True) == 16
+    assert [tuple(h) for h in hits] == [(30,)]
