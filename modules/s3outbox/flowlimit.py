@@ -8,8 +8,8 @@ each in one savepoint; if any is spent, the savepoint is rolled back, so a
 refused request changes nothing and costs the flooder's target nothing.
 
 The increment is one upsert (insert at 1, or ``hits + 1`` while below the
-limit): the database's row lock makes the check and the increment one step, so two
-processes can never both take the last unit (PostgreSQL and MariaDB re-read
+limit): the database's row lock makes the check and the increment one step,
+so two processes can never both take the last unit (PostgreSQL and MariaDB re-read
 the row after waiting for its lock; SQLite runs one writer at a time). The
 row lock is held until the request commits, which is short. Keys are stored
 as hashes: the table holds no address.
@@ -27,6 +27,13 @@ import itertools
 from pydal import Field
 
 _names = itertools.count()
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def _slot(now, window):
+    """The number of the ``window``-second window that holds ``now`` (UTC)."""
+    now = now or datetime.datetime.utcnow()
+    return int((now - _EPOCH).total_seconds()) // window
 
 
 @contextlib.contextmanager
@@ -98,11 +105,9 @@ class FlowLimiter(object):
         A limit of 0 or None is off. On False nothing has changed. The caller's
         transaction commits the counts.
         """
-        now = now or datetime.datetime.utcnow()
         window = max(1, int(window))
-        slot = int((now - datetime.datetime(1970, 1, 1)).total_seconds()) // window
-        expires = datetime.datetime(1970, 1, 1) + datetime.timedelta(
-            seconds=(slot + 1) * window)
+        slot = _slot(now, window)
+        expires = _EPOCH + datetime.timedelta(seconds=(slot + 1) * window)
         try:
             with savepoint(self.db):
                 for scope, key, limit in limits:
@@ -136,8 +141,7 @@ class FlowLimiter(object):
 
     def used(self, scope, key, window=3600, now=None):
         """How many units ``(scope, key)`` has used in the current window."""
-        now = now or datetime.datetime.utcnow()
-        slot = int((now - datetime.datetime(1970, 1, 1)).total_seconds()) // int(window)
+        slot = _slot(now, max(1, int(window)))
         row = self.db(self.table.bucket == self._bucket(scope, key, slot)).select(
             self.table.hits).first()
         return row.hits if row else 0
