@@ -204,6 +204,17 @@ def test_forged_host_never_reaches_a_link(app, inbox, admin):
     assert "new_password" in page.text
 
 
+def test_settings_check_warns_without_public_url_off_loopback(app, admin):
+    names = "localhost:*, 127.0.0.1:*, [::1]:*"
+    app.configure("host", "names", names + ", outbox.people.net")
+    try:
+        page = admin.get(app.url("/outbox/index"), timeout=30).text
+    finally:
+        app.configure("host", "names", names)
+    assert "public_url is empty on a site that is not on loopback" in page
+    assert "not on loopback" not in admin.get(app.url("/outbox/index"), timeout=30).text
+
+
 def test_public_url_wins_over_the_host(app, inbox, admin):
     app.configure("app", "public_url", "https://public.example")
     try:

@@ -136,7 +136,7 @@ def _tidy(mail, limiter=None, now=None):
         done["forgotten"] = limiter.forget_expired(now)
         mail.db.commit()
     if purge_due:
-        from .admin import OutboxAdmin
+        from .admin import OutboxAdmin  # here: admin imports this module
         done["purged"] = OutboxAdmin(mail).purge(
             s.sent_retention_days, now=now, who="retention")[0]
     if done["scrubbed"]:
