@@ -11,8 +11,9 @@ that outlived its lease cannot overwrite the work of the one that took over.
 
 Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
-work), except ``enqueue()`` and ``set_state()``, whose rows commit with the
-caller's transaction (send() must not commit for its caller).
+work), except those whose docstring says the caller's transaction commits
+(``enqueue()``, ``set_state()``, ``mark_flow()``, ``take_unit()``): their
+rows belong to the caller's work, and send() must not commit for its caller.
 All times are naive UTC datetimes, to the second.
 """
 
