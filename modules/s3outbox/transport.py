@@ -101,8 +101,12 @@ class LoggingTransport(Transport):
         entry = _entry(sender, recipients, data)
         path = (self.snapshot.server or "").partition(":")[2]
         if path:
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(entry)
+            try:
+                with open(path, "a", encoding="utf-8") as out:
+                    out.write(entry)
+            except OSError as e:  # the setting names a file we cannot write
+                return Outcome(Kind.CONFIG, None, "cannot write the mail log %s: %s "
+                               "(edit [smtp] server)" % (path, e))
         else:
             logger.warning(entry)
         return ACCEPTED
