@@ -224,15 +224,19 @@ class OutboxAdmin(object):
         return out
 
     def held(self):
-        """The hold in force (from the ``held`` state row), for the banner, or None."""
-        state = self.store.get_state("held")
+        """The hold in force, for the banner, or None: the hold of the
+        current settings, else (while mail is held) the latest other one."""
+        holds, _ = self.store.hosts()
+        current = Snapshot(self.settings).fingerprint()
+        count = self.store.count_held()
+        mine = [h for h in holds.values() if h.get("fp") == current]
+        others = sorted(holds.values(), key=lambda h: h["probe_after"]) if count else []
+        state = (mine or others or [None])[-1]
         if not state:
             return None
         reason = scrub(state.get("reason"), self.settings)
-        current = Snapshot(self.settings).fingerprint()
         return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
-                    count=self.store.count_held(),
-                    settings_changed=state.get("fp") != current)
+                    count=count, settings_changed=state.get("fp") != current)
 
     def overview(self, now=None):
         now = now or utcnow()
@@ -320,10 +324,8 @@ class OutboxAdmin(object):
             return 0
         n = self.db(query).update(status=QUEUED, next_attempt_on=now, attempts=0,
                                   expires_on=None, held_fp=None)
-        held = self.store.get_state("held")
-        if n and held:
-            self.store.set_state("held", dict(held, probe_after=str(now)),
-                                 expect=held, now=now)
+        if n:
+            self.store.hurry_probes(now)
         self.db.commit()
         logger.info("%s: %d message(s) queued for retry", who or "admin", n)
         return n
