@@ -109,7 +109,8 @@ def report():
 
 
 @pytest.fixture(scope="module")
-def inbox():
+def inbox(e2e_db_uri):
+    """A fresh inbox for each database the module runs on."""
     box = Inbox()
     with SinkController(box.sink) as controller:
         box.server = controller.server_address
