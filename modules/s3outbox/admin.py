@@ -135,16 +135,22 @@ def log_settings_check(mail):
 
 
 # ------------------------------------------------------------ becoming admin
-def first_user_admin(auth, role="admin"):
+def first_user_admin(auth, role="admin", store=None):
     """Make the first user inserted on an empty user table a member of ``role``.
 
     Hooked on the table itself, so it holds for the registration form and for
     users created any other way; it runs in the inserting transaction.
+    Registrations at the same instant each see only their own row; with
+    ``store`` (the outbox's OutboxStore) the one whose transaction inserts
+    the state row ``first_user_admin`` wins (a unique name: the others wait
+    for it, then find it), so exactly one becomes admin.
     """
     table = auth.table_user()
 
     def promote(fields, user_id):
         if auth.db(table.id != user_id).select(table.id, limitby=(0, 1)):
+            return
+        if store is not None and not store.claim_name("first_user_admin", utcnow()):
             return
         auth.add_membership(ensure_group(auth, role), user_id)
         logger.info("first user %s is now a member of %r", fields.get("email"), role)

@@ -324,6 +324,16 @@ class OutboxStore(object):
                % (self.tablename, self.tablename))
         return int(self._sql(sql, [since], rows=True)[0][0])
 
+    def claim_name(self, name, now):
+        """Insert the state row ``name``; True only for the one transaction
+        that did (concurrent inserts wait on the unique name, then find it)."""
+        verb, tail = {"sqlite": ("INSERT OR IGNORE", ""),
+                      "mysql": ("INSERT IGNORE", "")}.get(
+            self.engine, ("INSERT", " ON CONFLICT (name) DO NOTHING"))
+        self._sql("%s INTO %s_state (name, updated_on) VALUES (%%s, %%s)%s"
+                  % (verb, self.tablename, tail), [name, now])
+        return self.db._adapter.cursor.rowcount == 1
+
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another
         worker creates it at the same moment (no duplicate-key error)."""
