@@ -398,7 +398,8 @@ class OutboxAdmin(object):
         host, port = Snapshot(s).host_port
         where = "%s:%s" % (host, port) if host else "(no server)"
         if ok:
-            text = "The server %s accepted the test mail to %s (250)." % (where, to)
+            text = "The server %s accepted the test mail to %s: %s" % (
+                where, to, mail.reply)
             if mail.result:
                 text += " It refused: %s" % "; ".join(
                     "%s: %s" % item for item in sorted(mail.result.items()))
@@ -409,11 +410,11 @@ class OutboxAdmin(object):
 
     # --------------------------------------------------------------- chart
     def activity(self, hours=24, bucket=3600, now=None):
-        """Attempts per time bucket over the last ``hours``: a list of
-        (bucket start, dict(sent=, queued=, failed=)), oldest first.
-
-        ``queued`` counts attempts that put the message back in the queue
-        (a retry later, or held by a configuration error).
+        """Delivery attempts per time bucket over the last ``hours``, by
+        outcome: a list of (bucket start, dict(sent=, retry=, held=,
+        failed=)), oldest first. ``retry``: deferred by the server, tried
+        again later; ``held``: stopped by the settings or an unreachable
+        server. Attempts, not messages: one message may count in several.
         """
         now = now or utcnow()
         buckets = int(hours * 3600 // bucket)
@@ -433,24 +434,26 @@ class OutboxAdmin(object):
             since, mark = start, "%s"
         sql = ("SELECT %s AS slot, outcome, COUNT(*) FROM %s WHERE attempted_on >= %s "
                "AND attempted_on < %s GROUP BY 1, outcome" % (slot, table, mark, mark))
-        series = [dict(sent=0, queued=0, failed=0) for _ in range(buckets)]
-        kinds = {SENT: "sent", FAILED: "failed", HELD: "queued", "retry": "queued"}
+        series = [dict((key, 0) for key, _, _ in COLOURS) for _ in range(buckets)]
         for slot_no, outcome, count in self.db.executesql(
                 sql, placeholders=[since, bucket, start, end]):
             slot_no = int(slot_no)
-            if outcome in kinds and 0 <= slot_no < buckets:
-                series[slot_no][kinds[outcome]] += int(count)
+            if outcome in series[0] and 0 <= slot_no < buckets:
+                series[slot_no][outcome] += int(count)
         return [(start + datetime.timedelta(seconds=i * bucket), series[i])
                 for i in range(buckets)]
 
 
 # ------------------------------------------------------------------ chart
-COLOURS = (("sent", "#2e8540", "sent"), ("queued", "#e0a526", "queued again"),
-           ("failed", "#c0392b", "failed"))
+# (attempt outcome, colour, label): each series counts the attempts of its
+# outcome in the attempt log, and says so.
+COLOURS = ((SENT, "#2e8540", "sent"), ("retry", "#e0a526", "deferred, retried"),
+           (HELD, "#7f8c8d", "held"), (FAILED, "#c0392b", "failed"))
 
 
-def chart_svg(activity, width=720, height=180, title="Mail per hour (UTC)"):
-    """Stacked bars of sent / queued again / failed per bucket, as inline SVG.
+def chart_svg(activity, width=720, height=180,
+              title="Delivery attempts per hour (UTC)"):
+    """Stacked bars of attempts by outcome per bucket, as inline SVG.
 
     Plain SVG text with a <title> per bar (the browser shows it on hover);
     no script, no external file.

@@ -29,10 +29,12 @@ SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
 
 
 class Outcome(object):
-    __slots__ = ("kind", "code", "error", "refused")
+    """``reply``: the server's whole final reply to an accepted message."""
+    __slots__ = ("kind", "code", "error", "refused", "reply")
 
-    def __init__(self, kind, code=None, error=None, refused=None):
+    def __init__(self, kind, code=None, error=None, refused=None, reply=None):
         self.kind, self.code, self.error, self.refused = kind, code, error, refused
+        self.reply = reply
 
     def __repr__(self):
         return "Outcome(%s, %s, %r)" % (self.kind, self.code, self.error)
@@ -115,6 +117,23 @@ def _classify(exc):
     return Outcome(PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
 
 
+class _KeepsReply(object):
+    """smtplib's sendmail() drops the reply to the message; keep it."""
+    reply = None
+
+    def data(self, msg):
+        self.reply = super(_KeepsReply, self).data(msg)
+        return self.reply
+
+
+class _SMTP(_KeepsReply, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_KeepsReply, smtplib.SMTP_SSL):
+    pass
+
+
 class SmtpSession(object):
     """One SMTP connection: open(), send() as often as needed, close()."""
 
@@ -132,10 +151,10 @@ class SmtpSession(object):
         host, port = s.host_port
         try:
             if s.ssl:
-                conn = smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
+                conn = _SMTP_SSL(host, port, local_hostname=s.hostname,
                                         timeout=s.timeout, context=self._context())
             else:
-                conn = smtplib.SMTP(host, port, local_hostname=s.hostname,
+                conn = _SMTP(host, port, local_hostname=s.hostname,
                                     timeout=s.timeout)
             self.opened += 1
             self.connection = conn
@@ -192,11 +211,14 @@ class SmtpSession(object):
             else:
                 self.close()
             return outcome
+        code, text = self.connection.reply or (250, b"")
+        reply = _reply(code, text)
         if refused:
             text = "; ".join("%s: %s" % (r, _reply(c, m)) for r, (c, m) in refused.items())
-            return Outcome(SENT, 250, "refused some recipients: " + text,
-                           refused={r: _reply(c, m) for r, (c, m) in refused.items()})
-        return Outcome(SENT, 250)
+            return Outcome(SENT, code, "refused some recipients: " + text,
+                           refused={r: _reply(c, m) for r, (c, m) in refused.items()},
+                           reply=reply)
+        return Outcome(SENT, code, reply=reply)
 
     def _alive(self):
         try:
