@@ -198,7 +198,16 @@ class SmtpSession(object):
         return None
 
     def _context(self):
-        return self.snapshot.ssl_context or ssl.create_default_context()
+        """The settings' ssl_context; else, as web2py's Mail, one that
+        verifies the certificate unless self_signed_certificate is set."""
+        s = self.snapshot
+        if s.ssl_context is not None:
+            return s.ssl_context
+        context = ssl.create_default_context()
+        if s.self_signed_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def send(self, sender, recipients, data):
         """Send one message over the open connection; never raises."""
