@@ -95,6 +95,7 @@ class Pass(object):
         host = self.worker.partition("#")[0].encode("utf-8")
         self.host = hashlib.sha256(host).hexdigest()[:8]
         self.key = "%s:%s" % (self.fp, self.host)
+        self._resolved = {}  # {row id: address found for its pe_id}
         self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
                            released=0, connections=0)
 
@@ -285,6 +286,7 @@ class Pass(object):
                         raise LookupError("the e-mail contact %r of person entity %s "
                                           "is not an address" % (address, row.pe_id))
                     msg["to"], recipients = [address], [mime.bare(address)]
+                    self._resolved[row.id] = mime.bare(address)[:255]
             except Exception as e:
                 why = str(e) if type(e) is LookupError else \
                     "cannot read the stored message: %s: %s" % (type(e).__name__, e)
@@ -328,16 +330,18 @@ class Pass(object):
         results = []
         for row, out in outcomes:
             tried = dict(outcome=out.kind, code=out.code, error=out.error)
-            if out.kind == OK and not out.refused:
+            address = self._resolved.pop(row.id, None)  # a pe_id's, see _jobs
+            if out.kind == OK and not out.refused and not address:
                 self.counts["sent"] += 1
                 results.append((row.id, SENT_PLAIN, dict(tried, outcome=SENT)))
             elif out.kind == OK:
                 self.counts["sent"] += 1
-                self.counts["refused"] += len(out.refused)
+                self.counts["refused"] += len(out.refused or ())
                 results.append((row.id, dict(
                     status=SENT, sent_on=now, attempts=row.attempts + 1,
                     last_code=out.code, last_error=out.error,
-                    refused=mime.dumps(out.refused)), dict(tried, outcome=SENT)))
+                    refused=mime.dumps(out.refused) if out.refused else None),
+                    dict(tried, outcome=SENT)))
             elif out.kind == CONFIG:
                 self.counts["held"] += 1
                 results.append((row.id, dict(
@@ -360,6 +364,8 @@ class Pass(object):
                 results.append((row.id, dict(
                     status=FAILED, attempts=row.attempts + 1, last_error=error,
                     last_code=out.code), dict(tried, outcome=FAILED, error=error)))
+            if address:  # the row records where the mail went
+                results[-1][1]["address"] = address
         self.store.record(owner, now, self.worker, results)
 
     def _give_up(self, row, now):
