@@ -10,11 +10,12 @@ the reason, never charging its attempts or its age.
 
 Holds are per settings fingerprint and host (state row ``held:<fp>:<host>``:
 reason and ``probe_after``); ``reached:<fp>:<host>`` says when those settings
-last reached the server from that host. While held, new mail is held too without touching the network; after
-``probe_after`` one worker probes the server without a message. Only a worker
-whose own settings reached the server releases held mail, and a worker whose
-settings fail claims nothing while another's work, so hosts with different
-settings do not flip mail between held and queued.
+last reached the server from that host. While held, new mail is held too
+without touching the network; after ``probe_after`` one worker probes the
+server without a message. Only a worker whose own settings reached the server
+releases held mail, and a worker whose settings fail claims nothing while
+another host's settings work, so hosts with different settings do not flip
+mail between held and queued.
 """
 
 import datetime

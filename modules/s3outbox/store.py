@@ -387,8 +387,9 @@ class OutboxStore(object):
     # ---------------------------------------------------------- hold/release
     # Per settings fingerprint and host ("<fp>:<host>", the key), two state
     # rows: "held:<key>" {fp, reason, probe_after}: cannot deliver now;
-    # "reached:<key>": its updated_on is when it last reached the server. Only a worker whose own settings reached the server releases
-    # held mail (delivery.py decides when).
+    # "reached:<key>": its updated_on is when it last reached the server.
+    # Only a worker whose own settings reached the server releases held mail
+    # (delivery.py decides when).
     def pending(self, now):
         """(mail is due, mail is held): one statement for an idle pass."""
         t = self.tablename
