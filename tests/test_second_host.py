@@ -12,7 +12,7 @@ from conftest import fresh_postgres
 from s3outbox import MailS3
 from webapp import WebApp, wait_for
 
-N = 2000
+N = 3000
 
 
 def _problems(app, name):
@@ -26,8 +26,10 @@ def _problems(app, name):
 def test_second_host_starts_cleanly_and_both_send(tmp_path, sink):
     with fresh_postgres() as uri:
         assert ":@" not in uri and "@" in uri  # user, no password
+        # Small batches: the drain lasts longer than an idle worker's 1 s
+        # poll, so both workers take part.
         settings = {("scheduler", "tasks"): "2", ("scheduler", "period"): "60",
-                    ("outbox", "batch_size"): "50"}
+                    ("outbox", "batch_size"): "20"}
         first = WebApp(tmp_path / "host1", smtp=sink.server, db_uri=uri,
                        settings=settings)
         second = WebApp(tmp_path / "host2", smtp=sink.server, db_uri=uri,
