@@ -58,10 +58,14 @@ class AdoptingMigrator(Migrator):
                                      fake_migrate=fake_migrate, polymodel=polymodel)
 
     def _exists_unmigrated(self, table):
-        db = table._db
-        folder = self.adapter.folder
-        if not folder or db._uri in (None, "None") or \
-                self.adapter.uri.startswith(("sqlite:memory", "spatialite:memory")):
+        db, uri = table._db, self.adapter.uri
+        if db._uri in (None, "None") or uri.startswith(("sqlite:memory",
+                                                        "spatialite:memory")):
+            return False
+        # Where pydal's create_table keeps the migration file.
+        folder = uri[9:uri.rfind("/")] if uri.startswith(
+            ("sqlite:///", "spatialite:///")) else self.adapter.folder
+        if not folder:
             return False
         name = "%s_%s.table" % (db._uri_hash, table._tablename)
         if self.file_exists(os.path.join(folder, name)):
