@@ -473,7 +473,8 @@ class OutboxAdmin(object):
 # ------------------------------------------------------------------ chart
 # (attempt outcome, colour, label): each series counts the attempts of its
 # outcome in the attempt log, and says so.
-COLOURS = ((Logged.SENT, "#2e8540", "sent"), (Logged.RETRY, "#e0a526", "deferred, retried"),
+COLOURS = ((Logged.SENT, "#2e8540", "sent"),
+           (Logged.RETRY, "#e0a526", "deferred, retried"),
            (Logged.HELD, "#7f8c8d", "held"), (Logged.FAILED, "#c0392b", "failed"))
 
 
@@ -489,7 +490,8 @@ def chart_svg(activity, width=720, height=180,
     out = ['<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
            'viewBox="0 0 %d %d" width="100%%" aria-label="%s">'
            % (width, height, escape(title)),
-           '<text x="%d" y="14" class="chart-title">%s</text>' % (box.left, escape(title))]
+           '<text x="%d" y="14" class="chart-title">%s</text>'
+           % (box.left, escape(title))]
     out += _grid(box) + _legend(box)
     every = max(1, box.n // 8)
     for i, (start, values) in enumerate(activity):

@@ -28,7 +28,8 @@ class Job(object):
     __slots__ = ("key", "sender", "recipients", "build", "outcome", "done")
 
     def __init__(self, key, sender, recipients, build):
-        self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
+        self.key, self.sender, self.recipients = key, sender, recipients
+        self.build = build
         self.outcome = None
         self.done = False
 

@@ -112,7 +112,8 @@ class OutboxStore(object):
     # ---------------------------------------------------------------- tables
     def _define(self, migrate):
         db, name = self.db, self.tablename
-        for table, fields in ((name, _outbox_fields), (name + "_attachment", _attachment_fields),
+        for table, fields in ((name, _outbox_fields),
+                              (name + "_attachment", _attachment_fields),
                               (name + "_attempt", _attempt_fields),
                               (name + "_state", _state_fields)):
             if table not in db.tables:
@@ -492,7 +493,8 @@ class OutboxStore(object):
                     break
                 totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
                 totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
-                totals[0] += self.db(o.id.belongs(ids) & (o.status == Status.SENT)).delete()
+                totals[0] += self.db(o.id.belongs(ids) &
+                                     (o.status == Status.SENT)).delete()
         return tuple(totals)
 
     # ----------------------------------------------------------- admin reads
