@@ -42,19 +42,27 @@ _HINTS = (
 )
 
 
-_NAMED_KEY = re.compile(r"\(edit (\[\w+\] \w+)\)$")
+_NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
 
 
-def edit_hint(reason):
-    """Which appconfig key to edit for a hold ``reason``."""
+def config_file(settings):
+    """The file the admin edits: private/appconfig.ini, or as the host app
+    names it in ``settings.config_names`` (Sahana Eden: models/000_config.py)."""
+    return (settings.config_names or {}).get("file", CONFIG_FILE)
+
+
+def edit_hint(reason, names=None):
+    """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
     named = _NAMED_KEY.search(reason or "")
     if named:  # blocking_problem() ends with "(edit [smtp] sender)"
         return named.group(1)
     text = (reason or "").lower()
-    for pattern, key in _HINTS:
+    key = "[smtp] server, sender and login"
+    for pattern, hint in _HINTS:
         if pattern in text:
-            return key
-    return "[smtp] server, sender and login"
+            key = hint
+            break
+    return (names or {}).get(key, key)
 
 
 def format_age(delta):
@@ -95,8 +103,9 @@ def settings_summary(settings):
 
 def findings(settings):
     """Snapshot(settings).findings() as dicts, scrubbed, with the file to edit."""
+    where = config_file(settings)
     return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
-                 where="%s in %s" % (key, CONFIG_FILE))
+                 file=where, where="%s in %s" % (key, where))
             for key, problem, blocking in Snapshot(settings).findings()]
 
 
@@ -230,7 +239,8 @@ class OutboxAdmin(object):
             return None
         reason = scrub(state.get("reason"), self.settings)
         current = Snapshot(self.settings).fingerprint()
-        return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
+        return dict(reason=reason, edit=edit_hint(reason, self.settings.config_names),
+                    file=config_file(self.settings),
                     count=self.store.count_held(),
                     settings_changed=state.get("fp") != current)
 
@@ -386,7 +396,7 @@ class OutboxAdmin(object):
         ok = mail.send_direct_email(
             to=to, subject="Test mail from %s" % site,
             message="This is a test message sent from %s at %s UTC with the "
-                    "settings in %s." % (site, utcnow(), CONFIG_FILE))
+                    "settings in %s." % (site, utcnow(), config_file(s)))
         host, port = Snapshot(s).host_port
         where = "%s:%s" % (host, port) if host else "(no server)"
         if ok:

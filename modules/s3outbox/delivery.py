@@ -181,7 +181,7 @@ class Pass(object):
         """Yield a Job per sendable row (lazily, so attachments load one at a
         time) and append (row, Job or Outcome) to ``results``."""
         now = utcnow()
-        contacts = self._contacts([r.pe_id for r in rows if r.pe_id and not r.address])
+        contacts = self._contacts([r.pe_id for r in rows if r.pe_id])
         for row in rows:
             if time.monotonic() - self._recorded_at >= RECORD_EVERY:
                 finished = _finished(results)
@@ -204,6 +204,7 @@ class Pass(object):
                         raise LookupError("the e-mail contact %r of person entity %s "
                                           "is not an address" % (address, row.pe_id))
                     msg["to"], recipients = [address], [mime.bare(address)]
+                    self._note_address(row, recipients[0])
             except Exception as e:
                 why = str(e) if type(e) is LookupError else \
                     "cannot read the stored message: %s: %s" % (type(e).__name__, e)
@@ -225,6 +226,13 @@ class Pass(object):
             return mime.wire(mime.build(msg, sender, row.message_id, date, attachments,
                                         dkim))
         return build
+
+    def _note_address(self, row, address):
+        """Record on a pe_id row the address it goes to (it commits with
+        the row's outcome), so the admin sees where it went."""
+        if row.address != address:
+            o = self.store.outbox
+            self.store.db(o.id == row.id).update(address=address[:255])
 
     def _contacts(self, pe_ids):
         """{pe_id: address} from Sahana's pr_contact, first by priority."""

@@ -28,6 +28,8 @@ DEFAULTS = dict(
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
     ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
+    config_names=None,        # {"[smtp] sender": name, "file": file} where the
+                              # admin edits them (Sahana Eden: settings.mail.*)
 )
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
@@ -60,6 +62,7 @@ class Snapshot(object):
         self.hostname = settings.hostname
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
+        self.names = settings.config_names or {}
 
     @property
     def host_port(self):
@@ -87,11 +90,14 @@ class Snapshot(object):
         """
         for key, problem, blocking in self.findings():
             if blocking:
-                return "%s (edit %s)" % (problem, key)
+                where = self.names.get("file")
+                return "%s (edit %s)" % (problem, "%s in %s" % (key, where)
+                                         if where else key)
         return None
 
     def findings(self):
-        """(appconfig key, what is wrong, blocks sending) for each problem."""
+        """(appconfig key, what is wrong, blocks sending) for each problem;
+        keys are renamed by ``settings.config_names`` (Eden's own names)."""
         out = []
         server, sender, login = self.server, self.sender, self.login
         if not isinstance(server, str) or not server.strip():
@@ -141,7 +147,8 @@ class Snapshot(object):
                     self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
                 out.append(("[smtp] tls", "a password would cross the network "
                             "unencrypted: turn on tls or ssl", False))
-        return out
+        return [(self.names.get(key, key), problem, blocking)
+                for key, problem, blocking in out]
 
 
 # appconfig.ini [outbox] keys and how to read them; the rest of DEFAULTS are
