@@ -38,7 +38,9 @@ EDITS = (
       "register_task(tasks, s3task)"], False,
      "delivery task s3outbox_deliver, re-queued if it ever ends"),
     ("modules/core/ui/menus.py", 'M("Scheduler", c="admin", f="task"),',
-     ['M("Mail Outbox", c="outbox", f="index"),'], True,
+     # c="admin": a link to a controller that is not an Eden module is hidden
+     ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
+     True,
      "'Mail Outbox' in the admin menu"),
 )
 # (from this checkout, to the Eden application)

@@ -7,7 +7,8 @@ noop (Eden's first run happens in its models), pe_id EMAIL,
 send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 (Eden's S3Msg.process_outbox for EMAIL), mail_send PE_ID SUBJECT
 (current.mail.send(pe_id=...)), eden_status OUTBOX_ID (Eden's msg_outbox
-status), group NAME PE_ID... (a pr_group with these persons as members).
+status), group NAME PE_ID... (a pr_group with these persons as members),
+person NAME (a person with no contacts).
 """
 
 import sys
@@ -35,6 +36,13 @@ def _group(name, *pe_ids):
     return db(gtable.id == group_id).select(gtable.pe_id).first().pe_id
 
 
+def _person(name):
+    ptable = s3db.pr_person
+    record = {"id": ptable.insert(first_name=name)}
+    s3db.update_super(ptable, record)
+    return db(ptable.id == record["id"]).select(ptable.pe_id).first().pe_id
+
+
 def main(command, *args):
     out = {}
     if command == "pe_id":
@@ -53,6 +61,8 @@ def main(command, *args):
     elif command == "eden_status":
         table = s3db.msg_outbox
         out["status"] = db(table.id == int(args[0])).select(table.status).first().status
+    elif command == "person":
+        out["pe_id"] = _person(args[0])
     elif command == "group":
         out["pe_id"] = _group(*args)
     db.commit()

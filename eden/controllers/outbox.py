@@ -22,7 +22,7 @@ CHART_RANGES = {"day": (24, 3600, "Mail per hour, last 24 hours (UTC)"),
 # page for anonymous users, the home page with an error for the others).
 if not auth.s3_has_role("ADMIN"):
     auth.permission.fail()
-menu.options = OptionsMenu("admin").menu
+current.menu.options = OptionsMenu("admin").menu  # Eden's admin side menu
 response.title = "Mail outbox"
 
 
