@@ -8,7 +8,8 @@ send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 (Eden's S3Msg.process_outbox for EMAIL), mail_send PE_ID SUBJECT
 (current.mail.send(pe_id=...)), eden_status OUTBOX_ID (Eden's msg_outbox
 status), group NAME PE_ID... (a pr_group with these persons as members),
-person NAME (a person with no contacts).
+person NAME (a person with no contacts), organisation NAME PE_ID... (staff),
+settings (what EdenMail read).
 """
 
 import sys
@@ -43,6 +44,17 @@ def _person(name):
     return db(ptable.id == record["id"]).select(ptable.pe_id).first().pe_id
 
 
+def _organisation(name, *pe_ids):
+    otable, htable, ptable = s3db.org_organisation, s3db.hrm_human_resource, \
+        s3db.pr_person
+    record = {"id": otable.insert(name=name)}
+    s3db.update_super(otable, record)
+    for pe_id in pe_ids:
+        person = db(ptable.pe_id == int(pe_id)).select(ptable.id).first()
+        htable.insert(organisation_id=record["id"], person_id=person.id)
+    return db(otable.id == record["id"]).select(otable.pe_id).first().pe_id
+
+
 def main(command, *args):
     out = {}
     if command == "pe_id":
@@ -63,6 +75,12 @@ def main(command, *args):
         out["status"] = db(table.id == int(args[0])).select(table.status).first().status
     elif command == "person":
         out["pe_id"] = _person(args[0])
+    elif command == "organisation":
+        out["pe_id"] = _organisation(*args)
+    elif command == "settings":
+        for key in ("server", "sender", "login", "tls", "rate_limit"):
+            out[key] = mail.settings[key]
+        out["public_url"] = mail.public_url
     elif command == "group":
         out["pe_id"] = _group(*args)
     db.commit()

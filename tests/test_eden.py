@@ -22,7 +22,7 @@ import pytest
 
 from edenapp import INSTALLER, EdenApp, tarball
 from smtpsink import Sink, SinkController
-from webapp import wait_for
+from webapp import free_port, wait_for
 
 pytestmark = pytest.mark.skipif(
     tarball() is None, reason="no Sahana Eden snapshot in ../shared/eden-asp/ "
@@ -64,6 +64,11 @@ def login(app, who):
     r = app.submit(s, "/default/user/login", dict(email=who, password=PASSWORD))
     assert r.ok and "/default/user/login" not in r.url, r.url
     return s
+
+
+def value(output, key):
+    """The value of ``key=value`` in the output of EdenApp.shell()."""
+    return re.search(r"(?m)^%s=(.*)$" % key, output).group(1)
 
 
 def tree_digest(folder):
@@ -199,17 +204,69 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
     assert eden.query("SELECT address FROM msg_mail_outbox WHERE subject=?",
                       ("Eden msg 2",)) == [("normaluser@example.com",)]
 
-    group = eden.shell("group", "Outbox testers", pe_id).split("pe_id=")[1].split()[0]
-    assert "ok=True" in eden.shell("mail_send", group, "Eden msg 3")
-    assert wait_for(lambda: received(sink, "normaluser@example.com", "Eden msg 3"),
-                    timeout=90)
-
     nobody = eden.shell("person", "Nobody").split("pe_id=")[1].split()[0]
     assert "ok=True" in eden.shell("mail_send", nobody, "Eden msg 4")
     assert wait_for(lambda: eden.query(
         "SELECT status, last_error FROM msg_mail_outbox WHERE subject=? AND "
         "status='failed'", ("Eden msg 4",)), timeout=90) == [
         ("failed", "no e-mail address for person entity %s" % nobody)]
+
+
+def test_distribution_lists_reach_their_members(eden, sink):
+    pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
+    org = value(eden.shell("organisation", "Outbox Org", pe_id), "pe_id")
+    group = value(eden.shell("group", "Outbox testers", pe_id), "pe_id")
+    for entity, subject in ((org, "To the organisation"), (group, "To the group")):
+        out = eden.shell("mail_send", entity, subject)
+        assert "ok=True" in out and value(out, "ids"), out
+        assert wait_for(lambda: received(sink, "normaluser@example.com", subject),
+                        timeout=90), eden.log("worker")
+    # Eden's own outbox expands the group, then hands each member's mail over.
+    eden.shell("send_by_pe_id", group, "Group via Eden")
+    eden.shell("process_outbox")
+    assert wait_for(lambda: received(sink, "normaluser@example.com",
+                                     "Group via Eden"), timeout=90)
+    empty = value(eden.shell("group", "Nobody here"), "pe_id")
+    out = eden.shell("mail_send", empty, "To nobody")
+    assert "ok=False" in out and "has no members to send to" in out
+
+
+def test_settings_are_edens_of_now(eden, sink):
+    eden.configure_mail(limit=5000)
+    try:
+        out = eden.shell("settings")
+    finally:
+        eden.configure_mail(limit=None)
+    assert "rate_limit=5000/day" in out and "server=%s" % sink.server in out
+    assert "sender=%s" % SENDER in out
+    assert "public_url=%s" % eden.base.rsplit("/", 1)[0] in out
+
+
+def test_edens_outbox_row_stays_unsent_while_held(eden, sink):
+    pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
+    eden.configure_mail(server="127.0.0.1:%d" % free_port())  # nothing listens
+    try:
+        eden_id = value(eden.shell("send_by_pe_id", pe_id, "Held in Eden"),
+                        "eden_outbox")
+        eden.shell("process_outbox")
+        assert wait_for(lambda: eden.query(
+            "SELECT status FROM msg_mail_outbox WHERE subject='Held in Eden'"
+        ) == [("held",)], timeout=90), eden.log("worker")
+        assert "status=1" in eden.shell("eden_status", eden_id)  # Unsent
+        eden.shell("process_outbox")  # Eden hands it over again: not queued twice
+        assert eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE "
+                          "subject='Held in Eden'") == [(1,)]
+        admin = login(eden, "admin@example.com")
+        page = admin.get(eden.url("/outbox/index"), timeout=60).text
+        assert "Outgoing mail is held" in page
+        assert "Edit <code>settings.mail.server</code> in <code>models/000_config.py" \
+            "</code>" in page, page
+    finally:
+        eden.configure_mail(server=sink.server)
+    assert wait_for(lambda: received(sink, "normaluser@example.com", "Held in Eden"),
+                    timeout=90), eden.log("worker")
+    assert wait_for(lambda: "status=2" in eden.shell("eden_status", eden_id),
+                    timeout=60, step=1)
 
 
 # ------------------------------------------------------------------ restart

@@ -93,12 +93,17 @@ def scrub(text, settings):
 
 
 def settings_summary(settings):
-    """The SMTP settings as the dashboard shows them: no password."""
+    """The SMTP settings as the dashboard shows them: no password; ``keys``
+    and ``file`` say where the admin edits them."""
     login = settings.login if isinstance(settings.login, str) else ""
     user = login.partition(":")[0]
+    names = settings.config_names or {}
+    keys = dict((k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
+                for k in ("server", "sender", "login", "tls", "ssl"))
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
-                tls=bool(settings.tls), ssl=bool(settings.ssl))
+                tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
+                file=config_file(settings))
 
 
 def findings(settings):
