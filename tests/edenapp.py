@@ -149,10 +149,11 @@ class EdenApp(WebApp):
         return os.path.join(self.app, "databases", "storage.db")
 
     def schema(self):
-        """{table name: its CREATE statement} of the SQLite database, with the
-        random defaults (uuid, s3_table name) Eden writes into it made equal."""
-        return {name: re.sub(r"DEFAULT '(urn:uuid:[0-9a-f-]+|s3dt_[a-z]+)'",
-                             "DEFAULT '(random)'", sql)
-                for name, sql in self.query(
-                    "SELECT name, sql FROM sqlite_master WHERE type='table' AND "
-                    "name NOT LIKE 'sqlite_%'")}
+        """{table or index name: (its table, its CREATE statement)} of the
+        SQLite database, with the random defaults (uuid, s3_table name) Eden
+        writes into its DDL made equal."""
+        return {name: (table, re.sub(r"DEFAULT '(urn:uuid:[0-9a-f-]+|s3dt_[a-z]+)'",
+                                     "DEFAULT '(random)'", sql or ""))
+                for name, table, sql in self.query(
+                    "SELECT name, tbl_name, sql FROM sqlite_master WHERE "
+                    "type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'")}
