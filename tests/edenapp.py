@@ -15,6 +15,9 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import time
+
+import requests
 
 import runtime
 from webapp import WebApp, free_port
@@ -130,8 +133,6 @@ class EdenApp(WebApp):
         self._start(name, ["-K", "eden"])
 
     def wait_up(self, timeout=120):
-        import time
-        import requests
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:

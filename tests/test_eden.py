@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -92,7 +93,6 @@ def tree_digest(folder):
 # ----------------------------------------------------------------- installer
 def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_path):
     app = EdenApp(tmp_path)
-    import tarfile
     with tarfile.open(tarball()) as tar:
         tar.extractall(app.app)
     pristine = tree_digest(app.app)

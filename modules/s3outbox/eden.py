@@ -28,6 +28,8 @@ import os
 import time
 
 from gluon import current
+from gluon.storage import Storage
+from pydal import Field
 
 from .mailer import MailS3
 from .schedule import ensure_tasks
@@ -91,7 +93,6 @@ class EdenMail(MailS3):
         self._synced_at = 0
         name = tablename + "_eden"
         if name not in db.tables:
-            from pydal import Field
             db.define_table(name, Field("outbox_id", "integer"),
                             Field("eden_outbox_id", "integer"),
                             Field("status", length=16), migrate=migrate)
@@ -130,7 +131,6 @@ class EdenMail(MailS3):
 
     @staticmethod
     def _reread():
-        from gluon.storage import Storage
         from s3cfg import S3Config  # Eden's own settings class
         cfg = S3Config()
         path = os.path.join(current.request.folder, "models", "000_config.py")
