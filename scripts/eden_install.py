@@ -8,7 +8,7 @@
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (controllers/outbox.py, views/outbox/) and
 adds four marked blocks to Eden's files (see EDITS). Running it again changes
-nothing more; --uninstall removes the blocks and the copied files, leaving
+nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
 Eden's files byte for byte as they were. Nothing is written until every check
 passed, and an edited Python file must compile before it is written.
 """
@@ -80,10 +80,9 @@ def write(path, text):
 
 
 def insert_block(text, anchor, lines, indent, name):
-    """``text`` with the marked block after the line ``anchor``; None if the
-    block is there already."""
-    if BEGIN in text:
-        return None
+    """``text`` with the marked block after the line ``anchor`` (replacing
+    the block an older version added); None if it is there already."""
+    original, text = text, remove_block(text)
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
@@ -105,7 +104,7 @@ def insert_block(text, anchor, lines, indent, name):
         except SyntaxError as e:
             raise Refused("%s would not compile after the edit (%s); nothing was "
                           "changed" % (name, e))
-    return new
+    return None if new == original else new
 
 
 def remove_block(text):
@@ -158,8 +157,9 @@ def install(app):
     edits = []
     for name, anchor, lines, indent, why in EDITS:
         path = os.path.join(app, name)
-        new = insert_block(read(path), anchor, lines, indent, name)
-        edits.append((name, path, new, len(lines) + 2, why))
+        text = read(path)
+        new = insert_block(text, anchor, lines, indent, name)
+        edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
         changed = 0
@@ -173,12 +173,13 @@ def install(app):
         what = "%s/ (%d files)" % (dst, len(files)) if os.path.isdir(
             os.path.join(SOURCE, src)) else dst
         print("  %-9s %s" % ("copied" if changed else "unchanged", what))
-    for name, path, new, added, why in edits:
+    for name, path, new, older, added, why in edits:
         if new is None:
             print("  %-9s %s (already wired in)" % ("unchanged", name))
         else:
             write(path, new)
-            print("  %-9s %s (+%d lines): %s" % ("edited", name, added, why))
+            print("  %-9s %s (+%d lines): %s" % ("updated" if older else "edited",
+                                                 name, added, why))
 
 
 def uninstall(app):

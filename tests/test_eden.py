@@ -107,11 +107,35 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     app.installer("--uninstall")
     assert tree_digest(app.app) == pristine
 
+    # An older install's block is replaced, not doubled.
+    menus = os.path.join(app.app, "modules", "core", "ui", "menus.py")
+    app.installer()
+    with open(menus) as f:
+        text = f.read()
+    with open(menus, "w") as f:
+        f.write(text.replace('M("Mail Outbox"', 'M("Old Outbox"'))
+    assert "updated   modules/core/ui/menus.py" in app.installer()
+    assert tree_digest(app.app) == installed
+    app.installer("--uninstall")
+    assert tree_digest(app.app) == pristine
+
     refused = subprocess.run([sys.executable, INSTALLER, str(tmp_path)],
                              capture_output=True, text=True)
     assert refused.returncode == 2
     assert "is not a Sahana Eden application" in refused.stderr
     assert not os.path.exists(tmp_path / "modules")
+
+    # An Eden whose files differ from what the edits expect: nothing written.
+    tasks = os.path.join(app.app, "models", "tasks.py")
+    with open(tasks) as f:
+        text = f.read()
+    with open(tasks, "w") as f:
+        f.write(text.replace("current.s3task = s3task", "current.s3task = s3task  # x"))
+    changed = tree_digest(app.app)
+    refused = subprocess.run([sys.executable, INSTALLER, app.app],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "Make the edits by hand" in refused.stderr
+    assert tree_digest(app.app) == changed
 
 
 def test_first_run_with_the_outbox_leaves_edens_tables_unchanged(eden, tmp_path):
