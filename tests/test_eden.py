@@ -314,13 +314,20 @@ def test_worker_stopped_mid_run_and_started_again_still_delivers(eden, sink):
         "SELECT 1 FROM scheduler_task WHERE uuid LIKE 's3outbox-%' AND "
         "status='RUNNING'"), timeout=90), eden.log("worker")
     eden.stop_worker()  # SIGTERM during the task's run
+    task = "scheduler_task WHERE uuid LIKE 's3outbox-%'"
+    after = eden.query("SELECT status, times_failed FROM " + task)
+    print("\nEden: delivery task after SIGTERM: %s" % after)
+    assert after[0][0] == "QUEUED"  # retry_failed=-1: queued again, not FAILED
+    # Left FAILED all the same (as Eden's default retry_failed=0 leaves a
+    # task): the worker's start checks the task and queues it again.
+    eden.query("UPDATE %s" % task.replace(" WHERE", " SET status='FAILED' WHERE"))
     pe_id = eden.shell("pe_id", "normaluser@example.com").split("pe_id=")[1].split()[0]
     assert "ok=True" in eden.shell("mail_send", pe_id, "After restart")
     eden.start_worker()
     assert wait_for(lambda: received(sink, "normaluser@example.com", "After restart"),
                     timeout=180), eden.log("worker")
-    assert eden.query("SELECT status FROM scheduler_task WHERE uuid LIKE "
-                      "'s3outbox-%'")[0][0] in ("QUEUED", "ASSIGNED", "RUNNING")
+    assert eden.query("SELECT status FROM " + task)[0][0] in (
+        "QUEUED", "ASSIGNED", "RUNNING")
 
 
 # ---------------------------------------------------------------- dashboard
