@@ -189,17 +189,23 @@ def test_shipped_config_keeps_registration_then_a_fixed_config_sends(eden, sink)
 
 
 def test_registration_time_with_a_working_config(eden, sink):
+    """Measured, not asserted: the POST to the mail at the sink, five times."""
     working(eden, sink)
-    """Measured, not asserted: the POST to the mail at the sink."""
-    s = eden.session()
-    started = time.time()
-    r = eden.submit(s, "/default/user/register", dict(
-        first_name="Bo", last_name="Ek", email="bo@people.net",
-        password="Secret123x", password_two="Secret123x", language="en"))
-    assert "verify_email_sent" in r.url
-    assert wait_for(lambda: received(sink, "bo@people.net"), timeout=90)
-    print("\nEden: registration POST to mail at the sink (working config): %.2f s"
-          % (time.time() - started))
+    times = []
+    for n in range(5):
+        address = "timed%d@people.net" % n
+        s = eden.session()
+        _, hidden = eden.form(s, "/default/user/register")
+        started = time.time()
+        r = s.post(eden.url("/default/user/register"), timeout=60, data=dict(
+            hidden, first_name="Timed", last_name=str(n), email=address,
+            password="Secret123x", password_two="Secret123x", language="en"))
+        assert "verify_email_sent" in r.url
+        assert wait_for(lambda: received(sink, address), timeout=90, step=0.02)
+        times.append(time.time() - started)
+    print("\nEden: registration POST to mail at the sink (working config), 5 runs: "
+          "min %.2f s, median %.2f s, max %.2f s" % (
+              min(times), sorted(times)[2], max(times)))
 
 
 # -------------------------------------------------------------------- pe_id
