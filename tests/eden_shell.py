@@ -8,7 +8,8 @@ send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 (Eden's S3Msg.process_outbox for EMAIL), mail_send PE_ID SUBJECT
 (current.mail.send(pe_id=...)), eden_status OUTBOX_ID (Eden's msg_outbox
 status), group NAME PE_ID... (a pr_group with these persons as members),
-person NAME (a person with no contacts), organisation NAME PE_ID... (staff),
+person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
+(Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
 settings (what EdenMail read).
 """
 
@@ -65,6 +66,15 @@ def main(command, *args):
         out["eden_outbox"] = ",".join(str(i) for i in _eden_outbox_ids(message_id))
     elif command == "process_outbox":
         msg.process_outbox("EMAIL")
+    elif command == "send_email":
+        import os
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(), "report.txt")
+        with open(path, "w") as f:
+            f.write("attached")
+        out["ok"] = msg.send_email(args[0], args[1], "Grüße from Eden",
+                                   cc=args[2], bcc=args[3],
+                                   attachments=[mail.Attachment(path)])
     elif command == "mail_send":
         out["ok"] = mail.send(pe_id=int(args[0]), subject=args[1],
                               message="Sent by mail.send(pe_id=...).")

@@ -254,6 +254,21 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
         ("failed", "no e-mail address for person entity %s" % nobody)]
 
 
+def test_edens_send_email_goes_through_the_outbox(eden, sink):
+    working(eden, sink)
+    out = eden.shell("send_email", "to@people.net", "Eden API mail", "cc@people.net",
+                     "bcc@people.net")
+    assert "ok=True" in out, out
+    assert wait_for(lambda: received(sink, "to@people.net", "Eden API mail"),
+                    timeout=90)
+    envelope = [r for _, r, data in sink.messages if b"Eden API mail" in data][0]
+    assert sorted(envelope) == ["bcc@people.net", "cc@people.net", "to@people.net"]
+    msg = received(sink, "to@people.net", "Eden API mail")[0]
+    assert msg.get_body(("plain",)).get_content().strip() == "Grüße from Eden"
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["report.txt"]
+    assert "bcc@people.net" not in str(msg)
+
+
 def test_distribution_lists_reach_their_members(eden, sink):
     working(eden, sink)
     pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
