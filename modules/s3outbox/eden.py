@@ -170,7 +170,11 @@ class EdenMail(MailS3):
         ids = []
         for person in persons:
             call["pe_id"] = person
-            if not MailS3.send(self, **call):
+            if not MailS3.send(self, **call):  # a database error: all or none
+                try:
+                    self._drop(ids)
+                except Exception:
+                    logger.exception("could not take back mail queued for %s", pe_id)
                 return False
             ids.append(self.result["id"])
         self.result["ids"] = ids
@@ -237,12 +241,17 @@ class EdenMail(MailS3):
                        (o.status.belongs((QUEUED, SENDING, HELD)) |
                         (link.status != o.status))).count()
         if busy:  # handed over again before the first one ended: drop the copy
-            self.db(self.store.attachment.outbox_id.belongs(pending)).delete()
-            self.db(o.id.belongs(pending)).delete()
+            self._drop(pending)
         else:
             for outbox_id in pending:
                 link.insert(outbox_id=outbox_id, eden_outbox_id=eden_id, status=QUEUED)
         return True
+
+    def _drop(self, ids):
+        """Delete messages queued in this transaction (and their attachments)."""
+        if ids:
+            self.db(self.store.attachment.outbox_id.belongs(ids)).delete()
+            self.db(self.store.outbox.id.belongs(ids)).delete()
 
     def sync_eden(self):
         """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
