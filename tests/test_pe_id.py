@@ -66,6 +66,27 @@ def test_address_is_looked_up_at_delivery_not_at_send(contacts, mail, db, sink):
     assert row_of(mail, db, message_id).status == "sent"
 
 
+def test_retry_of_a_pe_id_row_looks_its_address_up_again(contacts, mail, db, sink):
+    """A retried row carries the address recorded by its first attempt; the
+    retry must still find (and may change) the contact, not fail for want of one."""
+    add(contacts, 5, "first@people.net")
+    sink.script["DATA"] = "451 4.3.0 try later"
+    assert mail.send(pe_id=5, subject="Hi", message="Body") is True
+    message_id = mail.result["message_id"]
+    db.commit()
+    assert mail.process_outbox()["retry"] == 1
+    assert row_of(mail, db, message_id).address == "first@people.net"
+    del sink.script["DATA"]
+    db(contacts.pe_id == 5).update(value="second@people.net")
+    db(mail.store.outbox.message_id == message_id).update(
+        next_attempt_on=row_of(mail, db, message_id).created_on)
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    row = row_of(mail, db, message_id)
+    assert (row.status, row.address) == ("sent", "second@people.net")
+    assert sink.messages[-1][1] == ["second@people.net"]
+
+
 def test_each_pe_id_gets_its_own_address(contacts, mail, db, sink):
     for pe_id in range(1, 6):
         add(contacts, pe_id, "p%d@people.net" % pe_id, priority=pe_id % 3)
