@@ -107,11 +107,14 @@ def settings_summary(settings):
 
 
 def findings(settings):
-    """Snapshot(settings).findings() as dicts, scrubbed, with the file to edit."""
-    where = config_file(settings)
+    """Snapshot(settings).findings() as dicts, scrubbed, with the setting and
+    the file to edit as the host app names them (``settings.config_names``)."""
+    names, where = settings.config_names or {}, config_file(settings)
+    found = [(names.get(key, key), problem, blocking)
+             for key, problem, blocking in Snapshot(settings).findings()]
     return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
                  file=where, where="%s in %s" % (key, where))
-            for key, problem, blocking in Snapshot(settings).findings()]
+            for key, problem, blocking in found]
 
 
 # --------------------------------------------------------- settings logging

@@ -24,12 +24,12 @@ DEFAULTS = dict(
     retry_max=6 * 3600,       # longest retry delay in seconds
     probe_interval=300,       # seconds between re-tries of mail held by an outage
     rate_limit=None,          # e.g. "100/hour" or "30/minute", across all workers
+    config_names=None,        # {"[smtp] sender": its name, "file": file} where
+                              # the admin edits it (Sahana Eden: settings.mail.*)
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
     ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
-    config_names=None,        # {"[smtp] sender": name, "file": file} where the
-                              # admin edits them (Sahana Eden: settings.mail.*)
 )
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
@@ -59,10 +59,10 @@ class Snapshot(object):
         self.tls = bool(settings.tls)
         self.ssl = bool(settings.ssl)
         self.timeout = settings.timeout or DEFAULTS["timeout"]
+        self.names = settings.config_names or {}
         self.hostname = settings.hostname
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
-        self.names = settings.config_names or {}
 
     @property
     def host_port(self):
@@ -90,14 +90,13 @@ class Snapshot(object):
         """
         for key, problem, blocking in self.findings():
             if blocking:
-                where = self.names.get("file")
+                key, where = self.names.get(key, key), self.names.get("file")
                 return "%s (edit %s)" % (problem, "%s in %s" % (key, where)
                                          if where else key)
         return None
 
     def findings(self):
-        """(appconfig key, what is wrong, blocks sending) for each problem;
-        keys are renamed by ``settings.config_names`` (Eden's own names)."""
+        """(appconfig key, what is wrong, blocks sending) for each problem."""
         out = []
         server, sender, login = self.server, self.sender, self.login
         if not isinstance(server, str) or not server.strip():
@@ -147,8 +146,7 @@ class Snapshot(object):
                     self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
                 out.append(("[smtp] tls", "a password would cross the network "
                             "unencrypted: turn on tls or ssl", False))
-        return [(self.names.get(key, key), problem, blocking)
-                for key, problem, blocking in out]
+        return out
 
 
 # appconfig.ini [outbox] keys and how to read them; the rest of DEFAULTS are
