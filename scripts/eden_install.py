@@ -6,7 +6,8 @@
     python scripts/eden_install.py EDEN_APP_DIR --uninstall  # restore Eden
 
 Standard library only, so the Python that runs Eden runs it. It copies
-modules/s3outbox/, the dashboard (controllers/outbox.py, views/outbox/) and
+modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
+eden/controllers/outbox.py around the app's own controller) and
 adds four marked blocks to Eden's files (see EDITS). Running it again changes
 nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
 Eden's files byte for byte as they were. Nothing is written until every check
@@ -46,9 +47,11 @@ EDITS = (
 # (from this checkout, to the Eden application)
 COPIES = (
     ("modules/s3outbox", "modules/s3outbox"),
-    ("eden/controllers/outbox.py", "controllers/outbox.py"),
     ("views/outbox", "views/outbox"),
 )
+# Eden's dashboard controller: Eden's part with the app's controller included.
+CONTROLLER = ("eden/controllers/outbox.py", "controllers/outbox.py")
+INCLUDE = "# s3outbox:include "
 EDEN_FILES = ("models/00_db.py", "models/000_1st_run.py", "modules/s3cfg.py",
               "modules/core/msg/base.py", "controllers/default.py")
 
@@ -151,9 +154,26 @@ def check_copies(app):
                           "overwriting it" % views)
 
 
+def controller_text():
+    """eden/controllers/outbox.py with its INCLUDE line replaced by the file
+    it names, so that Eden runs the app's own dashboard code."""
+    out = []
+    for line in read(os.path.join(SOURCE, CONTROLLER[0])).splitlines(keepends=True):
+        if line.startswith(INCLUDE):
+            name = line[len(INCLUDE):].strip()
+            out.append("# ---- %s of s3outbox, as it is ----\n" % name)
+            out.append(read(os.path.join(SOURCE, name)))
+            out.append("# ---- end of %s ----\n" % name)
+        else:
+            out.append(line)
+    return "".join(out)
+
+
 def install(app):
     is_eden(app)
     check_copies(app)
+    controller = controller_text()
+    compile(controller, CONTROLLER[1], "exec")
     edits = []
     for name, anchor, lines, indent, why in EDITS:
         path = os.path.join(app, name)
@@ -173,6 +193,12 @@ def install(app):
         what = "%s/ (%d files)" % (dst, len(files)) if os.path.isdir(
             os.path.join(SOURCE, src)) else dst
         print("  %-9s %s" % ("copied" if changed else "unchanged", what))
+    target = os.path.join(app, CONTROLLER[1])
+    same = os.path.isfile(target) and read(target) == controller
+    if not same:
+        with open(target, "w", encoding="utf-8", newline="") as f:
+            f.write(controller)
+    print("  %-9s %s" % ("unchanged" if same else "copied", CONTROLLER[1]))
     for name, path, new, older, added, why in edits:
         if new is None:
             print("  %-9s %s (already wired in)" % ("unchanged", name))

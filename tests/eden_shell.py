@@ -90,7 +90,7 @@ def main(command, *args):
     elif command == "settings":
         for key in ("server", "sender", "login", "tls", "rate_limit"):
             out[key] = mail.settings[key]
-        out["public_url"] = mail.public_url
+        out["public_url"] = mail.settings.public_url
     elif command == "group":
         out["pe_id"] = _group(*args)
     db.commit()

@@ -380,3 +380,6 @@ def test_dashboard_is_for_edens_admins_only(eden):
     assert r.ok and "Purged 0 messages" in r.text
     r = admin.post(eden.url("/outbox/purge"), data=dict(days="1"), timeout=60)
     assert r.status_code == 403
+    r = admin.get(eden.url("/outbox/messages"), params=dict(status="bogus"),
+                  timeout=60)
+    assert r.status_code == 400 and "Bad parameter" in r.text

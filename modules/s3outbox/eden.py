@@ -50,6 +50,7 @@ NAMES = {
     "[smtp] ssl": "settings.mail.ssl",
     "[smtp] tls and [smtp] ssl": "settings.mail.tls",
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
+    "[app] public_url": "settings.base.public_url",
 }
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
@@ -75,6 +76,7 @@ def eden_get(cfg):
         "smtp.tls": cfg.get_mail_server_tls(),
         "smtp.ssl": cfg.mail.get("ssl"),  # not Eden's own: for port 465
         "outbox.rate_limit": "%s/day" % limit if limit else None,
+        "app.public_url": cfg.base.get("public_url"),
     }
     return values.get
 
@@ -87,7 +89,6 @@ class EdenMail(MailS3):
         migrate = cfg.get_base_migrate()
         MailS3.__init__(self, db, tablename=tablename, migrate=migrate)
         self.settings.config_names = NAMES
-        self.public_url = None
         self._config = (self._config_stamp(), cfg)
         self._pending = []      # outbox ids queued since Eden's last hand-over
         self._synced_at = 0
@@ -102,9 +103,7 @@ class EdenMail(MailS3):
     # --------------------------------------------------------------- settings
     def refresh(self):
         """Copy Eden's current mail settings onto ``self.settings``."""
-        cfg = self._deployment_settings()
-        apply_config(self, eden_get(cfg))
-        self.public_url = cfg.base.get("public_url")
+        apply_config(self, eden_get(self._deployment_settings()))
 
     @staticmethod
     def _config_stamp():
