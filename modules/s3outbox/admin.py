@@ -305,8 +305,7 @@ class OutboxAdmin(object):
             return None
         reason = scrub(state.get("reason"), self.settings)
         current = Snapshot(self.settings).fingerprint()
-        return dict(reason=reason, edit=edit_hint(reason, self.settings.config_names),
-                    file=config_file(self.settings),
+        return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
                     count=self.store.count_held(),
                     settings_changed=state.get("fp") != current)
 
@@ -317,9 +316,17 @@ class OutboxAdmin(object):
         return dict(counts=counts, total=sum(counts.values()),
                     waiting=sum(counts[s] for s in WAITING), oldest=oldest,
                     oldest_age=(now - oldest) if oldest else None,
-                    recent=self.recent(now), held=self.held(),
+                    recent=self.recent(now), held=self.named(self.held()),
                     findings=findings(self.settings),
                     settings=settings_summary(self.settings))
+
+    def named(self, held):
+        """``held`` with the setting and file to edit as the host app names
+        them (``settings.config_names``; Sahana Eden: models/000_config.py)."""
+        if held:
+            held.update(edit=edit_hint(held["reason"], self.settings.config_names),
+                        file=config_file(self.settings))
+        return held
 
     # ---------------------------------------------------------------- list
     def page(self, status=None, address=None, before=None, after=None, size=50):
