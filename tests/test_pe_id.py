@@ -48,7 +48,19 @@ def test_resolves_first_email_contact_by_priority(contacts, mail, db, sink):
     _, rcpts, data = sink.messages[-1]
     assert rcpts == ["chosen@people.net"]
     assert b"To: chosen@people.net" in data
-    assert row_of(mail, db, queued.message_id).status == "sent"
+    row = row_of(mail, db, queued.message_id)
+    assert (row.status, row.address, row.pe_id) == ("sent", "chosen@people.net", 7)
+
+
+def test_row_records_the_address_also_when_delivery_fails(contacts, mail, db, sink):
+    """The address a pe_id resolved to is on the row whatever the outcome."""
+    add(contacts, 4, "Ann Lee <gone@people.net>")
+    sink.script["RCPT"] = {"gone@people.net": "550 5.1.1 no such user"}
+    assert mail.send(pe_id=4, subject="Hi", message="Body") is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["failed"] == 1
+    row = row_of(mail, db, mail.result["message_id"])
+    assert (row.status, row.address) == ("failed", "gone@people.net")
 
 
 def test_address_is_looked_up_at_delivery_not_at_send(contacts, mail, db, sink):

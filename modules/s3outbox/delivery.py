@@ -2,15 +2,24 @@
 """One delivery pass: claim due mail in batches, send it over a pool of SMTP
 sessions, and record what happened to every message.
 
-Held mail (a configuration error) is tracked in the state row ``held``:
-``{"fp": settings fingerprint, "reason": text, "probe_after": time}``.
-While it is set and the settings are unchanged, new mail is held too without
-touching the network; once ``probe_after`` passes, one held message is tried
-again (an outage may be over). A changed fingerprint or any success releases
-everything held.
+The one rule: a message fails only for reasons about itself (a 5xx for its
+recipients or data, too big, expired, or its own 4xx replies past
+max_attempts/max_age). Anything about the settings or the server (unreachable,
+connect timeout, refused, DNS, TLS, authentication, 421) holds the mail with
+the reason, never charging its attempts or its age.
+
+Holds are per settings fingerprint and host (state row ``held:<fp>:<host>``:
+reason and ``probe_after``); ``reached:<fp>:<host>`` says when those settings
+last reached the server from that host. While held, new mail is held too
+without touching the network; after ``probe_after`` one worker probes the
+server without a message. Only a worker whose own settings reached the server
+releases held mail, and a worker whose settings fail claims nothing while
+another host's settings work, so hosts with different settings do not flip
+mail between held and queued.
 """
 
 import datetime
+import hashlib
 import logging
 import os
 import random
@@ -22,7 +31,7 @@ from . import message as mime
 from .settings import Snapshot
 from .store import FAILED, HELD, QUEUED, SENT, SENT_PLAIN, utcnow
 from .transport import CONFIG, PERMANENT, SENT as OK, TRANSIENT, Job, Outcome, \
-    SessionPool
+    SessionPool, SmtpSession
 
 logger = logging.getLogger("s3outbox")
 
@@ -82,6 +91,12 @@ class Pass(object):
         self.snapshot = Snapshot(mail.settings)
         self.fp = self.snapshot.fingerprint()
         self.worker = worker_name(mail.settings)
+        # Holds and reaches are per settings and host (the worker name before
+        # '#'): the same settings may reach the server from one host only.
+        host = self.worker.partition("#")[0].encode("utf-8")
+        self.host = hashlib.sha256(host).hexdigest()[:8]
+        self.key = "%s:%s" % (self.fp, self.host)
+        self._resolved = {}  # {row id: address found for its pe_id}
         self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
                            released=0, connections=0)
 
@@ -93,31 +108,17 @@ class Pass(object):
         return counts
 
     def _run(self, limit):
+        """Decide whether this worker can send (``_reason``), then claim and
+        send batch after batch, or hold what it claims, with the reason."""
         store, now = self.store, utcnow()
-        held = store.get_state("held")
-        if held is not None and held["fp"] != self.fp:
-            # The admin changed the settings: held mail gets its chance now.
-            released = store.release_held(keep_fp=self.fp, now=now)
-            store.set_state("held", None, now=now)
-            store.db.commit()
-            logger.info("mail settings changed: %d held message(s) released", released)
-            self.counts["released"] += released
-            held = None
         store.requeue_expired(now, self.settings.max_attempts)
-
-        reason = self.snapshot.blocking_problem()
-        if reason is None and held is not None:
-            if now < _time(held["probe_after"]):
-                reason = held["reason"]
-            elif self._claim_probe(held, now):
-                if store.release_one_held(self.fp, now) is None:
-                    store.set_state("held", None, now=now)  # nothing is held now
-                    held = None
-                store.db.commit()
-            else:
-                reason = held["reason"]  # another worker is probing
-        if not store.has_due(now):
+        due, held_mail = store.pending(now)
+        if not (due or held_mail):
             return self.counts
+        reason = self._reason(now, held_mail)
+        due = due or self.counts["released"] > 0
+        if not due or (reason is not None and self._others_work(now)):
+            return self.counts  # a worker whose settings fail leaves mail to others
 
         rate = parse_rate(self.settings.rate_limit)
         with SessionPool(self.snapshot, self.settings.sessions) as pool:
@@ -138,33 +139,115 @@ class Pass(object):
                     why = reason or pool.config_error.error
                     outcomes = [(row, Outcome(CONFIG, None, why)) for row in rows]
                 self._record(owner, outcomes)
-            self.counts["connections"] = pool.connections
-            config_error = pool.config_error
-            # The probe reached the server: whatever the reply to the message,
-            # the outage that held the mail is over.
-            reached = pool.connections and config_error is None and \
-                pool.unavailable is None
-
-        if config_error is not None or (reason and held is None):
-            self._remember_hold(held, reason or config_error.error, config_error)
-        elif held is not None and reached:
-            released = store.release_held(now=utcnow())
-            store.set_state("held", None)
-            store.db.commit()
-            self.counts["released"] += released
-            logger.info("mail is going out again: %d held message(s) released",
-                        released)
+                if pool.config_error is not None and self._others_work(utcnow()):
+                    break
+            self.counts["connections"] += pool.connections
+            if pool.config_error is not None:
+                self._hold(pool.config_error.error, probe=True)
+            elif pool.reached:
+                self._reached(utcnow())
+        if reason is not None and self.counts["held"]:
+            self._hold(reason, probe=self.snapshot.blocking_problem() is None)
         return self.counts
 
-    # ------------------------------------------------------------ sending
+    # ----------------------------------------------------- hold and release
+    def _reason(self, now, held_mail):
+        """Why this worker cannot send now, or None (then held mail, if any,
+        has been released).
+
+        The settings check needs no network. A hold of these settings stands
+        until its ``probe_after``; then one worker probes (a session, MAIL
+        FROM, RSET: no message is touched). Settings that have not reached
+        the server lately are probed first when mail is held or another
+        worker's settings work: only a worker whose settings reached the
+        server releases held mail, and a worker whose settings fail takes
+        no mail from one whose settings work.
+        """
+        reason = self.snapshot.blocking_problem()
+        if reason is not None:
+            return reason
+        held, self._seen = self.store.hosts()
+        mine = held.get(self.key)
+        if mine is not None:
+            if now < _time(mine["probe_after"]) or not self._claim_probe(mine, now):
+                return mine["reason"]
+            return self._probe(now, held_mail)
+        last = self._seen.get(self.key)
+        if (last is None or self._stale(last, now)) and \
+                (held_mail or self._others_work(now)):
+            return self._probe(now, held_mail)
+        if held_mail:
+            self._release(now)
+        return None
+
+    def _probe(self, now, held_mail):
+        """Try the server without a message; on success release held mail."""
+        session = SmtpSession(self.snapshot)
+        failed = session.probe(mime.bare(self.snapshot.sender or ""))
+        self.counts["connections"] += session.opened
+        if failed is not None:
+            self._hold(failed.error, probe=True)
+            return failed.error
+        self.store.set_state("held:" + self.key, None, now=now)
+        self._reached(now)
+        if held_mail:
+            self._release(now)
+        return None
+
+    def _release(self, now):
+        released = self.store.release_held(now=now)
+        self.store.db.commit()
+        if released:
+            logger.info("mail is going out again: %d held message(s) released",
+                        released)
+        self.counts["released"] += released
+
+    def _reached(self, now):
+        """Note that these settings reached the server; written at most every
+        tenth of ``probe_interval``, not on every pass of a busy worker."""
+        last = getattr(self, "_seen", {}).get(self.key)
+        if last is None or (now - last).total_seconds() >= \
+                self.settings.probe_interval / 10.0:
+            self.store.mark_reached(self.key, now)
+        self.store.db.commit()
+
+    def _stale(self, when, now):
+        return (now - when).total_seconds() > self.settings.probe_interval
+
+    def _others_work(self, now):
+        """Whether another host's settings reached the server within
+        ``probe_interval`` (this host's earlier settings do not count: the
+        admin changed them)."""
+        if not hasattr(self, "_seen"):
+            self._seen = self.store.hosts()[1]
+        return any(not key.endswith(":" + self.host) and not self._stale(when, now)
+                   for key, when in self._seen.items())
+
     def _claim_probe(self, held, now):
         """Take the probe turn (one worker wins) and push the next one out."""
         later = dict(held, probe_after=str(now + datetime.timedelta(
             seconds=self.settings.probe_interval)))
-        won = self.store.set_state("held", later, expect=held, now=now)
+        won = self.store.set_state("held:" + self.key, later, expect=held, now=now)
         self.store.db.commit()
         return won
 
+    def _hold(self, reason, probe):
+        """Record why these settings cannot deliver; logged once per reason.
+        ``probe``: try again after probe_interval (an outage may end); without
+        it only a change of the settings helps."""
+        now, key = utcnow(), "held:" + self.key
+        old = self.store.get_state(key)
+        after = now + datetime.timedelta(seconds=self.settings.probe_interval) \
+            if probe else datetime.datetime(9999, 12, 31)
+        if old is None or old.get("reason") != reason:
+            logger.error("outgoing mail is held: %s", reason)
+        elif probe and now < _time(old["probe_after"]):
+            after = _time(old["probe_after"])  # the probe turn already set stands
+        self.store.set_state(key, dict(fp=self.fp, reason=reason,
+                                       probe_after=str(after)), now=now)
+        self.store.db.commit()
+
+    # ------------------------------------------------------------ sending
     def _send(self, pool, rows, owner):
         """Send claimed rows; return [(row, Outcome)] not recorded yet.
 
@@ -204,7 +287,7 @@ class Pass(object):
                         raise LookupError("the e-mail contact %r of person entity %s "
                                           "is not an address" % (address, row.pe_id))
                     msg["to"], recipients = [address], [mime.bare(address)]
-                    self._note_address(row, recipients[0])
+                    self._resolved[row.id] = mime.bare(address)[:255]
             except Exception as e:
                 why = str(e) if type(e) is LookupError else \
                     "cannot read the stored message: %s: %s" % (type(e).__name__, e)
@@ -227,13 +310,6 @@ class Pass(object):
                                         dkim))
         return build
 
-    def _note_address(self, row, address):
-        """Record on a pe_id row the address it goes to (it commits with
-        the row's outcome), so the admin sees where it went."""
-        if row.address != address:
-            o = self.store.outbox
-            self.store.db(o.id == row.id).update(address=address[:255])
-
     def _contacts(self, pe_ids):
         """{pe_id: address} from Sahana's pr_contact, first by priority."""
         db = self.store.db
@@ -255,16 +331,18 @@ class Pass(object):
         results = []
         for row, out in outcomes:
             tried = dict(outcome=out.kind, code=out.code, error=out.error)
-            if out.kind == OK and not out.refused:
+            address = self._resolved.pop(row.id, None)  # a pe_id's, see _jobs
+            if out.kind == OK and not out.refused and not address:
                 self.counts["sent"] += 1
                 results.append((row.id, SENT_PLAIN, dict(tried, outcome=SENT)))
             elif out.kind == OK:
                 self.counts["sent"] += 1
-                self.counts["refused"] += len(out.refused)
+                self.counts["refused"] += len(out.refused or ())
                 results.append((row.id, dict(
                     status=SENT, sent_on=now, attempts=row.attempts + 1,
                     last_code=out.code, last_error=out.error,
-                    refused=mime.dumps(out.refused)), dict(tried, outcome=SENT)))
+                    refused=mime.dumps(out.refused) if out.refused else None),
+                    dict(tried, outcome=SENT)))
             elif out.kind == CONFIG:
                 self.counts["held"] += 1
                 results.append((row.id, dict(
@@ -287,21 +365,15 @@ class Pass(object):
                 results.append((row.id, dict(
                     status=FAILED, attempts=row.attempts + 1, last_error=error,
                     last_code=out.code), dict(tried, outcome=FAILED, error=error)))
+            if address:  # the row records where the mail went
+                results[-1][1]["address"] = address
         self.store.record(owner, now, self.worker, results)
 
     def _give_up(self, row, now):
+        """Past max_attempts, or max_age not counting time spent held."""
         s = self.settings
-        return (row.attempts + 1 >= s.max_attempts or
-                (now - row.created_on).total_seconds() >= s.max_age)
-
-    def _remember_hold(self, held, reason, config_error):
-        """Record why mail is held; log it once per new reason or settings."""
-        now = utcnow()
-        wait = self.settings.probe_interval if config_error is not None else None
-        state = dict(fp=self.fp, reason=reason, probe_after=str(
-            now + datetime.timedelta(seconds=wait) if wait else
-            datetime.datetime(9999, 12, 31)))
-        if held is None or held.get("reason") != reason:
-            logger.error("outgoing mail is held: %s", reason)
-        self.store.set_state("held", state, now=now)
-        self.store.db.commit()
+        if row.attempts + 1 >= s.max_attempts:
+            return True
+        age = (now - row.created_on).total_seconds()
+        return age >= s.max_age and \
+            age - self.store.held_seconds(row.id, now) >= s.max_age

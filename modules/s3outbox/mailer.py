@@ -116,10 +116,11 @@ class MailS3(Mail):
                           **ignored):
         """Send now over SMTP with the current settings; True or False.
 
-        Sets ``self.error`` (a str, or None) and ``self.result`` (the refused
-        recipients, as smtplib reports them). Never raises.
+        Sets ``self.error`` (a str, or None), ``self.result`` (the refused
+        recipients, as smtplib reports them) and ``self.reply`` (the server's
+        whole reply to the message, or None). Never raises.
         """
-        self.error, self.result = None, {}
+        self.error, self.result, self.reply = None, {}, None
         try:
             msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
                                 sender, encoding, raw, headers, from_address,
@@ -149,7 +150,7 @@ class MailS3(Mail):
                 e, mime.InvalidMessage) else str(e)
             logger.warning("direct mail not sent: %s", self.error)
             return False
-        self.result = outcome.refused or {}
+        self.result, self.reply = outcome.refused or {}, outcome.reply
         if outcome.kind != SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)

@@ -29,7 +29,7 @@ DEFAULTS = dict(
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
-    ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
+    ssl_context=None,         # ssl.SSLContext for tls/ssl; None: see below
 )
 
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
@@ -47,6 +47,13 @@ SAFETY_DEFAULTS = dict(
     safety_errors=(),         # keys above whose configured value was refused
 )
 DEFAULTS.update(SAFETY_DEFAULTS)
+
+# --- web2py compatibility (issue 12) ---------------------------------------
+# web2py master's Mail has settings.self_signed_certificate (default False):
+# True skips the check of the server's certificate, for a relay with a
+# self-signed one. ssl_context=None means exactly that rule: verify, unless
+# self_signed_certificate. A context that is given is used as it is.
+DEFAULTS.update(self_signed_certificate=False)
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
 EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com",
@@ -79,6 +86,7 @@ class Snapshot(object):
         self.hostname = settings.hostname
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
+        self.self_signed_certificate = bool(settings.self_signed_certificate)
 
     @property
     def host_port(self):
@@ -94,8 +102,11 @@ class Snapshot(object):
         """A short hash of what the admin configures; never the password itself."""
         user, _, password = (self.login or "").partition(":")
         secret = hashlib.sha256(password.encode("utf-8")).hexdigest()
-        raw = "\x00".join([str(self.server), str(self.sender), user, secret,
-                           str(self.tls), str(self.ssl)])
+        parts = [str(self.server), str(self.sender), user, secret, str(self.tls),
+                 str(self.ssl)]
+        if self.self_signed_certificate:  # it can end a TLS failure: a change
+            parts.append("self_signed_certificate")
+        raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
     def blocking_problem(self):
@@ -185,6 +196,7 @@ def apply_config(mail, get):
                                    for key in ("server", "sender", "login")]
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
+    s.self_signed_certificate = _flag(get("smtp.self_signed_certificate"))
     for key, kind in _OUTBOX_KEYS.items():
         value = get("outbox." + key)
         if value not in (None, ""):

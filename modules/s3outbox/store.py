@@ -237,11 +237,6 @@ class OutboxStore(object):
                                                                    cacheable=True)]
 
     # ----------------------------------------------------------------- claim
-    def has_due(self, now):
-        t = self.outbox
-        return bool(self.db((t.status == QUEUED) & (t.next_attempt_on <= now))
-                    .select(t.id, limitby=(0, 1)))
-
     def requeue_expired(self, now, max_attempts):
         """Give rows whose worker died (lease ran out) back to the queue.
 
@@ -329,6 +324,16 @@ class OutboxStore(object):
                % (self.tablename, self.tablename))
         return int(self._sql(sql, [since], rows=True)[0][0])
 
+    def claim_name(self, name, now):
+        """Insert the state row ``name``; True only for the one transaction
+        that did (concurrent inserts wait on the unique name, then find it)."""
+        verb, tail = {"sqlite": ("INSERT OR IGNORE", ""),
+                      "mysql": ("INSERT IGNORE", "")}.get(
+            self.engine, ("INSERT", " ON CONFLICT (name) DO NOTHING"))
+        self._sql("%s INTO %s_state (name, updated_on) VALUES (%%s, %%s)%s"
+                  % (verb, self.tablename, tail), [name, now])
+        return self.db._adapter.cursor.rowcount == 1
+
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another
         worker creates it at the same moment (no duplicate-key error)."""
@@ -380,27 +385,65 @@ class OutboxStore(object):
                            [value for one in chunk for value in one])
 
     # ---------------------------------------------------------- hold/release
-    def release_held(self, keep_fp=None, now=None):
-        """Queue held mail again: all of it, or what was held under other settings."""
-        o = self.outbox
-        query = o.status == HELD
-        if keep_fp is not None:
-            query &= (o.held_fp != keep_fp) | (o.held_fp == None)  # noqa: E711
-        return self.db(query).update(status=QUEUED, next_attempt_on=now or utcnow(),
-                                     held_fp=None)
+    # Per settings fingerprint and host ("<fp>:<host>", the key), two state
+    # rows: "held:<key>" {fp, reason, probe_after}: cannot deliver now;
+    # "reached:<key>": its updated_on is when it last reached the server.
+    # Only a worker whose own settings reached the server releases held mail
+    # (delivery.py decides when).
+    def pending(self, now):
+        """(mail is due, mail is held): one statement for an idle pass."""
+        t = self.tablename
+        due, held = self._sql(
+            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='queued' "
+            "AND next_attempt_on<=%%s LIMIT 1) d), (SELECT COUNT(*) FROM (SELECT id "
+            "FROM %s WHERE status='held' LIMIT 1) h)" % (t, t), [now], rows=True)[0]
+        return bool(due), bool(held)
 
-    def release_one_held(self, fp, now):
-        """Queue the first held message again, to probe a possible outage."""
-        o = self.outbox
-        row = self.db((o.status == HELD) & (o.held_fp == fp)).select(
-            o.id, orderby=o.priority | o.next_attempt_on | o.id, limitby=(0, 1)).first()
-        if row:
-            self.db((o.id == row.id) & (o.status == HELD)).update(
-                status=QUEUED, next_attempt_on=now)
-        return row and row.id
+    def hosts(self):
+        """({key: held state}, {key: when it last reached the server}), one read."""
+        s, held, reached = self.state, {}, {}
+        for row in self.db(s.name.startswith("held:") |
+                           s.name.startswith("reached:")).select(
+                s.name, s.doc, s.updated_on):
+            kind, _, key = row.name.partition(":")
+            if kind == "reached":
+                reached[key] = _datetime(row.updated_on)
+            elif row.doc:
+                held[key] = json.loads(row.doc)
+        return held, reached
+
+    def mark_reached(self, key, now):
+        self._ensure_state("reached:" + key, now)
+        self.db(self.state.name == "reached:" + key).update(updated_on=now)
+
+    def hurry_probes(self, now):
+        """Every hold probes on the next pass (the admin asked for a retry)."""
+        held, _ = self.hosts()
+        for key, state in held.items():
+            self.set_state("held:" + key, dict(state, probe_after=str(now)),
+                           expect=state, now=now)
+
+    def release_held(self, now=None):
+        """Queue all held mail again, whoever held it."""
+        return self.db(self.outbox.status == HELD).update(
+            status=QUEUED, next_attempt_on=now or utcnow(), held_fp=None)
 
     def count_held(self):
         return self.db(self.outbox.status == HELD).count()
+
+    def held_seconds(self, outbox_id, now):
+        """How long the message has spent held, from its attempt log: each
+        'held' attempt lasts until the next attempt (or ``now``). Held time
+        is not charged to the message's max_age."""
+        a, total, since = self.attempt, 0.0, None
+        for row in self.db(a.outbox_id == outbox_id).select(
+                a.attempted_on, a.outcome, orderby=a.attempted_on | a.id):
+            if since is not None:
+                total += (_datetime(row.attempted_on) - since).total_seconds()
+            since = _datetime(row.attempted_on) if row.outcome == HELD else None
+        if since is not None:
+            total += (now - since).total_seconds()
+        return total
 
     # ----------------------------------------------------------------- state
     def get_state(self, name):

@@ -5,10 +5,15 @@ say what every outcome means.
 Outcome kinds, decided from the SMTP reply code wherever there is one:
 
 - ``sent``: accepted for at least one recipient (refused ones are listed);
-- ``config``: the settings are wrong (no server, DNS, refused connection, TLS,
-  authentication, sender refused); hold the mail until they change;
-- ``transient``: try again later (4xx, timeout, dropped connection);
-- ``permanent``: the server refused the message for good (5xx).
+- ``config``: nothing about the message: the settings or the server stop
+  every message (no server, DNS, refused or timed-out connection, TLS,
+  authentication, a 421 "service not available" at any stage, our sender
+  refused). The mail is held, probed, and never charged an attempt;
+- ``transient``: a temporary refusal of this message (another 4xx, a timeout
+  or dropped connection while it was on the wire): retried with backoff;
+- ``permanent``: the server refused this message for good (5xx, too big).
+
+The one rule: a message fails only for reasons about itself.
 """
 
 import queue
@@ -24,10 +29,12 @@ SENT, CONFIG, TRANSIENT, PERMANENT = "sent", "config", "transient", "permanent"
 
 
 class Outcome(object):
-    __slots__ = ("kind", "code", "error", "refused")
+    """``reply``: the server's whole final reply to an accepted message."""
+    __slots__ = ("kind", "code", "error", "refused", "reply")
 
-    def __init__(self, kind, code=None, error=None, refused=None):
+    def __init__(self, kind, code=None, error=None, refused=None, reply=None):
         self.kind, self.code, self.error, self.refused = kind, code, error, refused
+        self.reply = reply
 
     def __repr__(self):
         return "Outcome(%s, %s, %r)" % (self.kind, self.code, self.error)
@@ -40,25 +47,45 @@ def _reply(code, text):
 
 
 def classify(exc, stage):
-    """The Outcome for an exception raised at ``stage`` ('connect' or 'send')."""
+    """The Outcome for an exception raised at ``stage`` ('connect' or 'send').
+
+    Whatever stops a session from opening (greeting, EHLO, STARTTLS, login)
+    is about the server or the settings, never about a message: CONFIG.
+    """
+    outcome = _classify(exc)
+    if stage == "connect" and outcome.kind != CONFIG:
+        return Outcome(CONFIG, outcome.code, "cannot open an SMTP session: %s"
+                       % outcome.error)
+    return outcome
+
+
+def _unavailable(code, text):
+    return Outcome(CONFIG, code, "the server is not available: " + text)
+
+
+def _classify(exc):
+    """The Outcome of an exception while a message is on the wire."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [c for c, _ in exc.recipients.values()]
-        kind = PERMANENT if codes and all(c >= 500 for c in codes) else TRANSIENT
         text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
                          for rcpt, (c, m) in exc.recipients.items())
+        if codes and all(c == 421 for c in codes):
+            return _unavailable(421, text)
+        kind = PERMANENT if codes and all(c >= 500 for c in codes) else TRANSIENT
         return Outcome(kind, max(codes) if codes else None,
                        "all recipients refused: " + text)
     if isinstance(exc, smtplib.SMTPSenderRefused):
+        text = _reply(exc.smtp_code, exc.smtp_error)
+        if exc.smtp_code == 421:
+            return _unavailable(421, text)
         if 400 <= exc.smtp_code < 500:
-            return Outcome(TRANSIENT, exc.smtp_code, "sender deferred: " +
-                           _reply(exc.smtp_code, exc.smtp_error))
+            return Outcome(TRANSIENT, exc.smtp_code, "sender deferred: " + text)
         if exc.smtp_code == 552:  # message too big for this server
-            return Outcome(PERMANENT, 552, _reply(552, exc.smtp_error))
+            return Outcome(PERMANENT, 552, text)
         return Outcome(CONFIG, exc.smtp_code, "sender %s refused: %s" % (
-            exc.sender, _reply(exc.smtp_code, exc.smtp_error)))
+            exc.sender, text))
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        kind = TRANSIENT if 400 <= exc.smtp_code < 500 else CONFIG
-        return Outcome(kind, exc.smtp_code, "authentication refused: " +
+        return Outcome(CONFIG, exc.smtp_code, "authentication refused: " +
                        _reply(exc.smtp_code, exc.smtp_error))
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return Outcome(CONFIG, None, "the server does not support this: %s "
@@ -66,10 +93,10 @@ def classify(exc, stage):
     if isinstance(exc, smtplib.SMTPResponseException):
         code = exc.smtp_code
         text = _reply(code, exc.smtp_error)
+        if code == 421:  # "service not available, closing channel"
+            return _unavailable(code, text)
         if 400 <= code < 500 or code == -1:
             return Outcome(TRANSIENT, code, text)
-        if stage == "connect":
-            return Outcome(CONFIG, code, "server refused the session: " + text)
         return Outcome(PERMANENT, code, text)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return Outcome(TRANSIENT, None, "connection dropped: %s" % (exc or "no reply"))
@@ -83,16 +110,28 @@ def classify(exc, stage):
         return Outcome(CONFIG, None, "connection refused: %s" % exc)
     if isinstance(exc, (ConnectionError, EOFError)):
         return Outcome(TRANSIENT, None, "connection dropped: %s" % exc)
-    if isinstance(exc, OSError) and stage == "connect":
-        return Outcome(CONFIG, None, "cannot reach the server: %s" % exc)
     if isinstance(exc, OSError):
         return Outcome(TRANSIENT, None, "network error: %s" % exc)
     if isinstance(exc, smtplib.SMTPException):
         return Outcome(TRANSIENT, None, "SMTP error: %s" % exc)
-    if stage == "connect":  # no message is involved yet: the setup is wrong
-        return Outcome(CONFIG, None, "cannot open an SMTP session: %s: %s"
-                       % (type(exc).__name__, exc))
     return Outcome(PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
+
+
+class _KeepsReply(object):
+    """smtplib's sendmail() drops the reply to the message; keep it."""
+    reply = None
+
+    def data(self, msg):
+        self.reply = super(_KeepsReply, self).data(msg)
+        return self.reply
+
+
+class _SMTP(_KeepsReply, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_KeepsReply, smtplib.SMTP_SSL):
+    pass
 
 
 class SmtpSession(object):
@@ -112,10 +151,10 @@ class SmtpSession(object):
         host, port = s.host_port
         try:
             if s.ssl:
-                conn = smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
+                conn = _SMTP_SSL(host, port, local_hostname=s.hostname,
                                         timeout=s.timeout, context=self._context())
             else:
-                conn = smtplib.SMTP(host, port, local_hostname=s.hostname,
+                conn = _SMTP(host, port, local_hostname=s.hostname,
                                     timeout=s.timeout)
             self.opened += 1
             self.connection = conn
@@ -136,8 +175,39 @@ class SmtpSession(object):
             return classify(e, "connect")
         return None
 
+    def probe(self, sender):
+        """Open a session and ask whether ``sender`` may send (MAIL FROM, then
+        RSET), touching no message; return None or the failing Outcome. This
+        is how held mail learns that the server answers again."""
+        failed = self.open()
+        if failed is not None:
+            return failed
+        try:
+            code, text = self.connection.mail(sender)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, text, sender)
+            self.connection.rset()
+        except Exception as e:
+            outcome = _classify(e)
+            if outcome.kind != CONFIG:  # a 4xx to our sender: not answering yet
+                outcome = Outcome(CONFIG, outcome.code, "the server does not take "
+                                  "mail now: %s" % outcome.error)
+            return outcome
+        finally:
+            self.close()
+        return None
+
     def _context(self):
-        return self.snapshot.ssl_context or ssl.create_default_context()
+        """The settings' ssl_context; else, as web2py's Mail, one that
+        verifies the certificate unless self_signed_certificate is set."""
+        s = self.snapshot
+        if s.ssl_context is not None:
+            return s.ssl_context
+        context = ssl.create_default_context()
+        if s.self_signed_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def send(self, sender, recipients, data):
         """Send one message over the open connection; never raises."""
@@ -150,11 +220,14 @@ class SmtpSession(object):
             else:
                 self.close()
             return outcome
+        code, text = self.connection.reply or (250, b"")
+        reply = _reply(code, text)
         if refused:
             text = "; ".join("%s: %s" % (r, _reply(c, m)) for r, (c, m) in refused.items())
-            return Outcome(SENT, 250, "refused some recipients: " + text,
-                           refused={r: _reply(c, m) for r, (c, m) in refused.items()})
-        return Outcome(SENT, 250)
+            return Outcome(SENT, code, "refused some recipients: " + text,
+                           refused={r: _reply(c, m) for r, (c, m) in refused.items()},
+                           reply=reply)
+        return Outcome(SENT, code, reply=reply)
 
     def _alive(self):
         try:
@@ -202,11 +275,12 @@ SLOW_JOBS = 3
 class SessionPool(object):
     """Up to ``size`` SMTP sessions, kept open for a whole delivery pass.
 
-    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
-    configuration error (``config_error``) or a server that cannot take a
-    session now (``unavailable``: 421 greeting, timeout) no further connection
-    is tried in this pool: the remaining jobs get the same outcome, so a broken
-    setup or a dead server costs one attempt, not one per message.
+    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After an
+    outcome that is not about a message (``config_error``: the settings, or
+    a server that cannot be reached or takes no session now) no further
+    connection is tried in this pool: the remaining jobs get that outcome,
+    so a broken setup or a dead server costs one connection, not one per
+    message. ``reached`` says a session opened (our settings work there).
     With size 1 everything runs in the calling thread.
     """
 
@@ -216,7 +290,7 @@ class SessionPool(object):
         self.sessions = []
         self.sender = bare(snapshot.sender or "")
         self.config_error = None
-        self.unavailable = None
+        self.reached = False
         self.orphans = []  # jobs left by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self.threaded = False  # True once jobs were slow: sessions run in threads
@@ -244,7 +318,7 @@ class SessionPool(object):
         are connected (the server caps sessions per client): the job is left
         for them and this session should retire.
         """
-        stop = self.config_error or self.unavailable
+        stop = self.config_error
         if stop is not None:
             job.outcome = stop
             return
@@ -254,46 +328,40 @@ class SessionPool(object):
             job.outcome = Outcome(PERMANENT, None, "cannot build the message: %s: %s"
                                   % (type(e).__name__, e))
             return
-        for retry in (False, True):
+        for _ in range(2):
             if session.connection is None:
                 failed = session.open()
                 if failed is not None:
-                    if not alone and failed.kind == TRANSIENT and \
-                            self._others_connected(session):
+                    if not alone and self._others_connected(session):
                         job.build = lambda: data
                         return False
-                    self._stop(failed, session)
+                    self._stop(failed)
                     job.outcome = failed
                     return True
+                self.reached = True
             job.outcome = session.send(job.sender, job.recipients, data)
             if job.outcome.kind == CONFIG:
-                if job.sender != self.sender:
+                if job.sender != self.sender and (job.outcome.code or 0) >= 500:
                     # The server refused this message's own sender, not ours.
                     job.outcome = Outcome(PERMANENT, job.outcome.code,
                                           job.outcome.error + " (the sender given "
                                           "to send() for this message)")
                 else:
-                    self._stop(job.outcome, session)
+                    self._stop(job.outcome)
+            # A connection that died under this job is re-opened once for it;
+            # dropped again, the job is retried later (a server that is gone
+            # shows when the next job cannot connect).
             if job.outcome.kind != TRANSIENT or session.connection is not None:
                 return True
-            # A connection that died under us is re-opened once for this job;
-            # dropped again at once (421 "closing channel"), the server is
-            # going away: no more connections in this pass.
-            if retry:
-                self._stop(job.outcome, session)
         return True
 
     def _others_connected(self, session):
         return any(s.connection is not None for s in self.sessions if s is not session)
 
-    def _stop(self, outcome, session):
-        """No more connections in this pool after ``outcome`` (a transient
-        one counts only while no other session is connected)."""
+    def _stop(self, outcome):
+        """No more connections in this pool after ``outcome`` (not about a message)."""
         with self._lock:
-            if outcome.kind == CONFIG:
-                self.config_error = self.config_error or outcome
-            elif outcome.kind == TRANSIENT and not self._others_connected(session):
-                self.unavailable = self.unavailable or outcome
+            self.config_error = self.config_error or outcome
 
     def deliver(self, jobs):
         """Send ``jobs`` (an iterable, consumed lazily) over the pool.
