@@ -68,6 +68,7 @@ def main(argv=None):
     def stop(*_):
         stopping.append(True)
     signal.signal(signal.SIGTERM, stop)
+    interrupted = False
     try:
         while not stopping:
             for name, p in procs:
@@ -76,16 +77,15 @@ def main(argv=None):
                     stopping.append(True)
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
-    # A web2py worker takes the first signal as the end of its running task
-    # and goes on looping; the next one, while idle, makes it exit. All work
-    # is committed, so whatever still runs after 5 s is killed.
-    deadline = time.time() + 5
+        interrupted = True  # Ctrl-C reached the three processes too
+    # One signal each: the worker ends its delivery pass, records it and exits
+    # (a second would kill its task); whatever runs after 10 s is killed.
+    for name, p in procs:
+        if p.poll() is None and not interrupted:
+            p.terminate()
+    deadline = time.time() + 10
     while time.time() < deadline and any(p.poll() is None for _, p in procs):
-        for name, p in procs:
-            if p.poll() is None:
-                p.terminate()
-        time.sleep(0.5)
+        time.sleep(0.2)
     for name, p in procs:
         if p.poll() is None:
             p.kill()

@@ -70,12 +70,14 @@ class WebApp(object):
         self.configure_many({(section, key): value})
 
     # ----------------------------------------------------------- process
-    def _start(self, name, args):
+    def _start(self, name, args, new_session=False):
+        """``new_session``: its own process group, as under setsid or systemd."""
         log = open(os.path.join(self.folder, name + ".log"), "wb")
         self.logs[name] = log.name
         self.procs[name] = subprocess.Popen(
             [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_gui"] + args,
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=new_session)
 
     def start(self):
         self._start("web", ["-i", "127.0.0.1", "-p", str(self.port),
@@ -86,8 +88,8 @@ class WebApp(object):
             self.wait_worker()
         return self
 
-    def start_worker(self, name="worker"):
-        self._start(name, ["-K", "outbox"])
+    def start_worker(self, name="worker", new_session=False):
+        self._start(name, ["-K", "outbox"], new_session)
 
     def wait_worker(self, timeout=60):
         """Wait until the delivery task runs, so mail goes out within seconds.
@@ -117,18 +119,16 @@ class WebApp(object):
         proc = self.procs.pop(name, None)
         if proc is None:
             return
-        # A web2py worker takes the first SIGTERM as the end of the task it is
-        # running (it stops the task process) and goes on looping; the next
-        # one, while idle, makes it exit. The server exits on the first, but
-        # waits for idle keep-alive connections (requests.Session) to close:
-        # its work is committed, so it is not worth waiting long for.
-        for wait in ((2,) if name == "web" else (0.5,) * 20):
-            proc.terminate()
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                pass
+        # A worker ends its delivery pass and exits on SIGTERM. The server
+        # exits too, but waits for idle keep-alive connections
+        # (requests.Session) to close: its work is committed, so it is not
+        # worth waiting long for.
+        proc.terminate()
+        try:
+            proc.wait(2 if name == "web" else 30)
+            return
+        except subprocess.TimeoutExpired:
+            pass
         proc.kill()
         proc.wait()
 

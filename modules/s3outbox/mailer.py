@@ -8,8 +8,11 @@
   repeats passes for a while, for a scheduler task.
 """
 
+import contextlib
 import datetime
 import logging
+import signal
+import threading
 import time
 
 from gluon.tools import Mail
@@ -191,11 +194,16 @@ class MailS3(Mail):
 
         ``refresh(mail)`` is called before each pass so that edited settings
         take effect at once (the app re-reads private/appconfig.ini there).
-        Returns the summed counts.
+        Returns the summed counts. A SIGTERM or SIGINT ends it after the
+        current pass, with its results committed (a worker being stopped).
         """
+        with stop_signals() as stopped:
+            return self._work(seconds, poll, refresh, stopped)
+
+    def _work(self, seconds, poll, refresh, stopped):
         total = {}
         deadline = time.monotonic() + seconds
-        while True:
+        while not stopped:
             if refresh is not None:
                 try:
                     refresh(self)
@@ -207,6 +215,34 @@ class MailS3(Mail):
                     total[key] = total.get(key, 0) + value
             busy = counts.get("sent") or counts.get("retry") or counts.get("failed")
             if time.monotonic() >= deadline:
-                return total
+                break
             if not busy:
                 time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        return total
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """A list that gets an item when SIGTERM or SIGINT arrives, meanwhile.
+
+    Only the main thread can take signals (a scheduler's task process); in
+    any other thread the list stays empty. The previous handlers come back
+    afterwards.
+    """
+    stopped = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum, frame):
+        if not stopped:
+            logger.info("delivery stopping after this pass (signal %d)", signum)
+        stopped.append(signum)
+    for signum in previous:
+        signal.signal(signum, stop)
+    try:
+        yield stopped
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -8,6 +8,9 @@ least. Running ``count`` tasks lets that many workers drain at once.
 
 import datetime
 import logging
+import os
+import signal
+import threading
 
 logger = logging.getLogger("s3outbox")
 
@@ -20,7 +23,10 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None):
     A task that ended (stopped, expired, failed for good) is queued again, so
     a failing pass never leaves mail without a worker. ``cache`` (web2py's
     ``cache.ram``) limits the check to once every five minutes a process.
+    A worker that runs the tasks stops on SIGTERM or SIGINT (see
+    stop_between_runs).
     """
+    stop_between_runs(scheduler)
     def check():
         try:
             _ensure(db, scheduler, function, period, count)
@@ -35,6 +41,51 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None):
     key = "s3outbox-tasks-%s-%s-%s" % (function, period, count)
     if not cache(key, check, time_expire=300):
         cache(key, None)  # try again on the next request
+
+
+def stop_between_runs(scheduler):
+    """Make a worker's SIGTERM or SIGINT (Ctrl-C) end the worker cleanly.
+
+    web2py's worker takes a signal that arrives while it waits for a task
+    process (almost always, since the delivery task runs for nearly its whole
+    period) as the end of that run only: it kills the task process, records
+    the run STOPPED and starts the next one. While a run goes on, this passes
+    the signal on to the task process, whose ``MailS3.work()`` ends after its
+    current pass (see mailer.stop_signals), and lets the worker exit once the
+    run is recorded. A second signal acts as web2py's own.
+    """
+    if getattr(scheduler, "_s3outbox_stops", False):
+        return
+    execute = scheduler.execute
+
+    def execute_until_stopped(task):
+        if threading.current_thread() is not threading.main_thread():
+            return execute(task)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def stop(signum, frame):
+            restore(previous)
+            logger.info("worker stopping once the running delivery pass ends")
+            scheduler.give_up()
+            process = scheduler.process
+            if process is not None and process.pid:
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except OSError:
+                    pass  # it just ended
+        for signum in previous:
+            signal.signal(signum, stop)
+        try:
+            return execute(task)
+        finally:
+            restore(previous)
+    scheduler.execute = execute_until_stopped
+    scheduler._s3outbox_stops = True
+
+
+def restore(handlers):
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _ensure(db, scheduler, function, period, count):
