@@ -102,7 +102,8 @@ def index():
     overview = admin.overview()
     chart = chart_svg(admin.activity(hours, bucket), title=title)
     return dict(o=overview, chart=XML(chart), chart_view=view, formkey=_formkey(),
-                statuses=STATUSES, age=format_age)
+                statuses=STATUSES, age=format_age,
+                checked=("[smtp]", "private/appconfig.ini"))
 
 
 @auth.requires_membership("admin")

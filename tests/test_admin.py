@@ -487,7 +487,9 @@ def test_settings_findings_on_dashboard_and_logged_once(site):
     finally:
         app.configure("smtp", "sender", "Outbox <outbox@outbox.localhost>")
     page = site.admin.get(app.url("/outbox/index")).text
-    assert "Settings check: no problem found" in page
+    assert "Settings check: no problem found in <code>[smtp]</code> in " \
+        "<code>private/appconfig.ini</code>" in page
+    assert "&amp;ndash;" not in page  # the empty "oldest waiting" card
 
 
 def test_list_page_filters(site):
