@@ -352,7 +352,8 @@ def test_worker_stopped_mid_run_and_started_again_still_delivers(eden, sink):
 
 
 # ---------------------------------------------------------------- dashboard
-def test_dashboard_is_for_edens_admins_only(eden):
+def test_dashboard_is_for_edens_admins_only(eden, sink):
+    working(eden, sink)
     anonymous = eden.session()
     r = anonymous.get(eden.url("/outbox/index"), timeout=60)
     assert "/default/user/login" in r.url and "Settings check" not in r.text
@@ -373,6 +374,15 @@ def test_dashboard_is_for_edens_admins_only(eden):
     assert "ok=True" in eden.shell("mail_send", pe_id, "Dashboard check")
     r = admin.get(eden.url("/outbox/messages"), timeout=60)
     assert "Dashboard check" in r.text
+    msg_id = re.search(r'<tr id="msg-(\d+)">', r.text).group(1)
+    for path in ("/outbox/index", "/outbox/messages", "/outbox/message/" + msg_id):
+        r = admin.get(eden.url(path), timeout=60)
+        assert r.status_code == 200 and r.headers.get("X-Frame-Options") == "DENY"
+        assert "frame-ancestors 'none'" in r.headers.get("Content-Security-Policy", "")
+        assert "&amp;ndash;" not in r.text
+    r = admin.get(eden.url("/outbox/index"), timeout=60)
+    assert "no problem found in <code>settings.mail.*</code> in " \
+        "<code>models/000_config.py</code>" in r.text, r.text
     html, hidden = eden.form(admin, "/outbox/index")
     key = re.search(r'name="_formkey" type="hidden" value="([^"]+)"', html).group(1)
     r = admin.post(eden.url("/outbox/purge"), data=dict(

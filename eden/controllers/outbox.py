@@ -5,16 +5,20 @@ scripts/eden_install.py installs this file with the outbox app's own
 controllers/outbox.py in place of the INCLUDE line below, so that Eden's
 dashboard has exactly the app's pages, actions and parameter checks (the
 logic is s3outbox/admin.py). Only what is here is Eden's: the access check,
-Eden's admin menu, the site name, and notes in the settings check.
+Eden's admin menu, the site name, the headers that forbid framing (the
+app's models add them to its pages; Eden's other pages stay as they are) and
+notes in the settings check.
 """
 
 from s3outbox.eden import CONFIG_FILE
+from s3outbox.requestcheck import FRAME_HEADERS
 
 # Every function: Eden's ADMIN role only, refused as Eden refuses (the login
 # page for anonymous users, the home page with an error for the others).
 # The app's @auth.requires_membership("admin") is Eden's own check then.
 if not auth.s3_has_role("ADMIN"):
     auth.permission.fail()
+response.headers.update(FRAME_HEADERS)
 current.menu.options = OptionsMenu("admin").menu  # Eden's admin side menu
 response.title = "Mail outbox"
 configuration = {"app.name": str(settings.get_system_name_short())}
@@ -28,6 +32,7 @@ def index():
     """The app's index, with what differs in Eden in its settings check."""
     out = _app_index()
     o = out["o"]
+    out["checked"] = ("settings.mail.*", CONFIG_FILE)
     o["settings"]["limits"] = "Eden's own account flows: the outbox app's " \
         "account-mail limits do not apply"
     if not mail.settings.public_url:
