@@ -127,6 +127,8 @@ def messages():
 
 @auth.requires_membership("admin")
 def message():
+    if len(request.args) > 1:
+        refuse(400, "Bad parameter: a message has one number (/message/N).")
     number = request.args(0)
     found = _admin().message(_checked(whole_number, {"id": number}, "id", 1)) \
         if number else None

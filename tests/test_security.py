@@ -352,7 +352,9 @@ BAD_GETS = ["/outbox/messages?before=%C2%B2", "/outbox/messages?before=999999999
             "/outbox/messages?status=bogus", "/outbox/messages?address=%00",
             "/outbox/messages?status=sent&status=failed",
             "/outbox/messages?address=a&address=b", "/outbox/index?chart=year",
-            "/outbox/message/99999999999", "/outbox/message/abc"]
+            "/outbox/message/99999999999", "/outbox/message/abc",
+            "/outbox/messages?before=+5", "/outbox/messages?before=5%20",
+            "/outbox/messages?after=%2B5", "/outbox/message/1/2"]
 BAD_POSTS = [("purge", dict(days="800000")), ("purge", dict(days="\u00b2")),
              ("purge", dict(days="-1")), ("purge", [("days", "1"), ("days", "2")]),
              ("retry", dict(ids="\u00b2")), ("cancel", dict(ids="99999999999")),

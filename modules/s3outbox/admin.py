@@ -48,10 +48,11 @@ class BadParameter(ValueError):
 
 def whole_number(value, name, low=0, high=MAX_ID):
     """``value`` (text from a form or a command line) as an int from ``low``
-    to ``high``: ASCII digits only (``str.isdigit`` also takes '²')."""
+    to ``high``: ASCII digits only (``str.isdigit`` also takes '²'), no sign
+    or space (in a URL ``?before=+5`` is ' 5')."""
     if isinstance(value, (list, tuple)):
         raise BadParameter("%s was given more than once" % name)
-    text = str(value).strip()
+    text = str(value)
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BadParameter("%s must be a whole number from %d to %d"
                            % (name, low, high))
