@@ -180,6 +180,7 @@ def install(app):
         text = read(path)
         new = insert_block(text, anchor, lines, indent, name)
         edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
+    print("Installing the outbox into %s" % app)  # nothing refused it
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
         changed = 0
@@ -210,6 +211,7 @@ def install(app):
 
 def uninstall(app):
     is_eden(app)
+    print("Removing the outbox from %s" % app)
     for name, _, _, _, _ in EDITS:
         path = os.path.join(app, name)
         text = read(path)
@@ -248,12 +250,10 @@ def main(argv=None):
         if not os.path.isdir(app):
             raise Refused("%s is not a folder" % app)
         if args.uninstall:
-            print("Removing the outbox from %s" % app)
             uninstall(app)
             print("Done: Eden's files are as they were. Its msg_mail_outbox* "
                   "tables stay in the database.")
         else:
-            print("Installing the outbox into %s" % app)
             install(app)
             print("Done. Restart web2py and run a worker: python web2py.py -K %s\n"
                   "Dashboard (ADMIN role): /%s/outbox/index. Mail settings: "

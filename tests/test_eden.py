@@ -123,6 +123,7 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
                              capture_output=True, text=True)
     assert refused.returncode == 2
     assert "is not a Sahana Eden application" in refused.stderr
+    assert "Installing" not in refused.stdout
     assert not os.path.exists(tmp_path / "modules")
 
     # An Eden whose files differ from what the edits expect: nothing written.
@@ -135,6 +136,7 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     refused = subprocess.run([sys.executable, INSTALLER, app.app],
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "Make the edits by hand" in refused.stderr
+    assert "Installing" not in refused.stdout  # refused before it says it installs
     assert tree_digest(app.app) == changed
 
 
