@@ -288,6 +288,23 @@ def test_nul_and_duplicated_fields_get_a_400_not_a_ticket(app, admin):
     assert not app.errors()
 
 
+def test_bytes_that_are_not_utf8_get_a_400(app, admin):
+    r = admin.get(app.url("/outbox/messages?address=%ff%fe"), timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.text.strip() == "The field address contains bytes that are not " \
+                             "UTF-8, which is not accepted."
+    s = WebApp.session()
+    _, hidden = app.form(s, "/default/user/register")
+    body = "&".join("%s=%s" % (k, v) for k, v in dict(
+        hidden, last_name="User", email="bytes@people.net", password=PASSWORD,
+        password_two=PASSWORD).items()).encode() + b"&first_name=\xff\xfe"
+    r = s.post(app.url("/default/user/register"), data=body, timeout=30, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "not UTF-8" in r.text
+    assert not app.query("SELECT 1 FROM auth_user WHERE email='bytes@people.net'")
+    assert not app.errors()
+
+
 def test_every_page_forbids_framing(app, admin):
     pages = [WebApp.session().get(app.url(p), timeout=30) for p in (
         "/default/index", "/default/user/login", "/default/user/register",

@@ -25,12 +25,17 @@ def refuse(status, text):
 
 def bad_character(text):
     """A description of the first character a form value may not hold, or None:
-    C0 controls but tab and line breaks, DEL, and undecodable bytes."""
+    C0 controls but tab and line breaks, DEL, and undecodable bytes.
+
+    web2py decodes a query or form body with replacement characters, so bytes
+    that are not UTF-8 arrive as U+FFFD (or, decoded otherwise, as
+    surrogates). A U+FFFD typed on purpose is refused too: it only ever stands
+    for text already lost, and a 400 says so where storing it would not."""
     for c in text:
         code = ord(c)
         if (code < 32 and c not in _ALLOWED_CONTROLS) or code == 127:
             return "a control character (U+%04X)" % code
-        if 0xD800 <= code <= 0xDFFF:
+        if 0xD800 <= code <= 0xDFFF or code == 0xFFFD:
             return "bytes that are not UTF-8"
     return None
 
