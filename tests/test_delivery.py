@@ -92,6 +92,26 @@ def test_config_error_holds_without_network(mail, sink, setting, value, text):
     assert sink.connections == base
 
 
+def test_the_held_reason_follows_the_current_settings(mail, sink):
+    """One bad setting replacing another: the rows, the hold of the current
+    settings and the banner name the problem of now, not the first one."""
+    from s3outbox.admin import OutboxAdmin
+    ids = queue(mail, 3)
+    mail.settings.sender = "you@gmail.com"
+    assert mail.process_outbox()["held"] == 3
+    for value, text in (("not an address", "'not an address'"),
+                        ("ops@people.net", "connection refused")):
+        mail.settings.sender = value
+        mail.settings.server = "127.0.0.1:%d" % free_port()  # refused
+        for _ in range(3):
+            mail.process_outbox()
+        rows = [mail.store.outbox[i] for i in ids]
+        assert all(r.status == "held" and text in r.last_error for r in rows), \
+            [r.last_error for r in rows]
+        assert text in held_state(mail)["reason"]
+        assert text in OutboxAdmin(mail).held()["reason"]
+
+
 def test_connection_refused_holds(mail, sink):
     mail.settings.server = "127.0.0.1:%d" % free_port()
     queue(mail, 5)

@@ -189,6 +189,8 @@ class Pass(object):
         """
         reason = self.snapshot.blocking_problem()
         if reason is not None:
+            if held_mail:  # held for an earlier problem maybe: name this one
+                self._hold(reason, probe=False)
             return reason
         held, self._seen = self.store.hosts()
         mine = held.get(self.key)
@@ -260,10 +262,13 @@ class Pass(object):
             if probe else datetime.datetime(9999, 12, 31)
         if old is None or old.get("reason") != reason:
             logger.error("outgoing mail is held: %s", reason)
+            # The rows and the banner follow the problem of the settings now.
+            self.store.reword_held(reason)
         elif probe and now < _time(old["probe_after"]):
             after = _time(old["probe_after"])  # the probe turn already set stands
-        self.store.hold(self.key, dict(fp=self.fp, reason=reason,
-                                       probe_after=str(after)), now)
+        state = dict(fp=self.fp, reason=reason, probe_after=str(after))
+        if state != old:
+            self.store.hold(self.key, state, now)
 
     # ------------------------------------------------------------ sending
     def _send(self, pool, rows, owner):

@@ -422,6 +422,14 @@ class OutboxStore(object):
         with self.transaction():
             self.set_state("held:" + key, state, now=now)
 
+    def reword_held(self, reason):
+        """Give every held message ``reason`` as its last error (the settings
+        changed and now fail for another reason); commits."""
+        with self.transaction():
+            o = self.outbox
+            self.db((o.status == Status.HELD) & (o.last_error != reason)).update(
+                last_error=reason)
+
     def take_probe(self, key, held, later, now):
         """Replace the hold ``held`` of ``key`` by ``later`` unless another
         worker did first: True when this worker won the probe turn. Commits."""
