@@ -21,6 +21,7 @@ from . import message as mime
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
 from .dialects import open_store
+from .schedule import taken_signals
 from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
@@ -233,7 +234,7 @@ def stop_signals():
     if threading.current_thread() is not threading.main_thread():
         yield stopped
         return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = taken_signals()
 
     def stop(signum, frame):
         if not stopped:

@@ -61,7 +61,7 @@ def stop_between_runs(scheduler):
     def execute_until_stopped(task):
         if threading.current_thread() is not threading.main_thread():
             return execute(task)
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = taken_signals()
 
         def stop(signum, frame):
             restore(previous)
@@ -81,6 +81,13 @@ def stop_between_runs(scheduler):
             restore(previous)
     scheduler.execute = execute_until_stopped
     scheduler._s3outbox_stops = True
+
+
+def taken_signals():
+    """{signal: its handler now} for SIGTERM and SIGINT, but one that is
+    ignored (a background job of a shell ignores SIGINT): it stays so."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    return {s: h for s, h in handlers.items() if h is not signal.SIG_IGN}
 
 
 def restore(handlers):
