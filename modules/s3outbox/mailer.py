@@ -21,7 +21,7 @@ from . import message as mime
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
 from .dialects import open_store
-from .schedule import taken_signals
+from .schedule import restore, taken_signals
 from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
@@ -245,5 +245,4 @@ def stop_signals():
     try:
         yield stopped
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        restore(previous)

@@ -52,7 +52,8 @@ def stop_between_runs(scheduler):
     the run STOPPED and starts the next one. While a run goes on, this passes
     the signal on to the task process, whose ``MailS3.work()`` ends after its
     current pass (see mailer.stop_signals), and lets the worker exit once the
-    run is recorded. A second signal acts as web2py's own.
+    run is recorded. Another task's process (in Eden) ends as web2py would
+    end it. A second signal acts as web2py's own.
     """
     if getattr(scheduler, "_s3outbox_stops", False):
         return
@@ -65,7 +66,7 @@ def stop_between_runs(scheduler):
 
         def stop(signum, frame):
             restore(previous)
-            logger.info("worker stopping once the running delivery pass ends")
+            logger.info("worker stopping once its running task ends")
             scheduler.give_up()
             process = scheduler.process
             if process is not None and process.pid:
@@ -91,6 +92,7 @@ def taken_signals():
 
 
 def restore(handlers):
+    """Put back the signal handlers ``taken_signals()`` returned."""
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
 
