@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 
+from . import pipeline
 from .transport import ACCEPTED, Kind, Outcome, Transport
 
 logger = logging.getLogger("s3outbox")
@@ -109,11 +110,13 @@ def _classified(exc, stage):
 
 
 class SmtpTransport(Transport):
-    """One SMTP connection: connect, STARTTLS and log in once, send many."""
+    """One SMTP connection: connect, STARTTLS and log in once, send many;
+    pipelined (pipeline.py) when the server offers it."""
 
     def __init__(self, snapshot):
         super().__init__(snapshot)
         self.connection = None
+        self.pipelining = False
 
     def _open(self):
         s = self.snapshot
@@ -151,6 +154,7 @@ class SmtpTransport(Transport):
         if s.login:
             user, _, password = s.login.partition(":")
             conn.login(user, password)
+        self.pipelining = pipeline.supported(conn)
         return None
 
     def _context(self):
@@ -158,7 +162,10 @@ class SmtpTransport(Transport):
 
     def _send(self, sender, recipients, data):
         try:
-            refused = self.connection.sendmail(sender, recipients, data)
+            if self.pipelining:
+                refused = pipeline.sendmail(self.connection, sender, recipients, data)
+            else:
+                refused = self.connection.sendmail(sender, recipients, data)
         except Exception as e:
             outcome = _classified(e, "send")
             if outcome.kind != Kind.TRANSIENT or self._alive():
