@@ -161,8 +161,9 @@ class FaultServer(object):
     def _on_DATA(self, session, arg):
         if not session.rcpts and "DATA" not in self.script:
             return self._act(session, "sequence", "554 5.5.1 no valid recipients")
-        return self._act(session, "DATA", "354 end with <CRLF>.<CRLF>") and \
-            self._data(session)
+        reply = self.script.get("DATA", "354 end with <CRLF>.<CRLF>")
+        return self._act(session, "DATA", reply) and (
+            not reply.startswith("354") or self._data(session))
 
     def _on_BDAT(self, session, arg):
         size, _, last = arg.partition(" ")

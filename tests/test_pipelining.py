@@ -1,0 +1,178 @@
+# -*- coding: utf-8 -*-
+"""Pipelined SMTP (RFC 2920, with RFC 3030 CHUNKING when offered): fewer round
+trips, and every fault of tests/test_faults.py classified as without it.
+
+The fault server advertises PIPELINING (and CHUNKING) here; aiosmtpd (the sink)
+advertises PIPELINING through its EHLO hook. Each fault runs once pipelined
+with DATA and once with BDAT; faults that need a DATA command run only with it.
+"""
+
+import pytest
+
+import test_faults
+from faultserver import DROP, STALL, FaultServer
+from test_faults import _check, _pass, _recovers
+
+pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
+
+PIPELINING = ("8BITMIME", "PIPELINING")
+CHUNKING = PIPELINING + ("CHUNKING",)
+MODES = pytest.mark.parametrize("extensions", [PIPELINING, CHUNKING],
+                                ids=["pipelining", "chunking"])
+# Round trips a message takes: smtplib alone, pipelined, pipelined with BDAT.
+TRIPS = {(): 4, PIPELINING: 2, CHUNKING: 1}
+
+FAULTS = [
+    # (name, script, class, reason in last_error, needs a DATA command)
+    ("451 on MAIL", {"MAIL": "451 4.3.0 try later"}, "retry", "451 4.3.0 try later", False),
+    ("553 on MAIL, our sender", {"MAIL": "553 5.7.1 sender not allowed"}, "held",
+     "553 5.7.1 sender not allowed", False),
+    ("552 on MAIL, too big", {"MAIL": "552 5.3.4 message too big"}, "failed",
+     "552 5.3.4 message too big", False),
+    ("451 on RCPT", {"RCPT": "451 4.3.0 try later"}, "retry", "451 4.3.0 try later", False),
+    ("550 on RCPT", {"RCPT": "550 5.1.1 no such user"}, "failed", "550 5.1.1 no such user",
+     False),
+    ("451 on DATA", {"DATA": "451 4.3.0 local error"}, "retry", "451 4.3.0 local error", True),
+    ("554 on DATA", {"DATA": "554 5.6.0 message refused"}, "failed",
+     "554 5.6.0 message refused", True),
+    ("451 after the content", {"END": "451 4.3.0 queue full"}, "retry",
+     "451 4.3.0 queue full", False),
+    ("554 after the content", {"END": "554 5.7.1 looks like spam"}, "failed",
+     "554 5.7.1 looks like spam", False),
+    ("dropped at MAIL", {"MAIL": DROP}, "retry", "connection dropped", False),
+    ("dropped after MAIL", {"RCPT": DROP}, "retry", "connection dropped", False),
+    ("dropped after RCPT", {"DATA": DROP}, "retry", "connection dropped", True),
+    ("dropped in the middle of DATA", {"BODY": DROP}, "retry", "connection dropped", True),
+    ("dropped after the content", {"END": DROP}, "retry", "connection dropped", False),
+    ("stall on MAIL until the timeout", {"MAIL": STALL}, "retry", "timed out", False),
+    ("no reply after the content", {"END": STALL}, "retry", "timed out", False),
+]
+
+
+def _cases():
+    for extensions, mode in ((PIPELINING, "pipelining"), (CHUNKING, "chunking")):
+        for name, script, expected, reason, needs_data in FAULTS:
+            if not (needs_data and "CHUNKING" in extensions):
+                yield pytest.param(extensions, script, expected, reason,
+                                   id="%s, %s" % (mode, name))
+
+
+@pytest.mark.parametrize("extensions,script,expected,reason", list(_cases()))
+def test_pipelined_fault(mail, db, extensions, script, expected, reason):
+    with FaultServer(script, extensions) as server:
+        mail.settings.server = server.server
+        if "timed out" in reason:
+            mail.settings.timeout = 1
+        counts, row, attempts = _pass(mail, db)
+        _check(expected, counts, row, attempts, reason)
+        assert server.messages == []
+        if DROP not in script.values() and STALL not in script.values():
+            # DATA or BDAT went out with MAIL and RCPT, before their replies
+            # (without pipelining a refused MAIL or RCPT would stop it).
+            verbs = [c.split()[0].upper() for c in server.commands[1:4]]
+            assert verbs == ["MAIL", "RCPT", "BDAT" if "CHUNKING" in extensions
+                             else "DATA"], server.commands
+        if expected == "failed":
+            return
+        server.script.clear()  # the fault clears (or the admin repairs the sender)
+        if expected == "held":
+            mail.settings.sender = "Repaired <repaired@outbox.localhost>"
+        _recovers(mail, db, row)
+        assert [m[1] for m in server.messages] == [["ann@people.net"]]
+
+
+@MODES
+@pytest.mark.parametrize("codes", [("550 5.1.1 no such user", "452 4.2.2 mailbox full")],
+                         ids=["550 and 452"])
+def test_some_recipients_of_several_refused(mail, db, extensions, codes):
+    with FaultServer({"RCPT": {"bob@people.net": codes[0], "cy@people.net": codes[1]}},
+                     extensions) as server:
+        mail.settings.server = server.server
+        counts, row, attempts = _pass(
+            mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net"))
+        assert (counts["sent"], counts["refused"]) == (1, 2), counts
+        assert row.status == "sent" and codes[0] in row.last_error and \
+            codes[1] in row.last_error
+        assert attempts[0].outcome == "sent"
+        assert [m[1] for m in server.messages] == [["ann@people.net"]]
+
+
+@MODES
+@pytest.mark.parametrize("codes,expected", [
+    (("550 5.1.1 no such user", "553 5.1.3 bad address"), "failed"),
+    (("550 5.1.1 no such user", "451 4.3.0 try later"), "retry"),
+], ids=["all 5xx", "5xx and 4xx"])
+def test_all_recipients_refused(mail, db, extensions, codes, expected):
+    """The server refuses the pipelined DATA or BDAT too; the message is
+    classified by the RCPT replies, as without pipelining."""
+    with FaultServer({"RCPT": {"ann@people.net": codes[0], "bob@people.net": codes[1]}},
+                     extensions) as server:
+        mail.settings.server = server.server
+        counts, row, attempts = _pass(mail, db, to=("ann@people.net", "bob@people.net"))
+        _check(expected, counts, row, attempts, codes[1])
+        assert "all recipients refused" in row.last_error and codes[0] in row.last_error
+        assert server.messages == []
+
+
+def test_data_taken_without_recipients_is_ended_empty(mail, db):
+    """A server that answers 354 to a DATA with no recipient taken gets an
+    empty message it must refuse (RFC 2920, 3.1), never the content."""
+    with FaultServer({"RCPT": "550 5.1.1 no such user", "DATA": "354 go on",
+                      "END": "554 5.5.1 no valid recipients"}, PIPELINING) as server:
+        mail.settings.server = server.server
+        counts, row, attempts = _pass(mail, db)
+        _check("failed", counts, row, attempts, "550 5.1.1 no such user")
+        assert server.commands[-2:] == ["rset", "quit"]  # in step after the "."
+        assert b"Subject: Fault" not in b"".join(m[2] for m in server.messages)
+
+
+@pytest.mark.parametrize("extensions", [(), PIPELINING, CHUNKING],
+                         ids=["plain", "pipelining", "chunking"])
+def test_round_trips_and_a_batch_in_step(mail, db, extensions):
+    """One session: 4, 2 or 1 round trips a message; then refusals in the
+    middle of a batch leave the session in step."""
+    script = {"RCPT": {"gone@people.net": "550 5.1.1 no such user",
+                       "full@people.net": "452 4.2.2 mailbox full"}}
+    with FaultServer(script, extensions) as server:
+        mail.settings.server = server.server
+        for i in range(3):
+            assert mail.send("p%d@people.net" % i, "Clean", "Body"), mail.error
+        db.commit()
+        assert mail.process_outbox()["sent"] == 3
+        assert server.turns == 1 + TRIPS[extensions] * 3 + 1  # EHLO, messages, QUIT
+        del server.messages[:]
+        to = ("a@people.net", "gone@people.net", "b@people.net", "full@people.net",
+              "c@people.net")
+        for address in to:
+            assert mail.send(address, "Batch", "Body for %s" % address), mail.error
+        db.commit()
+        counts = mail.process_outbox()
+        assert (counts["sent"], counts["failed"], counts["retry"]) == (3, 1, 1), counts
+        assert server.connections == 2  # one a pass
+        assert [m[1] for m in server.messages] == [["a@people.net"], ["b@people.net"],
+                                                   ["c@people.net"]]
+        for (_, rcpts, data) in server.messages:
+            assert b"Body for " + rcpts[0].encode() in data
+
+
+def test_aiosmtpd_takes_pipelined_input(mail, db, sink):
+    """aiosmtpd, told to advertise PIPELINING, reads pipelined commands right:
+    every message arrives whole in 2 round trips."""
+    sink.extensions.append("PIPELINING")
+    for i in range(5):
+        assert mail.send("p%d@people.net" % i, "Pipelined %d" % i, "Line\n.dot\n"), mail.error
+    db.commit()
+    counts = mail.process_outbox()
+    assert counts["sent"] == 5 and sink.connections == 1, counts
+    assert sorted(m[1][0] for m in sink.messages) == ["p%d@people.net" % i for i in range(5)]
+    assert all(b"\r\n.dot\r\n" in m[2] for m in sink.messages)  # dots unstuffed
+    assert sink.round_trips == 1 + 2 * 5 + 1
+
+
+@pytest.mark.parametrize("name,script,expected,reason", test_faults.REPLY_FAULTS,
+                         ids=[f[0] for f in test_faults.REPLY_FAULTS])
+def test_reply_code_on_pipelining_aiosmtpd(mail, db, sink, name, script, expected, reason):
+    """The reply-code faults of test_faults.py, on aiosmtpd advertising PIPELINING."""
+    sink.extensions.append("PIPELINING")
+    test_faults.test_reply_code(mail, db, sink, name, script, expected, reason)
+    assert sink.round_trips and "PIPELINING" in sink.extensions
