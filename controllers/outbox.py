@@ -5,13 +5,15 @@ Pages (GET): index (counts, hold banner, settings check, chart), messages
 (the list), message/<id> (one message and its attempts). Actions (POST with
 the session's form key, then back with a flash saying what happened): retry,
 cancel, purge, test. The logic lives in modules/s3outbox/admin.py, shared
-with scripts/outbox.py.
+with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
 """
 
 import hmac
 import secrets
 
-from s3outbox.admin import RETRYABLE, OutboxAdmin, chart_svg, format_age
+from s3outbox.admin import (MAX_DAYS, RETRYABLE, BadParameter, OutboxAdmin,
+                            chart_svg, format_age, one_text, whole_number)
+from s3outbox.requestcheck import refuse
 from s3outbox.store import STATUSES
 
 PAGE_SIZES = (50, 100, 200)
@@ -54,12 +56,36 @@ def _who():
     return "admin %s" % auth.user.email
 
 
-def _ids():
-    ids = request.post_vars.getlist("ids")
+def _checked(check, vars, name, *args):
+    """``check(vars[name], name, ...)``, or a 400 with its sentence."""
     try:
-        return [int(i) for i in ids if str(i).strip()]
-    except ValueError:
-        raise HTTP(400, "ids must be message numbers")
+        return check(vars.get(name), name, *args)
+    except BadParameter as e:
+        refuse(400, "Bad parameter: %s." % e)
+
+
+def _choice(vars, name, choices):
+    """A parameter that must be one of ``choices`` (None when absent)."""
+    value = _checked(one_text, vars, name)
+    if value is not None and value not in choices:
+        refuse(400, "Bad parameter: %s must be one of %s." % (name, ", ".join(
+            str(c) for c in choices)))
+    return value
+
+
+def _number(vars, name):
+    """An optional message number; None when absent or empty."""
+    if _checked(one_text, vars, name) is None:
+        return None
+    return _checked(whole_number, vars, name, 1)
+
+
+def _ids():
+    ids = [i for i in request.post_vars.getlist("ids") if str(i).strip()]
+    try:
+        return [whole_number(i, "ids", 1) for i in ids]
+    except BadParameter:
+        refuse(400, "Bad parameter: ids must be message numbers.")
 
 
 def _plural(n, word):
@@ -69,7 +95,7 @@ def _plural(n, word):
 # ------------------------------------------------------------------- pages
 @auth.requires_membership("admin")
 def index():
-    view = request.get_vars.chart if request.get_vars.chart in CHART_RANGES else "day"
+    view = _choice(request.get_vars, "chart", sorted(CHART_RANGES)) or "day"
     hours, bucket, title = CHART_RANGES[view]
     admin = _admin()
     overview = admin.overview()
@@ -81,11 +107,11 @@ def index():
 @auth.requires_membership("admin")
 def messages():
     v = request.get_vars
-    status = v.status if v.status in STATUSES else None
-    address = (v.address or "").strip()[:255] or None
-    size = int(v.size) if v.size in [str(n) for n in PAGE_SIZES] else PAGE_SIZES[0]
-    before = int(v.before) if (v.before or "").isdigit() else None
-    after = int(v.after) if (v.after or "").isdigit() and before is None else None
+    status = _choice(v, "status", STATUSES)
+    address = _checked(one_text, v, "address")
+    size = int(_choice(v, "size", [str(n) for n in PAGE_SIZES]) or PAGE_SIZES[0])
+    before = _number(v, "before")
+    after = _number(v, "after") if before is None else None
     admin = _admin()
     page = admin.page(status=status, address=address, before=before, after=after,
                       size=size)
@@ -100,7 +126,8 @@ def messages():
 @auth.requires_membership("admin")
 def message():
     number = request.args(0)
-    found = _admin().message(int(number)) if (number or "").isdigit() else None
+    found = _admin().message(_checked(whole_number, {"id": number}, "id", 1)) \
+        if number else None
     if found is None:
         raise HTTP(404, "No such message in the outbox.")
     return dict(m=found, formkey=_formkey())
@@ -110,7 +137,7 @@ def message():
 @auth.requires_membership("admin")
 def retry():
     _posted()
-    status = request.post_vars.status or None
+    status = _checked(one_text, request.post_vars, "status")
     if status is not None and status not in RETRYABLE:
         _back("Only failed or held mail can be retried.")
     ids = [] if status else _ids()
@@ -141,19 +168,20 @@ def cancel():
 @auth.requires_membership("admin")
 def purge():
     _posted()
-    days = request.post_vars.days
-    if not (days or "").strip().isdigit():
+    days = _checked(one_text, request.post_vars, "days")
+    if days is None:
         _back("Purge: give the age in whole days (0 or more).")
-    messages, attempts, files = _admin().purge(int(days), who=_who())
+    days = _checked(whole_number, request.post_vars, "days", 0, MAX_DAYS)
+    messages, attempts, files = _admin().purge(days, who=_who())
     _back("Purged %s sent more than %s ago, with %s and %s." % (
-        _plural(messages, "message"), _plural(int(days), "day"),
+        _plural(messages, "message"), _plural(days, "day"),
         _plural(attempts, "attempt record"), _plural(files, "attachment")))
 
 
 @auth.requires_membership("admin")
 def test():
     _posted()
-    to = (request.post_vars.to or "").strip()
+    to = _checked(one_text, request.post_vars, "to")
     if not to:
         _back("Test mail: give an address to send to.")
     site = configuration.get("app.name") or request.application

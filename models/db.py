@@ -6,9 +6,15 @@ from gluon.contrib.appconfig import AppConfig
 
 from s3outbox import PRIORITY_HIGH, MailS3
 from s3outbox.authglue import OutboxAuth, as_list
+from s3outbox.requestcheck import FRAME_HEADERS, check_request
 from s3outbox.settings import apply_config
 
 configuration = AppConfig(reload=True)
+
+# Every page: no framing; no form value with a NUL or a duplicated field
+# (the dashboard's "ids" checkboxes are the one repeated field), 400 instead.
+response.headers.update(FRAME_HEADERS)
+check_request(request, multi=("ids",))
 
 DB_URI = configuration.get("db.uri") or "sqlite://storage.sqlite"
 if DB_URI.startswith("sqlite"):
@@ -32,7 +38,8 @@ current.mail = mail
 
 # Auth whose flows queue through the outbox (see s3outbox/authglue.py).
 auth = OutboxAuth(db, mailer=mail,
-                  host_names=as_list(configuration.get("host.names")) or None)
+                  host_names=as_list(configuration.get("host.names")) or None,
+                  public_url=configuration.get("app.public_url"))
 auth.settings.extra_fields["auth_user"] = []
 auth.define_tables(username=bool(configuration.get("auth.use_username")),
                    signature=False)

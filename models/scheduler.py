@@ -3,6 +3,7 @@
 
 from gluon.scheduler import Scheduler
 
+from s3outbox import retention
 from s3outbox.schedule import ensure_tasks
 
 OUTBOX_PERIOD = int(configuration.get("scheduler.period") or 60)
@@ -12,6 +13,8 @@ def outbox_deliver():
     """Deliver mail for one period, re-reading appconfig.ini before each pass."""
     def refresh(mail):
         apply_config(mail, AppConfig(reload=True).get)
+        # Scrub sent account mail, purge old sent mail (when due; see retention.py).
+        retention.tidy(mail, auth.flow_limiter)
     counts = mail.work(OUTBOX_PERIOD - 3, poll=1.0, refresh=refresh)
     db.commit()
     return counts

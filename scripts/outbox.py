@@ -10,38 +10,64 @@ Commands (after -A): status | list [--status S] [--address TEXT] [--limit N]
 [--before ID] | show ID | retry ID... or --status failed|held | cancel ID...
 or --status queued|held|failed | purge DAYS | test ADDRESS | make-admin EMAIL.
 Exit status: 0 done, 1 the test mail was not sent, 2 bad arguments or no
-such message or user.
+such message or user, with a one-line error. Account mail is shown redacted.
 """
 
 import argparse
 import os
 import sys
 
-from s3outbox.admin import CANCELLABLE, RETRYABLE, OutboxAdmin, format_age, make_admin
+from s3outbox.admin import (CANCELLABLE, MAX_DAYS, MAX_LIST, RETRYABLE, BadParameter,
+                            OutboxAdmin, format_age, make_admin, one_text,
+                            whole_number)
 from s3outbox.store import STATUSES, utcnow
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line: ``error: ...``, exit 2."""
+
+    def error(self, message):
+        print("error: %s (see --help)" % message, file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _checked(check, name, *args):
+    """An argparse type from an admin.py check (one sentence when refused)."""
+    def convert(text):
+        try:
+            return check(text, name, *args)
+        except BadParameter as e:
+            raise argparse.ArgumentTypeError(str(e))
+    convert.__name__ = name
+    return convert
+
+
+MESSAGE_ID = _checked(whole_number, "a message number", 1)
+
+
 def _parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="web2py.py -S outbox -M -R applications/outbox/scripts/outbox.py -A",
         description="See and fix the mail outbox.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="counts, hold, settings check")
     ls = sub.add_parser("list", help="messages, newest first")
     ls.add_argument("--status", choices=STATUSES)
-    ls.add_argument("--address", help="part of the recipient address")
-    ls.add_argument("--limit", type=int, default=20)
-    ls.add_argument("--before", type=int, help="only messages numbered below this")
-    show = sub.add_parser("show", help="one message and its attempts")
-    show.add_argument("id", type=int)
+    ls.add_argument("--address", help="part of the recipient address",
+                    type=_checked(one_text, "--address"))
+    ls.add_argument("--limit", type=_checked(whole_number, "--limit", 1, MAX_LIST),
+                    default=20)
+    ls.add_argument("--before", type=MESSAGE_ID, help="only messages numbered below this")
+    show = sub.add_parser("show", help="one message, its text (keys redacted), attempts")
+    show.add_argument("id", type=MESSAGE_ID)
     for name, allowed, what in (
             ("retry", RETRYABLE, "queue failed or held messages for delivery now"),
             ("cancel", CANCELLABLE, "cancel queued, held or failed messages")):
         cmd = sub.add_parser(name, help="%s, by number or --status" % what)
-        cmd.add_argument("ids", type=int, nargs="*")
+        cmd.add_argument("ids", type=MESSAGE_ID, nargs="*")
         cmd.add_argument("--status", choices=allowed)
     purge = sub.add_parser("purge", help="delete sent mail older than DAYS days")
-    purge.add_argument("days", type=int)
+    purge.add_argument("days", type=_checked(whole_number, "days", 0, MAX_DAYS))
     test = sub.add_parser("test", help="send a test mail now, show the answer")
     test.add_argument("address")
     admin = sub.add_parser("make-admin", help="add a registered user to 'admin'")
@@ -62,6 +88,7 @@ def status(outbox, out):
     out("Settings: server %s, sender %s, login %s, tls %s, ssl %s" % (
         s["server"] or "(none)", s["sender"] or "(none)", s["login"],
         "on" if s["tls"] else "off", "on" if s["ssl"] else "off"))
+    out("Limits: %s" % s["limits"])
     held = o["held"]
     if held:
         out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
@@ -77,7 +104,7 @@ def status(outbox, out):
 
 def listing(outbox, args, out):
     page = outbox.page(status=args.status, address=args.address, before=args.before,
-                       size=max(1, args.limit))
+                       size=args.limit)
     for r in page.rows:
         when = r.sent_on if r.status == "sent" else r.next_attempt_on
         out("%8d  %s  %-9s  %-32s  %2d  %s  %s" % (
@@ -105,6 +132,11 @@ def show(outbox, number, out):
     for a in m["attempts"]:
         out("  %s  %-7s %4s  %s  %s" % (a.attempted_on, a.outcome, a.code or "",
                                         a.worker or "", a.error or ""))
+    body = c.get("text") or c.get("html") or ""
+    if body:
+        out("  Text:")
+        for line in body[:4000].splitlines():
+            out("    " + line)
 
 
 def main(argv, out=print):

@@ -427,7 +427,9 @@ def test_actions_change_rows(site):
     mail.db.commit()
     assert mail.store.outbox[sent] is None
     assert mail.db(mail.store.attempt.outbox_id == sent).count() == 0
-    assert flash(app.act(site.admin, "purge", dict(days="x"))).startswith("Purge: give")
+    assert flash(app.act(site.admin, "purge", dict(days=""))).startswith("Purge: give")
+    r = app.act(site.admin, "purge", dict(days="x"))  # issue 11: a 400, not a flash
+    assert r.status_code == 400 and "days must be a whole number" in r.text
 
 
 def test_test_mail_shows_the_servers_answer(site):

@@ -9,6 +9,11 @@ list pages by id (keyset: ``before``/``after`` an id, never OFFSET), and the
 activity chart is one GROUP BY over the attempt log's time index.
 Nothing here ever shows the SMTP password: the login is shown as its user
 name only, and text that reaches the admin passes through ``scrub()``.
+Account mail is shown with its keys and codes redacted (retention.py).
+Parameters from the dashboard and the command line are checked here
+(``whole_number``, ``one_text``): a bad one raises ``BadParameter`` with a
+sentence, which the dashboard answers with a 400 and the command line with
+a one-line error.
 """
 
 import datetime
@@ -18,7 +23,11 @@ import logging
 import re
 from xml.sax.saxutils import escape
 
-from .settings import Snapshot
+from gluon.storage import Storage
+
+from . import retention
+from .requestcheck import bad_character
+from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
 from .store import STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -27,6 +36,39 @@ WAITING = (Status.QUEUED, Status.SENDING, Status.HELD)
 RETRYABLE = (Status.FAILED, Status.HELD)
 CANCELLABLE = (Status.QUEUED, Status.HELD, Status.FAILED)
 CONFIG_FILE = "private/appconfig.ini"
+MAX_ID = 2 ** 31 - 1     # ids are 32-bit integers on PostgreSQL and MariaDB
+MAX_DAYS = 36500         # a century; beyond it the cutoff date overflows
+MAX_LIST = 1000          # messages one command-line listing shows at most
+
+
+# ------------------------------------------------------------- parameters
+class BadParameter(ValueError):
+    """A dashboard or command-line parameter that is refused, with why."""
+
+
+def whole_number(value, name, low=0, high=MAX_ID):
+    """``value`` (text from a form or a command line) as an int from ``low``
+    to ``high``: ASCII digits only (``str.isdigit`` also takes '²')."""
+    if isinstance(value, (list, tuple)):
+        raise BadParameter("%s was given more than once" % name)
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise BadParameter("%s must be a whole number from %d to %d"
+                           % (name, low, high))
+    return int(text)
+
+
+def one_text(value, name, max_length=255):
+    """``value`` as one line of text; None when empty."""
+    if isinstance(value, (list, tuple)):
+        raise BadParameter("%s was given more than once" % name)
+    text = str(value or "").strip()
+    problem = bad_character(text)
+    if problem or "\n" in text or "\r" in text:
+        raise BadParameter("%s contains %s" % (name, problem or "a line break"))
+    if len(text) > max_length:
+        raise BadParameter("%s is longer than %d characters" % (name, max_length))
+    return text or None
 
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
@@ -90,14 +132,31 @@ def settings_summary(settings):
     user = login.partition(":")[0]
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
-                tls=bool(settings.tls), ssl=bool(settings.ssl))
+                tls=bool(settings.tls), ssl=bool(settings.ssl),
+                limits=limits_summary(settings))
 
 
 def findings(settings):
     """Snapshot(settings).findings() as dicts, scrubbed, with the file to edit."""
+    found = Snapshot(settings).findings() + safety_findings(settings)
     return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
                  where="%s in %s" % (key, CONFIG_FILE))
-            for key, problem, blocking in Snapshot(settings).findings()]
+            for key, problem, blocking in found]
+
+
+def limits_summary(settings):
+    """The account-mail limits and retention, in words, for the settings check."""
+    s = dict((key, default if settings.get(key) is None else settings.get(key))
+             for key, default in SAFETY_DEFAULTS.items())
+    s = Storage(s)
+    return ("account mail per %d s: %s an address, %s a client, %s the site; "
+            "one reset link per %d s; account mail scrubbed %d s after delivery; "
+            "sent mail purged after %s" % (
+                s.flow_window, s.flow_per_address or "no limit",
+                s.flow_per_client or "no limit", s.flow_global or "no limit",
+                s.flow_reset_pending, s.secret_retention,
+                "%d days" % s.sent_retention_days if s.sent_retention_days
+                else "never"))
 
 
 # --------------------------------------------------------- settings logging
@@ -293,6 +352,10 @@ class OutboxAdmin(object):
             return None
         row.last_error = scrub(row.last_error, self.settings)
         content = self.store.content(row) or {}
+        flow = self.store.flows([row.id]).get(row.id)
+        for key in ("text", "html"):
+            if isinstance(content.get(key), str):
+                content[key] = retention.redact(content[key], flow)
         attempts = self.db(a.outbox_id == row.id).select(orderby=a.attempted_on | a.id)
         for attempt in attempts:
             attempt.error = scrub(attempt.error, self.settings)
@@ -333,7 +396,7 @@ class OutboxAdmin(object):
             if status not in allowed:
                 raise ValueError("status must be one of %s" % ", ".join(allowed))
             return o.status == status
-        ids = sorted({int(i) for i in ids or ()})
+        ids = sorted({whole_number(i, "a message number", 1) for i in ids or ()})
         if not ids:
             return None
         return o.id.belongs(ids) & o.status.belongs(allowed)
@@ -344,9 +407,7 @@ class OutboxAdmin(object):
 
         Returns (messages, attempts, attachments) deleted.
         """
-        days = int(days)
-        if days < 0:
-            raise ValueError("days must be 0 or more")
+        days = whole_number(days, "days", 0, MAX_DAYS)
         cutoff = (now or utcnow()) - datetime.timedelta(days=days)
         totals = self.store.purge_sent(cutoff, chunk)
         logger.info("%s: purged %d sent message(s) older than %d day(s)",

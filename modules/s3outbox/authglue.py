@@ -15,25 +15,46 @@ it into Sahana's ``AuthS3`` the same way). What it changes, and why:
 - approval: approvers (addresses, or ``group:NAME`` for that group's members)
   get a mail with a link to the pending registration when it is ready; the
   ``approve`` page lets them approve or reject, and the person is told;
-- links in mail use the site's public address when one is configured;
+- links in mail use the site's public address when one is configured, else
+  a Host header parsed strictly and matched exactly (hostnames.py);
+- account-flow mail is rate limited through the database (flowlimit.py): over
+  a limit, reset and username recovery give the same answer and queue
+  nothing, registration is refused with a sentence;
+- reset and username recovery do the same work for every address: what is
+  not sent is still built and queued, in a savepoint that is rolled back;
+- names cannot forge lines in a mail, and web2py's translator cannot rewrite
+  ``%``, ``{`` or ``}`` in a form's values (it edits the dict it is given);
+- account-flow mail is marked so that it is shown redacted and scrubbed
+  after delivery (retention.py);
 - an admin (see admin.first_user_admin) needs no approval.
 
 Everything is queued with ``mail.send`` to raw addresses (no ``pe_id``): a new
 registrant or an approver may have no person entity.
 """
 
+import contextlib
+import copyreg
 import logging
+import re
+import time
+import unicodedata
 
 from gluon import current
 from gluon.html import FORM, INPUT, URL
 from gluon.http import HTTP, redirect
+from gluon.languages import lazyT, pickle_lazyT
 from gluon.sqlhtml import SQLFORM
 from gluon.tools import DEFAULT, Auth, addrow, callback
 from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
 from pydal import Field
+from pydal.objects import Row
 
+from . import retention
+from .flowlimit import FlowLimiter, client_key
+from .hostnames import LOOPBACK_NAMES, HostNames, parse
 from .mailer import PRIORITY_HIGH
 from .message import ADDRESS_RE
+from .requestcheck import refuse
 
 logger = logging.getLogger("s3outbox")
 
@@ -47,15 +68,34 @@ MESSAGES = dict(
     username_requested="If an account uses this address, we have sent it the "
                        "username. Please check your email.",
     approval_subject="Registration waiting for approval: %(email)s",
-    approval_body="%(first_name)s %(last_name)s <%(email)s> registered and is "
-                  "waiting for approval.\n\nApprove or reject: %(link)s\n",
+    # The link comes first, the values the person typed after their labels.
+    approval_body="A registration is waiting for approval.\n\n"
+                  "Approve or reject: %(link)s\n\n"
+                  "Name: %(first_name)s %(last_name)s\nEmail: %(email)s\n",
     approved_subject="Your account is approved",
     approved_body="Welcome %(first_name)s! Your account is approved. "
                   "Log in at %(link)s\n",
     approved_flash="Approved: %(email)s",
     rejected_flash="Rejected: %(email)s",
     not_pending="This registration is not waiting for approval",
+    flow_limited="Too many account requests from your network or for this "
+                 "address just now. Please try again in an hour.",
 )
+# Form fields whose values are names that end up in mail text.
+NAME_FIELDS = ("first_name", "last_name")
+# Control, format (bidi overrides, zero-width), line and paragraph separators,
+# surrogates, private use, unassigned.
+_STRIP_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+_SPACES = re.compile(r"\s+")
+
+
+def clean_name(value):
+    """A name on one line: control and separator characters become spaces."""
+    if value is None:
+        return value
+    text = "".join(" " if unicodedata.category(c) in _STRIP_CATEGORIES else c
+                   for c in str(value))
+    return _SPACES.sub(" ", text).strip()
 
 
 def as_list(value):
@@ -76,6 +116,55 @@ def public_link(public_url, path):
     if "://" not in public_url:
         public_url = "https://" + public_url
     return public_url.rstrip("/") + path
+
+
+class _SafeLazyT(lazyT):
+    """A translation whose ``%`` works on a copy: web2py's translator escapes
+    ``%``, ``{`` and ``}`` in place in the dict it is given, and Auth passes
+    ``form.vars`` itself, so ``a%b@x.net`` became ``a\x1db@x.net`` before
+    the verification mail was addressed."""
+
+    def __mod__(self, symbols):
+        if isinstance(symbols, dict):
+            symbols = dict(symbols)
+        return lazyT.__mod__(self, symbols)
+
+
+# Pickled as a lazyT is (a session keeps its flash): as the text it shows.
+copyreg.pickle(_SafeLazyT, pickle_lazyT)
+
+
+class _SafeT(object):
+    """Wraps a translator so the messages it makes are ``_SafeLazyT``."""
+
+    def __init__(self, T):
+        self._T = T
+
+    def __call__(self, *args, **kwargs):
+        value = self._T(*args, **kwargs)
+        if isinstance(value, lazyT):  # lazyT(value) would be a copy, which drops %
+            return _SafeLazyT(value.m, value.s, value.T, value.f, value.t, value.M)
+        return value
+
+    def __getattr__(self, name):
+        return getattr(self._T, name)
+
+
+class _FlowMailer(object):
+    """Stands in for the mailer during an account flow: every message it
+    queues is marked with the flow (retention.py redacts and scrubs it)."""
+
+    def __init__(self, mailer, flow):
+        self._mailer, self._flow = mailer, flow
+
+    def __getattr__(self, name):
+        return getattr(self._mailer, name)
+
+    def send(self, *args, **kwargs):
+        if not self._mailer.send(*args, **kwargs):
+            return False
+        retention.mark(self._mailer.store, self._mailer.result["id"], self._flow)
+        return True
 
 
 class _KeepRegistration(object):
@@ -103,6 +192,30 @@ class OutboxAuthMixin(object):
     outbox_public_url = None
     outbox_approvers = ()
 
+    def __init__(self, *args, **kwargs):
+        """``public_url`` (keyword): with it, any well-formed Host is served
+        when ``host_names`` is empty, since links do not use the Host."""
+        self._init_public_url = kwargs.pop("public_url", None)
+        super(OutboxAuthMixin, self).__init__(*args, **kwargs)
+
+    def select_host(self, host, host_names=None):
+        """The request's Host, checked (hostnames.py): 400 if it is not
+        ``host[:port]``, 403 if it is not a configured name. Without names,
+        the loopback names, or any Host when ``public_url`` is set."""
+        names = HostNames(host_names or ([] if self._init_public_url
+                                         else LOOPBACK_NAMES))
+        if not host:
+            return names.default()
+        if parse(host) is None:
+            refuse(400, "Bad Host header: it must be host or host:port.")
+        if not names.names:
+            return host
+        checked = names.match(host)
+        if checked is None:
+            refuse(403, "Invalid Hostname: this site does not answer to %s."
+                   % host)
+        return checked
+
     def configure_outbox(self, get):
         """Read the settings (``get`` is ``AppConfig.get``) and hook the flows.
 
@@ -116,10 +229,21 @@ class OutboxAuthMixin(object):
         self.messages.lock_keys = False
         for key, text in MESSAGES.items():
             self.messages[key] = text
+        if not isinstance(self.messages.T, _SafeT):
+            self.messages.T = _SafeT(self.messages.T)
         self.messages.lock_keys = True
+        self.outbox_mail = self.settings.mailer
+        self.flow_limiter = None
+        if self.outbox_mail:
+            # Both tables now (FlowLimiter defines them): creating one later,
+            # inside a savepoint, would commit (a migration commits) and end
+            # the savepoint.
+            self.flow_limiter = FlowLimiter(self.outbox_mail.store)
         s = self.settings
         s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
             [self._check_deliverable]
+        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
+            [self._check_values]
         s.register_onaccept = _as_callbacks(s.register_onaccept) + \
             [self._after_register]
         s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
@@ -140,7 +264,44 @@ class OutboxAuthMixin(object):
             return public_link(self.outbox_public_url, URL(c=c, f=f, args=args or [],
                                                            vars=vars or {}))
         return URL(c=c, f=f, args=args or [], vars=vars or {}, scheme=True,
-                   host=self.settings.host or True)
+                   host=self.settings.host)  # checked by select_host
+
+    # ------------------------------------------------------ account flows
+    def __call__(self):
+        """Auth's pages; mail queued by them is marked as account mail."""
+        mailer = self.settings.mailer
+        if mailer and self.outbox_mail is mailer:
+            self.settings.mailer = _FlowMailer(mailer, current.request.args(0))
+        try:
+            return super(OutboxAuthMixin, self).__call__()
+        finally:
+            self.settings.mailer = mailer
+
+    def _savepoint(self, keep):
+        """A savepoint of the outbox's transaction (see store.savepoint): a
+        decoy's mail and log entry are rolled back, a real one's kept."""
+        if self.outbox_mail:
+            return self.outbox_mail.store.savepoint(keep)
+        return contextlib.nullcontext()
+
+    def _flow_setting(self, key):
+        return self.outbox_mail.settings[key]
+
+    def flow_allowed(self, address):
+        """Take one unit of each account-flow limit for ``address`` and this
+        client; False (nothing taken) when one is spent."""
+        if self.flow_limiter is None:
+            return True
+        get = self._flow_setting
+        client = client_key(current.request.env, get("flow_trust_forwarded"))
+        allowed = self.flow_limiter.allow(
+            [("address", (address or "").strip().lower(), get("flow_per_address")),
+             ("client", client, get("flow_per_client")),
+             ("site", "", get("flow_global"))], get("flow_window"))
+        if not allowed:
+            logger.warning("account mail limit reached (client %s): nothing queued",
+                           client)
+        return allowed
 
     # -------------------------------------------------------- registration
     def register(self, *args, **kwargs):
@@ -152,7 +313,30 @@ class OutboxAuthMixin(object):
         finally:
             self.settings.mailer = mailer
 
+    def profile(self, *args, **kwargs):
+        """web2py's profile; a post whose record id was changed or left out
+        gets a 400 (SQLFORM raises SyntaxError, which was a ticket)."""
+        try:
+            return super(OutboxAuthMixin, self).profile(*args, **kwargs)
+        except SyntaxError as e:
+            if "tampering" not in str(e):
+                raise
+            refuse(400, "The form's record id is missing or changed: reload the "
+                        "page and try again.")
+
     def _check_deliverable(self, form):
+        """Names on one line; an address the outbox can deliver to; and the
+        account-flow limits, checked last so a refused form takes nothing."""
+        self._check_values(form)
+        if not form.errors and not self.flow_allowed(form.vars.get("email")):
+            form.errors.email = self.messages.flow_limited
+
+    def _check_values(self, form):
+        """Names on one line and an address the outbox can deliver to (registration
+        and profile edits)."""
+        for name in NAME_FIELDS:
+            if form.vars.get(name) is not None:
+                form.vars[name] = clean_name(form.vars[name])
         email = form.vars.get("email")
         if email and not ADDRESS_RE.match(email):
             form.errors.email = self.messages.invalid_email
@@ -217,8 +401,9 @@ class OutboxAuthMixin(object):
             logger.error("registration %s waits for approval but no approver is "
                          "configured ([auth] approver)", user.email)
             return 0
-        d = dict(user.as_dict(), link=self.link(self.settings.controller, "approve",
-                                                args=[user.id]))
+        d = _render_values(user, self.link(self.settings.controller, "approve",
+                                           args=[user.id]))
+        mail = _FlowMailer(self.outbox_mail, "approve")
         queued = 0
         for address in addresses:
             if mail.send(to=address, subject=self.messages.approval_subject % d,
@@ -277,9 +462,9 @@ class OutboxAuthMixin(object):
         return dict(pending=None, user=user, form=form)
 
     def notify_approved(self, user):
-        d = dict(user.as_dict(), link=self.link(self.settings.controller,
-                                                self.settings.function, args=["login"]))
-        mail = self.settings.mailer
+        d = _render_values(user, self.link(self.settings.controller,
+                                           self.settings.function, args=["login"]))
+        mail = _FlowMailer(self.outbox_mail, "approve")
         if not mail.send(to=user.email, subject=self.messages.approved_subject,
                          message=self.messages.approved_body % d,
                          priority=PRIORITY_HIGH):
@@ -288,10 +473,12 @@ class OutboxAuthMixin(object):
     # ------------------------------------------------- no account enumeration
     def request_reset_password(self, next=DEFAULT, onvalidation=DEFAULT,
                                onaccept=DEFAULT, log=DEFAULT):
-        """Ask for a reset link; the same answer whether the account exists.
+        """Ask for a reset link; the same answer, and the same work, whether
+        or not the account exists.
 
         Nothing about the account changes but its reset key (web2py keeps one
-        key a user); the password stays until the link is followed.
+        key a user); the password stays until the link is followed. While a
+        key is younger than ``flow_reset_pending`` no other is sent.
         """
         users = self.table_user()
         s = self.settings
@@ -304,20 +491,21 @@ class OutboxAuthMixin(object):
         if not (s.username_case_sensitive if field == "username"
                 else s.email_case_sensitive):
             requires.insert(0, IS_LOWER())
+        log = _given(log, self.messages["reset_password_log"])
 
         def act(value):
             user = users(**{field: value})
-            if user is None:
-                logger.info("password reset asked for an unknown %s", field)
-            elif (user.registration_key or "").startswith(PENDING) or \
-                    user.registration_key in ("disabled", "blocked"):
-                logger.info("password reset asked for account %s, which cannot "
-                            "log in", user.id)
-            else:
-                if not self.email_reset_password(user):
+            why = self._reset_refusal(user, field)
+            allowed = self.flow_allowed(value)
+            real = why is None and allowed
+            if why:
+                logger.info("password reset: %s; nothing sent", why)
+            target = user if real else self._decoy(users, field, value)
+            with self._savepoint(keep=real):
+                if not self.email_reset_password(target) and real:
                     logger.error("password reset mail not queued: %s",
                                  s.mailer.error)
-                return user
+                self.log_event(log, target)
         return self._same_answer(
             "reset_password", Field(field, label=users[field].label, requires=requires),
             act, self.messages.reset_password_requested,
@@ -325,13 +513,36 @@ class OutboxAuthMixin(object):
             _given(next, self.get_vars_next() or s.request_reset_password_next),
             _given(onvalidation, s.request_reset_password_onvalidation),
             _given(onaccept, s.request_reset_password_onaccept),
-            _given(log, self.messages["reset_password_log"]),
             s.retrieve_password_captcha is not False and
             (s.retrieve_password_captcha or s.captcha))
 
+    def _reset_refusal(self, user, field):
+        """Why no reset mail goes to ``user``, or None when one may."""
+        if user is None:
+            return "unknown %s" % field
+        if (user.registration_key or "").startswith(PENDING) or \
+                user.registration_key in ("disabled", "blocked"):
+            return "account %s cannot log in" % user.id
+        issued = (user.reset_password_key or "").partition("-")[0]
+        if issued.isdigit() and \
+                time.time() - int(issued) < self._flow_setting("flow_reset_pending"):
+            return "account %s has a pending reset link" % user.id
+        return None
+
+    def _decoy(self, users, field, value):
+        """A stand-in user for work that will be rolled back: the same
+        fields, id 0 (its UPDATE matches no row), the address as typed."""
+        decoy = Row(dict((name, None) for name in users.fields))
+        decoy.update(id=0, registration_key="", first_name="", last_name="")
+        decoy[field] = value
+        if field != "email":
+            decoy.email = "nobody@outbox.invalid"
+        decoy.update_record = lambda **values: self.db(users.id == 0).update(**values)
+        return decoy
+
     def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT,
                           log=DEFAULT):
-        """Mail the username(s) of an address; the same answer either way."""
+        """Mail the username(s) of an address; the same answer and work either way."""
         users = self.table_user()
         s = self.settings
         if "username" not in users.fields:
@@ -339,19 +550,23 @@ class OutboxAuthMixin(object):
         requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
         if not s.email_case_sensitive:
             requires.insert(0, IS_LOWER())
+        log = _given(log, self.messages["retrieve_username_log"])
 
         def act(email):
             rows = self.db(users.email == email).select()
+            allowed = self.flow_allowed(email)
+            real = bool(rows) and allowed
             if not rows:
-                logger.info("username asked for an unknown address")
-                return None
-            names = ", ".join(r.username for r in rows)
-            if not s.mailer.send(to=email,
-                                 subject=self.messages.retrieve_username_subject,
-                                 message=self.messages.retrieve_username % dict(
-                                     username=names)):
-                logger.error("username mail not queued: %s", s.mailer.error)
-            return rows.first()
+                logger.info("username asked for an unknown address; nothing sent")
+            names = ", ".join(r.username for r in rows) if rows else "x" * 12
+            with self._savepoint(keep=real):
+                if not s.mailer.send(to=email,
+                                     subject=self.messages.retrieve_username_subject,
+                                     message=self.messages.retrieve_username % dict(
+                                         username=names)) and real:
+                    logger.error("username mail not queued: %s", s.mailer.error)
+                self.log_event(log, rows.first() if rows else
+                               self._decoy(users, "email", email))
         return self._same_answer(
             "retrieve_username", Field("email", label=users.email.label,
                                        requires=requires),
@@ -359,14 +574,13 @@ class OutboxAuthMixin(object):
             _given(next, self.get_vars_next() or s.retrieve_username_next),
             _given(onvalidation, s.retrieve_username_onvalidation),
             _given(onaccept, s.retrieve_username_onaccept),
-            _given(log, self.messages["retrieve_username_log"]),
             s.retrieve_username_captcha is not False and
             (s.retrieve_username_captcha or s.captcha))
 
     def _same_answer(self, formname, field, act, answer, button, next, onvalidation,
-                     onaccept, log, captcha):
+                     onaccept, captcha):
         """A one-field form whose answer never depends on the account:
-        ``act(value)`` queues what is due and returns the user or None."""
+        ``act(value)`` does the flow's work (real or rolled back)."""
         request, session = current.request, current.session
         if not self.settings.mailer:
             current.response.flash = self.messages.function_disabled
@@ -381,14 +595,20 @@ class OutboxAuthMixin(object):
         if form.accepts(request, session if self.csrf_prevention else None,
                         formname=formname, onvalidation=onvalidation,
                         hideerror=self.settings.hideerror):
-            user = act(form.vars[field.name])
-            if user is not None:
-                self.log_event(log, user)
+            act(form.vars[field.name])
             callback(onaccept, form)
             session.flash = answer
             redirect(next or self.url(args=request.args),
                      client_side=self.settings.client_side)
         return form
+
+
+def _render_values(user, link):
+    """A user's fields for a mail template: names on one line, and the link."""
+    values = dict(user.as_dict(), link=link)
+    for name in NAME_FIELDS:
+        values[name] = clean_name(values.get(name)) or ""
+    return values
 
 
 def _given(value, default):

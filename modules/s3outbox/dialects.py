@@ -2,8 +2,9 @@
 """One store per database dialect, and ``open_store()`` that picks it.
 
 What differs between the databases: how a claim takes rows safely while
-other workers claim too, how an insert returns its id or skips a duplicate,
-how attempts are inserted in bulk, and the SQL of the activity chart.
+other workers claim too, how an insert returns its id or skips a duplicate
+(or counts up a rate-limit counter), how attempts are inserted in bulk, and
+the SQL of the activity chart.
 A database without a safe claim is refused: two workers could send the same
 mail twice.
 """
@@ -17,13 +18,12 @@ class SqliteStore(OutboxStore):
     engine = "sqlite"
     mark = "?"
 
-    def _begin_savepoint(self):
+    def _begin_if_idle(self):
         # Outside a transaction SQLite makes the savepoint the transaction
         # and its RELEASE a commit; the caller's transaction must decide.
         adapter = self.db._adapter
         if not adapter.connection.in_transaction:
             adapter.execute("BEGIN")
-        super()._begin_savepoint()
 
     def _claim(self, owner, limit, until, now):
         self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")",
@@ -101,6 +101,13 @@ class MysqlStore(OutboxStore):
 
     def _insert_ignore_sql(self, into):
         return "INSERT IGNORE INTO " + into
+
+    def _take_unit_sql(self):
+        # Affected rows: 1 inserted, 2 updated, 0 left as it was. (An INSERT
+        # IGNORE and an UPDATE deadlocked when many asked for a new counter.)
+        return ("INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
+                "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)").format(
+                    t=self.flowlimit._tablename, m=self.mark)
 
     def _slot_sql(self):
         return "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"

@@ -33,6 +33,22 @@ DEFAULTS = dict(
     transport=None,           # callable(Snapshot) -> Transport; default SMTP
 )
 
+# Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
+SAFETY_DEFAULTS = dict(
+    flow_window=3600,         # seconds of one rate-limit window
+    flow_per_address=3,       # account mails to one address a window (0: no limit)
+    flow_per_client=30,       # account-flow requests from one client network a window
+    flow_global=300,          # account mails from the whole site a window
+    flow_reset_pending=900,   # seconds a reset link stays the only one for its account
+    flow_trust_forwarded=False,  # client = last X-Forwarded-For (behind own proxy)
+    secret_retention=3600,    # seconds after delivery before account mail is scrubbed
+    sent_retention_days=30,   # sent mail is purged after this many days (0: never)
+    public_url=None,          # [app] public_url: links in mail
+    host_names=None,          # [host] names: the Host values the site answers to
+    safety_errors=(),         # keys above whose configured value was refused
+)
+DEFAULTS.update(SAFETY_DEFAULTS)
+
 # Values that ship in web2py's and Sahana Eden's example configurations.
 EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com",
                    "you@example.com"}
@@ -221,6 +237,7 @@ def apply_config(mail, get):
             s[key] = kind(value)
         elif key == "rate_limit":
             s[key] = None
+    apply_safety(s, get)
 
 
 def _text(value):
@@ -231,3 +248,52 @@ def _flag(value):
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+# ------------------------------------------------- account-flow safety block
+def apply_safety(s, get):
+    """``[outbox]`` limits and retention, ``[app] public_url`` and ``[host]
+    names`` onto ``s``. A value that is not a whole number 0 or more keeps its
+    default and is reported by ``safety_findings``."""
+    s.public_url = _text(get("app.public_url"))
+    names = get("host.names")
+    if names not in (None, "") and not isinstance(names, str):
+        names = ",".join(str(n) for n in names)  # AppConfig: a map for "a, b"
+    s.host_names = _text(names)
+    bad = []
+    for key, default in SAFETY_DEFAULTS.items():
+        if key in ("public_url", "host_names", "safety_errors"):
+            continue
+        value = get("outbox." + key)
+        if value in (None, ""):
+            s[key] = default
+        elif isinstance(default, bool):
+            s[key] = _flag(value)
+        elif str(value).strip().isascii() and str(value).strip().isdigit():
+            s[key] = int(str(value).strip())
+        else:
+            s[key] = default
+            bad.append(key)
+    s.safety_errors = bad
+
+
+def safety_findings(s):
+    """(appconfig key, advice, False) for the account-flow settings: never
+    blocking, shown with the SMTP findings."""
+    from .hostnames import HostNames  # here: settings must not import authglue
+    out = [("[outbox] %s" % key, "%s must be a whole number, 0 or more; the default "
+            "%s is used" % (key, SAFETY_DEFAULTS[key]), False)
+           for key in s.get("safety_errors") or ()]
+    names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
+    for item in names.bad:
+        out.append(("[host] names", "%r is not host, host:port or host:*; it is "
+                    "ignored" % item.strip(), False))
+    if not s.public_url and names.names and not names.loopback_only():
+        out.append(("[app] public_url", "public_url is empty on a site that is not "
+                    "on loopback: links in mail use the request's Host (checked "
+                    "against [host] names); set the site's address", False))
+    for key in ("flow_per_address", "flow_per_client", "flow_global"):
+        if s.get(key) == 0:
+            out.append(("[outbox] %s" % key, "%s is 0: that limit on account mail is "
+                        "off" % key, False))
+    return out

@@ -11,8 +11,9 @@ that outlived its lease cannot overwrite the work of the one that took over.
 
 Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
-work), except ``enqueue()`` and ``set_state()``, whose rows commit with the
-caller's transaction (send() must not commit for its caller).
+work), except those whose docstring says the caller's transaction commits
+(``enqueue()``, ``set_state()``, ``mark_flow()``, ``take_unit()``): their
+rows belong to the caller's work, and send() must not commit for its caller.
 All times are naive UTC datetimes, to the second.
 """
 
@@ -20,14 +21,16 @@ import collections
 import contextlib
 import datetime
 import enum
+import itertools
 import json
 import logging
 
 from pydal import Field
 
-from .message import Message, loads
+from .message import Message, dumps, loads
 
 logger = logging.getLogger("s3outbox")
+_savepoints = itertools.count()
 
 
 class Status(enum.StrEnum):
@@ -171,22 +174,35 @@ class OutboxStore(object):
             expires_on=_utc(expires_on), created_on=now, sender=sender,
             subject=msg.subject, body=msg.to_json(),
             attachment_count=len(msg.attachments), byte_size=msg.size)
-        self._begin_savepoint()
-        try:
+        with self.savepoint():
             row_id = self._insert_row(values)
             for position, part in enumerate(msg.attachments):
                 self.attachment.insert(outbox_id=row_id, seq=position, **part)
-        except Exception:
+        return row_id
+
+    @contextlib.contextmanager
+    def savepoint(self, keep=True):
+        """Run the block in a savepoint of the caller's transaction: rolled
+        back if it raises, or always when ``keep`` is False."""
+        adapter = self.db._adapter
+        name = "s3outbox_sp%d" % next(_savepoints)
+        self._begin_if_idle()
+        adapter.execute("SAVEPOINT %s" % name)
+        try:
+            yield
+        except BaseException:
             try:
-                self.db._adapter.execute("ROLLBACK TO SAVEPOINT s3outbox_enqueue")
+                adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
+                adapter.execute("RELEASE SAVEPOINT %s" % name)
             except Exception:
                 pass  # the first error is the one to report
             raise
-        self.db._adapter.execute("RELEASE SAVEPOINT s3outbox_enqueue")
-        return row_id
+        if not keep:
+            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
+        adapter.execute("RELEASE SAVEPOINT %s" % name)
 
-    def _begin_savepoint(self):
-        self.db._adapter.execute("SAVEPOINT s3outbox_enqueue")
+    def _begin_if_idle(self):
+        """Start a transaction where a savepoint would not (see SQLite's)."""
 
     def _insert_row(self, values):
         """INSERT with parameters, returning the new id: pydal's insert writes
@@ -470,6 +486,87 @@ class OutboxStore(object):
 
     def _slot_start(self, start):
         return start
+
+    # --------------------------------------------------------- account flows
+    # Two tables for Auth's account flows (authglue.py), defined when an app
+    # uses them: <name>_flowmail marks the messages of account flows
+    # (retention.py redacts and scrubs them); <name>_flowlimit holds the
+    # rate-limit counters (flowlimit.py; keys are hashes).
+    def define_flow_tables(self, migrate=True):
+        db, name = self.db, self.tablename
+        if name + "_flowmail" not in db.tables:
+            db.define_table(name + "_flowmail",
+                            Field("outbox_id", "integer", notnull=True, unique=True),
+                            Field("flow", length=32), migrate=migrate)
+        if name + "_flowlimit" not in db.tables:
+            db.define_table(name + "_flowlimit",
+                            Field("bucket", length=80, notnull=True, unique=True),
+                            Field("hits", "integer", notnull=True, default=0),
+                            Field("expires_on", "datetime", notnull=True),
+                            migrate=migrate)
+        self.flowmail = db[name + "_flowmail"]
+        self.flowlimit = db[name + "_flowlimit"]
+
+    def mark_flow(self, outbox_id, flow):
+        """Mark message ``outbox_id`` as mail of account flow ``flow``; the
+        caller's transaction commits it with the message."""
+        self.flowmail.insert(outbox_id=outbox_id, flow=(flow or "")[:32])
+
+    def flows(self, ids):
+        """{outbox id: flow} for the marked messages among ``ids`` (none
+        while the app has not defined the flow tables)."""
+        marks = self.db[self.tablename + "_flowmail"] \
+            if self.tablename + "_flowmail" in self.db.tables else None
+        if not ids or marks is None:
+            return {}
+        return {r.outbox_id: r.flow for r in self.db(marks.outbox_id.belongs(
+            list(ids))).select(marks.outbox_id, marks.flow)}
+
+    def scrub_sent(self, cutoff, text, limit=500):
+        """Replace the bodies of marked messages sent before ``cutoff`` by
+        ``text`` and forget their marks; commits; how many."""
+        o, marks = self.outbox, self.flowmail
+        with self.transaction():
+            rows = self.db((marks.outbox_id == o.id) & (o.status == Status.SENT) &
+                           (o.sent_on < cutoff)).select(o.id, o.body, limitby=(0, limit))
+            for row in rows:
+                content = self.content(row) or {}
+                content.update(text=text, html=None)
+                self.db((o.id == row.id) & (o.status == Status.SENT)).update(
+                    body=dumps(content))
+            if rows:
+                self.db(marks.outbox_id.belongs([r.id for r in rows])).delete()
+        return len(rows)
+
+    def take_unit(self, bucket, limit, expires):
+        """Add one to counter ``bucket`` (made at 1) while it is below
+        ``limit``: True if it was. One statement, so the row lock covers the
+        check; the caller's transaction commits."""
+        adapter = self.db._adapter
+        adapter.execute(self._take_unit_sql(), [bucket, expires, limit])
+        return adapter.cursor.rowcount in (1, 2)
+
+    def _take_unit_sql(self):
+        return ("INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
+                "ON CONFLICT (bucket) DO UPDATE SET hits = {t}.hits + 1 "
+                "WHERE {t}.hits < {m}").format(t=self.flowlimit._tablename, m=self.mark)
+
+    def units_used(self, bucket):
+        row = self.db(self.flowlimit.bucket == bucket).select(
+            self.flowlimit.hits).first()
+        return row.hits if row else 0
+
+    def forget_units(self, now):
+        """Delete the counters of past windows; commits; how many."""
+        with self.transaction():
+            return self.db(self.flowlimit.expires_on <= now).delete()
+
+    def take_turn(self, name, old, new, now):
+        """Replace state ``name`` by ``new`` if it still is ``old`` (None: no
+        value yet): True when this process won the turn. Commits."""
+        with self.transaction():
+            self._ensure_state(name, now)
+            return self.set_state(name, new, expect=old, now=now)
 
     # ----------------------------------------------------------------- state
     def get_state(self, name):

@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+"""Limits on account-flow mail (verification, password reset, username),
+shared by every web process through the database.
+
+Each limit is a counter row per (scope, key, time window): per address, per
+client network and one for the whole site. ``allow()`` takes one unit from
+each in one savepoint; if any is spent, the savepoint is rolled back, so a
+refused request changes nothing and costs the flooder's target nothing. The
+counters live in a table of the store (its statements are there).
+
+The increment is one upsert (insert at 1, or ``hits + 1`` while below the
+limit): the database's row lock makes the check and the increment one step,
+so two processes can never both take the last unit (PostgreSQL and MariaDB re-read
+the row after waiting for its lock; SQLite runs one writer at a time). The
+row lock is held until the request commits, which is short. Keys are stored
+as hashes: the table holds no address.
+
+Windows are fixed (aligned on ``window`` seconds), so a burst across a window
+edge can reach twice a limit; the limits are set low enough for that.
+"""
+
+import datetime
+import hashlib
+import ipaddress
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def _slot(now, window):
+    """The number of the ``window``-second window that holds ``now`` (UTC)."""
+    now = now or datetime.datetime.utcnow()
+    return int((now - _EPOCH).total_seconds()) // window
+
+
+class _Refused(Exception):
+    pass
+
+
+def client_key(env, trust_forwarded=False):
+    """The client's network: its IPv4 address, or its IPv6 /64 (one host
+    commonly holds a whole /64). ``X-Forwarded-For`` is read only when the
+    site sits behind its own proxy (``trust_forwarded``), and then only the
+    last entry, the one that proxy added; web2py's ``request.client`` takes
+    the first, which any client can write."""
+    text = env.get("remote_addr") or ""
+    if trust_forwarded and env.get("http_x_forwarded_for"):
+        text = env.get("http_x_forwarded_for").split(",")[-1].strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return "unknown"
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network("%s/64" % address, strict=False))
+    return str(address)
+
+
+class FlowLimiter(object):
+    """Counters in the store's ``<tablename>_flowlimit`` table (defined here
+    when missing); the statements are the store's (store.take_unit)."""
+
+    def __init__(self, store):
+        self.store, self.db = store, store.db
+        store.define_flow_tables()
+
+    def allow(self, limits, window=3600, now=None):
+        """Take one unit from every ``(scope, key, limit)``; True if all had one.
+
+        A limit of 0 or None is off. On False nothing has changed. The caller's
+        transaction commits the counts.
+        """
+        window = max(1, int(window))
+        slot = _slot(now, window)
+        expires = _EPOCH + datetime.timedelta(seconds=(slot + 1) * window)
+        try:
+            with self.store.savepoint():
+                for scope, key, limit in limits:
+                    if limit and not self.store.take_unit(
+                            self._bucket(scope, key, slot), int(limit), expires):
+                        raise _Refused()
+        except _Refused:
+            return False
+        return True
+
+    @staticmethod
+    def _bucket(scope, key, slot):
+        digest = hashlib.sha256(("%s\x00%s" % (scope, key)).encode("utf-8"))
+        return "%s:%s:%d" % (scope[:8], digest.hexdigest()[:40], slot)
+
+    def used(self, scope, key, window=3600, now=None):
+        """How many units ``(scope, key)`` has used in the current window."""
+        slot = _slot(now, max(1, int(window)))
+        return self.store.units_used(self._bucket(scope, key, slot))
+
+    def forget_expired(self, now=None):
+        """Delete counters of past windows (commits); returns how many."""
+        return self.store.forget_units(now or datetime.datetime.utcnow())
