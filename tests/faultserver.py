@@ -7,7 +7,8 @@ middle of DATA, never answering, a 421 greeting, refusing AUTH.
 ``"greeting"``, ``"EHLO"``, ``"AUTH"``, ``"MAIL"`` and ``"RCPT"`` (a str, or a
 dict by address), ``"DATA"`` (the reply to the DATA command), ``"BODY"`` (DROP
 only: close after the first line of content) and ``"END"`` (the reply once the
-message is complete, after DATA or BDAT ... LAST). A value is a reply (lines
+message is complete, after DATA or BDAT ... LAST; a str, or a dict by the
+first recipient). A value is a reply (lines
 joined by CRLF), ``DROP`` (close without a word) or ``STALL`` (never answer).
 Without a rule the server answers like a plain, well-behaved relay and keeps
 the message. Commands out of sequence get what a real server answers (503 to
@@ -200,11 +201,14 @@ class FaultServer(object):
 
     def _end(self, session, data):
         """The reply to a complete message; keeps it when that is a 250."""
-        rule = self.script.get("END", "250 2.0.0 queued")
+        default, first = "250 2.0.0 queued", (session.rcpts or [None])[0]
+        rule = self.script.get("END", default)
+        if isinstance(rule, dict):
+            rule = rule.get(first, default)
         if isinstance(rule, str) and rule.startswith("250"):
             self.messages.append((session.mail_from, list(session.rcpts), data))
         session.mail_from, session.rcpts, session.chunks = None, [], []
-        return self._act(session, "END", "250 2.0.0 queued")
+        return self._act(session, "END", default, first)
 
 
 class _Session(object):

@@ -7,6 +7,8 @@ advertises PIPELINING through its EHLO hook. Each fault runs once pipelined
 with DATA and once with BDAT; faults that need a DATA command run only with it.
 """
 
+import datetime
+
 import pytest
 
 import test_faults
@@ -19,8 +21,9 @@ PIPELINING = ("8BITMIME", "PIPELINING")
 CHUNKING = PIPELINING + ("CHUNKING",)
 MODES = pytest.mark.parametrize("extensions", [PIPELINING, CHUNKING],
                                 ids=["pipelining", "chunking"])
-# Round trips a message takes: smtplib alone, pipelined, pipelined with BDAT.
-TRIPS = {(): 4, PIPELINING: 2, CHUNKING: 1}
+# Round trips n messages in a row take: smtplib alone; pipelined, each
+# message's envelope going with the previous content; pipelined with BDAT.
+TRIPS = {(): lambda n: 4 * n, PIPELINING: lambda n: n + 1, CHUNKING: lambda n: n}
 
 FAULTS = [
     # (name, script, class, reason in last_error, needs a DATA command)
@@ -129,8 +132,9 @@ def test_data_taken_without_recipients_is_ended_empty(mail, db):
 @pytest.mark.parametrize("extensions", [(), PIPELINING, CHUNKING],
                          ids=["plain", "pipelining", "chunking"])
 def test_round_trips_and_a_batch_in_step(mail, db, extensions):
-    """One session: 4, 2 or 1 round trips a message; then refusals in the
-    middle of a batch leave the session in step."""
+    """One session: 4 round trips a message, 1 pipelined (and one more for
+    the first envelope without BDAT); then refusals in the middle of a batch
+    leave the session in step."""
     script = {"RCPT": {"gone@people.net": "550 5.1.1 no such user",
                        "full@people.net": "452 4.2.2 mailbox full"}}
     with FaultServer(script, extensions) as server:
@@ -139,7 +143,7 @@ def test_round_trips_and_a_batch_in_step(mail, db, extensions):
             assert mail.send("p%d@people.net" % i, "Clean", "Body"), mail.error
         db.commit()
         assert mail.process_outbox()["sent"] == 3
-        assert server.turns == 1 + TRIPS[extensions] * 3 + 1  # EHLO, messages, QUIT
+        assert server.turns == 1 + TRIPS[extensions](3) + 1  # EHLO, messages, QUIT
         del server.messages[:]
         to = ("a@people.net", "gone@people.net", "b@people.net", "full@people.net",
               "c@people.net")
@@ -155,9 +159,65 @@ def test_round_trips_and_a_batch_in_step(mail, db, extensions):
             assert b"Body for " + rcpts[0].encode() in data
 
 
+@MODES
+def test_faults_after_the_content_with_the_next_message_under_way(mail, db, extensions):
+    """Refusals after a content whose write carried the next envelope: each
+    message gets its own reply, and no RSET comes between (with DATA). A hang-up there
+    leaves the message under way undelivered (the server never saw its end);
+    it goes out once, later."""
+    script = {"END": {"b@people.net": "554 5.7.1 looks like spam",
+                      "c@people.net": "451 4.3.0 queue full", "e@people.net": DROP}}
+    with FaultServer(script, extensions) as server:
+        mail.settings.server = server.server
+        to = ["%s@people.net" % x for x in "abcdef"]
+        for address in to:
+            assert mail.send(address, "Run", "Body for %s" % address), mail.error
+        db.commit()
+        counts = mail.process_outbox()
+        # e is dropped twice (at once again on a new connection: the server is
+        # going away), so f, under way behind it, waits for the next pass.
+        assert (counts["sent"], counts["failed"], counts["retry"]) == (2, 1, 3), counts
+        status = {r.address: (r.status, r.last_error) for r in db(mail.store.outbox).select()}
+        assert status["b@people.net"] == ("failed", "554 5.7.1 looks like spam")
+        assert status["c@people.net"] == ("queued", "451 4.3.0 queue full")
+        assert "connection dropped" in status["e@people.net"][1]
+        assert [m[1] for m in server.messages] == [["a@people.net"], ["d@people.net"]]
+        if "CHUNKING" not in extensions:  # (BDAT messages go one at a time)
+            assert "rset" not in [c.lower() for c in server.commands]
+        server.script.clear()
+        db(mail.store.outbox.status == "queued").update(
+            next_attempt_on=datetime.datetime(2000, 1, 1))
+        db.commit()
+        assert mail.process_outbox()["sent"] == 3
+        assert sorted(m[1][0] for m in server.messages) == \
+            ["a@people.net", "c@people.net", "d@people.net", "e@people.net", "f@people.net"]
+        for (_, rcpts, data) in server.messages:  # each content with its envelope
+            assert b"Body for " + rcpts[0].encode() in data
+
+
+def test_a_transport_never_sends_other_content_under_way(mail, db):
+    """Given a message other than the one whose envelope is under way, the
+    SMTP transport hangs up rather than give it that one's recipients."""
+    from helpers import snapshot
+    from s3outbox.smtp import SmtpTransport
+    from s3outbox.transport import Kind
+    with FaultServer({}, PIPELINING) as server:
+        transport = SmtpTransport(snapshot(server=server.server))
+        assert transport.open() is None
+        first = ("a@outbox.net", ["ann@people.net"], b"Subject: 1\r\n\r\nfor ann\r\n")
+        second = ("a@outbox.net", ["bob@people.net"], b"Subject: 2\r\n\r\nfor bob\r\n")
+        other = ("a@outbox.net", ["cy@people.net"], b"Subject: 3\r\n\r\nfor cy\r\n")
+        assert transport.send(*first, then=second).kind == Kind.SENT
+        out = transport.send(*other)
+        assert out.kind == Kind.TRANSIENT and "out of step" in out.error
+        assert not transport.is_open
+        assert [(m[1], m[2]) for m in server.messages] == [(["ann@people.net"],
+                                                            b"Subject: 1\r\n\r\nfor ann\r\n")]
+
+
 def test_aiosmtpd_takes_pipelined_input(mail, db, sink):
     """aiosmtpd, told to advertise PIPELINING, reads pipelined commands right:
-    every message arrives whole in 2 round trips."""
+    every message arrives whole, in one round trip each."""
     sink.extensions.append("PIPELINING")
     for i in range(5):
         assert mail.send("p%d@people.net" % i, "Pipelined %d" % i, "Line\n.dot\n"), mail.error
@@ -166,7 +226,7 @@ def test_aiosmtpd_takes_pipelined_input(mail, db, sink):
     assert counts["sent"] == 5 and sink.connections == 1, counts
     assert sorted(m[1][0] for m in sink.messages) == ["p%d@people.net" % i for i in range(5)]
     assert all(b"\r\n.dot\r\n" in m[2] for m in sink.messages)  # dots unstuffed
-    assert sink.round_trips == 1 + 2 * 5 + 1
+    assert sink.round_trips == 1 + TRIPS[PIPELINING](5) + 1
 
 
 @pytest.mark.parametrize("name,script,expected,reason", test_faults.REPLY_FAULTS,

@@ -27,8 +27,7 @@ def test_postfix_offers_pipelining_and_chunking(postfix):
     transport = SmtpTransport(snapshot(server=postfix.server))
     assert transport.open() is None
     try:
-        assert transport.pipelining
-        assert transport.connection.has_extn("chunking")
+        assert transport.pipeline is not None and transport.pipeline.chunking
         out = transport.send("outbox@outbox.net", ["refused@people.net"], MESSAGE)
         assert (out.kind, out.code) == (Kind.PERMANENT, 550) and "no such user" in out.error
         out = transport.send("outbox@outbox.net", ["later@people.net"], MESSAGE)

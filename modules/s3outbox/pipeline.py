@@ -2,10 +2,13 @@
 """RFC 2920 PIPELINING and RFC 3030 CHUNKING on an ``smtplib.SMTP`` connection.
 
 smtplib awaits each reply: MAIL, every RCPT, DATA and the end of data cost a
-round trip each. When the server advertises PIPELINING, ``sendmail()`` writes
-MAIL, the RCPTs and DATA at once and reads their replies together, then sends
-the content: two round trips a message. When it also offers CHUNKING, the
-content follows in the same write as ``BDAT <size> LAST``: one round trip.
+round trip each. When the server advertises PIPELINING, ``Pipeline.sendmail()``
+writes MAIL, the RCPTs and DATA at once and reads their replies together, then
+sends the content: two round trips a message. Told the next message
+(``then``), it writes that one's MAIL, RCPTs and DATA right after this one's
+content (RFC 2920 lets content open a group), so in a run of messages each
+costs one round trip. When the server offers CHUNKING, a message goes whole
+with its envelope as ``BDAT <size> LAST``: one round trip too.
 
 ``sendmail()`` returns and raises exactly what ``smtplib.SMTP.sendmail`` does
 for the same replies (the same exceptions with the same codes, texts and
@@ -28,32 +31,71 @@ def supported(conn):
     return bool(conn.does_esmtp and conn.has_extn("pipelining"))
 
 
-def sendmail(conn, sender, recipients, data):
-    """Send ``data`` (bytes, CRLF line ends) pipelined; {refused: (code, text)}."""
-    chunked = conn.has_extn("chunking") and len(data) <= CHUNK_LIMIT
-    envelope = _envelope(conn, sender, recipients, len(data))
-    if chunked:
-        conn.send(envelope + b"BDAT %d LAST\r\n" % len(data) + data)
-    else:
-        conn.send(envelope + b"data\r\n")
-    code, text = conn.getreply()
-    if code != 250:
-        _end_early(conn, code, len(recipients) + 1)
-        raise smtplib.SMTPSenderRefused(code, text, sender)
-    refused = _recipients(conn, recipients)
-    if len(refused) == len(recipients):
-        _end_early(conn, None, 1)
-        raise smtplib.SMTPRecipientsRefused(refused)
-    code, text = conn.getreply()  # to BDAT, or to DATA
-    if not chunked:
-        if code != 354:
-            raise smtplib.SMTPDataError(code, text)  # as smtplib.SMTP.data()
-        conn.send(_dot_stuffed(data))
+class Pipeline(object):
+    """Pipelined sending on one connection.
+
+    ``ahead`` is the message (sender, recipients, data) whose MAIL, RCPTs and
+    DATA went out after the previous content, replies unread: the server takes
+    whatever comes next as its content. So the next ``sendmail()`` must be for
+    exactly that message (``expects()``), or the connection must be closed
+    without a word (``smtp.SmtpTransport`` does): the server then drops that
+    message, as it never saw its end.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.chunking = conn.has_extn("chunking")
+        self.ahead = None
+
+    def expects(self, sender, recipients, data):
+        """True when nothing is under way, or this very message is."""
+        return self.ahead is None or self.ahead == (sender, list(recipients), data)
+
+    def sendmail(self, sender, recipients, data, then=None):
+        """Send ``data`` (bytes, CRLF line ends); {refused: (code, text)}.
+        ``then``: the (sender, recipients, data) the caller sends next."""
+        conn = self.conn
+        if self.ahead is None:
+            conn.send(self._start(sender, recipients, data))
+        self.ahead = None
         code, text = conn.getreply()
-    if code != 250:
-        _close_or_reset(conn, code)
-        raise smtplib.SMTPDataError(code, text)
-    return refused
+        if code != 250:
+            _end_early(conn, code, len(recipients) + 1)
+            raise smtplib.SMTPSenderRefused(code, text, sender)
+        refused = _recipients(conn, recipients)
+        if len(refused) == len(recipients):
+            _end_early(conn, None, 1)
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, text = conn.getreply()  # to BDAT, or to DATA
+        if not self._chunked(data):
+            if code != 354:
+                raise smtplib.SMTPDataError(code, text)  # as smtplib.SMTP.data()
+            code, text = self._content(data, then)
+        if code != 250:
+            if self.ahead is None or code == 421:  # else the next message is
+                _close_or_reset(conn, code)  # under way: no RSET between
+            raise smtplib.SMTPDataError(code, text)
+        return refused
+
+    def _chunked(self, data):
+        return self.chunking and len(data) <= CHUNK_LIMIT
+
+    def _start(self, sender, recipients, data):
+        """What opens a message: its envelope, then DATA, or BDAT and all of it."""
+        envelope = _envelope(self.conn, sender, recipients, len(data))
+        if self._chunked(data):
+            return envelope + b"BDAT %d LAST\r\n" % len(data) + data
+        return envelope + b"data\r\n"
+
+    def _content(self, data, then):
+        """Send the content, and the start of ``then`` unless it goes with
+        BDAT (whole, so on its own); the reply to the content."""
+        following = b""
+        if then is not None and not self._chunked(then[2]):
+            following = self._start(*then)
+            self.ahead = (then[0], list(then[1]), then[2])
+        self.conn.send(_dot_stuffed(data) + following)
+        return self.conn.getreply()
 
 
 def _command(conn, verb, args):

@@ -116,7 +116,7 @@ class SmtpTransport(Transport):
     def __init__(self, snapshot):
         super().__init__(snapshot)
         self.connection = None
-        self.pipelining = False
+        self.pipeline = None  # a pipeline.Pipeline when the server offers it
 
     def _open(self):
         s = self.snapshot
@@ -154,30 +154,50 @@ class SmtpTransport(Transport):
         if s.login:
             user, _, password = s.login.partition(":")
             conn.login(user, password)
-        self.pipelining = pipeline.supported(conn)
+        if pipeline.supported(conn):
+            self.pipeline = pipeline.Pipeline(conn)
         return None
 
     def _context(self):
         return self.snapshot.ssl_context or ssl.create_default_context()
 
-    def _send(self, sender, recipients, data):
+    def _send(self, sender, recipients, data, then=None):
+        if self.pipeline is not None and not self.pipeline.expects(
+                sender, recipients, data):
+            # Another message is under way: this content would go to its
+            # recipients. Never: hang up, so the server drops that one.
+            logger.error("pipelining out of step: a message other than the one "
+                         "under way; the session is closed")
+            self.close()
+            return Outcome(Kind.TRANSIENT, None, "session closed: pipelining out of step")
         try:
-            if self.pipelining:
-                refused = pipeline.sendmail(self.connection, sender, recipients, data)
+            if self.pipeline is not None:
+                refused = self.pipeline.sendmail(sender, recipients, data, then)
             else:
                 refused = self.connection.sendmail(sender, recipients, data)
         except Exception as e:
-            outcome = _classified(e, "send")
-            if outcome.kind != Kind.TRANSIENT or self._alive():
-                self._reset()
-            else:
-                self.close()
-            return outcome
+            return self._failed(e)
         if refused:
             replies = {r: _reply(c, m) for r, (c, m) in refused.items()}
             return Outcome(Kind.SENT, 250, "refused some recipients: " + "; ".join(
                 "%s: %s" % item for item in replies.items()), refused=replies)
         return ACCEPTED
+
+    def _failed(self, exc):
+        """The Outcome of a failed send; the session reset, or closed."""
+        outcome = _classified(exc, "send")
+        if self.pipeline is not None and self.pipeline.ahead is not None:
+            # The next message is under way (its envelope went out with this
+            # content): nothing may come between, and a reply just came, so
+            # the session is alive unless the server hung up (421).
+            if self.connection.sock is None:
+                self.close()
+            return outcome
+        if outcome.kind != Kind.TRANSIENT or self._alive():
+            self._reset()
+        else:
+            self.close()
+        return outcome
 
     def _alive(self):
         try:
@@ -193,9 +213,12 @@ class SmtpTransport(Transport):
 
     def _close(self):
         conn, self.connection = self.connection, None
+        under_way, self.pipeline = self.pipeline and self.pipeline.ahead, None
         if conn is None:
             return
         try:
+            if under_way:  # QUIT would be taken as its content: hang up
+                raise smtplib.SMTPServerDisconnected("message under way")
             conn.quit()
         except EXPECTED:
             try:
