@@ -17,8 +17,9 @@ from s3outbox.requestcheck import refuse
 from s3outbox.store import STATUSES
 
 PAGE_SIZES = (50, 100, 200)
-CHART_RANGES = {"day": (24, 3600, "Mail per hour, last 24 hours (UTC)"),
-                "week": (168, 6 * 3600, "Mail per 6 hours, last 7 days (UTC)")}
+CHART_RANGES = {"day": (24, 3600, "Delivery attempts per hour, last 24 hours (UTC)"),
+                "week": (168, 6 * 3600,
+                         "Delivery attempts per 6 hours, last 7 days (UTC)")}
 
 
 def _formkey():

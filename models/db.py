@@ -6,6 +6,7 @@ from gluon.contrib.appconfig import AppConfig
 
 from s3outbox import PRIORITY_HIGH, MailS3
 from s3outbox.authglue import OutboxAuth, as_list
+from s3outbox.database import AdoptingMigrator, shared_uri
 from s3outbox.requestcheck import FRAME_HEADERS, check_request
 from s3outbox.settings import apply_config
 
@@ -16,17 +17,20 @@ configuration = AppConfig(reload=True)
 response.headers.update(FRAME_HEADERS)
 check_request(request, multi=("ids",))
 
-DB_URI = configuration.get("db.uri") or "sqlite://storage.sqlite"
+# Tables another host created are adopted, not created again; the URI and
+# decode_credentials are as the scheduler's own connection opens them (see
+# s3outbox/database.py).
+DB_URI = shared_uri(configuration.get("db.uri") or "sqlite://storage.sqlite")
+DB_ARGS = dict(migrate_enabled=configuration.get("db.migrate") is not False,
+               check_reserved=["all"], decode_credentials=True,
+               adapter_args=dict(migrator=AdoptingMigrator))
 if DB_URI.startswith("sqlite"):
     # The web server and the scheduler worker share the file: wait for locks
     # (30 s) rather than fail, and let readers run beside the writer (WAL).
-    db = DAL(DB_URI, migrate_enabled=configuration.get("db.migrate") is not False,
-             driver_args={"timeout": 30}, check_reserved=["all"])
+    db = DAL(DB_URI, driver_args={"timeout": 30}, **DB_ARGS)
     db.executesql("PRAGMA journal_mode=WAL")
 else:
-    db = DAL(DB_URI, pool_size=configuration.get("db.pool_size") or 5,
-             migrate_enabled=configuration.get("db.migrate") is not False,
-             check_reserved=["all"])
+    db = DAL(DB_URI, pool_size=configuration.get("db.pool_size") or 5, **DB_ARGS)
 
 response.generic_patterns = []
 response.title = configuration.get("app.name") or "Outbox"

@@ -10,5 +10,7 @@
 from s3outbox import admin as outbox_admin
 
 if configuration.get("app.first_user_admin"):
-    outbox_admin.first_user_admin(auth, "admin")
+    # The outbox's state table decides the winner of simultaneous first
+    # registrations (see first_user_admin).
+    outbox_admin.first_user_admin(auth, "admin", store=mail.store)
 outbox_admin.log_settings_check(mail)

@@ -94,7 +94,8 @@ def status(outbox, out):
         out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
         out("  Edit %s in %s." % (held["edit"], held["file"]))
         if held["settings_changed"]:
-            out("  The settings changed since: the next pass releases it.")
+            out("  The settings changed since: the next pass tries them and "
+                "releases it once the server answers.")
     for f in o["findings"]:
         out("SETTINGS: %s (edit %s)%s" % (f["problem"], f["where"],
                                           " - blocks all mail" if f["blocking"] else ""))

@@ -8,6 +8,7 @@ skips with the reason when one is unreachable, unless OUTBOX_REQUIRE_DBS=1
 Each test gets its own table names, so runs never see each other's rows.
 """
 
+import contextlib
 import os
 import sys
 import uuid
@@ -122,3 +123,46 @@ def mail(db, sink, tablename):
                tls=False, tablename=tablename)
     m.settings.sessions = 1
     return m
+
+
+def libpq_dsn(uri):
+    """A pydal PostgreSQL URI as libpq (psycopg2) takes it."""
+    return "postgresql://" + uri.partition("://")[2].partition("?")[0]
+
+
+@contextlib.contextmanager
+def fresh_postgres():
+    """A new, uniquely named PostgreSQL database for a test that needs a whole
+    database (other runs share the server); yields its URI, in the form
+    without a password (trust authentication), and drops it afterwards."""
+    import psycopg2
+    problem = _check("postgres", DATABASES["postgres"])
+    if problem:
+        if REQUIRE:
+            pytest.fail(problem)
+        pytest.skip(problem)
+    name = "outbox_%s" % uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(libpq_dsn(DATABASES["postgres"]))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("CREATE DATABASE %s" % name)
+        base = DATABASES["postgres"].partition("://")[2].partition("?")[0]
+        login, _, place = base.rpartition("@")
+        user = login.partition(":")[0]
+        yield "postgres://%s@%s/%s" % (user, place.rpartition("/")[0], name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+        admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def e2e_db_uri(request):
+    """For the end-to-end suite: None (the app's own SQLite file), then a
+    fresh PostgreSQL database for the module."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_postgres() as uri:
+        yield uri

@@ -14,6 +14,7 @@ from pydal.helpers.classes import ExecutionHandler
 
 from helpers import free_port
 from s3outbox import MailS3
+from s3outbox.delivery import Pass
 from s3outbox.store import utcnow
 from smtpsink import Sink, SinkController
 
@@ -42,7 +43,16 @@ def attempts(mail, outbox_id=None):
 
 
 def held_state(mail):
-    return mail.store.get_state("held")
+    """The hold of mail's current settings (state row held:<fingerprint>)."""
+    return mail.store.get_state("held:" + Pass(mail).key)
+
+
+def probe_now(mail):
+    """Move the current settings' next probe into the past."""
+    state = held_state(mail)
+    state["probe_after"] = str(utcnow() - datetime.timedelta(seconds=1))
+    mail.store.set_state("held:" + Pass(mail).key, state)
+    mail.db.commit()
 
 
 def make_due(mail):
@@ -165,7 +175,8 @@ def test_held_mail_released_after_settings_change(mail, sink):
 
 def test_outage_probe_releases_held(mail):
     """Held by a refused connection; once the server is back, a probe after
-    probe_interval sends one message and releases the rest."""
+    probe_interval (a session and MAIL FROM, no message) releases the held
+    mail and the same pass sends it."""
     port = free_port()
     mail.settings.server = "127.0.0.1:%d" % port
     queue(mail, 5)
@@ -177,23 +188,19 @@ def test_outage_probe_releases_held(mail):
         queue(mail, 1)
         counts = mail.process_outbox()
         assert counts["held"] == 1 and sink.connections == base, counts
-        state = held_state(mail)
-        assert "connection refused" in state["reason"]
-        state["probe_after"] = str(utcnow() - datetime.timedelta(seconds=1))
-        mail.store.set_state("held", state)
-        mail.db.commit()
+        assert "connection refused" in held_state(mail)["reason"]
+        probe_now(mail)
         counts = mail.process_outbox()
-        assert counts["sent"] == 1 and counts["released"] == 5, counts
+        assert counts["sent"] == 6 and counts["released"] == 6, counts
         assert held_state(mail) is None
-        counts = mail.process_outbox()
-        assert counts["sent"] == 5, counts
     assert {r.status for r in rows(mail)} == {"sent"}
+    assert all(r.attempts == 1 for r in rows(mail))  # the hold cost no attempt
     assert sink.count == 6 and not sink.duplicates()
 
 
-def test_probe_that_reaches_the_server_releases_held(mail):
-    """The probe message is refused for its own reasons, but the server is
-    back: the rest is released without waiting for another probe."""
+def test_probe_releases_held_even_if_a_message_is_then_refused(mail):
+    """The server is back: held mail is released and each message meets its
+    own fate (here one recipient does not exist)."""
     port = free_port()
     mail.settings.server = "127.0.0.1:%d" % port
     queue(mail, 1, to=BOB)
@@ -202,13 +209,10 @@ def test_probe_that_reaches_the_server_releases_held(mail):
     sink = Sink()
     sink.script["RCPT"] = {BOB: "550 5.1.1 no such user"}
     with SinkController(sink, port=port):
-        state = held_state(mail)
-        state["probe_after"] = str(utcnow() - datetime.timedelta(seconds=1))
-        mail.store.set_state("held", state)
-        mail.db.commit()
+        probe_now(mail)
         counts = mail.process_outbox()
-        assert counts["failed"] == 1 and counts["released"] == 3, counts
-        assert mail.process_outbox()["sent"] == 3
+        assert counts["failed"] == 1 and counts["released"] == 4, counts
+        assert counts["sent"] == 3, counts
     assert [r.status for r in rows(mail)] == ["failed", "sent", "sent", "sent"]
 
 
@@ -217,26 +221,22 @@ def test_failed_probe_waits_another_interval(mail):
     mail.settings.probe_interval = 300
     queue(mail, 3)
     mail.process_outbox()
-    state = held_state(mail)
-    state["probe_after"] = str(utcnow() - datetime.timedelta(seconds=1))
-    mail.store.set_state("held", state)
-    mail.db.commit()
+    probe_now(mail)
     counts = mail.process_outbox()
-    assert counts["held"] == 1, counts  # the probe, held again
+    assert counts["held"] == 0 and counts["connections"] == 0, counts
     later = held_state(mail)
     wait = (datetime.datetime.strptime(later["probe_after"], "%Y-%m-%d %H:%M:%S")
             - utcnow()).total_seconds()
     assert 290 <= wait <= 300, later
     assert {r.status for r in rows(mail)} == {"held"}
     assert all(r.attempts == 0 for r in rows(mail))
+    assert len(attempts(mail)) == 3  # the probe touched no message
 
 
 # ---------------------------------------------------------------- transient
 @pytest.mark.parametrize("verb,reply", [
     ("RCPT", "451 4.7.1 greylisted, try later"),
     ("DATA", "452 4.3.1 insufficient storage"),
-    ("MAIL", "421 4.3.2 service shutting down"),
-    ("DATA", "421 4.3.2 service shutting down"),
 ])
 def test_transient_reply_retries_with_backoff(mail, sink, verb, reply):
     mail.settings.retry_base = 60
@@ -256,14 +256,26 @@ def test_transient_reply_retries_with_backoff(mail, sink, verb, reply):
         assert row.next_attempt_on.microsecond == 0  # times are to the second
         delays.add(row.next_attempt_on)
     assert len(delays) > 1  # jitter spreads the retries
-    # One session for the batch; a 421 closes it, the retry's session too,
-    # and then the server is left alone for this pass.
-    assert sink.connections - base == (2 if reply.startswith("421") else 1)
+    assert sink.connections - base == 1  # one session for the batch
     log = attempts(mail)
     assert len(log) == 20 and {r.outcome for r in log} == {"retry"}
     assert {r.code for r in log} == {int(reply[:3])}
     # A pass before the retry time sends nothing.
     assert mail.process_outbox()["retry"] == 0
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA"])
+def test_421_at_any_stage_holds_without_an_attempt(mail, sink, verb):
+    """421 is the server closing the channel, never about the message: the
+    batch is held after one connection, no attempt is used up."""
+    sink.script[verb] = "421 4.3.2 service shutting down"
+    base = sink.connections
+    queue(mail, 5)
+    counts = mail.process_outbox()
+    assert counts["held"] == 5 and counts["retry"] == 0, counts
+    assert all(r.status == "held" and r.attempts == 0 for r in rows(mail))
+    assert "421 4.3.2" in held_state(mail)["reason"]
+    assert sink.connections - base == 1
 
 
 def test_backoff_doubles_then_gives_up(mail, sink):
@@ -303,8 +315,8 @@ def test_transient_fails_after_max_age(mail, sink):
 
 
 def test_dropped_server_does_not_cost_a_connection_per_message(mail):
-    """A server that greets with 421 and hangs up: the rest of the batch is
-    retried later without reconnecting for each message."""
+    """A server that greets with 421 and hangs up: the batch is held after
+    one connection, no attempt used up."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(50)
@@ -329,10 +341,10 @@ def test_dropped_server_does_not_cost_a_connection_per_message(mail):
     finally:
         server.close()
         thread.join()
-    assert counts["retry"] == 10, counts
-    assert len(accepted) <= 2, len(accepted)
-    assert all("421" in r.last_error and r.attempts == 1 for r in rows(mail))
-    assert held_state(mail) is None
+    assert counts["held"] == 10, counts
+    assert len(accepted) == 1, len(accepted)
+    assert all("421" in r.last_error and r.attempts == 0 for r in rows(mail))
+    assert "421 4.3.2" in held_state(mail)["reason"]
 
 
 # ---------------------------------------------------------------- permanent

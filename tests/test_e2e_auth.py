@@ -2,6 +2,7 @@
 """Every account flow, end to end: a real web2py server and scheduler worker,
 driven over HTTP with real form keys, delivering to an aiosmtpd sink.
 
+The module runs once on SQLite and once on a fresh PostgreSQL database.
 One app serves the module (its mail settings are broken and repaired, approval
 turned on and off through private/appconfig.ini, as an admin would). The
 enqueue-to-accepted time of each mail (form POST to the sink accepting it) is
@@ -16,6 +17,7 @@ import time
 
 import pytest
 
+from conftest import fresh_postgres
 from helpers import flash
 from smtpsink import Sink, SinkController
 from webapp import WebApp
@@ -101,7 +103,8 @@ def report():
 
 
 @pytest.fixture(scope="module")
-def inbox():
+def inbox(e2e_db_uri):
+    """A fresh inbox for each database the module runs on."""
     box = Inbox()
     with SinkController(box.sink) as controller:
         box.server = controller.server_address
@@ -109,13 +112,13 @@ def inbox():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, inbox):
+def app(tmp_path_factory, inbox, e2e_db_uri):
     """One server and worker for the module. The delivery task runs for the
     whole module (long period), so no mail waits for the scheduler."""
     settings = {("scheduler", "period"): "600", ("scheduler", "heartbeat"): "1",
                 ("auth", "approver"): "group:admin, " + BOSS}
     with WebApp(tmp_path_factory.mktemp("auth"), smtp=inbox.server, sender=SENDER,
-                settings=settings) as webapp:
+                settings=settings, db_uri=e2e_db_uri) as webapp:
         yield webapp
         assert not webapp.errors()
 
@@ -300,10 +303,21 @@ def test_password_reset(app, inbox, admin):
         app.configure("app", "public_url", "")
 
 
-def test_username_recovery(tmp_path, inbox):
+@pytest.fixture
+def own_db_uri(e2e_db_uri):
+    """A database for a second app beside the module's: its own SQLite file
+    (None), or another fresh PostgreSQL database."""
+    if e2e_db_uri is None:
+        yield None
+        return
+    with fresh_postgres() as uri:
+        yield uri
+
+
+def test_username_recovery(tmp_path, inbox, own_db_uri):
     settings = {("scheduler", "period"): "600", ("auth", "use_username"): "true"}
     with WebApp(tmp_path / "rt", smtp=inbox.server, sender=SENDER,
-                settings=settings) as app:
+                settings=settings, db_uri=own_db_uri) as app:
         s = WebApp.session()
         register(app, s, "erin@people.net", "Erin", username="erin")
         s.get(link(inbox.wait("erin@people.net", 0)[1], "verify_email"))

@@ -11,8 +11,8 @@ from helpers import wait_for
 from webapp import WebApp
 
 
-def test_registration_mail_goes_out(tmp_path, sink):
-    with WebApp(tmp_path / "rt", smtp=sink.server) as app:
+def test_registration_mail_goes_out(tmp_path, sink, e2e_db_uri):
+    with WebApp(tmp_path / "rt", smtp=sink.server, db_uri=e2e_db_uri) as app:
         s = requests.Session()
         r = app.submit(s, "/default/user/register", dict(
             first_name="Ann", last_name="Lee", email="ann@people.net",

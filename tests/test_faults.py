@@ -3,7 +3,7 @@
 attempt log, nothing escapes process_outbox, and the message still goes out
 once the fault is gone (so no fault loses mail).
 
-Classes: held (configuration: attempts untouched), retry (transient: queued
+Classes: held (the settings or the server: attempts untouched), retry (transient: queued
 again with backoff), failed (permanent), sent with refused recipients.
 Connection-level faults run on SQLite; the reply-code faults, whose outcome
 is written through every column the store has, run on all three databases.
@@ -16,12 +16,18 @@ import pytest
 
 from helpers import attachment, free_port
 from faultserver import DROP, STALL, FaultServer
+from s3outbox.delivery import Pass
 
 sqlite_only = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 
 def _closed_port():
     return "127.0.0.1:%d" % free_port()
+
+
+def _hold(mail):
+    """The hold of mail's current settings, or None."""
+    return mail.store.get_state("held:" + Pass(mail).key)
 
 
 def _pass(mail, db, to=("ann@people.net",)):
@@ -67,7 +73,7 @@ def _recovers(mail, db, row):
 # ---------------------------------------------------------------- connection
 CONNECTION_FAULTS = [
     # (name, script, extensions, settings, class, reason in last_error)
-    ("421 on connect", {"greeting": "421 4.3.2 too busy"}, (), {}, "retry",
+    ("421 on connect", {"greeting": "421 4.3.2 too busy"}, (), {}, "held",
      "421 4.3.2 too busy"),
     ("STARTTLS not offered", {}, ("8BITMIME",), {"tls": True}, "held",
      "does not offer STARTTLS"),
@@ -81,7 +87,7 @@ CONNECTION_FAULTS = [
      "connection dropped"),
     ("stall on MAIL until the timeout", {"MAIL": STALL}, (), {"timeout": 1}, "retry",
      "timed out"),
-    ("stall on the greeting", {"greeting": STALL}, (), {"timeout": 1}, "retry",
+    ("stall on the greeting", {"greeting": STALL}, (), {"timeout": 1}, "held",
      "timed out"),
     ("no reply after the message", {"END": STALL}, (), {"timeout": 1}, "retry",
      "timed out"),
@@ -212,7 +218,7 @@ def test_sender_refused_holds_the_queue_until_the_settings_change(mail, db, sink
     db.commit()
     counts = mail.process_outbox()
     assert (counts["held"], counts["sent"]) == (3, 0), counts
-    assert mail.store.get_state("held")["reason"].startswith("sender")
+    assert _hold(mail)["reason"].startswith("sender")
     mail.settings.sender = "Outbox <post@outbox.localhost>"
     counts = mail.process_outbox()
     assert (counts["released"], counts["sent"]) == (3, 3), counts
@@ -228,7 +234,7 @@ def test_refused_sender_given_to_send_fails_only_that_message(mail, db, sink):
     assert (counts["failed"], counts["sent"], counts["held"]) == (1, 1, 0), counts
     row = db(mail.store.outbox.address == "a@people.net").select().first()
     assert row.status == "failed" and "553 5.7.1" in row.last_error
-    assert mail.store.get_state("held") is None
+    assert _hold(mail) is None
 
 
 # ------------------------------------------------------------------- poison

@@ -48,7 +48,19 @@ def test_resolves_first_email_contact_by_priority(contacts, mail, db, sink):
     _, rcpts, data = sink.messages[-1]
     assert rcpts == ["chosen@people.net"]
     assert b"To: chosen@people.net" in data
-    assert row_of(mail, db, queued.message_id).status == "sent"
+    row = row_of(mail, db, queued.message_id)
+    assert (row.status, row.address, row.pe_id) == ("sent", "chosen@people.net", 7)
+
+
+def test_row_records_the_address_also_when_delivery_fails(contacts, mail, db, sink):
+    """The address a pe_id resolved to is on the row whatever the outcome."""
+    add(contacts, 4, "Ann Lee <gone@people.net>")
+    sink.script["RCPT"] = {"gone@people.net": "550 5.1.1 no such user"}
+    assert mail.send(pe_id=4, subject="Hi", message="Body") is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["failed"] == 1
+    row = row_of(mail, db, mail.result["message_id"])
+    assert (row.status, row.address) == ("failed", "gone@people.net")
 
 
 def test_address_is_looked_up_at_delivery_not_at_send(contacts, mail, db, sink):
@@ -63,6 +75,27 @@ def test_address_is_looked_up_at_delivery_not_at_send(contacts, mail, db, sink):
     assert mail.process_outbox()["sent"] == 1
     assert sink.messages[-1][1] == ["new@people.net"]
     assert row_of(mail, db, message_id).status == "sent"
+
+
+def test_retry_of_a_pe_id_row_looks_its_address_up_again(contacts, mail, db, sink):
+    """A retried row carries the address recorded by its first attempt; the
+    retry must still find (and may change) the contact, not fail for want of one."""
+    add(contacts, 5, "first@people.net")
+    sink.script["DATA"] = "451 4.3.0 try later"
+    assert mail.send(pe_id=5, subject="Hi", message="Body") is True
+    message_id = mail.result["message_id"]
+    db.commit()
+    assert mail.process_outbox()["retry"] == 1
+    assert row_of(mail, db, message_id).address == "first@people.net"
+    del sink.script["DATA"]
+    db(contacts.pe_id == 5).update(value="second@people.net")
+    db(mail.store.outbox.message_id == message_id).update(
+        next_attempt_on=row_of(mail, db, message_id).created_on)
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    row = row_of(mail, db, message_id)
+    assert (row.status, row.address) == ("sent", "second@people.net")
+    assert sink.messages[-1][1] == ["second@people.net"]
 
 
 def test_each_pe_id_gets_its_own_address(contacts, mail, db, sink):

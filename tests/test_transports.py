@@ -40,6 +40,15 @@ def test_logging_to_a_file_and_direct_mail(mail, db, tmp_path):
     assert "Subject: Direct" in text and "Subject: Queued" in text
 
 
+def test_logging_to_a_file_that_cannot_be_written_holds(mail, db, tmp_path):
+    mail.settings.server = "logging:%s" % (tmp_path / "no-such-folder" / "mail.log")
+    assert mail.send(to="ann@people.net", subject="Queued", message="Hello")
+    db.commit()
+    counts = mail.process_outbox()
+    assert counts["held"] == 1 and _status(mail, db) == ["held"]
+    assert "cannot write the mail log" in db(mail.store.outbox).select().first().last_error
+
+
 def test_logging_server_still_needs_a_sender(mail, db):
     mail.settings.server = "logging"
     mail.settings.sender = "you@example.com"

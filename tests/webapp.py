@@ -4,7 +4,7 @@ end-to-end tests: ``with WebApp(tmp_path, smtp="127.0.0.1:2525") as app``.
 
 The copy gets its own private/appconfig.ini (``app.configure(section, key,
 value)`` edits it while the app runs, as an admin would), its own SQLite
-database unless ``db_uri`` is given (``app.query(sql)`` reads it), and its own
+database unless ``db_uri`` is given (``app.query(sql)`` reads either), and its own
 port. ``start()`` returns once the delivery task runs; ``WebApp.session()``
 gives a browser session for ``submit()``.
 """
@@ -83,8 +83,7 @@ class WebApp(object):
         self.wait_up()
         if self.want_worker:
             self.start_worker()
-            if self.db_uri.startswith("sqlite"):
-                self.wait_worker()
+            self.wait_worker()
         return self
 
     def start_worker(self, name="worker"):
@@ -97,8 +96,7 @@ class WebApp(object):
         so its first round of task assignment skips itself and the task waits
         for the next round, five heartbeats later. Asking the ticker to PICK
         (what ``queue_task(immediate=True)`` does) once it exists makes it
-        assign on its next heartbeat instead. ``start()`` calls this when the
-        database is SQLite, the one ``query()`` reads.
+        assign on its next heartbeat instead.
         """
         deadline = time.time() + timeout
         poked = 0
@@ -207,7 +205,20 @@ class WebApp(object):
         return os.path.join(self.app, "databases", "storage.sqlite")
 
     def query(self, sql, args=()):
-        """Run one SQL statement on the copy's SQLite database; return the rows."""
+        """Run one SQL statement (``?`` placeholders) on the copy's database,
+        SQLite or PostgreSQL; commit and return the rows."""
+        if self.db_uri.startswith("postgres"):
+            import psycopg2
+            from conftest import libpq_dsn
+            db = psycopg2.connect(libpq_dsn(self.db_uri))
+            if args:
+                sql = sql.replace("%", "%%").replace("?", "%s")
+            try:
+                with db, db.cursor() as cur:
+                    cur.execute(sql, tuple(args) or None)
+                    return cur.fetchall() if cur.description else []
+            finally:
+                db.close()
         db = sqlite3.connect(self.db_path, timeout=30)
         try:
             with db:

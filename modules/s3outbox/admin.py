@@ -194,16 +194,22 @@ def log_settings_check(mail):
 
 
 # ------------------------------------------------------------ becoming admin
-def first_user_admin(auth, role="admin"):
+def first_user_admin(auth, role="admin", store=None):
     """Make the first user inserted on an empty user table a member of ``role``.
 
     Hooked on the table itself, so it holds for the registration form and for
     users created any other way; it runs in the inserting transaction.
+    Registrations at the same instant each see only their own row; with
+    ``store`` (the outbox's OutboxStore) the one whose transaction inserts
+    the state row ``first_user_admin`` wins (a unique name: the others wait
+    for it, then find it), so exactly one becomes admin.
     """
     table = auth.table_user()
 
     def promote(fields, user_id):
         if auth.db(table.id != user_id).select(table.id, limitby=(0, 1)):
+            return
+        if store is not None and not store.claim_name("first_user_admin", utcnow()):
             return
         auth.add_membership(ensure_group(auth, role), user_id)
         logger.info("first user %s is now a member of %r", fields.get("email"), role)
@@ -283,15 +289,19 @@ class OutboxAdmin(object):
         return out
 
     def held(self):
-        """The hold in force (from the ``held`` state row), for the banner, or None."""
-        state = self.store.get_state("held")
+        """The hold in force, for the banner, or None: the hold of the
+        current settings, else (while mail is held) the latest other one."""
+        holds, _ = self.store.hosts()
+        current = Snapshot(self.settings).fingerprint()
+        count = self.store.count_held()
+        mine = [h for h in holds.values() if h.get("fp") == current]
+        others = sorted(holds.values(), key=lambda h: h["probe_after"]) if count else []
+        state = (mine or others or [None])[-1]
         if not state:
             return None
         reason = scrub(state.get("reason"), self.settings)
-        current = Snapshot(self.settings).fingerprint()
         return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
-                    count=self.store.count_held(),
-                    settings_changed=state.get("fp") != current)
+                    count=count, settings_changed=state.get("fp") != current)
 
     def overview(self, now=None):
         now = now or utcnow()
@@ -428,7 +438,8 @@ class OutboxAdmin(object):
         host, port = Snapshot(s).host_port
         where = "%s:%s" % (host, port) if host else "(no server)"
         if ok:
-            text = "The server %s accepted the test mail to %s (250)." % (where, to)
+            text = "The server %s accepted the test mail to %s: %s" % (
+                where, to, mail.reply)
             if mail.result:
                 text += " It refused: %s" % "; ".join(
                     "%s: %s" % item for item in sorted(mail.result.items()))
@@ -439,35 +450,36 @@ class OutboxAdmin(object):
 
     # --------------------------------------------------------------- chart
     def activity(self, hours=24, bucket=3600, now=None):
-        """Attempts per time bucket over the last ``hours``: a list of
-        (bucket start, dict(sent=, queued=, failed=)), oldest first.
-
-        ``queued`` counts attempts that put the message back in the queue
-        (a retry later, or held by a configuration error).
+        """Delivery attempts per time bucket over the last ``hours``, by
+        outcome: a list of (bucket start, dict(sent=, retry=, held=,
+        failed=)), oldest first. ``retry``: deferred by the server, tried
+        again later; ``held``: stopped by the settings or an unreachable
+        server. Attempts, not messages: one message may count in several.
         """
         now = now or utcnow()
         buckets = int(hours * 3600 // bucket)
         end = now.replace(minute=0, second=0) + datetime.timedelta(hours=1) \
             if bucket % 3600 == 0 else now
         start = end - datetime.timedelta(seconds=buckets * bucket)
-        series = [dict(sent=0, queued=0, failed=0) for _ in range(buckets)]
-        kinds = {Logged.SENT: "sent", Logged.FAILED: "failed", Logged.HELD: "queued",
-                 Logged.RETRY: "queued"}
+        series = [dict((key, 0) for key, _, _ in COLOURS) for _ in range(buckets)]
         for slot_no, outcome, count in self.store.attempts_by_slot(start, end, bucket):
             slot_no = int(slot_no)
-            if outcome in kinds and 0 <= slot_no < buckets:
-                series[slot_no][kinds[outcome]] += int(count)
+            if outcome in series[0] and 0 <= slot_no < buckets:
+                series[slot_no][outcome] += int(count)
         return [(start + datetime.timedelta(seconds=i * bucket), series[i])
                 for i in range(buckets)]
 
 
 # ------------------------------------------------------------------ chart
-COLOURS = (("sent", "#2e8540", "sent"), ("queued", "#e0a526", "queued again"),
-           ("failed", "#c0392b", "failed"))
+# (attempt outcome, colour, label): each series counts the attempts of its
+# outcome in the attempt log, and says so.
+COLOURS = ((Logged.SENT, "#2e8540", "sent"), (Logged.RETRY, "#e0a526", "deferred, retried"),
+           (Logged.HELD, "#7f8c8d", "held"), (Logged.FAILED, "#c0392b", "failed"))
 
 
-def chart_svg(activity, width=720, height=180, title="Mail per hour (UTC)"):
-    """Stacked bars of sent / queued again / failed per bucket, as inline SVG.
+def chart_svg(activity, width=720, height=180,
+              title="Delivery attempts per hour (UTC)"):
+    """Stacked bars of attempts by outcome per bucket, as inline SVG.
 
     Plain SVG text with a <title> per bar (the browser shows it on hover);
     no script, no external file.

@@ -2,16 +2,26 @@
 """One delivery pass: claim due mail in batches, send it over a pool of
 transport sessions, and record what happened to every message.
 
-Held mail (a configuration error) is tracked in the state row ``held``:
-``{"fp": settings fingerprint, "reason": text, "probe_after": time}``.
-While it is set and the settings are unchanged, new mail is held too without
-touching the network; once ``probe_after`` passes, one held message is tried
-again (an outage may be over). A changed fingerprint or any success releases
-everything held.
+The one rule: a message fails only for reasons about itself (a 5xx for its
+recipients or data, too big, expired, or its own 4xx replies past
+max_attempts/max_age). Anything about the settings or the server (unreachable,
+connect timeout, refused, DNS, TLS, authentication, 421) holds the mail with
+the reason, never charging its attempts or its age.
+
+Holds are per settings fingerprint and host (state row ``held:<fp>:<host>``:
+reason and ``probe_after``); ``reached:<fp>:<host>`` says when those settings
+last reached the server from that host. While held, new mail is held too
+without touching the network; after ``probe_after`` one worker probes the
+server without a message. Only a worker whose own settings reached the server
+releases held mail, and a worker whose settings fail claims nothing while
+another host's settings work, so hosts with different settings do not flip
+mail between held and queued.
 """
 
 import dataclasses
 import datetime
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -99,6 +109,13 @@ class Pass(object):
         self.snapshot = Snapshot(mail.settings)
         self.fp = self.snapshot.fingerprint()
         self.worker = worker_name(mail.settings)
+        # Holds and reaches are per settings and host (the worker name before
+        # '#'): the same settings may reach the server from one host only.
+        host = self.worker.partition("#")[0].encode("utf-8")
+        self.host = hashlib.sha256(host).hexdigest()[:8]
+        self.key = "%s:%s" % (self.fp, self.host)
+        self._resolved = {}  # {row id: address found for its pe_id}
+        self._seen = None    # {key: when it last reached the server}, read once
         self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
                            released=0, connections=0)
 
@@ -111,56 +128,31 @@ class Pass(object):
             return self._run(limit)
 
     def _run(self, limit):
-        """Release or probe held mail, then claim, send and record batches
-        until nothing is due (or ``limit`` messages were claimed)."""
+        """Decide whether this worker can send (``_reason``), then claim and
+        send batch after batch, or hold what it claims, with the reason."""
         now = utcnow()
-        held = self._release_if_changed(self.store.get_state("held"), now)
         self.store.requeue_expired(now, self.settings.max_attempts)
-        reason, held = self._reason(held, now)
-        if not self.store.has_due(now):
+        due, held_mail = self.store.pending(now)
+        if not (due or held_mail):
             return self.counts
+        reason = self._reason(now, held_mail)
+        due = due or self.counts["released"] > 0
+        if not due or (reason is not None and self._others_work(now)):
+            return self.counts  # a worker whose settings fail leaves mail to others
         with SessionPool(self.snapshot, self.settings.sessions) as pool:
             self._batches(pool, limit, reason)
-            self.counts["connections"] = pool.connections
-        if pool.config_error is not None or (reason and held is None):
-            self._remember_hold(held, reason or pool.config_error.error,
-                                pool.config_error)
-        elif held is not None and pool.connections and pool.unavailable is None:
-            # The probe reached the server: whatever the reply to the message,
-            # the outage that held the mail is over.
-            released = self.store.release_held(now=utcnow())
-            self.counts["released"] += released
-            logger.info("mail is going out again: %d held message(s) released",
-                        released)
+            self.counts["connections"] += pool.connections
+            if pool.config_error is not None:
+                self._hold(pool.config_error.error, probe=True)
+            elif pool.reached:
+                self._reached(utcnow())
+        if reason is not None and self.counts["held"]:
+            self._hold(reason, probe=self.snapshot.blocking_problem() is None)
         return self.counts
 
-    def _release_if_changed(self, held, now):
-        """The hold in force: none once the admin changed the settings (the
-        mail it held is queued again, to go out with the new ones)."""
-        if held is None or held["fp"] == self.fp:
-            return held
-        released = self.store.release_held(keep_fp=self.fp, now=now)
-        logger.info("mail settings changed: %d held message(s) released", released)
-        self.counts["released"] += released
-        return None
-
-    def _reason(self, held, now):
-        """(why this pass cannot send, or None; the hold still in force).
-
-        Under a hold, mail is held without a connection until the probe is
-        due; then one worker wins the probe turn and queues one held message.
-        """
-        reason = self.snapshot.blocking_problem()
-        if reason is not None or held is None:
-            return reason, held
-        if now < _time(held["probe_after"]) or not self._claim_probe(held, now):
-            return held["reason"], held  # not yet, or another worker probes
-        if self.store.release_one_held(self.fp, now) is None:
-            return None, None  # nothing is held now
-        return None, held
-
     def _batches(self, pool, limit, reason):
-        """Claim and send (or, with a ``reason``, hold) batch after batch."""
+        """Claim and send (or, with a ``reason``, hold) batch after batch;
+        stop early once these settings fail while another host's work."""
         rate = parse_rate(self.settings.rate_limit)
         done = 0
         while limit is None or done < limit:
@@ -179,14 +171,101 @@ class Pass(object):
                 why = reason or pool.config_error.error
                 outcomes = [(row, Outcome(Kind.CONFIG, None, why)) for row in rows]
             self._record(owner, outcomes)
+            if pool.config_error is not None and self._others_work(utcnow()):
+                return
 
-    # ------------------------------------------------------------ sending
+    # ----------------------------------------------------- hold and release
+    def _reason(self, now, held_mail):
+        """Why this worker cannot send now, or None (then held mail, if any,
+        has been released).
+
+        The settings check needs no network. A hold of these settings stands
+        until its ``probe_after``; then one worker probes (a session, MAIL
+        FROM, RSET: no message is touched). Settings that have not reached
+        the server lately are probed first when mail is held or another
+        worker's settings work: only a worker whose settings reached the
+        server releases held mail, and a worker whose settings fail takes
+        no mail from one whose settings work.
+        """
+        reason = self.snapshot.blocking_problem()
+        if reason is not None:
+            return reason
+        held, self._seen = self.store.hosts()
+        mine = held.get(self.key)
+        if mine is not None:
+            if now < _time(mine["probe_after"]) or not self._claim_probe(mine, now):
+                return mine["reason"]
+            return self._probe(now, held_mail)
+        last = self._seen.get(self.key)
+        if (last is None or self._stale(last, now)) and \
+                (held_mail or self._others_work(now)):
+            return self._probe(now, held_mail)
+        if held_mail:
+            self._release(now)
+        return None
+
+    def _probe(self, now, held_mail):
+        """Try the server without a message; on success release held mail."""
+        session = self.snapshot.transport()
+        failed = session.probe(mime.bare(self.snapshot.sender or ""))
+        self.counts["connections"] += session.opened
+        if failed is not None:
+            self._hold(failed.error, probe=True)
+            return failed.error
+        self.store.mark_reached(self.key, now, unhold=True)
+        if held_mail:
+            self._release(now)
+        return None
+
+    def _release(self, now):
+        released = self.store.release_held(now=now)
+        if released:
+            logger.info("mail is going out again: %d held message(s) released",
+                        released)
+        self.counts["released"] += released
+
+    def _reached(self, now):
+        """Note that these settings reached the server; written at most every
+        tenth of ``probe_interval``, not on every pass of a busy worker."""
+        last = (self._seen or {}).get(self.key)
+        if last is None or (now - last).total_seconds() >= \
+                self.settings.probe_interval / 10.0:
+            self.store.mark_reached(self.key, now)
+
+    def _stale(self, when, now):
+        return (now - when).total_seconds() > self.settings.probe_interval
+
+    def _others_work(self, now):
+        """Whether another host's settings reached the server within
+        ``probe_interval`` (this host's earlier settings do not count: the
+        admin changed them)."""
+        if self._seen is None:
+            self._seen = self.store.hosts()[1]
+        return any(not key.endswith(":" + self.host) and not self._stale(when, now)
+                   for key, when in self._seen.items())
+
     def _claim_probe(self, held, now):
         """Take the probe turn (one worker wins) and push the next one out."""
         later = dict(held, probe_after=str(now + datetime.timedelta(
             seconds=self.settings.probe_interval)))
-        return self.store.take_probe(held, later, now)
+        return self.store.take_probe(self.key, held, later, now)
 
+    def _hold(self, reason, probe):
+        """Record why these settings cannot deliver; logged once per reason.
+        ``probe``: try again after probe_interval (an outage may end); without
+        it only a change of the settings helps."""
+        now = utcnow()
+        old = self.store.get_state("held:" + self.key)
+        after = now + datetime.timedelta(seconds=self.settings.probe_interval) \
+            if probe else datetime.datetime(9999, 12, 31)
+        if old is None or old.get("reason") != reason:
+            logger.error("outgoing mail is held: %s", reason)
+        elif probe and now < _time(old["probe_after"]):
+            after = _time(old["probe_after"])  # the probe turn already set stands
+        self.store.hold(self.key, dict(fp=self.fp, reason=reason,
+                                       probe_after=str(after)), now)
+
+    # ------------------------------------------------------------ sending
     def _send(self, pool, rows, owner):
         """Send claimed rows; return [(row, Outcome)] not recorded yet.
 
@@ -206,7 +285,9 @@ class Pass(object):
         """Yield a Job per sendable row (lazily, so attachments load one at a
         time) and append (row, Job or Outcome) to ``results``."""
         now = utcnow()
-        contacts = self._contacts([r.pe_id for r in rows if r.pe_id and not r.address])
+        # Every pe_id row, also one whose address an earlier attempt recorded:
+        # the address is looked up again at each delivery.
+        contacts = self._contacts([r.pe_id for r in rows if r.pe_id])
         for row in rows:
             if time.monotonic() - self._recorded_at >= RECORD_EVERY:
                 finished = _finished(results)
@@ -227,6 +308,7 @@ class Pass(object):
             msg = self.store.message(row)
             if not msg.recipients() and row.pe_id:
                 msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
+                self._resolved[row.id] = msg.first_address()[:255]
         except NoAddress as e:
             return Outcome(Kind.PERMANENT, None, str(e))
         except Exception as e:
@@ -267,7 +349,10 @@ class Pass(object):
         now = utcnow()
         results = []
         for row, out in outcomes:
-            decision = decide(row, out, self.settings, now, self.fp)
+            decision = decide(row, out, self.settings, now, self.fp,
+                              address=self._resolved.pop(row.id, None),  # see _job
+                              held_seconds=functools.partial(self.store.held_seconds,
+                                                             row.id, now))
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
@@ -277,14 +362,3 @@ class Pass(object):
                                decision.attempt["error"])
             results.append((row.id, decision.changes, decision.attempt))
         self.store.record(owner, now, self.worker, results)
-
-    def _remember_hold(self, held, reason, config_error):
-        """Record why mail is held; log it once per new reason or settings."""
-        now = utcnow()
-        wait = self.settings.probe_interval if config_error is not None else None
-        state = dict(fp=self.fp, reason=reason, probe_after=str(
-            now + datetime.timedelta(seconds=wait) if wait else
-            datetime.datetime(9999, 12, 31)))
-        if held is None or held.get("reason") != reason:
-            logger.error("outgoing mail is held: %s", reason)
-        self.store.hold(state, now)

@@ -122,10 +122,11 @@ class MailS3(Mail):
         """Send now with the current settings (SMTP, or the configured
         transport); True or False.
 
-        Sets ``self.error`` (a str, or None) and ``self.result`` (the refused
-        recipients, as smtplib reports them). Never raises.
+        Sets ``self.error`` (a str, or None), ``self.result`` (the refused
+        recipients, as smtplib reports them) and ``self.reply`` (the server's
+        whole reply to the message, or None). Never raises.
         """
-        self.error, self.result = None, {}
+        self.error, self.result, self.reply = None, {}, None
         try:
             msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
                                 sender, encoding, raw, headers, from_address,
@@ -136,7 +137,7 @@ class MailS3(Mail):
         except Exception as e:
             logger.warning("direct mail failed unexpectedly", exc_info=True)
             outcome = Outcome(Kind.PERMANENT, None, "%s: %s" % (type(e).__name__, e))
-        self.result = outcome.refused or {}
+        self.result, self.reply = outcome.refused or {}, outcome.reply
         if outcome.kind != Kind.SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)

@@ -4,7 +4,12 @@
 ``normalize()`` turns the arguments of ``Mail.send`` into a ``Message`` of
 strings and tuples that the store keeps as readable JSON (no pickle).
 ``build()`` turns a stored message back into the MIME message that web2py's
-``Mail.send`` would have built for the same arguments.
+``Mail.send`` would have built for the same arguments, with two differences
+on the wire: ``wire()`` folds header lines longer than 78 characters (RFC
+5322), where Mail.send writes every header on one line (``as_string()``
+does not fold, so a long subject can exceed SMTP's 998-character line limit);
+and address headers encode each display name on its own (see _addresses).
+A parser reads the same headers from both.
 """
 
 import dataclasses
@@ -399,9 +404,10 @@ _PLAIN_HEADER_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
 
 
 class _WirePolicy(Compat32):
-    """compat32 that skips the Header folding machinery for plain short
-    values, for which it returns ``name: value`` unchanged; the bytes are the
-    same, and most headers of most messages are such values."""
+    """compat32 (folding at 78 characters) that skips the Header folding
+    machinery for plain short values, for which it returns ``name: value``
+    unchanged: the bytes are what compat32 writes, and most headers of most
+    messages are such values."""
 
     def _fold(self, name, value, sanitize):
         if isinstance(value, str) and _PLAIN_HEADER_RE.fullmatch(value) and (

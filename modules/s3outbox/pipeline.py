@@ -46,6 +46,7 @@ class Pipeline(object):
         self.conn = conn
         self.chunking = conn.has_extn("chunking")
         self.ahead = None
+        self.reply = None  # (code, text) the server gave the last message
 
     def expects(self, sender, recipients, data):
         """True when nothing is under way, or this very message is."""
@@ -75,6 +76,7 @@ class Pipeline(object):
             if self.ahead is None or code == 421:  # else the next message is
                 _close_or_reset(conn, code)  # under way: no RSET between
             raise smtplib.SMTPDataError(code, text)
+        self.reply = code, text
         return refused
 
     def _chunked(self, data):

@@ -50,11 +50,12 @@ class Step(enum.Enum):
 class SessionPool(object):
     """Up to ``size`` sessions, kept open for a whole delivery pass.
 
-    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After a
-    configuration error (``config_error``) or a server that cannot take a
-    session now (``unavailable``: 421 greeting, timeout) no further connection
-    is tried in this pool: the remaining jobs get the same outcome, so a broken
-    setup or a dead server costs one attempt, not one per message.
+    ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After an
+    outcome that is not about a message (``config_error``: the settings, or
+    a server that cannot be reached or takes no session now) no further
+    connection is tried in this pool: the remaining jobs get that outcome,
+    so a broken setup or a dead server costs one connection, not one per
+    message. ``reached`` says a session opened (our settings work there).
     With size 1 everything runs in the calling thread.
     """
 
@@ -64,7 +65,7 @@ class SessionPool(object):
         self.sessions = []
         self.sender = bare(snapshot.sender or "")
         self.config_error = None
-        self.unavailable = None
+        self.reached = False
         self.orphans = []  # jobs handed back by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self.threaded = False  # True once jobs were slow: sessions run in threads
@@ -94,32 +95,29 @@ class SessionPool(object):
         the job the caller sends next on this session: the transport may
         start on it (pipelining).
         """
-        stop = self.config_error or self.unavailable
-        if stop is not None:
-            job.outcome = stop
+        if self.config_error is not None:
+            job.outcome = self.config_error
             return Step.DONE
         data = self._build(job)
         if data is None:
             return Step.DONE
         ahead = self._ahead(then)
-        for retry in (False, True):
+        for _ in range(2):
             if not session.is_open:
                 failed = session.open()
                 if failed is not None:
-                    if not alone and failed.kind == Kind.TRANSIENT and \
-                            self._others_connected(session):
+                    if not alone and self._others_connected(session):
                         return Step.HANDED_BACK
-                    self._stop(failed, session)
+                    self._stop(failed)
                     job.outcome = failed
                     return Step.DONE
+                self.reached = True
             job.outcome = self._send(session, job, data, ahead)
+            # A connection that died under this job is re-opened once for it;
+            # dropped again, the job is retried later (a server that is gone
+            # shows when the next job cannot connect).
             if job.outcome.kind != Kind.TRANSIENT or session.is_open:
                 return Step.DONE
-            # A connection that died under us is re-opened once for this job;
-            # dropped again at once (421 "closing channel"), the server is
-            # going away: no more connections in this pass.
-            if retry:
-                self._stop(job.outcome, session)
         return Step.DONE
 
     @staticmethod
@@ -146,11 +144,11 @@ class SessionPool(object):
         outcome = session.send(job.sender, job.recipients, data, ahead)
         if outcome.kind != Kind.CONFIG:
             return outcome
-        if job.sender != self.sender:
+        if job.sender != self.sender and (outcome.code or 0) >= 500:
             # The server refused this message's own sender, not ours.
             return Outcome(Kind.PERMANENT, outcome.code, outcome.error +
                            " (the sender given to send() for this message)")
-        self._stop(outcome, session)
+        self._stop(outcome)
         return outcome
 
     def _run_safely(self, session, job, alone=True, then=None):
@@ -168,14 +166,10 @@ class SessionPool(object):
     def _others_connected(self, session):
         return any(s.is_open for s in self.sessions if s is not session)
 
-    def _stop(self, outcome, session):
-        """No more connections in this pool after ``outcome`` (a transient
-        one counts only while no other session is connected)."""
+    def _stop(self, outcome):
+        """No more connections in this pool after ``outcome`` (not about a message)."""
         with self._lock:
-            if outcome.kind == Kind.CONFIG:
-                self.config_error = self.config_error or outcome
-            elif outcome.kind == Kind.TRANSIENT and not self._others_connected(session):
-                self.unavailable = self.unavailable or outcome
+            self.config_error = self.config_error or outcome
 
     # ------------------------------------------------------------ many jobs
     def deliver(self, jobs):

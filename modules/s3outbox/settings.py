@@ -29,7 +29,11 @@ DEFAULTS = dict(
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
-    ssl_context=None,         # ssl.SSLContext for tls/ssl; default verifies certs
+    # An ssl.SSLContext for tls/ssl, used as it is; None: verify the server's
+    # certificate unless self_signed_certificate (web2py master's Mail setting,
+    # for a relay with a self-signed certificate).
+    ssl_context=None,
+    self_signed_certificate=False,
     transport=None,           # callable(Snapshot) -> Transport; default SMTP
 )
 
@@ -80,6 +84,7 @@ class Snapshot(object):
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
         self.custom = settings.transport
+        self.self_signed_certificate = bool(settings.self_signed_certificate)
 
     def transport(self):
         """A new, unopened Transport for these settings: the site's own
@@ -120,6 +125,8 @@ class Snapshot(object):
         if self.custom is not None:  # another transport: other settings
             parts.append(getattr(self.custom, "__qualname__",
                                  type(self.custom).__qualname__))
+        if self.self_signed_certificate:  # it can end a TLS failure: a change
+            parts.append("self_signed_certificate")
         raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
@@ -231,6 +238,7 @@ def apply_config(mail, get):
                                    for key in ("server", "sender", "login")]
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
+    s.self_signed_certificate = _flag(get("smtp.self_signed_certificate"))
     for key, kind in _OUTBOX_KEYS.items():
         value = get("outbox." + key)
         if value not in (None, ""):

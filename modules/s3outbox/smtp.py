@@ -12,7 +12,7 @@ import socket
 import ssl
 
 from . import pipeline
-from .transport import ACCEPTED, Kind, Outcome, Transport
+from .transport import Kind, Outcome, Transport
 
 logger = logging.getLogger("s3outbox")
 
@@ -28,65 +28,83 @@ def _reply(code, text):
 
 
 def classify(exc, stage):
-    """The Outcome for an exception raised at ``stage`` ('connect' or 'send')."""
+    """The Outcome for an exception raised at ``stage`` ('connect' or 'send').
+
+    Whatever stops a session from opening (greeting, EHLO, STARTTLS, login)
+    is about the server or the settings, never about a message: CONFIG.
+    """
+    outcome = _on_the_wire(exc)
+    if stage == "connect" and outcome.kind != Kind.CONFIG:
+        return Outcome(Kind.CONFIG, outcome.code, "cannot open an SMTP session: %s"
+                       % outcome.error)
+    return outcome
+
+
+def _on_the_wire(exc):
+    """The Outcome of an exception while a message is on the wire."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return _recipients_refused(exc)
     if isinstance(exc, smtplib.SMTPSenderRefused):
         return _sender_refused(exc)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        kind = Kind.TRANSIENT if 400 <= exc.smtp_code < 500 else Kind.CONFIG
-        return Outcome(kind, exc.smtp_code, "authentication refused: " +
+        return Outcome(Kind.CONFIG, exc.smtp_code, "authentication refused: " +
                        _reply(exc.smtp_code, exc.smtp_error))
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return Outcome(Kind.CONFIG, None, "the server does not support this: %s "
                        "(check tls, ssl and login)" % exc)
     if isinstance(exc, smtplib.SMTPResponseException):
-        return _reply_code(exc, stage)
+        return _reply_code(exc)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return Outcome(Kind.TRANSIENT, None, "connection dropped: %s" % (
             str(exc) or "no reply"))
     if isinstance(exc, (OSError, EOFError)):  # smtplib.SMTPException is an OSError
-        return _network(exc, stage)
-    if stage == "connect":  # no message is involved yet: the setup is wrong
-        return Outcome(Kind.CONFIG, None, "cannot open an SMTP session: %s: %s"
-                       % (type(exc).__name__, exc))
+        return _network(exc)
     return Outcome(Kind.PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
+
+
+def _unavailable(code, text):
+    """421, "service not available": about the server, not the message."""
+    return Outcome(Kind.CONFIG, code, "the server is not available: " + text)
 
 
 def _recipients_refused(exc):
     """Every recipient refused: permanent only if every code is 5xx."""
     codes = [c for c, _ in exc.recipients.values()]
-    kind = Kind.PERMANENT if codes and all(c >= 500 for c in codes) else Kind.TRANSIENT
     text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
                      for rcpt, (c, m) in exc.recipients.items())
+    if codes and all(c == 421 for c in codes):
+        return _unavailable(421, text)
+    kind = Kind.PERMANENT if codes and all(c >= 500 for c in codes) else Kind.TRANSIENT
     return Outcome(kind, max(codes) if codes else None, "all recipients refused: " + text)
 
 
 def _sender_refused(exc):
     """MAIL FROM refused: later (4xx), too big (552), or our sender (config)."""
+    text = _reply(exc.smtp_code, exc.smtp_error)
+    if exc.smtp_code == 421:
+        return _unavailable(421, text)
     if 400 <= exc.smtp_code < 500:
-        return Outcome(Kind.TRANSIENT, exc.smtp_code, "sender deferred: " +
-                       _reply(exc.smtp_code, exc.smtp_error))
+        return Outcome(Kind.TRANSIENT, exc.smtp_code, "sender deferred: " + text)
     if exc.smtp_code == 552:  # message too big for this server
-        return Outcome(Kind.PERMANENT, 552, _reply(552, exc.smtp_error))
+        return Outcome(Kind.PERMANENT, 552, text)
     return Outcome(Kind.CONFIG, exc.smtp_code, "sender %s refused: %s" % (
-        exc.sender, _reply(exc.smtp_code, exc.smtp_error)))
+        exc.sender, text))
 
 
-def _reply_code(exc, stage):
-    """Any other reply: 4xx later; 5xx to the session is config, else permanent."""
+def _reply_code(exc):
+    """Any other reply: 421 is the server; other 4xx later; 5xx for good."""
     code = exc.smtp_code
     text = _reply(code, exc.smtp_error)
+    if code == 421:  # "service not available, closing channel"
+        return _unavailable(code, text)
     if 400 <= code < 500 or code == -1:
         return Outcome(Kind.TRANSIENT, code, text)
-    if stage == "connect":
-        return Outcome(Kind.CONFIG, code, "server refused the session: " + text)
     return Outcome(Kind.PERMANENT, code, text)
 
 
-def _network(exc, stage):
+def _network(exc):
     """An OSError (or EOF): TLS, DNS and refusals are the settings; timeouts
-    and drops are temporary; anything else while connecting is the setup."""
+    and drops are temporary."""
     if isinstance(exc, ssl.SSLError):
         return Outcome(Kind.CONFIG, None, "TLS failed: %s (check tls and ssl)" % exc)
     if isinstance(exc, socket.gaierror):
@@ -97,8 +115,6 @@ def _network(exc, stage):
         return Outcome(Kind.CONFIG, None, "connection refused: %s" % exc)
     if isinstance(exc, (ConnectionError, EOFError)):
         return Outcome(Kind.TRANSIENT, None, "connection dropped: %s" % exc)
-    if stage == "connect":
-        return Outcome(Kind.CONFIG, None, "cannot reach the server: %s" % exc)
     return Outcome(Kind.TRANSIENT, None, "network error: %s" % exc)
 
 
@@ -107,6 +123,23 @@ def _classified(exc, stage):
     if not isinstance(exc, EXPECTED):
         logger.error("unexpected error in the SMTP %s stage", stage, exc_info=exc)
     return classify(exc, stage)
+
+
+class _KeepsReply(object):
+    """smtplib's sendmail() drops the reply to the message; keep it."""
+    reply = None
+
+    def data(self, msg):
+        self.reply = super(_KeepsReply, self).data(msg)
+        return self.reply
+
+
+class _SMTP(_KeepsReply, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_KeepsReply, smtplib.SMTP_SSL):
+    pass
 
 
 class SmtpTransport(Transport):
@@ -135,9 +168,9 @@ class SmtpTransport(Transport):
         s = self.snapshot
         host, port = s.host_port
         if s.ssl:
-            return smtplib.SMTP_SSL(host, port, local_hostname=s.hostname,
-                                    timeout=s.timeout, context=self._context())
-        return smtplib.SMTP(host, port, local_hostname=s.hostname, timeout=s.timeout)
+            return _SMTP_SSL(host, port, local_hostname=s.hostname, timeout=s.timeout,
+                             context=self._context())
+        return _SMTP(host, port, local_hostname=s.hostname, timeout=s.timeout)
 
     def _start(self):
         """EHLO, STARTTLS and login on a new connection; None or the Outcome."""
@@ -159,7 +192,31 @@ class SmtpTransport(Transport):
         return None
 
     def _context(self):
-        return self.snapshot.ssl_context or ssl.create_default_context()
+        """The settings' ssl_context; else, as web2py's Mail, one that
+        verifies the certificate unless self_signed_certificate is set."""
+        s = self.snapshot
+        if s.ssl_context is not None:
+            return s.ssl_context
+        context = ssl.create_default_context()
+        if s.self_signed_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _probe(self, sender):
+        """MAIL FROM, then RSET: does the server take mail from ``sender``?"""
+        try:
+            code, text = self.connection.mail(sender)
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, text, sender)
+            self.connection.rset()
+        except Exception as e:
+            outcome = _classified(e, "send")
+            if outcome.kind != Kind.CONFIG:  # a 4xx to our sender: not answering yet
+                outcome = Outcome(Kind.CONFIG, outcome.code, "the server does not "
+                                  "take mail now: %s" % outcome.error)
+            return outcome
+        return None
 
     def _send(self, sender, recipients, data, then=None):
         if self.pipeline is not None and not self.pipeline.expects(
@@ -173,15 +230,19 @@ class SmtpTransport(Transport):
         try:
             if self.pipeline is not None:
                 refused = self.pipeline.sendmail(sender, recipients, data, then)
+                code, text = self.pipeline.reply
             else:
                 refused = self.connection.sendmail(sender, recipients, data)
+                code, text = self.connection.reply or (250, b"")
         except Exception as e:
             return self._failed(e)
+        reply = _reply(code, text)
         if refused:
             replies = {r: _reply(c, m) for r, (c, m) in refused.items()}
-            return Outcome(Kind.SENT, 250, "refused some recipients: " + "; ".join(
-                "%s: %s" % item for item in replies.items()), refused=replies)
-        return ACCEPTED
+            return Outcome(Kind.SENT, code, "refused some recipients: " + "; ".join(
+                "%s: %s" % item for item in replies.items()), refused=replies,
+                reply=reply)
+        return Outcome(Kind.SENT, code, reply=reply)
 
     def _failed(self, exc):
         """The Outcome of a failed send; the session reset, or closed."""

@@ -12,8 +12,9 @@ that outlived its lease cannot overwrite the work of the one that took over.
 Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
 work), except those whose docstring says the caller's transaction commits
-(``enqueue()``, ``set_state()``, ``mark_flow()``, ``take_unit()``): their
-rows belong to the caller's work, and send() must not commit for its caller.
+(``enqueue()``, ``set_state()``, ``claim_name()``, ``hurry_probes()``,
+``mark_flow()``, ``take_unit()``): their rows belong to the caller's work,
+and send() must not commit for its caller.
 All times are naive UTC datetimes, to the second.
 """
 
@@ -236,11 +237,6 @@ class OutboxStore(object):
                      for r in rows)
 
     # ----------------------------------------------------------------- claim
-    def has_due(self, now):
-        t = self.outbox
-        return bool(self.db((t.status == Status.QUEUED) & (t.next_attempt_on <= now))
-                    .select(t.id, limitby=(0, 1)))
-
     def requeue_expired(self, now, max_attempts):
         """Give rows whose worker died (lease ran out) back to the queue; commits.
 
@@ -328,13 +324,19 @@ class OutboxStore(object):
                % (self.tablename, self.tablename))
         return int(self._sql(sql, [since], rows=True)[0][0])
 
+    def claim_name(self, name, now):
+        """Insert the state row ``name``; True only for the one transaction
+        that did (concurrent inserts wait on the unique name, then find it).
+        The caller's transaction commits."""
+        self._sql(self._insert_ignore_sql("%s_state (name, updated_on) VALUES "
+                                          "(%%s, %%s)" % self.tablename), [name, now])
+        return self.db._adapter.cursor.rowcount == 1
+
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another
         worker creates it at the same moment (no duplicate-key error)."""
-        if self.db(self.state.name == name).select(self.state.id).first():
-            return
-        self._sql(self._insert_ignore_sql("%s_state (name, updated_on) VALUES "
-                                          "(%%s, %%s)" % self.tablename), [name, now])
+        if not self.db(self.state.name == name).select(self.state.id).first():
+            self.claim_name(name, now)
 
     def _insert_ignore_sql(self, into):
         """INSERT INTO ``into`` that skips a row whose unique key exists."""
@@ -380,47 +382,83 @@ class OutboxStore(object):
                            [value for one in chunk for value in one])
 
     # ---------------------------------------------------------- hold/release
-    def release_held(self, keep_fp=None, now=None):
-        """Queue held mail again (all of it, or what was held under other
-        settings than ``keep_fp``) and forget the hold; commits."""
-        o, now = self.outbox, now or utcnow()
-        query = o.status == Status.HELD
-        if keep_fp is not None:
-            query &= (o.held_fp != keep_fp) | (o.held_fp == None)  # noqa: E711
-        with self.transaction():
-            released = self.db(query).update(status=Status.QUEUED, next_attempt_on=now,
-                                             held_fp=None)
-            self.set_state("held", None, now=now)
-        return released
+    # Per settings fingerprint and host ("<fp>:<host>", the key), two state
+    # rows: "held:<key>" {fp, reason, probe_after}: cannot deliver now;
+    # "reached:<key>": its updated_on is when it last reached the server.
+    # Only a worker whose own settings reached the server releases held mail
+    # (delivery.py decides when).
+    def pending(self, now):
+        """(mail is due, mail is held): one statement for an idle pass."""
+        t = self.tablename
+        due, held = self._sql(
+            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='queued' "
+            "AND next_attempt_on<=%%s LIMIT 1) d), (SELECT COUNT(*) FROM (SELECT id "
+            "FROM %s WHERE status='held' LIMIT 1) h)" % (t, t), [now], rows=True)[0]
+        return bool(due), bool(held)
 
-    def release_one_held(self, fp, now):
-        """Queue the first held message again, to probe a possible outage;
-        with nothing held, forget the hold. Commits; the id or None."""
-        o = self.outbox
-        with self.transaction():
-            row = self.db((o.status == Status.HELD) & (o.held_fp == fp)).select(
-                o.id, orderby=o.priority | o.next_attempt_on | o.id,
-                limitby=(0, 1)).first()
-            if row is None:
-                self.set_state("held", None, now=now)
-                return None
-            self.db((o.id == row.id) & (o.status == Status.HELD)).update(
-                status=Status.QUEUED, next_attempt_on=now)
-            return row.id
+    def hosts(self):
+        """({key: held state}, {key: when it last reached the server}), one read."""
+        s, held, reached = self.state, {}, {}
+        for row in self.db(s.name.startswith("held:") |
+                           s.name.startswith("reached:")).select(
+                s.name, s.doc, s.updated_on):
+            kind, _, key = row.name.partition(":")
+            if kind == "reached":
+                reached[key] = _datetime(row.updated_on)
+            elif row.doc:
+                held[key] = json.loads(row.doc)
+        return held, reached
 
-    def hold(self, state, now):
-        """Remember why mail is held (the ``held`` state row); commits."""
+    def hold(self, key, state, now):
+        """Remember why the settings ``key`` cannot deliver; commits."""
         with self.transaction():
-            self.set_state("held", state, now=now)
+            self.set_state("held:" + key, state, now=now)
 
-    def take_probe(self, held, later, now):
-        """Replace the hold ``held`` by ``later`` unless another worker did
-        first: True when this worker won the probe turn. Commits."""
+    def take_probe(self, key, held, later, now):
+        """Replace the hold ``held`` of ``key`` by ``later`` unless another
+        worker did first: True when this worker won the probe turn. Commits."""
         with self.transaction():
-            return self.set_state("held", later, expect=held, now=now)
+            return self.set_state("held:" + key, later, expect=held, now=now)
+
+    def mark_reached(self, key, now, unhold=False):
+        """The settings ``key`` reached the server now (``unhold``: and their
+        hold is over); commits."""
+        with self.transaction():
+            if unhold:
+                self.set_state("held:" + key, None, now=now)
+            self._ensure_state("reached:" + key, now)
+            self.db(self.state.name == "reached:" + key).update(updated_on=now)
+
+    def hurry_probes(self, now):
+        """Every hold probes on the next pass (the admin asked for a retry);
+        the caller's transaction commits."""
+        held, _ = self.hosts()
+        for key, state in held.items():
+            self.set_state("held:" + key, dict(state, probe_after=str(now)),
+                           expect=state, now=now)
+
+    def release_held(self, now=None):
+        """Queue all held mail again, whoever held it; commits."""
+        with self.transaction():
+            return self.db(self.outbox.status == Status.HELD).update(
+                status=Status.QUEUED, next_attempt_on=now or utcnow(), held_fp=None)
 
     def count_held(self):
         return self.db(self.outbox.status == Status.HELD).count()
+
+    def held_seconds(self, outbox_id, now):
+        """How long the message has spent held, from its attempt log: each
+        'held' attempt lasts until the next attempt (or ``now``). Held time
+        is not charged to the message's max_age."""
+        a, total, since = self.attempt, 0.0, None
+        for row in self.db(a.outbox_id == outbox_id).select(
+                a.attempted_on, a.outcome, orderby=a.attempted_on | a.id):
+            if since is not None:
+                total += (_datetime(row.attempted_on) - since).total_seconds()
+            since = _datetime(row.attempted_on) if row.outcome == Logged.HELD else None
+        if since is not None:
+            total += (now - since).total_seconds()
+        return total
 
     # --------------------------------------------------------- admin actions
     def retry(self, query, now):
@@ -429,10 +467,8 @@ class OutboxStore(object):
         with self.transaction():
             n = self.db(query).update(status=Status.QUEUED, next_attempt_on=now,
                                       attempts=0, expires_on=None, held_fp=None)
-            held = self.get_state("held")
-            if n and held:
-                self.set_state("held", dict(held, probe_after=str(now)), expect=held,
-                               now=now)
+            if n:
+                self.hurry_probes(now)
         return n
 
     def cancel(self, query):

@@ -38,12 +38,14 @@ class Kind(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result of one try: its kind, the reply code and text, and the
-    recipients refused while others were accepted ({address: reply})."""
+    """The result of one try: its kind, the reply code and text, the
+    recipients refused while others were accepted ({address: reply}), and
+    the service's whole final reply to an accepted message."""
     kind: Kind
     code: int = None
     error: str = None
     refused: dict = None
+    reply: str = None
 
 
 ACCEPTED = Outcome(Kind.SENT, 250)
@@ -84,6 +86,18 @@ class Transport(object):
             self.is_open = False
             self._close()
 
+    def probe(self, sender):
+        """Whether the service takes mail from ``sender`` now, touching no
+        message: None, or the Outcome that says why not. This is how held
+        mail learns that the server answers again."""
+        failed = self.open()
+        if failed is not None:
+            return failed
+        try:
+            return self._probe(sender)
+        finally:
+            self.close()
+
     def _open(self):
         raise NotImplementedError
 
@@ -92,6 +106,9 @@ class Transport(object):
 
     def _close(self):
         pass
+
+    def _probe(self, sender):
+        return None  # a session that opens is a service that answers
 
 
 class LoggingTransport(Transport):
@@ -107,8 +124,12 @@ class LoggingTransport(Transport):
         entry = _entry(sender, recipients, data)
         path = (self.snapshot.server or "").partition(":")[2]
         if path:
-            with open(path, "a", encoding="utf-8") as out:
-                out.write(entry)
+            try:
+                with open(path, "a", encoding="utf-8") as out:
+                    out.write(entry)
+            except OSError as e:  # the setting names a file we cannot write
+                return Outcome(Kind.CONFIG, None, "cannot write the mail log %s: %s "
+                               "(edit [smtp] server)" % (path, e))
         else:
             logger.warning(entry)
         return ACCEPTED

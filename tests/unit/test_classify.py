@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 """classify(): every branch, from the exception smtplib or the network raises
-to the outcome kind, code and the words an admin reads."""
+to the outcome kind, code and the words an admin reads. Whatever stops a
+session from opening is CONFIG: it is never about a message."""
 
 import logging
 import smtplib
@@ -28,15 +29,21 @@ CASES = [
     (smtplib.SMTPAuthenticationError(535, b"bad credentials"),
      "connect", Kind.CONFIG, 535, "authentication refused: 535 bad credentials"),
     (smtplib.SMTPAuthenticationError(454, b"try later"),
-     "connect", Kind.TRANSIENT, 454, "authentication refused: 454"),
+     "connect", Kind.CONFIG, 454, "authentication refused: 454"),
     (smtplib.SMTPNotSupportedError("AUTH extension not supported"),
      "connect", Kind.CONFIG, None, "does not support this"),
-    (smtplib.SMTPResponseException(421, b"closing"), "send", Kind.TRANSIENT, 421,
-     "421 closing"),
+    (smtplib.SMTPResponseException(421, b"closing"), "send", Kind.CONFIG, 421,
+     "the server is not available: 421 closing"),
+    (smtplib.SMTPResponseException(450, b"busy"), "send", Kind.TRANSIENT, 450,
+     "450 busy"),
+    (smtplib.SMTPRecipientsRefused({"a@x.net": (421, b"closing")}), "send",
+     Kind.CONFIG, 421, "the server is not available"),
+    (smtplib.SMTPSenderRefused(421, b"closing", "o@x.net"), "send", Kind.CONFIG, 421,
+     "the server is not available: 421 closing"),
     (smtplib.SMTPResponseException(-1, b"garbled"), "send", Kind.TRANSIENT, -1,
      "garbled"),
     (smtplib.SMTPResponseException(554, b"go away"), "connect", Kind.CONFIG, 554,
-     "server refused the session: 554 go away"),
+     "cannot open an SMTP session: 554 go away"),
     (smtplib.SMTPDataError(554, b"spam"), "send", Kind.PERMANENT, 554, "554 spam"),
     (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), "send",
      Kind.TRANSIENT, None, "connection dropped: Connection unexpectedly closed"),
@@ -44,7 +51,9 @@ CASES = [
      "TLS failed"),
     (socket.gaierror(-2, "Name or service not known"), "connect", Kind.CONFIG, None,
      "does not resolve"),
-    (socket.timeout("timed out"), "connect", Kind.TRANSIENT, None, "timed out"),
+    (socket.timeout("timed out"), "connect", Kind.CONFIG, None,
+     "cannot open an SMTP session: timed out"),
+    (socket.timeout("timed out"), "send", Kind.TRANSIENT, None, "timed out"),
     (TimeoutError(), "send", Kind.TRANSIENT, None, "timed out: no reply"),
     (ConnectionRefusedError(111, "Connection refused"), "connect", Kind.CONFIG, None,
      "connection refused"),
@@ -52,7 +61,7 @@ CASES = [
      "connection dropped"),
     (EOFError(), "send", Kind.TRANSIENT, None, "connection dropped"),
     (OSError(113, "No route to host"), "connect", Kind.CONFIG, None,
-     "cannot reach the server"),
+     "cannot open an SMTP session: network error"),
     (OSError(113, "No route to host"), "send", Kind.TRANSIENT, None, "network error"),
     (smtplib.SMTPException("odd"), "send", Kind.TRANSIENT, None, "network error: odd"),
     (ValueError("a bug"), "connect", Kind.CONFIG, None,

@@ -99,3 +99,34 @@ def test_stored_values_are_the_same_strings():
                                          "cancelled"]
     assert {str(k) for k in Kind} == {"sent", "config", "transient", "permanent"}
     assert "%s" % Logged.RETRY == "retry" and Logged.RETRY == "retry"
+
+
+def test_a_pe_ids_address_is_recorded_whatever_the_outcome():
+    sent = decide(row(), Outcome(Kind.SENT, 250), SETTINGS, NOW, "fp",
+                  address="ann@people.net")
+    assert sent.changes["address"] == "ann@people.net"
+    assert sent.changes["status"] == "sent" and sent.changes["refused"] is None
+    failed = decide(row(), Outcome(Kind.PERMANENT, 550, "no"), SETTINGS, NOW, "fp",
+                    address="ann@people.net")
+    assert failed.changes["address"] == "ann@people.net"
+    assert failed.changes["status"] == "failed"
+
+
+def test_time_spent_held_is_not_charged_to_max_age():
+    old = row(attempts=0, age=4000)  # past max_age (3600) by the clock
+    asked = []
+
+    def held_for(seconds):
+        def held_seconds():
+            asked.append(seconds)
+            return seconds
+        return held_seconds
+    retry = decide(old, Outcome(Kind.TRANSIENT, 451, "later"), SETTINGS, NOW, "fp",
+                   held_seconds=held_for(1000))
+    assert retry.logged == Logged.RETRY  # 4000 - 1000 held < 3600
+    gone = decide(old, Outcome(Kind.TRANSIENT, 451, "later"), SETTINGS, NOW, "fp",
+                  held_seconds=held_for(100))
+    assert gone.logged == Logged.FAILED
+    decide(row(age=60), Outcome(Kind.TRANSIENT, 451, "later"), SETTINGS, NOW, "fp",
+           held_seconds=held_for(5))
+    assert asked == [1000, 100]  # not asked while the age alone is within max_age

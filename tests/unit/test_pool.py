@@ -89,7 +89,7 @@ def test_dropped_session_is_reopened_once_for_the_job():
     batch = jobs(2)
     p.deliver(batch)
     assert [j.outcome.kind for j in batch] == [Kind.SENT] * 2
-    assert sessions[0].opened == 2 and p.unavailable is None
+    assert sessions[0].opened == 2 and p.config_error is None and p.reached
 
 
 def test_slow_server_spreads_jobs_over_threads():
@@ -134,7 +134,8 @@ def test_session_the_server_will_not_take_hands_its_job_back():
     """A server that caps sessions per client: the extra session hands its
     job to the connected one and retires; nothing fails."""
     opened = []
-    limit = Outcome(Kind.TRANSIENT, 421, "421 too many connections")
+    limit = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many "
+                    "connections")
 
     def on_open():
         opened.append(1)
@@ -145,7 +146,7 @@ def test_session_the_server_will_not_take_hands_its_job_back():
     with p:
         p.deliver(batch)
     assert all(j.outcome.kind == Kind.SENT for j in batch)
-    assert len(sent) == 12 and p.unavailable is None and p.size < 3
+    assert len(sent) == 12 and p.config_error is None and p.size < 3
 
 
 def test_a_bug_in_the_transport_is_a_retry_with_a_traceback(caplog):
