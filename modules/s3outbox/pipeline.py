@@ -25,6 +25,13 @@ CHUNK_LIMIT = 256 * 1024
 
 _DOT_RE = re.compile(rb"^\.", re.M)
 
+# An address that smtplib.quoteaddr() returns as "<address>" (a dot-atom on
+# either side of the @): written so directly, since quoteaddr's parseaddr()
+# was a tenth of the CPU a message takes.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS_RE = re.compile(r"{0}(?:\.{0})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*".format(
+    _ATOM))
+
 
 def supported(conn):
     """True when the server (as its last EHLO reply said) takes pipelining."""
@@ -112,9 +119,16 @@ def _command(conn, verb, args):
 def _envelope(conn, sender, recipients, size):
     """MAIL FROM (with SIZE when offered, as smtplib) and a RCPT TO each."""
     option = " size=%d" % size if conn.has_extn("size") else ""
-    lines = [_command(conn, "mail", "FROM:%s%s" % (smtplib.quoteaddr(sender), option))]
-    lines += [_command(conn, "rcpt", "TO:%s" % smtplib.quoteaddr(r)) for r in recipients]
+    lines = [_command(conn, "mail", "FROM:%s%s" % (quoteaddr(sender), option))]
+    lines += [_command(conn, "rcpt", "TO:%s" % quoteaddr(r)) for r in recipients]
     return b"".join(lines)
+
+
+def quoteaddr(address):
+    """smtplib.quoteaddr(address), quicker for plain addresses."""
+    if _PLAIN_ADDRESS_RE.fullmatch(address):
+        return "<%s>" % address
+    return smtplib.quoteaddr(address)
 
 
 def _recipients(conn, recipients):
