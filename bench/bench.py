@@ -656,7 +656,7 @@ def figures(raw):
     return rows
 
 
-ENQUEUE = [("sqlite", "SQLite WAL, app"), ("dropin", "SQLite default journal, drop-in"),
+ENQUEUE = [("sqlite", "SQLite WAL"), ("dropin", "SQLite default journal"),
            ("postgres", "PostgreSQL")]
 
 
@@ -669,9 +669,9 @@ def _enqueue_rows(raw, base, add):
         floor = e.get("raw")
         if floor:
             ratio = e["commit_each_mean"] / floor["commit_each_mean"]
-            add("enqueue_%s_raw_commit" % name, "sqlite3 INSERT + commit, %s" % label,
+            add("enqueue_%s_raw_commit" % name, "sqlite3 INSERT+commit, %s" % label,
                 floor["commit_each_mean"], "ms", 1.0)
-            add("enqueue_%s_commit_mean" % name, "enqueue, commit each: mean",
+            add("enqueue_%s_commit_mean" % name, "  enqueue, commit each: mean",
                 e["commit_each_mean"], "ms", ratio, "<= 1.1x sqlite3", ratio <= 1.1)
         else:
             add("enqueue_%s_commit_mean" % name, "enqueue %s, commit each: mean" % label,
@@ -684,7 +684,7 @@ def _enqueue_rows(raw, base, add):
         add("enqueue_%s_tx_p95" % name, "  one transaction: p95", e["one_tx_p95"], "ms")
 
 
-DRAINS = [("dropin", 1, "drop-in: SQLite default journal", 1.0),
+DRAINS = [("dropin", 1, "drop-in, SQLite journal", 1.0),
           ("sqlite", 1, "SQLite WAL", 1.0), ("sqlite", 2, "SQLite WAL", None),
           ("postgres", 1, "PostgreSQL", 1.0), ("postgres", 2, "PostgreSQL", 1.0)]
 
@@ -726,14 +726,13 @@ def _backlog_rows(raw, base, add):
 
 def _relay_rows(raw, add):
     """Both relay models, each against smtplib over one connection in it."""
-    for model, label, goal in (("relay", "slow server, 20 ms a reply", 6),
-                               ("wire", "distant relay, 20 ms RTT", 15)):
+    for model, label, goal in (("relay", "slow server (20 ms a reply)", 6),
+                               ("wire", "distant relay (20 ms RTT)", 15)):
         base, r = raw[model + "_smtplib"], raw[model + "_worker"]
-        add(model + "_smtplib_rate", "%s: smtplib, 1 connection" % label, base["rate"],
-            "msg/s", 1.0)
+        add(model + "_smtplib_rate", "%s: smtplib" % label, base["rate"], "msg/s", 1.0)
         add(model + "_smtplib_trips", "  round trips per message", base["trips"], "")
         ratio = r["rate"] / base["rate"]
-        add(model + "_worker_rate", "%s: 1 worker, defaults" % label, r["rate"], "msg/s",
+        add(model + "_worker_rate", "%s: 1 worker" % label, r["rate"], "msg/s",
             ratio, ">= %dx" % goal, ratio >= goal)
         add(model + "_worker_trips", "  round trips per message", r["trips"], "")
         add(model + "_worker_connections", "  SMTP connections used", r["connections"], "",
@@ -741,7 +740,7 @@ def _relay_rows(raw, add):
 
 
 def table(rows):
-    lines = ["%-40s %12s %-6s %10s  %-20s %s" % ("figure", "value", "unit", "ratio",
+    lines = ["%-44s %10s %-6s %8s  %-18s %s" % ("figure", "value", "unit", "ratio",
                                                  "target", "met")]
     for r in rows:
         value = r["value"]
@@ -749,7 +748,7 @@ def table(rows):
             if abs(value) < 100 else "%.0f" % value
         ratio = "" if r["ratio"] is None else "%.2fx" % r["ratio"]
         met = "" if r["met"] is None else ("met" if r["met"] else "NOT MET")
-        lines.append("%-40s %12s %-6s %10s  %-20s %s" % (
+        lines.append("%-44s %10s %-6s %8s  %-18s %s" % (
             r["label"], text, r["unit"], ratio, r["target"] or "", met))
     return "\n".join(lines)
 
