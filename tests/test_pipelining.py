@@ -217,6 +217,25 @@ def test_a_transport_never_sends_other_content_under_way(mail, db):
                                                             b"Subject: 1\r\n\r\nfor ann\r\n")]
 
 
+def test_a_next_message_smtplib_would_refuse_does_not_fail_this_one(mail, db):
+    """A next message whose commands cannot be written (here a recipient
+    that is not ASCII, without SMTPUTF8) is not sent ahead; it fails on its
+    own turn, as with smtplib."""
+    from helpers import snapshot
+    from s3outbox.smtp import SmtpTransport
+    from s3outbox.transport import Kind
+    with FaultServer({}, PIPELINING) as server:
+        transport = SmtpTransport(snapshot(server=server.server))
+        assert transport.open() is None
+        first = ("a@outbox.net", ["ann@people.net"], b"Subject: 1\r\n\r\nfor ann\r\n")
+        broken = ("a@outbox.net", ["b\u00f6b@people.net"], b"x\r\n")
+        assert transport.send(*first, then=broken).kind == Kind.SENT
+        out = transport.send(*broken)
+        assert out.kind == Kind.PERMANENT and "UnicodeEncodeError" in out.error
+        assert [m[1] for m in server.messages] == [["ann@people.net"]]
+        transport.close()
+
+
 def test_aiosmtpd_takes_pipelined_input(mail, db, sink):
     """aiosmtpd, told to advertise PIPELINING, reads pipelined commands right:
     every message arrives whole, in one round trip each."""

@@ -101,8 +101,11 @@ class Pipeline(object):
         BDAT (whole, so on its own); the reply to the content."""
         following = b""
         if then is not None and not self._chunked(then[2]):
-            following = self._start(*then)
-            self.ahead = (then[0], list(then[1]), then[2])
+            try:
+                following = self._start(*then)
+                self.ahead = (then[0], list(then[1]), then[2])
+            except ValueError:  # a command smtplib refuses too: that message
+                pass  # fails on its own turn, as it would without pipelining
         self.conn.send(_dot_stuffed(data) + following)
         return self.conn.getreply()
 
