@@ -46,7 +46,8 @@ def test_logging_to_a_file_that_cannot_be_written_holds(mail, db, tmp_path):
     db.commit()
     counts = mail.process_outbox()
     assert counts["held"] == 1 and _status(mail, db) == ["held"]
-    assert "cannot write the mail log" in db(mail.store.outbox).select().first().last_error
+    row = db(mail.store.outbox).select().first()
+    assert "cannot write the mail log" in row.last_error
 
 
 def test_logging_server_still_needs_a_sender(mail, db):

@@ -84,19 +84,27 @@ _HINTS = (
 )
 
 
-_NAMED_KEY = re.compile(r"\(edit (\[\w+\] \w+)\)$")
+_NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
 
 
-def edit_hint(reason):
-    """Which appconfig key to edit for a hold ``reason``."""
+def config_file(settings):
+    """The file the admin edits: private/appconfig.ini, or as the host app
+    names it in ``settings.config_names`` (Sahana Eden: models/000_config.py)."""
+    return (settings.config_names or {}).get("file", CONFIG_FILE)
+
+
+def edit_hint(reason, names=None):
+    """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
     named = _NAMED_KEY.search(reason or "")
     if named:  # blocking_problem() ends with "(edit [smtp] sender)"
         return named.group(1)
     text = (reason or "").lower()
-    for pattern, key in _HINTS:
+    key = "[smtp] server, sender and login"
+    for pattern, hint in _HINTS:
         if pattern in text:
-            return key
-    return "[smtp] server, sender and login"
+            key = hint
+            break
+    return (names or {}).get(key, key)
 
 
 def format_age(delta):
@@ -127,20 +135,28 @@ def scrub(text, settings):
 
 
 def settings_summary(settings):
-    """The SMTP settings as the dashboard shows them: no password."""
+    """The SMTP settings as the dashboard shows them: no password; ``keys``
+    and ``file`` say where the admin edits them."""
     login = settings.login if isinstance(settings.login, str) else ""
     user = login.partition(":")[0]
+    names = settings.config_names or {}
+    keys = dict((k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
+                for k in ("server", "sender", "login", "tls", "ssl"))
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
-                tls=bool(settings.tls), ssl=bool(settings.ssl),
-                limits=limits_summary(settings))
+                tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
+                file=config_file(settings), limits=limits_summary(settings))
 
 
 def findings(settings):
-    """Snapshot(settings).findings() as dicts, scrubbed, with the file to edit."""
-    found = Snapshot(settings).findings() + safety_findings(settings)
+    """Snapshot(settings).findings() and the safety findings as dicts, scrubbed,
+    with the setting and the file to edit as the host app names them
+    (``settings.config_names``)."""
+    names, where = settings.config_names or {}, config_file(settings)
+    found = [(names.get(key, key), problem, blocking) for key, problem, blocking
+             in Snapshot(settings).findings() + safety_findings(settings)]
     return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
-                 where="%s in %s" % (key, CONFIG_FILE))
+                 file=where, where="%s in %s" % (key, where))
             for key, problem, blocking in found]
 
 
@@ -310,9 +326,17 @@ class OutboxAdmin(object):
         return dict(counts=counts, total=sum(counts.values()),
                     waiting=sum(counts[s] for s in WAITING), oldest=oldest,
                     oldest_age=(now - oldest) if oldest else None,
-                    recent=self.recent(now), held=self.held(),
+                    recent=self.recent(now), held=self.named(self.held()),
                     findings=findings(self.settings),
                     settings=settings_summary(self.settings))
+
+    def named(self, held):
+        """``held`` with the setting and file to edit as the host app names
+        them (``settings.config_names``; Sahana Eden: models/000_config.py)."""
+        if held:
+            held.update(edit=edit_hint(held["reason"], self.settings.config_names),
+                        file=config_file(self.settings))
+        return held
 
     # ---------------------------------------------------------------- list
     def page(self, status=None, address=None, before=None, after=None, size=50):
@@ -434,7 +458,7 @@ class OutboxAdmin(object):
         ok = mail.send_direct_email(
             to=to, subject="Test mail from %s" % site,
             message="This is a test message sent from %s at %s UTC with the "
-                    "settings in %s." % (site, utcnow(), CONFIG_FILE))
+                    "settings in %s." % (site, utcnow(), config_file(s)))
         host, port = Snapshot(s).host_port
         where = "%s:%s" % (host, port) if host else "(no server)"
         if ok:
@@ -473,7 +497,8 @@ class OutboxAdmin(object):
 # ------------------------------------------------------------------ chart
 # (attempt outcome, colour, label): each series counts the attempts of its
 # outcome in the attempt log, and says so.
-COLOURS = ((Logged.SENT, "#2e8540", "sent"), (Logged.RETRY, "#e0a526", "deferred, retried"),
+COLOURS = ((Logged.SENT, "#2e8540", "sent"),
+           (Logged.RETRY, "#e0a526", "deferred, retried"),
            (Logged.HELD, "#7f8c8d", "held"), (Logged.FAILED, "#c0392b", "failed"))
 
 
@@ -489,7 +514,8 @@ def chart_svg(activity, width=720, height=180,
     out = ['<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
            'viewBox="0 0 %d %d" width="100%%" aria-label="%s">'
            % (width, height, escape(title)),
-           '<text x="%d" y="14" class="chart-title">%s</text>' % (box.left, escape(title))]
+           '<text x="%d" y="14" class="chart-title">%s</text>'
+           % (box.left, escape(title))]
     out += _grid(box) + _legend(box)
     every = max(1, box.n // 8)
     for i, (start, values) in enumerate(activity):

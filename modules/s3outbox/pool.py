@@ -30,7 +30,8 @@ class Job(object):
     __slots__ = ("key", "sender", "recipients", "build", "data", "outcome", "done")
 
     def __init__(self, key, sender, recipients, build):
-        self.key, self.sender, self.recipients, self.build = key, sender, recipients, build
+        self.key, self.sender, self.recipients = key, sender, recipients
+        self.build = build
         self.data = None
         self.outcome = None
         self.done = False

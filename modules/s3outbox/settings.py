@@ -26,6 +26,8 @@ DEFAULTS = dict(
     retry_max=6 * 3600,       # longest retry delay in seconds
     probe_interval=300,       # seconds between re-tries of mail held by an outage
     rate_limit=None,          # e.g. "100/hour" or "30/minute", across all workers
+    config_names=None,        # {"[smtp] sender": its name, "file": file} where
+                              # the admin edits it (Sahana Eden: settings.mail.*)
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
     default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
     worker_name=None,         # shown in the attempt log; default host#pid
@@ -80,6 +82,7 @@ class Snapshot(object):
         self.tls = bool(settings.tls)
         self.ssl = bool(settings.ssl)
         self.timeout = settings.timeout or DEFAULTS["timeout"]
+        self.names = settings.config_names or {}
         self.hostname = settings.hostname
         self.dkim = settings.dkim
         self.ssl_context = settings.ssl_context
@@ -138,7 +141,9 @@ class Snapshot(object):
         """
         for key, problem, blocking in self.findings():
             if blocking:
-                return "%s (edit %s)" % (problem, key)
+                key, where = self.names.get(key, key), self.names.get("file")
+                return "%s (edit %s)" % (problem, "%s in %s" % (key, where)
+                                         if where else key)
         return None
 
     def findings(self):

@@ -12,7 +12,7 @@ that outlived its lease cannot overwrite the work of the one that took over.
 Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
 work), except those whose docstring says the caller's transaction commits
-(``enqueue()``, ``set_state()``, ``claim_name()``, ``hurry_probes()``,
+(``enqueue()``, ``drop()``, ``set_state()``, ``claim_name()``, ``hurry_probes()``,
 ``mark_flow()``, ``take_unit()``): their rows belong to the caller's work,
 and send() must not commit for its caller.
 All times are naive UTC datetimes, to the second.
@@ -115,7 +115,8 @@ class OutboxStore(object):
     # ---------------------------------------------------------------- tables
     def _define(self, migrate):
         db, name = self.db, self.tablename
-        for table, fields in ((name, _outbox_fields), (name + "_attachment", _attachment_fields),
+        for table, fields in ((name, _outbox_fields),
+                              (name + "_attachment", _attachment_fields),
                               (name + "_attempt", _attempt_fields),
                               (name + "_state", _state_fields)):
             if table not in db.tables:
@@ -186,6 +187,13 @@ class OutboxStore(object):
             for position, part in enumerate(msg.attachments):
                 self.attachment.insert(outbox_id=row_id, seq=position, **part)
         return row_id
+
+    def drop(self, ids):
+        """Delete messages queued in the caller's transaction that must not
+        go out after all, with their attachments; the caller commits."""
+        if ids:
+            self.db(self.attachment.outbox_id.belongs(ids)).delete()
+            self.db(self.outbox.id.belongs(ids)).delete()
 
     @contextlib.contextmanager
     def savepoint(self, keep=True):
@@ -498,7 +506,8 @@ class OutboxStore(object):
                     break
                 totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
                 totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
-                totals[0] += self.db(o.id.belongs(ids) & (o.status == Status.SENT)).delete()
+                totals[0] += self.db(o.id.belongs(ids) &
+                                     (o.status == Status.SENT)).delete()
         return tuple(totals)
 
     # ----------------------------------------------------------- admin reads

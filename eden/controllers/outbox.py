@@ -1,0 +1,40 @@
+# -*- coding: utf-8 -*-
+"""s3outbox: the mail outbox dashboard in Sahana Eden, for Eden's ADMIN role.
+
+scripts/eden_install.py installs this file with the outbox app's own
+controllers/outbox.py in place of the INCLUDE line below, so that Eden's
+dashboard has exactly the app's pages, actions and parameter checks (the
+logic is s3outbox/admin.py). Only what is here is Eden's: the access check,
+Eden's admin menu, the site name, and notes in the settings check.
+"""
+
+from s3outbox.eden import CONFIG_FILE
+
+# Every function: Eden's ADMIN role only, refused as Eden refuses (the login
+# page for anonymous users, the home page with an error for the others).
+# The app's @auth.requires_membership("admin") is Eden's own check then.
+if not auth.s3_has_role("ADMIN"):
+    auth.permission.fail()
+current.menu.options = OptionsMenu("admin").menu  # Eden's admin side menu
+response.title = "Mail outbox"
+configuration = {"app.name": str(settings.get_system_name_short())}
+
+# s3outbox:include controllers/outbox.py
+
+_app_index = index
+
+
+def index():
+    """The app's index, with what differs in Eden in its settings check."""
+    out = _app_index()
+    o = out["o"]
+    o["settings"]["limits"] = "Eden's own account flows: the outbox app's " \
+        "account-mail limits do not apply"
+    if not mail.settings.public_url:
+        key = "settings.base.public_url"
+        o["findings"].append(dict(
+            key=key, file=CONFIG_FILE, blocking=False,
+            where="%s in %s" % (key, CONFIG_FILE),
+            problem="no public URL is set: links in Eden's mail are built from "
+                    "the Host header of the request"))
+    return out

@@ -1,0 +1,308 @@
+# -*- coding: utf-8 -*-
+"""The outbox inside Sahana Eden: ``EdenMail`` is Eden's ``current.mail``.
+
+What differs from a plain web2py app (scripts/eden_install.py wires it in):
+
+- Settings come from Eden's deployment settings (``settings.mail.server``,
+  ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, ``settings.base.public_url``),
+  read before every delivery pass. A worker re-executes models/000_config.py
+  when the file changed, so an edit takes effect on the next pass.
+  Held reasons and the settings check name those settings and that file.
+- ``send(pe_id=N)`` resolves N through ``current.s3db`` (Eden loads tables
+  lazily): a person is queued as one row whose address is looked up in
+  ``pr_contact`` at delivery; a group, forum or organisation (a distribution
+  list) is queued as one row per member person, the expansion Eden's own
+  ``S3Msg.process_outbox`` makes.
+- Eden's own ``msg_outbox`` tells the final outcome. When Eden's
+  ``process_outbox`` hands an EMAIL over and marks its row Sent, the row is
+  kept Unsent and linked to the outbox row instead (a pydal update callback on
+  that table: no Eden file changes); after each delivery pass the link sets it
+  Sent (2) or Failed (5). Held mail stays Unsent; the reason is on the
+  dashboard. A row Eden hands over again while its mail is on its way is not
+  queued twice.
+"""
+
+import inspect
+import logging
+import os
+import time
+
+from gluon import current
+from gluon.storage import Storage
+from pydal import Field
+
+from .mailer import MailS3
+from .schedule import ensure_tasks
+from .settings import apply_config
+from .store import Status
+
+logger = logging.getLogger("s3outbox")
+
+CONFIG_FILE = "models/000_config.py"
+TASK = "s3outbox_deliver"
+# What the settings check and held reasons call each setting in Eden.
+NAMES = {
+    "file": CONFIG_FILE,
+    "[smtp] server": "settings.mail.server",
+    "[smtp] sender": "settings.mail.sender",
+    "[smtp] login": "settings.mail.login",
+    "[smtp] tls": "settings.mail.tls",
+    "[smtp] ssl": "settings.mail.ssl",
+    "[smtp] tls and [smtp] ssl": "settings.mail.tls",
+    "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
+    "[app] public_url": "settings.base.public_url",
+}
+# Distribution lists: entity table -> (membership table, its key to the entity),
+# as Eden's S3Msg.process_outbox expands them.
+LISTS = {
+    "pr_group": ("pr_group_membership", "group_id"),
+    "pr_forum": ("pr_forum_membership", "forum_id"),
+    "org_organisation": ("hrm_human_resource", "organisation_id"),
+}
+# Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
+EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5}
+SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
+
+_SEND = inspect.signature(MailS3.send)
+
+
+def eden_get(cfg):
+    """A ``get(key)`` over Eden's deployment settings, for apply_config()."""
+    limit = cfg.get_mail_limit()
+    values = {
+        "smtp.server": cfg.get_mail_server(),
+        "smtp.sender": cfg.get_mail_sender(),
+        "smtp.login": cfg.get_mail_server_login() or None,
+        "smtp.tls": cfg.get_mail_server_tls(),
+        "smtp.ssl": cfg.mail.get("ssl"),  # not Eden's own: for port 465
+        "outbox.rate_limit": "%s/day" % limit if limit else None,
+        "app.public_url": cfg.base.get("public_url"),
+    }
+    return values.get
+
+
+class EdenMail(MailS3):
+    """MailS3 configured by, and reporting to, Sahana Eden."""
+
+    def __init__(self, db, tablename="msg_mail_outbox"):
+        cfg = current.deployment_settings
+        migrate = cfg.get_base_migrate()
+        MailS3.__init__(self, db, tablename=tablename, migrate=migrate)
+        self.settings.config_names = NAMES
+        self._config = (self._config_stamp(), cfg)
+        self._pending = []      # outbox ids queued since Eden's last hand-over
+        self._synced_at = 0
+        name = tablename + "_eden"
+        if name not in db.tables:
+            db.define_table(name, Field("outbox_id", "integer"),
+                            Field("eden_outbox_id", "integer"),
+                            Field("status", length=16), migrate=migrate)
+        self.link = db[name]
+        self.refresh()
+
+    # --------------------------------------------------------------- settings
+    def refresh(self):
+        """Copy Eden's current mail settings onto ``self.settings``."""
+        apply_config(self, eden_get(self._deployment_settings()))
+
+    @staticmethod
+    def _config_stamp():
+        path = os.path.join(current.request.folder, "models", "000_config.py")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _deployment_settings(self):
+        """Eden's settings, from a fresh run of 000_config.py if it changed
+        since this process ran the models (a worker's task runs a minute)."""
+        stamp, cfg = self._config
+        now = self._config_stamp()
+        if now != stamp:
+            try:
+                cfg = self._reread()
+            except Exception:
+                logger.exception("could not re-read %s; keeping the settings "
+                                 "read before", CONFIG_FILE)
+            self._config = (now, cfg)
+        return cfg
+
+    @staticmethod
+    def _reread():
+        from s3cfg import S3Config  # Eden's own settings class
+        cfg = S3Config()
+        path = os.path.join(current.request.folder, "models", "000_config.py")
+        with open(path, encoding="utf-8") as f:
+            code = compile(f.read(), path, "exec")
+        exec(code, dict(settings=cfg, T=current.T, current=current,
+                        request=current.request, response=current.response,
+                        session=current.session, Storage=Storage))
+        return cfg
+
+    # ------------------------------------------------------------------ queue
+    def send(self, *args, **kwargs):
+        """MailS3.send, with ``pe_id`` resolved through Eden's tables."""
+        self.error, self.result = None, {}
+        try:
+            call = _SEND.bind(self, *args, **kwargs).arguments
+        except TypeError as e:
+            self.error = "send() arguments: %s" % e
+            return False
+        call.pop("self")
+        pe_id = call.get("pe_id")
+        if pe_id is None or call.get("to") or call.get("cc") or call.get("bcc"):
+            ok = MailS3.send(self, **call)
+            if ok:
+                self._handed_over([self.result["id"]])
+            return ok
+        try:
+            persons = self.persons(pe_id)
+        except LookupError as e:
+            self.error = str(e)
+            return False
+        except Exception as e:
+            self.error = "could not look up pe_id %s: %s: %s" % (
+                pe_id, type(e).__name__, e)
+            logger.exception("pe_id lookup")
+            return False
+        ids = []
+        for person in persons:
+            call["pe_id"] = person
+            if not MailS3.send(self, **call):  # a database error: all or none
+                try:
+                    self.store.drop(ids)
+                except Exception:
+                    logger.exception("could not take back mail queued for %s", pe_id)
+                return False
+            ids.append(self.result["id"])
+        self.result["ids"] = ids
+        self._handed_over(ids)
+        return True
+
+    def persons(self, pe_id):
+        """The person pe_ids that mail for entity ``pe_id`` goes to; raises
+        LookupError with the reason when there are none."""
+        s3db, db = current.s3db, self.db
+        s3db.table("pr_contact")  # defines it: delivery reads it
+        pentity = s3db.table("pr_pentity")
+        try:
+            pe_id = int(pe_id)
+        except (TypeError, ValueError):
+            raise LookupError("pe_id %r is not a number" % (pe_id,))
+        row = db(pentity.pe_id == pe_id).select(pentity.instance_type,
+                                                limitby=(0, 1)).first()
+        if row is None:
+            raise LookupError("there is no person entity %s" % pe_id)
+        kind = row.instance_type
+        if kind == "pr_person":
+            return [pe_id]
+        if kind not in LISTS:
+            raise LookupError("person entity %s is a %s: mail goes to persons, "
+                              "groups, forums and organisations" % (pe_id, kind))
+        entity, person = s3db.table(kind), s3db.table("pr_person")
+        members = s3db.table(LISTS[kind][0])
+        if members is None:
+            raise LookupError("person entity %s (%s) has no members: %s is not "
+                              "enabled" % (pe_id, kind, LISTS[kind][0]))
+        query = (entity.pe_id == pe_id) & \
+                (members[LISTS[kind][1]] == entity.id) & \
+                (members.deleted == False) & (person.id == members.person_id) & \
+                (person.deleted == False)  # noqa: E712
+        found = sorted({r.pe_id for r in db(query).select(person.pe_id)})
+        if not found:
+            raise LookupError("person entity %s (%s) has no members to send to"
+                              % (pe_id, kind))
+        return found
+
+    # --------------------------------------------- Eden's msg_outbox, honest
+    def _handed_over(self, ids):
+        """Remember queued ids while Eden's msg_outbox is loaded: its
+        process_outbox marks the row it handed over right after send()."""
+        if "msg_outbox" not in self.db.tables:
+            return
+        table = self.db.msg_outbox
+        if self._eden_row_update not in table._before_update:
+            table._before_update.append(self._eden_row_update)
+        self._pending.extend(ids)
+
+    def _eden_row_update(self, dbset, fields):
+        """Before an update of Eden's msg_outbox: a "Sent" right after a
+        hand-over is replaced by a link; True cancels the update."""
+        pending, self._pending = self._pending, []
+        if not pending or fields.get("status") != 2:
+            return False
+        rows = dbset.select(self.db.msg_outbox.id, limitby=(0, 2))
+        if len(rows) != 1:
+            return False
+        eden_id, link, o = rows.first().id, self.link, self.store.outbox
+        busy = self.db((link.eden_outbox_id == eden_id) & (o.id == link.outbox_id) &
+                       (o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD)) |
+                        (link.status != o.status))).count()
+        if busy:  # handed over again before the first one ended: drop the copy
+            self.store.drop(pending)
+        else:
+            for outbox_id in pending:
+                link.insert(outbox_id=outbox_id, eden_outbox_id=eden_id,
+                            status=Status.QUEUED)
+        return True
+
+    def sync_eden(self):
+        """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
+        link, o, db = self.link, self.store.outbox, self.db
+        rows = db((link.outbox_id == o.id) & (link.status != o.status) &
+                  o.status.belongs(list(EDEN_STATUS))).select(
+                      link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
+        if rows:
+            eden = current.s3db.table("msg_outbox")
+            with self.store.transaction():
+                for r in rows:
+                    db(eden.id == r[link.eden_outbox_id]).update(
+                        status=EDEN_STATUS[r[o.status]])
+                    db(link.id == r[link.id]).update(status=r[o.status])
+        return len(rows)
+
+    # ----------------------------------------------------------------- worker
+    def process_outbox(self, limit=None):
+        """A delivery pass with Eden's settings of now, then Eden's records."""
+        try:
+            self.refresh()
+            current.s3db.table("pr_contact")  # so delivery can resolve pe_id
+        except Exception:
+            logger.exception("could not read Eden's mail settings")
+        counts = MailS3.process_outbox(self, limit)
+        busy = counts.get("sent") or counts.get("failed")
+        if busy or time.monotonic() - self._synced_at >= SYNC_EVERY:
+            self._synced_at = time.monotonic()
+            try:
+                counts["eden_updated"] = self.sync_eden()
+            except Exception:
+                self.store.rollback()
+                logger.exception("could not update Eden's msg_outbox")
+        return counts
+
+
+def register_task(tasks, s3task, period=60):
+    """Add the delivery task to Eden's ``tasks`` and keep it scheduled.
+
+    The task is (re)queued whenever it is missing, FAILED, STOPPED or
+    EXPIRED (checked at most every five minutes a process), repeats forever
+    and retries failures, so a worker stopped mid-run never ends delivery.
+    """
+    def s3outbox_deliver(user_id=None):
+        counts = current.mail.work(period - 3)
+        current.db.commit()
+        return counts
+    tasks[TASK] = s3outbox_deliver
+    scheduler = getattr(s3task, "scheduler", None)
+    if scheduler is None:
+        return
+    db = current.db
+    # The scheduler checks function names against the tasks it was given;
+    # it was made just before this one was added.
+    from gluon.validators import IS_IN_SET
+    db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
+    if db._adapter.dbengine == "sqlite":
+        # A forked task process can hang opening an SQLite connection.
+        scheduler.use_spawn = True
+    ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+"""Install the outbox into a Sahana Eden application, or take it out again.
+
+    python scripts/eden_install.py EDEN_APP_DIR              # install or update
+    python scripts/eden_install.py EDEN_APP_DIR --uninstall  # restore Eden
+
+Standard library only, so the Python that runs Eden runs it. It copies
+modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
+eden/controllers/outbox.py around the app's own controller) and
+adds four marked blocks to Eden's files (see EDITS). Running it again changes
+nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
+Eden's files byte for byte as they were. Nothing is written until every check
+passed, and an edited Python file must compile before it is written.
+"""
+
+import argparse
+import filecmp
+import os
+import shutil
+import sys
+
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN, END = "# s3outbox:begin", "# s3outbox:end"
+NOTE = " (scripts/eden_install.py; --uninstall removes this block)"
+HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
+
+# (Eden file, line to insert after, lines to insert, keep its indent, why)
+EDITS = (
+    ("models/00_db.py", "mail = current.mail = Mail()",
+     ["from s3outbox.eden import EdenMail",
+      "mail = current.mail = EdenMail(db)"], False,
+     "current.mail is the outbox: send() queues, workers deliver"),
+    ("models/00_settings.py", "auth_settings.mailer = mail",
+     ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
+     False, "Auth's mail (verification, reset) queues whatever the mail settings"),
+    ("models/tasks.py", "current.s3task = s3task",
+     ["from s3outbox.eden import register_task",
+      "register_task(tasks, s3task)"], False,
+     "delivery task s3outbox_deliver, re-queued if it ever ends"),
+    ("modules/core/ui/menus.py", 'M("Scheduler", c="admin", f="task"),',
+     # c="admin": a link to a controller that is not an Eden module is hidden
+     ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
+     True,
+     "'Mail Outbox' in the admin menu"),
+)
+# (from this checkout, to the Eden application)
+COPIES = (
+    ("modules/s3outbox", "modules/s3outbox"),
+    ("views/outbox", "views/outbox"),
+)
+# Eden's dashboard controller: Eden's part with the app's controller included.
+CONTROLLER = ("eden/controllers/outbox.py", "controllers/outbox.py")
+INCLUDE = "# s3outbox:include "
+EDEN_FILES = ("models/00_db.py", "models/000_1st_run.py", "modules/s3cfg.py",
+              "modules/core/msg/base.py", "controllers/default.py")
+
+
+class Refused(Exception):
+    """A reason to change nothing."""
+
+
+def is_eden(app):
+    missing = [f for f in EDEN_FILES if not os.path.isfile(os.path.join(app, f))]
+    if missing:
+        raise Refused(
+            "%s is not a Sahana Eden application (no %s). Give Eden's application "
+            "folder, e.g. web2py/applications/eden, the one that holds "
+            "models/00_db.py and modules/s3cfg.py." % (app, ", ".join(missing)))
+
+
+def read(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def write(path, text):
+    tmp = path + ".s3outbox-tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    shutil.copymode(path, tmp)
+    os.replace(tmp, path)
+
+
+def insert_block(text, anchor, lines, indent, name):
+    """``text`` with the marked block after the line ``anchor`` (replacing
+    the block an older version added); None if it is there already."""
+    original, text = text, remove_block(text)
+    source = text.splitlines(keepends=True)
+    found = [i for i, line in enumerate(source) if line.strip() == anchor]
+    if len(found) != 1:
+        raise Refused("%s: expected one line '%s' to add the outbox after, found %d "
+                      "(a changed Eden?). Make the edits by hand: see the README, "
+                      "'Using it in Sahana Eden'." % (name, anchor, len(found)))
+    at = found[0]
+    line = source[at]
+    eol = line[len(line.rstrip("\r\n")):] or "\n"
+    pad = line[:len(line) - len(line.lstrip())] if indent else ""
+    block = [BEGIN + NOTE] + lines + [END]
+    if not source[at].endswith(("\n", "\r")):
+        source[at] += eol
+    source[at + 1:at + 1] = [pad + b + eol for b in block]
+    new = "".join(source)
+    if name.endswith(".py"):
+        try:
+            compile(new, name, "exec")
+        except SyntaxError as e:
+            raise Refused("%s would not compile after the edit (%s); nothing was "
+                          "changed" % (name, e))
+    return None if new == original else new
+
+
+def remove_block(text):
+    """``text`` without the marked blocks (exactly as before they were added)."""
+    out, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith(BEGIN):
+            skipping = True
+        elif skipping and stripped == END:
+            skipping = False
+        elif not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def source_files(src):
+    """(relative path, absolute path) of the files to copy from ``src``."""
+    if os.path.isfile(src):
+        return [("", src)]
+    found = []
+    for folder, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if not name.endswith((".pyc", ".pyo")):
+                path = os.path.join(folder, name)
+                found.append((os.path.relpath(path, src), path))
+    return found
+
+
+def check_copies(app):
+    """Refuse to overwrite a controller or view of Eden's own."""
+    controller = os.path.join(app, "controllers", "outbox.py")
+    if os.path.exists(controller) and HEADER not in read(controller):
+        raise Refused("%s exists and is not the outbox's: not overwriting it"
+                      % controller)
+    views = os.path.join(app, "views", "outbox")
+    ours = {rel for rel, _ in source_files(os.path.join(SOURCE, "views", "outbox"))}
+    if os.path.isdir(views):
+        theirs = {os.path.relpath(os.path.join(d, f), views)
+                  for d, _, files in os.walk(views) for f in files}
+        if theirs - ours:
+            raise Refused("%s holds views that are not the outbox's: not "
+                          "overwriting it" % views)
+
+
+def controller_text():
+    """eden/controllers/outbox.py with its INCLUDE line replaced by the file
+    it names, so that Eden runs the app's own dashboard code."""
+    out = []
+    for line in read(os.path.join(SOURCE, CONTROLLER[0])).splitlines(keepends=True):
+        if line.startswith(INCLUDE):
+            name = line[len(INCLUDE):].strip()
+            out.append("# ---- %s of s3outbox, as it is ----\n" % name)
+            out.append(read(os.path.join(SOURCE, name)))
+            out.append("# ---- end of %s ----\n" % name)
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def install(app):
+    is_eden(app)
+    check_copies(app)
+    controller = controller_text()
+    compile(controller, CONTROLLER[1], "exec")
+    edits = []
+    for name, anchor, lines, indent, why in EDITS:
+        path = os.path.join(app, name)
+        text = read(path)
+        new = insert_block(text, anchor, lines, indent, name)
+        edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
+    for src, dst in COPIES:
+        files = source_files(os.path.join(SOURCE, src))
+        changed = 0
+        for rel, path in files:
+            target = os.path.join(app, dst, rel) if rel else os.path.join(app, dst)
+            if os.path.isfile(target) and filecmp.cmp(path, target, shallow=False):
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(path, target)
+            changed += 1
+        what = "%s/ (%d files)" % (dst, len(files)) if os.path.isdir(
+            os.path.join(SOURCE, src)) else dst
+        print("  %-9s %s" % ("copied" if changed else "unchanged", what))
+    target = os.path.join(app, CONTROLLER[1])
+    same = os.path.isfile(target) and read(target) == controller
+    if not same:
+        with open(target, "w", encoding="utf-8", newline="") as f:
+            f.write(controller)
+    print("  %-9s %s" % ("unchanged" if same else "copied", CONTROLLER[1]))
+    for name, path, new, older, added, why in edits:
+        if new is None:
+            print("  %-9s %s (already wired in)" % ("unchanged", name))
+        else:
+            write(path, new)
+            print("  %-9s %s (+%d lines): %s" % ("updated" if older else "edited",
+                                                 name, added, why))
+
+
+def uninstall(app):
+    is_eden(app)
+    for name, _, _, _, _ in EDITS:
+        path = os.path.join(app, name)
+        text = read(path)
+        if BEGIN in text:
+            write(path, remove_block(text))
+            print("  %-9s %s" % ("restored", name))
+    package = os.path.join(app, "modules", "s3outbox")
+    if os.path.isdir(package):
+        shutil.rmtree(package)
+        print("  %-9s modules/s3outbox/" % "removed")
+    controller = os.path.join(app, "controllers", "outbox.py")
+    if os.path.isfile(controller) and HEADER in read(controller):
+        os.remove(controller)
+        print("  %-9s controllers/outbox.py" % "removed")
+    views = os.path.join(app, "views", "outbox")
+    for rel, _ in source_files(os.path.join(SOURCE, "views", "outbox")):
+        target = os.path.join(views, rel)
+        if os.path.isfile(target):
+            os.remove(target)
+    if os.path.isdir(views) and not os.listdir(views):
+        os.rmdir(views)
+        print("  %-9s views/outbox/" % "removed")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Install the s3outbox mail outbox into a Sahana Eden "
+                    "application (or --uninstall it).")
+    parser.add_argument("app", metavar="EDEN_APP_DIR",
+                        help="Eden's application folder, e.g. web2py/applications/eden")
+    parser.add_argument("--uninstall", action="store_true",
+                        help="remove the outbox and restore Eden's files")
+    args = parser.parse_args(argv)
+    app = os.path.abspath(args.app)
+    try:
+        if not os.path.isdir(app):
+            raise Refused("%s is not a folder" % app)
+        if args.uninstall:
+            print("Removing the outbox from %s" % app)
+            uninstall(app)
+            print("Done: Eden's files are as they were. Its msg_mail_outbox* "
+                  "tables stay in the database.")
+        else:
+            print("Installing the outbox into %s" % app)
+            install(app)
+            print("Done. Restart web2py and run a worker: python web2py.py -K %s\n"
+                  "Dashboard (ADMIN role): /%s/outbox/index. Mail settings: "
+                  "settings.mail.* in models/000_config.py."
+                  % (os.path.basename(app), os.path.basename(app)))
+    except Refused as e:
+        print("eden_install: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

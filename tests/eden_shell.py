@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+"""Run inside Sahana Eden's model environment by tests/edenapp.py:
+``web2py.py -S eden -M -R tests/eden_shell.py -A COMMAND ARGS``.
+
+Commands print ``key=value`` lines, then ``s3outbox-shell-ok``:
+noop (Eden's first run happens in its models), pe_id EMAIL,
+send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
+(Eden's S3Msg.process_outbox for EMAIL), mail_send PE_ID SUBJECT
+(current.mail.send(pe_id=...)), eden_status OUTBOX_ID (Eden's msg_outbox
+status), group NAME PE_ID... (a pr_group with these persons as members),
+person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
+(Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
+settings (what EdenMail read).
+"""
+
+import sys
+
+
+def _pe_id(email):
+    user = db(db.auth_user.email == email).select(db.auth_user.id).first()
+    ltable = s3db.pr_person_user
+    return db(ltable.user_id == user.id).select(ltable.pe_id).first().pe_id
+
+
+def _eden_outbox_ids(message_id):
+    table = s3db.msg_outbox
+    return [r.id for r in db(table.message_id == message_id).select(table.id)]
+
+
+def _group(name, *pe_ids):
+    gtable, mtable, ptable = s3db.pr_group, s3db.pr_group_membership, s3db.pr_person
+    group_id = gtable.insert(name=name, group_type=4)
+    record = {"id": group_id}
+    s3db.update_super(gtable, record)
+    for pe_id in pe_ids:
+        person = db(ptable.pe_id == int(pe_id)).select(ptable.id).first()
+        mtable.insert(group_id=group_id, person_id=person.id)
+    return db(gtable.id == group_id).select(gtable.pe_id).first().pe_id
+
+
+def _person(name):
+    ptable = s3db.pr_person
+    record = {"id": ptable.insert(first_name=name)}
+    s3db.update_super(ptable, record)
+    return db(ptable.id == record["id"]).select(ptable.pe_id).first().pe_id
+
+
+def _organisation(name, *pe_ids):
+    otable, htable, ptable = s3db.org_organisation, s3db.hrm_human_resource, \
+        s3db.pr_person
+    record = {"id": otable.insert(name=name)}
+    s3db.update_super(otable, record)
+    for pe_id in pe_ids:
+        person = db(ptable.pe_id == int(pe_id)).select(ptable.id).first()
+        htable.insert(organisation_id=record["id"], person_id=person.id)
+    return db(otable.id == record["id"]).select(otable.pe_id).first().pe_id
+
+
+def main(command, *args):
+    out = {}
+    if command == "pe_id":
+        out["pe_id"] = _pe_id(args[0])
+    elif command == "send_by_pe_id":
+        message_id = msg.send_by_pe_id(int(args[0]), args[1], "Sent by pe_id.")
+        out["message_id"] = message_id
+        out["eden_outbox"] = ",".join(str(i) for i in _eden_outbox_ids(message_id))
+    elif command == "process_outbox":
+        msg.process_outbox("EMAIL")
+    elif command == "send_email":
+        import os
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(), "report.txt")
+        with open(path, "w") as f:
+            f.write("attached")
+        out["ok"] = msg.send_email(args[0], args[1], "Grüße from Eden",
+                                   cc=args[2], bcc=args[3],
+                                   attachments=[mail.Attachment(path)])
+    elif command == "mail_send":
+        out["ok"] = mail.send(pe_id=int(args[0]), subject=args[1],
+                              message="Sent by mail.send(pe_id=...).")
+        out["error"] = mail.error
+        out["ids"] = ",".join(str(i) for i in mail.result.get("ids", []))
+    elif command == "eden_status":
+        table = s3db.msg_outbox
+        out["status"] = db(table.id == int(args[0])).select(table.status).first().status
+    elif command == "person":
+        out["pe_id"] = _person(args[0])
+    elif command == "organisation":
+        out["pe_id"] = _organisation(*args)
+    elif command == "settings":
+        for key in ("server", "sender", "login", "tls", "rate_limit"):
+            out[key] = mail.settings[key]
+        out["public_url"] = mail.settings.public_url
+    elif command == "group":
+        out["pe_id"] = _group(*args)
+    db.commit()
+    for key, value in out.items():
+        print("%s=%s" % (key, value))
+    print("s3outbox-shell-ok")
+
+
+main(*sys.argv[1:])

@@ -1,0 +1,161 @@
+# -*- coding: utf-8 -*-
+"""A real Sahana Eden (the snapshot in ../shared/eden-asp/) in a temporary
+web2py runtime, for end-to-end tests: ``EdenApp(folder).build()`` extracts it
+into applications/eden, runs scripts/eden_install.py on it (unless
+``install=False``), writes models/000_config.py and runs Eden's first run
+(prepopulate default/base on SQLite); ``start()`` runs a web2py server and a
+``-K eden`` worker, as WebApp does for this app.
+"""
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+
+import requests
+
+import runtime
+from helpers import free_port
+from webapp import WebApp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "eden-asp")
+INSTALLER = os.path.join(ROOT, "scripts", "eden_install.py")
+
+
+def tarball():
+    """The Eden ASP snapshot, or None where this checkout has none beside it."""
+    found = sorted(glob.glob(os.path.join(SHARED, "eden-asp-*.tar.gz")))
+    return found[-1] if found else None
+
+
+class EdenApp(WebApp):
+    """Eden in ``folder``/applications/eden; SQLite in its databases/."""
+
+    def __init__(self, folder, install=True, mail=None):
+        self.folder = str(folder)
+        self.port = free_port()
+        self.base = "http://127.0.0.1:%d/eden" % self.port
+        self.app = os.path.join(self.folder, "applications", "eden")
+        self.db_uri = "sqlite://storage.db"
+        self.procs, self.logs = {}, {}
+        self.want_worker = True
+        self.install = install
+        self.mail = mail or {}        # settings.mail.* written to 000_config.py
+        self.install_output = None
+
+    # ------------------------------------------------------------- building
+    def build(self):
+        os.makedirs(os.path.join(self.folder, "applications"), exist_ok=True)
+        shutil.copy(os.path.join(sysconfig.get_paths()["purelib"], "web2py.py"),
+                    self.folder)
+        with open(os.path.join(self.folder, "VERSION"), "w") as f:
+            f.write(runtime.VERSION)
+        open(os.path.join(self.folder, "welcome.w2p"), "a").close()
+        with tarfile.open(tarball()) as tar:
+            tar.extractall(self.app)
+        if self.install:
+            self.install_output = self.installer()
+        self.write_config()
+        self.first_run()
+        return self
+
+    def installer(self, *args):
+        """Run scripts/eden_install.py on this Eden; its output (raises on error)."""
+        done = subprocess.run([sys.executable, INSTALLER, self.app] + list(args),
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError("eden_install failed:\n%s%s" % (done.stdout, done.stderr))
+        return done.stdout
+
+    @property
+    def config_path(self):
+        return os.path.join(self.app, "models", "000_config.py")
+
+    def write_config(self):
+        """Eden's template config, finished, with this app's URL and mail."""
+        with open(os.path.join(self.app, "modules", "templates", "000_config.py")) as f:
+            text = f.read()
+        text = text.replace("FINISHED_EDITING_CONFIG_FILE = False",
+                            "FINISHED_EDITING_CONFIG_FILE = True")
+        text += "\nsettings.base.public_url = %r\n" % ("http://127.0.0.1:%d" % self.port)
+        text += "settings.base.prepopulate = [\"default/base\"]\n"
+        text += "settings.auth.hmac_key = %r\n" % "s3outbox-test-hmac"
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        self.configure_mail(**self.mail)
+
+    def configure_mail(self, **values):
+        """Set settings.mail.KEY = value in 000_config.py (None removes it), as
+        an admin edits it, while Eden runs."""
+        with open(self.config_path) as f:
+            text = f.read()
+        for key, value in values.items():
+            text = re.sub(r"(?m)^settings\.mail\.%s = .*\n" % key, "", text)
+            if value is not None:
+                text += "settings.mail.%s = %r\n" % (key, value)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+
+    def first_run(self):
+        """Eden's first run (tables, prepopulate) in a web2py shell."""
+        done = subprocess.run(
+            [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_banner",
+             "-S", "eden", "-M", "-R", os.path.join(ROOT, "tests", "eden_shell.py"),
+             "-A", "noop"], cwd=self.folder, capture_output=True, text=True,
+            timeout=600)
+        if done.returncode or "s3outbox-shell-ok" not in done.stdout:
+            raise RuntimeError("Eden's first run failed:\n%s\n%s" % (
+                done.stdout[-3000:], done.stderr[-3000:]))
+        return done.stdout
+
+    def shell(self, *args):
+        """Run tests/eden_shell.py ARGS in Eden's model environment; its
+        stdout (the lines it prints)."""
+        done = subprocess.run(
+            [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_banner",
+             "-S", "eden", "-M", "-R", os.path.join(ROOT, "tests", "eden_shell.py"),
+             "-A"] + [str(a) for a in args], cwd=self.folder, capture_output=True,
+            text=True, timeout=300)
+        if done.returncode or "s3outbox-shell-ok" not in done.stdout:
+            raise RuntimeError("eden shell %s failed:\n%s\n%s" % (
+                args, done.stdout[-3000:], done.stderr[-3000:]))
+        return done.stdout
+
+    # ------------------------------------------------------------ running
+    def start_worker(self, name="worker"):
+        self._start(name, ["-K", "eden"])
+
+    def wait_up(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if requests.get(self.base + "/default/index", timeout=30).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if self.procs["web"].poll() is not None:
+                break
+            time.sleep(0.3)
+        raise RuntimeError("Eden did not start:\n" + self.log("web"))
+
+    @property
+    def db_path(self):
+        return os.path.join(self.app, "databases", "storage.db")
+
+    def schema(self):
+        """{table or index name: (its table, its CREATE statement)} of the
+        SQLite database, with the random defaults (uuid, s3_table name) Eden
+        writes into its DDL made equal."""
+        return {name: (table, re.sub(r"DEFAULT '(urn:uuid:[0-9a-f-]+|s3dt_[a-z]+)'",
+                                     "DEFAULT '(random)'", sql or ""))
+                for name, table, sql in self.query(
+                    "SELECT name, tbl_name, sql FROM sqlite_master WHERE "
+                    "type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'")}
