@@ -5,8 +5,10 @@
     ./dev bench --quick          tiny sizes, under a minute (the smoke test)
     ./dev bench --help           sizes, databases, output file
 
-An aiosmtpd sink runs in its own process and counts what it accepts; workers
-run in their own processes, so CPU time and resident memory are theirs alone.
+An aiosmtpd sink runs in its own process and counts what it accepts and the
+round trips clients make it wait; workers (and the latency proxy of the
+distant-relay model, wireproxy.py) run in their own processes, so CPU time and
+resident memory are theirs alone. See bench/README.md for the phases.
 Every phase checks that the sink received each queued Message-ID exactly once;
 the script exits with status 1 if one was lost or sent twice (a missed
 performance target only shows in the table). Results are written as JSON to
