@@ -257,3 +257,23 @@ def test_reply_code_on_pipelining_aiosmtpd(mail, db, sink, name, script, expecte
     sink.extensions.append("PIPELINING")
     test_faults.test_reply_code(mail, db, sink, name, script, expected, reason)
     assert sink.round_trips and "PIPELINING" in sink.extensions
+
+
+def test_pipelined_sessions_in_threads(mail, db, sink):
+    """A slow pipelining server: the pool spreads jobs over sessions in
+    threads, each session pipelining the job it took next; every message is
+    delivered once, with its own content, and refusals are recorded."""
+    sink.extensions.append("PIPELINING")
+    sink.delay = 0.01
+    sink.script["RCPT"] = {"p7@people.net": "550 5.1.1 no such user",
+                           "p19@people.net": "451 4.3.0 try later"}
+    mail.settings.sessions = 4
+    for i in range(40):
+        assert mail.send("p%d@people.net" % i, "Threaded %d" % i, "Body %d" % i), mail.error
+    db.commit()
+    counts = mail.process_outbox()
+    assert (counts["sent"], counts["failed"], counts["retry"]) == (38, 1, 1), counts
+    assert 1 < sink.connections <= 4
+    assert sink.duplicates() == {} and sink.count == 38
+    for _, rcpts, data in sink.messages:
+        assert b"Body %s\r\n" % rcpts[0][1:].split("@")[0].encode() in data
