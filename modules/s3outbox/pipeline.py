@@ -5,10 +5,11 @@ smtplib awaits each reply: MAIL, every RCPT, DATA and the end of data cost a
 round trip each. When the server advertises PIPELINING, ``Pipeline.sendmail()``
 writes MAIL, the RCPTs and DATA at once and reads their replies together, then
 sends the content: two round trips a message. Told the next message
-(``then``), it writes that one's MAIL, RCPTs and DATA right after this one's
-content (RFC 2920 lets content open a group), so in a run of messages each
-costs one round trip. When the server offers CHUNKING, a message goes whole
-with its envelope as ``BDAT <size> LAST``: one round trip too.
+(``then``), it builds that one while the server reads this content and sends
+its MAIL, RCPTs and DATA before reading the reply (RFC 2920 lets content open
+a group), so in a run of messages each costs one round trip. When the server
+offers CHUNKING, a message goes whole with its envelope as ``BDAT <size>
+LAST``: one round trip too.
 
 ``sendmail()`` returns and raises exactly what ``smtplib.SMTP.sendmail`` does
 for the same replies (the same exceptions with the same codes, texts and
@@ -61,7 +62,8 @@ class Pipeline(object):
 
     def sendmail(self, sender, recipients, data, then=None):
         """Send ``data`` (bytes, CRLF line ends); {refused: (code, text)}.
-        ``then``: the (sender, recipients, data) the caller sends next."""
+        ``then``: a function making the (sender, recipients, data) the caller
+        sends next, or None (see transport.Transport.send)."""
         conn = self.conn
         if self.ahead is None:
             conn.send(self._start(sender, recipients, data))
@@ -97,16 +99,18 @@ class Pipeline(object):
         return envelope + b"data\r\n"
 
     def _content(self, data, then):
-        """Send the content, and the start of ``then`` unless it goes with
-        BDAT (whole, so on its own); the reply to the content."""
-        following = b""
-        if then is not None and not self._chunked(then[2]):
+        """Send the content, then make the next message while the server
+        reads it and send its start (unless it goes with BDAT, whole, so on
+        its own); the reply to the content."""
+        self.conn.send(_dot_stuffed(data))
+        following = then() if then is not None else None
+        if following is not None and not self._chunked(following[2]):
             try:
-                following = self._start(*then)
-                self.ahead = (then[0], list(then[1]), then[2])
+                start = self._start(*following)
             except ValueError:  # a command smtplib refuses too: that message
-                pass  # fails on its own turn, as it would without pipelining
-        self.conn.send(_dot_stuffed(data) + following)
+                return self.conn.getreply()  # fails on its own turn
+            self.ahead = (following[0], list(following[1]), following[2])
+            self.conn.send(start)
         return self.conn.getreply()
 
 

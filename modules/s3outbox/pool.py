@@ -136,10 +136,16 @@ class SessionPool(object):
         return job.data
 
     def _ahead(self, then):
-        """The transport's view of the next job: (sender, recipients, data)."""
-        if then is None or self._build(then) is None:
+        """For the transport, a function that builds the next job (built
+        while this one is on the wire): (sender, recipients, data) or None."""
+        if then is None:
             return None
-        return then.sender, then.recipients, then.data
+
+        def build():
+            if self._build(then) is None:
+                return None
+            return then.sender, then.recipients, then.data
+        return build
 
     def _send(self, session, job, data, ahead):
         outcome = session.send(job.sender, job.recipients, data, ahead)

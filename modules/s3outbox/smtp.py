@@ -188,6 +188,9 @@ class SmtpTransport(Transport):
             user, _, password = s.login.partition(":")
             conn.login(user, password)
         if pipeline.supported(conn):
+            # A content and the next envelope go in two writes: Nagle would
+            # hold the second until the server acknowledged the first.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pipeline = pipeline.Pipeline(conn)
         return None
 

@@ -73,10 +73,12 @@ class Transport(object):
     def send(self, sender, recipients, data, then=None):
         """Hand over one message (``data``: its bytes); its Outcome.
 
-        ``then``, when the caller knows it, is the (sender, recipients, data)
-        it sends next on this session. A transport may start on it now (SMTP
-        pipelining sends its envelope with this content), so the caller then
-        sends exactly that next, or closes the session.
+        ``then``, when the caller knows it, is a function that makes the
+        (sender, recipients, data) it sends next on this session (or None if
+        that cannot be built). A transport may call it once, while this
+        message is on the wire, and start on that message (SMTP pipelining
+        sends its envelope after this content); the caller then sends
+        exactly that next, or closes the session.
         """
         return self._send(sender, recipients, data, then)
 
