@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# System packages the test suite needs beyond Python (run by ./dev test): Debian's chromium for
-# tests/test_browser.py (Playwright drives it; no browser is ever downloaded).
-# Idempotent: does nothing when /usr/bin/chromium is already there.
+# System packages the test suite needs beyond Python (run by ./dev test):
+# - Debian's chromium for tests/test_browser.py (Playwright drives it; no browser is ever downloaded);
+# - Debian's postfix for tests/test_postfix.py, which runs its own instance on a loopback port from
+#   a config directory of its own. Installed with "No configuration" so the system's mail setup is
+#   left as it was (no /etc/postfix/main.cf is written, no service is started).
+# Idempotent: installs only what is missing.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+if [ ${#missing[@]} = 0 ]; then
   exit 0
 fi
 sudo=""
@@ -11,5 +17,6 @@ if [ "$(id -u)" != 0 ]; then
   sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 $sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -9,6 +9,11 @@ relay that is far away).
 Scripted replies: ``sink.script["RCPT"] = {"bad@x.org": "550 5.1.1 no such user"}``
 refuses one recipient; ``sink.script["DATA"] = "451 4.3.0 try later"`` defers
 every message; ``sink.script["MAIL"]`` likewise for the sender.
+
+``sink.extensions`` are added to the EHLO reply: ``["PIPELINING"]`` makes it a
+pipelining server, as Postfix is (aiosmtpd reads commands from a buffer, so it
+takes pipelined input; it does not implement CHUNKING). ``sink.round_trips``
+counts the times a client made it wait after a reply.
 """
 
 import argparse
@@ -28,8 +33,10 @@ from aiosmtpd.smtp import SMTP as SMTPProtocol
 class Sink(object):
     """aiosmtpd handler: records envelopes; replies as scripted."""
 
-    def __init__(self, delay=0.0, keep=True, on_message=None):
+    def __init__(self, delay=0.0, keep=True, on_message=None, extensions=()):
         self.delay = delay
+        self.extensions = list(extensions)
+        self.round_trips = 0
         self.keep = keep
         self.on_message = on_message
         self.messages = []          # (mail_from, rcpt_tos, bytes) when keep
@@ -52,7 +59,7 @@ class Sink(object):
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         await self._wait()
         session.host_name = hostname
-        return responses
+        return responses[:-1] + ["250-%s" % e for e in self.extensions] + responses[-1:]
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         await self._wait()
@@ -94,9 +101,22 @@ class Sink(object):
 
 
 class _CountingSMTP(SMTPProtocol):
+    """Counts connections, and round trips: input that arrives after a reply."""
+    _replied = False
+
     def connection_made(self, transport):
         self.event_handler.connections += 1
         super().connection_made(transport)
+
+    def data_received(self, data):
+        if self._replied:
+            self._replied = False
+            self.event_handler.round_trips += 1
+        super().data_received(data)
+
+    async def push(self, status):
+        self._replied = True
+        await super().push(status)
 
 
 class SinkController(Controller):
@@ -120,7 +140,8 @@ class SinkController(Controller):
 
     def start(self):
         super().start()
-        self.handler.connections = 0  # not the start-up check's own connection
+        # Not the start-up check's own connection.
+        self.handler.connections = self.handler.round_trips = 0
 
     def __enter__(self):
         self.start()

@@ -294,15 +294,22 @@ class Pass(object):
         # the address is looked up again at each delivery.
         contacts = self._contacts([r.pe_id for r in rows if r.pe_id])
         for row in rows:
-            if time.monotonic() - self._recorded_at >= RECORD_EVERY:
-                finished = _finished(results)
-                if finished:
-                    self._record(owner, finished)
-                self._recorded_at = time.monotonic()
+            self._record_due(results, owner)
             job = self._job(row, contacts, now)
             results.append((row, job))
             if isinstance(job, Job):
                 yield job
+        # The pool asks once more (it looks one job ahead, for pipelining)
+        # while the last job is still to go.
+        self._record_due(results, owner)
+
+    def _record_due(self, results, owner):
+        """Record the finished results once RECORD_EVERY seconds have passed."""
+        if time.monotonic() - self._recorded_at >= RECORD_EVERY:
+            finished = _finished(results)
+            if finished:
+                self._record(owner, finished)
+            self._recorded_at = time.monotonic()
 
     def _job(self, row, contacts, now):
         """The Job for ``row``, or the Outcome that ends it unsent: expired,

@@ -17,6 +17,7 @@ class SqliteStore(OutboxStore):
     without row locks."""
     engine = "sqlite"
     mark = "?"
+    atomic_statements = True
 
     def _begin_if_idle(self):
         # Outside a transaction SQLite makes the savepoint the transaction
@@ -75,6 +76,7 @@ class MysqlStore(OutboxStore):
     """MariaDB/MySQL selects ``FOR UPDATE SKIP LOCKED`` and then updates by
     id: MariaDB refuses LIMIT inside an IN subquery."""
     engine = "mysql"
+    atomic_statements = True
 
     def _schema(self):
         self._utf8mb4()

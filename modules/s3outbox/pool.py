@@ -22,16 +22,23 @@ SLOW_JOBS = 3
 class Job(object):
     """One message to send: envelope, a builder for its bytes, and the result.
 
-    ``done`` turns True once ``outcome`` is final (a retry on a new connection
-    may replace an earlier outcome), so another thread may record it then.
+    ``data`` holds the bytes from when they are built (``build`` is dropped
+    then, with the attachments it holds) until the job is done. ``done``
+    turns True once ``outcome`` is final (a retry on a new connection may
+    replace an earlier outcome), so another thread may record it then.
     """
-    __slots__ = ("key", "sender", "recipients", "build", "outcome", "done")
+    __slots__ = ("key", "sender", "recipients", "build", "data", "outcome", "done")
 
     def __init__(self, key, sender, recipients, build):
         self.key, self.sender, self.recipients = key, sender, recipients
         self.build = build
+        self.data = None
         self.outcome = None
         self.done = False
+
+
+# A worker's look at the queue found nothing waiting (see SessionPool._worker).
+_NOTHING_YET = object()
 
 
 class Step(enum.Enum):
@@ -81,11 +88,13 @@ class SessionPool(object):
             session.close()
 
     # ------------------------------------------------------------- one job
-    def _run(self, session, job, alone=True):
+    def _run(self, session, job, alone=True, then=None):
         """Send ``job`` on ``session``, opening or re-opening it once; a Step.
 
         Not ``alone``, a session that cannot open while others are connected
-        (the server caps sessions per client) hands the job back.
+        (the server caps sessions per client) hands the job back. ``then`` is
+        the job the caller sends next on this session: the transport may
+        start on it (pipelining).
         """
         if self.config_error is not None:
             job.outcome = self.config_error
@@ -93,18 +102,18 @@ class SessionPool(object):
         data = self._build(job)
         if data is None:
             return Step.DONE
+        ahead = self._ahead(then)
         for _ in range(2):
             if not session.is_open:
                 failed = session.open()
                 if failed is not None:
                     if not alone and self._others_connected(session):
-                        job.build = lambda: data
                         return Step.HANDED_BACK
                     self._stop(failed)
                     job.outcome = failed
                     return Step.DONE
                 self.reached = True
-            job.outcome = self._send(session, job, data)
+            job.outcome = self._send(session, job, data, ahead)
             # A connection that died under this job is re-opened once for it;
             # dropped again, the job is retried later (a server that is gone
             # shows when the next job cannot connect).
@@ -114,19 +123,32 @@ class SessionPool(object):
 
     @staticmethod
     def _build(job):
-        """The job's bytes, or None with a permanent outcome: a message that
-        cannot be built fails alone."""
-        try:
-            data, job.build = job.build(), None  # drop attachments once built
-            return data
-        except Exception as e:
-            logger.warning("message %s cannot be built", job.key, exc_info=True)
-            job.outcome = Outcome(Kind.PERMANENT, None, "cannot build the message: "
-                                  "%s: %s" % (type(e).__name__, e))
+        """The job's bytes, built once, or None with a permanent outcome: a
+        message that cannot be built fails alone."""
+        if job.build is not None:
+            build, job.build = job.build, None
+            try:
+                job.data = build()
+            except Exception as e:
+                logger.warning("message %s cannot be built", job.key, exc_info=True)
+                job.outcome = Outcome(Kind.PERMANENT, None, "cannot build the "
+                                      "message: %s: %s" % (type(e).__name__, e))
+        return job.data
+
+    def _ahead(self, then):
+        """For the transport, a function that builds the next job (built
+        while this one is on the wire): (sender, recipients, data) or None."""
+        if then is None:
             return None
 
-    def _send(self, session, job, data):
-        outcome = session.send(job.sender, job.recipients, data)
+        def build():
+            if self._build(then) is None:
+                return None
+            return then.sender, then.recipients, then.data
+        return build
+
+    def _send(self, session, job, data, ahead):
+        outcome = session.send(job.sender, job.recipients, data, ahead)
         if outcome.kind != Kind.CONFIG:
             return outcome
         if job.sender != self.sender and (outcome.code or 0) >= 500:
@@ -136,14 +158,17 @@ class SessionPool(object):
         self._stop(outcome)
         return outcome
 
-    def _run_safely(self, session, job, alone=True):
+    def _run_safely(self, session, job, alone=True, then=None):
         """_run(), turning a bug into a retry with its traceback logged."""
         try:
-            return self._run(session, job, alone)
+            step = self._run(session, job, alone, then)
         except Exception as e:  # never lose a job to a bug
             logger.exception("internal error while sending message %s", job.key)
             job.outcome = Outcome(Kind.TRANSIENT, None, "internal error: %s" % e)
-            return Step.DONE
+            step = Step.DONE
+        if step is Step.DONE:
+            job.data = None  # its bytes are not needed again
+        return step
 
     def _others_connected(self, session):
         return any(s.is_open for s in self.sessions if s is not session)
@@ -174,16 +199,24 @@ class SessionPool(object):
             self._deliver_threaded(jobs)
 
     def _deliver_inline(self, jobs):
-        """Send jobs in this thread until they run out or turn slow."""
-        for job in jobs:
+        """Send jobs in this thread until they run out or turn slow, each
+        with the next one as ``then``."""
+        session = self.sessions[0]
+        job = next(jobs, None)
+        while job is not None:
+            following = next(jobs, None)
             started = time.monotonic()
-            self._run_safely(self.sessions[0], job)
+            self._run_safely(session, job, then=following)
             job.done = True
             slow = time.monotonic() - started > self.patience
             self._slow = self._slow + 1 if slow else 0
             if self.size > 1 and self._slow >= SLOW_JOBS:
                 self.threaded = True
+                if following is not None:  # under way on this session
+                    self._run_safely(session, following)
+                    following.done = True
                 return
+            job = following
 
     def _deliver_threaded(self, jobs):
         """Send jobs over up to ``size`` sessions, each in its own thread."""
@@ -221,17 +254,22 @@ class SessionPool(object):
 
     def _worker(self, session, work, threads):
         """A thread's loop: jobs from ``work`` on ``session`` until told to end,
-        or until the server will not take this session (then it retires)."""
-        while True:
-            job = work.get()
-            if job is None:
-                return
-            if self._run_safely(session, job, alone=False) is Step.HANDED_BACK:
+        or until the server will not take this session (then it retires).
+        A job already waiting goes with the one before as its ``then``."""
+        job = work.get()
+        while job is not None:
+            try:
+                following = work.get_nowait()  # a Job, or None: the end
+            except queue.Empty:
+                following = _NOTHING_YET
+            then = following if isinstance(following, Job) else None
+            if self._run_safely(session, job, False, then) is Step.HANDED_BACK:
                 with self._lock:
-                    self.orphans.append(job)
+                    self.orphans.extend([job] + ([then] if then else []))
                     self.size = len(threads)  # as many as the server takes
                 return
             job.done = True
+            job = work.get() if following is _NOTHING_YET else following
 
     def _finish_orphans(self):
         """Send the jobs handed back, on a session that is still connected."""

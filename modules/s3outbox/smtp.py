@@ -11,6 +11,7 @@ import smtplib
 import socket
 import ssl
 
+from . import pipeline
 from .transport import Kind, Outcome, Transport
 
 logger = logging.getLogger("s3outbox")
@@ -142,11 +143,13 @@ class _SMTP_SSL(_KeepsReply, smtplib.SMTP_SSL):
 
 
 class SmtpTransport(Transport):
-    """One SMTP connection: connect, STARTTLS and log in once, send many."""
+    """One SMTP connection: connect, STARTTLS and log in once, send many;
+    pipelined (pipeline.py) when the server offers it."""
 
     def __init__(self, snapshot):
         super().__init__(snapshot)
         self.connection = None
+        self.pipeline = None  # a pipeline.Pipeline when the server offers it
 
     def _open(self):
         s = self.snapshot
@@ -184,6 +187,11 @@ class SmtpTransport(Transport):
         if s.login:
             user, _, password = s.login.partition(":")
             conn.login(user, password)
+        if pipeline.supported(conn):
+            # A content and the next envelope go in two writes: Nagle would
+            # hold the second until the server acknowledged the first.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pipeline = pipeline.Pipeline(conn)
         return None
 
     def _context(self):
@@ -213,17 +221,24 @@ class SmtpTransport(Transport):
             return outcome
         return None
 
-    def _send(self, sender, recipients, data):
+    def _send(self, sender, recipients, data, then=None):
+        if self.pipeline is not None and not self.pipeline.expects(
+                sender, recipients, data):
+            # Another message is under way: this content would go to its
+            # recipients. Never: hang up, so the server drops that one.
+            logger.error("pipelining out of step: a message other than the one "
+                         "under way; the session is closed")
+            self.close()
+            return Outcome(Kind.TRANSIENT, None, "session closed: pipelining out of step")
         try:
-            refused = self.connection.sendmail(sender, recipients, data)
-        except Exception as e:
-            outcome = _classified(e, "send")
-            if outcome.kind != Kind.TRANSIENT or self._alive():
-                self._reset()
+            if self.pipeline is not None:
+                refused = self.pipeline.sendmail(sender, recipients, data, then)
+                code, text = self.pipeline.reply
             else:
-                self.close()
-            return outcome
-        code, text = self.connection.reply or (250, b"")
+                refused = self.connection.sendmail(sender, recipients, data)
+                code, text = self.connection.reply or (250, b"")
+        except Exception as e:
+            return self._failed(e)
         reply = _reply(code, text)
         if refused:
             replies = {r: _reply(c, m) for r, (c, m) in refused.items()}
@@ -231,6 +246,22 @@ class SmtpTransport(Transport):
                 "%s: %s" % item for item in replies.items()), refused=replies,
                 reply=reply)
         return Outcome(Kind.SENT, code, reply=reply)
+
+    def _failed(self, exc):
+        """The Outcome of a failed send; the session reset, or closed."""
+        outcome = _classified(exc, "send")
+        if self.pipeline is not None and self.pipeline.ahead is not None:
+            # The next message is under way (its envelope went out with this
+            # content): nothing may come between, and a reply just came, so
+            # the session is alive unless the server hung up (421).
+            if self.connection.sock is None:
+                self.close()
+            return outcome
+        if outcome.kind != Kind.TRANSIENT or self._alive():
+            self._reset()
+        else:
+            self.close()
+        return outcome
 
     def _alive(self):
         try:
@@ -246,9 +277,12 @@ class SmtpTransport(Transport):
 
     def _close(self):
         conn, self.connection = self.connection, None
+        under_way, self.pipeline = self.pipeline and self.pipeline.ahead, None
         if conn is None:
             return
         try:
+            if under_way:  # QUIT would be taken as its content: hang up
+                raise smtplib.SMTPServerDisconnected("message under way")
             conn.quit()
         except EXPECTED:
             try:

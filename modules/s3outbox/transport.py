@@ -70,9 +70,17 @@ class Transport(object):
         self.is_open = failed is None
         return failed
 
-    def send(self, sender, recipients, data):
-        """Hand over one message (``data``: its bytes); its Outcome."""
-        return self._send(sender, recipients, data)
+    def send(self, sender, recipients, data, then=None):
+        """Hand over one message (``data``: its bytes); its Outcome.
+
+        ``then``, when the caller knows it, is a function that makes the
+        (sender, recipients, data) it sends next on this session (or None if
+        that cannot be built). A transport may call it once, while this
+        message is on the wire, and start on that message (SMTP pipelining
+        sends its envelope after this content); the caller then sends
+        exactly that next, or closes the session.
+        """
+        return self._send(sender, recipients, data, then)
 
     def close(self):
         """End the session, quietly: it may already be gone."""
@@ -95,7 +103,7 @@ class Transport(object):
     def _open(self):
         raise NotImplementedError
 
-    def _send(self, sender, recipients, data):
+    def _send(self, sender, recipients, data, then=None):
         raise NotImplementedError
 
     def _close(self):
@@ -114,7 +122,7 @@ class LoggingTransport(Transport):
         self.opened += 1
         return None
 
-    def _send(self, sender, recipients, data):
+    def _send(self, sender, recipients, data, then=None):
         entry = _entry(sender, recipients, data)
         path = (self.snapshot.server or "").partition(":")[2]
         if path:
@@ -162,7 +170,7 @@ class MemoryTransport(Transport):
         self.opened += 1
         return self.on_open() if self.on_open else None
 
-    def _send(self, sender, recipients, data):
+    def _send(self, sender, recipients, data, then=None):
         if self.delay:
             time.sleep(self.delay)
         refused = self.on_send(sender, recipients, data) if self.on_send else None

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import example, given, strategies as st
 
 from s3outbox.message import InvalidMessage, Message, normalize
 
@@ -68,3 +69,20 @@ def test_message_ids_stay_unique_when_random_is_reseeded():
         ids.add(make_message_id("Outbox <outbox@bücher.de>"))
     assert len(ids) == 3
     assert all(i.startswith("<") and i.endswith("@xn--bcher-kva.de>") for i in ids)
+
+
+@given(st.text(), st.sampled_from(["plain", "html"]))
+@example("", "plain")
+@example("caf\u00e9 = 100%\n.line\r\nlong " * 30, "html")
+def test_text_part_is_mimetext(text, subtype):
+    """_text_part builds the bytes (or the error) MIMEText(..., "utf-8") does."""
+    from email.mime.text import MIMEText
+    from s3outbox.message import _text_part, wire
+
+    def made(make):
+        try:
+            return wire(make())
+        except Exception as e:
+            return repr(e)
+    assert made(lambda: _text_part(text, subtype)) == \
+        made(lambda: MIMEText(text, subtype, _charset="utf-8"))

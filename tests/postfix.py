@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+"""A Postfix of the test's own on a loopback port (Debian's postfix, installed
+unconfigured by scripts/ci-system-deps.sh).
+
+It runs from a config directory in a temporary folder with its own queue and
+log; the system's mail setup (/etc/postfix/main.cf, any running Postfix) is
+neither read nor touched. Mail to ``refused@people.net`` gets 550 and to
+``later@people.net`` 450; everything else is accepted and appended to
+``mbox`` (mbox format) by a pipe as user nobody. Starting it needs root, as
+Postfix's master does; ``unusable()`` says why it cannot run here.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from helpers import free_port
+
+POSTFIX = "/usr/sbin/postfix"
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+daemon_directory = /usr/lib/postfix/sbin
+command_directory = /usr/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file_prefixes = {dir}
+maillog_file = {dir}/maillog
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix-test.localhost
+mydestination =
+relay_domains =
+alias_maps =
+alias_database =
+mynetworks = 127.0.0.0/8
+smtp_dns_support_level = disabled
+default_transport = filedrop
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_recipient_access inline:{{
+    {{ refused@people.net = 550 5.1.1 no such user }},
+    {{ later@people.net = 450 4.2.1 try later }} }}
+"""
+
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+cleanup  unix n - n - 0 cleanup
+qmgr     unix n - n 300 1 qmgr
+rewrite  unix - - n - - trivial-rewrite
+bounce   unix - - n - 0 bounce
+defer    unix - - n - 0 bounce
+trace    unix - - n - 0 bounce
+verify   unix - - n - 1 verify
+proxymap unix - - n - - proxymap
+anvil    unix - - n - 1 anvil
+scache   unix - - n - 1 scache
+postlog  unix-dgram n - n - 1 postlogd
+filedrop unix - n n - 1 pipe flags=F user=nobody argv=/bin/sh -c {{ cat >> {dir}/out/mbox }}
+"""
+
+
+def unusable():
+    """Why a Postfix cannot run here (a reason for pytest.skip), or None."""
+    if not os.path.exists(POSTFIX):
+        return "Debian's postfix is not installed (scripts/ci-system-deps.sh " \
+               "installs it where apt is usable)"
+    if os.geteuid() != 0:
+        return "Postfix's master must start as root"
+    return None
+
+
+class Postfix(object):
+    """``with Postfix() as p:`` then send to ``p.server``; ``p.mbox()`` reads
+    what was delivered."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="outbox-postfix-")
+        os.chmod(self.dir, 0o755)  # the pipe runs as nobody
+        self.port = free_port()
+        self.server = "127.0.0.1:%d" % self.port
+        for sub, mode in (("queue", 0o755), ("data", 0o755), ("out", 0o777)):
+            os.mkdir(os.path.join(self.dir, sub))
+            os.chmod(os.path.join(self.dir, sub), mode)
+        shutil.chown(os.path.join(self.dir, "data"), "postfix")
+        for name, text in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF)):
+            with open(os.path.join(self.dir, name), "w") as f:
+                f.write(text.format(dir=self.dir, port=self.port))
+
+    def _postfix(self, command):
+        return subprocess.run([POSTFIX, "-c", self.dir, command], capture_output=True,
+                              text=True, timeout=60)
+
+    def __enter__(self):
+        done = self._postfix("start")
+        if done.returncode != 0 or not self._listening(30):
+            log = self.log()
+            self.__exit__()
+            raise RuntimeError("postfix did not start: %s%s\n%s" % (
+                done.stdout, done.stderr, log))
+        return self
+
+    def __exit__(self, *exc):
+        self._postfix("stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _listening(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def _read(self, name):
+        try:
+            with open(os.path.join(self.dir, name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def log(self):
+        return self._read("maillog").decode("utf-8", "replace")
+
+    def mbox(self):
+        """The delivered messages, each as bytes (From_ line dropped)."""
+        text = self._read("out/mbox")
+        return [m.split(b"\n", 1)[1] for m in text.split(b"\nFrom ") if m] \
+            if text else []
