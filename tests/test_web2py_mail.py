@@ -18,37 +18,18 @@ import os
 import ssl
 
 import pytest
-import trustme
 from gluon.languages import TranslatorFactory
 from gluon.tools import Mail
 
 from s3outbox import MailS3
 from s3outbox.settings import Snapshot
 from s3outbox.smtp import SmtpTransport
-from test_direct import PASSWORD, USER, authenticator, smtp_server
+from test_direct import (  # noqa: F401 (ca, client_tls, server_tls: fixtures)
+    PASSWORD, USER, authenticator, ca, client_tls, server_tls, smtp_server)
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 TO = "somebody@people.net"
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_tls(ca):
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture(scope="module")
-def trusting(ca):
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
 
 
 def deliver(mail, server, **kwargs):
@@ -132,9 +113,9 @@ def test_alternative(mail, sink):
     assert "<html><pre>HTML Only</pre></html>" in second.as_string()
 
 
-def test_ssl(mail, server_tls, trusting):
+def test_ssl(mail, server_tls, client_tls):
     with smtp_server(ssl_context=server_tls) as server:
-        mail.settings.ssl, mail.settings.ssl_context = True, trusting
+        mail.settings.ssl, mail.settings.ssl_context = True, client_tls
         counts, data = deliver(mail, server, **one())
     assert counts["sent"] == 1 and data is not None
 
@@ -174,17 +155,17 @@ def test_self_signed_certificate_opts_out(mail, server_tls, tls, ssl_on):
     assert counts["sent"] == 1 and data is not None
 
 
-def test_given_ssl_context_is_used_as_it_is(mail, trusting):
-    mail.settings.ssl_context = trusting
+def test_given_ssl_context_is_used_as_it_is(mail, client_tls):
+    mail.settings.ssl_context = client_tls
     mail.settings.self_signed_certificate = True
-    assert _context(mail) is trusting
+    assert _context(mail) is client_tls
 
 
-def test_tls(mail, server_tls, trusting):
+def test_tls(mail, server_tls, client_tls):
     seen = []
     with smtp_server(tls_context=server_tls, require_starttls=True,
                      authenticator=authenticator(seen), auth_required=True) as server:
-        mail.settings.tls, mail.settings.ssl_context = True, trusting
+        mail.settings.tls, mail.settings.ssl_context = True, client_tls
         mail.settings.login = "%s:%s" % (USER, PASSWORD)
         counts, data = deliver(mail, server, **one())
     assert counts["sent"] == 1 and data is not None
