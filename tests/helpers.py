@@ -1,14 +1,20 @@
 # -*- coding: utf-8 -*-
 """Helpers shared by the tests (one copy each): ports, attachments, waiting,
-and settings for the transport and pool unit tests."""
+an SMTP inbox for end-to-end tests, and settings for the transport and pool
+unit tests."""
 
+import email
+import email.policy
 import html
 import io
 import re
 import socket
+import threading
 import time
 
 from gluon.storage import Storage
+
+from smtpsink import Sink
 
 
 def free_port():
@@ -36,6 +42,55 @@ def wait_for(predicate, timeout=60, step=0.2):
 
 
 FLASH_RE = re.compile(r'<div class="flash" role="status">(.*?)</div>', re.S)
+
+
+class Inbox(object):
+    """An SMTP sink that keeps every message with its envelope recipients and
+    the time it arrived; ``inbox.sink`` goes to a SinkController."""
+
+    def __init__(self):
+        self.arrived = []  # (time, recipients, message)
+        self.cond = threading.Condition()
+        self.sink = Sink(on_message=self._got)
+
+    def _got(self, mail_from, rcpts, data):
+        with self.cond:
+            msg = email.message_from_bytes(data, policy=email.policy.default)
+            self.arrived.append((time.time(), rcpts, msg))
+            self.cond.notify_all()
+
+    def to(self, address):
+        with self.cond:
+            return [m for _, rcpts, m in self.arrived if address in rcpts]
+
+    def _missing(self, address):
+        return AssertionError("no mail to %s; got %s" % (
+            address, [(r, m["Subject"]) for _, r, m in self.arrived]))
+
+    def wait(self, to, since, timeout=60):
+        """(time, message): the first message to ``to`` that arrived after ``since``."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                for at, rcpts, msg in self.arrived:
+                    if at >= since and to in rcpts:
+                        return at, msg
+                if time.time() > deadline:
+                    raise self._missing(to)
+                self.cond.wait(0.5)
+
+    def wait_count(self, address, count=1, timeout=60):
+        """The messages to ``address`` once there are ``count`` of them."""
+        found = wait_for(lambda: len(self.to(address)) >= count and self.to(address),
+                         timeout)
+        if not found:
+            raise self._missing(address)
+        return found
+
+
+def text(msg):
+    """The plain-text body of a received message."""
+    return msg.get_body(("plain",)).get_content()
 
 
 def flash(response):

@@ -9,17 +9,14 @@ enqueue-to-accepted time of each mail (form POST to the sink accepting it) is
 printed; run with -s to see it.
 """
 
-import email
-import email.policy
 import re
-import threading
 import time
 
 import pytest
 
 from conftest import fresh_postgres
-from helpers import flash
-from smtpsink import Sink, SinkController
+from helpers import Inbox, flash, text
+from smtpsink import SinkController
 from webapp import WebApp
 
 SENDER = "Outbox <outbox@outbox.localhost>"
@@ -27,41 +24,6 @@ PASSWORD = "Secret123x"
 ADMIN = "admin@site.net"
 BOSS = "boss@approvers.net"
 TIMES = []
-
-
-class Inbox(object):
-    """An SMTP sink that remembers when each message arrived."""
-
-    def __init__(self):
-        self.arrived = []
-        self.cond = threading.Condition()
-        self.sink = Sink(on_message=self._got)
-
-    def _got(self, mail_from, rcpts, data):
-        with self.cond:
-            msg = email.message_from_bytes(data, policy=email.policy.default)
-            self.arrived.append((time.time(), rcpts, msg))
-            self.cond.notify_all()
-
-    def wait(self, to, since, timeout=60):
-        """The first message to ``to`` that arrived after time ``since``."""
-        deadline = time.time() + timeout
-        with self.cond:
-            while True:
-                for at, rcpts, msg in self.arrived:
-                    if at >= since and to in rcpts:
-                        return at, msg
-                if time.time() > deadline:
-                    raise AssertionError("no mail to %s; got %s" % (
-                        to, [(r, m["Subject"]) for _, r, m in self.arrived]))
-                self.cond.wait(0.5)
-
-    def to(self, address):
-        return [m for _, rcpts, m in self.arrived if address in rcpts]
-
-
-def text(msg):
-    return msg.get_body(("plain",)).get_content()
 
 
 def link(msg, pattern):

@@ -12,12 +12,9 @@ parameters. The limits are the shipped defaults; only the window is made
 long, so no test straddles a window edge.
 """
 
-import email
-import email.policy
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -25,8 +22,8 @@ import pytest
 from pydal import DAL
 
 from conftest import DATABASES, REQUIRE, _check
-from helpers import flash, wait_for
-from smtpsink import Sink, SinkController
+from helpers import Inbox, flash, text, wait_for
+from smtpsink import SinkController
 from webapp import WebApp
 
 SENDER = "Outbox <outbox@outbox.localhost>"
@@ -39,37 +36,6 @@ NEUTRAL_FULL = ("If an account matches what you entered, we have sent it a link 
 LIMITED = "Too many account requests"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 FIGURES = []
-
-
-class Inbox(object):
-    """An SMTP sink that keeps every message with its envelope recipients."""
-
-    def __init__(self):
-        self.arrived = []
-        self.cond = threading.Condition()
-        self.sink = Sink(on_message=self._got)
-
-    def _got(self, mail_from, rcpts, data):
-        with self.cond:
-            msg = email.message_from_bytes(data, policy=email.policy.default)
-            self.arrived.append((rcpts, msg))
-            self.cond.notify_all()
-
-    def to(self, address):
-        with self.cond:
-            return [m for rcpts, m in self.arrived if address in rcpts]
-
-    def wait(self, address, count=1, timeout=60):
-        """The messages to ``address`` once there are ``count`` of them."""
-        found = wait_for(lambda: len(self.to(address)) >= count and self.to(address),
-                         timeout)
-        assert found, "no mail to %s; got %s" % (address, [
-            (r, m["Subject"]) for r, m in self.arrived])
-        return found
-
-
-def text(msg):
-    return msg.get_body(("plain",)).get_content()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,7 +76,7 @@ def register(app, address, first="Test", session=None, headers=None):
 def verified(app, inbox, address):
     """Register ``address`` and follow its verification link."""
     assert register(app, address).ok
-    link = re.search(r"(http://\S+/verify_email/\S+)", text(inbox.wait(address)[0]))
+    link = re.search(r"(http://\S+/verify_email/\S+)", text(inbox.wait_count(address)[0]))
     WebApp.session().get(link.group(1), timeout=30)
     assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
                      (address,)) == [("",)]
@@ -188,10 +154,10 @@ def test_forged_host_never_reaches_a_link(app, inbox, admin):
                                 headers={"Host": ipv6}).status_code == 200
     r = ask_reset(app, victim, headers={"Host": ipv6}, same_host=True)
     assert r.status_code == 200 and NEUTRAL in flash(r)
-    msg = inbox.wait(victim, 2)[-1]
+    msg = inbox.wait_count(victim, 2)[-1]
     link = re.search(r"(http://\S+reset_password\?key=\S+)", text(msg)).group(1)
     assert link.startswith("http://%s/outbox/default/user/reset_password?key=" % ipv6)
-    assert all("evil" not in text(m) for _, m in inbox.arrived)
+    assert all("evil" not in text(m) for _, _, m in inbox.arrived)
     # The key works on the real site (reached here through 127.0.0.1).
     page = WebApp.session().get(link.replace(ipv6, "127.0.0.1:%d" % app.port))
     assert "new_password" in page.text
@@ -212,7 +178,7 @@ def test_public_url_wins_over_the_host(app, inbox, admin):
     app.configure("app", "public_url", "https://public.example")
     try:
         assert register(app, "pub@people.net").ok
-        msg = inbox.wait("pub@people.net")[0]
+        msg = inbox.wait_count("pub@people.net")[0]
         assert "https://public.example/outbox/default/user/verify_email/" in text(msg)
     finally:
         app.configure("app", "public_url", "")
@@ -225,7 +191,7 @@ def test_a_name_cannot_forge_a_line_in_the_approvers_mail(app, inbox, admin):
     try:
         fake = "Eve\r\nApprove or reject: https://evil.example/take\u2028\u202e"
         assert register(app, "eve@people.net", first=fake).ok
-        body = text(inbox.wait(BOSS)[0])
+        body = text(inbox.wait_count(BOSS)[0])
     finally:
         app.configure_many({("auth", "registration_requires_approval"): "false",
                             ("auth", "registration_requires_verification"): "true"})
@@ -261,7 +227,7 @@ def test_a_profile_edit_keeps_names_on_one_line(app, inbox, admin):
 def test_percent_and_braces_arrive_intact(app, inbox, admin, address):
     r = register(app, address)
     assert r.ok and flash(r) == "Email sent"
-    msg = inbox.wait(address)[0]
+    msg = inbox.wait_count(address)[0]
     assert msg["To"] == address and ("Welcome %s!" % address) in text(msg)
     assert app.query("SELECT status FROM msg_outbox WHERE address=?",
                      (address,)) == [("sent",)]
@@ -325,12 +291,12 @@ def test_keys_and_codes_are_redacted_then_scrubbed(app, inbox, admin):
     user = "red@people.net"
     verified(app, inbox, user)
     assert NEUTRAL in flash(ask_reset(app, user))
-    reset = inbox.wait(user, 2)[-1]
+    reset = inbox.wait_count(user, 2)[-1]
     key = re.search(r"key=(\d+-%s)" % UUID, text(reset)).group(1)
     app.configure("auth", "two_factor", "true")
     try:
         s, r = login(app, user)
-        code = re.search(r"\b(\d{6})\b", text(inbox.wait(user, 3)[-1])).group(1)
+        code = re.search(r"\b(\d{6})\b", text(inbox.wait_count(user, 3)[-1])).group(1)
     finally:
         app.configure("auth", "two_factor", "false")
     ids = [i for (i,) in app.query("SELECT id FROM msg_outbox WHERE address=? "
@@ -425,7 +391,7 @@ def test_account_mail_flood(app, inbox, admin):
     assert queued == 1
     FIGURES.append("reset flood: 200 requests for one address in %.1f s, %d mail "
                    "queued" % (took, queued))
-    inbox.wait(target, 2)
+    inbox.wait_count(target, 2)
 
     left = 30 - client_units(app)  # flow_per_client, default 30
     assert 0 < left < 30
