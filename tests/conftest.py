@@ -46,18 +46,28 @@ def _check(name, uri):
     return _reachable[name]
 
 
+def unavailable(problem):
+    """Skip with ``problem`` when there is one; fail instead under
+    OUTBOX_REQUIRE_DBS=1 (CI), where everything must be there."""
+    if problem:
+        if REQUIRE:
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+def need(engine):
+    """The URI of ``engine`` (postgres, mysql) when reachable; else skip or fail."""
+    unavailable(_check(engine, DATABASES[engine]))
+    return DATABASES[engine]
+
+
 @pytest.fixture(params=list(DATABASES))
 def db_uri(request, tmp_path):
     """A database URI, once per engine; SQLite is a file in tmp_path."""
     name = request.param
     if name == "sqlite":
         return "sqlite://%s" % (tmp_path / "outbox.sqlite")
-    problem = _check(name, DATABASES[name])
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return DATABASES[name]
+    return need(name)
 
 
 @pytest.fixture
@@ -136,11 +146,7 @@ def fresh_postgres():
     database (other runs share the server); yields its URI, in the form
     without a password (trust authentication), and drops it afterwards."""
     import psycopg2
-    problem = _check("postgres", DATABASES["postgres"])
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
+    need("postgres")
     name = "outbox_%s" % uuid.uuid4().hex[:12]
     admin = psycopg2.connect(libpq_dsn(DATABASES["postgres"]))
     admin.autocommit = True

@@ -22,7 +22,7 @@ from gluon.storage import Storage
 from gluon.tools import Mail
 
 from admin_support import AdminApp, artifacts_dir, seed
-from conftest import DATABASES, REQUIRE, _check
+from conftest import DATABASES, need
 from helpers import flash
 from s3outbox import admin as outbox_admin
 from s3outbox.admin import OutboxAdmin, chart_svg, findings, scrub, settings_summary
@@ -562,11 +562,7 @@ def test_first_user_admin_and_make_admin(site):
 def _engine_uri(engine):
     if engine == "sqlite":
         return None, None
-    problem = _check(engine, DATABASES[engine])
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
+    need(engine)
     import psycopg2
     name = "outbox_admin_%s" % uuid.uuid4().hex[:8]
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")

@@ -13,7 +13,7 @@ import pytest
 
 from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, \
     artifacts_dir, chromium_missing, seed
-from conftest import REQUIRE
+from conftest import unavailable
 from s3outbox.store import utcnow
 from helpers import wait_for
 
@@ -22,11 +22,7 @@ ADMIN = "boss@people.net"
 
 @pytest.fixture
 def playwright():
-    problem = chromium_missing()
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
+    unavailable(chromium_missing())
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         yield p

@@ -14,18 +14,14 @@ import sys
 
 import pytest
 
-from conftest import DATABASES, REQUIRE, _check
+from conftest import DATABASES, need
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "scripts", "crashrun.py")
 
 
 def _crashrun(*options):
-    problem = _check("postgres", DATABASES["postgres"])
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
+    need("postgres")
     out = subprocess.run([sys.executable, SCRIPT, "--uri", DATABASES["postgres"]] +
                          list(options), capture_output=True, text=True, timeout=240)
     lines = out.stdout.strip().splitlines()

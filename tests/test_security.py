@@ -21,7 +21,7 @@ import uuid
 import pytest
 from pydal import DAL
 
-from conftest import DATABASES, REQUIRE, _check
+from conftest import DATABASES, need
 from helpers import Inbox, flash, text, wait_for
 from smtpsink import SinkController
 from webapp import WebApp
@@ -420,11 +420,7 @@ def test_account_mail_flood(app, inbox, admin):
 def server_db(request):
     """A database of its own on PostgreSQL or MariaDB (the apps create tables)."""
     engine = request.param
-    problem = _check(engine, DATABASES[engine])
-    if problem:
-        if REQUIRE:
-            pytest.fail(problem)
-        pytest.skip(problem)
+    need(engine)
     name = "outbox_sec_%s" % uuid.uuid4().hex[:10]
     admin = DAL(DATABASES[engine], migrate=False, folder=None)
     admin.commit()  # pydal opened a transaction; CREATE DATABASE needs none
