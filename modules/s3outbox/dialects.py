@@ -52,10 +52,9 @@ class PostgresStore(OutboxStore):
     engine = "postgres"
 
     def _insert_row(self, values):
-        sql, args = self._insert_sql(values)
-        adapter = self.db._adapter
-        adapter.execute(sql + " RETURNING id", args)
-        return adapter.cursor.fetchone()[0]
+        cursor = self._cursor()
+        cursor.execute(self._insert_sql + " RETURNING id", values)
+        return cursor.fetchone()[0]
 
     def _claim(self, owner, limit, until, now):
         self._sql(self._claim_sql() + "(" + self._pick_sql(limit) +

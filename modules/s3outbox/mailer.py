@@ -73,7 +73,7 @@ class MailS3(Mail):
                                 sender, encoding, raw, headers, from_address,
                                 list_unsubscribe, cipher_type, pe_id)
             priority = self._schedule(priority, not_before, expires_on)
-            if not msg.recipients() and "pr_contact" not in self.db.tables:
+            if not (msg.to or msg.cc or msg.bcc) and "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
                                           "app defines no pr_contact table" % pe_id)
             message_id = mime.make_message_id(msg.sender or self.settings.sender)

@@ -86,3 +86,27 @@ def test_text_part_is_mimetext(text, subtype):
             return repr(e)
     assert made(lambda: _text_part(text, subtype)) == \
         made(lambda: MIMEText(text, subtype, _charset="utf-8"))
+
+
+class _Slow(str):
+    """A str that parse_addresses() does not take as a simple address."""
+
+
+_ATOM = st.text("aZ09_+-.", min_size=1, max_size=8)
+
+
+@given(st.builds("{}@{}{}".format, _ATOM, _ATOM,
+                 st.sampled_from(["", ".net", ".-x", ".x-", "..net", ".a" * 40])))
+@example("ann.lee@people.net")
+@example("a@" + "b" * 64 + ".net")
+def test_simple_addresses_are_taken_as_the_full_checks_take_them(address):
+    """The shortcut for plain addresses gives what the full checks give (or
+    both refuse), for near misses too: dots, hyphens, long labels."""
+    from s3outbox.message import parse_addresses
+
+    def parsed(value):
+        try:
+            return parse_addresses([value])
+        except InvalidMessage as e:
+            return "refused: %s" % e
+    assert parsed(address) == parsed(_Slow(address))
