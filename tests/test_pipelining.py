@@ -168,6 +168,23 @@ def test_round_trips_and_a_batch_in_step(mail, db, extensions):
             assert b"Body for " + rcpts[0].encode() in data
 
 
+def test_pipelining_can_be_turned_off(mail, db):
+    """With ``pipelining = false`` a server that offers PIPELINING and CHUNKING
+    gets one command at a time: 4 round trips a message."""
+    from s3outbox.settings import apply_config
+    config = {"smtp.server": None, "smtp.sender": mail.settings.sender,
+              "outbox.pipelining": "false"}
+    with FaultServer({}, CHUNKING) as server:
+        config["smtp.server"] = server.server
+        apply_config(mail, config.get)
+        assert mail.settings.pipelining is False
+        for i in range(3):
+            assert mail.send("p%d@people.net" % i, "Plain", "Body"), mail.error
+        db.commit()
+        assert mail.process_outbox()["sent"] == 3
+        assert _trips_within(server.turns, (), 3), server.turns
+
+
 @MODES
 def test_faults_after_the_content_with_the_next_message_under_way(mail, db, extensions):
     """Refusals after a content whose write carried the next envelope: each

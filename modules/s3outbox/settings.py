@@ -37,6 +37,9 @@ DEFAULTS = dict(
     ssl_context=None,
     self_signed_certificate=False,
     transport=None,           # callable(Snapshot) -> Transport; default SMTP
+    pipelining=True,          # False: one command at a time even where the
+                              # server offers PIPELINING (RFC 2920), for a relay
+                              # that offers it and then mishandles it
 )
 
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
@@ -88,6 +91,7 @@ class Snapshot(object):
         self.ssl_context = settings.ssl_context
         self.custom = settings.transport
         self.self_signed_certificate = bool(settings.self_signed_certificate)
+        self.pipelining = settings.pipelining is not False
 
     def transport(self):
         """A new, unopened Transport for these settings: the site's own
@@ -223,11 +227,21 @@ class Snapshot(object):
         return out
 
 
+def _text(value):
+    return None if value in (None, "") else str(value)
+
+
+def _flag(value):
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 # appconfig.ini [outbox] keys and how to read them; the rest of DEFAULTS are
 # set in code.
 _OUTBOX_KEYS = dict(batch_size=int, sessions=int, lease=int, max_attempts=int,
                     max_age=int, retry_base=int, retry_max=int, probe_interval=int,
-                    rate_limit=str, max_size=int, timeout=int)
+                    rate_limit=str, max_size=int, timeout=int, pipelining=_flag)
 
 
 def apply_config(mail, get):
@@ -251,16 +265,6 @@ def apply_config(mail, get):
         elif key == "rate_limit":
             s[key] = None
     apply_safety(s, get)
-
-
-def _text(value):
-    return None if value in (None, "") else str(value)
-
-
-def _flag(value):
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 # ------------------------------------------------- account-flow safety block

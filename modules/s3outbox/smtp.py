@@ -187,7 +187,7 @@ class SmtpTransport(Transport):
         if s.login:
             user, _, password = s.login.partition(":")
             conn.login(user, password)
-        if pipeline.supported(conn):
+        if s.pipelining and pipeline.supported(conn):
             # A content and the next envelope go in two writes: Nagle would
             # hold the second until the server acknowledged the first.
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
