@@ -292,6 +292,15 @@ def test_send_opens_no_connection_and_does_not_commit(mail, db, sink):
     assert outbox_count(mail) == 0
 
 
+def test_send_after_the_connection_was_dropped(mail, db, sink):
+    """The store drops a connection that failed (the database restarted);
+    send() opens a new one, as pydal's own statements would."""
+    db.commit()
+    mail.store.db._adapter.set_connection(None)
+    assert mail.send("ann@people.net", "After a restart", "Body"), mail.error
+    deliver_one(mail, db, sink)
+
+
 def test_server_and_sender_unset_still_queue(db, sink, tablename):
     """Stock Mail.send raises 'Server/Sender address not specified'; queueing
     needs neither, and the pass holds the mail until they are set."""

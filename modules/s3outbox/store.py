@@ -236,11 +236,8 @@ class OutboxStore(object):
         the SQL text, together half of send()'s own time (the statement is
         then not in web2py's list of a request's queries, db._timings)."""
         adapter = self.db._adapter
-        try:
-            return adapter.cursor
-        except AttributeError:  # no connection yet (pydal connects lazily)
-            adapter.reconnect()
-            return adapter.cursor
+        adapter.get_connection()  # as execute() would: opens one where there is none
+        return adapter.cursor
 
     @staticmethod
     def content(row):
