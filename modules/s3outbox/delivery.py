@@ -29,6 +29,7 @@ import time
 import uuid
 
 from . import message as mime
+from .wire import message_bytes
 from .policy import decide
 from .pool import Job, SessionPool
 from .settings import Snapshot
@@ -337,7 +338,7 @@ class Pass(object):
         date = row.created_on.replace(tzinfo=datetime.timezone.utc)
 
         def build():
-            return mime.wire(mime.build(msg, sender, row.message_id, date, dkim))
+            return message_bytes(msg, sender, row.message_id, date, dkim)
         return build
 
     def _contacts(self, pe_ids):

@@ -18,6 +18,7 @@ import time
 from gluon.tools import Mail
 
 from . import message as mime
+from .wire import message_bytes
 from .delivery import Pass, parse_rate
 from .settings import DEFAULTS, Snapshot
 from .dialects import open_store
@@ -156,8 +157,8 @@ class MailS3(Mail):
             return Outcome(Kind.CONFIG, None, problem)
         sender = msg.sender or snapshot.sender
         now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        data = mime.wire(mime.build(msg, sender, mime.make_message_id(sender), now,
-                                    dkim or snapshot.dkim))
+        data = message_bytes(msg, sender, mime.make_message_id(sender), now,
+                             dkim or snapshot.dkim)
         session = snapshot.transport()
         failed = session.open()
         if failed is not None:

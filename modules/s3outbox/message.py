@@ -361,11 +361,21 @@ def _addresses(values):
         if _PLAIN_ADDRESS_RE.fullmatch(value):
             out.append(value)  # what formataddr(("", value)) gives
             continue
-        name, addr = _parsed(value)
-        if not (addr and ADDRESS_RE.match(addr)):
+        formatted = _formatted(value)
+        if formatted is None:
             return _header(", ".join(values))
-        out.append(email.utils.formataddr((name, bare(addr)), charset="utf-8"))
+        out.append(formatted)
     return ", ".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _formatted(value):
+    """'Name <addr>' as an address header writes it, or None if it is not
+    one address; kept, as _parsed, for the senders that send most mail."""
+    name, addr = _parsed(value)
+    if not (addr and ADDRESS_RE.match(addr)):
+        return None
+    return email.utils.formataddr((name, bare(addr)), charset="utf-8")
 
 
 def _rebuild_attachment(stored):
@@ -385,22 +395,43 @@ def build(msg, sender, message_id, date, dkim=None):
     ``date`` is an aware or UTC datetime fixed when the message was queued.
     """
     payload = _payload(msg)
-    payload["From"] = _addresses([msg.from_address or sender])
-    if msg.to:
-        payload["To"] = _addresses(msg.to)
-    if msg.reply_to:
-        payload["Reply-To"] = _addresses(msg.reply_to)
-    if msg.cc:
-        payload["Cc"] = _addresses(msg.cc)
-    payload["Subject"] = _header(msg.subject)
-    payload["Date"] = email.utils.format_datetime(date)
-    payload["Message-ID"] = message_id
-    for name, value in msg.headers.items():
-        payload[name] = _header(value)
+    for name, value in headers(msg, sender, message_id, date):
+        payload[name] = value
     if dkim:
         from gluon.tools import dkim_sign
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
     return payload
+
+
+def _date(date):
+    """format_datetime(date): a drain sends runs of messages queued in the
+    same second (created_on has no microseconds). The key holds the zone:
+    12:00 UTC equals 13:00+01:00 but is written otherwise."""
+    return _formatted_date(date, date.tzinfo)
+
+
+@functools.lru_cache(maxsize=64)
+def _formatted_date(date, tzinfo):
+    return email.utils.format_datetime(date)
+
+
+def headers(msg, sender, message_id, date):
+    """The message's own headers (not the MIME ones) as build() sets them,
+    in its order: (name, str or Header) pairs, made one at a time as build()
+    made them (so a bad stored value fails as it did). Shared with
+    wire.message_bytes."""
+    yield "From", _addresses([msg.from_address or sender])
+    if msg.to:
+        yield "To", _addresses(msg.to)
+    if msg.reply_to:
+        yield "Reply-To", _addresses(msg.reply_to)
+    if msg.cc:
+        yield "Cc", _addresses(msg.cc)
+    yield "Subject", _header(msg.subject)
+    yield "Date", _date(date)
+    yield "Message-ID", message_id
+    for name, value in msg.headers.items():
+        yield name, _header(value)
 
 
 def _payload(msg):
