@@ -181,8 +181,11 @@ def _close_or_reset(conn, code):
 
 
 def _dot_stuffed(data):
-    """The content as smtplib.SMTP.data() sends it: dots doubled, CRLF.CRLF."""
-    data = _DOT_RE.sub(b"..", data)
+    """The content as smtplib.SMTP.data() sends it: dots doubled, CRLF.CRLF.
+    The search for a line that starts with a dot costs a tenth of what the
+    substitution's scan does, and most mail has none."""
+    if data.startswith(b".") or b"\n." in data:
+        data = _DOT_RE.sub(b"..", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"

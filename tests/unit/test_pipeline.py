@@ -1,10 +1,13 @@
 # -*- coding: utf-8 -*-
-"""pipeline.quoteaddr() writes an address exactly as smtplib.quoteaddr()."""
+"""pipeline writes addresses (quoteaddr) and content (_dot_stuffed) exactly
+as smtplib does."""
 
 import smtplib
 
 import pytest
+from hypothesis import given, strategies as st
 
+from s3outbox import pipeline
 from s3outbox.pipeline import quoteaddr
 
 ADDRESSES = [
@@ -20,3 +23,14 @@ ADDRESSES = [
 @pytest.mark.parametrize("address", ADDRESSES)
 def test_quoteaddr_is_smtplibs(address):
     assert quoteaddr(address) == smtplib.quoteaddr(address)
+
+
+@given(st.lists(st.sampled_from([b".", b"..", b"a", b"\r\n", b"\n", b"\r", b" ."]),
+                max_size=12).map(b"".join))
+def test_content_is_dot_stuffed_as_smtplib_sends_it(data):
+    """Every line that starts with a dot gets a second one (RFC 5321 4.5.2),
+    whichever way the content starts or its lines end; then CRLF.CRLF."""
+    expected = smtplib._quote_periods(data)
+    if not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert pipeline._dot_stuffed(data) == expected + b".\r\n"
