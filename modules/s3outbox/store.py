@@ -374,10 +374,7 @@ class OutboxStore(object):
         free = dict(lease_owner=None, lease_until=None)
         with self.transaction():
             plain_sent = [rid for rid, changes, _ in results if changes is SENT_PLAIN]
-            if plain_sent:
-                db(o.id.belongs(plain_sent) & (o.lease_owner == owner)).update(
-                    status=Status.SENT, sent_on=now, attempts=o.attempts + 1,
-                    last_error=None, last_code=250, **free)
+            self._mark_sent(plain_sent, owner, now)
             for rid, changes, _ in results:
                 if changes is not SENT_PLAIN:
                     changes = dict(changes, **free)
@@ -386,6 +383,19 @@ class OutboxStore(object):
                         for rid, _, a in results if a]
             if attempts:
                 self._insert_attempts(attempts)
+
+    def _mark_sent(self, ids, owner, now):
+        """The plain successes, in statements of up to 500 ids (below every
+        driver's limit on parameters). Not through pydal, which writes each
+        id into the SQL text through its representers: a tenth of a worker's
+        CPU."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            self._sql("UPDATE %s SET status='sent', sent_on=%%s, attempts=attempts+1, "
+                      "last_error=NULL, last_code=250, lease_owner=NULL, lease_until=NULL "
+                      "WHERE lease_owner=%%s AND id IN (%s)"
+                      % (self.tablename, ",".join(["%s"] * len(chunk))),
+                      [now, owner] + chunk)
 
     def _attempt_sql(self):
         head = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, "
