@@ -47,9 +47,9 @@ POSTGRES = os.environ.get("OUTBOX_TEST_POSTGRES", "postgres://postgres:@127.0.0.
 MID_RE = re.compile(rb"^Message-ID:\s*(\S+)", re.M | re.I)
 
 FULL = dict(messages=2000, enqueue=2000, backlog=100000, relay=300, latency=40,
-            latency_gap=0.25, idle=30.0)
+            latency_gap=0.25, idle=30.0, repeat=3)
 QUICK = dict(messages=100, enqueue=100, backlog=600, relay=24, latency=6,
-             latency_gap=0.1, idle=2.0)
+             latency_gap=0.1, idle=2.0, repeat=1)
 
 
 def body_text(size):
@@ -508,6 +508,15 @@ class Bench(object):
                     size=sink["size"], trips=sink["trips"],
                     counts=[r["counts"] for r in results])
 
+    def drains(self, engine, workers, name, **options):
+        """The drain ``repeat`` times (3, as often as a full run measures the
+        baseline), and as for the baseline its best rate and lowest CPU a
+        message: one drain's CPU moves by a fifth between runs here."""
+        runs = [self.drain(engine, workers, self.args.messages, "%s_%d" % (name, i),
+                           **options) for i in range(self.args.repeat)]
+        return dict(max(runs, key=lambda r: r["rate"]),
+                    cpu_per_msg=min(r["cpu_per_msg"] for r in runs), runs=runs)
+
     # -------------------------------------------------------------- backlog
     def backlog(self, engine):
         n = self.args.backlog
@@ -610,13 +619,13 @@ class Bench(object):
             raw["enqueue_" + name] = self.enqueue(engine, "enqueue_" + name, wal)
         self.log("drop-in: a plain DAL on SQLite (default journal), 1 worker, defaults: "
                  "%d messages" % a.messages)
-        raw["drain_dropin_1"] = self.drain("sqlite", 1, a.messages, "drain_dropin_1",
-                                           wal=False, profile=a.profile)
+        raw["drain_dropin_1"] = self.drains("sqlite", 1, "drain_dropin_1", wal=False,
+                                            profile=a.profile)
         for engine in engines:
             for n in (1, 2):
                 name = "drain_%s_%d" % (engine, n)
                 self.log("drain on %s with %d worker(s): %d messages" % (engine, n, a.messages))
-                raw[name] = self.drain(engine, n, a.messages, name)
+                raw[name] = self.drains(engine, n, name)
             self.log("baselines again, after the drains on %s" % engine)
             baselines.append(self.smtplib_baseline(a.messages, "baseline after " + engine))
             prebuilt.append(self.smtplib_baseline(a.messages, "pre-built after " + engine,
@@ -811,6 +820,7 @@ def main(argv=None):
     parser.add_argument("--latency", type=int, help="messages for enqueue-to-accepted")
     parser.add_argument("--latency-gap", type=float, help="seconds between them")
     parser.add_argument("--idle", type=float, help="seconds to watch an idle worker")
+    parser.add_argument("--repeat", type=int, help="runs of each drain (3; --quick 1)")
     parser.add_argument("--size", type=int, default=1500, help="body bytes per message")
     parser.add_argument("--postgres", default=POSTGRES, help="PostgreSQL URI")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
