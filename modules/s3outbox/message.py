@@ -265,7 +265,7 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
     if attachments is not None and not raw:
         items = attachments if isinstance(attachments, (list, tuple)) else [attachments]
         parts = tuple(_attachment(a, encoding) for a in items)
-    size = len((text or "").encode("utf-8")) + len((html or "").encode("utf-8"))
+    size = _utf8_size(text) + _utf8_size(html)
     if parts:
         size += sum(len(p["payload"]) for p in parts)
     if max_size and size > max_size:
@@ -273,6 +273,13 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
                              "bytes (mail.settings.max_size)" % (size, max_size))
     return Message(to_list, cc_list, bcc_list, reply_list, sender, from_address,
                    subject, text, html, extra, bool(raw), parts, size)
+
+
+def _utf8_size(text):
+    """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII."""
+    if not text:
+        return 0
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _recipients(to, cc, bcc, pe_id, encoding):
