@@ -50,3 +50,13 @@ def test_bench_quick(tmp_path):
     # The baseline sends the same MIME as the outbox, so ratios compare like with like.
     assert abs(raw["drain_sqlite_1"]["size"] / raw["baseline"]["size"] - 1) < 0.1
     assert "enqueue, commit each: mean" in done.stdout
+
+
+def test_enqueue_floor_runs():
+    """bench/enqueue_floor.py prints its three sides, each with a ratio."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "enqueue_floor.py"),
+                           "--messages", "20"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sides = [line.split()[0] for line in done.stdout.splitlines()[1:]]
+    assert sides == ["send", "least", "sqlite3"], done.stdout
+    assert done.stdout.splitlines()[-1].endswith("1.00x")
