@@ -88,7 +88,7 @@ def main(command, *args):
     elif command == "organisation":
         out["pe_id"] = _organisation(*args)
     elif command == "settings":
-        for key in ("server", "sender", "login", "tls", "rate_limit"):
+        for key in ("server", "sender", "login", "tls", "rate_limit", "pipelining"):
             out[key] = mail.settings[key]
         out["public_url"] = mail.settings.public_url
     elif command == "group":

@@ -293,12 +293,14 @@ def test_distribution_lists_reach_their_members(eden, sink):
 
 def test_settings_are_edens_of_now(eden, sink):
     working(eden, sink)
-    eden.configure_mail(limit=5000)
+    assert "pipelining=True" in eden.shell("settings")
+    eden.configure_mail(limit=5000, pipelining=False)
     try:
         out = eden.shell("settings")
     finally:
-        eden.configure_mail(limit=None)
+        eden.configure_mail(limit=None, pipelining=None)
     assert "rate_limit=5000/day" in out and "server=%s" % sink.server in out
+    assert "pipelining=False" in out
     assert "sender=%s" % SENDER in out
     assert "public_url=%s" % eden.base.rsplit("/", 1)[0] in out
 

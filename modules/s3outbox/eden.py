@@ -75,6 +75,8 @@ def eden_get(cfg):
         "smtp.login": cfg.get_mail_server_login() or None,
         "smtp.tls": cfg.get_mail_server_tls(),
         "smtp.ssl": cfg.mail.get("ssl"),  # not Eden's own: for port 465
+        # not Eden's own either: False for a relay that mishandles pipelining
+        "outbox.pipelining": cfg.mail.get("pipelining", True),
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
     }
