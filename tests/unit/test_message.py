@@ -89,7 +89,7 @@ def test_text_part_is_mimetext(text, subtype):
 
 
 class _Slow(str):
-    """A str that parse_addresses() does not take as a simple address."""
+    """A str that parse_addresses() does not take as a plain address."""
 
 
 _ATOM = st.text("aZ09_+-.", min_size=1, max_size=8)
@@ -99,7 +99,7 @@ _ATOM = st.text("aZ09_+-.", min_size=1, max_size=8)
                  st.sampled_from(["", ".net", ".-x", ".x-", "..net", ".a" * 40])))
 @example("ann.lee@people.net")
 @example("a@" + "b" * 64 + ".net")
-def test_simple_addresses_are_taken_as_the_full_checks_take_them(address):
+def test_plain_addresses_are_taken_as_the_full_checks_take_them(address):
     """The shortcut for plain addresses gives what the full checks give (or
     both refuse), for near misses too: dots, hyphens, long labels."""
     from s3outbox.message import parse_addresses
