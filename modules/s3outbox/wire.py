@@ -15,7 +15,7 @@ import functools
 from email.generator import Generator
 from email.header import Header
 
-from .message import _PLAIN_HEADER_RE, _UTF8, _WIRE, _header, build, headers, wire
+from .message import _UTF8, _WIRE, _header, build, headers, wire
 
 # The MIME headers MIMENonMultipart sets on a text part, and the
 # Content-Transfer-Encoding _text_part adds, as the generator writes them.
@@ -73,18 +73,10 @@ def _alternative(parts, own):
 
 
 def _folded(pairs):
-    """The header lines as the generator writes them with the wire policy:
-    a plain short value as _WirePolicy._fold writes it, any other through
-    the policy's fold (fold_binary is that fold, encoded at the end here)."""
-    lines = []
-    for name, value in pairs:
-        if value.__class__ is Header:
-            lines.append(_fold_encoded(name, str(value)))
-        elif len(name) + len(value) <= 76 and _PLAIN_HEADER_RE.fullmatch(value):
-            lines.append("%s: %s\r\n" % (name, value))
-        else:
-            lines.append(_WIRE._fold(name, value, False))
-    return "".join(lines)
+    """The header lines as the generator writes them with the wire policy
+    (its fold_binary is this fold, encoded at the end here)."""
+    return "".join(_fold_encoded(name, str(value)) if value.__class__ is Header
+                   else _WIRE._fold(name, value, False) for name, value in pairs)
 
 
 @functools.lru_cache(maxsize=256)
