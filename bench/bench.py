@@ -470,18 +470,17 @@ class Bench(object):
 
         def send():
             mail.send(recipient(0), "Benchmark message 0", self.body)
-        sides = dict(outbox=(send, db.commit))
-        floor = engine == "sqlite" and raw_sqlite(
-            os.path.join(self.folder, "%s.sqlite" % name), t.tablename, wal)
-        if floor:
-            sides["raw"] = floor[:2]
+        sides, close = dict(outbox=(send, db.commit)), None
+        if engine == "sqlite":
+            insert, commit, close = raw_sqlite(
+                os.path.join(self.folder, "%s.sqlite" % name), t.tablename, wal)
+            sides["raw"] = (insert, commit)
         timed(sides, min(50, n))  # warm up: imports, statement caches, both files
         out = timed(sides, n)
         db.close()
-        if floor:
-            floor[2]()
         result = out["outbox"]
-        if "raw" in out:
+        if close is not None:
+            close()
             result["raw"] = out["raw"]
         return result
 
