@@ -173,6 +173,31 @@ def test_two_factor_code(app, inbox, admin):
         app.configure("auth", "two_factor", "false")
 
 
+def test_two_factor_codes_are_limited_per_address(app, inbox, admin):
+    """Past flow_codes_per_address a login gets the code form and a sentence,
+    and no mail; the account mails of the address are not spent by codes."""
+    who, start = "dora@people.net", time.time()  # no other test logs in as Dora
+    assert register(app, WebApp.session(), who, "Dora").ok
+    assert flash(WebApp.session().get(link(inbox.wait(who, start)[1],
+                                           "verify_email"))) == "Email verified"
+    app.configure("auth", "two_factor", "true")
+    app.configure("outbox", "flow_codes_per_address", "2")
+    try:
+        pages = [login(app, who)[1] for _ in range(3)]
+    finally:
+        app.configure("auth", "two_factor", "false")
+        app.configure("outbox", "flow_codes_per_address", "")
+    assert all("authentication_code" in r.text and r.status_code == 200 for r in pages)
+    assert ["no new one was sent" in r.text for r in pages] == [False, False, True]
+    assert len(outbox_rows(app, who)) == 3  # the verification mail and two codes
+    assert "login code limit reached" in app.log("web") and not app.errors()
+    # Codes count on their own: with flow_per_address 3, a reset link is
+    # still queued after the verification mail and two codes.
+    app.submit(WebApp.session(), "/default/user/request_reset_password",
+               dict(email=who))
+    assert len(outbox_rows(app, who)) == 4
+
+
 def test_approval(app, inbox, admin):
     app.configure("auth", "registration_requires_approval", "true")
     try:

@@ -167,10 +167,12 @@ def limits_summary(settings):
              for key, default in SAFETY_DEFAULTS.items())
     s = Storage(s)
     return ("account mail per %d s: %s an address, %s a client, %s the site; "
+            "login codes: %s an address; "
             "one reset link per %d s; account mail scrubbed %d s after delivery; "
             "sent mail purged after %s" % (
                 s.flow_window, s.flow_per_address or "no limit",
                 s.flow_per_client or "no limit", s.flow_global or "no limit",
+                s.flow_codes_per_address or "no limit",
                 s.flow_reset_pending, s.secret_retention,
                 "%d days" % s.sent_retention_days if s.sent_retention_days
                 else "never"))

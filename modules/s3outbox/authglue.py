@@ -80,6 +80,8 @@ MESSAGES = dict(
     not_pending="This registration is not waiting for approval",
     flow_limited="Too many account requests from your network or for this "
                  "address just now. Please try again in an hour.",
+    code_limited="Too many login codes were sent to this address just now; no new "
+                 "one was sent. Please try again in an hour.",
 )
 # Form fields whose values are names that end up in mail text.
 NAME_FIELDS = ("first_name", "last_name")
@@ -152,15 +154,20 @@ class _SafeT(object):
 
 class _FlowMailer(object):
     """Stands in for the mailer during an account flow: every message it
-    queues is marked with the flow (retention.py redacts and scrubs it)."""
+    queues is marked with the flow (retention.py redacts and scrubs it).
+    ``allowed(address)``, when given, may refuse a message before it is
+    queued (a limit spent)."""
 
-    def __init__(self, mailer, flow):
-        self._mailer, self._flow = mailer, flow
+    def __init__(self, mailer, flow, allowed=None):
+        self._mailer, self._flow, self._allowed = mailer, flow, allowed
 
     def __getattr__(self, name):
         return getattr(self._mailer, name)
 
     def send(self, *args, **kwargs):
+        if self._allowed is not None and not self._allowed(kwargs.get("to")):
+            self._mailer.error = "account mail limit reached"
+            return False
         if not self._mailer.send(*args, **kwargs):
             return False
         retention.mark(self._mailer.store, self._mailer.result["id"], self._flow)
@@ -271,7 +278,10 @@ class OutboxAuthMixin(object):
         """Auth's pages; mail queued by them is marked as account mail."""
         mailer = self.settings.mailer
         if mailer and self.outbox_mail is mailer:
-            self.settings.mailer = _FlowMailer(mailer, current.request.args(0))
+            flow = current.request.args(0)
+            # The only mail of login is the two-step code (web2py's Auth).
+            allowed = self._code_allowed if flow == "login" else None
+            self.settings.mailer = _FlowMailer(mailer, flow, allowed)
         try:
             return super(OutboxAuthMixin, self).__call__()
         finally:
@@ -301,6 +311,22 @@ class OutboxAuthMixin(object):
         if not allowed:
             logger.warning("account mail limit reached (client %s): nothing queued",
                            client)
+        return allowed
+
+    def _code_allowed(self, address):
+        """A two-step login code goes out only ``flow_codes_per_address``
+        times a window to one address: whoever knows a password cannot flood
+        its owner's mailbox with codes. Its own counter: a person's logins
+        must not use up the account mails of their address or network."""
+        if self.flow_limiter is None:
+            return True
+        get = self._flow_setting
+        allowed = self.flow_limiter.allow(
+            [("code", str(address or "").strip().lower(), get("flow_codes_per_address"))],
+            get("flow_window"))
+        if not allowed:
+            logger.warning("login code limit reached for an address: nothing queued")
+            current.response.flash = self.messages.code_limited
         return allowed
 
     # -------------------------------------------------------- registration
