@@ -15,9 +15,6 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import time
-
-import requests
 
 import runtime
 from helpers import free_port
@@ -36,6 +33,9 @@ def tarball():
 
 class EdenApp(WebApp):
     """Eden in ``folder``/applications/eden; SQLite in its databases/."""
+
+    # Eden's first page loads its whole model: slow on a first request.
+    start_timeout, page_timeout, title = 120, 30, "Eden"
 
     def __init__(self, folder, install=True, mail=None):
         self.folder = str(folder)
@@ -132,19 +132,6 @@ class EdenApp(WebApp):
     # ------------------------------------------------------------ running
     def start_worker(self, name="worker"):
         self._start(name, ["-K", "eden"])
-
-    def wait_up(self, timeout=120):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if requests.get(self.base + "/default/index", timeout=30).ok:
-                    return
-            except requests.RequestException:
-                pass
-            if self.procs["web"].poll() is not None:
-                break
-            time.sleep(0.3)
-        raise RuntimeError("Eden did not start:\n" + self.log("web"))
 
     @property
     def db_path(self):

@@ -29,6 +29,10 @@ FORMNAME_RE = re.compile(r'name="_formname" type="hidden" value="([^"]+)"')
 
 
 class WebApp(object):
+    # How long the server may take to answer its first page (wait_up), and
+    # what it is called when it does not.
+    start_timeout, page_timeout, title = 30, 2, "web2py"
+
     def __init__(self, folder, smtp, sender="Outbox <outbox@outbox.localhost>",
                  db_uri=None, worker=True, settings=None):
         self.folder = str(folder)
@@ -132,18 +136,19 @@ class WebApp(object):
         proc.kill()
         proc.wait()
 
-    def wait_up(self, timeout=30):
-        deadline = time.time() + timeout
+    def wait_up(self):
+        deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             try:
-                if requests.get(self.base + "/default/index", timeout=2).ok:
+                if requests.get(self.base + "/default/index",
+                                timeout=self.page_timeout).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             if self.procs["web"].poll() is not None:
                 break
             time.sleep(0.2)
-        raise RuntimeError("web2py did not start:\n" + self.log("web"))
+        raise RuntimeError("%s did not start:\n%s" % (self.title, self.log("web")))
 
     def log(self, name):
         with open(self.logs[name], "rb") as f:
