@@ -68,6 +68,11 @@ _ENQUEUED = ("message_id", "pe_id", "address", "contact_method", "status", "prio
 _SCHEMA_DONE = set()
 
 
+def savepoint_name():
+    """A savepoint name not in use in this process."""
+    return "s3outbox_sp%d" % next(_savepoints)
+
+
 class OutboxStore(object):
     """The outbox tables on ``db``, named from ``tablename`` (default msg_outbox).
 
@@ -185,8 +190,8 @@ class OutboxStore(object):
                   priority, 0, max(now, _utc(not_before) or now), _utc(expires_on),
                   now, sender, msg.subject, msg.to_json(), len(msg.attachments),
                   msg.size)
-        if self.atomic_statements and not msg.attachments:
-            return self._insert_row(values)
+        if not msg.attachments:
+            return self._insert_alone(values)
         with self.savepoint():
             row_id = self._insert_row(values)
             for position, part in enumerate(msg.attachments):
@@ -205,7 +210,7 @@ class OutboxStore(object):
         """Run the block in a savepoint of the caller's transaction: rolled
         back if it raises, or always when ``keep`` is False."""
         adapter = self.db._adapter
-        name = "s3outbox_sp%d" % next(_savepoints)
+        name = savepoint_name()
         self._begin_if_idle()
         adapter.execute("SAVEPOINT %s" % name)
         try:
@@ -223,6 +228,13 @@ class OutboxStore(object):
 
     def _begin_if_idle(self):
         """Start a transaction where a savepoint would not (see SQLite's)."""
+
+    def _insert_alone(self, values):
+        """INSERT a message without attachments, undone alone if it fails."""
+        if self.atomic_statements:
+            return self._insert_row(values)
+        with self.savepoint():
+            return self._insert_row(values)
 
     def _insert_row(self, values):
         """INSERT the ``_ENQUEUED`` values, returning the new id."""
