@@ -304,14 +304,11 @@ class OutboxAuthMixin(object):
             return True
         get = self._flow_setting
         client = client_key(current.request.env, get("flow_trust_forwarded"))
-        allowed = self.flow_limiter.allow(
-            [("address", (address or "").strip().lower(), get("flow_per_address")),
+        return self._take_units(
+            [("address", _address_key(address), get("flow_per_address")),
              ("client", client, get("flow_per_client")),
-             ("site", "", get("flow_global"))], get("flow_window"))
-        if not allowed:
-            logger.warning("account mail limit reached (client %s): nothing queued",
-                           client)
-        return allowed
+             ("site", "", get("flow_global"))],
+            "account mail limit reached (client %s): nothing queued" % client)
 
     def _code_allowed(self, address):
         """A two-step login code goes out only ``flow_codes_per_address``
@@ -320,13 +317,18 @@ class OutboxAuthMixin(object):
         must not use up the account mails of their address or network."""
         if self.flow_limiter is None:
             return True
-        get = self._flow_setting
-        allowed = self.flow_limiter.allow(
-            [("code", str(address or "").strip().lower(), get("flow_codes_per_address"))],
-            get("flow_window"))
+        allowed = self._take_units(
+            [("code", _address_key(address), self._flow_setting("flow_codes_per_address"))],
+            "login code limit reached for an address: nothing queued")
         if not allowed:
-            logger.warning("login code limit reached for an address: nothing queued")
             current.response.flash = self.messages.code_limited
+        return allowed
+
+    def _take_units(self, limits, refusal):
+        """One unit of each limit in this window, or none and ``refusal`` logged."""
+        allowed = self.flow_limiter.allow(limits, self._flow_setting("flow_window"))
+        if not allowed:
+            logger.warning(refusal)
         return allowed
 
     # -------------------------------------------------------- registration
@@ -627,6 +629,11 @@ class OutboxAuthMixin(object):
             redirect(next or self.url(args=request.args),
                      client_side=self.settings.client_side)
         return form
+
+
+def _address_key(address):
+    """An address as the limits count it: one counter whatever its case."""
+    return str(address or "").strip().lower()
 
 
 def _render_values(user, link):

@@ -71,13 +71,9 @@ class PostgresStore(OutboxStore):
                            .format(name, self._insert_sql), values)
         except Exception:
             from psycopg2.extensions import TRANSACTION_STATUS_INERROR
-            try:  # only a failure on the server has a savepoint to go back to
-                if cursor.connection.get_transaction_status() == \
-                        TRANSACTION_STATUS_INERROR:
-                    cursor.execute("ROLLBACK TO SAVEPOINT {0}; RELEASE SAVEPOINT {0}"
-                                   .format(name))
-            except Exception:
-                pass  # the first error is the one to report
+            # Only a failure on the server has a savepoint to go back to.
+            if cursor.connection.get_transaction_status() == TRANSACTION_STATUS_INERROR:
+                self._back_to(name)
             raise
         return cursor.fetchone()[0]
 

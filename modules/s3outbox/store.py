@@ -216,15 +216,21 @@ class OutboxStore(object):
         try:
             yield
         except BaseException:
-            try:
-                adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
-                adapter.execute("RELEASE SAVEPOINT %s" % name)
-            except Exception:
-                pass  # the first error is the one to report
+            self._back_to(name)
             raise
         if not keep:
             adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
         adapter.execute("RELEASE SAVEPOINT %s" % name)
+
+    def _back_to(self, name):
+        """After a failure: undo the work since savepoint ``name`` and drop
+        it, quietly, since the failure is the error to report."""
+        adapter = self.db._adapter
+        try:
+            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
+            adapter.execute("RELEASE SAVEPOINT %s" % name)
+        except Exception:
+            pass
 
     def _begin_if_idle(self):
         """Start a transaction where a savepoint would not (see SQLite's)."""
