@@ -18,8 +18,9 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   kept Unsent and linked to the outbox row instead (a pydal update callback on
   that table: no Eden file changes); after each delivery pass the link sets it
   Sent (2) or Failed (5). Held mail stays Unsent; the reason is on the
-  dashboard. A row Eden hands over again while its mail is on its way is not
-  queued twice.
+  dashboard. A row Eden hands over again (two runners of process_outbox, or a
+  held row) is never queued twice: the link has a unique key on Eden's row,
+  inserted or nothing, in the transaction that queued the mail.
 """
 
 import inspect
@@ -34,7 +35,7 @@ from pydal import Field
 from .mailer import MailS3
 from .schedule import ensure_tasks
 from .settings import apply_config
-from .store import Status
+from .store import Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
@@ -62,6 +63,8 @@ LISTS = {
 # Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
 EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
+UNIQUE_STATE = "eden_link_unique"
+_UNIQUE_DONE = set()  # (database URI, link table) whose unique key this process saw
 
 _SEND = inspect.signature(MailS3.send)
 
@@ -100,7 +103,25 @@ class EdenMail(MailS3):
                             Field("eden_outbox_id", "integer"),
                             Field("status", length=16), migrate=migrate)
         self.link = db[name]
+        self._unique_links()
         self.refresh()
+
+    def _unique_links(self):
+        """The unique key that makes a hand-over insert-or-nothing: one link,
+        so one message, an Eden row. Once a database (a state row says so)
+        and a process; links an older version doubled lose their copies."""
+        table, store = self.link._tablename, self.store
+        if (self.db._uri, table) in _UNIQUE_DONE:
+            return
+        if store.get_state(UNIQUE_STATE) != table:
+            with store.transaction():
+                self.db.executesql(
+                    "DELETE FROM {0} WHERE id NOT IN (SELECT id FROM (SELECT MIN(id) "
+                    "AS id FROM {0} GROUP BY eden_outbox_id) AS kept)".format(table))
+                self.db.executesql("CREATE UNIQUE INDEX IF NOT EXISTS {0}_row ON {0} "
+                                   "(eden_outbox_id)".format(table))
+            store.take_turn(UNIQUE_STATE, None, table, utcnow())
+        _UNIQUE_DONE.add((self.db._uri, table))
 
     # --------------------------------------------------------------- settings
     def refresh(self):
@@ -168,18 +189,10 @@ class EdenMail(MailS3):
                 pe_id, type(e).__name__, e)
             logger.exception("pe_id lookup")
             return False
-        ids = []
-        for person in persons:
-            call["pe_id"] = person
-            if not MailS3.send(self, **call):  # a database error: all or none
-                try:
-                    self.store.drop(ids)
-                except Exception:
-                    logger.exception("could not take back mail queued for %s", pe_id)
-                return False
-            ids.append(self.result["id"])
-        self.result["ids"] = ids
-        self._handed_over(ids)
+        call["pe_id"] = persons
+        if not MailS3.send(self, **call):  # one statement set: all or none
+            return False
+        self._handed_over(self.result["ids"])
         return True
 
     def persons(self, pe_id):
@@ -211,7 +224,8 @@ class EdenMail(MailS3):
                 (members[LISTS[kind][1]] == entity.id) & \
                 (members.deleted == False) & (person.id == members.person_id) & \
                 (person.deleted == False)  # noqa: E712
-        found = sorted({r.pe_id for r in db(query).select(person.pe_id)})
+        found = [r.pe_id for r in db(query).select(person.pe_id, distinct=True,
+                                                   orderby=person.pe_id)]
         if not found:
             raise LookupError("person entity %s (%s) has no members to send to"
                               % (pe_id, kind))
@@ -237,16 +251,11 @@ class EdenMail(MailS3):
         rows = dbset.select(self.db.msg_outbox.id, limitby=(0, 2))
         if len(rows) != 1:
             return False
-        eden_id, link, o = rows.first().id, self.link, self.store.outbox
-        busy = self.db((link.eden_outbox_id == eden_id) & (o.id == link.outbox_id) &
-                       (o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD)) |
-                        (link.status != o.status))).count()
-        if busy:  # handed over again before the first one ended: drop the copy
-            self.store.drop(pending)
-        else:
-            for outbox_id in pending:
-                link.insert(outbox_id=outbox_id, eden_outbox_id=eden_id,
-                            status=Status.QUEUED)
+        outbox_id = pending[-1]  # what Eden's send_email() just queued
+        if not self.store.insert_or_nothing(self.link._tablename, dict(
+                outbox_id=outbox_id, eden_outbox_id=rows.first().id,
+                status=Status.QUEUED.value)):
+            self.store.drop([outbox_id])  # handed over before: drop the copy
         return True
 
     def sync_eden(self):
