@@ -10,7 +10,8 @@ send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 status), group NAME PE_ID... (a pr_group with these persons as members),
 person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 (Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
-settings (what EdenMail read).
+settings (what EdenMail read), volunteers NAME COUNT DOMAIN (a group of COUNT
+new persons with e-mail contacts), process_outbox_loop COUNT PAUSE.
 """
 
 import sys
@@ -56,6 +57,32 @@ def _organisation(name, *pe_ids):
     return db(otable.id == record["id"]).select(otable.pe_id).first().pe_id
 
 
+def _volunteers(name, count, domain):
+    """A pr_group NAME of COUNT new persons, each with an EMAIL contact
+    vN@DOMAIN (N from 0), as Eden's own API makes them."""
+    gtable, mtable, ptable = s3db.pr_group, s3db.pr_group_membership, s3db.pr_person
+    ctable = s3db.pr_contact
+    record = {"id": gtable.insert(name=name, group_type=4)}
+    s3db.update_super(gtable, record)
+    for n in range(int(count)):
+        person = {"id": ptable.insert(first_name="Volunteer", last_name=str(n))}
+        s3db.update_super(ptable, person)
+        pe_id = db(ptable.id == person["id"]).select(ptable.pe_id).first().pe_id
+        ctable.insert(pe_id=pe_id, contact_method="EMAIL", value="v%d@%s" % (n, domain))
+        mtable.insert(group_id=record["id"], person_id=person["id"])
+    return db(gtable.id == record["id"]).select(gtable.pe_id).first().pe_id
+
+
+def _process_outbox_loop(count, pause):
+    """Eden's process_outbox("EMAIL") COUNT times, PAUSE seconds apart, as a
+    second worker or a request running it would."""
+    import time
+    for _ in range(int(count)):
+        msg.process_outbox("EMAIL")
+        db.commit()
+        time.sleep(float(pause))
+
+
 def main(command, *args):
     out = {}
     if command == "pe_id":
@@ -93,6 +120,10 @@ def main(command, *args):
         out["public_url"] = mail.settings.public_url
     elif command == "group":
         out["pe_id"] = _group(*args)
+    elif command == "volunteers":
+        out["pe_id"] = _volunteers(*args)
+    elif command == "process_outbox_loop":
+        _process_outbox_loop(*args)
     db.commit()
     for key, value in out.items():
         print("%s=%s" % (key, value))

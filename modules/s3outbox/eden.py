@@ -20,7 +20,9 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   Sent (2) or Failed (5). Held mail stays Unsent; the reason is on the
   dashboard. A row Eden hands over again (two runners of process_outbox, or a
   held row) is never queued twice: the link has a unique key on Eden's row,
-  inserted or nothing, in the transaction that queued the mail.
+  inserted or nothing, in the transaction that queued the mail. A group,
+  forum or organisation row that Eden expands into rows of its own is
+  claimed the same way; a second process's expansion of it is undone.
 """
 
 import inspect
@@ -63,6 +65,7 @@ LISTS = {
 # Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
 EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
+EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
 UNIQUE_STATE = "eden_link_unique"
 _UNIQUE_DONE = set()  # (database URI, link table) whose unique key this process saw
 
@@ -96,6 +99,7 @@ class EdenMail(MailS3):
         self.settings.config_names = NAMES
         self._config = (self._config_stamp(), cfg)
         self._pending = []      # outbox ids queued since Eden's last hand-over
+        self._inserted = []     # Eden's msg_outbox rows inserted since then
         self._synced_at = 0
         name = tablename + "_eden"
         if name not in db.tables:
@@ -104,6 +108,7 @@ class EdenMail(MailS3):
                             Field("status", length=16), migrate=migrate)
         self.link = db[name]
         self._unique_links()
+        self._watch_eden_outbox()
         self.refresh()
 
     def _unique_links(self):
@@ -232,31 +237,59 @@ class EdenMail(MailS3):
         return found
 
     # --------------------------------------------- Eden's msg_outbox, honest
+    def _watch_eden_outbox(self):
+        """Eden defines its msg_outbox lazily, in some requests only: the
+        callbacks below go on it when it is defined (pydal's ``on_define``,
+        added to the definition), so Eden's code stays as it is."""
+        db, define = self.db, self.db.define_table
+        if "msg_outbox" in db.tables:
+            return self._watch(db.msg_outbox)
+
+        def define_table(tablename, *fields, **kwargs):
+            if tablename == "msg_outbox":
+                kwargs["on_define"] = _chain(kwargs.get("on_define"), self._watch)
+            return define(tablename, *fields, **kwargs)
+        db.define_table = define_table
+
+    def _watch(self, table):
+        table._after_insert.append(self._eden_row_insert)
+        table._before_update.append(self._eden_row_update)
+
     def _handed_over(self, ids):
         """Remember queued ids while Eden's msg_outbox is loaded: its
         process_outbox marks the row it handed over right after send()."""
-        if "msg_outbox" not in self.db.tables:
-            return
-        table = self.db.msg_outbox
-        if self._eden_row_update not in table._before_update:
-            table._before_update.append(self._eden_row_update)
-        self._pending.extend(ids)
+        if "msg_outbox" in self.db.tables:
+            self._pending.extend(ids)
+
+    def _eden_row_insert(self, fields, row_id):
+        """After an insert into Eden's msg_outbox: its process_outbox inserts
+        a row a member when it expands a list, then marks the list Sent."""
+        self._inserted.append(row_id)
 
     def _eden_row_update(self, dbset, fields):
-        """Before an update of Eden's msg_outbox: a "Sent" right after a
-        hand-over is replaced by a link; True cancels the update."""
+        """Before an update of Eden's msg_outbox to Sent: a hand-over becomes
+        a link (True cancels the update), or a list's expansion is kept only
+        by the first process to claim that list's row."""
         pending, self._pending = self._pending, []
-        if not pending or fields.get("status") != 2:
+        inserted, self._inserted = self._inserted, []
+        if fields.get("status") != 2 or not (pending or inserted):
             return False
-        rows = dbset.select(self.db.msg_outbox.id, limitby=(0, 2))
+        eden = self.db.msg_outbox
+        rows = dbset.select(eden.id, eden.message_id, limitby=(0, 2))
         if len(rows) != 1:
             return False
-        outbox_id = pending[-1]  # what Eden's send_email() just queued
-        if not self.store.insert_or_nothing(self.link._tablename, dict(
-                outbox_id=outbox_id, eden_outbox_id=rows.first().id,
-                status=Status.QUEUED.value)):
-            self.store.drop([outbox_id])  # handed over before: drop the copy
-        return True
+        row = rows.first()
+        claimed = self.store.insert_or_nothing(self.link._tablename, dict(
+            outbox_id=pending[-1] if pending else None, eden_outbox_id=row.id,
+            status=Status.QUEUED.value if pending else EXPANDED))
+        if pending:  # pending[-1] is what Eden's send_email() just queued
+            if not claimed:
+                self.store.drop(pending[-1:])  # handed over before: the copy goes
+            return True
+        if not claimed:  # another process expanded this list: undo our copy
+            self.db(eden.id.belongs(inserted) & (eden.message_id == row.message_id) &
+                    (eden.id != row.id)).delete()
+        return False
 
     def sync_eden(self):
         """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
@@ -291,6 +324,17 @@ class EdenMail(MailS3):
                 self.store.rollback()
                 logger.exception("could not update Eden's msg_outbox")
         return counts
+
+
+def _chain(first, then):
+    """One on_define callback that runs ``first`` (if any), then ``then``."""
+    if first is None:
+        return then
+
+    def both(table):
+        first(table)
+        then(table)
+    return both
 
 
 def register_task(tasks, s3task, period=60):
