@@ -15,6 +15,7 @@ new persons with e-mail contacts), process_outbox_loop COUNT PAUSE.
 """
 
 import sys
+import time
 
 
 def _pe_id(email):
@@ -76,7 +77,6 @@ def _volunteers(name, count, domain):
 def _process_outbox_loop(count, pause):
     """Eden's process_outbox("EMAIL") COUNT times, PAUSE seconds apart, as a
     second worker or a request running it would."""
-    import time
     for _ in range(int(count)):
         msg.process_outbox("EMAIL")
         db.commit()
@@ -89,6 +89,8 @@ def main(command, *args):
         out["pe_id"] = _pe_id(args[0])
     elif command == "send_by_pe_id":
         message_id = msg.send_by_pe_id(int(args[0]), args[1], "Sent by pe_id.")
+        db.commit()
+        out["returned"] = "%.3f" % time.time()  # for bench/eden.py
         out["message_id"] = message_id
         out["eden_outbox"] = ",".join(str(i) for i in _eden_outbox_ids(message_id))
     elif command == "process_outbox":
