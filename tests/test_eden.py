@@ -36,7 +36,8 @@ SENDER = "Eden Outbox <eden@eden.localhost>"
 
 
 @pytest.fixture(scope="module")
-def sink():
+def sink(e2e_db_uri):
+    """A sink of its own for each Eden (SQLite, then PostgreSQL)."""
     handler = Sink()
     with SinkController(handler) as controller:
         handler.server = controller.server_address
