@@ -286,10 +286,44 @@ class EdenMail(MailS3):
             if not claimed:
                 self.store.drop(pending[-1:])  # handed over before: the copy goes
             return True
+        members = self.db(eden.id.belongs(inserted) &
+                          (eden.message_id == row.message_id) & (eden.id != row.id))
         if not claimed:  # another process expanded this list: undo our copy
-            self.db(eden.id.belongs(inserted) & (eden.message_id == row.message_id) &
-                    (eden.id != row.id)).delete()
+            members.delete()
+        else:
+            self._hand_over_members(row.message_id, members)
         return False
+
+    def _hand_over_members(self, message_id, members):
+        """Queue the rows of a list Eden just expanded, all at once: one
+        message, one insert a member, one savepoint, one link a row (Eden's
+        loop over them then finds each handed over). Mail with attachments
+        is left to that loop, which reads Eden's documents."""
+        db, s3db = self.db, current.s3db
+        email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
+        if attached is not None and not db(
+                (attached.message_id == message_id) & (attached.deleted == False)  # noqa: E712
+        ).isempty():
+            return
+        found = db(email.message_id == message_id).select(
+            email.subject, email.body, email.from_address, limitby=(0, 1)).first()
+        rows = members.select(db.msg_outbox.id, db.msg_outbox.pe_id,
+                              orderby=db.msg_outbox.id)
+        if found is None or not rows:
+            return
+        try:
+            with self.store.savepoint():  # the messages and their links, or neither
+                if not MailS3.send(self, pe_id=[r.pe_id for r in rows],
+                                   subject=found.subject or "",
+                                   message=found.body or "",
+                                   sender=found.from_address or None):
+                    raise ValueError(self.error)
+                self.link.bulk_insert([
+                    dict(outbox_id=outbox_id, eden_outbox_id=r.id,
+                         status=Status.QUEUED.value)
+                    for r, outbox_id in zip(rows, self.result["ids"])])
+        except Exception:
+            logger.exception("mail to the list left to Eden's own loop")
 
     def sync_eden(self):
         """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
