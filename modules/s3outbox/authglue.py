@@ -127,7 +127,9 @@ class _SafeLazyT(lazyT):
     the verification mail was addressed."""
 
     def __mod__(self, symbols):
-        if isinstance(symbols, dict):
+        # A pydal Row too (Eden's verify_email logs ``message % user``): the
+        # translator takes anything but a dict as positional values.
+        if isinstance(symbols, (dict, Row)):
             symbols = dict(symbols)
         return lazyT.__mod__(self, symbols)
 
