@@ -306,3 +306,10 @@ def test_dashboard_shows_the_limits_from_edens_config(eden):
     assert "account mail per %d s: 5 an address, 30 a client, 300 the site" % WINDOW \
         in limits, limits
     assert "settings.base.public_url" in page and "Eden answers only to" in page
+
+
+def test_installer_says_when_eden_answers_only_on_loopback(eden):
+    out = eden.installer()  # again, on the configured Eden: nothing changes
+    assert "edited" not in out and "copied " not in out, out
+    assert "sets no settings.base.public_url: Eden now answers only to localhost" \
+        in out, out
