@@ -15,16 +15,18 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   ``pr_contact`` at delivery; a group, forum or organisation (a distribution
   list) is queued as one row per member person, the expansion Eden's own
   ``S3Msg.process_outbox`` makes.
-- Eden's own ``msg_outbox`` tells the final outcome. When Eden's
+- Eden's own ``msg_outbox`` tells the outcome. When Eden's
   ``process_outbox`` hands an EMAIL over and marks its row Sent, the row is
-  kept Unsent and linked to the outbox row instead (a pydal update callback on
-  that table: no Eden file changes); after each delivery pass the link sets it
-  Sent (2) or Failed (5). Held mail stays Unsent; the reason is on the
-  dashboard. A row Eden hands over again (two runners of process_outbox, or a
-  held row) is never queued twice: the link has a unique key on Eden's row,
-  inserted or nothing, in the transaction that queued the mail. A group,
-  forum or organisation row that Eden expands into rows of its own is
-  claimed the same way; a second process's expansion of it is undone.
+  linked to the outbox message (a pydal update callback on that table: no
+  Eden file changes): Sent means handed over, as to a local mail server's
+  queue; after each delivery pass the link sets it Failed (5) if the mail
+  failed, Unsent (1) while it is held (the reason is on the dashboard), Sent
+  (2) again once it went out. A row Eden hands over again (two runners of
+  process_outbox, or a held row) is never queued twice: the link has a
+  unique key on Eden's row, inserted or nothing, in the transaction that
+  queued the mail. A group, forum or organisation row that Eden expands into
+  rows of its own is claimed the same way; a second process's expansion of
+  it is undone, and the first hands all its rows over at once.
 """
 
 import inspect
@@ -66,8 +68,9 @@ LISTS = {
     "pr_forum": ("pr_forum_membership", "forum_id"),
     "org_organisation": ("hrm_human_resource", "organisation_id"),
 }
-# Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
-EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5}
+# Eden's msg_outbox status for an outcome here (1 Unsent, 2 Sent, 5 Failed):
+# Sent from the hand-over on, as with a local mail server's queue.
+EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5, Status.HELD: 1}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
 EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
 UNIQUE_STATE = "eden_link_unique"
@@ -275,9 +278,10 @@ class EdenMail(MailS3):
         self._inserted.append(row_id)
 
     def _eden_row_update(self, dbset, fields):
-        """Before an update of Eden's msg_outbox to Sent: a hand-over becomes
-        a link (True cancels the update), or a list's expansion is kept only
-        by the first process to claim that list's row."""
+        """Before an update of Eden's msg_outbox to Sent: a hand-over is
+        linked, or its copy dropped and the update cancelled (True) when the
+        row was handed over before; a list's expansion is kept only by the
+        first process to claim that list's row."""
         pending, self._pending = self._pending, []
         inserted, self._inserted = self._inserted, []
         if fields.get("status") != 2 or not (pending or inserted):
@@ -293,7 +297,7 @@ class EdenMail(MailS3):
         if pending:  # pending[-1] is what Eden's send_email() just queued
             if not claimed:
                 self.store.drop(pending[-1:])  # handed over before: the copy goes
-            return True
+            return not claimed
         members = self.db(eden.id.belongs(inserted) &
                           (eden.message_id == row.message_id) & (eden.id != row.id))
         if not claimed:  # another process expanded this list: undo our copy
@@ -304,9 +308,9 @@ class EdenMail(MailS3):
 
     def _hand_over_members(self, message_id, members):
         """Queue the rows of a list Eden just expanded, all at once: one
-        message, one insert a member, one savepoint, one link a row (Eden's
-        loop over them then finds each handed over). Mail with attachments
-        is left to that loop, which reads Eden's documents."""
+        message, one insert a member, one savepoint, one link a row, and the
+        rows Sent, so Eden's loop has none of them left to hand over. Mail
+        with attachments is left to that loop, which reads Eden's documents."""
         db, s3db = self.db, current.s3db
         email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
         if attached is not None and not db(
@@ -330,11 +334,13 @@ class EdenMail(MailS3):
                     dict(outbox_id=outbox_id, eden_outbox_id=r.id,
                          status=Status.QUEUED.value)
                     for r, outbox_id in zip(rows, self.result["ids"])])
+                members.update(status=2)  # handed over: Eden's loop skips them
         except Exception:
             logger.exception("mail to the list left to Eden's own loop")
 
     def sync_eden(self):
-        """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
+        """Copy outcomes to the linked rows of Eden's msg_outbox (Failed,
+        Unsent while held, Sent again once out); commits."""
         link, o, db = self.link, self.store.outbox, self.db
         rows = db((link.outbox_id == o.id) & (link.status != o.status) &
                   o.status.belongs(list(EDEN_STATUS))).select(
@@ -357,7 +363,7 @@ class EdenMail(MailS3):
         except Exception:
             logger.exception("could not read Eden's mail settings")
         counts = MailS3.process_outbox(self, limit)
-        busy = counts.get("sent") or counts.get("failed")
+        busy = counts.get("sent") or counts.get("failed") or counts.get("held")
         if busy or time.monotonic() - self._synced_at >= SYNC_EVERY:
             self._synced_at = time.monotonic()
             try:
