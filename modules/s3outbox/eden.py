@@ -312,6 +312,7 @@ class EdenMail(MailS3):
         rows Sent, so Eden's loop has none of them left to hand over. Mail
         with attachments is left to that loop, which reads Eden's documents."""
         db, s3db = self.db, current.s3db
+        s3db.table("pr_contact")  # defines it: delivery reads it
         email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
         if attached is not None and not db(
                 (attached.message_id == message_id) & (attached.deleted == False)  # noqa: E712

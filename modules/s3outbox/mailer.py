@@ -93,7 +93,7 @@ class MailS3(Mail):
             priority = self._schedule(priority, not_before, expires_on)
             if not (msg.to or msg.cc or msg.bcc) and "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
-                                          "app defines no pr_contact table" % pe_id)
+                                          "app defines no pr_contact table" % pe_ids[0])
             result = self._enqueue(msg, pe_id, priority, not_before, expires_on)
         except mime.InvalidMessage as e:
             self.error = str(e)
