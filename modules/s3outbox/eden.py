@@ -347,12 +347,15 @@ class EdenMail(MailS3):
                   o.status.belongs(list(EDEN_STATUS))).select(
                       link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
         if rows:
-            eden = current.s3db.table("msg_outbox")
-            with self.store.transaction():
-                for r in rows:
-                    db(eden.id == r[link.eden_outbox_id]).update(
-                        status=EDEN_STATUS[r[o.status]])
-                    db(link.id == r[link.id]).update(status=r[o.status])
+            eden, outcomes = current.s3db.table("msg_outbox"), {}
+            for r in rows:
+                outcomes.setdefault(r[o.status], []).append(r)
+            with self.store.transaction():  # two statements an outcome
+                for status, found in outcomes.items():
+                    db(eden.id.belongs([r[link.eden_outbox_id] for r in found])
+                       ).update(status=EDEN_STATUS[status])
+                    db(link.id.belongs([r[link.id] for r in found])).update(
+                        status=status)
         return len(rows)
 
     # ----------------------------------------------------------------- worker
