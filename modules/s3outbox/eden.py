@@ -206,10 +206,7 @@ class EdenMail(MailS3):
             logger.exception("pe_id lookup")
             return False
         call["pe_id"] = persons
-        if not MailS3.send(self, **call):  # one statement set: all or none
-            return False
-        self._handed_over(self.result["ids"])
-        return True
+        return MailS3.send(self, **call)  # one savepoint: all or none
 
     def persons(self, pe_id):
         """The person pe_ids that mail for entity ``pe_id`` goes to; raises
@@ -268,14 +265,17 @@ class EdenMail(MailS3):
 
     def _handed_over(self, ids):
         """Remember queued ids while Eden's msg_outbox is loaded: its
-        process_outbox marks the row it handed over right after send()."""
+        process_outbox marks the row it handed over (to one address) Sent
+        right after send()."""
         if "msg_outbox" in self.db.tables:
             self._pending.extend(ids)
 
     def _eden_row_insert(self, fields, row_id):
         """After an insert into Eden's msg_outbox: its process_outbox inserts
-        a row a member when it expands a list, then marks the list Sent."""
+        a row a member when it expands a list, then marks the list Sent (mail
+        queued before is no hand-over of that list)."""
         self._inserted.append(row_id)
+        self._pending = []
 
     def _eden_row_update(self, dbset, fields):
         """Before an update of Eden's msg_outbox to Sent: a hand-over is
