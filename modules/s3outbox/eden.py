@@ -130,12 +130,7 @@ class EdenMail(MailS3):
         if (self.db._uri, table) in _UNIQUE_DONE:
             return
         if store.get_state(UNIQUE_STATE) != table:
-            with store.transaction():
-                self.db.executesql(
-                    "DELETE FROM {0} WHERE id NOT IN (SELECT id FROM (SELECT MIN(id) "
-                    "AS id FROM {0} GROUP BY eden_outbox_id) AS kept)".format(table))
-                self.db.executesql("CREATE UNIQUE INDEX IF NOT EXISTS {0}_row ON {0} "
-                                   "(eden_outbox_id)".format(table))
+            store.make_unique(table, "eden_outbox_id", table + "_row")
             store.take_turn(UNIQUE_STATE, None, table, utcnow())
         _UNIQUE_DONE.add((self.db._uri, table))
 

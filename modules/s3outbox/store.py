@@ -383,6 +383,16 @@ class OutboxStore(object):
         return self.insert_or_nothing(self.tablename + "_state",
                                       dict(name=name, updated_on=now))
 
+    def make_unique(self, table, column, index):
+        """A unique index ``index`` on ``table.column``, after deleting the
+        rows that repeat a value (the first row of each value stays); commits."""
+        with self.transaction():
+            self.db.executesql(
+                "DELETE FROM {0} WHERE id NOT IN (SELECT id FROM (SELECT MIN(id) AS "
+                "id FROM {0} GROUP BY {1}) AS kept)".format(table, column))
+            self.db.executesql("CREATE UNIQUE INDEX IF NOT EXISTS {2} ON {0} ({1})"
+                               .format(table, column, index))
+
     def insert_or_nothing(self, table, values):
         """INSERT the row ``values`` (a dict) into ``table`` unless a row with
         its unique key exists (a concurrent insert of that key is waited
