@@ -25,8 +25,17 @@ BEGIN, END = "# s3outbox:begin", "# s3outbox:end"
 NOTE = " (scripts/eden_install.py; --uninstall removes this block)"
 HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
 
-# (Eden file, line to insert after, lines to insert, keep its indent, why)
+# (Eden file, line to insert after, lines to insert, keep its indent, why);
+# a file may take several blocks.
 EDITS = (
+    ("models/000_1st_run.py", "appname = request.application",
+     # Eden's first model: before anything parses the form. Eden takes
+     # uploads, but not on its account pages or the outbox dashboard.
+     ["from s3outbox.requestcheck import EDEN_MAX_BODY, check_body",
+      "check_body(request, max_body=EDEN_MAX_BODY, uploads=request.function != "
+      "\"user\" and request.controller != \"outbox\")"], False,
+     "a request with too many fields or too large a body is refused (413) before "
+     "web2py parses it; no file in a text field (400)"),
     ("models/00_db.py", "mail = current.mail = Mail()",
      ["from s3outbox.eden import EdenMail",
       "mail = current.mail = EdenMail(db)"], False,
@@ -82,10 +91,23 @@ def write(path, text):
     os.replace(tmp, path)
 
 
-def insert_block(text, anchor, lines, indent, name):
-    """``text`` with the marked block after the line ``anchor`` (replacing
-    the block an older version added); None if it is there already."""
+def insert_blocks(text, blocks, name):
+    """``text`` with the marked blocks ``(anchor, lines, indent)``, each after
+    its line ``anchor`` (replacing the blocks an older version added); None
+    if they are there already."""
     original, text = text, remove_block(text)
+    for anchor, lines, indent in blocks:
+        text = _insert(text, anchor, lines, indent, name)
+    if name.endswith(".py"):
+        try:
+            compile(text, name, "exec")
+        except SyntaxError as e:
+            raise Refused("%s would not compile after the edit (%s); nothing was "
+                          "changed" % (name, e))
+    return None if text == original else text
+
+
+def _insert(text, anchor, lines, indent, name):
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
@@ -100,14 +122,7 @@ def insert_block(text, anchor, lines, indent, name):
     if not source[at].endswith(("\n", "\r")):
         source[at] += eol
     source[at + 1:at + 1] = [pad + b + eol for b in block]
-    new = "".join(source)
-    if name.endswith(".py"):
-        try:
-            compile(new, name, "exec")
-        except SyntaxError as e:
-            raise Refused("%s would not compile after the edit (%s); nothing was "
-                          "changed" % (name, e))
-    return None if new == original else new
+    return "".join(source)
 
 
 def remove_block(text):
@@ -136,6 +151,11 @@ def source_files(src):
                 path = os.path.join(folder, name)
                 found.append((os.path.relpath(path, src), path))
     return found
+
+
+def edited_files():
+    """The Eden files EDITS changes, each once, in order."""
+    return list(dict.fromkeys(e[0] for e in EDITS))
 
 
 def check_copies(app):
@@ -175,11 +195,13 @@ def install(app):
     controller = controller_text()
     compile(controller, CONTROLLER[1], "exec")
     edits = []
-    for name, anchor, lines, indent, why in EDITS:
+    for name in edited_files():
+        mine = [e for e in EDITS if e[0] == name]
         path = os.path.join(app, name)
         text = read(path)
-        new = insert_block(text, anchor, lines, indent, name)
-        edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
+        new = insert_blocks(text, [e[1:4] for e in mine], name)
+        edits.append((name, path, new, BEGIN in text,
+                      sum(len(e[2]) + 2 for e in mine), "; ".join(e[4] for e in mine)))
     print("Installing the outbox into %s" % app)  # nothing refused it
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
@@ -212,7 +234,7 @@ def install(app):
 def uninstall(app):
     is_eden(app)
     print("Removing the outbox from %s" % app)
-    for name, _, _, _, _ in EDITS:
+    for name in edited_files():
         path = os.path.join(app, name)
         text = read(path)
         if BEGIN in text:
