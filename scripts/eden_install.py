@@ -8,7 +8,7 @@
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
 eden/controllers/outbox.py around the app's own controller) and
-adds four marked blocks to Eden's files (see EDITS). Running it again changes
+adds marked blocks to Eden's files (see EDITS). Running it again changes
 nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
 Eden's files byte for byte as they were. Nothing is written until every check
 passed, and an edited Python file must compile before it is written.

@@ -11,9 +11,8 @@ reset asks for a username and username recovery is there):
 - a file part in each text field of the account pages and the dashboard: 400;
 - the dashboard's ``_next`` normalised before the prefix check.
 
-Requests come from several loopback addresses (127.0.0.x) through a
-requests adapter that binds the source address, so the server sees several
-clients, as it would several networks.
+Requests come from several loopback addresses (127.0.0.x, WebApp.session's
+``source``), so the server sees several clients, as it would several networks.
 """
 
 import re
@@ -21,7 +20,6 @@ import time
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from helpers import Inbox, flash, text
 from smtpsink import SinkController
@@ -33,23 +31,9 @@ LIMITED = "Too many account requests"
 FIGURES = []
 
 
-class _Source(HTTPAdapter):
-    """Connections from one local address."""
-
-    def __init__(self, address):
-        self.address = address
-        super(_Source, self).__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super(_Source, self).init_poolmanager(*args, **kwargs)
-
-
 def client(n):
     """A browser session from 127.0.0.``n``."""
-    s = WebApp.session()
-    s.mount("http://", _Source("127.0.0.%d" % n))
-    return s
+    return WebApp.session("127.0.0.%d" % n)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -553,30 +553,32 @@ class OutboxAuthMixin(object):
                 else s.email_case_sensitive):
             requires.insert(0, IS_LOWER())
         log = _given(log, self.messages["reset_password_log"])
-
-        def act(value):
-            user = users(**{field: value})
-            why = self._reset_refusal(user, field)
-            if why:
-                logger.info("password reset: %s; nothing sent", why)
-            decoy = self._decoy(users, field, value)
-
-            def queue(real):
-                target = user if real else decoy
-                if not self.email_reset_password(target) and real:
-                    logger.error("password reset mail not queued: %s",
-                                 s.mailer.error)
-                self.log_event(log, target)
-            self._flow_mail("reset", user.email if user else value, why is None, queue)
         return self._same_answer(
             "reset_password", Field(field, label=users[field].label, requires=requires),
-            act, self.messages.reset_password_requested,
+            lambda value: self._reset_one(users, field, value, log),
+            self.messages.reset_password_requested,
             self.messages.password_reset_button,
             _given(next, self.get_vars_next() or s.request_reset_password_next),
             _given(onvalidation, s.request_reset_password_onvalidation),
             _given(onaccept, s.request_reset_password_onaccept),
             s.retrieve_password_captcha is not False and
             (s.retrieve_password_captcha or s.captcha))
+
+    def _reset_one(self, users, field, value, log):
+        """The work of one reset request: a real mail, or a decoy's."""
+        user = users(**{field: value})
+        why = self._reset_refusal(user, field)
+        if why:
+            logger.info("password reset: %s; nothing sent", why)
+        decoy = self._decoy(users, field, value)
+
+        def queue(real):
+            target = user if real else decoy
+            if not self.email_reset_password(target) and real:
+                logger.error("password reset mail not queued: %s",
+                             self.settings.mailer.error)
+            self.log_event(log, target)
+        self._flow_mail("reset", user.email if user else value, why is None, queue)
 
     def _reset_refusal(self, user, field):
         """Why no reset mail goes to ``user``, or None when one may."""
