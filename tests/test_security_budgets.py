@@ -128,7 +128,8 @@ def test_made_up_usernames_spend_only_their_own_networks(app, inbox, admin):
                    % (took, queued(app, victim) - before,
                       queued(app, "newcomer@people.net")))
     log = app.log("web")
-    assert "flow_per_client, the requests of client network 127.0.0.2" in log, log
+    assert "flow_per_client (the requests of client network 127.0.0.2) is used up" \
+        in log, log
 
 
 def test_a_stranger_cannot_use_up_the_owners_reset(app, inbox, admin):

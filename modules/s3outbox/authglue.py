@@ -83,13 +83,18 @@ MESSAGES = dict(
     code_limited="Too many login codes were sent to this address just now; no new "
                  "one was sent. Please try again in an hour.",
 )
-# What each limit's scope is, for the log (no address: logs are kept).
-_LIMIT_NAMES = dict(
-    client="flow_per_client, the requests of client network %(client)s",
-    address="flow_per_address, the mails of this flow to one address",
-    site="flow_global, the site's account mails",
-    register="flow_global_register, the site's registrations",
-    code="flow_codes_per_address, the login codes to one address")
+# The log line for each limit used up (no address: logs are kept).
+_LIMIT_LOG = dict(
+    client="account mail limit reached: flow_per_client (the requests of client "
+           "network %(client)s) is used up; nothing queued",
+    address="account mail limit reached: flow_per_address (the mails of this flow "
+            "to one address) is used up; nothing queued",
+    site="account mail limit reached: flow_global (the site's reset and username "
+         "mails) is used up; nothing queued",
+    register="account mail limit reached: flow_global_register (the site's "
+             "registrations) is used up; nothing queued",
+    code="login code limit reached: flow_codes_per_address (the codes to one "
+         "address) is used up; nothing queued")
 # Form fields whose values are names that end up in mail text.
 NAME_FIELDS = ("first_name", "last_name")
 # Control, format (bidi overrides, zero-width), line and paragraph separators,
@@ -360,8 +365,7 @@ class OutboxAuthMixin(object):
         was used up logged (unless ``quiet``: a decoy's)."""
         spent = self.flow_limiter.spent(limits, self._flow_setting("flow_window"))
         if spent and not quiet:
-            logger.warning("account mail limit reached: %s; nothing queued",
-                           _LIMIT_NAMES[spent] % dict(client=self._client()))
+            logger.warning(_LIMIT_LOG[spent], dict(client=self._client()))
         return spent is None
 
     # -------------------------------------------------------- registration
