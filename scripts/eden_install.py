@@ -25,8 +25,7 @@ BEGIN, END = "# s3outbox:begin", "# s3outbox:end"
 NOTE = " (scripts/eden_install.py; --uninstall removes this block)"
 HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
 
-# (Eden file, line to insert after, lines to insert, keep its indent, why);
-# a file may take several blocks.
+# (Eden file, line to insert after, lines to insert, keep its indent, why)
 EDITS = (
     ("models/000_1st_run.py", "appname = request.application",
      # Eden's first model: before anything parses the form. Eden takes
@@ -40,6 +39,11 @@ EDITS = (
      ["from s3outbox.eden import EdenMail",
       "mail = current.mail = EdenMail(db)"], False,
      "current.mail is the outbox: send() queues, workers deliver"),
+    ("models/00_db.py", "current.auth = auth = s3base.AuthS3()",
+     ["from s3outbox.edenauth import guard",
+      "guard(auth, mail)"], False,
+     "every request's Host and parameters checked; reset, registration and "
+     "username mail limited, one answer for known and unknown addresses"),
     ("models/00_settings.py", "auth_settings.mailer = mail",
      ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
      False, "Auth's mail (verification, reset) queues whatever the mail settings"),
@@ -91,23 +95,24 @@ def write(path, text):
     os.replace(tmp, path)
 
 
-def insert_blocks(text, blocks, name):
-    """``text`` with the marked blocks ``(anchor, lines, indent)``, each after
-    its line ``anchor`` (replacing the blocks an older version added); None
-    if they are there already."""
-    original, text = text, remove_block(text)
-    for anchor, lines, indent in blocks:
-        text = _insert(text, anchor, lines, indent, name)
+def edit_file(text, edits, name):
+    """``text`` with the marked blocks of ``edits`` ((anchor, lines, indent)
+    each), replacing the blocks an older version added; None if they are
+    there already."""
+    original, new = text, remove_block(text)
+    for anchor, lines, indent in edits:
+        new = insert_block(new, anchor, lines, indent, name)
     if name.endswith(".py"):
         try:
-            compile(text, name, "exec")
+            compile(new, name, "exec")
         except SyntaxError as e:
             raise Refused("%s would not compile after the edit (%s); nothing was "
                           "changed" % (name, e))
-    return None if text == original else text
+    return None if new == original else new
 
 
-def _insert(text, anchor, lines, indent, name):
+def insert_block(text, anchor, lines, indent, name):
+    """``text`` with a marked block after the line ``anchor``."""
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
@@ -153,11 +158,6 @@ def source_files(src):
     return found
 
 
-def edited_files():
-    """The Eden files EDITS changes, each once, in order."""
-    return list(dict.fromkeys(e[0] for e in EDITS))
-
-
 def check_copies(app):
     """Refuse to overwrite a controller or view of Eden's own."""
     controller = os.path.join(app, "controllers", "outbox.py")
@@ -199,7 +199,8 @@ def install(app):
         mine = [e for e in EDITS if e[0] == name]
         path = os.path.join(app, name)
         text = read(path)
-        new = insert_blocks(text, [e[1:4] for e in mine], name)
+        new = edit_file(text, [(anchor, lines, indent)
+                               for _, anchor, lines, indent, _ in mine], name)
         edits.append((name, path, new, BEGIN in text,
                       sum(len(e[2]) + 2 for e in mine), "; ".join(e[4] for e in mine)))
     print("Installing the outbox into %s" % app)  # nothing refused it
@@ -229,6 +230,26 @@ def install(app):
             write(path, new)
             print("  %-9s %s (+%d lines): %s" % ("updated" if older else "edited",
                                                  name, added, why))
+
+
+def edited_files():
+    """The Eden files EDITS changes, each once, in order."""
+    return sorted({e[0] for e in EDITS}, key=[e[0] for e in EDITS].index)
+
+
+def public_url_note(app):
+    """A warning when Eden's config has no public URL: Eden then answers only
+    to its host_names (loopback by default)."""
+    path = os.path.join(app, "models", "000_config.py")
+    if not os.path.isfile(path):
+        return None
+    for line in read(path).splitlines():
+        if line.strip().startswith(("settings.base.public_url", "settings.base.host_names")):
+            return None
+    return ("Note: models/000_config.py sets no settings.base.public_url: Eden now "
+            "answers only to localhost, 127.0.0.1 and [::1] (any other Host gets "
+            "403) until it is set, e.g. settings.base.public_url = "
+            "\"https://eden.example.org\".")
 
 
 def uninstall(app):
@@ -281,6 +302,9 @@ def main(argv=None):
                   "Dashboard (ADMIN role): /%s/outbox/index. Mail settings: "
                   "settings.mail.* in models/000_config.py."
                   % (os.path.basename(app), os.path.basename(app)))
+            note = public_url_note(app)
+            if note:
+                print(note)
     except Refused as e:
         print("eden_install: %s" % e, file=sys.stderr)
         return 2
