@@ -187,3 +187,26 @@ class Dovecot(object):
                 assert typ == "OK", typ
         finally:
             conn.logout()
+
+    def clear(self):
+        """Delete every message of the mailbox."""
+        import imaplib
+        conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
+        try:
+            conn.login(USER, PASSWORD)
+            if int(conn.select("INBOX")[1][0]):
+                conn.store("1:*", "+FLAGS", "(\\Deleted)")
+                conn.expunge()
+        finally:
+            conn.logout()
+
+    def count(self):
+        """Messages in the mailbox, as IMAP sees them."""
+        import imaplib
+        conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
+        try:
+            conn.login(USER, PASSWORD)
+            typ, data = conn.select("INBOX", readonly=True)
+            return int(data[0])
+        finally:
+            conn.logout()

@@ -149,7 +149,11 @@ class Postfix(object):
             return b""
 
     def log(self):
-        return self._read("maillog").decode("utf-8", "replace")
+        return self.log_of("maillog")
+
+    def log_of(self, name):
+        """File ``name`` of its folder as text (the mbox with its From_ lines)."""
+        return self._read(name).decode("utf-8", "replace")
 
     def mbox(self):
         """The delivered messages, each as bytes (From_ line dropped)."""

@@ -89,6 +89,7 @@ class Imap(object):
 
     def __init__(self, url, timeout):
         self.url, self.timeout, self.conn, self.validity = url, timeout, None, None
+        self.exists = 0
 
     def connect(self, scheme, host, port, context):
         if scheme == "imaps":
@@ -103,11 +104,14 @@ class Imap(object):
         typ, data = self.conn.select(_quoted(folder))
         if typ != "OK":
             raise imaplib.IMAP4.error("cannot open folder %r" % folder)
+        self.exists = int(data[0])
         self.validity = (self.conn.untagged_responses.get("UIDVALIDITY") or [b"0"])[-1]
         self.validity = self.validity.decode("ascii", "replace")
 
     def messages(self):
         """[(ref, size)] of the folder's messages, oldest first."""
+        if not self.exists:
+            return []
         with _broken():
             typ, data = self.conn.uid("FETCH", "1:*", "(RFC822.SIZE)")
         found = []
@@ -214,7 +218,7 @@ class _broken(object):
 
 def _shut(conn):
     try:
-        (getattr(conn, "sock", None) or conn.sock).close()
+        conn.sock.close()
     except Exception:
         pass
 
