@@ -231,10 +231,12 @@ class Reader(object):
 
     def _insert(self, outbox_id, f, kind, now, digest):
         """Insert-or-nothing on the digest: True when this row is new."""
-        sql = self.store._insert_ignore_sql(
-            "%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
-            "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)"
-            % self.table._tablename)
+        into = ("%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
+                "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)"
+                % self.table._tablename)
+        # PostgreSQL's dialect names the state table's key; any key here.
+        sql = "INSERT INTO %s ON CONFLICT DO NOTHING" % into \
+            if self.store.engine == "postgres" else self.store._insert_ignore_sql(into)
         self.store._sql(sql, [outbox_id, f.recipient[:255], kind, f.status, f.code,
                               f.diagnostic, now, digest])
         return self.store.db._adapter.cursor.rowcount == 1
