@@ -36,6 +36,7 @@ logger = logging.getLogger("s3outbox")
 
 MAX_PER_PASS = 2000   # messages looked at in one pass
 MAX_SKIPPED = 5000    # references of mail not understood, remembered
+SUSPECT_TIMES = 3     # passes broken at the same message before it is skipped
 KINDS = (Logged.BOUNCED, Logged.DELAYED)
 _next_look = {}       # (database, table) -> monotonic time to look at the turn again
 
@@ -108,14 +109,19 @@ class Reader(object):
         except (mailboxes.MailboxError, ValueError) as e:
             return self._failed(e)
         memory = self.store.get_state(self.state_name) or {}
-        skipped = set(memory.get("refs") or ())
+        memory = dict(refs=memory.get("refs") or [], suspect=memory.get("suspect"))
+        skipped, now = set(memory["refs"]), dict(memory)
         try:
-            self._messages(box, skipped, memory)
+            self._messages(box, skipped, now)
         except mailboxes.Broken as e:
             self._failed(e)
+        except Exception as e:  # the database: the mail stays for the next pass
+            self.store.rollback()
+            logger.exception("bounces: recording a report failed")
+            self.counts["error"] = "%s: %s" % (type(e).__name__, e)
         finally:
             box.close()
-            self._remember(skipped, memory)
+            self._remember(skipped, memory, now)
         if self.counts["matched"] or self.counts["skipped"]:
             logger.info("bounces: %(read)d read, %(matched)d matched (%(bounced)d "
                         "bounced, %(delayed)d delayed), %(skipped)d left in the "
@@ -123,18 +129,20 @@ class Reader(object):
         return self.counts
 
     def _messages(self, box, skipped, memory):
-        """Handle each message not yet skipped; Broken ends the pass, and a
-        message whose reading broke the connection twice is skipped."""
-        for ref, size in box.messages()[:MAX_PER_PASS]:
+        """Handle each message not yet skipped; Broken ends the pass (see
+        ``_suspect``)."""
+        listing = box.messages()
+        skipped.intersection_update(ref for ref, _ in listing)  # gone meanwhile
+        for ref, size in listing[:MAX_PER_PASS]:
             if ref in skipped:
                 continue
             try:
                 data = box.head(ref, size)
-            except mailboxes.Broken:
-                if memory.get("suspect") == ref:
-                    skipped.add(ref)
-                memory["suspect"] = ref
+            except mailboxes.Broken as e:
+                self._suspect(ref, e, skipped, memory)
                 raise
+            if (memory["suspect"] or [None])[0] == ref:
+                memory["suspect"] = None
             self.counts["read"] += 1
             why = self.handle(data)
             if why is None:
@@ -146,6 +154,19 @@ class Reader(object):
                 logger.info("bounces: left in the mailbox (%s, %d bytes): %s",
                             ref, size, why)
 
+    @staticmethod
+    def _suspect(ref, e, skipped, memory):
+        """Reading ``ref`` broke the connection: skip it at once if it cannot
+        be read over this protocol, or after SUSPECT_TIMES passes in a row,
+        so one message cannot stop every later pass."""
+        ref_before, times = memory.get("suspect") or (None, 0)
+        times = times + 1 if ref_before == ref else 1
+        if isinstance(e, mailboxes.Unreadable) or times >= SUSPECT_TIMES:
+            skipped.add(ref)
+            logger.info("bounces: left in the mailbox (%s): reading it breaks the "
+                        "connection", ref)
+        memory["suspect"] = [ref, times]
+
     def _failed(self, e):
         text = admin_text(str(e), self.settings)
         logger.warning("bounces: cannot read %s: %s",
@@ -153,12 +174,12 @@ class Reader(object):
         self.counts["error"] = text
         return self.counts
 
-    def _remember(self, skipped, memory):
+    def _remember(self, skipped, before, now):
         """Store the references of mail not understood (the newest
-        MAX_SKIPPED; mail that was deleted meanwhile drops out in time)."""
-        refs = sorted(skipped, key=_ref_order)[-MAX_SKIPPED:]
-        doc = dict(refs=refs, suspect=memory.get("suspect"))
-        if doc != {"refs": memory.get("refs") or [], "suspect": memory.get("suspect")}:
+        MAX_SKIPPED) and the message that broke the last pass, if changed."""
+        doc = dict(refs=sorted(skipped, key=_ref_order)[-MAX_SKIPPED:],
+                   suspect=now["suspect"])
+        if doc != before:
             try:
                 with self.store.transaction():
                     self.store.set_state(self.state_name, doc)

@@ -16,7 +16,7 @@ import ssl
 import urllib.parse
 
 READ_LIMIT = 512 * 1024  # bytes of a message read: a report's status part is early
-POP_LINES = 4000          # POP3 TOP: lines of the body read of a bigger message
+POP_LINES = 500           # POP3 TOP: lines of the body read of a bigger message
 SCHEMES = {"imaps": 993, "imap": 143, "pop3s": 995, "pop3": 110}
 
 
@@ -26,6 +26,11 @@ class MailboxError(Exception):
 
 class Broken(MailboxError):
     """The connection failed while reading: stop this pass, nothing is lost."""
+
+
+class Unreadable(Broken):
+    """This message cannot be read over this protocol (a POP3 line longer
+    than poplib takes); the connection is out of step: stop this pass."""
 
 
 def parse(url):
@@ -182,11 +187,16 @@ class Pop(object):
 
     def head(self, ref, size):
         number = self.numbers[ref]
-        with _broken():
-            if size <= READ_LIMIT:
-                lines = self.conn.retr(number)[1]
-            else:
-                lines = self.conn.top(number, POP_LINES)[1]
+        try:
+            with _broken():
+                if size <= READ_LIMIT:
+                    lines = self.conn.retr(number)[1]
+                else:
+                    lines = self.conn.top(number, POP_LINES)[1]
+        except Broken as e:
+            if "line too long" in str(e):
+                raise Unreadable(str(e))
+            raise
         return b"\r\n".join(lines)[:READ_LIMIT]
 
     def delete(self, ref):
