@@ -330,7 +330,7 @@ def _failed(site, address=None):
     return mail, row_id
 
 
-PAGES = ["/outbox/index", "/outbox/index?chart=week", "/outbox/messages",
+PAGES = ["/outbox/index", "/outbox/index?chart=week", "/outbox/messages", "/outbox/bounces",
          "/outbox/messages?status=failed&address=people", "/outbox/message/%d"]
 ACTIONS = [("retry", "ids"), ("cancel", "ids"), ("purge", "days"), ("test", "to")]
 

@@ -358,9 +358,10 @@ def findings(s):
 
 # ------------------------------------------------------------ admin reads
 def page(mail, address=None, kind=None, before=None, size=50):
-    """(rows, older): failures newest first, with the message's subject and
-    status; ``address`` matches part of the recipient, ``kind`` is bounced
-    or delayed; ``older`` is the id for the next page, or None."""
+    """(rows, older): reported failures newest first, each a dict with the
+    message's subject, status and pe_id; ``address`` matches part of the
+    recipient, ``kind`` is bounced or delayed; ``older`` is the id to pass
+    as ``before`` for the next page, or None."""
     b, o = define_table(mail.store), mail.store.outbox
     query = (b.outbox_id == o.id)
     if address:
@@ -369,9 +370,20 @@ def page(mail, address=None, kind=None, before=None, size=50):
         query &= b.kind == kind
     if before:
         query &= b.id < before
-    rows = list(mail.db(query).select(
+    found = mail.db(query).select(
         b.id, b.outbox_id, b.recipient, b.kind, b.status, b.code, b.diagnostic,
         b.received_on, o.subject, o.status, o.pe_id, orderby=~b.id,
-        limitby=(0, size + 1)))
-    older = rows[size - 1][b.id] if len(rows) > size else None
+        limitby=(0, size + 1))
+    rows = [dict(id=r[b.id], outbox_id=r[b.outbox_id], recipient=r[b.recipient],
+                 kind=r[b.kind], status=r[b.status], code=r[b.code],
+                 diagnostic=r[b.diagnostic], received_on=r[b.received_on],
+                 subject=r[o.subject], message_status=r[o.status], pe_id=r[o.pe_id])
+            for r in found]
+    older = rows[size - 1]["id"] if len(rows) > size else None
     return rows[:size], older
+
+
+def count(mail, kind=Logged.BOUNCED):
+    """Reported failures of ``kind`` (one per recipient and report)."""
+    b = define_table(mail.store)
+    return mail.db(b.kind == kind).count()

@@ -11,6 +11,7 @@ or a Message-ID the outbox gave, for one of that message's recipients).
 
 import dataclasses
 import email
+import email.header
 import email.policy
 import logging
 import re
@@ -114,9 +115,8 @@ def _parts(msg):
 def _text(part):
     """A part's content as text, whatever its encoding (lenient)."""
     payload = part.get_payload()
-    if isinstance(payload, list):  # message/* parsed into messages: their text
-        return "\n\n".join(p.as_string() if hasattr(p, "as_string") else str(p)
-                           for p in payload)
+    if isinstance(payload, list):  # message/* parsed into messages: their fields
+        return "\n\n".join(_fields(p) for p in payload)
     raw = part.get_payload(decode=True)
     if raw is None:
         return str(payload)
@@ -125,6 +125,22 @@ def _text(part):
         return raw.decode(charset, "replace")
     except LookupError:
         return raw.decode("utf-8", "replace")
+
+
+def _fields(msg):
+    """A parsed block's header fields as text, as they came (as_string()
+    would encode 8-bit values as =?unknown-8bit?...?=)."""
+    if not hasattr(msg, "items"):
+        return str(msg)
+    return "\n".join("%s: %s" % (k, _value(v)) for k, v in msg.items())
+
+
+def _value(value):
+    """A header value as text; 8-bit bytes read as UTF-8."""
+    if isinstance(value, email.header.Header):
+        return "".join(part.decode("utf-8", "replace") if isinstance(part, bytes)
+                       else part for part, _ in email.header.decode_header(value))
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _status_part(text):
@@ -187,8 +203,10 @@ def _code(diagnostic):
 
 
 def _one_line(text):
-    """``text`` on one line, without control characters, at most MAX_TEXT long."""
-    text = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]+", " ", str(text))
+    """``text`` on one line, without control or direction-changing characters
+    (which could make a page say something else), at most MAX_TEXT long."""
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+",
+                  " ", str(text))
     return re.sub(r"\s{2,}", " ", text).strip()[:MAX_TEXT]
 
 
