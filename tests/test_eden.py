@@ -397,3 +397,45 @@ def test_dashboard_is_for_edens_admins_only(eden, sink):
     r = admin.get(eden.url("/outbox/messages"), params=dict(status="bogus"),
                   timeout=60)
     assert r.status_code == 400 and "Bad parameter" in r.text
+
+
+# ------------------------------------------------------------------ bounces
+def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
+    """Eden sends through a real Postfix, which bounces the person's address
+    after accepting it; Eden's worker reads Postfix's report in a real
+    Dovecot: the outbox row is bounced, Eden's msg_outbox row Failed (5),
+    and the admin's bounces page links the person."""
+    from dovecot import Dovecot, unusable as no_dovecot
+    from postfix import Postfix, unusable as no_postfix
+    if no_postfix() or no_dovecot():
+        pytest.skip(no_postfix() or no_dovecot())
+    pe_id = value(eden.shell("person", "Dana Deadletter"), "pe_id")
+    person_id = value(eden.shell("contact", pe_id, "dana@dead.people.net"), "person_id")
+    with Dovecot() as box, Postfix(mailbox=box) as relay:
+        eden.configure_mail(server=relay.server, sender=SENDER,
+                            bounce_address="bounces@bounce.people.net",
+                            bounce_mailbox=box.url("imaps"), bounce_interval=2,
+                            self_signed_certificate=True)
+        try:
+            eden_id = value(eden.shell("send_by_pe_id", pe_id, "Bounce in Eden"),
+                            "eden_outbox")
+            eden.shell("process_outbox")
+            assert wait_for(lambda: eden.query(
+                "SELECT status FROM msg_mail_outbox WHERE subject='Bounce in Eden'"
+            ) == [("bounced",)], timeout=180), eden.log("worker")[-5000:]
+            assert wait_for(lambda: "status=5" in eden.shell("eden_status", eden_id),
+                            timeout=90, step=1)
+        finally:
+            eden.configure_mail(server=sink.server, bounce_address=None,
+                                bounce_mailbox=None, bounce_interval=None,
+                                self_signed_certificate=None)
+    admin = login(eden, "admin@example.com")
+    r = admin.get(eden.url("/outbox/bounces"), timeout=60)
+    assert r.status_code == 200 and "Persons whose e-mail bounced" in r.text
+    link = "/eden/pr/person/%s/contacts" % person_id
+    assert 'href="%s">Dana Deadletter</a>' % link in r.text, r.text
+    assert "dana@dead.people.net" in r.text and "user unknown" in r.text
+    assert admin.get(eden.url(link.replace("/eden", "", 1)), timeout=60).status_code == 200
+    r = login(eden, "normaluser@example.com").get(eden.url("/outbox/bounces"),
+                                                   timeout=60)
+    assert "Persons whose e-mail bounced" not in r.text
