@@ -72,5 +72,5 @@ def token_pattern(bounce_address):
     """A regex finding (row id, mac) in text that holds the bounce address
     with a TOKEN, ignoring case (some servers lower an address's case)."""
     local, _, domain = bounce_address.rpartition("@")
-    return re.compile(r"(?<![\w.+-])%s\+(\d{1,11})-([0-9a-f]{%d})@%s(?![\w-])"
+    return re.compile(r"(?<![\w.+-])%s\+(\d{1,11})-([0-9a-f]{%d})@%s(?!\.?[\w-])"
                       % (re.escape(local), MAC_LENGTH, re.escape(domain)), re.I)
