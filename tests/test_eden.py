@@ -436,6 +436,31 @@ def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
     assert 'href="%s">Dana Deadletter</a>' % link in r.text, r.text
     assert "dana@dead.people.net" in r.text and "user unknown" in r.text
     assert admin.get(eden.url(link.replace("/eden", "", 1)), timeout=60).status_code == 200
+    _screenshot(eden, "/outbox/bounces", "bounces-eden.png")
     r = login(eden, "normaluser@example.com").get(eden.url("/outbox/bounces"),
                                                    timeout=60)
     assert "Persons whose e-mail bounced" not in r.text
+
+
+def _screenshot(eden, path, name):
+    """The admin's page in Chromium, kept as docs/NAME (when Chromium is here)."""
+    from admin_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+    if chromium_missing():
+        return
+    from playwright.sync_api import sync_playwright
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "docs")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.goto(eden.url("/default/user/login"))
+            page.fill("input[name=email]", "admin@example.com")
+            page.fill("input[name=password]", PASSWORD)
+            page.locator("form [type=submit]").first.click()
+            page.wait_for_load_state()
+            page.goto(eden.url(path))
+            assert page.locator("#bounced-persons a").count() >= 1
+            page.screenshot(path=os.path.join(docs, name), full_page=True)
+        finally:
+            browser.close()
