@@ -91,6 +91,21 @@ def test_a_delay_report_is_recorded_only(mail, box):
     assert box.count() == 0
 
 
+def test_any_text_in_a_report_is_kept(mail, box):
+    """A report with a valid TOKEN whose diagnostic holds characters beyond
+    three UTF-8 bytes (MariaDB's utf8) and markup: recorded as it was said."""
+    send_all(mail, ["f@people.net"])
+    row = list(rows(mail).values())[0]
+    own = returnpath.envelope(BOUNCE, returnpath.token(
+        returnpath.key(mail.store), row.id, row.message_id))
+    box.append([dsn(own, "f@people.net", row.message_id).replace(
+        b"550 5.1.1 forged", "552 5.2.2 Postfach voll 📭 <b>".encode())])
+    counts = bounces.read_bounces(mail)
+    assert counts["marked"] == 1 and counts["skipped"] == 0, counts
+    assert rows(mail)[row.id].last_error.endswith(
+        "smtp; 552 5.2.2 Postfach voll 📭 <b>")
+
+
 def test_pop3_reads_the_same(mail, box):
     mail.settings.bounce_mailbox = box.url("pop3s")
     send_all(mail, ["a@dead.people.net", "b@people.net", "c@dead.people.net"])

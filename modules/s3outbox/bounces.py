@@ -52,7 +52,19 @@ def define_table(store, migrate=True):
             Field("status", length=16), Field("code", "integer"),
             Field("diagnostic", "text"), Field("received_on", "datetime"),
             Field("digest", length=64, notnull=True, unique=True), migrate=migrate)
+        if migrate and store.engine == "mysql":
+            _utf8mb4(store.db, name)
     return store.db[name]
+
+
+def _utf8mb4(db, name):
+    """A report's text may hold any character: MariaDB tables are made utf8
+    (3 bytes) by pydal; convert this one, once (as the store does its own)."""
+    if db.executesql("SELECT 1 FROM information_schema.tables WHERE table_schema="
+                     "DATABASE() AND table_name=%s AND LEFT(table_collation, 7) "
+                     "<> 'utf8mb4'", placeholders=[name]):
+        db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE "
+                      "utf8mb4_unicode_ci" % name)
 
 
 # ------------------------------------------------------------ scheduling
@@ -144,7 +156,7 @@ class Reader(object):
             if (memory["suspect"] or [None])[0] == ref:
                 memory["suspect"] = None
             self.counts["read"] += 1
-            why = self.handle(data)
+            why = self._handled(data)
             if why is None:
                 box.delete(ref)
                 self.counts["matched"] += 1
@@ -187,6 +199,18 @@ class Reader(object):
                 logger.exception("bounces: could not remember the mail left unread")
 
     # ------------------------------------------------------------ matching
+    def _handled(self, data):
+        """``handle(data)``; if it fails while the database answers, the
+        message was the cause: it is left (why), the pass goes on. If the
+        database does not answer, the failure ends the pass."""
+        try:
+            return self.handle(data)
+        except Exception as e:
+            self.store.rollback()
+            self.store.get_state("bounce_turn")  # raises if the database is down
+            logger.warning("bounces: a report could not be recorded", exc_info=True)
+            return "recording it failed: %s" % type(e).__name__
+
     def handle(self, data):
         """Record the report in ``data``: None if it matched, else why not."""
         report = dsn.read(data, self.tokens)
@@ -207,7 +231,8 @@ class Reader(object):
         if report.tokens:
             secret = returnpath.key(self.store)
             for row_id, mac in report.tokens:
-                row = self.store.db(o.id == row_id).select(*fields).first()
+                row = self.store.db(o.id == row_id).select(*fields).first() \
+                    if row_id < 2 ** 31 else None  # ids are 32-bit integers
                 if row and returnpath.verify(secret, row_id, row.message_id, mac):
                     return self._ours(row, report.failures, True)
             return "its TOKEN does not name a message of this outbox"
@@ -222,7 +247,8 @@ class Reader(object):
         rcpts = recipients(row)
         kept = []
         for f in failures:
-            if self.tokens and self.tokens.search(f.recipient or ""):
+            if f.recipient == self.address or \
+                    (self.tokens and self.tokens.search(f.recipient or "")):
                 continue  # a report on mail to the bounce address: a loop
             single = len(rcpts) == 1 and (by_token or not f.recipient)
             if f.recipient in rcpts or single:
@@ -239,8 +265,9 @@ class Reader(object):
         worker = "bounce reader"
         for f in failures:
             kind = Logged.BOUNCED if f.permanent else Logged.DELAYED
-            digest = hashlib.sha256(json.dumps(
-                [row.id, f.recipient, f.status, f.diagnostic]).encode("utf-8")).hexdigest()
+            digest = hashlib.sha256(json.dumps([row.id, f.recipient, f.status,
+                                                f.diagnostic]).encode("utf-8"))
+            digest = digest.hexdigest()
             if not self._insert(row.id, f, kind, now, digest):
                 continue  # read before (a copy, or a pass that broke off)
             error = "%s %s: %s" % (f.status, f.recipient or "(recipient not named)",
@@ -248,7 +275,7 @@ class Reader(object):
             store.attempt.insert(outbox_id=row.id, attempted_on=now, worker=worker,
                                  outcome=kind, code=f.code, error=error)
             self.counts[kind] += 1
-        self._mark(row, now)
+        self._mark(row)
 
     def _insert(self, outbox_id, f, kind, now, digest):
         """Insert-or-nothing on the digest: True when this row is new."""
@@ -262,7 +289,7 @@ class Reader(object):
                               f.diagnostic, now, digest])
         return self.store.db._adapter.cursor.rowcount == 1
 
-    def _mark(self, row, now):
+    def _mark(self, row):
         """Mark a sent message ``bounced`` once all its recipients failed for
         good (here, or refused when it was sent)."""
         b = self.table
@@ -274,7 +301,8 @@ class Reader(object):
         refused = set(a.lower() for a in json.loads(row.refused or "{}"))
         if len(rcpts) > 1 and not rcpts <= (gone | refused):
             return
-        last = self.store.db(b.outbox_id == row.id).select(
+        mine = (b.outbox_id == row.id) & (b.kind == Logged.BOUNCED)
+        last = self.store.db(mine).select(
             b.status, b.recipient, b.diagnostic, b.code, orderby=~b.id,
             limitby=(0, 1)).first()
         o = self.store.outbox

@@ -301,37 +301,48 @@ def bounced_persons(mail, limit=200):
     the person's id and name, the address, status, diagnostic and date. A
     message queued by pe_id names its person; one queued to an address is
     matched to the persons that have it as an EMAIL contact."""
-    db, s3db = mail.db, current.s3db
-    ptable, ctable = s3db.table("pr_person"), s3db.table("pr_contact")
     b, o = bounces.define_table(mail.store), mail.store.outbox
-    rows = db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
+    rows = mail.db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
         b.recipient, b.status, b.diagnostic, b.received_on, o.pe_id, orderby=~b.id,
         limitby=(0, limit))
-    addresses = {r[b.recipient] for r in rows if not r[o.pe_id] and r[b.recipient]}
-    by_address = {}
-    if addresses:
-        for c in db((ctable.contact_method == "EMAIL") & (ctable.deleted == False) &
-                    ctable.value.lower().belongs(addresses)).select(
-                        ctable.value, ctable.pe_id):  # noqa: E712
-            by_address.setdefault(c.value.lower(), []).append(c.pe_id)
-    wanted = {r[o.pe_id] for r in rows if r[o.pe_id]}
-    wanted.update(pe for found in by_address.values() for pe in found)
-    persons = {p.pe_id: p for p in db(ptable.pe_id.belongs(wanted) &
-                                      (ptable.deleted == False)).select(  # noqa: E712
-        ptable.id, ptable.pe_id, ptable.first_name, ptable.middle_name,
-        ptable.last_name)} if wanted else {}
+    by_address = _contacts(mail.db, {r[b.recipient] for r in rows
+                                     if not r[o.pe_id] and r[b.recipient]})
+    persons = _persons(mail.db, {r[o.pe_id] for r in rows if r[o.pe_id]} |
+                       {pe for found in by_address.values() for pe in found})
     out, seen = [], set()
     for r in rows:
         for pe_id in [r[o.pe_id]] if r[o.pe_id] else by_address.get(r[b.recipient], []):
             p = persons.get(pe_id)
-            if p is None or p.id in seen:
-                continue
-            seen.add(p.id)
-            name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name) if n)
-            out.append(dict(person_id=p.id, name=name or "person %d" % p.id,
-                            address=r[b.recipient], status=r[b.status],
-                            diagnostic=r[b.diagnostic], received_on=r[b.received_on]))
+            if p is not None and p.id not in seen:
+                seen.add(p.id)
+                name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name)
+                                if n)
+                out.append(dict(person_id=p.id, name=name or "person %d" % p.id,
+                                address=r[b.recipient], status=r[b.status],
+                                diagnostic=r[b.diagnostic],
+                                received_on=r[b.received_on]))
     return out
+
+
+def _contacts(db, addresses):
+    """{lower-case address: [pe_id]} of Eden's EMAIL contacts."""
+    found = {}
+    if addresses:
+        c = current.s3db.table("pr_contact")
+        for row in db((c.contact_method == "EMAIL") & (c.deleted == False) &  # noqa: E712
+                      c.value.lower().belongs(addresses)).select(c.value, c.pe_id):
+            found.setdefault(row.value.lower(), []).append(row.pe_id)
+    return found
+
+
+def _persons(db, pe_ids):
+    """{pe_id: pr_person row} of the persons (not deleted) among ``pe_ids``."""
+    if not pe_ids:
+        return {}
+    p = current.s3db.table("pr_person")
+    query = p.pe_id.belongs(pe_ids) & (p.deleted == False)  # noqa: E712
+    return {r.pe_id: r for r in db(query).select(p.id, p.pe_id, p.first_name,
+                                                 p.middle_name, p.last_name)}
 
 
 def register_task(tasks, s3task, period=60):
