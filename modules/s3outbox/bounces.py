@@ -35,7 +35,8 @@ from .store import Logged, Status, utcnow
 logger = logging.getLogger("s3outbox")
 
 MAX_PER_PASS = 2000   # messages looked at in one pass
-MAX_SKIPPED = 5000    # references of mail not understood, remembered
+MAX_SKIPPED = 5000    # references of mail not understood, remembered (newest)
+MAX_SKIPPED_TEXT = 60000  # characters those references may take in the state row
 SUSPECT_TIMES = 3     # passes broken at the same message before it is skipped
 KINDS = (Logged.BOUNCED, Logged.DELAYED)
 _next_look = {}       # (database, table) -> monotonic time to look at the turn again
@@ -189,8 +190,10 @@ class Reader(object):
     def _remember(self, skipped, before, now):
         """Store the references of mail not understood (the newest
         MAX_SKIPPED) and the message that broke the last pass, if changed."""
-        doc = dict(refs=sorted(skipped, key=_ref_order)[-MAX_SKIPPED:],
-                   suspect=now["suspect"])
+        refs = sorted(skipped, key=_ref_order)[-MAX_SKIPPED:]
+        while len(json.dumps(refs)) > MAX_SKIPPED_TEXT:  # MariaDB's TEXT: 64 KiB
+            refs = refs[len(refs) // 10 + 1:]
+        doc = dict(refs=refs, suspect=now["suspect"])
         if doc != before:
             try:
                 with self.store.transaction():
