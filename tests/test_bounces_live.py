@@ -106,6 +106,24 @@ def test_any_text_in_a_report_is_kept(mail, box):
         "smtp; 552 5.2.2 Postfach voll 📭 <b>")
 
 
+def test_a_report_without_token_matches_by_message_id(mail, box):
+    """A server that bounced to the plain bounce address (or the From), in
+    qmail's non-standard form: matched by the Message-ID the outbox gave,
+    for that message's own recipient."""
+    send_all(mail, ["gil@people.net", "hal@people.net"])
+    gil, hal = rows(mail).values()
+    box.append([("From: MAILER-DAEMON@mx.people.net\r\nTo: %s\r\nSubject: failure "
+                 "notice\r\n\r\nHi. This is the qmail-send program.\r\n\r\n"
+                 "<gil@people.net>:\r\nSorry, no mailbox here by that name. (#5.1.1)"
+                 "\r\n\r\n--- Below this line is a copy of the message.\r\n\r\n"
+                 "Message-ID: %s\r\nSubject: x\r\n" % (BOUNCE, gil.message_id)).encode()])
+    counts = bounces.read_bounces(mail)
+    assert (counts["matched"], counts["marked"]) == (1, 1), counts
+    found = rows(mail)
+    assert (found[gil.id].status, found[hal.id].status) == ("bounced", "sent")
+    assert "no mailbox here" in found[gil.id].last_error
+
+
 def test_pop3_reads_the_same(mail, box):
     mail.settings.bounce_mailbox = box.url("pop3s")
     send_all(mail, ["a@dead.people.net", "b@people.net", "c@dead.people.net"])
