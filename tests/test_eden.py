@@ -146,7 +146,8 @@ def test_first_run_with_the_outbox_leaves_edens_tables_unchanged(eden, tmp_path)
     added = {ours[name][0] for name in set(ours) - set(theirs)}
     assert added == {"msg_mail_outbox", "msg_mail_outbox_attachment",
                      "msg_mail_outbox_attempt", "msg_mail_outbox_eden",
-                     "msg_mail_outbox_state"}  # tables and their indexes
+                     "msg_mail_outbox_state", "msg_mail_outbox_flowlimit",
+                     "msg_mail_outbox_flowmail"}  # tables and their indexes
     assert len(theirs) > 300  # every table and index of Eden's first run
     assert {name: ours.get(name) for name in theirs} == theirs
 

@@ -4,7 +4,9 @@
 What differs from a plain web2py app (scripts/eden_install.py wires it in):
 
 - Settings come from Eden's deployment settings (``settings.mail.server``,
-  ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, ``settings.base.public_url``),
+  ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, the account-flow
+  limits ``.flow_per_address`` and the other SAFETY_DEFAULTS keys,
+  ``settings.base.public_url`` and ``.host_names``),
   read before every delivery pass. A worker re-executes models/000_config.py
   when the file changed, so an edit takes effect on the next pass.
   Held reasons and the settings check name those settings and that file.
@@ -35,7 +37,7 @@ from pydal import Field
 from . import bounces
 from .mailer import MailS3
 from .schedule import ensure_tasks
-from .settings import apply_config
+from .settings import SAFETY_DEFAULTS, apply_config
 from .store import Status
 
 logger = logging.getLogger("s3outbox")
@@ -53,10 +55,12 @@ NAMES = {
     "[smtp] tls and [smtp] ssl": "settings.mail.tls",
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
     "[app] public_url": "settings.base.public_url",
+    "[host] names": "settings.base.host_names",
     "[outbox] bounce_address": "settings.mail.bounce_address",
     "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
     "[outbox] bounce_interval": "settings.mail.bounce_interval",
 }
+NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key) for key in SAFETY_DEFAULTS)
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
 LISTS = {
@@ -85,6 +89,7 @@ def eden_get(cfg):
         "outbox.pipelining": cfg.mail.get("pipelining", True),
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
+        "host.names": cfg.base.get("host_names"),  # edenauth.check_host
         # not Eden's own either: bounces (README "Bounces"); the mailbox's
         # certificate is checked unless self_signed_certificate, as in web2py
         "outbox.bounce_address": cfg.mail.get("bounce_address"),
@@ -92,6 +97,9 @@ def eden_get(cfg):
         "outbox.bounce_interval": cfg.mail.get("bounce_interval"),
         "smtp.self_signed_certificate": cfg.mail.get("self_signed_certificate"),
     }
+    # The account-flow limits and retention: settings.mail.flow_per_address...
+    for key in SAFETY_DEFAULTS:
+        values.setdefault("outbox." + key, cfg.mail.get(key))
     return values.get
 
 
