@@ -20,8 +20,8 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   linked to the outbox message (a pydal update callback on that table: no
   Eden file changes): Sent means handed over, as to a local mail server's
   queue; after each delivery pass the link sets it Failed (5) if the mail
-  failed, Unsent (1) while it is held (the reason is on the dashboard), Sent
-  (2) again once it went out. A row Eden hands over again (two runners of
+  failed (or bounced later, bounces.py), Unsent (1) while it is held (the
+  reason is on the dashboard), Sent (2) again once it went out. A row Eden hands over again (two runners of
   process_outbox, or a held row) is never queued twice: the link has a
   unique key on Eden's row, inserted or nothing, in the transaction that
   queued the mail. A group, forum or organisation row that Eden expands into
@@ -38,6 +38,7 @@ from gluon import current
 from gluon.storage import Storage
 from pydal import Field
 
+from . import bounces
 from .mailer import MailS3
 from .schedule import ensure_tasks
 from .settings import SAFETY_DEFAULTS, apply_config
@@ -59,6 +60,9 @@ NAMES = {
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
     "[app] public_url": "settings.base.public_url",
     "[host] names": "settings.base.host_names",
+    "[outbox] bounce_address": "settings.mail.bounce_address",
+    "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
+    "[outbox] bounce_interval": "settings.mail.bounce_interval",
 }
 NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key) for key in SAFETY_DEFAULTS)
 # Distribution lists: entity table -> (membership table, its key to the entity),
@@ -70,7 +74,8 @@ LISTS = {
 }
 # Eden's msg_outbox status for an outcome here (1 Unsent, 2 Sent, 5 Failed):
 # Sent from the hand-over on, as with a local mail server's queue.
-EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5, Status.HELD: 1}
+EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5,
+               Status.BOUNCED: 5, Status.HELD: 1}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
 EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
 UNIQUE_STATE = "eden_link_unique"
@@ -93,6 +98,12 @@ def eden_get(cfg):
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
         "host.names": cfg.base.get("host_names"),  # edenauth.check_host
+        # not Eden's own either: bounces (README "Bounces"); the mailbox's
+        # certificate is checked unless self_signed_certificate, as in web2py
+        "outbox.bounce_address": cfg.mail.get("bounce_address"),
+        "outbox.bounce_mailbox": cfg.mail.get("bounce_mailbox"),
+        "outbox.bounce_interval": cfg.mail.get("bounce_interval"),
+        "smtp.self_signed_certificate": cfg.mail.get("self_signed_certificate"),
     }
     # The account-flow limits and retention: settings.mail.flow_per_address...
     for key in SAFETY_DEFAULTS:
@@ -382,6 +393,55 @@ def _chain(first, then):
         first(table)
         then(table)
     return both
+
+
+def bounced_persons(mail, limit=200):
+    """The persons whose e-mail bounced, newest first, once each: a dict with
+    the person's id and name, the address, status, diagnostic and date. A
+    message queued by pe_id names its person; one queued to an address is
+    matched to the persons that have it as an EMAIL contact."""
+    b, o = bounces.define_table(mail.store), mail.store.outbox
+    rows = mail.db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
+        b.recipient, b.status, b.diagnostic, b.received_on, o.pe_id, orderby=~b.id,
+        limitby=(0, limit))
+    by_address = _contacts(mail.db, {r[b.recipient] for r in rows
+                                     if not r[o.pe_id] and r[b.recipient]})
+    persons = _persons(mail.db, {r[o.pe_id] for r in rows if r[o.pe_id]} |
+                       {pe for found in by_address.values() for pe in found})
+    out, seen = [], set()
+    for r in rows:
+        for pe_id in [r[o.pe_id]] if r[o.pe_id] else by_address.get(r[b.recipient], []):
+            p = persons.get(pe_id)
+            if p is not None and p.id not in seen:
+                seen.add(p.id)
+                name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name)
+                                if n)
+                out.append(dict(person_id=p.id, name=name or "person %d" % p.id,
+                                address=r[b.recipient], status=r[b.status],
+                                diagnostic=r[b.diagnostic],
+                                received_on=r[b.received_on]))
+    return out
+
+
+def _contacts(db, addresses):
+    """{lower-case address: [pe_id]} of Eden's EMAIL contacts."""
+    found = {}
+    if addresses:
+        c = current.s3db.table("pr_contact")
+        for row in db((c.contact_method == "EMAIL") & (c.deleted == False) &  # noqa: E712
+                      c.value.lower().belongs(addresses)).select(c.value, c.pe_id):
+            found.setdefault(row.value.lower(), []).append(row.pe_id)
+    return found
+
+
+def _persons(db, pe_ids):
+    """{pe_id: pr_person row} of the persons (not deleted) among ``pe_ids``."""
+    if not pe_ids:
+        return {}
+    p = current.s3db.table("pr_person")
+    query = p.pe_id.belongs(pe_ids) & (p.deleted == False)  # noqa: E712
+    return {r.pe_id: r for r in db(query).select(p.id, p.pe_id, p.first_name,
+                                                 p.middle_name, p.last_name)}
 
 
 def register_task(tasks, s3task, period=60):
