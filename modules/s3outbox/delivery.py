@@ -47,18 +47,6 @@ def worker_name(settings):
     return settings.worker_name or "%s#%s" % (socket.gethostname(), os.getpid())
 
 
-def parse_rate(rate):
-    """'100/hour' -> (100, 3600); None or '' -> None."""
-    if not rate:
-        return None
-    count, _, unit = str(rate).partition("/")
-    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-    unit = unit.strip().lower().rstrip("s") or "hour"
-    if unit not in seconds or not count.strip().isdigit():
-        raise ValueError("rate_limit %r is not like '100/hour'" % (rate,))
-    return int(count), seconds[unit]
-
-
 def _finished(results, everything=False):
     """Take the (row, Outcome) pairs whose outcome is final out of ``results``
     (pairs of row and Job or Outcome), in order; all of them when the pool
@@ -97,7 +85,9 @@ def _unreadable(exc):
 
 
 def _time(text):
-    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    """A time the outbox stored as text, whatever its precision (a hold's
+    probe_after is now plus probe_interval, which may have a fraction)."""
+    return datetime.datetime.fromisoformat(str(text).replace("T", " "))
 
 
 class Pass(object):
@@ -105,11 +95,12 @@ class Pass(object):
 
     def __init__(self, mail):
         self.mail = mail
-        self.settings = mail.settings
         self.store = mail.store
         self.snapshot = Snapshot(mail.settings)
+        # The delivery settings as read (settings.read_values): never raw.
+        self.settings = self.snapshot.values
         self.fp = self.snapshot.fingerprint()
-        self.worker = worker_name(mail.settings)
+        self.worker = worker_name(self.settings)
         # Holds and reaches are per settings and host (the worker name before
         # '#'): the same settings may reach the server from one host only.
         host = self.worker.partition("#")[0].encode("utf-8")
@@ -154,7 +145,7 @@ class Pass(object):
     def _batches(self, pool, limit, reason):
         """Claim and send (or, with a ``reason``, hold) batch after batch;
         stop early once these settings fail while another host's work."""
-        rate = parse_rate(self.settings.rate_limit)
+        rate = self.settings.rate_limit
         done = 0
         while limit is None or done < limit:
             size = self.settings.batch_size if limit is None else \

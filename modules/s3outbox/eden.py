@@ -152,7 +152,14 @@ class EdenMail(MailS3):
             self.error = "send() arguments: %s" % e
             return False
         call.pop("self")
+        call.update(call.pop("unknown", {}))  # MailS3.send refuses them
+        if call.pop("extra", ()):
+            self.error = "send() got positional arguments more than Mail.send takes"
+            return False
         pe_id = call.get("pe_id")
+        if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
+            self.error = "pe_id must be an integer, not %r" % (pe_id,)
+            return False
         if pe_id is None or call.get("to") or call.get("cc") or call.get("bcc"):
             ok = MailS3.send(self, **call)
             if ok:
