@@ -109,7 +109,7 @@ class Pass(object):
         self._resolved = {}  # {row id: address found for its pe_id}
         self._seen = None    # {key: when it last reached the server}, read once
         self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
-                           released=0, connections=0)
+                           deferred=0, released=0, connections=0)
 
     def run(self, limit=None):
         """Run the pass; its counts. Commits its own work."""
@@ -310,7 +310,8 @@ class Pass(object):
             return Outcome(Kind.PERMANENT, None, "expired unsent at %s" % row.expires_on)
         try:
             msg = self.store.message(row)
-            if not msg.recipients() and row.pe_id:
+            left = mime.loads(row.deferred)  # the recipients still to deliver to
+            if not msg.recipients() and row.pe_id and not left:
                 msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
                 self._resolved[row.id] = msg.first_address()[:255]
         except NoAddress as e:
@@ -318,7 +319,8 @@ class Pass(object):
         except Exception as e:
             return _unreadable(e)
         sender = row.sender or self.snapshot.sender
-        return Job(row.id, mime.bare(sender), msg.recipients(),
+        recipients = list(left) if left else msg.recipients()
+        return Job(row.id, mime.bare(sender), recipients,
                    self._builder(row, msg, sender))
 
     def _builder(self, row, msg, sender):
@@ -360,6 +362,8 @@ class Pass(object):
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
+            if out.deferred and decision.changes.get("deferred"):
+                self.counts["deferred"] += len(out.deferred)
             if decision.logged == Logged.FAILED:
                 logger.warning("message %s to %s failed: %s", row.message_id,
                                row.address or "pe_id %s" % row.pe_id,

@@ -154,7 +154,8 @@ class MailS3(Mail):
         except Exception as e:
             logger.warning("direct mail failed unexpectedly", exc_info=True)
             outcome = Outcome(Kind.PERMANENT, None, "%s: %s" % (type(e).__name__, e))
-        self.result, self.reply = outcome.refused or {}, outcome.reply
+        self.result = dict(outcome.refused or {}, **(outcome.deferred or {}))
+        self.reply = outcome.reply
         if outcome.kind != Kind.SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)
@@ -184,7 +185,8 @@ class MailS3(Mail):
     def process_outbox(self, limit=None):
         """One delivery pass over due mail; commits; returns counts.
 
-        Keys: sent, retry, failed, held (this pass), refused (recipients),
+        Keys: sent, retry, failed, held (this pass), refused and deferred
+        (recipients refused for good, and for now: they are tried again),
         released (held mail queued again), connections (SMTP connections made).
         A failure of the pass itself is logged and reported as ``error``.
         """
@@ -195,8 +197,8 @@ class MailS3(Mail):
             if error != self._pass_error:  # once per outage, not once per poll
                 logger.exception("delivery pass failed")
             self._pass_error = error
-            return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
-                        connections=0, error=error)
+            return dict(sent=0, retry=0, failed=0, held=0, refused=0, deferred=0,
+                        released=0, connections=0, error=error)
         if self._pass_error is not None:
             logger.info("delivery passes work again after: %s", self._pass_error)
             self._pass_error = None
