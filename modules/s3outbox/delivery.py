@@ -29,6 +29,7 @@ import time
 import uuid
 
 from . import message as mime
+from .admin import log_settings_check
 from .wire import message_bytes
 from .policy import decide
 from .pool import Job, SessionPool
@@ -117,6 +118,9 @@ class Pass(object):
         # (REPEATABLE READ) an open one would hide mail queued later from this
         # worker's next pass. A failure rolls back whatever was left open.
         with self.store.transaction():
+            # Settings that cannot be used are logged once per change, by
+            # whichever process meets the change first (web or worker).
+            log_settings_check(self.mail)
             return self._run(limit)
 
     def _run(self, limit):

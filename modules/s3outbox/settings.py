@@ -344,13 +344,15 @@ def _number(value):
     return number
 
 
-def _seconds(high):
+def _seconds(high, low=None):
+    """Seconds above 0 (from ``low``), at most ``high``."""
     def read(value):
         number = _number(value)
-        if not 0 < number <= high:
+        if not (number >= low if low else number > 0) or number > high:
             raise _Bad()
         return int(number) if number == int(number) else number
-    read.expected = "a number of seconds above 0, at most %d" % high
+    read.expected = "a number of seconds %s, at most %d" % (
+        "from %s" % low if low else "above 0", high)
     return read
 
 
@@ -410,9 +412,13 @@ def _name(value):
 _name.expected = "text of 1 to 100 printable characters"
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(r"%s(?:\.%s)*|\[[0-9A-Fa-f:.]{2,45}\]" % (_LABEL, _LABEL))
+
+
 def _hostname(value):
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,255}",
-                                                      value):
+    if not isinstance(value, str) or len(value) > 255 or \
+            not _HOSTNAME_RE.fullmatch(value):
         raise _Bad()
     return value
 
@@ -431,10 +437,10 @@ def _instance(kind, expected):
 
 # key: (reader, default, blocking: no default is safe, mail is held instead)
 _READERS = dict(
-    timeout=(_seconds(3600), DEFAULTS["timeout"], False),
+    timeout=(_seconds(3600, 0.5), DEFAULTS["timeout"], False),
     batch_size=(_whole(1, 100000), DEFAULTS["batch_size"], False),
     sessions=(_whole(1, 100), DEFAULTS["sessions"], False),
-    lease=(_seconds(7 * 86400), DEFAULTS["lease"], False),
+    lease=(_seconds(7 * 86400, 1), DEFAULTS["lease"], False),
     max_attempts=(_whole(1, 1000), DEFAULTS["max_attempts"], False),
     max_age=(_seconds(10 * 365 * 86400), DEFAULTS["max_age"], False),
     retry_base=(_seconds(30 * 86400), DEFAULTS["retry_base"], False),
