@@ -175,7 +175,7 @@ def test_some_recipients_refused(mail, db, sink):
     # The 5xx is final; the 4xx recipient is delivered again, on its own.
     assert row.status == "queued" and row.attempts == 1
     assert json.loads(row.refused) == {"bob@people.net": "550 5.1.1 no such user"}
-    assert json.loads(row.deferred) == {"cy@people.net": "452 4.2.2 mailbox full"}
+    assert json.loads(row.deferred_rcpts) == {"cy@people.net": "452 4.2.2 mailbox full"}
     assert "bob@people.net" in row.last_error and "cy@people.net" in row.last_error
     assert attempts[0].outcome == "sent" and "550 5.1.1" in attempts[0].error
     assert [m[1] for m in sink.messages] == [["ann@people.net"]]
@@ -183,7 +183,7 @@ def test_some_recipients_refused(mail, db, sink):
     _recovers(mail, db, row)
     assert [m[1] for m in sink.messages] == [["ann@people.net"], ["cy@people.net"]]
     row = db(mail.store.outbox.id == row.id).select().first()
-    assert row.deferred is None and set(json.loads(row.refused)) == {"bob@people.net"}
+    assert row.deferred_rcpts is None and set(json.loads(row.refused)) == {"bob@people.net"}
 
 
 def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
@@ -195,7 +195,7 @@ def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
     assert "550 5.1.1" in row.last_error
     # the 5xx stays final: the retry goes to bob only
     assert json.loads(row.refused) == {"ann@people.net": "550 5.1.1 no such user"}
-    assert list(json.loads(row.deferred)) == ["bob@people.net"]
+    assert list(json.loads(row.deferred_rcpts)) == ["bob@people.net"]
     sink.script.clear()
     _recovers(mail, db, row)
     assert [m[1] for m in sink.messages] == [["bob@people.net"]]

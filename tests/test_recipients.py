@@ -17,6 +17,7 @@ import json
 import pytest
 
 from faultserver import FaultServer
+from s3outbox.admin import OutboxAdmin
 
 MODES = pytest.mark.parametrize("extensions", [
     ("8BITMIME",), ("8BITMIME", "PIPELINING"), ("8BITMIME", "PIPELINING", "CHUNKING"),
@@ -53,7 +54,7 @@ def test_452_after_100_recipients_the_rest_go_in_the_next_transactions(
         assert sorted(r for m in server.messages for r in m[1]) == to
         assert len(_ids(server)) == 1 and server.connections == 1
     row = _row(mail, db)
-    assert (row.status, row.refused, row.deferred) == ("sent", None, None)
+    assert (row.status, row.refused, row.deferred_rcpts) == ("sent", None, None)
 
 
 @MODES
@@ -67,7 +68,7 @@ def test_452_limit_with_a_greylisted_recipient_among_the_rest(mail, db, extensio
         db.commit()
         counts = mail.process_outbox()
         assert counts["deferred"] == 1, counts
-        assert json.loads(_row(mail, db).deferred) == {"r110@people.net": GREY}
+        assert json.loads(_row(mail, db).deferred_rcpts) == {"r110@people.net": GREY}
         server.script.clear()
         _due(mail, db)
         assert mail.process_outbox()["sent"] == 1
@@ -86,8 +87,11 @@ def test_greylisted_recipient_gets_it_later_alone(mail, db, extensions):
         assert (counts["sent"], counts["deferred"]) == (1, 1), counts
         row = _row(mail, db)
         assert (row.status, row.attempts) == ("queued", 1)
-        assert json.loads(row.deferred) == {"grey@people.net": GREY}
+        assert json.loads(row.deferred_rcpts) == {"grey@people.net": GREY}
         assert row.next_attempt_on > datetime.datetime.utcnow() and row.sent_on
+        shown = OutboxAdmin(mail).message(row.id)["recipients"]
+        assert shown == [("ann@people.net", "accepted", None),
+                         ("grey@people.net", "deferred", GREY)]
         # not due yet: nothing is sent again
         assert mail.process_outbox()["sent"] == 0
         server.script.clear()  # the greylisting period is over
@@ -97,7 +101,7 @@ def test_greylisted_recipient_gets_it_later_alone(mail, db, extensions):
                                                    ["grey@people.net"]]
         assert len(_ids(server)) == 1  # the same message: same Message-ID
     row = _row(mail, db)
-    assert (row.status, row.deferred, row.refused, row.attempts) == \
+    assert (row.status, row.deferred_rcpts, row.refused, row.attempts) == \
         ("sent", None, None, 2)
 
 
@@ -118,7 +122,7 @@ def test_a_deferred_recipient_is_refused_after_max_attempts(mail, db, extensions
         rcpts = [c for c in server.commands if c.upper().startswith("RCPT")]
         assert len(rcpts) == 3 + 2
     row = _row(mail, db)
-    assert (row.status, row.deferred, row.attempts) == ("sent", None, 3)
+    assert (row.status, row.deferred_rcpts, row.attempts) == ("sent", None, 3)
     refused = json.loads(row.refused)
     assert refused["gone@people.net"] == "550 5.1.1 no such user"
     assert "gave up after 3 attempts" in refused["grey@people.net"]
@@ -138,7 +142,7 @@ def test_all_of_the_rest_refused_at_data_are_deferred(mail, db, extensions):
         counts = mail.process_outbox()
         assert counts["deferred"] == 2, counts
         assert [m[1] for m in server.messages] == [to[:3]]
-        assert set(json.loads(_row(mail, db).deferred)) == set(to[3:])
+        assert set(json.loads(_row(mail, db).deferred_rcpts)) == set(to[3:])
         server.script.clear()
         _due(mail, db)
         assert mail.process_outbox()["sent"] == 1

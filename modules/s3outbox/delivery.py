@@ -314,7 +314,7 @@ class Pass(object):
             return Outcome(Kind.PERMANENT, None, "expired unsent at %s" % row.expires_on)
         try:
             msg = self.store.message(row)
-            left = mime.loads(row.deferred)  # the recipients still to deliver to
+            left = mime.loads(row.deferred_rcpts)  # the recipients still to deliver to
             if not msg.recipients() and row.pe_id and not left:
                 msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
                 self._resolved[row.id] = msg.first_address()[:255]
@@ -366,7 +366,7 @@ class Pass(object):
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
-            if out.deferred and decision.changes.get("deferred"):
+            if out.deferred and decision.changes.get("deferred_rcpts"):
                 self.counts["deferred"] += len(out.deferred)
             if decision.logged == Logged.FAILED:
                 logger.warning("message %s to %s failed: %s", row.message_id,

@@ -4,7 +4,7 @@ as pure functions of the row, the outcome, the settings and the time.
 
 - sent: ``sent`` (recipients refused for good kept in ``refused``); when
   some recipients were refused for now (a 4xx), ``queued`` again after the
-  backoff with those in ``deferred``: the next delivery goes to them only,
+  backoff with those in ``deferred_rcpts``: the next delivery goes to them only,
   and when it ends for good they join ``refused`` (the message stays sent);
 - config: ``held`` under the settings' fingerprint, attempts and age untouched;
 - transient: ``queued`` again after a jittered exponential backoff, or
@@ -68,7 +68,8 @@ def _sent(row, outcome, now):
     refused = _merged(row.refused, outcome.refused)
     return dict(status=Status.SENT, sent_on=row.sent_on or now, attempts=row.attempts + 1,
                 last_code=outcome.code, last_error=outcome.error,
-                refused=dumps(refused) if refused else None, deferred=None)
+                refused=dumps(refused) if refused else None,
+                deferred_rcpts=None)
 
 
 def _merged(stored, more):
@@ -81,7 +82,7 @@ def _merged(stored, more):
 def _decide(row, outcome, settings, now, fp, held_seconds, rng):
     tried = dict(code=outcome.code, error=outcome.error)
     attempts = row.attempts + 1
-    plain = not (outcome.refused or outcome.deferred or row.refused or row.deferred)
+    plain = not (outcome.refused or outcome.deferred or row.refused or row.deferred_rcpts)
     if outcome.kind == Kind.SENT and plain:
         return Decision(Logged.SENT, SENT_PLAIN, dict(tried, outcome=Logged.SENT))
     if outcome.kind == Kind.SENT and not outcome.deferred:
@@ -106,7 +107,7 @@ def _decide(row, outcome, settings, now, fp, held_seconds, rng):
     if outcome.refused or outcome.deferred or row.refused:
         refused = _merged(row.refused, outcome.refused)
         refused.update(dict.fromkeys(outcome.deferred or (), error))
-        changes.update(refused=dumps(refused), deferred=None)
+        changes.update(refused=dumps(refused), deferred_rcpts=None)
     return Decision(Logged.FAILED, changes,
                     dict(tried, outcome=Logged.FAILED, error=error))
 
@@ -122,7 +123,7 @@ def _later(row, outcome, settings, now, rng):
     if outcome.refused:
         changes["refused"] = dumps(_merged(row.refused, outcome.refused))
     if outcome.deferred:
-        changes["deferred"] = dumps(outcome.deferred)
+        changes["deferred_rcpts"] = dumps(outcome.deferred)
     return changes
 
 
@@ -145,12 +146,12 @@ def _deferred(row, outcome, settings, now, held_seconds, rng):
 
 def _recipients_failed(row, outcome, now, error):
     """A delivery to the recipients left of a message that others have
-    (``row.deferred``) ended for good: they are refused with ``error``; the
+    (``row.deferred_rcpts``) ended for good: they are refused with ``error``; the
     message stays sent."""
-    left = outcome.deferred or loads(row.deferred) or {}
+    left = outcome.deferred or loads(row.deferred_rcpts) or {}
     refused = _merged(row.refused, outcome.refused)
     refused.update((r, error) for r in left if r not in refused)
     changes = dict(status=Status.SENT, attempts=row.attempts + 1, last_error=error,
-                   last_code=outcome.code, refused=dumps(refused), deferred=None)
+                   last_code=outcome.code, refused=dumps(refused), deferred_rcpts=None)
     return Decision(Logged.FAILED, changes,
                     dict(code=outcome.code, error=error, outcome=Logged.FAILED))

@@ -93,7 +93,7 @@ class Snapshot(object):
         names = settings.get("config_names")
         self.names = names if isinstance(names, dict) else {}
         self.hostname = v.hostname
-        self.dkim = settings.dkim
+        self.dkim = v.dkim
         self.ssl_context = v.ssl_context
         self.custom = v.transport
         self.self_signed_certificate = v.self_signed_certificate

@@ -714,7 +714,7 @@ def _outbox_fields():
         Field("refused", "text"),                 # JSON {address: reply}, for good
         # JSON {address: reply}: recipients a server refused for now (4xx)
         # while it took others; the next delivery goes to them only.
-        Field("deferred", "text"),
+        Field("deferred_rcpts", "text"),
     ]
 
 
@@ -766,7 +766,7 @@ def _indexes(n):
 Claimed = collections.namedtuple("Claimed", (
     "id", "message_id", "pe_id", "address", "status", "attempts", "expires_on",
     "created_on", "sender", "body", "attachment_count", "sent_on", "refused",
-    "deferred"), defaults=(None, None, None))
+    "deferred_rcpts"), defaults=(None, None, None))
 
 
 def _claimed(values):
