@@ -435,6 +435,34 @@ def _instance(kind, expected):
     return read
 
 
+def _dkim(value):
+    key, selector = getattr(value, "key", None), getattr(value, "selector", None)
+    if not isinstance(key, (str, bytes)) or not isinstance(selector, str):
+        raise _Bad()
+    failed = _cannot_sign(key, selector)
+    if failed:
+        raise _Bad(failed)
+    return value
+
+
+_dkim.expected = "Storage(key=..., selector=...) that signs"
+
+
+@functools.lru_cache(maxsize=8)
+def _cannot_sign(key, selector):
+    """Why a test message cannot be signed with this key, or None: a key
+    that cannot sign would otherwise fail every message as it is built."""
+    from email.mime.text import MIMEText
+    from gluon.tools import dkim_sign
+    sample = MIMEText("test")
+    sample["From"] = "test@example.net"
+    try:
+        dkim_sign(sample, key, selector)
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+    return None
+
+
 # key: (reader, default, blocking: no default is safe, mail is held instead)
 _READERS = dict(
     timeout=(_seconds(3600, 0.5), DEFAULTS["timeout"], False),
@@ -458,9 +486,7 @@ _READERS = dict(
     ssl_context=(_instance(lambda v: isinstance(v, ssl.SSLContext),
                            "an ssl.SSLContext"), None, False),
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
-    dkim=(_instance(lambda v: isinstance(getattr(v, "key", None), (str, bytes)) and
-                    isinstance(getattr(v, "selector", None), str),
-                    "Storage(key=..., selector=...)"), None, True),
+    dkim=(_dkim, None, True),
 )
 for _key in SAFETY_DEFAULTS:
     if _key not in ("public_url", "host_names", "safety_errors"):
@@ -507,8 +533,9 @@ def _read(key, raw):
         return default, None
     try:
         return reader(raw), None
-    except _Bad:
-        return default, Problem(key, raw, reader.expected, default, blocking)
+    except _Bad as e:
+        expected = "%s (%s)" % (reader.expected, e) if str(e) else reader.expected
+        return default, Problem(key, raw, expected, default, blocking)
 
 
 def read_values(settings):
