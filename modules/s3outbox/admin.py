@@ -203,6 +203,8 @@ def log_settings_check(mail):
     if old == new:
         _checked[where] = digest
         return False
+    if old is None:  # insert-or-nothing: processes meeting a change at once
+        store._ensure_state("settings_check", utcnow())
     if not store.set_state("settings_check", new, expect=old):
         return False  # another process took this change and logs it
     _checked[where] = digest

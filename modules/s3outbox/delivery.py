@@ -117,11 +117,20 @@ class Pass(object):
         # The pass is a transaction too, to end its last read: on MariaDB
         # (REPEATABLE READ) an open one would hide mail queued later from this
         # worker's next pass. A failure rolls back whatever was left open.
+        self._log_settings()
         with self.store.transaction():
-            # Settings that cannot be used are logged once per change, by
-            # whichever process meets the change first (web or worker).
-            log_settings_check(self.mail)
             return self._run(limit)
+
+    def _log_settings(self):
+        """Log settings that cannot be used, once per change, by whichever
+        process meets the change first (web or worker). A process that loses
+        the race for the state row leaves it to the winner."""
+        try:
+            with self.store.transaction():
+                log_settings_check(self.mail)
+        except Exception as e:
+            logger.info("settings check left to another process: %s: %s",
+                        type(e).__name__, e)
 
     def _run(self, limit):
         """Decide whether this worker can send (``_reason``), then claim and
