@@ -8,7 +8,7 @@
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
 eden/controllers/outbox.py around the app's own controller) and
-adds four marked blocks to Eden's files (see EDITS). Running it again changes
+adds five marked blocks to Eden's files (see EDITS). Running it again changes
 nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
 Eden's files byte for byte as they were. Nothing is written until every check
 passed, and an edited Python file must compile before it is written.
@@ -31,6 +31,11 @@ EDITS = (
      ["from s3outbox.eden import EdenMail",
       "mail = current.mail = EdenMail(db)"], False,
      "current.mail is the outbox: send() queues, workers deliver"),
+    ("models/00_db.py", "current.auth = auth = s3base.AuthS3()",
+     ["from s3outbox.edenauth import guard",
+      "guard(auth, mail)"], False,
+     "every request's Host and parameters checked; reset, registration and "
+     "username mail limited, one answer for known and unknown addresses"),
     ("models/00_settings.py", "auth_settings.mailer = mail",
      ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
      False, "Auth's mail (verification, reset) queues whatever the mail settings"),
@@ -82,10 +87,24 @@ def write(path, text):
     os.replace(tmp, path)
 
 
+def edit_file(text, edits, name):
+    """``text`` with the marked blocks of ``edits`` ((anchor, lines, indent)
+    each), replacing the blocks an older version added; None if they are
+    there already."""
+    original, new = text, remove_block(text)
+    for anchor, lines, indent in edits:
+        new = insert_block(new, anchor, lines, indent, name)
+    if name.endswith(".py"):
+        try:
+            compile(new, name, "exec")
+        except SyntaxError as e:
+            raise Refused("%s would not compile after the edit (%s); nothing was "
+                          "changed" % (name, e))
+    return None if new == original else new
+
+
 def insert_block(text, anchor, lines, indent, name):
-    """``text`` with the marked block after the line ``anchor`` (replacing
-    the block an older version added); None if it is there already."""
-    original, text = text, remove_block(text)
+    """``text`` with a marked block after the line ``anchor``."""
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
@@ -100,14 +119,7 @@ def insert_block(text, anchor, lines, indent, name):
     if not source[at].endswith(("\n", "\r")):
         source[at] += eol
     source[at + 1:at + 1] = [pad + b + eol for b in block]
-    new = "".join(source)
-    if name.endswith(".py"):
-        try:
-            compile(new, name, "exec")
-        except SyntaxError as e:
-            raise Refused("%s would not compile after the edit (%s); nothing was "
-                          "changed" % (name, e))
-    return None if new == original else new
+    return "".join(source)
 
 
 def remove_block(text):
@@ -175,11 +187,14 @@ def install(app):
     controller = controller_text()
     compile(controller, CONTROLLER[1], "exec")
     edits = []
-    for name, anchor, lines, indent, why in EDITS:
+    for name in edited_files():
+        mine = [e for e in EDITS if e[0] == name]
         path = os.path.join(app, name)
         text = read(path)
-        new = insert_block(text, anchor, lines, indent, name)
-        edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
+        new = edit_file(text, [(anchor, lines, indent)
+                               for _, anchor, lines, indent, _ in mine], name)
+        edits.append((name, path, new, BEGIN in text,
+                      sum(len(e[2]) + 2 for e in mine), "; ".join(e[4] for e in mine)))
     print("Installing the outbox into %s" % app)  # nothing refused it
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
@@ -209,10 +224,30 @@ def install(app):
                                                  name, added, why))
 
 
+def edited_files():
+    """The Eden files EDITS changes, each once, in order."""
+    return sorted({e[0] for e in EDITS}, key=[e[0] for e in EDITS].index)
+
+
+def public_url_note(app):
+    """A warning when Eden's config has no public URL: Eden then answers only
+    to its host_names (loopback by default)."""
+    path = os.path.join(app, "models", "000_config.py")
+    if not os.path.isfile(path):
+        return None
+    for line in read(path).splitlines():
+        if line.strip().startswith(("settings.base.public_url", "settings.base.host_names")):
+            return None
+    return ("Note: models/000_config.py sets no settings.base.public_url: Eden now "
+            "answers only to localhost, 127.0.0.1 and [::1] (any other Host gets "
+            "403) until it is set, e.g. settings.base.public_url = "
+            "\"https://eden.example.org\".")
+
+
 def uninstall(app):
     is_eden(app)
     print("Removing the outbox from %s" % app)
-    for name, _, _, _, _ in EDITS:
+    for name in edited_files():
         path = os.path.join(app, name)
         text = read(path)
         if BEGIN in text:
@@ -259,6 +294,9 @@ def main(argv=None):
                   "Dashboard (ADMIN role): /%s/outbox/index. Mail settings: "
                   "settings.mail.* in models/000_config.py."
                   % (os.path.basename(app), os.path.basename(app)))
+            note = public_url_note(app)
+            if note:
+                print(note)
     except Refused as e:
         print("eden_install: %s" % e, file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape
 
 from gluon.storage import Storage
 
-from . import retention
+from . import bounces, retention
 from .message import bare
 from .requestcheck import bad_character
 from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
@@ -133,7 +133,8 @@ def scrub(text, settings):
         return None
     text = str(text)
     secret = password_of(settings)
-    return text.replace(secret, "********") if secret else text
+    text = text.replace(secret, "********") if secret else text
+    return bounces.admin_text(text, settings)
 
 
 def settings_summary(settings):
@@ -147,7 +148,8 @@ def settings_summary(settings):
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
                 tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
-                file=config_file(settings), limits=limits_summary(settings))
+                file=config_file(settings), limits=limits_summary(settings),
+                bounces=bounces.summary(settings))
 
 
 def findings(settings):

@@ -127,7 +127,9 @@ class _SafeLazyT(lazyT):
     the verification mail was addressed."""
 
     def __mod__(self, symbols):
-        if isinstance(symbols, dict):
+        # A pydal Row too (Eden's verify_email logs ``message % user``): the
+        # translator takes anything but a dict as positional values.
+        if isinstance(symbols, (dict, Row)):
             symbols = dict(symbols)
         return lazyT.__mod__(self, symbols)
 
@@ -233,6 +235,21 @@ class OutboxAuthMixin(object):
         self.outbox_approvers = as_list(get("auth.approver"))
         if get("auth.two_factor"):
             self.settings.auth_two_factor_enabled = True
+        self.configure_flows()
+        s = self.settings
+        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
+            [self._check_deliverable]
+        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
+            [self._check_values]
+        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
+            [self._after_register]
+        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
+            [self._after_verify]
+
+    def configure_flows(self):
+        """The answers, the translator, the mailer and the limits of the
+        account flows (Sahana Eden's glue, edenauth.py, calls this alone:
+        Eden's own flows do the rest)."""
         self.messages.lock_keys = False
         for key, text in MESSAGES.items():
             self.messages[key] = text
@@ -246,15 +263,6 @@ class OutboxAuthMixin(object):
             # inside a savepoint, would commit (a migration commits) and end
             # the savepoint.
             self.flow_limiter = FlowLimiter(self.outbox_mail.store)
-        s = self.settings
-        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
-            [self._check_deliverable]
-        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
-            [self._check_values]
-        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
-            [self._after_register]
-        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
-            [self._after_verify]
 
     # --------------------------------------------------------------- links
     def url(self, f=None, args=None, vars=None, scheme=False):

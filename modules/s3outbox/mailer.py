@@ -17,6 +17,7 @@ import time
 
 from gluon.tools import Mail
 
+from . import bounces
 from . import message as mime
 from .wire import message_bytes
 from .delivery import Pass
@@ -225,6 +226,7 @@ class MailS3(Mail):
                 except Exception:
                     logger.exception("could not re-read the mail settings")
             counts = self.process_outbox()
+            bounces.when_due(self)  # every bounce_interval, one worker at a time
             for key, value in counts.items():
                 if isinstance(value, int):
                     total[key] = total.get(key, 0) + value

@@ -42,14 +42,15 @@ def bad_character(text):
 
 def check_request(request, multi=()):
     """Refuse (400) a parameter given more than once (unless its name is in
-    ``multi``) or holding a character no form accepts."""
+    ``multi``; ``multi=True``: any may repeat) or holding a character no form
+    accepts."""
     for where in (request.get_vars, request.post_vars):
         for name, value in where.items():
             problem = bad_character(str(name))
             if problem:
                 refuse(400, "A parameter name contains %s." % problem)
             if isinstance(value, list):
-                if name not in multi:
+                if multi is not True and name not in multi:
                     refuse(400, "The field %s was given more than once." % name[:40])
                 values = value
             else:

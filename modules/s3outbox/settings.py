@@ -13,7 +13,9 @@ import math
 import re
 import ssl
 
+from .bounces import findings as bounce_findings
 from .message import ADDRESS_RE, bare
+from .returnpath import usable
 from .smtp import SmtpTransport
 from .transport import LoggingTransport
 
@@ -44,6 +46,15 @@ DEFAULTS = dict(
                               # server offers PIPELINING (RFC 2920), for a relay
                               # that offers it and then mishandles it
 )
+
+# Bounces (returnpath.py, bounces.py); README "Bounces".
+BOUNCE_DEFAULTS = dict(
+    bounce_address=None,      # envelope sender local+TOKEN@domain of each message
+    bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
+    bounce_interval=300,      # seconds between reads of that mailbox
+    bounce_errors=(),         # keys above whose configured value was refused
+)
+DEFAULTS.update(BOUNCE_DEFAULTS)
 
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
 SAFETY_DEFAULTS = dict(
@@ -98,6 +109,7 @@ class Snapshot(object):
         self.custom = v.transport
         self.self_signed_certificate = v.self_signed_certificate
         self.pipelining = v.pipelining
+        self.return_path = usable(settings.bounce_address)
 
     def transport(self):
         """A new, unopened Transport for these settings: the site's own
@@ -142,6 +154,8 @@ class Snapshot(object):
                                  type(self.custom).__qualname__))
         if self.self_signed_certificate:  # it can end a TLS failure: a change
             parts.append("self_signed_certificate")
+        if self.return_path:  # the relay may refuse it as the envelope sender
+            parts.append("return_path " + self.return_path)
         # A setting that holds mail: fixing it is a change of the settings.
         parts += [p.finding()[1] for p in self.problems if p.blocking]
         raw = "\x00".join(parts)
@@ -278,6 +292,17 @@ def apply_config(mail, get):
         elif key == "rate_limit":
             s[key] = None
     apply_safety(s, get)
+    apply_bounces(s, get)
+
+
+def apply_bounces(s, get):
+    """``[outbox] bounce_*`` onto ``s``; an interval that is not a whole
+    number of seconds keeps its default and is reported (bounces.findings)."""
+    s.bounce_address = _text(get("outbox.bounce_address"))
+    s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
+    s.bounce_interval, problem = _read("bounce_interval",
+                                       get("outbox.bounce_interval"))
+    s.bounce_errors = ["bounce_interval"] if problem else []
 
 
 # ------------------------------------------------- account-flow safety block
@@ -304,7 +329,7 @@ def safety_findings(s):
     """(appconfig key, advice, False) for the account-flow settings: never
     blocking, shown with the SMTP findings."""
     from .hostnames import HostNames  # here: settings must not import authglue
-    out = [p.finding() for p in s.get("safety_errors") or ()]
+    out = [p.finding() for p in s.get("safety_errors") or ()] + bounce_findings(s)
     names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
     for item in names.bad:
         out.append(("[host] names", "%r is not host, host:port or host:*; it is "
@@ -488,6 +513,8 @@ _READERS = dict(
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
     dkim=(_dkim, None, True),
 )
+_READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"],
+                               False)
 for _key in SAFETY_DEFAULTS:
     if _key not in ("public_url", "host_names", "safety_errors"):
         _READERS[_key] = ((_boolean, False, False) if _key == "flow_trust_forwarded"
