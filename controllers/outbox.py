@@ -14,7 +14,8 @@ import secrets
 
 from s3outbox import bounces as outbox_bounces
 from s3outbox.admin import (MAX_DAYS, RETRYABLE, BadParameter, OutboxAdmin,
-                            chart_svg, format_age, one_text, whole_number)
+                            chart_svg, format_age, local_next, one_text,
+                            whole_number)
 from s3outbox.requestcheck import refuse
 from s3outbox.store import STATUSES
 
@@ -46,9 +47,8 @@ def _posted():
 def _back(text):
     """Flash ``text`` and return to the page the form was on (a local one)."""
     session.flash = text
-    here = request.post_vars._next or ""
     prefix = URL("outbox", "index").rsplit("/", 1)[0] + "/"
-    redirect(here if here.startswith(prefix) else URL("index"))
+    redirect(local_next(request.post_vars._next, prefix, URL("index")))
 
 
 def _admin():

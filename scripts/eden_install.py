@@ -8,7 +8,7 @@
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
 eden/controllers/outbox.py around the app's own controller) and
-adds five marked blocks to Eden's files (see EDITS). Running it again changes
+adds marked blocks to Eden's files (see EDITS). Running it again changes
 nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
 Eden's files byte for byte as they were. Nothing is written until every check
 passed, and an edited Python file must compile before it is written.
@@ -27,6 +27,14 @@ HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
 
 # (Eden file, line to insert after, lines to insert, keep its indent, why)
 EDITS = (
+    ("models/000_1st_run.py", "appname = request.application",
+     # Eden's first model: before anything parses the form. Eden takes
+     # uploads, but not on its account pages or the outbox dashboard.
+     ["from s3outbox.requestcheck import EDEN_MAX_BODY, check_body",
+      "check_body(request, max_body=EDEN_MAX_BODY, uploads=request.function != "
+      "\"user\" and request.controller != \"outbox\")"], False,
+     "a request with too many fields or too large a body is refused (413) before "
+     "web2py parses it; no file in a text field (400)"),
     ("models/00_db.py", "mail = current.mail = Mail()",
      ["from s3outbox.eden import EdenMail",
       "mail = current.mail = EdenMail(db)"], False,

@@ -59,9 +59,10 @@ DEFAULTS.update(BOUNCE_DEFAULTS)
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
 SAFETY_DEFAULTS = dict(
     flow_window=3600,         # seconds of one rate-limit window
-    flow_per_address=3,       # account mails to one address a window (0: no limit)
+    flow_per_address=3,       # account mails of one flow to one address a window (0: no limit)
     flow_per_client=30,       # account-flow requests from one client network a window
-    flow_global=300,          # account mails from the whole site a window
+    flow_global=300,          # reset and username mails of the whole site a window
+    flow_global_register=300,  # registrations of the whole site a window
     flow_codes_per_address=10,  # two-step login codes to one address a window
     flow_reset_pending=900,   # seconds a reset link stays the only one for its account
     flow_trust_forwarded=False,  # client = last X-Forwarded-For (behind own proxy)
@@ -339,7 +340,7 @@ def safety_findings(s):
                     "on loopback: links in mail use the request's Host (checked "
                     "against [host] names); set the site's address", False))
     for key in ("flow_per_address", "flow_per_client", "flow_global",
-                "flow_codes_per_address"):
+                "flow_global_register", "flow_codes_per_address"):
         if s.get(key) == 0:
             out.append(("[outbox] %s" % key, "%s is 0: that limit on account mail is "
                         "off" % key, False))
