@@ -4,7 +4,7 @@ delivery task sends through a real Postfix (tests/postfix.py) and reads the
 bounce mailbox in a real Dovecot (tests/dovecot.py) every 2 seconds, both
 configured only through private/appconfig.ini. The admin sees the bounced
 addresses on the dashboard and on the command line; Chromium takes the
-screenshot kept as docs/bounces.png."""
+screenshot tests/artifacts/bounces.png (docs/bounces.png is a copy)."""
 
 import os
 import re
@@ -12,7 +12,8 @@ import re
 import pytest
 from gluon.storage import Storage
 
-from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, chromium_missing
+from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, \
+    artifacts_dir, chromium_missing
 from conftest import unavailable
 from dovecot import PASSWORD as BOX_PASSWORD, Dovecot, unusable as no_dovecot
 from helpers import wait_for
@@ -25,7 +26,6 @@ ADMIN = "boss@people.net"
 DEAD = ["ann.rivera@dead.people.net", "bo.chen@dead.people.net",
         "cy.okafor@dead.people.net"]
 HOSTILE = "<script>alert(1)</script> \u202eevil"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,6 @@ def test_screenshot_of_the_bounces_page(site, playwright):
         page.click("input[type=submit]")
         page.wait_for_url("**/outbox/bounces")
         assert page.locator("tr.bounce").count() >= 3
-        os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
-        page.screenshot(path=os.path.join(ROOT, "docs", "bounces.png"), full_page=True)
+        page.screenshot(path=os.path.join(artifacts_dir(), "bounces.png"), full_page=True)
     finally:
         browser.close()

@@ -490,13 +490,12 @@ def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
 
 
 def _screenshot(eden, path, name):
-    """The admin's page in Chromium, kept as docs/NAME (when Chromium is here)."""
-    from admin_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+    """The admin's page in Chromium, kept as tests/artifacts/NAME (when
+    Chromium is here; docs/ has a copy)."""
+    from admin_support import CHROMIUM, CHROMIUM_ARGS, artifacts_dir, chromium_missing
     if chromium_missing():
         return
     from playwright.sync_api import sync_playwright
-    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "docs")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -508,6 +507,6 @@ def _screenshot(eden, path, name):
             page.wait_for_load_state()
             page.goto(eden.url(path))
             assert page.locator("#bounced-persons a").count() >= 1
-            page.screenshot(path=os.path.join(docs, name), full_page=True)
+            page.screenshot(path=os.path.join(artifacts_dir(), name), full_page=True)
         finally:
             browser.close()
