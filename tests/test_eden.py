@@ -258,6 +258,16 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
         ("failed", "no e-mail address for person entity %s" % nobody)]
 
 
+def test_wrongly_typed_pe_id_and_unknown_arguments_are_refused(eden):
+    """EdenMail.send(pe_id=True) or 1.5 is not person 1; nothing raises."""
+    out = eden.shell("bad_send")
+    for name in ("true", "float", "text"):
+        assert value(out, name).startswith("False pe_id must be an integer"), out
+    assert value(out, "bogus") == \
+        "False send() got unknown keyword argument(s): bogus", out
+    assert not eden.query("SELECT id FROM msg_mail_outbox WHERE subject='Bad'")
+
+
 def test_edens_send_email_goes_through_the_outbox(eden, sink):
     working(eden, sink)
     out = eden.shell("send_email", "to@people.net", "Eden API mail", "cc@people.net",
