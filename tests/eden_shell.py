@@ -11,6 +11,7 @@ status), group NAME PE_ID... (a pr_group with these persons as members),
 person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 (Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
 settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact),
+bad_send (send() with a wrongly typed pe_id or an unknown argument),
 volunteers NAME COUNT DOMAIN (a group of COUNT new persons with e-mail
 contacts), process_outbox_loop COUNT PAUSE.
 """
@@ -132,6 +133,15 @@ def main(command, *args):
         out["pe_id"] = _volunteers(*args)
     elif command == "process_outbox_loop":
         _process_outbox_loop(*args)
+    elif command == "bad_send":  # wrongly typed pe_id, unknown argument
+        for name, kwargs in (("true", dict(pe_id=True)), ("float", dict(pe_id=1.5)),
+                             ("text", dict(pe_id="x")), ("bogus", dict(bogus=1))):
+            try:
+                ok = mail.send(to=None if "pe_id" in kwargs else "a@people.net",
+                               subject="Bad", message="Bad", **kwargs)
+            except Exception as e:  # the test fails on it
+                ok = "raised %s" % type(e).__name__
+            out[name] = "%s %s" % (ok, mail.error)
     db.commit()
     for key, value in out.items():
         print("%s=%s" % (key, value))
