@@ -92,6 +92,9 @@ def peak_rss(pids):
 
 
 class Bench(object):
+    """The sink and the relay of the whole run; a runtime and two phases a
+    database."""
+
     def __init__(self, args, ctx):
         self.args, self.ctx = args, ctx
         self.counter = Counter()
@@ -139,6 +142,7 @@ class Bench(object):
         self.counter.reset(subject)
         pids = [p.pid for p in runners] + [app.procs["worker"].pid]
         peak = [0]
+        self._stop_sampling = False
         sampler = threading.Thread(target=self._sample, args=(pids, peak), daemon=True)
         out = app.shell("send_by_pe_id", app.group, subject)
         returned = float(value(out, "returned"))
@@ -159,7 +163,7 @@ class Bench(object):
         return row
 
     def _sample(self, pids, peak):
-        self._stop_sampling = False
+        """Every 0.5 s until the phase ends: the peak of peak_rss(pids)."""
         while not self._stop_sampling:
             peak[0] = max(peak[0], peak_rss(pids))
             time.sleep(0.5)
