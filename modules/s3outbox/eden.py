@@ -32,7 +32,7 @@ from gluon.storage import Storage
 from pydal import Field
 
 from .mailer import MailS3
-from .schedule import ensure_tasks
+from .schedule import deliver_when_idle, ensure_tasks
 from .settings import apply_config
 from .store import Status
 
@@ -287,12 +287,16 @@ class EdenMail(MailS3):
 def register_task(tasks, s3task, period=60):
     """Add the delivery task to Eden's ``tasks`` and keep it scheduled.
 
-    The task is (re)queued whenever it is missing, FAILED, STOPPED or
-    EXPIRED (checked at most every five minutes a process), repeats forever
-    and retries failures, so a worker stopped mid-run never ends delivery.
+    The task runs in the scheduler group ``s3outbox`` (its worker:
+    ``python web2py.py -K eden:s3outbox``) and delivers until that worker is
+    stopped, so Eden's own tasks never wait behind it. It is (re)queued
+    whenever it is missing, FAILED, STOPPED or EXPIRED (checked at most
+    every five minutes a process) and retries failures. Eden's plain worker
+    (``-K eden``) delivers between Eden's tasks while no ``s3outbox`` worker
+    is alive, so mail still goes out on a site that runs only that one.
     """
     def s3outbox_deliver(user_id=None):
-        counts = current.mail.work(period - 3)
+        counts = current.mail.work()
         current.db.commit()
         return counts
     tasks[TASK] = s3outbox_deliver
@@ -308,3 +312,5 @@ def register_task(tasks, s3task, period=60):
         # A forked task process can hang opening an SQLite connection.
         scheduler.use_spawn = True
     ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)
+    deliver_when_idle(scheduler, lambda: current.mail.deliver_some(
+        limit=current.mail.settings.batch_size))
