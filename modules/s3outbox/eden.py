@@ -51,6 +51,7 @@ NAMES = {
     "[smtp] tls and [smtp] ssl": "settings.mail.tls",
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
     "[app] public_url": "settings.base.public_url",
+    "[outbox] flow_*": "account-mail limits",
 }
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
