@@ -315,3 +315,36 @@ def register_task(tasks, s3task, period=60):
     ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)
     deliver_when_idle(scheduler, lambda: current.mail.deliver_some(
         limit=current.mail.settings.batch_size))
+
+
+def retire(mail, force=False):
+    """Take the outbox out of Eden's scheduler, for eden_install.py --uninstall;
+    commits. A report: {waiting: {status: n}, from_eden: n, paused, removed}.
+
+    While mail waits (queued, being sent or held) nothing changes unless
+    ``force``: then the mail Eden's Messaging handed over goes back to Eden
+    (its msg_outbox rows are still Unsent, so Eden's own process_outbox sends
+    them once the outbox is gone), the rest is cancelled, and the delivery
+    task's scheduler rows are deleted.
+    """
+    db, o, link = mail.db, mail.store.outbox, mail.link
+    waiting = o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD))
+    n = o.id.count()
+    counts = {r[o.status]: r[n] for r in db(waiting).select(o.status, n,
+                                                             groupby=o.status)}
+    from_eden = db(waiting & (link.outbox_id == o.id)).count()
+    report = dict(waiting=counts, from_eden=from_eden, paused=bool(mail.paused()),
+                  removed=0)
+    if counts and not force:
+        return report
+    with mail.store.transaction():
+        ids = db(waiting)._select(o.id)
+        db(link.outbox_id.belongs(ids)).delete()  # Eden's rows: Unsent, Eden's again
+        db(waiting).update(status=Status.CANCELLED, lease_owner=None,
+                           lease_until=None,
+                           last_error="cancelled: the outbox was uninstalled")
+        st = db.scheduler_task
+        tasks = db(st.uuid.startswith("s3outbox-"))
+        db(db.scheduler_run.task_id.belongs(tasks._select(st.id))).delete()
+        report["removed"] = tasks.delete()
+    return report

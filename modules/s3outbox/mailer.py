@@ -212,7 +212,7 @@ class MailS3(Mail):
         while not stopped:
             counts = self.deliver_some(refresh, limit=None)
             for key, value in counts.items():
-                if isinstance(value, int):
+                if type(value) is int:
                     total[key] = total.get(key, 0) + value
             busy = counts.get("sent") or counts.get("retry") or counts.get("failed")
             left = poll if deadline is None else deadline - time.monotonic()
