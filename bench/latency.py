@@ -20,6 +20,9 @@ workers (issue 18).
   task's status RUNNING (polled every 20 ms).
 - stock: the same Eden without the outbox, Eden's one ``-K eden`` worker:
   the same task waits.
+- Eden's workers run ``--warmup`` seconds (60) before the first moment, so
+  that both setups are measured in their steady state (a new worker takes up
+  to two rounds of five heartbeats to settle which worker assigns tasks).
 - idle cost: the CPU seconds the delivery task's process used over one idle
   minute (from /proc), in the app and in Eden.
 
@@ -185,6 +188,11 @@ def bench_eden(args, rnd, sink, folder, install):
     eden.want_worker = install
     eden.start()  # with the outbox: -K eden:s3outbox and -K eden
     try:
+        if not install:  # stock Eden: its one usual worker
+            eden.start_worker("eden", group=None)
+        # Steady state: the workers have chosen their ticker (a new worker
+        # takes up to two rounds of five heartbeats to settle it).
+        time.sleep(args.warmup)
         where = os.path.join(eden.app, "databases")
         if install:
             mail = open_outbox("sqlite://storage.db", where, "msg_mail_outbox")
@@ -192,9 +200,7 @@ def bench_eden(args, rnd, sink, folder, install):
             latencies, waits = run_moments(mail, sink, "eden", args, rnd, where)
             cpu = idle_cost(eden.procs["worker"].pid)
             mail.db.close()
-        else:  # stock Eden: its one usual worker
-            eden.start_worker("eden", group=None)
-            time.sleep(15)
+        else:
             latencies, waits = run_moments(None, sink, "stock", args, rnd, where)
             cpu = None
     finally:
@@ -219,6 +225,8 @@ def main(argv=None):
     p.add_argument("--moments", type=int, default=20)
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--warmup", type=float, default=60,
+                   help="seconds between starting Eden's workers and the first moment")
     args = p.parse_args(argv)
     parts = args.only or ["app", "eden", "stock"]
     if tarball() is None:
