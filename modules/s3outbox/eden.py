@@ -32,7 +32,7 @@ from gluon.storage import Storage
 from pydal import Field
 
 from .mailer import MailS3
-from .schedule import deliver_when_idle, ensure_tasks
+from .schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .settings import apply_config
 from .store import Status
 
@@ -310,8 +310,9 @@ def register_task(tasks, s3task, period=60):
     from gluon.validators import IS_IN_SET
     db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
     if db._adapter.dbengine == "sqlite":
-        # A forked task process can hang opening an SQLite connection.
-        scheduler.use_spawn = True
+        # A forked task process can hang opening an SQLite connection; Eden's
+        # own tasks keep Eden's fork (a spawned one loads all of Eden again).
+        spawn_for(scheduler, TASK)
     ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)
     deliver_when_idle(scheduler, lambda: current.mail.deliver_some(
         limit=current.mail.settings.batch_size))

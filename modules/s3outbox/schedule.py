@@ -127,6 +127,21 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
     scheduler._s3outbox_idle = True
 
 
+def spawn_for(scheduler, function):
+    """Start the runs of ``function`` with spawn rather than fork (a forked
+    task process on SQLite can hang opening its connection); other tasks
+    start as the scheduler was told."""
+    if getattr(scheduler, "_s3outbox_spawns", False):
+        return
+    execute, default = scheduler.execute, scheduler.use_spawn
+
+    def execute_spawning(task):
+        scheduler.use_spawn = default or task.function == function
+        return execute(task)
+    scheduler.execute = execute_spawning
+    scheduler._s3outbox_spawns = True
+
+
 def group_alive(scheduler, group):
     """Whether a worker serving ``group`` sent a heartbeat lately (within
     the three heartbeats after which web2py counts a worker dead)."""
