@@ -2,7 +2,8 @@
 """The outbox dashboard, for members of the ``admin`` group only.
 
 Pages (GET): index (counts, hold banner, settings check, chart), messages
-(the list), message/<id> (one message and its attempts). Actions (POST with
+(the list), message/<id> (one message and its attempts), bounces (the
+failures that delivery reports stated, filtered by address and kind). Actions (POST with
 the session's form key, then back with a flash saying what happened): retry,
 cancel, purge, test, pause, resume. The logic lives in modules/s3outbox/admin.py, shared
 with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
@@ -11,8 +12,10 @@ with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
 import hmac
 import secrets
 
+from s3outbox import bounces as outbox_bounces
 from s3outbox.admin import (MAX_DAYS, RETRYABLE, BadParameter, OutboxAdmin,
-                            chart_svg, format_age, one_text, whole_number)
+                            chart_svg, format_age, local_next, one_text,
+                            whole_number)
 from s3outbox.requestcheck import refuse
 from s3outbox.store import STATUSES
 
@@ -44,9 +47,8 @@ def _posted():
 def _back(text):
     """Flash ``text`` and return to the page the form was on (a local one)."""
     session.flash = text
-    here = request.post_vars._next or ""
     prefix = URL("outbox", "index").rsplit("/", 1)[0] + "/"
-    redirect(here if here.startswith(prefix) else URL("index"))
+    redirect(local_next(request.post_vars._next, prefix, URL("index")))
 
 
 def _admin():
@@ -135,6 +137,19 @@ def message():
     if found is None:
         raise HTTP(404, "No such message in the outbox.")
     return dict(m=found, formkey=_formkey())
+
+
+@auth.requires_membership("admin")
+def bounces():
+    v = request.get_vars
+    address = _checked(one_text, v, "address")
+    kind = _choice(v, "kind", outbox_bounces.KINDS)
+    before = _number(v, "before")
+    rows, older = outbox_bounces.page(mail, address=address, kind=kind, before=before)
+    filters = dict((k, val) for k, val in (("address", address), ("kind", kind)) if val)
+    return dict(rows=rows, older=older, address=address or "", kind=kind,
+                filters=filters, kinds=outbox_bounces.KINDS, persons=None,
+                bounced=outbox_bounces.count(mail))
 
 
 # ----------------------------------------------------------------- actions

@@ -7,14 +7,17 @@ from gluon.contrib.appconfig import AppConfig
 from s3outbox import PRIORITY_HIGH, MailS3
 from s3outbox.authglue import OutboxAuth, as_list
 from s3outbox.database import AdoptingMigrator, shared_uri
-from s3outbox.requestcheck import FRAME_HEADERS, check_request
+from s3outbox.requestcheck import FRAME_HEADERS, check_body, check_request
 from s3outbox.settings import apply_config
 
 configuration = AppConfig(reload=True)
 
-# Every page: no framing; no form value with a NUL or a duplicated field
-# (the dashboard's "ids" checkboxes are the one repeated field), 400 instead.
+# Every page: no framing; a body too large or with too many fields is
+# refused before web2py parses it (413), a file in a form field, a form value
+# with a NUL or a duplicated field (the dashboard's "ids" checkboxes are the
+# one repeated field) get a 400. Nothing before this reads the form.
 response.headers.update(FRAME_HEADERS)
+check_body(request)
 check_request(request, multi=("ids",))
 
 # Tables another host created are adopted, not created again; the URI and

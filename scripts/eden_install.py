@@ -9,7 +9,7 @@
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
 eden/controllers/outbox.py around the app's own controller) and
-adds four marked blocks to Eden's files (see EDITS). Running it again changes
+adds marked blocks to Eden's files (see EDITS). Running it again changes
 nothing more (a newer checkout updates what it installed); --uninstall deletes
 the delivery task from Eden's scheduler (through Eden's models, so it refuses
 while mail is waiting unless --force), then removes the blocks and the
@@ -33,10 +33,23 @@ HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
 
 # (Eden file, line to insert after, lines to insert, keep its indent, why)
 EDITS = (
+    ("models/000_1st_run.py", "appname = request.application",
+     # Eden's first model: before anything parses the form. Eden takes
+     # uploads, but not on its account pages or the outbox dashboard.
+     ["from s3outbox.requestcheck import EDEN_MAX_BODY, check_body",
+      "check_body(request, max_body=EDEN_MAX_BODY, uploads=request.function != "
+      "\"user\" and request.controller != \"outbox\")"], False,
+     "a request with too many fields or too large a body is refused (413) before "
+     "web2py parses it; no file in a text field (400)"),
     ("models/00_db.py", "mail = current.mail = Mail()",
      ["from s3outbox.eden import EdenMail",
       "mail = current.mail = EdenMail(db)"], False,
      "current.mail is the outbox: send() queues, workers deliver"),
+    ("models/00_db.py", "current.auth = auth = s3base.AuthS3()",
+     ["from s3outbox.edenauth import guard",
+      "guard(auth, mail)"], False,
+     "every request's Host and parameters checked; reset, registration and "
+     "username mail limited, one answer for known and unknown addresses"),
     ("models/00_settings.py", "auth_settings.mailer = mail",
      ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
      False, "Auth's mail (verification, reset) queues whatever the mail settings"),
@@ -88,10 +101,24 @@ def write(path, text):
     os.replace(tmp, path)
 
 
+def edit_file(text, edits, name):
+    """``text`` with the marked blocks of ``edits`` ((anchor, lines, indent)
+    each), replacing the blocks an older version added; None if they are
+    there already."""
+    original, new = text, remove_block(text)
+    for anchor, lines, indent in edits:
+        new = insert_block(new, anchor, lines, indent, name)
+    if name.endswith(".py"):
+        try:
+            compile(new, name, "exec")
+        except SyntaxError as e:
+            raise Refused("%s would not compile after the edit (%s); nothing was "
+                          "changed" % (name, e))
+    return None if new == original else new
+
+
 def insert_block(text, anchor, lines, indent, name):
-    """``text`` with the marked block after the line ``anchor`` (replacing
-    the block an older version added); None if it is there already."""
-    original, text = text, remove_block(text)
+    """``text`` with a marked block after the line ``anchor``."""
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
@@ -106,14 +133,7 @@ def insert_block(text, anchor, lines, indent, name):
     if not source[at].endswith(("\n", "\r")):
         source[at] += eol
     source[at + 1:at + 1] = [pad + b + eol for b in block]
-    new = "".join(source)
-    if name.endswith(".py"):
-        try:
-            compile(new, name, "exec")
-        except SyntaxError as e:
-            raise Refused("%s would not compile after the edit (%s); nothing was "
-                          "changed" % (name, e))
-    return None if new == original else new
+    return "".join(source)
 
 
 def remove_block(text):
@@ -181,11 +201,14 @@ def install(app):
     controller = controller_text()
     compile(controller, CONTROLLER[1], "exec")
     edits = []
-    for name, anchor, lines, indent, why in EDITS:
+    for name in edited_files():
+        mine = [e for e in EDITS if e[0] == name]
         path = os.path.join(app, name)
         text = read(path)
-        new = insert_block(text, anchor, lines, indent, name)
-        edits.append((name, path, new, BEGIN in text, len(lines) + 2, why))
+        new = edit_file(text, [(anchor, lines, indent)
+                               for _, anchor, lines, indent, _ in mine], name)
+        edits.append((name, path, new, BEGIN in text,
+                      sum(len(e[2]) + 2 for e in mine), "; ".join(e[4] for e in mine)))
     print("Installing the outbox into %s" % app)  # nothing refused it
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
@@ -275,11 +298,31 @@ def waiting_text(app, report, waiting):
                     report["from_eden"], waiting - report["from_eden"]))
 
 
+def edited_files():
+    """The Eden files EDITS changes, each once, in order."""
+    return sorted({e[0] for e in EDITS}, key=[e[0] for e in EDITS].index)
+
+
+def public_url_note(app):
+    """A warning when Eden's config has no public URL: Eden then answers only
+    to its host_names (loopback by default)."""
+    path = os.path.join(app, "models", "000_config.py")
+    if not os.path.isfile(path):
+        return None
+    for line in read(path).splitlines():
+        if line.strip().startswith(("settings.base.public_url", "settings.base.host_names")):
+            return None
+    return ("Note: models/000_config.py sets no settings.base.public_url: Eden now "
+            "answers only to localhost, 127.0.0.1 and [::1] (any other Host gets "
+            "403) until it is set, e.g. settings.base.public_url = "
+            "\"https://eden.example.org\".")
+
+
 def uninstall(app, force=False):
     is_eden(app)
     retire(app, force)  # refuses before anything is removed
     print("Removing the outbox from %s" % app)
-    for name, _, _, _, _ in EDITS:
+    for name in edited_files():
         path = os.path.join(app, name)
         text = read(path)
         if BEGIN in text:
@@ -335,6 +378,9 @@ def main(argv=None):
                   "as before\nDashboard (ADMIN role): /%s/outbox/index. Mail "
                   "settings: settings.mail.* in models/000_config.py."
                   % (name, name, name))
+            note = public_url_note(app)
+            if note:
+                print(note)
     except Refused as e:
         print("eden_install: %s" % e, file=sys.stderr)
         return 2

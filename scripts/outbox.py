@@ -9,7 +9,9 @@ database are the site's own):
 Commands (after -A): status | list [--status S] [--address TEXT] [--limit N]
 [--before ID] | show ID | retry ID... or --status failed|held | cancel ID...
 or --status queued|held|failed | purge DAYS | test ADDRESS | pause | resume |
-make-admin EMAIL.
+make-admin EMAIL | bounces [--address TEXT] [--kind bounced|delayed]
+[--limit N] [--before ID] [--read] (--read: read the bounce mailbox now, then
+list).
 Exit status: 0 done, 1 the test mail was not sent, 2 bad arguments or no
 such message or user, with a one-line error. Account mail is shown redacted.
 """
@@ -18,6 +20,7 @@ import argparse
 import os
 import sys
 
+from s3outbox import bounces as outbox_bounces
 from s3outbox.admin import (CANCELLABLE, MAX_DAYS, MAX_LIST, RETRYABLE, BadParameter,
                             OutboxAdmin, format_age, make_admin, one_text,
                             whole_number)
@@ -75,7 +78,39 @@ def _parser():
     sub.add_parser("resume", help="let delivery go on after pause")
     admin = sub.add_parser("make-admin", help="add a registered user to 'admin'")
     admin.add_argument("email")
+    bl = sub.add_parser("bounces", help="delivery reports: addresses that bounced")
+    bl.add_argument("--address", help="part of the recipient address",
+                    type=_checked(one_text, "--address"))
+    bl.add_argument("--kind", choices=[str(k) for k in outbox_bounces.KINDS])
+    bl.add_argument("--limit", type=_checked(whole_number, "--limit", 1, MAX_LIST),
+                    default=20)
+    bl.add_argument("--before", type=MESSAGE_ID, help="only reports numbered below this")
+    bl.add_argument("--read", action="store_true",
+                    help="read the bounce mailbox now (one pass) before listing")
     return p
+
+
+def bounce_list(args, out):
+    """The reported failures, newest first; with --read a reader pass first."""
+    if args.read:
+        c = outbox_bounces.read_bounces(mail)  # noqa: F821 (web2py model globals)
+        out("Read %d report(s): %d matched (%d bounced, %d delayed), %d messages "
+            "marked bounced, %d left in the mailbox.%s" % (
+                c["read"], c["matched"], c["bounced"], c["delayed"], c["marked"],
+                c["skipped"], " Error: %s" % c["error"] if c["error"] else ""))
+    rows, older = outbox_bounces.page(mail, address=args.address,  # noqa: F821
+                                      kind=args.kind, before=args.before,
+                                      size=args.limit)
+    out("Bounced (5.x.x) reports: %d" % outbox_bounces.count(mail))  # noqa: F821
+    for r in rows:
+        out("%8d  %s  %-7s  %-6s  %-32s  message %d (%s)  %s" % (
+            r["id"], r["received_on"], r["kind"], r["status"],
+            (r["recipient"] or "(not named)")[:32], r["outbox_id"], r["message_status"],
+            (r["diagnostic"] or "")[:80]))
+    if not rows:
+        out("No delivery reports.")
+    elif older:
+        out("More: add --before %d" % older)
 
 
 def status(outbox, out):
@@ -182,6 +217,8 @@ def main(argv, out=print):
                                    "paused" if args.command == "pause" else "running")))
     elif args.command == "make-admin":
         out(make_admin(auth, args.email))  # noqa: F821
+    elif args.command == "bounces":
+        bounce_list(args, out)
     return 0
 
 

@@ -10,7 +10,7 @@ send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 status), group NAME PE_ID... (a pr_group with these persons as members),
 person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 (Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
-settings (what EdenMail read).
+settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact).
 """
 
 import sys
@@ -85,6 +85,11 @@ def main(command, *args):
         out["status"] = db(table.id == int(args[0])).select(table.status).first().status
     elif command == "person":
         out["pe_id"] = _person(args[0])
+    elif command == "contact":
+        out["contact"] = s3db.pr_contact.insert(pe_id=int(args[0]), value=args[1],
+                                                contact_method="EMAIL")
+        ptable = s3db.pr_person
+        out["person_id"] = db(ptable.pe_id == int(args[0])).select(ptable.id).first().id
     elif command == "organisation":
         out["pe_id"] = _organisation(*args)
     elif command == "settings":

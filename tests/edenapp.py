@@ -3,8 +3,8 @@
 web2py runtime, for end-to-end tests: ``EdenApp(folder).build()`` extracts it
 into applications/eden, runs scripts/eden_install.py on it (unless
 ``install=False``), writes models/000_config.py and runs Eden's first run
-(prepopulate default/base on SQLite); ``start()`` runs a web2py server, the
-outbox's ``-K eden:s3outbox`` worker and Eden's own ``-K eden``.
+(prepopulate default/base, on SQLite or PostgreSQL); ``start()`` runs a web2py
+server, the outbox's ``-K eden:s3outbox`` worker and Eden's own ``-K eden``.
 """
 
 import glob
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import urllib.parse
 
 import runtime
 from helpers import free_port
@@ -32,17 +33,23 @@ def tarball():
 
 
 class EdenApp(WebApp):
-    """Eden in ``folder``/applications/eden; SQLite in its databases/."""
+    """Eden in ``folder``/applications/eden; SQLite in its databases/, or
+    PostgreSQL."""
 
     # Eden's first page loads its whole model: slow on a first request.
     start_timeout, page_timeout, title = 120, 30, "Eden"
 
-    def __init__(self, folder, install=True, mail=None):
+    def __init__(self, folder, install=True, mail=None, db_uri=None,
+                 public_url=True):
+        """``db_uri``: a PostgreSQL database for Eden (postgres://user@host:port/name,
+        trust authentication), else SQLite; ``public_url=False``: the
+        template's config, which sets none."""
         self.folder = str(folder)
         self.port = free_port()
         self.base = "http://127.0.0.1:%d/eden" % self.port
         self.app = os.path.join(self.folder, "applications", "eden")
-        self.db_uri = "sqlite://storage.db"
+        self.db_uri = db_uri or "sqlite://storage.db"
+        self.public_url = public_url
         self.procs, self.logs = {}, {}
         self.want_worker = True
         self.install = install
@@ -83,8 +90,16 @@ class EdenApp(WebApp):
             text = f.read()
         text = text.replace("FINISHED_EDITING_CONFIG_FILE = False",
                             "FINISHED_EDITING_CONFIG_FILE = True")
-        text += "\nsettings.base.public_url = %r\n" % ("http://127.0.0.1:%d" % self.port)
-        text += "settings.base.prepopulate = [\"default/base\"]\n"
+        if self.public_url:
+            text += "\nsettings.base.public_url = %r\n" % ("http://127.0.0.1:%d"
+                                                         % self.port)
+        text += "\nsettings.base.prepopulate = [\"default/base\"]\n"
+        if self.db_uri.startswith("postgres"):
+            where = urllib.parse.urlsplit(self.db_uri)
+            text += "".join("settings.database.%s = %r\n" % item for item in (
+                ("db_type", "postgres"), ("host", where.hostname),
+                ("port", where.port or 5432), ("database", where.path.strip("/")),
+                ("username", where.username), ("password", where.password or "")))
         text += "settings.auth.hmac_key = %r\n" % "s3outbox-test-hmac"
         with open(self.config_path, "w") as f:
             f.write(text)

@@ -8,6 +8,13 @@ neither read nor touched. Mail to ``refused@people.net`` gets 550 and to
 ``later@people.net`` 450; everything else is accepted and appended to
 ``mbox`` (mbox format) by a pipe as user nobody. Starting it needs root, as
 Postfix's master does; ``unusable()`` says why it cannot run here.
+
+Mail to ``dead.people.net`` is accepted and then bounced (a pipe that exits
+EX_NOUSER, 5.1.1), and to ``full.people.net`` deferred (EX_TEMPFAIL, 4.x.x;
+a delay warning after a few seconds): Postfix itself then mails its delivery
+status notification to the envelope sender. With ``Postfix(mailbox=d)``
+(a tests/dovecot.py Dovecot), mail to ``bounce.people.net`` (the bounce
+address's domain) is delivered into that Dovecot by dovecot-lda.
 """
 
 import os
@@ -43,6 +50,14 @@ alias_database =
 mynetworks = 127.0.0.0/8
 smtp_dns_support_level = disabled
 default_transport = filedrop
+transport_maps = inline:{{
+    {{ dead.people.net = dead: }},
+    {{ full.people.net = full: }},
+    {{ bounce.people.net = {bouncebox}: }} }}
+delay_warning_time = 2s
+minimal_backoff_time = 2s
+maximal_backoff_time = 4s
+queue_run_delay = 1s
 smtpd_relay_restrictions = permit_mynetworks, reject
 smtpd_recipient_restrictions = check_recipient_access inline:{{
     {{ refused@people.net = 550 5.1.1 no such user }},
@@ -63,6 +78,10 @@ anvil    unix - - n - 1 anvil
 scache   unix - - n - 1 scache
 postlog  unix-dgram n - n - 1 postlogd
 filedrop unix - n n - 1 pipe flags=F user=nobody argv=/bin/sh -c {{ cat >> {dir}/out/mbox }}
+dead     unix - n n - - pipe user=nobody argv=/bin/sh -c {{ echo "user unknown: mailbox unavailable"; exit 67 }}
+full     unix - n n - - pipe user=nobody argv=/bin/sh -c {{ echo "mailbox full, try later"; exit 75 }}
+retry    unix - - n - - error
+bouncebox unix - n n - - pipe flags=DRhu user=nobody argv={lda}
 """
 
 
@@ -80,7 +99,7 @@ class Postfix(object):
     """``with Postfix() as p:`` then send to ``p.server``; ``p.mbox()`` reads
     what was delivered."""
 
-    def __init__(self):
+    def __init__(self, mailbox=None):
         self.dir = tempfile.mkdtemp(prefix="outbox-postfix-")
         os.chmod(self.dir, 0o755)  # the pipe runs as nobody
         self.port = free_port()
@@ -91,7 +110,9 @@ class Postfix(object):
         shutil.chown(os.path.join(self.dir, "data"), "postfix")
         for name, text in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF)):
             with open(os.path.join(self.dir, name), "w") as f:
-                f.write(text.format(dir=self.dir, port=self.port))
+                f.write(text.format(dir=self.dir, port=self.port,
+                                    bouncebox="bouncebox" if mailbox else "filedrop",
+                                    lda=mailbox.lda_command() if mailbox else "/bin/false"))
 
     def _postfix(self, command):
         return subprocess.run([POSTFIX, "-c", self.dir, command], capture_output=True,
@@ -128,7 +149,11 @@ class Postfix(object):
             return b""
 
     def log(self):
-        return self._read("maillog").decode("utf-8", "replace")
+        return self.log_of("maillog")
+
+    def log_of(self, name):
+        """File ``name`` of its folder as text (the mbox with its From_ lines)."""
+        return self._read(name).decode("utf-8", "replace")
 
     def mbox(self):
         """The delivered messages, each as bytes (From_ line dropped)."""

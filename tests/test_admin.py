@@ -263,7 +263,8 @@ def test_list_pages_by_keyset_and_filters(db, tablename, mail):
     none = admin.page(address="nobody-at-all", size=10)
     assert (none.rows, none.newer, none.older) == ([], None, None)
     assert admin.counts() == dict(dict.fromkeys(
-        ("queued", "sending", "sent", "failed", "held", "cancelled"), 0), **made)
+        ("queued", "sending", "sent", "failed", "held", "cancelled", "bounced"), 0),
+        **made)
 
 
 def test_activity_buckets_and_chart(mail):
@@ -330,7 +331,7 @@ def _failed(site, address=None):
     return mail, row_id
 
 
-PAGES = ["/outbox/index", "/outbox/index?chart=week", "/outbox/messages",
+PAGES = ["/outbox/index", "/outbox/index?chart=week", "/outbox/messages", "/outbox/bounces",
          "/outbox/messages?status=failed&address=people", "/outbox/message/%d"]
 ACTIONS = [("retry", "ids"), ("cancel", "ids"), ("purge", "days"), ("test", "to")]
 

@@ -20,6 +20,7 @@ import threading
 import time
 
 import requests
+from requests.adapters import HTTPAdapter
 
 import runtime
 from helpers import free_port
@@ -175,8 +176,10 @@ class WebApp(object):
 
     # ----------------------------------------------------------- browsing
     @staticmethod
-    def session():
-        """A requests.Session that opens a new connection for each request.
+    def session(source=None):
+        """A requests.Session that opens a new connection for each request,
+        from the local address ``source`` when given (127.0.0.N: the server
+        sees another client, as it would another network).
 
         web2py's server (Rocket) now and then resets a kept-alive connection
         when the next request arrives on it (1 run in 6 of a four-request
@@ -184,6 +187,8 @@ class WebApp(object):
         """
         s = requests.Session()
         s.headers["Connection"] = "close"
+        if source:
+            s.mount("http://", _FromAddress(source))
         return s
 
     def url(self, path):
@@ -240,3 +245,15 @@ class WebApp(object):
         return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+
+
+class _FromAddress(HTTPAdapter):
+    """Connections from one local address."""
+
+    def __init__(self, address):
+        self.address = address
+        super(_FromAddress, self).__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super(_FromAddress, self).init_poolmanager(*args, **kwargs)

@@ -6,11 +6,13 @@ controllers/outbox.py in place of the INCLUDE line below, so that Eden's
 dashboard has exactly the app's pages, actions and parameter checks (the
 logic is s3outbox/admin.py). Only what is here is Eden's: the access check,
 Eden's admin menu, the site name, the headers that forbid framing (the
-app's models add them to its pages; Eden's other pages stay as they are) and
-notes in the settings check.
+app's models add them to its pages; in Eden, s3outbox/edenauth.py adds them
+to the account pages), a note in the settings check, and on the bounces page
+the persons whose e-mail contact bounced, each linked to the contacts tab of
+their record.
 """
 
-from s3outbox.eden import CONFIG_FILE
+from s3outbox.eden import CONFIG_FILE, bounced_persons
 from s3outbox.requestcheck import FRAME_HEADERS
 
 # Every function: Eden's ADMIN role only, refused as Eden refuses (the login
@@ -26,6 +28,7 @@ configuration = {"app.name": str(settings.get_system_name_short())}
 # s3outbox:include controllers/outbox.py
 
 _app_index = index
+_app_bounces = bounces
 
 
 def index():
@@ -33,13 +36,21 @@ def index():
     out = _app_index()
     o = out["o"]
     out["checked"] = ("settings.mail.*", CONFIG_FILE)
-    o["settings"]["limits"] = "Eden's own account flows: the outbox app's " \
-        "account-mail limits do not apply"
-    if not mail.settings.public_url:
+    if not mail.settings.public_url and not mail.settings.host_names:
         key = "settings.base.public_url"
         o["findings"].append(dict(
             key=key, file=CONFIG_FILE, blocking=False,
             where="%s in %s" % (key, CONFIG_FILE),
-            problem="no public URL is set: links in Eden's mail are built from "
-                    "the Host header of the request"))
+            problem="no public URL is set: Eden answers only to localhost, "
+                    "127.0.0.1 and [::1] (settings.base.host_names adds names) "
+                    "and its mail links to the one a request used"))
+    return out
+
+
+def bounces():
+    """The app's bounces page, with the persons whose e-mail bounced."""
+    out = _app_bounces()
+    out["persons"] = [dict(p, url=URL(c="pr", f="person", args=[p["person_id"],
+                                                                "contacts"]))
+                      for p in bounced_persons(mail)]
     return out

@@ -20,12 +20,14 @@ import datetime
 import hashlib
 import json
 import logging
+import posixpath
 import re
+import urllib.parse
 from xml.sax.saxutils import escape
 
 from gluon.storage import Storage
 
-from . import retention
+from . import bounces, retention
 from .requestcheck import bad_character
 from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
 from .mailer import PAUSE
@@ -53,7 +55,7 @@ def whole_number(value, name, low=0, high=MAX_ID):
     or space (in a URL ``?before=+5`` is ' 5')."""
     if isinstance(value, (list, tuple)):
         raise BadParameter("%s was given more than once" % name)
-    text = str(value)
+    text = _text(value, name)
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
         raise BadParameter("%s must be a whole number from %d to %d"
                            % (name, low, high))
@@ -64,13 +66,38 @@ def one_text(value, name, max_length=255):
     """``value`` as one line of text; None when empty."""
     if isinstance(value, (list, tuple)):
         raise BadParameter("%s was given more than once" % name)
-    text = str(value or "").strip()
+    text = _text("" if value is None else value, name).strip()
     problem = bad_character(text)
     if problem or "\n" in text or "\r" in text:
         raise BadParameter("%s contains %s" % (name, problem or "a line break"))
     if len(text) > max_length:
         raise BadParameter("%s is longer than %d characters" % (name, max_length))
     return text or None
+
+
+def _text(value, name):
+    """A parameter as text; a file part (a form field sent as an upload) is
+    refused: its truth value and str() are not its content."""
+    if not isinstance(value, (str, int)):
+        raise BadParameter("%s must be text, not a file" % name)
+    return str(value)
+
+
+def local_next(value, prefix, default):
+    """``value`` (a ``_next`` from a form) if it is a path on this site
+    under ``prefix``, judged after normalising it as a browser would (``..``
+    and ``.`` segments, also percent-encoded; a backslash is a slash);
+    otherwise ``default``. Returned normalised, with its query."""
+    if not isinstance(value, str) or not value.startswith("/") or "\\" in value:
+        return default
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    path = posixpath.normpath(urllib.parse.unquote(parts.path))
+    if not (path + "/").startswith(prefix) or path.startswith("//"):
+        return default
+    path = urllib.parse.quote(path + ("/" if parts.path.endswith("/") else ""))
+    return path + ("?" + parts.query if parts.query else "")
 
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
@@ -133,7 +160,8 @@ def scrub(text, settings):
         return None
     text = str(text)
     secret = password_of(settings)
-    return text.replace(secret, "********") if secret else text
+    text = text.replace(secret, "********") if secret else text
+    return bounces.admin_text(text, settings)
 
 
 def settings_summary(settings):
@@ -145,10 +173,12 @@ def settings_summary(settings):
     keys = dict((k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
                 for k in ("server", "sender", "login", "tls", "ssl"))
     keys["limits"] = names.get("[outbox] flow_*", "[outbox] flow_* (account mail)")
+    keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
                 tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
-                file=config_file(settings), limits=limits_summary(settings))
+                file=config_file(settings), limits=limits_summary(settings),
+                bounces=bounces.summary(settings))
 
 
 def findings(settings):
@@ -168,12 +198,13 @@ def limits_summary(settings):
     s = dict((key, default if settings.get(key) is None else settings.get(key))
              for key, default in SAFETY_DEFAULTS.items())
     s = Storage(s)
-    return ("account mail per %d s: %s an address, %s a client, %s the site; "
-            "login codes: %s an address; "
+    return ("account mail per %d s: %s an address, %s a client, %s the site, "
+            "%s registrations the site; login codes: %s an address; "
             "one reset link per %d s; account mail scrubbed %d s after delivery; "
             "sent mail purged after %s" % (
                 s.flow_window, s.flow_per_address or "no limit",
                 s.flow_per_client or "no limit", s.flow_global or "no limit",
+                s.flow_global_register or "no limit",
                 s.flow_codes_per_address or "no limit",
                 s.flow_reset_pending, s.secret_retention,
                 "%d days" % s.sent_retention_days if s.sent_retention_days

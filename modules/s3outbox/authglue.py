@@ -83,6 +83,18 @@ MESSAGES = dict(
     code_limited="Too many login codes were sent to this address just now; no new "
                  "one was sent. Please try again in an hour.",
 )
+# The log line for each limit used up (no address: logs are kept).
+_LIMIT_LOG = dict(
+    client="account mail limit reached: flow_per_client (the requests of client "
+           "network %(client)s) is used up; nothing queued",
+    address="account mail limit reached: flow_per_address (the mails of this flow "
+            "to one address) is used up; nothing queued",
+    site="account mail limit reached: flow_global (the site's reset and username "
+         "mails) is used up; nothing queued",
+    register="account mail limit reached: flow_global_register (the site's "
+             "registrations) is used up; nothing queued",
+    code="login code limit reached: flow_codes_per_address (the codes to one "
+         "address) is used up; nothing queued")
 # Form fields whose values are names that end up in mail text.
 NAME_FIELDS = ("first_name", "last_name")
 # Control, format (bidi overrides, zero-width), line and paragraph separators,
@@ -127,7 +139,9 @@ class _SafeLazyT(lazyT):
     the verification mail was addressed."""
 
     def __mod__(self, symbols):
-        if isinstance(symbols, dict):
+        # A pydal Row too (Eden's verify_email logs ``message % user``): the
+        # translator takes anything but a dict as positional values.
+        if isinstance(symbols, (dict, Row)):
             symbols = dict(symbols)
         return lazyT.__mod__(self, symbols)
 
@@ -233,6 +247,21 @@ class OutboxAuthMixin(object):
         self.outbox_approvers = as_list(get("auth.approver"))
         if get("auth.two_factor"):
             self.settings.auth_two_factor_enabled = True
+        self.configure_flows()
+        s = self.settings
+        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
+            [self._check_deliverable]
+        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
+            [self._check_values]
+        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
+            [self._after_register]
+        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
+            [self._after_verify]
+
+    def configure_flows(self):
+        """The answers, the translator, the mailer and the limits of the
+        account flows (Sahana Eden's glue, edenauth.py, calls this alone:
+        Eden's own flows do the rest)."""
         self.messages.lock_keys = False
         for key, text in MESSAGES.items():
             self.messages[key] = text
@@ -246,15 +275,6 @@ class OutboxAuthMixin(object):
             # inside a savepoint, would commit (a migration commits) and end
             # the savepoint.
             self.flow_limiter = FlowLimiter(self.outbox_mail.store)
-        s = self.settings
-        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
-            [self._check_deliverable]
-        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
-            [self._check_values]
-        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
-            [self._after_register]
-        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
-            [self._after_verify]
 
     # --------------------------------------------------------------- links
     def url(self, f=None, args=None, vars=None, scheme=False):
@@ -298,17 +318,42 @@ class OutboxAuthMixin(object):
         return self.outbox_mail.settings[key]
 
     def flow_allowed(self, address):
-        """Take one unit of each account-flow limit for ``address`` and this
-        client; False (nothing taken) when one is spent."""
+        """Registration: one unit of this network's requests, of the
+        address's registration mails and of the site's registrations; False
+        (nothing taken) when one is spent."""
         if self.flow_limiter is None:
             return True
         get = self._flow_setting
-        client = client_key(current.request.env, get("flow_trust_forwarded"))
         return self._take_units(
-            [("address", _address_key(address), get("flow_per_address")),
-             ("client", client, get("flow_per_client")),
-             ("site", "", get("flow_global"))],
-            "account mail limit reached (client %s): nothing queued" % client)
+            [("client", self._client(), get("flow_per_client")),
+             ("address", "register:" + _address_key(address), get("flow_per_address")),
+             ("register", "", get("flow_global_register"))])
+
+    def _flow_mail(self, flow, address, known, queue):
+        """Reset or username recovery: ``queue(real)`` queues the mail, real
+        or a decoy that is rolled back, with the same work either way.
+
+        Every request takes a unit of its network's requests. Only a real mail
+        takes units of the address's mails of this flow and of the site's
+        account mails: requests for unknown accounts spend nothing that real
+        users or other networks need. For a decoy the same units are taken
+        and rolled back, so no budget tells which accounts exist."""
+        if self.flow_limiter is None:
+            with self._savepoint(keep=known):
+                return queue(known)
+        get = self._flow_setting
+        real = self._take_units(
+            [("client", self._client(), get("flow_per_client"))]) and known
+        with self._savepoint(keep=real):
+            real = self._take_units(
+                [("address", "%s:%s" % (flow, _address_key(address)),
+                  get("flow_per_address")),
+                 ("site", "", get("flow_global"))], quiet=not real) and real
+            with self._savepoint(keep=real):
+                queue(real)
+
+    def _client(self):
+        return client_key(current.request.env, self._flow_setting("flow_trust_forwarded"))
 
     def _code_allowed(self, address):
         """A two-step login code goes out only ``flow_codes_per_address``
@@ -318,18 +363,18 @@ class OutboxAuthMixin(object):
         if self.flow_limiter is None:
             return True
         allowed = self._take_units(
-            [("code", _address_key(address), self._flow_setting("flow_codes_per_address"))],
-            "login code limit reached for an address: nothing queued")
+            [("code", _address_key(address), self._flow_setting("flow_codes_per_address"))])
         if not allowed:
             current.response.flash = self.messages.code_limited
         return allowed
 
-    def _take_units(self, limits, refusal):
-        """One unit of each limit in this window, or none and ``refusal`` logged."""
-        allowed = self.flow_limiter.allow(limits, self._flow_setting("flow_window"))
-        if not allowed:
-            logger.warning(refusal)
-        return allowed
+    def _take_units(self, limits, quiet=False):
+        """One unit of each limit in this window, or none and the limit that
+        was used up logged (unless ``quiet``: a decoy's)."""
+        spent = self.flow_limiter.spent(limits, self._flow_setting("flow_window"))
+        if spent and not quiet:
+            logger.warning(_LIMIT_LOG[spent], dict(client=self._client()))
+        return spent is None
 
     # -------------------------------------------------------- registration
     def register(self, *args, **kwargs):
@@ -520,29 +565,32 @@ class OutboxAuthMixin(object):
                 else s.email_case_sensitive):
             requires.insert(0, IS_LOWER())
         log = _given(log, self.messages["reset_password_log"])
-
-        def act(value):
-            user = users(**{field: value})
-            why = self._reset_refusal(user, field)
-            allowed = self.flow_allowed(value)
-            real = why is None and allowed
-            if why:
-                logger.info("password reset: %s; nothing sent", why)
-            target = user if real else self._decoy(users, field, value)
-            with self._savepoint(keep=real):
-                if not self.email_reset_password(target) and real:
-                    logger.error("password reset mail not queued: %s",
-                                 s.mailer.error)
-                self.log_event(log, target)
         return self._same_answer(
             "reset_password", Field(field, label=users[field].label, requires=requires),
-            act, self.messages.reset_password_requested,
+            lambda value: self._reset_one(users, field, value, log),
+            self.messages.reset_password_requested,
             self.messages.password_reset_button,
             _given(next, self.get_vars_next() or s.request_reset_password_next),
             _given(onvalidation, s.request_reset_password_onvalidation),
             _given(onaccept, s.request_reset_password_onaccept),
             s.retrieve_password_captcha is not False and
             (s.retrieve_password_captcha or s.captcha))
+
+    def _reset_one(self, users, field, value, log):
+        """The work of one reset request: a real mail, or a decoy's."""
+        user = users(**{field: value})
+        why = self._reset_refusal(user, field)
+        if why:
+            logger.info("password reset: %s; nothing sent", why)
+        decoy = self._decoy(users, field, value)
+
+        def queue(real):
+            target = user if real else decoy
+            if not self.email_reset_password(target) and real:
+                logger.error("password reset mail not queued: %s",
+                             self.settings.mailer.error)
+            self.log_event(log, target)
+        self._flow_mail("reset", user.email if user else value, why is None, queue)
 
     def _reset_refusal(self, user, field):
         """Why no reset mail goes to ``user``, or None when one may."""
@@ -582,19 +630,19 @@ class OutboxAuthMixin(object):
 
         def act(email):
             rows = self.db(users.email == email).select()
-            allowed = self.flow_allowed(email)
-            real = bool(rows) and allowed
             if not rows:
                 logger.info("username asked for an unknown address; nothing sent")
             names = ", ".join(r.username for r in rows) if rows else "x" * 12
-            with self._savepoint(keep=real):
+            decoy = self._decoy(users, "email", email)
+
+            def queue(real):
                 if not s.mailer.send(to=email,
                                      subject=self.messages.retrieve_username_subject,
                                      message=self.messages.retrieve_username % dict(
                                          username=names)) and real:
                     logger.error("username mail not queued: %s", s.mailer.error)
-                self.log_event(log, rows.first() if rows else
-                               self._decoy(users, "email", email))
+                self.log_event(log, rows.first() if real else decoy)
+            self._flow_mail("username", email, bool(rows), queue)
         return self._same_answer(
             "retrieve_username", Field("email", label=users.email.label,
                                        requires=requires),

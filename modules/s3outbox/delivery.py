@@ -29,6 +29,7 @@ import time
 import uuid
 
 from . import message as mime
+from . import returnpath
 from .wire import message_bytes
 from .policy import decide
 from .pool import Job, SessionPool
@@ -327,8 +328,18 @@ class Pass(object):
         except Exception as e:
             return _unreadable(e)
         sender = row.sender or self.snapshot.sender
-        return Job(row.id, mime.bare(sender), msg.recipients(),
+        return Job(row.id, self._envelope(row, sender), msg.recipients(),
                    self._builder(row, msg, sender))
+
+    def _envelope(self, row, sender):
+        """The envelope sender: ``local+TOKEN@domain`` of the bounce address
+        (returnpath.py), so a report names its message; else the sender."""
+        address = self.snapshot.return_path
+        if address is None:
+            return mime.bare(sender)
+        secret = returnpath.key(self.store)
+        return returnpath.envelope(address, returnpath.token(secret, row.id,
+                                                             row.message_id))
 
     def _builder(self, row, msg, sender):
         """A function that makes the wire bytes; attachments load lazily here."""

@@ -4,7 +4,9 @@
 What differs from a plain web2py app (scripts/eden_install.py wires it in):
 
 - Settings come from Eden's deployment settings (``settings.mail.server``,
-  ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, ``settings.base.public_url``),
+  ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, the account-flow
+  limits ``.flow_per_address`` and the other SAFETY_DEFAULTS keys,
+  ``settings.base.public_url`` and ``.host_names``),
   read before every delivery pass. A worker re-executes models/000_config.py
   when the file changed, so an edit takes effect on the next pass.
   Held reasons and the settings check name those settings and that file.
@@ -17,7 +19,8 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   ``process_outbox`` hands an EMAIL over and marks its row Sent, the row is
   kept Unsent and linked to the outbox row instead (a pydal update callback on
   that table: no Eden file changes); after each delivery pass the link sets it
-  Sent (2) or Failed (5). Held mail stays Unsent; the reason is on the
+  Sent (2) or Failed (5); a message that bounces later (bounces.py) turns
+  its row Failed then. Held mail stays Unsent; the reason is on the
   dashboard. A row Eden hands over again while its mail is on its way is not
   queued twice.
 """
@@ -31,9 +34,10 @@ from gluon import current
 from gluon.storage import Storage
 from pydal import Field
 
+from . import bounces
 from .mailer import MailS3
 from .schedule import deliver_when_idle, ensure_tasks, spawn_for
-from .settings import apply_config
+from .settings import SAFETY_DEFAULTS, apply_config
 from .store import Status
 
 logger = logging.getLogger("s3outbox")
@@ -51,8 +55,14 @@ NAMES = {
     "[smtp] tls and [smtp] ssl": "settings.mail.tls",
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
     "[app] public_url": "settings.base.public_url",
-    "[outbox] flow_*": "account-mail limits",
+    "[host] names": "settings.base.host_names",
+    "[outbox] bounce_address": "settings.mail.bounce_address",
+    "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
+    "[outbox] bounce_interval": "settings.mail.bounce_interval",
+    "[outbox] flow_*": "settings.mail.flow_*",
+    "[outbox] bounce_*": "settings.mail.bounce_*",
 }
+NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key) for key in SAFETY_DEFAULTS)
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
 LISTS = {
@@ -61,7 +71,8 @@ LISTS = {
     "org_organisation": ("hrm_human_resource", "organisation_id"),
 }
 # Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
-EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5}
+EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5,
+               Status.BOUNCED: 5}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
 
 _SEND = inspect.signature(MailS3.send)
@@ -80,7 +91,17 @@ def eden_get(cfg):
         "outbox.pipelining": cfg.mail.get("pipelining", True),
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
+        "host.names": cfg.base.get("host_names"),  # edenauth.check_host
+        # not Eden's own either: bounces (README "Bounces"); the mailbox's
+        # certificate is checked unless self_signed_certificate, as in web2py
+        "outbox.bounce_address": cfg.mail.get("bounce_address"),
+        "outbox.bounce_mailbox": cfg.mail.get("bounce_mailbox"),
+        "outbox.bounce_interval": cfg.mail.get("bounce_interval"),
+        "smtp.self_signed_certificate": cfg.mail.get("self_signed_certificate"),
     }
+    # The account-flow limits and retention: settings.mail.flow_per_address...
+    for key in SAFETY_DEFAULTS:
+        values.setdefault("outbox." + key, cfg.mail.get(key))
     return values.get
 
 
@@ -283,6 +304,55 @@ class EdenMail(MailS3):
                 self.store.rollback()
                 logger.exception("could not update Eden's msg_outbox")
         return counts
+
+
+def bounced_persons(mail, limit=200):
+    """The persons whose e-mail bounced, newest first, once each: a dict with
+    the person's id and name, the address, status, diagnostic and date. A
+    message queued by pe_id names its person; one queued to an address is
+    matched to the persons that have it as an EMAIL contact."""
+    b, o = bounces.define_table(mail.store), mail.store.outbox
+    rows = mail.db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
+        b.recipient, b.status, b.diagnostic, b.received_on, o.pe_id, orderby=~b.id,
+        limitby=(0, limit))
+    by_address = _contacts(mail.db, {r[b.recipient] for r in rows
+                                     if not r[o.pe_id] and r[b.recipient]})
+    persons = _persons(mail.db, {r[o.pe_id] for r in rows if r[o.pe_id]} |
+                       {pe for found in by_address.values() for pe in found})
+    out, seen = [], set()
+    for r in rows:
+        for pe_id in [r[o.pe_id]] if r[o.pe_id] else by_address.get(r[b.recipient], []):
+            p = persons.get(pe_id)
+            if p is not None and p.id not in seen:
+                seen.add(p.id)
+                name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name)
+                                if n)
+                out.append(dict(person_id=p.id, name=name or "person %d" % p.id,
+                                address=r[b.recipient], status=r[b.status],
+                                diagnostic=r[b.diagnostic],
+                                received_on=r[b.received_on]))
+    return out
+
+
+def _contacts(db, addresses):
+    """{lower-case address: [pe_id]} of Eden's EMAIL contacts."""
+    found = {}
+    if addresses:
+        c = current.s3db.table("pr_contact")
+        for row in db((c.contact_method == "EMAIL") & (c.deleted == False) &  # noqa: E712
+                      c.value.lower().belongs(addresses)).select(c.value, c.pe_id):
+            found.setdefault(row.value.lower(), []).append(row.pe_id)
+    return found
+
+
+def _persons(db, pe_ids):
+    """{pe_id: pr_person row} of the persons (not deleted) among ``pe_ids``."""
+    if not pe_ids:
+        return {}
+    p = current.s3db.table("pr_person")
+    query = p.pe_id.belongs(pe_ids) & (p.deleted == False)  # noqa: E712
+    return {r.pe_id: r for r in db(query).select(p.id, p.pe_id, p.first_name,
+                                                 p.middle_name, p.last_name)}
 
 
 def register_task(tasks, s3task, period=60):

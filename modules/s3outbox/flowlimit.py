@@ -70,6 +70,11 @@ class FlowLimiter(object):
         A limit of 0 or None is off. On False nothing has changed. The caller's
         transaction commits the counts.
         """
+        return self.spent(limits, window, now) is None
+
+    def spent(self, limits, window=3600, now=None):
+        """As ``allow``, but say which limit refused: the ``scope`` of the
+        first one used up, or None when a unit of each was taken."""
         window = max(1, int(window))
         slot = _slot(now, window)
         expires = _EPOCH + datetime.timedelta(seconds=(slot + 1) * window)
@@ -78,10 +83,10 @@ class FlowLimiter(object):
                 for scope, key, limit in limits:
                     if limit and not self.store.take_unit(
                             self._bucket(scope, key, slot), int(limit), expires):
-                        raise _Refused()
-        except _Refused:
-            return False
-        return True
+                        raise _Refused(scope)
+        except _Refused as e:
+            return e.args[0]
+        return None
 
     @staticmethod
     def _bucket(scope, key, slot):

@@ -17,6 +17,7 @@ import time
 
 from gluon.tools import Mail
 
+from . import bounces
 from . import message as mime
 from .wire import message_bytes
 from .delivery import Pass, parse_rate
@@ -237,7 +238,9 @@ class MailS3(Mail):
                 refresh(self)
             except Exception:
                 logger.exception("could not re-read the mail settings")
-        return self.process_outbox(limit)
+        counts = self.process_outbox(limit)
+        bounces.when_due(self)  # every bounce_interval, one worker at a time
+        return counts
 
     # ------------------------------------------------------------ pausing
     def paused(self):

@@ -47,6 +47,11 @@ ADDRESS_RE = re.compile(r"^%s@%s(?:\.%s)+$" % (_LOCAL, _LABEL, _LABEL), re.UNICO
 # splits there, so any of them would start a new header line on the wire.
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':'
+# List-Unsubscribe's one <mailto:...>: an address, then optionally RFC 6068's
+# ?hfields in URI characters, without '<', '>', ',' or spaces, which would
+# end the URI or start another one.
+_UNSUBSCRIBE_RE = re.compile(r"%s@%s(?:\.%s)+(?:\?[A-Za-z0-9._~%%!$'()*+;:@=&/?-]*)?"
+                             % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
 
 # Headers send() sets itself; a caller's ``headers`` may not override them.
 _RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id",
@@ -294,6 +299,10 @@ def _headers(headers, list_unsubscribe, encoding):
     if not headers and list_unsubscribe is None:
         return {}
     list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
+    if list_unsubscribe and not _UNSUBSCRIBE_RE.fullmatch(list_unsubscribe):
+        raise InvalidMessage("list_unsubscribe %r must be one e-mail address "
+                             "(optionally ?subject=...): it becomes <mailto:...>"
+                             % list_unsubscribe)
     extra = {}
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):

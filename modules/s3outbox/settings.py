@@ -10,7 +10,9 @@ so a repaired ``private/appconfig.ini`` takes effect on the next pass.
 import hashlib
 import re
 
+from .bounces import findings as bounce_findings
 from .message import ADDRESS_RE, bare
+from .returnpath import usable
 from .smtp import SmtpTransport
 from .transport import LoggingTransport
 
@@ -42,12 +44,22 @@ DEFAULTS = dict(
                               # that offers it and then mishandles it
 )
 
+# Bounces (returnpath.py, bounces.py); README "Bounces".
+BOUNCE_DEFAULTS = dict(
+    bounce_address=None,      # envelope sender local+TOKEN@domain of each message
+    bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
+    bounce_interval=300,      # seconds between reads of that mailbox
+    bounce_errors=(),         # keys above whose configured value was refused
+)
+DEFAULTS.update(BOUNCE_DEFAULTS)
+
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
 SAFETY_DEFAULTS = dict(
     flow_window=3600,         # seconds of one rate-limit window
-    flow_per_address=3,       # account mails to one address a window (0: no limit)
+    flow_per_address=3,       # account mails of one flow to one address a window (0: no limit)
     flow_per_client=30,       # account-flow requests from one client network a window
-    flow_global=300,          # account mails from the whole site a window
+    flow_global=300,          # reset and username mails of the whole site a window
+    flow_global_register=300,  # registrations of the whole site a window
     flow_codes_per_address=10,  # two-step login codes to one address a window
     flow_reset_pending=900,   # seconds a reset link stays the only one for its account
     flow_trust_forwarded=False,  # client = last X-Forwarded-For (behind own proxy)
@@ -93,6 +105,7 @@ class Snapshot(object):
         self.custom = settings.transport
         self.self_signed_certificate = bool(settings.self_signed_certificate)
         self.pipelining = settings.pipelining is not False
+        self.return_path = usable(settings.bounce_address)
 
     def transport(self):
         """A new, unopened Transport for these settings: the site's own
@@ -135,6 +148,8 @@ class Snapshot(object):
                                  type(self.custom).__qualname__))
         if self.self_signed_certificate:  # it can end a TLS failure: a change
             parts.append("self_signed_certificate")
+        if self.return_path:  # the relay may refuse it as the envelope sender
+            parts.append("return_path " + self.return_path)
         raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
@@ -266,6 +281,18 @@ def apply_config(mail, get):
         elif key == "rate_limit":
             s[key] = None
     apply_safety(s, get)
+    apply_bounces(s, get)
+
+
+def apply_bounces(s, get):
+    """``[outbox] bounce_*`` onto ``s``; an interval that is not a whole
+    number of seconds keeps its default and is reported (bounces.findings)."""
+    s.bounce_address = _text(get("outbox.bounce_address"))
+    s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
+    value = str(get("outbox.bounce_interval") or "").strip()
+    good = value.isascii() and value.isdigit() and int(value) > 0
+    s.bounce_interval = int(value) if good else BOUNCE_DEFAULTS["bounce_interval"]
+    s.bounce_errors = ["bounce_interval"] if value and not good else []
 
 
 # ------------------------------------------------- account-flow safety block
@@ -301,7 +328,7 @@ def safety_findings(s):
     from .hostnames import HostNames  # here: settings must not import authglue
     out = [("[outbox] %s" % key, "%s must be a whole number, 0 or more; the default "
             "%s is used" % (key, SAFETY_DEFAULTS[key]), False)
-           for key in s.get("safety_errors") or ()]
+           for key in s.get("safety_errors") or ()] + bounce_findings(s)
     names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
     for item in names.bad:
         out.append(("[host] names", "%r is not host, host:port or host:*; it is "
@@ -311,7 +338,7 @@ def safety_findings(s):
                     "on loopback: links in mail use the request's Host (checked "
                     "against [host] names); set the site's address", False))
     for key in ("flow_per_address", "flow_per_client", "flow_global",
-                "flow_codes_per_address"):
+                "flow_global_register", "flow_codes_per_address"):
         if s.get(key) == 0:
             out.append(("[outbox] %s" % key, "%s is 0: that limit on account mail is "
                         "off" % key, False))

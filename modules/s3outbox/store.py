@@ -42,6 +42,7 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     HELD = "held"
     CANCELLED = "cancelled"
+    BOUNCED = "bounced"  # sent, then reported undeliverable (bounces.py)
 
 
 STATUSES = tuple(Status)
@@ -53,6 +54,8 @@ class Logged(enum.StrEnum):
     RETRY = "retry"
     HELD = "held"
     FAILED = "failed"
+    BOUNCED = "bounced"  # a delivery status report: permanent failure
+    DELAYED = "delayed"  # a delivery status report: still trying
 
 
 def utcnow():

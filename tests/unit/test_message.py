@@ -110,3 +110,20 @@ def test_plain_addresses_are_taken_as_the_full_checks_take_them(address):
         except InvalidMessage as e:
             return "refused: %s" % e
     assert parsed(address) == parsed(_Slow(address))
+
+
+@pytest.mark.parametrize("value", [
+    "u@x>, <http://evil.example/", "u@x.net>, <http://evil.example/",
+    "u@x.net, v@y.net", "u@x.net?subject=<b>", "two words@x.net", "<u@x.net>"])
+def test_list_unsubscribe_is_one_mailto_uri(value):
+    """Issue 20: the value went into <mailto:%s> unchecked, so '>, <' began
+    a second URI of the sender's choosing."""
+    with pytest.raises(InvalidMessage, match="list_unsubscribe .* one e-mail address"):
+        normalize(to="ann@people.net", list_unsubscribe=value)
+
+
+@pytest.mark.parametrize("value", ["leave@people.net",
+                                   "leave@people.net?subject=unsubscribe%20me"])
+def test_list_unsubscribe_takes_an_address_and_its_hfields(value):
+    msg = normalize(to="ann@people.net", list_unsubscribe=value)
+    assert msg.headers["List-Unsubscribe"] == "<mailto:%s>" % value

@@ -96,7 +96,7 @@ def test_give_up_boundaries():
 
 def test_stored_values_are_the_same_strings():
     assert [s.value for s in Status] == ["queued", "sending", "sent", "failed", "held",
-                                         "cancelled"]
+                                         "cancelled", "bounced"]
     assert {str(k) for k in Kind} == {"sent", "config", "transient", "permanent"}
     assert "%s" % Logged.RETRY == "retry" and Logged.RETRY == "retry"
 
