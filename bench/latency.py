@@ -213,8 +213,8 @@ def summary(values):
     if not got:
         return "-"
     missing = len(values) - len(got)
-    return "n %d, median %.2f s, worst %.2f s%s" % (
-        len(got), statistics.median(got), max(got),
+    return "n %d, mean %.2f s, median %.2f s, worst %.2f s%s" % (
+        len(got), statistics.mean(got), statistics.median(got), max(got),
         ", %d never" % missing if missing else "")
 
 

@@ -56,7 +56,7 @@ EDITS = (
     ("models/tasks.py", "current.s3task = s3task",
      ["from s3outbox.eden import register_task",
       "register_task(tasks, s3task)"], False,
-     "delivery task s3outbox_deliver, re-queued if it ever ends"),
+     "delivery task s3outbox_deliver in its own scheduler group (s3outbox)"),
     ("modules/core/ui/menus.py", 'M("Scheduler", c="admin", f="task"),',
      # c="admin": a link to a controller that is not an Eden module is hidden
      ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
