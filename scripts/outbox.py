@@ -172,6 +172,8 @@ def show(outbox, number, out):
         r.created_on, r.tries, r.next_attempt_on, r.sent_on or "-"))
     if r.last_error:
         out("  Last error: %s" % r.last_error)
+    for address, outcome, reply in m["recipients"]:
+        out("  %-8s %s%s" % (outcome, address, ": %s" % reply if reply else ""))
     for a in m["attempts"]:
         out("  %s  %-7s %4s  %s  %s" % (a.attempted_on, a.outcome, a.code or "",
                                         a.worker or "", a.error or ""))

@@ -10,7 +10,8 @@ send_by_pe_id PE_ID SUBJECT (Eden's msg.send_by_pe_id), process_outbox
 status), group NAME PE_ID... (a pr_group with these persons as members),
 person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 (Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
-settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact).
+settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact),
+bad_send (send() with a wrongly typed pe_id or an unknown argument).
 """
 
 import sys
@@ -98,6 +99,15 @@ def main(command, *args):
         out["public_url"] = mail.settings.public_url
     elif command == "group":
         out["pe_id"] = _group(*args)
+    elif command == "bad_send":  # wrongly typed pe_id, unknown argument
+        for name, kwargs in (("true", dict(pe_id=True)), ("float", dict(pe_id=1.5)),
+                             ("text", dict(pe_id="x")), ("bogus", dict(bogus=1))):
+            try:
+                ok = mail.send(to=None if "pe_id" in kwargs else "a@people.net",
+                               subject="Bad", message="Bad", **kwargs)
+            except Exception as e:  # the test fails on it
+                ok = "raised %s" % type(e).__name__
+            out[name] = "%s %s" % (ok, mail.error)
     db.commit()
     for key, value in out.items():
         print("%s=%s" % (key, value))

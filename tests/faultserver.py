@@ -15,6 +15,9 @@ the message. Commands out of sequence get what a real server answers (503 to
 RCPT without a sender taken, 554 to DATA without a recipient), since a
 pipelining client sends them before it knows.
 
+``max_rcpts`` takes that many recipients in a transaction and answers
+``452 4.5.3`` to the rest, as servers that limit recipients per message do.
+
 With ``"PIPELINING"`` (and ``"CHUNKING"``) in ``extensions`` it advertises
 them; it reads commands from a buffer either way. ``turns`` counts round trips:
 the times it had to wait for the client after replying.
@@ -29,8 +32,9 @@ DROP, STALL = "drop", "stall"
 class FaultServer(object):
     """``with FaultServer(script, extensions) as s:`` then point mail at ``s.server``."""
 
-    def __init__(self, script=None, extensions=("8BITMIME",)):
+    def __init__(self, script=None, extensions=("8BITMIME",), max_rcpts=None):
         self.script = dict(script or {})
+        self.max_rcpts = max_rcpts
         self.extensions = list(extensions)
         self.messages = []      # (mail_from, [rcpt], data) fully accepted
         self.commands = []      # every command line received, decoded
@@ -155,6 +159,8 @@ class FaultServer(object):
         address = _address(arg)
         if session.mail_from is None:
             return self._act(session, "sequence", "503 5.5.1 need MAIL command")
+        if self.max_rcpts is not None and len(session.rcpts) >= self.max_rcpts:
+            return self._act(session, "sequence", "452 4.5.3 too many recipients")
         if not _refused(self.script.get("RCPT"), address):
             session.rcpts.append(address)
         return self._act(session, "RCPT", "250 2.1.5 ok", address)

@@ -265,6 +265,16 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
         ("failed", "no e-mail address for person entity %s" % nobody)]
 
 
+def test_wrongly_typed_pe_id_and_unknown_arguments_are_refused(eden):
+    """EdenMail.send(pe_id=True) or 1.5 is not person 1; nothing raises."""
+    out = eden.shell("bad_send")
+    for name in ("true", "float", "text"):
+        assert value(out, name).startswith("False pe_id must be an integer"), out
+    assert value(out, "bogus") == \
+        "False send() got unknown keyword argument(s): bogus", out
+    assert not eden.query("SELECT id FROM msg_mail_outbox WHERE subject='Bad'")
+
+
 def test_edens_send_email_goes_through_the_outbox(eden, sink):
     working(eden, sink)
     out = eden.shell("send_email", "to@people.net", "Eden API mail", "cc@people.net",
@@ -488,13 +498,12 @@ def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
 
 
 def _screenshot(eden, path, name):
-    """The admin's page in Chromium, kept as docs/NAME (when Chromium is here)."""
-    from admin_support import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+    """The admin's page in Chromium, kept as tests/artifacts/NAME (when
+    Chromium is here; docs/ has a copy)."""
+    from admin_support import CHROMIUM, CHROMIUM_ARGS, artifacts_dir, chromium_missing
     if chromium_missing():
         return
     from playwright.sync_api import sync_playwright
-    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "docs")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -506,6 +515,6 @@ def _screenshot(eden, path, name):
             page.wait_for_load_state()
             page.goto(eden.url(path))
             assert page.locator("#bounced-persons a").count() >= 1
-            page.screenshot(path=os.path.join(docs, name), full_page=True)
+            page.screenshot(path=os.path.join(artifacts_dir(), name), full_page=True)
         finally:
             browser.close()

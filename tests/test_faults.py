@@ -171,14 +171,19 @@ def test_some_recipients_refused(mail, db, sink):
                            "cy@people.net": "452 4.2.2 mailbox full"}
     counts, row, attempts = _pass(
         mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net"))
-    assert (counts["sent"], counts["refused"]) == (1, 2), counts
-    assert row.status == "sent" and row.attempts == 1
-    refused = json.loads(row.refused)
-    assert set(refused) == {"bob@people.net", "cy@people.net"}
-    assert "550 5.1.1 no such user" in refused["bob@people.net"]
+    assert (counts["sent"], counts["refused"], counts["deferred"]) == (1, 1, 1), counts
+    # The 5xx is final; the 4xx recipient is delivered again, on its own.
+    assert row.status == "queued" and row.attempts == 1
+    assert json.loads(row.refused) == {"bob@people.net": "550 5.1.1 no such user"}
+    assert json.loads(row.deferred_rcpts) == {"cy@people.net": "452 4.2.2 mailbox full"}
     assert "bob@people.net" in row.last_error and "cy@people.net" in row.last_error
     assert attempts[0].outcome == "sent" and "550 5.1.1" in attempts[0].error
     assert [m[1] for m in sink.messages] == [["ann@people.net"]]
+    sink.script.clear()
+    _recovers(mail, db, row)
+    assert [m[1] for m in sink.messages] == [["ann@people.net"], ["cy@people.net"]]
+    row = db(mail.store.outbox.id == row.id).select().first()
+    assert row.deferred_rcpts is None and set(json.loads(row.refused)) == {"bob@people.net"}
 
 
 def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
@@ -188,6 +193,12 @@ def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
     counts, row, attempts = _pass(mail, db, to=("ann@people.net", "bob@people.net"))
     _check("retry", counts, row, attempts, "451 4.3.0 try later")
     assert "550 5.1.1" in row.last_error
+    # the 5xx stays final: the retry goes to bob only
+    assert json.loads(row.refused) == {"ann@people.net": "550 5.1.1 no such user"}
+    assert list(json.loads(row.deferred_rcpts)) == ["bob@people.net"]
+    sink.script.clear()
+    _recovers(mail, db, row)
+    assert [m[1] for m in sink.messages] == [["bob@people.net"]]
 
 
 @sqlite_only

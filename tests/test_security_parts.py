@@ -190,7 +190,8 @@ def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
     apply_config(mail, config.get)
     keys = {f["key"]: f["problem"] for f in findings(mail.settings)}
     assert "[app] public_url" not in keys  # loopback only: a development site
-    assert "flow_per_client must be a whole number" in keys["[outbox] flow_per_client"]
+    assert "flow_per_client = '-5' cannot be used: expected a whole number" in \
+        keys["[outbox] flow_per_client"]
     assert "that limit on account mail is off" in keys["[outbox] flow_global"]
     assert mail.settings.flow_per_client == 30 and mail.settings.flow_global == 0
     assert "30 a client, no limit the site" in settings_summary(mail.settings)["limits"]

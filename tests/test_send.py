@@ -543,16 +543,52 @@ def test_never_raises_where_stock_mail_raises(mail, db, sink, tmp_path):
     assert sink.count == 5
 
 
-def test_bad_dkim_setting_fails_at_delivery_not_at_send(mail, db, sink):
+def test_bad_dkim_setting_holds_at_delivery_not_at_send(mail, db, sink):
     """Stock Mail.send signs outside its try and raises on a bad settings.dkim;
-    here send() queues and the pass records the failure."""
+    here send() queues and the pass holds the mail, naming the setting (a
+    setting that cannot sign is the admin's to fix, not the message's fault),
+    and it goes out once the setting is fixed."""
     mail.settings.dkim = Storage(key="not a key", selector="s")
     assert mail.send("ann@people.net", "Hi", "Body") is True, mail.error
     db.commit()
     counts = mail.process_outbox()
-    assert counts["failed"] == 1 and sink.count == 0
+    assert counts["held"] == 1 and sink.count == 0
     row = db(mail.store.outbox).select().first()
-    assert row.status == "failed" and "cannot build the message" in row.last_error
+    assert row.status == "held" and "[outbox] dkim" in row.last_error
+    mail.settings.dkim = None
+    assert mail.process_outbox()["sent"] == 1 and sink.count == 1
+
+
+def test_unknown_arguments_and_wrong_pe_id_types_return_false(mail, db, sink):
+    for kwargs, fragment in ((dict(bogus=1), "unknown keyword argument(s): bogus"),
+                             (dict(pe_id=1.5), "pe_id"), (dict(pe_id="x"), "pe_id")):
+        assert mail.send("ann@people.net", "Hi", "Body", **kwargs) is False
+        assert fragment in mail.error, mail.error
+    every = ["ann@people.net", "Hi", "Body"] + [None] * 24  # all 27 of them
+    assert mail.send(*every, "extra") is False
+    assert "positional" in mail.error
+    assert mail.send(to="x@attack.test\n") is False and "line break" in mail.error
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(subject="S" * 2000), dict(to='"%s" <ann@people.net>' % ("N" * 3000)),
+    dict(to='"%s" <ann@people.net>' % ("Ü" * 500)),
+    dict(headers={"X-Long": "v" * 1500}),
+], ids=["subject", "name", "non-ASCII name", "header"])
+def test_long_subjects_and_names_are_delivered(mail, db, sink, kwargs):
+    """What send() accepts can be delivered: long values go out as RFC 2047
+    words that fold (aiosmtpd refused the unfolded line: 500 Line too long)."""
+    args = dict(to="ann@people.net", subject="Hi", message="Body")
+    args.update(kwargs)
+    assert mail.send(**args) is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    msg = delivered(sink)[2]
+    assert max(len(line) for line in sink.messages[-1][2].splitlines()) < 100
+    if "subject" in kwargs:
+        assert msg["Subject"] == kwargs["subject"]
+    if "headers" in kwargs:
+        assert msg["X-Long"] == "v" * 1500
 
 
 # ---------------------------------------------------------------- fuzzing

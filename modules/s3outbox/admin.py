@@ -28,6 +28,7 @@ from xml.sax.saxutils import escape
 from gluon.storage import Storage
 
 from . import bounces, retention
+from .message import bare
 from .requestcheck import bad_character
 from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
 from .mailer import PAUSE
@@ -235,6 +236,8 @@ def log_settings_check(mail):
     if old == new:
         _checked[where] = digest
         return False
+    if old is None:  # insert-or-nothing: processes meeting a change at once
+        store._ensure_state("settings_check", utcnow())
     if not store.set_state("settings_check", new, expect=old):
         return False  # another process took this change and logs it
     _checked[where] = digest
@@ -452,7 +455,30 @@ class OutboxAdmin(object):
         sender = (self.settings.config_names or {}).get("[smtp] sender",
                                                         "[smtp] sender")
         return dict(row=row, content=content, attempts=attempts, attachments=files,
-                    refused=refused, sender_setting=sender)
+                    refused=refused, sender_setting=sender,
+                    recipients=self.recipients(row, content))
+
+    def recipients(self, row, content):
+        """[(address, outcome, reply)] for each envelope recipient: refused
+        (for good), deferred (tried again at next_attempt_on, only they),
+        accepted, or waiting (not accepted by the server yet)."""
+        refused = json.loads(row.refused) if row.refused else {}
+        deferred = json.loads(row.deferred_rcpts) if row.deferred_rcpts else {}
+        listed = [a for key in ("to", "cc", "bcc") for a in content.get(key) or ()]
+        addresses = [bare(a) for a in listed if isinstance(a, str)] or \
+            ([row.address] if row.address else [])
+        addresses += [a for a in list(refused) + list(deferred) if a not in addresses]
+        out = []
+        for address in addresses:
+            if address in refused:
+                out.append((address, "refused", scrub(refused[address], self.settings)))
+            elif address in deferred:
+                out.append((address, "deferred", scrub(deferred[address], self.settings)))
+            elif row.sent_on is not None:
+                out.append((address, "accepted", None))
+            else:
+                out.append((address, "waiting", None))
+        return out
 
     # ------------------------------------------------------------- actions
     def retry(self, ids=None, status=None, now=None, who=None):

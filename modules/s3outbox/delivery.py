@@ -29,6 +29,7 @@ import time
 import uuid
 
 from . import message as mime
+from .admin import log_settings_check
 from . import returnpath
 from .wire import message_bytes
 from .policy import decide
@@ -46,18 +47,6 @@ RECORD_EVERY = 0.25
 
 def worker_name(settings):
     return settings.worker_name or "%s#%s" % (socket.gethostname(), os.getpid())
-
-
-def parse_rate(rate):
-    """'100/hour' -> (100, 3600); None or '' -> None."""
-    if not rate:
-        return None
-    count, _, unit = str(rate).partition("/")
-    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-    unit = unit.strip().lower().rstrip("s") or "hour"
-    if unit not in seconds or not count.strip().isdigit():
-        raise ValueError("rate_limit %r is not like '100/hour'" % (rate,))
-    return int(count), seconds[unit]
 
 
 def _finished(results, everything=False):
@@ -98,7 +87,9 @@ def _unreadable(exc):
 
 
 def _time(text):
-    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    """A time the outbox stored as text, whatever its precision (a hold's
+    probe_after is now plus probe_interval, which may have a fraction)."""
+    return datetime.datetime.fromisoformat(str(text).replace("T", " "))
 
 
 class Pass(object):
@@ -106,11 +97,12 @@ class Pass(object):
 
     def __init__(self, mail):
         self.mail = mail
-        self.settings = mail.settings
         self.store = mail.store
         self.snapshot = Snapshot(mail.settings)
+        # The delivery settings as read (settings.read_values): never raw.
+        self.settings = self.snapshot.values
         self.fp = self.snapshot.fingerprint()
-        self.worker = worker_name(mail.settings)
+        self.worker = worker_name(self.settings)
         # Holds and reaches are per settings and host (the worker name before
         # '#'): the same settings may reach the server from one host only.
         host = self.worker.partition("#")[0].encode("utf-8")
@@ -119,15 +111,27 @@ class Pass(object):
         self._resolved = {}  # {row id: address found for its pe_id}
         self._seen = None    # {key: when it last reached the server}, read once
         self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
-                           released=0, connections=0)
+                           deferred=0, released=0, connections=0)
 
     def run(self, limit=None):
         """Run the pass; its counts. Commits its own work."""
         # The pass is a transaction too, to end its last read: on MariaDB
         # (REPEATABLE READ) an open one would hide mail queued later from this
         # worker's next pass. A failure rolls back whatever was left open.
+        self._log_settings()
         with self.store.transaction():
             return self._run(limit)
+
+    def _log_settings(self):
+        """Log settings that cannot be used, once per change, by whichever
+        process meets the change first (web or worker). A process that loses
+        the race for the state row leaves it to the winner."""
+        try:
+            with self.store.transaction():
+                log_settings_check(self.mail)
+        except Exception as e:
+            logger.info("settings check left to another process: %s: %s",
+                        type(e).__name__, e)
 
     def _run(self, limit):
         """Decide whether this worker can send (``_reason``), then claim and
@@ -155,7 +159,7 @@ class Pass(object):
     def _batches(self, pool, limit, reason):
         """Claim and send (or, with a ``reason``, hold) batch after batch;
         stop early once these settings fail while another host's work."""
-        rate = parse_rate(self.settings.rate_limit)
+        rate = self.settings.rate_limit
         done = 0
         while limit is None or done < limit:
             size = self.settings.batch_size if limit is None else \
@@ -320,7 +324,8 @@ class Pass(object):
             return Outcome(Kind.PERMANENT, None, "expired unsent at %s" % row.expires_on)
         try:
             msg = self.store.message(row)
-            if not msg.recipients() and row.pe_id:
+            left = mime.loads(row.deferred_rcpts)  # the recipients still to deliver to
+            if not msg.recipients() and row.pe_id and not left:
                 msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
                 self._resolved[row.id] = msg.first_address()[:255]
         except NoAddress as e:
@@ -328,7 +333,8 @@ class Pass(object):
         except Exception as e:
             return _unreadable(e)
         sender = row.sender or self.snapshot.sender
-        return Job(row.id, self._envelope(row, sender), msg.recipients(),
+        recipients = list(left) if left else msg.recipients()
+        return Job(row.id, self._envelope(row, sender), recipients,
                    self._builder(row, msg, sender))
 
     def _envelope(self, row, sender):
@@ -380,6 +386,8 @@ class Pass(object):
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
+            if out.deferred and decision.changes.get("deferred_rcpts"):
+                self.counts["deferred"] += len(out.deferred)
             if decision.logged == Logged.FAILED:
                 logger.warning("message %s to %s failed: %s", row.message_id,
                                row.address or "pe_id %s" % row.pe_id,

@@ -55,6 +55,8 @@ NAMES = {
     "[smtp] tls and [smtp] ssl": "settings.mail.tls",
     "[smtp] server, sender and login": "settings.mail.server, .sender and .login",
     "[app] public_url": "settings.base.public_url",
+    "[outbox] rate_limit": "settings.mail.limit",
+    "[outbox] pipelining": "settings.mail.pipelining",
     "[host] names": "settings.base.host_names",
     "[outbox] bounce_address": "settings.mail.bounce_address",
     "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
@@ -169,11 +171,10 @@ class EdenMail(MailS3):
         """MailS3.send, with ``pe_id`` resolved through Eden's tables."""
         self.error, self.result = None, {}
         try:
-            call = _SEND.bind(self, *args, **kwargs).arguments
-        except TypeError as e:
-            self.error = "send() arguments: %s" % e
+            call = self._arguments(args, kwargs)
+        except LookupError as e:
+            self.error = str(e)
             return False
-        call.pop("self")
         pe_id = call.get("pe_id")
         if pe_id is None or call.get("to") or call.get("cc") or call.get("bcc"):
             ok = MailS3.send(self, **call)
@@ -203,6 +204,23 @@ class EdenMail(MailS3):
         self.result["ids"] = ids
         self._handed_over(ids)
         return True
+
+    def _arguments(self, args, kwargs):
+        """send()'s arguments by name; LookupError with the reason for those
+        it cannot take (MailS3.send refuses unknown keywords itself)."""
+        try:
+            call = _SEND.bind(self, *args, **kwargs).arguments
+        except TypeError as e:
+            raise LookupError("send() arguments: %s" % e)
+        call.pop("self")
+        call.update(call.pop("unknown", {}))
+        if call.pop("extra", ()):
+            raise LookupError("send() got positional arguments more than Mail.send "
+                              "takes")
+        pe_id = call.get("pe_id")
+        if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
+            raise LookupError("pe_id must be an integer, not %r" % (pe_id,))
+        return call
 
     def persons(self, pe_id):
         """The person pe_ids that mail for entity ``pe_id`` goes to; raises

@@ -20,8 +20,8 @@ from gluon.tools import Mail
 from . import bounces
 from . import message as mime
 from .wire import message_bytes
-from .delivery import Pass, parse_rate
-from .settings import DEFAULTS, Snapshot
+from .delivery import Pass
+from .settings import DEFAULTS, Snapshot, read_value
 from .dialects import open_store
 from .store import utcnow
 from .schedule import restore, taken_signals
@@ -59,7 +59,8 @@ class MailS3(Mail):
              list_unsubscribe=None, cipher_type=None, sign=None, sign_passphrase=None,
              encrypt=None, x509_sign_keyfile=None, x509_sign_chainfile=None,
              x509_sign_certfile=None, x509_crypt_certfiles=None, x509_nocerts=None,
-             pe_id=None, priority=None, not_before=None, expires_on=None):
+             pe_id=None, priority=None, not_before=None, expires_on=None, *extra,
+             **unknown):
         """Queue a message; True when queued, False (see ``self.error``) if not.
 
         Extra keywords: ``pe_id`` (send to a person entity's e-mail contact,
@@ -70,6 +71,7 @@ class MailS3(Mail):
         """
         self.error, self.result = None, {}
         try:
+            self._no_extra(extra, unknown)
             if dkim is not None:
                 raise mime.InvalidMessage("a per-message dkim key is not kept in the "
                                           "outbox; set mail.settings.dkim instead")
@@ -95,14 +97,24 @@ class MailS3(Mail):
         self.result = dict(id=row_id, message_id=message_id)
         return True
 
+    @staticmethod
+    def _no_extra(extra, unknown):
+        """Arguments Mail.send does not take: refused, not a TypeError."""
+        if extra:
+            raise mime.InvalidMessage("send() got %d positional argument(s) more "
+                                      "than Mail.send takes" % len(extra))
+        if unknown:
+            raise mime.InvalidMessage("send() got unknown keyword argument(s): %s"
+                                      % ", ".join(sorted(unknown)))
+
     def _schedule(self, priority, not_before, expires_on):
         """The priority to queue with, after checking send()'s scheduling
         keywords; raises InvalidMessage."""
         for name, value in (("not_before", not_before), ("expires_on", expires_on)):
             if value is not None and not isinstance(value, datetime.datetime):
                 raise mime.InvalidMessage("%s must be a datetime" % name)
-        if priority is None:
-            priority = self.settings.default_priority
+        if priority is None:  # a bad setting: its default (the check says so)
+            priority = read_value(self.settings, "default_priority")[0]
         if isinstance(priority, bool) or not isinstance(priority, int) or \
                 not 1 <= priority <= 9:
             raise mime.InvalidMessage("priority must be an integer from 1 to 9")
@@ -119,7 +131,7 @@ class MailS3(Mail):
         return mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                               sender, encoding, raw, headers, from_address,
                               list_unsubscribe or self.settings.list_unsubscribe,
-                              pe_id, self.settings.max_size)
+                              pe_id, read_value(self.settings, "max_size")[0])
 
     # ----------------------------------------------------------------- direct
     def send_direct_email(self, to, subject="[no subject]", message="[no message]",
@@ -145,7 +157,8 @@ class MailS3(Mail):
         except Exception as e:
             logger.warning("direct mail failed unexpectedly", exc_info=True)
             outcome = Outcome(Kind.PERMANENT, None, "%s: %s" % (type(e).__name__, e))
-        self.result, self.reply = outcome.refused or {}, outcome.reply
+        self.result = dict(outcome.refused or {}, **(outcome.deferred or {}))
+        self.reply = outcome.reply
         if outcome.kind != Kind.SENT:
             self.error = outcome.error
             logger.warning("direct mail not sent: %s", self.error)
@@ -175,20 +188,20 @@ class MailS3(Mail):
     def process_outbox(self, limit=None):
         """One delivery pass over due mail; commits; returns counts.
 
-        Keys: sent, retry, failed, held (this pass), refused (recipients),
+        Keys: sent, retry, failed, held (this pass), refused and deferred
+        (recipients refused for good, and for now: they are tried again),
         released (held mail queued again), connections (SMTP connections made).
         A failure of the pass itself is logged and reported as ``error``.
         """
         try:
-            parse_rate(self.settings.rate_limit)
             counts = Pass(self).run(limit)
         except Exception as e:
             error = "%s: %s" % (type(e).__name__, e)
             if error != self._pass_error:  # once per outage, not once per poll
                 logger.exception("delivery pass failed")
             self._pass_error = error
-            return dict(sent=0, retry=0, failed=0, held=0, refused=0, released=0,
-                        connections=0, error=error)
+            return dict(sent=0, retry=0, failed=0, held=0, refused=0, deferred=0,
+                        released=0, connections=0, error=error)
         if self._pass_error is not None:
             logger.info("delivery passes work again after: %s", self._pass_error)
             self._pass_error = None

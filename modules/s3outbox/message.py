@@ -23,7 +23,7 @@ import secrets
 import time
 from email._policybase import Compat32
 from email.charset import QP, Charset, add_charset
-from email.header import Header
+from email.header import Header, decode_header, make_header
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
@@ -42,11 +42,12 @@ class InvalidMessage(ValueError):
 # domain of letters, digits and hyphens (IDN labels are accepted as Unicode).
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
 _LABEL = r"(?:[^\W_]|[^\W_][\w-]{0,61}[^\W_])"
-ADDRESS_RE = re.compile(r"^%s@%s(?:\.%s)+$" % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
+# \Z, not $: "$" also matches before a final newline ("a@b.net\n").
+ADDRESS_RE = re.compile(r"\A%s@%s(?:\.%s)+\Z" % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
 # Every character that str.splitlines() breaks at: email's header folding
 # splits there, so any of them would start a new header line on the wire.
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_HEADER_NAME_RE = re.compile(r"^[!-9;-~]+$")  # printable ASCII without ':'
+_HEADER_NAME_RE = re.compile(r"\A[!-9;-~]+\Z")  # printable ASCII without ':'
 # List-Unsubscribe's one <mailto:...>: an address, then optionally RFC 6068's
 # ?hfields in URI characters, without '<', '>', ',' or spaces, which would
 # end the URI or start another one.
@@ -109,6 +110,9 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
             # gives 'a@b.net0'): only an address written as it is counts.
             if not addr or not ADDRESS_RE.match(addr) or addr not in item:
                 raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
+            if len(addr) > 254 or len(addr.rpartition("@")[0]) > 64:
+                raise InvalidMessage("%s %r is longer than SMTP allows (254 characters, "
+                                     "64 before the @)" % (what, item))
             if not bare(addr).isascii():
                 raise InvalidMessage("%s %r has a domain that cannot be written in "
                                      "ASCII (IDNA)" % (what, item))
@@ -305,8 +309,10 @@ def _headers(headers, list_unsubscribe, encoding):
                              % list_unsubscribe)
     extra = {}
     for name, value in (headers or {}).items():
-        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name):
-            raise InvalidMessage("header name %r is not a valid header name" % (name,))
+        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name) or \
+                len(name) > 70:
+            raise InvalidMessage("header name %r is not a valid header name (printable "
+                                 "ASCII without ':', at most 70 characters)" % (name,))
         if name.lower() in _RESERVED_HEADERS:
             raise InvalidMessage("header %r is set by send() itself; use its argument"
                                  % name)
@@ -356,9 +362,16 @@ def _domain(sender):
     return domain.encode("idna").decode("ascii")
 
 
+# A run of characters a header line cannot be folded within: text with one
+# is encoded (RFC 2047), since encoded words fold where plain words cannot.
+_LONG_WORD_RE = re.compile(r"\S{78}")
+
+
 def _header(value):
-    """Header text as Mail.send would set it; non-ASCII becomes RFC 2047."""
-    if not value.isascii():
+    """Header text as Mail.send would set it; non-ASCII becomes RFC 2047, and
+    so does a word too long to fit on a line (a 2,000-character subject would
+    otherwise go out as one line, past SMTP's limit of 998)."""
+    if not value.isascii() or _LONG_WORD_RE.search(value):
         return Header(value.encode("utf-8"), "utf-8")
     return value
 
@@ -386,7 +399,15 @@ def _formatted(value):
     name, addr = _parsed(value)
     if not (addr and ADDRESS_RE.match(addr)):
         return None
-    return email.utils.formataddr((name, bare(addr)), charset="utf-8")
+    formatted = email.utils.formataddr((name, bare(addr)), charset="utf-8")
+    if name and _LONG_WORD_RE.search(formatted.rpartition(" <")[0]):
+        # a name that would not fold (one long word, or one long encoded
+        # word): encoded words of at most 75 characters each instead
+        if "=?" in name:  # send() stored a non-ASCII name encoded: decode it
+            name = str(make_header(decode_header(name)))
+        words = Header(name.encode("utf-8"), "utf-8").encode(linesep=" ")
+        return "%s <%s>" % (words, bare(addr))
+    return formatted
 
 
 def _rebuild_attachment(stored):

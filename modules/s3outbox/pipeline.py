@@ -76,6 +76,8 @@ class Pipeline(object):
         if len(refused) == len(recipients):
             _end_early(conn, None, 1)
             raise smtplib.SMTPRecipientsRefused(refused)
+        if any(code == 452 for code, _ in refused.values()):
+            then = None  # the rest of the recipients go next (smtp._rest)
         code, text = conn.getreply()  # to BDAT, or to DATA
         if not self._chunked(data):
             if code != 354:

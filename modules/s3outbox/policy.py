@@ -2,7 +2,10 @@
 """What an outcome does to a message: the record decision and the backoff,
 as pure functions of the row, the outcome, the settings and the time.
 
-- sent: ``sent`` (refused recipients kept in ``refused``);
+- sent: ``sent`` (recipients refused for good kept in ``refused``); when
+  some recipients were refused for now (a 4xx), ``queued`` again after the
+  backoff with those in ``deferred_rcpts``: the next delivery goes to them only,
+  and when it ends for good they join ``refused`` (the message stays sent);
 - config: ``held`` under the settings' fingerprint, attempts and age untouched;
 - transient: ``queued`` again after a jittered exponential backoff, or
   ``failed`` once ``max_attempts`` or ``max_age`` (time spent held not
@@ -11,10 +14,11 @@ as pure functions of the row, the outcome, the settings and the time.
 """
 
 import collections
+import dataclasses
 import datetime
 import random
 
-from .message import dumps
+from .message import dumps, loads
 from .store import SENT_PLAIN, Logged, Status
 from .transport import Kind
 
@@ -59,32 +63,95 @@ def decide(row, outcome, settings, now, fp, address=None, held_seconds=None,
 
 
 def _sent(row, outcome, now):
-    return dict(status=Status.SENT, sent_on=now, attempts=row.attempts + 1,
+    """A message accepted for its recipients now, or refused for good for
+    some of them (earlier refusals kept)."""
+    refused = _merged(row.refused, outcome.refused)
+    return dict(status=Status.SENT, sent_on=row.sent_on or now, attempts=row.attempts + 1,
                 last_code=outcome.code, last_error=outcome.error,
-                refused=dumps(outcome.refused) if outcome.refused else None)
+                refused=dumps(refused) if refused else None,
+                deferred_rcpts=None)
+
+
+def _merged(stored, more):
+    """{address: reply} of the JSON ``stored`` with the dict ``more`` added."""
+    out = loads(stored) or {}
+    out.update(more or {})
+    return out
 
 
 def _decide(row, outcome, settings, now, fp, held_seconds, rng):
     tried = dict(code=outcome.code, error=outcome.error)
     attempts = row.attempts + 1
-    if outcome.kind == Kind.SENT and not outcome.refused:
+    plain = not (outcome.refused or outcome.deferred or row.refused or row.deferred_rcpts)
+    if outcome.kind == Kind.SENT and plain:
         return Decision(Logged.SENT, SENT_PLAIN, dict(tried, outcome=Logged.SENT))
-    if outcome.kind == Kind.SENT:
+    if outcome.kind == Kind.SENT and not outcome.deferred:
         return Decision(Logged.SENT, _sent(row, outcome, now),
                         dict(tried, outcome=Logged.SENT))
+    if outcome.kind == Kind.SENT:
+        return _deferred(row, outcome, settings, now, held_seconds, rng)
     if outcome.kind == Kind.CONFIG:
         return Decision(Logged.HELD, dict(
             status=Status.HELD, held_fp=fp, last_error=outcome.error,
             last_code=outcome.code), dict(tried, outcome=Logged.HELD))
     if outcome.kind == Kind.TRANSIENT and not give_up(row, settings, now, held_seconds):
-        later = now + datetime.timedelta(seconds=backoff(settings, attempts, rng))
-        return Decision(Logged.RETRY, dict(
-            status=Status.QUEUED, attempts=attempts, last_error=outcome.error,
-            last_code=outcome.code, next_attempt_on=later),
-            dict(tried, outcome=Logged.RETRY))
+        return Decision(Logged.RETRY, _later(row, outcome, settings, now, rng),
+                        dict(tried, outcome=Logged.RETRY))
     error = outcome.error
     if outcome.kind == Kind.TRANSIENT:
         error = "gave up after %d attempts: %s" % (attempts, error)
-    return Decision(Logged.FAILED, dict(
-        status=Status.FAILED, attempts=attempts, last_error=error,
-        last_code=outcome.code), dict(tried, outcome=Logged.FAILED, error=error))
+    if row.sent_on is not None:  # the others have it: these recipients fail
+        return _recipients_failed(row, outcome, now, error)
+    changes = dict(status=Status.FAILED, attempts=attempts, last_error=error,
+                   last_code=outcome.code)
+    if outcome.refused or outcome.deferred or row.refused:
+        refused = _merged(row.refused, outcome.refused)
+        refused.update(dict.fromkeys(outcome.deferred or (), error))
+        changes.update(refused=dumps(refused), deferred_rcpts=None)
+    return Decision(Logged.FAILED, changes,
+                    dict(tried, outcome=Logged.FAILED, error=error))
+
+
+def _later(row, outcome, settings, now, rng):
+    """The changes that queue ``row`` again after the backoff; recipients
+    refused for good are kept, and with ``outcome.deferred`` only those go
+    next time."""
+    attempts = row.attempts + 1
+    later = now + datetime.timedelta(seconds=backoff(settings, attempts, rng))
+    changes = dict(status=Status.QUEUED, attempts=attempts, last_error=outcome.error,
+                   last_code=outcome.code, next_attempt_on=later)
+    if outcome.refused:
+        changes["refused"] = dumps(_merged(row.refused, outcome.refused))
+    if outcome.deferred:
+        changes["deferred_rcpts"] = dumps(outcome.deferred)
+    return changes
+
+
+def _deferred(row, outcome, settings, now, held_seconds, rng):
+    """Accepted for some recipients, refused with a 4xx for others: those
+    are delivered again on their own (same message, only to them), with the
+    backoff, max_attempts and max_age of a whole message."""
+    tried = dict(code=outcome.code, error=outcome.error, outcome=Logged.SENT)
+    if give_up(row, settings, now, held_seconds):
+        error = "gave up after %d attempts" % (row.attempts + 1)
+        gave_up = {r: "%s: %s" % (error, why) for r, why in outcome.deferred.items()}
+        done = _sent(row, dataclasses.replace(outcome, refused=dict(
+            outcome.refused or {}, **gave_up)), now)
+        return Decision(Logged.SENT, done, tried)
+    changes = _later(row, outcome, settings, now, rng)
+    changes.update(sent_on=row.sent_on or now, refused=dumps(_merged(
+        row.refused, outcome.refused)) if outcome.refused or row.refused else None)
+    return Decision(Logged.SENT, changes, tried)
+
+
+def _recipients_failed(row, outcome, now, error):
+    """A delivery to the recipients left of a message that others have
+    (``row.deferred_rcpts``) ended for good: they are refused with ``error``; the
+    message stays sent."""
+    left = outcome.deferred or loads(row.deferred_rcpts) or {}
+    refused = _merged(row.refused, outcome.refused)
+    refused.update((r, error) for r in left if r not in refused)
+    changes = dict(status=Status.SENT, attempts=row.attempts + 1, last_error=error,
+                   last_code=outcome.code, refused=dumps(refused), deferred_rcpts=None)
+    return Decision(Logged.FAILED, changes,
+                    dict(code=outcome.code, error=error, outcome=Logged.FAILED))

@@ -7,8 +7,11 @@ Settings are read when a delivery pass starts, never cached from construction,
 so a repaired ``private/appconfig.ini`` takes effect on the next pass.
 """
 
+import functools
 import hashlib
+import math
 import re
+import ssl
 
 from .bounces import findings as bounce_findings
 from .message import ADDRESS_RE, bare
@@ -67,7 +70,7 @@ SAFETY_DEFAULTS = dict(
     sent_retention_days=30,   # sent mail is purged after this many days (0: never)
     public_url=None,          # [app] public_url: links in mail
     host_names=None,          # [host] names: the Host values the site answers to
-    safety_errors=(),         # keys above whose configured value was refused
+    safety_errors=(),         # Problems: [outbox] values above that were refused
 )
 DEFAULTS.update(SAFETY_DEFAULTS)
 
@@ -78,7 +81,7 @@ EXAMPLE_LOGINS = {"username:password"}
 EXAMPLE_SERVERS = {"smtp.gmail.com:587"}  # web2py's example, with the login above
 EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example",
                    "invalid", "test")
-_SERVER_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$")
+_SERVER_RE = re.compile(r"\A(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\Z")
 
 
 def _is_example_address(address):
@@ -92,19 +95,21 @@ class Snapshot(object):
     """The SMTP settings in force for one delivery pass."""
 
     def __init__(self, settings):
+        self.values, self.problems = read_values(settings)
+        v = self.values
         self.server = settings.server
         self.sender = settings.sender
         self.login = settings.login
-        self.tls = bool(settings.tls)
-        self.ssl = bool(settings.ssl)
-        self.timeout = settings.timeout or DEFAULTS["timeout"]
-        self.names = settings.config_names or {}
-        self.hostname = settings.hostname
-        self.dkim = settings.dkim
-        self.ssl_context = settings.ssl_context
-        self.custom = settings.transport
-        self.self_signed_certificate = bool(settings.self_signed_certificate)
-        self.pipelining = settings.pipelining is not False
+        self.tls, self.ssl = v.tls, v.ssl
+        self.timeout = v.timeout
+        names = settings.get("config_names")
+        self.names = names if isinstance(names, dict) else {}
+        self.hostname = v.hostname
+        self.dkim = v.dkim
+        self.ssl_context = v.ssl_context
+        self.custom = v.transport
+        self.self_signed_certificate = v.self_signed_certificate
+        self.pipelining = v.pipelining
         self.return_path = usable(settings.bounce_address)
 
     def transport(self):
@@ -130,16 +135,18 @@ class Snapshot(object):
     @property
     def host_port(self):
         """(host, port) from 'host:port', with 465/587/25 as the default port."""
-        host, _, port = (self.server or "").rpartition(":")
+        server = self.server if isinstance(self.server, str) else ""
+        host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
-            host, port = self.server or "", None
+            host, port = server, None
         host = host.strip("[]")
         port = int(port) if port else (465 if self.ssl else 587 if self.tls else 25)
         return host, port
 
     def fingerprint(self):
         """A short hash of what the admin configures; never the password itself."""
-        user, _, password = (self.login or "").partition(":")
+        login = self.login if isinstance(self.login, str) else str(self.login or "")
+        user, _, password = login.partition(":")
         secret = hashlib.sha256(password.encode("utf-8")).hexdigest()
         parts = [str(self.server), str(self.sender), user, secret, str(self.tls),
                  str(self.ssl)]
@@ -150,6 +157,8 @@ class Snapshot(object):
             parts.append("self_signed_certificate")
         if self.return_path:  # the relay may refuse it as the envelope sender
             parts.append("return_path " + self.return_path)
+        # A setting that holds mail: fixing it is a change of the settings.
+        parts += [p.finding()[1] for p in self.problems if p.blocking]
         raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
@@ -176,7 +185,7 @@ class Snapshot(object):
         if self.smtp:
             out = self._server_findings() + out + self._login_findings() + \
                 self._port_findings()
-        return out
+        return out + [p.finding() for p in self.problems]
 
     def _server_findings(self):
         server = self.server
@@ -211,6 +220,8 @@ class Snapshot(object):
 
     def _login_findings(self):
         login = self.login
+        if login is not None and not isinstance(login, str):
+            return [("[smtp] login", "login must be text, user:password", True)]
         if login in EXAMPLE_LOGINS:
             return [("[smtp] login", "login is the unedited example "
                      "'username:password'", True)]
@@ -253,11 +264,10 @@ def _flag(value):
     return bool(value)
 
 
-# appconfig.ini [outbox] keys and how to read them; the rest of DEFAULTS are
-# set in code.
-_OUTBOX_KEYS = dict(batch_size=int, sessions=int, lease=int, max_attempts=int,
-                    max_age=int, retry_base=int, retry_max=int, probe_interval=int,
-                    rate_limit=str, max_size=int, timeout=int, pipelining=_flag)
+# appconfig.ini [outbox] keys, copied as they are: read_values() reads them.
+_OUTBOX_KEYS = ("batch_size", "sessions", "lease", "max_attempts", "max_age",
+                "retry_base", "retry_max", "probe_interval", "rate_limit", "max_size",
+                "timeout", "pipelining", "default_priority")
 
 
 def apply_config(mail, get):
@@ -267,6 +277,8 @@ def apply_config(mail, get):
     ``AppConfig.get``, or a Sahana deployment-settings lookup). Missing keys
     leave the current value; ``[smtp]`` keys are copied even when empty, since
     an emptied server or sender must stop delivery, not keep an old value.
+    ``[outbox]`` values are copied as given (text, numbers): ``read_values()``
+    turns them into what delivery uses and reports those it cannot use.
     """
     s = mail.settings
     s.server, s.sender, s.login = [_text(get("smtp." + key))
@@ -274,10 +286,10 @@ def apply_config(mail, get):
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
     s.self_signed_certificate = _flag(get("smtp.self_signed_certificate"))
-    for key, kind in _OUTBOX_KEYS.items():
+    for key in _OUTBOX_KEYS:
         value = get("outbox." + key)
         if value not in (None, ""):
-            s[key] = kind(value)
+            s[key] = value
         elif key == "rate_limit":
             s[key] = None
     apply_safety(s, get)
@@ -289,36 +301,28 @@ def apply_bounces(s, get):
     number of seconds keeps its default and is reported (bounces.findings)."""
     s.bounce_address = _text(get("outbox.bounce_address"))
     s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
-    value = str(get("outbox.bounce_interval") or "").strip()
-    good = value.isascii() and value.isdigit() and int(value) > 0
-    s.bounce_interval = int(value) if good else BOUNCE_DEFAULTS["bounce_interval"]
-    s.bounce_errors = ["bounce_interval"] if value and not good else []
+    s.bounce_interval, problem = _read("bounce_interval",
+                                       get("outbox.bounce_interval"))
+    s.bounce_errors = ["bounce_interval"] if problem else []
 
 
 # ------------------------------------------------- account-flow safety block
 def apply_safety(s, get):
     """``[outbox]`` limits and retention, ``[app] public_url`` and ``[host]
-    names`` onto ``s``. A value that is not a whole number 0 or more keeps its
-    default and is reported by ``safety_findings``."""
+    names`` onto ``s``. A value that cannot be used keeps its default and is
+    reported by ``safety_findings``."""
     s.public_url = _text(get("app.public_url"))
     names = get("host.names")
     if names not in (None, "") and not isinstance(names, str):
         names = ",".join(str(n) for n in names)  # AppConfig: a map for "a, b"
     s.host_names = _text(names)
     bad = []
-    for key, default in SAFETY_DEFAULTS.items():
+    for key in SAFETY_DEFAULTS:
         if key in ("public_url", "host_names", "safety_errors"):
             continue
-        value = get("outbox." + key)
-        if value in (None, ""):
-            s[key] = default
-        elif isinstance(default, bool):
-            s[key] = _flag(value)
-        elif str(value).strip().isascii() and str(value).strip().isdigit():
-            s[key] = int(str(value).strip())
-        else:
-            s[key] = default
-            bad.append(key)
+        s[key], problem = _read(key, get("outbox." + key))
+        if problem is not None:
+            bad.append(problem)
     s.safety_errors = bad
 
 
@@ -326,9 +330,7 @@ def safety_findings(s):
     """(appconfig key, advice, False) for the account-flow settings: never
     blocking, shown with the SMTP findings."""
     from .hostnames import HostNames  # here: settings must not import authglue
-    out = [("[outbox] %s" % key, "%s must be a whole number, 0 or more; the default "
-            "%s is used" % (key, SAFETY_DEFAULTS[key]), False)
-           for key in s.get("safety_errors") or ()] + bounce_findings(s)
+    out = [p.finding() for p in s.get("safety_errors") or ()] + bounce_findings(s)
     names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
     for item in names.bad:
         out.append(("[host] names", "%r is not host, host:port or host:*; it is "
@@ -343,3 +345,235 @@ def safety_findings(s):
             out.append(("[outbox] %s" % key, "%s is 0: that limit on account mail is "
                         "off" % key, False))
     return out
+
+
+# ------------------------------------------ delivery settings, read in one place
+# Every value of mail.settings that delivery and send() use is read here, from
+# whatever the site gave: numbers as numbers or text ("10", "2.5"), seconds
+# with fractions. A value that cannot be used is reported (the settings check,
+# the log) and its default used; where no default is safe (a rate limit, a
+# transport or a DKIM key the admin meant to have) mail is held with the reason.
+class _Bad(ValueError):
+    """A setting's value that cannot be used."""
+
+
+def _number(value):
+    """A finite float from an int, a float or numeric text; _Bad otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Bad()
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise _Bad()
+    if not math.isfinite(number):
+        raise _Bad()
+    return number
+
+
+def _seconds(high, low=None):
+    """Seconds above 0 (from ``low``), at most ``high``."""
+    def read(value):
+        number = _number(value)
+        if not (number >= low if low else number > 0) or number > high:
+            raise _Bad()
+        return int(number) if number == int(number) else number
+    read.expected = "a number of seconds %s, at most %d" % (
+        "from %s" % low if low else "above 0", high)
+    return read
+
+
+def _whole(low, high):
+    def read(value):
+        number = _number(value)
+        if number != int(number) or not low <= number <= high:
+            raise _Bad()
+        return int(number)
+    read.expected = "a whole number from %d to %d" % (low, high)
+    return read
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise _Bad()
+
+
+_boolean.expected = "true or false"
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def _rate(value):
+    """'100/hour' (or '100': an hour) -> (100, 3600)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _Bad()
+    count, _, unit = str(value).strip().partition("/")
+    unit = unit.strip().lower()
+    unit = unit[:-1] if unit.endswith("s") else unit
+    count = count.strip()
+    if (unit or "hour") not in _UNITS or not (count.isascii() and count.isdigit()) \
+            or not 0 < int(count) <= 10 ** 9:
+        raise _Bad()
+    return int(count), _UNITS[unit or "hour"]
+
+
+_rate.expected = ("like 100/hour: a whole number above 0 per second, minute, hour "
+                  "or day")
+
+
+def _name(value):
+    if not isinstance(value, str) or not 0 < len(value) <= 100 or \
+            not value.isprintable():
+        raise _Bad()
+    return value
+
+
+_name.expected = "text of 1 to 100 printable characters"
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(r"%s(?:\.%s)*|\[[0-9A-Fa-f:.]{2,45}\]" % (_LABEL, _LABEL))
+
+
+def _hostname(value):
+    if not isinstance(value, str) or len(value) > 255 or \
+            not _HOSTNAME_RE.fullmatch(value):
+        raise _Bad()
+    return value
+
+
+_hostname.expected = "a host name"
+
+
+def _instance(kind, expected):
+    def read(value):
+        if not kind(value):
+            raise _Bad()
+        return value
+    read.expected = expected
+    return read
+
+
+def _dkim(value):
+    key, selector = getattr(value, "key", None), getattr(value, "selector", None)
+    if not isinstance(key, (str, bytes)) or not isinstance(selector, str):
+        raise _Bad()
+    failed = _cannot_sign(key, selector)
+    if failed:
+        raise _Bad(failed)
+    return value
+
+
+_dkim.expected = "Storage(key=..., selector=...) that signs"
+
+
+@functools.lru_cache(maxsize=8)
+def _cannot_sign(key, selector):
+    """Why a test message cannot be signed with this key, or None: a key
+    that cannot sign would otherwise fail every message as it is built."""
+    from email.mime.text import MIMEText
+    from gluon.tools import dkim_sign
+    sample = MIMEText("test")
+    sample["From"] = "test@example.net"
+    try:
+        dkim_sign(sample, key, selector)
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+    return None
+
+
+# key: (reader, default, blocking: no default is safe, mail is held instead)
+_READERS = dict(
+    timeout=(_seconds(3600, 0.5), DEFAULTS["timeout"], False),
+    batch_size=(_whole(1, 100000), DEFAULTS["batch_size"], False),
+    sessions=(_whole(1, 100), DEFAULTS["sessions"], False),
+    lease=(_seconds(7 * 86400, 1), DEFAULTS["lease"], False),
+    max_attempts=(_whole(1, 1000), DEFAULTS["max_attempts"], False),
+    max_age=(_seconds(10 * 365 * 86400), DEFAULTS["max_age"], False),
+    retry_base=(_seconds(30 * 86400), DEFAULTS["retry_base"], False),
+    retry_max=(_seconds(365 * 86400), DEFAULTS["retry_max"], False),
+    probe_interval=(_seconds(7 * 86400), DEFAULTS["probe_interval"], False),
+    rate_limit=(_rate, None, True),
+    max_size=(_whole(1, 2 ** 31 - 1), DEFAULTS["max_size"], False),
+    default_priority=(_whole(1, 9), DEFAULTS["default_priority"], False),
+    worker_name=(_name, None, False),
+    hostname=(_hostname, None, False),
+    pipelining=(_boolean, True, False),
+    self_signed_certificate=(_boolean, False, False),
+    tls=(_boolean, False, False),
+    ssl=(_boolean, False, False),
+    ssl_context=(_instance(lambda v: isinstance(v, ssl.SSLContext),
+                           "an ssl.SSLContext"), None, False),
+    transport=(_instance(callable, "a callable that makes a Transport"), None, True),
+    dkim=(_dkim, None, True),
+)
+_READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"],
+                               False)
+for _key in SAFETY_DEFAULTS:
+    if _key not in ("public_url", "host_names", "safety_errors"):
+        _READERS[_key] = ((_boolean, False, False) if _key == "flow_trust_forwarded"
+                          else (_whole(0, 10 ** 9), SAFETY_DEFAULTS[_key], False))
+
+
+class Problem(object):
+    """A setting's value that cannot be used: its key, the value, what is
+    expected, and the default used instead (or, ``blocking``, mail held)."""
+
+    def __init__(self, key, value, expected, default, blocking):
+        self.key, self.value, self.expected = key, value, expected
+        self.default, self.blocking = default, blocking
+
+    def finding(self):
+        """(appconfig key, what is wrong, blocks sending), as findings() gives."""
+        shown = repr(self.value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        then = ("mail is held until it is fixed" if self.blocking else
+                "the default %r is used" % (self.default,))
+        return ("[outbox] %s" % self.key, "%s = %s cannot be used: expected %s; %s"
+                % (self.key, shown, self.expected, then), self.blocking)
+
+
+def read_value(settings, key):
+    """(value delivery uses, Problem or None) of ``settings[key]``."""
+    raw = settings.get(key)
+    try:
+        return _read_cached(key, type(raw), raw)
+    except TypeError:  # an unhashable value: not kept
+        return _read(key, raw)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_cached(key, kind, raw):
+    return _read(key, raw)
+
+
+def _read(key, raw):
+    reader, default, blocking = _READERS[key]
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default, None
+    try:
+        return reader(raw), None
+    except _Bad as e:
+        expected = "%s (%s)" % (reader.expected, e) if str(e) else reader.expected
+        return default, Problem(key, raw, expected, default, blocking)
+
+
+def read_values(settings):
+    """(Storage of every value above as delivery uses it, [Problem])."""
+    from gluon.storage import Storage
+    values, problems = Storage(), []
+    for key in _READERS:
+        values[key], problem = read_value(settings, key)
+        if problem is not None:
+            problems.append(problem)
+    if values.retry_max < values.retry_base:
+        values.retry_max = values.retry_base
+    return values, problems

@@ -68,14 +68,26 @@ def _unavailable(code, text):
 
 
 def _recipients_refused(exc):
-    """Every recipient refused: permanent only if every code is 5xx."""
+    """Every recipient refused: permanent only if every code is 5xx. Some
+    5xx and some 4xx: the 5xx are final (``refused``) and only the others
+    are tried again (``deferred``)."""
     codes = [c for c, _ in exc.recipients.values()]
     text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
                      for rcpt, (c, m) in exc.recipients.items())
     if codes and all(c == 421 for c in codes):
         return _unavailable(421, text)
     kind = Kind.PERMANENT if codes and all(c >= 500 for c in codes) else Kind.TRANSIENT
-    return Outcome(kind, max(codes) if codes else None, "all recipients refused: " + text)
+    final, later = _split({r: (c, _reply(c, m)) for r, (c, m) in exc.recipients.items()})
+    mixed = kind == Kind.TRANSIENT and final
+    return Outcome(kind, max(codes) if codes else None, "all recipients refused: " + text,
+                   refused=final if mixed else None, deferred=later if mixed else None)
+
+
+def _split(refused):
+    """({address: reply} refused for good (5xx), {address: reply} for now)
+    from {address: (code, reply)}."""
+    return ({r: why for r, (c, why) in refused.items() if c >= 500},
+            {r: why for r, (c, why) in refused.items() if c < 500})
 
 
 def _sender_refused(exc):
@@ -231,21 +243,52 @@ class SmtpTransport(Transport):
             self.close()
             return Outcome(Kind.TRANSIENT, None, "session closed: pipelining out of step")
         try:
-            if self.pipeline is not None:
-                refused = self.pipeline.sendmail(sender, recipients, data, then)
-                code, text = self.pipeline.reply
-            else:
-                refused = self.connection.sendmail(sender, recipients, data)
-                code, text = self.connection.reply or (250, b"")
+            refused, code, text = self._transaction(sender, recipients, data, then)
         except Exception as e:
             return self._failed(e)
         reply = _reply(code, text)
         if refused:
-            replies = {r: _reply(c, m) for r, (c, m) in refused.items()}
+            refused = self._rest(sender, data, refused)
+        if refused:
+            final, later = _split(refused)
             return Outcome(Kind.SENT, code, "refused some recipients: " + "; ".join(
-                "%s: %s" % item for item in replies.items()), refused=replies,
-                reply=reply)
+                "%s: %s" % (r, why) for r, (_, why) in refused.items()),
+                refused=final or None, reply=reply, deferred=later or None)
         return Outcome(Kind.SENT, code, reply=reply)
+
+    def _transaction(self, sender, recipients, data, then=None):
+        """One mail transaction: (refused {address: (code, text)}, code, text
+        of the reply to the data); raises as smtplib's sendmail()."""
+        if self.pipeline is not None:
+            refused = self.pipeline.sendmail(sender, recipients, data, then)
+            code, text = self.pipeline.reply
+        else:
+            refused = self.connection.sendmail(sender, recipients, data)
+            code, text = self.connection.reply or (250, b"")
+        return refused, code, text
+
+    def _rest(self, sender, data, refused):
+        """{address: (code, reply)} refused in the end. Recipients turned away
+        with 452 (too many recipients for one transaction, RFC 5321 4.5.3.1.10)
+        go in the next transaction of this session, as long as each takes some."""
+        out = {r: (c, _reply(c, m)) for r, (c, m) in refused.items()}
+        more = [r for r, (c, _) in refused.items() if c == 452]
+        while more and self.connection is not None:
+            try:
+                refused = self._transaction(sender, more, data)[0]
+            except smtplib.SMTPRecipientsRefused as e:  # none taken: they wait
+                out.update((r, (c, _reply(c, m))) for r, (c, m) in e.recipients.items())
+                return out
+            except Exception as e:
+                failed = self._failed(e)
+                code = 500 if failed.kind == Kind.PERMANENT else 400
+                out.update((r, (failed.code or code, failed.error)) for r in more)
+                return out
+            for r in more:
+                out.pop(r)
+            out.update((r, (c, _reply(c, m))) for r, (c, m) in refused.items())
+            more = [r for r, (c, _) in refused.items() if c == 452]
+        return out
 
     def _failed(self, exc):
         """The Outcome of a failed send; the session reset, or closed."""

@@ -5,7 +5,8 @@ A transport is one session with a mail service: ``open()``, ``send()`` as
 often as needed, ``close()``, in the spirit of Django's BaseEmailBackend.
 None of them raises; every result is an ``Outcome`` of one ``Kind``:
 
-- ``sent``: accepted for at least one recipient (refused ones are listed);
+- ``sent``: accepted for at least one recipient (refused and deferred ones
+  are listed);
 - ``config``: the settings are wrong (no server, DNS, refused connection, TLS,
   authentication, sender refused); hold the mail until they change;
 - ``transient``: try again later (4xx, timeout, dropped connection);
@@ -39,13 +40,15 @@ class Kind(enum.StrEnum):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of one try: its kind, the reply code and text, the
-    recipients refused while others were accepted ({address: reply}), and
-    the service's whole final reply to an accepted message."""
+    recipients refused for good ({address: reply}: a 5xx), those refused for
+    now (``deferred``, a 4xx: tried again later, only them), and the service's
+    whole final reply to an accepted message."""
     kind: Kind
     code: int = None
     error: str = None
     refused: dict = None
     reply: str = None
+    deferred: dict = None
 
 
 ACCEPTED = Outcome(Kind.SENT, 250)
