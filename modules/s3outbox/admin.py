@@ -31,8 +31,7 @@ from . import bounces, retention
 from .message import bare
 from .requestcheck import bad_character
 from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
-from .mailer import PAUSE
-from .store import STATUSES, Logged, Status, utcnow
+from .store import PAUSE, STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 

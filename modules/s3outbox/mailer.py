@@ -23,14 +23,13 @@ from .wire import message_bytes
 from .delivery import Pass
 from .settings import DEFAULTS, Snapshot, read_value
 from .dialects import open_store
-from .store import utcnow
+from .store import PAUSE, utcnow
 from .schedule import restore, taken_signals
 from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
 PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = 1, 5, 9
-PAUSE = "paused"  # the state row of an admin's pause: {by, since} or empty
 
 
 class MailS3(Mail):
