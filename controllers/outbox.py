@@ -5,7 +5,7 @@ Pages (GET): index (counts, hold banner, settings check, chart), messages
 (the list), message/<id> (one message and its attempts), bounces (the
 failures that delivery reports stated, filtered by address and kind). Actions (POST with
 the session's form key, then back with a flash saying what happened): retry,
-cancel, purge, test. The logic lives in modules/s3outbox/admin.py, shared
+cancel, purge, test, pause, resume. The logic lives in modules/s3outbox/admin.py, shared
 with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
 """
 
@@ -168,6 +168,22 @@ def retry():
     if skipped:
         text += " %s skipped: only failed or held mail can be retried." % skipped
     _back(text)
+
+
+@auth.requires_membership("admin")
+def pause():
+    _posted()
+    done = _admin().pause(who=_who())
+    _back("Delivery paused: mail is queued but not sent until you resume it."
+          if done else "Delivery was paused already.")
+
+
+@auth.requires_membership("admin")
+def resume():
+    _posted()
+    done = _admin().resume(who=_who())
+    _back("Delivery resumed: waiting mail goes out within seconds."
+          if done else "Delivery was not paused.")
 
 
 @auth.requires_membership("admin")

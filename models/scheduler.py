@@ -1,21 +1,26 @@
 # -*- coding: utf-8 -*-
-"""The delivery task for the web2py scheduler (python web2py.py -K outbox)."""
+"""The delivery task for the web2py scheduler, in a group of its own:
+python web2py.py -K outbox:s3outbox (./dev run starts it)."""
 
 from gluon.scheduler import Scheduler
 
 from s3outbox import retention
-from s3outbox.schedule import ensure_tasks
+from s3outbox.schedule import deliver_when_idle, ensure_tasks
 
 OUTBOX_PERIOD = int(configuration.get("scheduler.period") or 60)
 
 
+def refresh_outbox(mail):
+    """Before each pass: appconfig.ini again, then scrub sent account mail
+    and purge old sent mail (when due; see retention.py)."""
+    apply_config(mail, AppConfig(reload=True).get)
+    retention.tidy(mail, auth.flow_limiter)
+
+
 def outbox_deliver():
-    """Deliver mail for one period, re-reading appconfig.ini before each pass."""
-    def refresh(mail):
-        apply_config(mail, AppConfig(reload=True).get)
-        # Scrub sent account mail, purge old sent mail (when due; see retention.py).
-        retention.tidy(mail, auth.flow_limiter)
-    counts = mail.work(OUTBOX_PERIOD - 3, poll=1.0, refresh=refresh)
+    """Deliver until the worker is stopped, re-reading appconfig.ini before
+    each pass."""
+    counts = mail.work(refresh=refresh_outbox)
     db.commit()
     return counts
 
@@ -27,3 +32,6 @@ scheduler = Scheduler(db, tasks=dict(outbox_deliver=outbox_deliver),
 
 ensure_tasks(db, scheduler, "outbox_deliver", OUTBOX_PERIOD,
              int(configuration.get("scheduler.tasks") or 1), cache.ram)
+# A plain -K outbox worker delivers between tasks while no group worker runs.
+deliver_when_idle(scheduler, lambda: mail.deliver_some(
+    refresh_outbox, limit=mail.settings.batch_size))

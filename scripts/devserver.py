@@ -55,7 +55,9 @@ def main(argv=None):
     start("web", [py, w2p, "--no_gui", "-i", "127.0.0.1", "-p", str(args.port),
                   "-a", secrets.token_hex(16)])
     time.sleep(2)  # let the web server create the tables before the worker
-    start("worker", [py, w2p, "--no_gui", "-K", "outbox"])
+    # The delivery task's own group: its loop never ends, so mail never
+    # waits for a task assignment (the app has no other tasks to serve).
+    start("worker", [py, w2p, "--no_gui", "-K", "outbox:s3outbox"])
     base = "http://127.0.0.1:%d/outbox" % args.port
     print("\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
           "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "

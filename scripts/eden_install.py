@@ -4,20 +4,26 @@
 
     python scripts/eden_install.py EDEN_APP_DIR              # install or update
     python scripts/eden_install.py EDEN_APP_DIR --uninstall  # restore Eden
+    python scripts/eden_install.py EDEN_APP_DIR --uninstall --force  # mail waiting
 
 Standard library only, so the Python that runs Eden runs it. It copies
 modules/s3outbox/, the dashboard (views/outbox/, and controllers/outbox.py:
 eden/controllers/outbox.py around the app's own controller) and
 adds marked blocks to Eden's files (see EDITS). Running it again changes
-nothing more (a newer checkout updates what it installed); --uninstall removes the blocks and the copied files, leaving
-Eden's files byte for byte as they were. Nothing is written until every check
+nothing more (a newer checkout updates what it installed); --uninstall deletes
+the delivery task from Eden's scheduler (through Eden's models, so it refuses
+while mail is waiting unless --force), then removes the blocks and the
+copied files, leaving Eden's files byte for byte as they were. Nothing is written until every check
 passed, and an edited Python file must compile before it is written.
 """
 
 import argparse
 import filecmp
+import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +56,7 @@ EDITS = (
     ("models/tasks.py", "current.s3task = s3task",
      ["from s3outbox.eden import register_task",
       "register_task(tasks, s3task)"], False,
-     "delivery task s3outbox_deliver, re-queued if it ever ends"),
+     "delivery task s3outbox_deliver in its own scheduler group (s3outbox)"),
     ("modules/core/ui/menus.py", 'M("Scheduler", c="admin", f="task"),',
      # c="admin": a link to a controller that is not an Eden module is hidden
      ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
@@ -232,6 +238,66 @@ def install(app):
                                                  name, added, why))
 
 
+def retire(app, force):
+    """Delete the delivery task from Eden's scheduler, through Eden's own
+    models (a web2py shell: its database, whatever it is); refused while mail
+    waits unless ``force``. Nothing to do where the outbox is not installed."""
+    if not os.path.isdir(os.path.join(app, "modules", "s3outbox")):
+        return
+    root = os.path.dirname(os.path.dirname(app))
+    web2py = os.path.join(root, "web2py.py")
+    found = None
+    if os.path.isfile(web2py):
+        done = subprocess.run(
+            [sys.executable, web2py, "--no_banner", "-S", os.path.basename(app), "-M",
+             "-R", os.path.join(SOURCE, "scripts", "eden_retire.py"), "-A"] +
+            (["force"] if force else []), cwd=root, capture_output=True, text=True)
+        found = re.search(r"(?m)^s3outbox-retire=(.*)$", done.stdout)
+    if found is None:
+        why = "no web2py.py in %s" % root if not os.path.isfile(web2py) else \
+            "Eden's models failed:\n%s" % (done.stdout + done.stderr)[-2000:]
+        if not force:
+            raise Refused("could not reach Eden's database to check for waiting mail "
+                          "and remove the delivery task (%s). Nothing was changed. "
+                          "--uninstall --force removes the files anyway; then delete "
+                          "the task s3outbox-s3outbox_deliver-1 in Eden's Scheduler "
+                          "(Administration > Scheduler)." % why)
+        print("  %-9s the delivery task: delete s3outbox-s3outbox_deliver-1 in "
+              "Eden's Scheduler (%s)" % ("kept", why))
+        return
+    report = json.loads(found.group(1))
+    waiting = sum(report["waiting"].values())
+    if waiting and not force:
+        raise Refused(waiting_text(app, report, waiting))
+    if waiting:
+        print("  %-9s %d waiting message(s): %d handed back to Eden's Messaging "
+              "outbox (Unsent there), %d cancelled" % (
+                  "stopped", waiting, report["from_eden"], waiting - report["from_eden"]))
+    print("  %-9s the delivery task s3outbox_deliver (%d scheduler row(s))"
+          % ("removed", report["removed"]))
+
+
+def waiting_text(app, report, waiting):
+    """Why --uninstall refuses while mail waits, and the two ways on."""
+    name = os.path.basename(app)
+    parts = ", ".join("%d %s" % (n, s) for s, n in sorted(report["waiting"].items()))
+    paused = " Delivery is paused: resume it on the dashboard first." \
+        if report["paused"] else ""
+    return (
+        "%d message(s) are waiting in the outbox (%s); %d of them came from Eden's "
+        "Messaging outbox. Nothing was changed.\n"
+        "To let them drain: keep the outbox's worker running (python web2py.py -K "
+        "%s:s3outbox) until the dashboard (/%s/outbox/index) shows none queued or "
+        "held (held mail needs working settings.mail.* in models/000_config.py, or "
+        "cancel it there), then run --uninstall again.%s\n"
+        "To hand them back: --uninstall --force. The %d from Eden's Messaging are "
+        "Unsent again in Eden's msg_outbox and Eden's own process_outbox sends them; the "
+        "other %d (account mail such as verification and reset, and direct "
+        "mail.send() calls) are cancelled and not sent. Stop the outbox's worker "
+        "first." % (waiting, parts, report["from_eden"], name, name, paused,
+                    report["from_eden"], waiting - report["from_eden"]))
+
+
 def edited_files():
     """The Eden files EDITS changes, each once, in order."""
     return sorted({e[0] for e in EDITS}, key=[e[0] for e in EDITS].index)
@@ -252,8 +318,9 @@ def public_url_note(app):
             "\"https://eden.example.org\".")
 
 
-def uninstall(app):
+def uninstall(app, force=False):
     is_eden(app)
+    retire(app, force)  # refuses before anything is removed
     print("Removing the outbox from %s" % app)
     for name in edited_files():
         path = os.path.join(app, name)
@@ -286,22 +353,31 @@ def main(argv=None):
     parser.add_argument("app", metavar="EDEN_APP_DIR",
                         help="Eden's application folder, e.g. web2py/applications/eden")
     parser.add_argument("--uninstall", action="store_true",
-                        help="remove the outbox and restore Eden's files")
+                        help="remove the outbox and its delivery task and restore "
+                             "Eden's files (refused while mail is waiting)")
+    parser.add_argument("--force", action="store_true",
+                        help="with --uninstall: even while mail is waiting (Eden's "
+                             "Messaging gets its own back, the rest is cancelled)")
     args = parser.parse_args(argv)
     app = os.path.abspath(args.app)
     try:
         if not os.path.isdir(app):
             raise Refused("%s is not a folder" % app)
+        if args.force and not args.uninstall:
+            raise Refused("--force goes with --uninstall only")
         if args.uninstall:
-            uninstall(app)
+            uninstall(app, args.force)
             print("Done: Eden's files are as they were. Its msg_mail_outbox* "
                   "tables stay in the database.")
         else:
             install(app)
-            print("Done. Restart web2py and run a worker: python web2py.py -K %s\n"
-                  "Dashboard (ADMIN role): /%s/outbox/index. Mail settings: "
-                  "settings.mail.* in models/000_config.py."
-                  % (os.path.basename(app), os.path.basename(app)))
+            name = os.path.basename(app)
+            print("Done. Restart web2py, and run the outbox's worker beside Eden's "
+                  "own:\n  python web2py.py -K %s:s3outbox   # delivers mail, "
+                  "never ends\n  python web2py.py -K %s            # Eden's tasks, "
+                  "as before\nDashboard (ADMIN role): /%s/outbox/index. Mail "
+                  "settings: settings.mail.* in models/000_config.py."
+                  % (name, name, name))
             note = public_url_note(app)
             if note:
                 print(note)

@@ -8,9 +8,10 @@ database are the site's own):
 
 Commands (after -A): status | list [--status S] [--address TEXT] [--limit N]
 [--before ID] | show ID | retry ID... or --status failed|held | cancel ID...
-or --status queued|held|failed | purge DAYS | test ADDRESS | make-admin EMAIL |
-bounces [--address TEXT] [--kind bounced|delayed] [--limit N] [--before ID]
-[--read] (--read: read the bounce mailbox now, then list).
+or --status queued|held|failed | purge DAYS | test ADDRESS | pause | resume |
+make-admin EMAIL | bounces [--address TEXT] [--kind bounced|delayed]
+[--limit N] [--before ID] [--read] (--read: read the bounce mailbox now, then
+list).
 Exit status: 0 done, 1 the test mail was not sent, 2 bad arguments or no
 such message or user, with a one-line error. Account mail is shown redacted.
 """
@@ -73,6 +74,8 @@ def _parser():
     purge.add_argument("days", type=_checked(whole_number, "days", 0, MAX_DAYS))
     test = sub.add_parser("test", help="send a test mail now, show the answer")
     test.add_argument("address")
+    sub.add_parser("pause", help="stop delivery by every worker until resume")
+    sub.add_parser("resume", help="let delivery go on after pause")
     admin = sub.add_parser("make-admin", help="add a registered user to 'admin'")
     admin.add_argument("email")
     bl = sub.add_parser("bounces", help="delivery reports: addresses that bounced")
@@ -117,13 +120,17 @@ def status(outbox, out):
     out("Oldest waiting: %s" % ("%s ago (queued %s UTC)" % (
         format_age(o["oldest_age"]), o["oldest"]) if o["oldest"] else "none"))
     r = o["recent"]
-    out("Sent: %d last hour, %d last day. Failed: %d last hour, %d last day." % (
+    out("Attempts that sent a message: %d last hour, %d last day. Attempts that "
+        "failed one: %d last hour, %d last day." % (
         r["hour"]["sent"], r["day"]["sent"], r["hour"]["failed"], r["day"]["failed"]))
     s = o["settings"]
     out("Settings: server %s, sender %s, login %s, tls %s, ssl %s" % (
         s["server"] or "(none)", s["sender"] or "(none)", s["login"],
         "on" if s["tls"] else "off", "on" if s["ssl"] else "off"))
     out("Limits: %s" % s["limits"])
+    if o["paused"]:
+        out("PAUSED: delivery paused by %s since %s UTC (resume: -A resume)" % (
+            o["paused"].get("by"), o["paused"].get("since")))
     held = o["held"]
     if held:
         out("HELD: %d message(s): %s" % (held["count"], held["reason"]))
@@ -145,7 +152,7 @@ def listing(outbox, args, out):
         when = r.sent_on if r.status == "sent" else r.next_attempt_on
         out("%8d  %s  %-9s  %-32s  %2d  %s  %s" % (
             r.id, r.created_on, r.status, (r.address or "pe_id %s" % r.pe_id)[:32],
-            r.attempts, when or "", (r.last_error or r.subject or "")[:60]))
+            r.tries, when or "", (r.last_error or r.subject or "")[:60]))
     if not page.rows:
         out("No messages.")
     elif page.older:
@@ -161,8 +168,8 @@ def show(outbox, number, out):
     out("  To: %s" % (", ".join(c.get("to") or []) or "pe_id %s" % r.pe_id))
     out("  Subject: %s" % r.subject)
     out("  Message-ID: %s" % r.message_id)
-    out("  Queued: %s UTC; attempts %d; next %s; sent %s" % (
-        r.created_on, r.attempts, r.next_attempt_on, r.sent_on or "-"))
+    out("  Queued: %s UTC; tries %d; next %s; sent %s" % (
+        r.created_on, r.tries, r.next_attempt_on, r.sent_on or "-"))
     if r.last_error:
         out("  Last error: %s" % r.last_error)
     for address, outcome, reply in m["recipients"]:
@@ -205,6 +212,11 @@ def main(argv, out=print):
             configuration.get("app.name") or "the outbox", utcnow()))  # noqa: F821
         out(text)
         return 0 if ok else 1
+    elif args.command in ("pause", "resume"):
+        done = getattr(outbox, args.command)(who=who)
+        out("Delivery %s." % ({"pause": "paused", "resume": "resumed"}[args.command]
+                               if done else "was %s already" % (
+                                   "paused" if args.command == "pause" else "running")))
     elif args.command == "make-admin":
         out(make_admin(auth, args.email))  # noqa: F821
     elif args.command == "bounces":

@@ -3,8 +3,8 @@
 web2py runtime, for end-to-end tests: ``EdenApp(folder).build()`` extracts it
 into applications/eden, runs scripts/eden_install.py on it (unless
 ``install=False``), writes models/000_config.py and runs Eden's first run
-(prepopulate default/base, on SQLite or PostgreSQL); ``start()`` runs a web2py server and a
-``-K eden`` worker, as WebApp does for this app.
+(prepopulate default/base, on SQLite or PostgreSQL); ``start()`` runs a web2py
+server, the outbox's ``-K eden:s3outbox`` worker and Eden's own ``-K eden``.
 """
 
 import glob
@@ -145,8 +145,18 @@ class EdenApp(WebApp):
         return done.stdout
 
     # ------------------------------------------------------------ running
-    def start_worker(self, name="worker"):
-        self._start(name, ["-K", "eden"])
+    def start(self):
+        """The server, the outbox's worker ("worker", ``-K eden:s3outbox``)
+        and Eden's own ("eden", ``-K eden``), as the README says to run them."""
+        WebApp.start(self)
+        if self.want_worker:
+            self.start_worker("eden", group=None)
+        return self
+
+    def start_worker(self, name="worker", group="s3outbox", new_session=False):
+        """A worker of the outbox's group (``-K eden:s3outbox``), or with
+        ``group=None`` Eden's plain ``-K eden``."""
+        self._start(name, ["-K", "eden:" + group if group else "eden"], new_session)
 
     @property
     def db_path(self):

@@ -633,3 +633,57 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
     finally:
         if drop:
             drop()
+
+
+def test_tries_keep_counting_across_a_manual_retry(site):
+    app = site.app
+    mail, failed = _failed(site)
+    address = mail.store.outbox[failed].address
+    r = app.act(site.admin, "retry", dict(ids=failed))
+    assert "1 message queued" in flash(r), flash(r)
+    site.sink.script["RCPT"] = {address: "550 5.1.1 no such user"}
+    mail.process_outbox()
+    site.sink.script.clear()
+    assert _status(mail, failed) == "failed"
+    r = site.admin.get(app.url("/outbox/message/%d" % failed))
+    assert len(re.findall(r'<td class="status-failed">failed</td>', r.text)) == 2
+    assert "<th>Tries</th><td>2 (listed under Attempts)" in r.text, r.text
+    r = site.admin.get(app.url("/outbox/messages?status=failed"))
+    row = re.search(r'<tr id="msg-%d">(.*?)</tr>' % failed, r.text, re.S).group(1)
+    assert re.findall(r"<td>(\d+)</td>", row) == ["2"], row
+    r = site.admin.get(app.url("/outbox/index"))
+    assert "attempts that failed a message, last hour / day" in r.text
+    assert "failed (messages now)" in r.text
+    code, out = app.cli("show", str(failed))
+    assert code == 0 and "tries 2;" in out
+
+
+def test_pause_holds_until_resumed_admin_post_only(site):
+    app = site.app
+    mail, (row_id,) = _queue(site, "pause-%s@people.net" % uuid.uuid4().hex[:6])
+    key = app.formkey(site.admin)
+    for path in ("/outbox/pause", "/outbox/resume"):
+        for who in (requests.Session(), site.user):
+            r = who.post(app.url(path), data=dict(_formkey=key), allow_redirects=False)
+            assert r.status_code == 303 and "/default/user/" in r.headers["Location"]
+        assert site.admin.get(app.url(path)).status_code == 405
+        assert app.act(site.admin, path.rsplit("/")[-1], formkey="x").status_code == 403
+    assert mail.paused() is None
+    r = app.act(site.admin, "pause")
+    assert "Delivery paused" in flash(r)
+    assert "Delivery is paused" in r.text and 'id="resume"' in r.text
+    assert mail.paused()["by"] == "admin %s" % ADMIN
+    # The pause is the outbox's own state: every process's models (this
+    # command line's too) leave it, and no delivery loop sends meanwhile.
+    code, out = app.cli("status")
+    assert code == 0 and "PAUSED: delivery paused by admin" in out
+    assert mail.work(seconds=1.5, poll=0.2) == {}
+    assert mail.deliver_some() == dict(paused=True)
+    assert _status(mail, row_id) == "queued"
+    code, out = app.cli("resume")
+    assert code == 0 and "Delivery resumed." in out
+    assert mail.work(seconds=0.5, poll=0.2)["sent"] == 1
+    assert _status(mail, row_id) == "sent"
+    r = app.act(site.admin, "pause")
+    r = app.act(site.admin, "resume")
+    assert "Delivery resumed" in flash(r) and "Delivery is running" in r.text

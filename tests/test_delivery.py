@@ -589,6 +589,20 @@ def test_idle_pass_only_reads(mail, db, sink, request):
     assert len(seen) <= 3
 
 
+def test_idle_loop_step_only_reads(mail, db, sink):
+    """What the never-ending delivery loop runs each poll when idle: the
+    pause check and the idle pass, reads only."""
+    queue(mail, 1)
+    mail.process_outbox()
+    _Statements.seen = seen = []
+    db._adapter.execution_handlers.append(_Statements)
+    counts = mail.deliver_some()
+    db._adapter.execution_handlers.remove(_Statements)
+    assert counts["sent"] == 0 and "error" not in counts
+    assert [s for s in seen if s.split()[0].upper() != "SELECT"] == []
+    assert len(seen) <= 4
+
+
 def test_idle_pass_sees_mail_queued_afterwards(mail, make_db, sink, tablename):
     """An idle pass must not keep a read snapshot that hides new mail
     (MariaDB's REPEATABLE READ would)."""

@@ -146,3 +146,18 @@ def test_failed_registration_reports_and_is_not_cached(sdb, scheduler):
     sdb.commit()
     ensure_tasks(sdb, scheduler, "outbox_deliver", 60, cache=cache.__call__)
     assert len(tasks(sdb)) == 0
+
+
+def test_spawn_for_only_the_delivery_task(scheduler):
+    """Eden's scheduler forks; only the delivery task's run is spawned."""
+    from gluon.scheduler import Task
+    from s3outbox.schedule import spawn_for
+    seen = []
+    scheduler.use_spawn = False
+    scheduler.execute = lambda task: seen.append((task.function, scheduler.use_spawn))
+    spawn_for(scheduler, "s3outbox_deliver")
+    spawn_for(scheduler, "s3outbox_deliver")  # once, however often models run
+    for function in ("s3outbox_deliver", "msg_process_outbox", "s3outbox_deliver"):
+        scheduler.execute(Task("eden", function, 60))
+    assert seen == [("s3outbox_deliver", True), ("msg_process_outbox", False),
+                    ("s3outbox_deliver", True)]

@@ -93,8 +93,11 @@ class WebApp(object):
             self.wait_worker()
         return self
 
-    def start_worker(self, name="worker", new_session=False):
-        self._start(name, ["-K", "outbox"], new_session)
+    def start_worker(self, name="worker", new_session=False, group="s3outbox"):
+        """A worker of the delivery task's group (as ./dev run starts it),
+        or with ``group=None`` the plain ``-K outbox``."""
+        self._start(name, ["-K", "outbox:" + group if group else "outbox"],
+                    new_session)
 
     def wait_worker(self, timeout=60):
         """Wait until the delivery task runs, so mail goes out within seconds.

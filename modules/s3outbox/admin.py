@@ -31,7 +31,7 @@ from . import bounces, retention
 from .message import bare
 from .requestcheck import bad_character
 from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
-from .store import STATUSES, Logged, Status, utcnow
+from .store import PAUSE, STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
@@ -172,6 +172,8 @@ def settings_summary(settings):
     names = settings.config_names or {}
     keys = dict((k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
                 for k in ("server", "sender", "login", "tls", "ssl"))
+    keys["limits"] = names.get("[outbox] flow_*", "[outbox] flow_* (account mail)")
+    keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
                 tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
@@ -325,7 +327,9 @@ class OutboxAdmin(object):
         return min(times) if times else None
 
     def recent(self, now=None):
-        """Sent and failed messages in the last hour and day, from the attempt log."""
+        """Attempts that sent and attempts that failed a message, in the last
+        hour and day, from the attempt log (a message is one attempt that
+        sent or failed it: a retried one counts each time)."""
         now = now or utcnow()
         a = self.store.attempt
         n = a.id.count()
@@ -363,6 +367,7 @@ class OutboxAdmin(object):
                     waiting=sum(counts[s] for s in WAITING), oldest=oldest,
                     oldest_age=(now - oldest) if oldest else None,
                     recent=self.recent(now), held=self.named(self.held()),
+                    paused=self.store.get_state(PAUSE),
                     findings=findings(self.settings),
                     settings=settings_summary(self.settings))
 
@@ -406,13 +411,26 @@ class OutboxAdmin(object):
             rows = rows[:size]
             more_newer = before is not None and bool(rows) and \
                 self._exists(query & (o.id > rows[0].id))
+        tries = self.tries([row.id for row in rows])
         for row in rows:
             row.last_error = scrub(row.last_error, self.settings)
+            row.tries = tries.get(row.id, 0)
         return Page(rows, rows[0].id if rows and more_newer else None,
                     rows[-1].id if rows and more_older else None)
 
     def _exists(self, query):
         return bool(self.db(query).select(self.outbox.id, limitby=(0, 1)))
+
+    def tries(self, ids):
+        """{message id: its delivery attempts in the attempt log}: what the
+        admin sees as Tries, kept across manual retries (which start the
+        ``attempts`` towards ``max_attempts`` again)."""
+        if not ids:
+            return {}
+        a = self.store.attempt
+        n = a.id.count()
+        return {r[a.outbox_id]: r[n] for r in self.db(a.outbox_id.belongs(ids)).select(
+            a.outbox_id, n, groupby=a.outbox_id)}
 
     def message(self, message_id):
         """(row, content, attempts, attachments) for one message, or None."""
@@ -429,11 +447,15 @@ class OutboxAdmin(object):
         attempts = self.db(a.outbox_id == row.id).select(orderby=a.attempted_on | a.id)
         for attempt in attempts:
             attempt.error = scrub(attempt.error, self.settings)
+        row.tries = len(attempts)
         files = self.db(t.outbox_id == row.id).select(
             t.seq, t.kind, t.filename, t.content_type, orderby=t.seq)
         refused = json.loads(row.refused) if row.refused else {}
+        sender = (self.settings.config_names or {}).get("[smtp] sender",
+                                                        "[smtp] sender")
         return dict(row=row, content=content, attempts=attempts, attachments=files,
-                    refused=refused, recipients=self.recipients(row, content))
+                    refused=refused, sender_setting=sender,
+                    recipients=self.recipients(row, content))
 
     def recipients(self, row, content):
         """[(address, outcome, reply)] for each envelope recipient: refused
@@ -472,6 +494,15 @@ class OutboxAdmin(object):
         n = self.store.retry(query, now or utcnow())
         logger.info("%s: %d message(s) queued for retry", who or "admin", n)
         return n
+
+    def pause(self, who):
+        """Pause delivery for every worker (see MailS3.pause); False if it
+        was paused already."""
+        return self.mail.pause(who or "admin")
+
+    def resume(self, who):
+        """Let delivery go on; False if it was not paused."""
+        return self.mail.resume(who or "admin")
 
     def cancel(self, ids=None, status=None, who=None):
         """Cancel queued, held or failed messages (never one being sent)."""

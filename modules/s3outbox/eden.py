@@ -40,7 +40,7 @@ from pydal import Field
 
 from . import bounces
 from .mailer import MailS3
-from .schedule import ensure_tasks
+from .schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .settings import SAFETY_DEFAULTS, apply_config
 from .store import Status, utcnow
 
@@ -65,6 +65,8 @@ NAMES = {
     "[outbox] bounce_address": "settings.mail.bounce_address",
     "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
     "[outbox] bounce_interval": "settings.mail.bounce_interval",
+    "[outbox] flow_*": "settings.mail.flow_*",
+    "[outbox] bounce_*": "settings.mail.bounce_*",
 }
 NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key) for key in SAFETY_DEFAULTS)
 # Distribution lists: entity table -> (membership table, its key to the entity),
@@ -465,12 +467,16 @@ def _persons(db, pe_ids):
 def register_task(tasks, s3task, period=60):
     """Add the delivery task to Eden's ``tasks`` and keep it scheduled.
 
-    The task is (re)queued whenever it is missing, FAILED, STOPPED or
-    EXPIRED (checked at most every five minutes a process), repeats forever
-    and retries failures, so a worker stopped mid-run never ends delivery.
+    The task runs in the scheduler group ``s3outbox`` (its worker:
+    ``python web2py.py -K eden:s3outbox``) and delivers until that worker is
+    stopped, so Eden's own tasks never wait behind it. It is (re)queued
+    whenever it is missing, FAILED, STOPPED or EXPIRED (checked at most
+    every five minutes a process) and retries failures. Eden's plain worker
+    (``-K eden``) delivers between Eden's tasks while no ``s3outbox`` worker
+    is alive, so mail still goes out on a site that runs only that one.
     """
     def s3outbox_deliver(user_id=None):
-        counts = current.mail.work(period - 3)
+        counts = current.mail.work()
         current.db.commit()
         return counts
     tasks[TASK] = s3outbox_deliver
@@ -483,6 +489,44 @@ def register_task(tasks, s3task, period=60):
     from gluon.validators import IS_IN_SET
     db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
     if db._adapter.dbengine == "sqlite":
-        # A forked task process can hang opening an SQLite connection.
-        scheduler.use_spawn = True
+        # A forked task process can hang opening an SQLite connection; Eden's
+        # own tasks keep Eden's fork (a spawned one loads all of Eden again).
+        spawn_for(scheduler, TASK)
     ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)
+    deliver_when_idle(scheduler, lambda: current.mail.deliver_some(
+        limit=current.mail.settings.batch_size))
+
+
+def retire(mail, force=False):
+    """Take the outbox out of Eden's scheduler, for eden_install.py --uninstall;
+    commits. A report: {waiting: {status: n}, from_eden: n, paused, removed}.
+
+    While mail waits (queued, being sent or held) nothing changes unless
+    ``force``: then the mail Eden's Messaging handed over goes back to Eden
+    (its msg_outbox rows Unsent again, so Eden's own process_outbox sends
+    them once the outbox is gone), the rest is cancelled, and the delivery
+    task's scheduler rows are deleted.
+    """
+    db, o, link = mail.db, mail.store.outbox, mail.link
+    waiting = o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD))
+    n = o.id.count()
+    counts = {r[o.status]: r[n] for r in db(waiting).select(o.status, n,
+                                                             groupby=o.status)}
+    from_eden = db(waiting & (link.outbox_id == o.id)).count()
+    report = dict(waiting=counts, from_eden=from_eden, paused=bool(mail.paused()),
+                  removed=0)
+    if counts and not force:
+        return report
+    with mail.store.transaction():
+        linked = db(link.outbox_id.belongs(db(waiting)._select(o.id)))
+        eden = current.s3db.table("msg_outbox")
+        db(eden.id.belongs(linked._select(link.eden_outbox_id))).update(status=1)
+        linked.delete()  # Eden's rows: Unsent, Eden's again
+        db(waiting).update(status=Status.CANCELLED, lease_owner=None,
+                           lease_until=None,
+                           last_error="cancelled: the outbox was uninstalled")
+        st = db.scheduler_task
+        tasks = db(st.uuid.startswith("s3outbox-"))
+        db(db.scheduler_run.task_id.belongs(tasks._select(st.id))).delete()
+        report["removed"] = tasks.delete()
+    return report

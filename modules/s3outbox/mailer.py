@@ -23,6 +23,7 @@ from .wire import message_bytes
 from .delivery import Pass
 from .settings import DEFAULTS, Snapshot, read_value
 from .dialects import open_store
+from .store import PAUSE, utcnow
 from .schedule import restore, taken_signals
 from .transport import Kind, Outcome
 
@@ -233,37 +234,80 @@ class MailS3(Mail):
             self._pass_error = None
         return counts
 
-    def work(self, seconds, poll=1.0, refresh=None):
-        """Run passes for ``seconds``, sleeping ``poll`` s when idle.
+    def work(self, seconds=None, poll=0.5, refresh=None):
+        """Run passes for ``seconds`` (None: until a stop signal), looking
+        for new mail every ``poll`` s when idle; the summed counts.
 
         ``refresh(mail)`` is called before each pass so that edited settings
         take effect at once (the app re-reads private/appconfig.ini there).
-        Returns the summed counts. A SIGTERM or SIGINT ends it after the
-        current pass, with its results committed (a worker being stopped).
+        While delivery is paused (see pause()) no pass runs. A SIGTERM or
+        SIGINT ends it after the current pass, with its results committed
+        (a worker being stopped).
         """
         with stop_signals() as stopped:
             return self._work(seconds, poll, refresh, stopped)
 
     def _work(self, seconds, poll, refresh, stopped):
         total = {}
-        deadline = time.monotonic() + seconds
+        deadline = None if seconds is None else time.monotonic() + seconds
         while not stopped:
-            if refresh is not None:
-                try:
-                    refresh(self)
-                except Exception:
-                    logger.exception("could not re-read the mail settings")
-            counts = self.process_outbox()
-            bounces.when_due(self)  # every bounce_interval, one worker at a time
+            counts = self.deliver_some(refresh, limit=None)
             for key, value in counts.items():
-                if isinstance(value, int):
+                if type(value) is int:
                     total[key] = total.get(key, 0) + value
             busy = counts.get("sent") or counts.get("retry") or counts.get("failed")
-            if time.monotonic() >= deadline:
+            left = poll if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 break
             if not busy:
-                time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+                time.sleep(min(poll, left))
         return total
+
+    def deliver_some(self, refresh=None, limit=None):
+        """``refresh(mail)`` then one pass of at most ``limit`` messages,
+        unless delivery is paused (then counts with ``paused`` True)."""
+        try:
+            if self.paused():
+                return dict(paused=True)
+        except Exception:
+            self.store.rollback()
+            logger.exception("could not read whether delivery is paused")
+            return dict(error="pause state unreadable")
+        if refresh is not None:
+            try:
+                refresh(self)
+            except Exception:
+                logger.exception("could not re-read the mail settings")
+        counts = self.process_outbox(limit)
+        bounces.when_due(self)  # every bounce_interval, one worker at a time
+        return counts
+
+    # ------------------------------------------------------------ pausing
+    def paused(self):
+        """The pause in force ({by, since}), or None. Ends the transaction
+        it reads in, so that a pause made elsewhere is seen at once."""
+        with self.store.transaction():
+            return self.store.get_state(PAUSE)
+
+    def pause(self, who):
+        """Stop delivery by every worker until resume(); commits. Mail is
+        still queued meanwhile. False if it was paused already."""
+        with self.store.transaction():
+            if self.store.get_state(PAUSE):
+                return False
+            self.store.set_state(PAUSE, dict(by=who, since=str(
+                utcnow())))
+        logger.warning("delivery paused by %s", who)
+        return True
+
+    def resume(self, who):
+        """Let delivery go on after pause(); commits. False if not paused."""
+        with self.store.transaction():
+            if not self.store.get_state(PAUSE):
+                return False
+            self.store.set_state(PAUSE, None)
+        logger.warning("delivery resumed by %s", who)
+        return True
 
 
 @contextlib.contextmanager

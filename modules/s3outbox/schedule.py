@@ -1,9 +1,13 @@
 # -*- coding: utf-8 -*-
 """Registering the delivery task with the web2py scheduler, idempotently.
 
-Each task runs ``MailS3.work()`` for about one period and is then started
-again by the scheduler, so settings and code are re-read once a period at
-least. Running ``count`` tasks lets that many workers drain at once.
+The task runs in a scheduler group of its own (GROUP), served by a worker of
+its own (``python web2py.py -K APP:s3outbox``), and its ``MailS3.work()``
+never ends: mail never waits for the scheduler to assign a run, and the
+site's other tasks never wait behind delivery on their own workers. A worker
+of the other groups (the plain ``-K APP``) delivers in its idle time only
+while no worker of the group is alive (see deliver_when_idle). Running
+``count`` tasks lets that many group workers drain at once.
 """
 
 import datetime
@@ -11,25 +15,32 @@ import logging
 import os
 import signal
 import threading
+import time
 
 logger = logging.getLogger("s3outbox")
 
 _LIVE = ("QUEUED", "ASSIGNED", "RUNNING")
+GROUP = "s3outbox"  # the scheduler group of the delivery task: -K APP:s3outbox
+# The task's timeout: its run ends on a stop signal (or a crash), else after
+# 20 days, when it is queued again (retry_failed). The worker waits for the
+# task process in steps of at most 2**31 ms, so no longer than 24 days.
+FOREVER = 20 * 86400
+SYNC_OUTPUT = 60  # how often the worker empties the task's output pipe
 
 
-def ensure_tasks(db, scheduler, function, period, count=1, cache=None):
-    """Make sure ``count`` repeating tasks named s3outbox-FUNCTION-N exist.
+def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GROUP):
+    """Make sure ``count`` tasks named s3outbox-FUNCTION-N exist in ``group``.
 
     A task that ended (stopped, expired, failed for good) is queued again, so
-    a failing pass never leaves mail without a worker. ``cache`` (web2py's
-    ``cache.ram``) limits the check to once every five minutes a process.
-    A worker that runs the tasks stops on SIGTERM or SIGINT (see
-    stop_between_runs).
+    a failing pass never leaves mail without a worker; ``period`` is how soon
+    a run that ended starts again. ``cache`` (web2py's ``cache.ram``) limits
+    the check to once every five minutes a process. A worker that runs the
+    tasks stops on SIGTERM or SIGINT (see stop_between_runs).
     """
     stop_between_runs(scheduler)
     def check():
         try:
-            _ensure(db, scheduler, function, period, count)
+            _ensure(db, scheduler, function, period, count, group)
             db.commit()
         except Exception:
             db.rollback()  # another process registered it first
@@ -84,6 +95,80 @@ def stop_between_runs(scheduler):
     scheduler._s3outbox_stops = True
 
 
+def deliver_when_idle(scheduler, deliver, group=GROUP):
+    """Let a worker of other groups deliver in its idle time, while no worker
+    of ``group`` is alive (a site whose admin runs only the plain -K APP).
+
+    web2py's worker sleeps a heartbeat whenever it finds no task; this runs
+    ``deliver()`` (one pass of at most a batch) at the start of that sleep,
+    in the worker's own process, and sleeps the rest. A task assigned
+    meanwhile waits at most for that pass; while a worker of ``group`` is
+    alive it costs one query a heartbeat. A stop signal during the pass ends
+    the worker after it, as web2py would have ended it.
+    """
+    if getattr(scheduler, "_s3outbox_idle", False):
+        return
+    sleep = scheduler.sleep
+
+    def sleep_or_deliver():
+        if threading.current_thread() is not threading.main_thread() or \
+                group in scheduler.group_names or \
+                scheduler.w_stats.status == "DISABLED":
+            return sleep()  # the heartbeat thread, or a worker of the group
+        started = time.monotonic()
+        try:
+            if not group_alive(scheduler, group):
+                with_signals_deferred(deliver)
+        except Exception:
+            scheduler.db.rollback()
+            logger.exception("delivery between tasks failed")
+        time.sleep(max(0.0, scheduler.w_stats.sleep - (time.monotonic() - started)))
+    scheduler.sleep = sleep_or_deliver
+    scheduler._s3outbox_idle = True
+
+
+def spawn_for(scheduler, function):
+    """Start the runs of ``function`` with spawn rather than fork (a forked
+    task process on SQLite can hang opening its connection); other tasks
+    start as the scheduler was told."""
+    if getattr(scheduler, "_s3outbox_spawns", False):
+        return
+    execute, default = scheduler.execute, scheduler.use_spawn
+
+    def execute_spawning(task):
+        scheduler.use_spawn = default or task.function == function
+        return execute(task)
+    scheduler.execute = execute_spawning
+    scheduler._s3outbox_spawns = True
+
+
+def group_alive(scheduler, group):
+    """Whether a worker serving ``group`` sent a heartbeat lately (within
+    the three heartbeats after which web2py counts a worker dead)."""
+    db = scheduler.db
+    sw = db.scheduler_worker
+    since = scheduler.now() - datetime.timedelta(seconds=3 * scheduler.heartbeat)
+    found = db(sw.group_names.contains(group) & (sw.last_heartbeat > since)).select(
+        sw.id, limitby=(0, 1)).first()
+    db.commit()
+    return found is not None
+
+
+def with_signals_deferred(run):
+    """``run()``, then a SIGTERM or SIGINT that came meanwhile, handled as
+    it would have been (web2py's worker exits on either)."""
+    previous = taken_signals()
+    came = []
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: came.append(signum))
+    try:
+        run()
+    finally:
+        restore(previous)
+    if came:
+        signal.raise_signal(came[0])
+
+
 def taken_signals():
     """{signal: its handler now} for SIGTERM and SIGINT, but one that is
     ignored (a background job of a shell ignores SIGINT): it stays so."""
@@ -97,14 +182,14 @@ def restore(handlers):
         signal.signal(signum, handler)
 
 
-def _ensure(db, scheduler, function, period, count):
+def _ensure(db, scheduler, function, period, count, group):
     st = db.scheduler_task
     prefix = "s3outbox-%s-" % function
     wanted = ["%s%d" % (prefix, n) for n in range(1, count + 1)]
     existing = {r.uuid: r for r in db(st.uuid.startswith(prefix)).select()}
     now = datetime.datetime.now()  # the scheduler's own times are local (request.now)
-    settings = dict(period=period, timeout=period + 60, repeats=0, retry_failed=-1,
-                    prevent_drift=True)
+    settings = dict(period=period, timeout=FOREVER, repeats=0, retry_failed=-1,
+                    prevent_drift=True, group_name=group, sync_output=SYNC_OUTPUT)
     for uuid in wanted:
         row = existing.get(uuid)
         if row is None:
@@ -115,7 +200,7 @@ def _ensure(db, scheduler, function, period, count):
         elif row.status not in _LIVE or not row.enabled:
             row.update_record(status="QUEUED", enabled=True, next_run_time=now,
                               times_failed=0, stop_time=None, **settings)
-        elif row.period != period or row.timeout != period + 60:
+        elif any(row[k] != v for k, v in settings.items()):
             row.update_record(**settings)
     extra = [uuid for uuid in existing if uuid not in wanted]
     if extra:

@@ -59,6 +59,9 @@ class Logged(enum.StrEnum):
     DELAYED = "delayed"  # a delivery status report: still trying
 
 
+PAUSE = "paused"  # the state row of an admin's pause of delivery: {by, since} or empty
+
+
 def utcnow():
     return datetime.datetime.utcnow().replace(microsecond=0)
 
