@@ -208,3 +208,21 @@ def test_a_rate_limit_that_cannot_be_used_holds_until_fixed(mail, db, sink):
     mail.settings.rate_limit = "100/hour"
     counts = mail.process_outbox()
     assert counts["sent"] == 1, counts
+
+
+@pytest.mark.parametrize("sender", [42, 4.5, ["ann@people.net"], b"ann@people.net",
+                                    "x@%s.org" % ("a" * 64)])
+def test_a_sender_of_any_type_never_stops_send(mail, db, sink, sender):
+    """settings.mail.sender = 42 in Eden's 000_config.py (or a domain DNS
+    cannot carry) made send() refuse every mail (a TypeError building the
+    Message-ID): the mail is queued, held while the sender is unusable, and
+    goes out once it is fixed."""
+    good = mail.settings.sender
+    mail.settings.sender = sender
+    assert mail.send("ann@people.net", "Any sender", "Body"), mail.error
+    db.commit()
+    counts = mail.process_outbox()
+    assert "error" not in counts and counts["sent"] == 0, counts
+    mail.settings.sender = good
+    counts = mail.process_outbox()
+    assert counts["sent"] == 1 and sink.count == 1, counts

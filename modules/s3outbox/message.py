@@ -133,7 +133,10 @@ _PLAIN_ADDRESS_RE = re.compile(
 def bare(address):
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
     with an internationalised domain in its ASCII (IDNA) form, since SMTP
-    commands are ASCII."""
+    commands are ASCII. A setting of another type (sender = 42) has none:
+    the settings check names it."""
+    if not isinstance(address, str):
+        return ""
     if _PLAIN_ADDRESS_RE.fullmatch(address):
         return address
     addr = _parsed(address)[1]
@@ -352,14 +355,20 @@ def make_message_id(sender):
     Its randomness comes from ``secrets``: make_msgid takes it from the
     ``random`` module, which an application (or a test framework) may
     reseed, and two messages then got the same id."""
-    return "<%d.%s@%s>" % (time.time() * 100, secrets.token_hex(10), _domain(sender))
+    return "<%d.%s@%s>" % (time.time() * 100, secrets.token_hex(10),
+                           _domain(sender if isinstance(sender, str) else ""))
 
 
 @functools.lru_cache(maxsize=64)
 def _domain(sender):
-    """The Message-ID domain for ``sender``: the few senders of a site repeat."""
-    domain = bare(sender or "").rpartition("@")[2] or "localhost"
-    return domain.encode("idna").decode("ascii")
+    """The Message-ID domain for ``sender``: the few senders of a site repeat.
+    A sender no domain can be made of (a label too long for DNS) gives
+    localhost: a setting never stops send(); the settings check names it."""
+    domain = bare(sender).rpartition("@")[2] or "localhost"
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "localhost"
 
 
 # A run of characters a header line cannot be folded within: text with one
