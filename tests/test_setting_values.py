@@ -208,3 +208,25 @@ def test_a_rate_limit_that_cannot_be_used_holds_until_fixed(mail, db, sink):
     mail.settings.rate_limit = "100/hour"
     counts = mail.process_outbox()
     assert counts["sent"] == 1, counts
+
+
+@pytest.mark.parametrize("value", ["not an address", "u@x>, <http://evil.example/",
+                                   "u@x\r\nBcc: e@evil.example", 42])
+def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink,
+                                                                  value):
+    """mail.settings.list_unsubscribe is a setting like any other: a value
+    that cannot be used is named in the settings check and the mail goes out
+    without the header, never refused by send()."""
+    from s3outbox.admin import findings
+    mail.settings.list_unsubscribe = value
+    assert mail.send("ann@people.net", "Unsubscribe", "Body") is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert b"List-Unsubscribe" not in sink.messages[-1][2]
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert repr(value)[:20] in found["[outbox] list_unsubscribe"], found
+    mail.settings.list_unsubscribe = "leave@outbox.localhost"
+    assert mail.send("ann@people.net", "Unsubscribe", "Body") is True
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert b"List-Unsubscribe: <mailto:leave@outbox.localhost>" in sink.messages[-1][2]

@@ -14,7 +14,7 @@ import re
 import ssl
 
 from .bounces import findings as bounce_findings
-from .message import ADDRESS_RE, bare
+from .message import ADDRESS_RE, InvalidMessage, bare, unsubscribe_header
 from .returnpath import usable
 from .smtp import SmtpTransport
 from .transport import LoggingTransport
@@ -474,6 +474,19 @@ def _dkim(value):
 _dkim.expected = "Storage(key=..., selector=...) that signs"
 
 
+def _unsubscribe(value):
+    """The site-wide List-Unsubscribe address: one that cannot be used is
+    left out of the mail (it is optional), never a reason to refuse it."""
+    try:
+        unsubscribe_header(value)
+    except (InvalidMessage, TypeError, ValueError):
+        raise _Bad()
+    return value
+
+
+_unsubscribe.expected = "one e-mail address (optionally ?subject=...)"
+
+
 @functools.lru_cache(maxsize=8)
 def _cannot_sign(key, selector):
     """Why a test message cannot be signed with this key, or None: a key
@@ -513,6 +526,7 @@ _READERS = dict(
                            "an ssl.SSLContext"), None, False),
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
     dkim=(_dkim, None, True),
+    list_unsubscribe=(_unsubscribe, None, False),
 )
 _READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"],
                                False)
