@@ -340,7 +340,8 @@ def _ref_order(ref):
 def _context(settings):
     """None (certificates verified), or a context that skips the check when
     ``self_signed_certificate`` is set, as for the SMTP relay."""
-    if not settings.self_signed_certificate:
+    from .settings import read_value  # here: settings imports this module
+    if not read_value(settings, "self_signed_certificate")[0]:
         return None
     context = ssl.create_default_context()
     context.check_hostname = False

@@ -259,9 +259,14 @@ def _text(value):
 
 
 def _flag(value):
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    """True or False; any other value as it is, for read_values() to report
+    (its default, off, is then used): "maybe" is not silently false."""
+    if value in (None, ""):
+        return False
+    try:
+        return _boolean(value)
+    except _Bad:
+        return value
 
 
 # appconfig.ini [outbox] keys, copied as they are: read_values() reads them.
@@ -533,7 +538,11 @@ _READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_int
 for _key in SAFETY_DEFAULTS:
     if _key not in ("public_url", "host_names", "safety_errors"):
         _READERS[_key] = ((_boolean, False, False) if _key == "flow_trust_forwarded"
-                          else (_whole(0, 10 ** 9), SAFETY_DEFAULTS[_key], False))
+                          else (_whole(1 if _key == "flow_window" else 0, 10 ** 9),
+                                SAFETY_DEFAULTS[_key], False))
+
+
+_SMTP_FLAGS = ("tls", "ssl", "self_signed_certificate")  # [smtp] keys, not [outbox]
 
 
 class Problem(object):
@@ -551,7 +560,8 @@ class Problem(object):
             shown = shown[:57] + "..."
         then = ("mail is held until it is fixed" if self.blocking else
                 "the default %r is used" % (self.default,))
-        return ("[outbox] %s" % self.key, "%s = %s cannot be used: expected %s; %s"
+        section = "smtp" if self.key in _SMTP_FLAGS else "outbox"
+        return ("[%s] %s" % (section, self.key), "%s = %s cannot be used: expected %s; %s"
                 % (self.key, shown, self.expected, then), self.blocking)
 
 
