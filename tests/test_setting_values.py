@@ -261,3 +261,12 @@ def test_a_flow_window_of_zero_is_named(mail):
     assert mail.settings.flow_window == 3600
     found = {f["key"]: f["problem"] for f in findings(mail.settings)}
     assert "flow_window = '0' cannot be used" in found["[outbox] flow_window"], found
+
+
+def test_a_bad_bounce_interval_is_named_with_its_value(mail):
+    from s3outbox.admin import findings
+    apply_config(mail, {"smtp.server": mail.settings.server, "smtp.sender":
+                        mail.settings.sender, "outbox.bounce_interval": "nonsense"}.get)
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert "bounce_interval = 'nonsense' cannot be used" in \
+        found["[outbox] bounce_interval"], found

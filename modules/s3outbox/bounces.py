@@ -368,9 +368,7 @@ def summary(s):
 
 def findings(s):
     """(setting, advice, False) for the bounce settings: never blocking."""
-    out = [("[outbox] %s" % key, "%s must be a whole number of seconds above 0; "
-            "the default %s is used" % (key, 300), False)
-           for key in s.get("bounce_errors") or ()]
+    out = [p.finding() for p in s.get("bounce_errors") or ()]
     if s.bounce_address and not returnpath.usable(s.bounce_address):
         out.append(("[outbox] bounce_address", "bounce_address %r is not an address "
                     "whose local part leaves room for a TOKEN (at most %d characters "

@@ -52,7 +52,7 @@ BOUNCE_DEFAULTS = dict(
     bounce_address=None,      # envelope sender local+TOKEN@domain of each message
     bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
     bounce_interval=300,      # seconds between reads of that mailbox
-    bounce_errors=(),         # keys above whose configured value was refused
+    bounce_errors=(),         # Problems: values above that were refused
 )
 DEFAULTS.update(BOUNCE_DEFAULTS)
 
@@ -308,7 +308,7 @@ def apply_bounces(s, get):
     s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
     s.bounce_interval, problem = _read("bounce_interval",
                                        get("outbox.bounce_interval"))
-    s.bounce_errors = ["bounce_interval"] if problem else []
+    s.bounce_errors = [problem] if problem else []
 
 
 # ------------------------------------------------- account-flow safety block
