@@ -290,8 +290,8 @@ def waiting_text(app, report, waiting):
         "%s:s3outbox) until the dashboard (/%s/outbox/index) shows none queued or "
         "held (held mail needs working settings.mail.* in models/000_config.py, or "
         "cancel it there), then run --uninstall again.%s\n"
-        "To hand them back: --uninstall --force. The %d from Eden's Messaging stay "
-        "Unsent in Eden's msg_outbox and Eden's own process_outbox sends them; the "
+        "To hand them back: --uninstall --force. The %d from Eden's Messaging are "
+        "Unsent again in Eden's msg_outbox and Eden's own process_outbox sends them; the "
         "other %d (account mail such as verification and reset, and direct "
         "mail.send() calls) are cancelled and not sent. Stop the outbox's worker "
         "first." % (waiting, parts, report["from_eden"], name, name, paused,

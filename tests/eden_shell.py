@@ -11,10 +11,13 @@ status), group NAME PE_ID... (a pr_group with these persons as members),
 person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 (Eden's msg.send_email with an attachment), organisation NAME PE_ID... (staff),
 settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact),
-bad_send (send() with a wrongly typed pe_id or an unknown argument).
+bad_send (send() with a wrongly typed pe_id or an unknown argument),
+volunteers NAME COUNT DOMAIN (a group of COUNT new persons with e-mail
+contacts), process_outbox_loop COUNT PAUSE.
 """
 
 import sys
+import time
 
 
 def _pe_id(email):
@@ -57,12 +60,39 @@ def _organisation(name, *pe_ids):
     return db(otable.id == record["id"]).select(otable.pe_id).first().pe_id
 
 
+def _volunteers(name, count, domain):
+    """A pr_group NAME of COUNT new persons, each with an EMAIL contact
+    vN@DOMAIN (N from 0), as Eden's own API makes them."""
+    gtable, mtable, ptable = s3db.pr_group, s3db.pr_group_membership, s3db.pr_person
+    ctable = s3db.pr_contact
+    record = {"id": gtable.insert(name=name, group_type=4)}
+    s3db.update_super(gtable, record)
+    for n in range(int(count)):
+        person = {"id": ptable.insert(first_name="Volunteer", last_name=str(n))}
+        s3db.update_super(ptable, person)
+        pe_id = db(ptable.id == person["id"]).select(ptable.pe_id).first().pe_id
+        ctable.insert(pe_id=pe_id, contact_method="EMAIL", value="v%d@%s" % (n, domain))
+        mtable.insert(group_id=record["id"], person_id=person["id"])
+    return db(gtable.id == record["id"]).select(gtable.pe_id).first().pe_id
+
+
+def _process_outbox_loop(count, pause):
+    """Eden's process_outbox("EMAIL") COUNT times, PAUSE seconds apart, as a
+    second worker or a request running it would."""
+    for _ in range(int(count)):
+        msg.process_outbox("EMAIL")
+        db.commit()
+        time.sleep(float(pause))
+
+
 def main(command, *args):
     out = {}
     if command == "pe_id":
         out["pe_id"] = _pe_id(args[0])
     elif command == "send_by_pe_id":
         message_id = msg.send_by_pe_id(int(args[0]), args[1], "Sent by pe_id.")
+        db.commit()
+        out["returned"] = "%.3f" % time.time()  # for bench/eden.py
         out["message_id"] = message_id
         out["eden_outbox"] = ",".join(str(i) for i in _eden_outbox_ids(message_id))
     elif command == "process_outbox":
@@ -99,6 +129,10 @@ def main(command, *args):
         out["public_url"] = mail.settings.public_url
     elif command == "group":
         out["pe_id"] = _group(*args)
+    elif command == "volunteers":
+        out["pe_id"] = _volunteers(*args)
+    elif command == "process_outbox_loop":
+        _process_outbox_loop(*args)
     elif command == "bad_send":  # wrongly typed pe_id, unknown argument
         for name, kwargs in (("true", dict(pe_id=True)), ("float", dict(pe_id=1.5)),
                              ("text", dict(pe_id="x")), ("bogus", dict(bogus=1))):

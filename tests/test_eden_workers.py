@@ -138,12 +138,18 @@ def test_uninstall_refuses_while_mail_waits_then_force_removes_the_task(eden, si
     dashboard(eden, "pause")
     eden.stop()  # the site is stopped for the uninstall
     send(eden, "waiting@people.net", "Waiting at uninstall")
+    # One from Eden's Messaging too: Sent in Eden once handed over.
+    pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
+    eden_id = value(eden.shell("send_by_pe_id", pe_id, "Eden's at uninstall"),
+                    "eden_outbox")
+    eden.shell("process_outbox")
+    assert "status=2" in eden.shell("eden_status", eden_id)
     before = code_files(eden.app)
     refused = subprocess.run([sys.executable, INSTALLER, eden.app, "--uninstall"],
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert re.search(r"1 message\(s\) are waiting in the outbox \(1 queued\)",
-                     refused.stderr), refused.stderr
+    assert re.search(r"2 message\(s\) are waiting in the outbox \(2 queued\); 1 of "
+                     r"them came from Eden's", refused.stderr), refused.stderr
     assert "--uninstall --force" in refused.stderr and "Delivery is paused" in \
         refused.stderr
     assert code_files(eden.app) == before
@@ -156,6 +162,9 @@ def test_uninstall_refuses_while_mail_waits_then_force_removes_the_task(eden, si
     assert eden.query("SELECT COUNT(*) FROM " + TASK) == [(0,)]
     assert eden.query("SELECT status FROM msg_mail_outbox WHERE address=?",
                       ("waiting@people.net",)) == [("cancelled",)]
+    # Eden's own row is Unsent again: Eden's process_outbox sends it now.
+    assert eden.query("SELECT status FROM msg_outbox WHERE id=?",
+                      (int(eden_id),)) == [(1,)]
     after = code_files(eden.app)
     assert sorted(after) == sorted(eden.pristine)
     assert all(after[name] == eden.pristine[name] for name in after)

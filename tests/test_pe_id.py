@@ -155,8 +155,51 @@ def test_to_with_pe_id_works_without_pr_contact(mail, db, sink):
 
 
 def test_bad_pe_id_refused(contacts, mail, db, sink):
-    for bad in ("6", 6.0, True, [6]):
+    for bad in ("6", 6.0, True, [6.0], (True,), {6}):  # a list of ints is a list
         assert mail.send(pe_id=bad, subject="Hi", message="m") is False, bad
         assert "pe_id" in mail.error
     db.commit()
     assert db(mail.store.outbox).count() == 0
+
+
+def test_a_list_of_pe_ids_is_one_message_each_all_or_none_in_one_savepoint(
+        contacts, mail, db, sink, monkeypatch):
+    """A distribution list's expansion: one row a person, one savepoint for
+    them all (one a person overflows PostgreSQL's cache of 64
+    subtransactions), and nothing of it kept when one insert fails."""
+    people = list(range(100, 300))
+    for pe_id in people:
+        add(contacts, pe_id, "p%d@people.net" % pe_id)
+    db.commit()
+    statements, execute = [], db._adapter.execute
+    monkeypatch.setattr(db._adapter, "execute",
+                        lambda sql, *a, **k: statements.append(sql) or execute(sql, *a, **k))
+    assert mail.send(pe_id=people, subject="Alert", message="Go") is True, mail.error
+    monkeypatch.undo()
+    assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 1, statements
+    assert len(mail.result["ids"]) == len(people)
+    db.commit()
+    rows = db(mail.store.outbox.subject == "Alert").select(orderby=mail.store.outbox.id)
+    assert [r.pe_id for r in rows] == people and [r.id for r in rows] == mail.result["ids"]
+    assert len({r.message_id for r in rows}) == len(people)
+
+    taken = rows[0].message_id  # the 3rd insert collides: none of the 3 kept
+    made = iter(["<a@x>", "<b@x>", taken])
+    monkeypatch.setattr("s3outbox.mailer.mime.make_message_id", lambda s: next(made))
+    assert mail.send(pe_id=[1, 2, 3], subject="Partial", message="m") is False
+    assert "could not queue" in mail.error
+    monkeypatch.undo()
+    assert mail.send(pe_id=[4], subject="After", message="m") is True, mail.error
+    db.commit()
+    assert db(mail.store.outbox.subject == "Partial").count() == 0
+    assert db(mail.store.outbox.subject == "After").count() == 1
+    mail.process_outbox()
+    assert sorted(r for _, rcpts, _ in sink.messages for r in rcpts
+                  if r.startswith("p")) == sorted("p%d@people.net" % p for p in people)
+
+
+def test_a_list_of_pe_ids_is_refused_beside_an_address_or_empty(contacts, mail, db):
+    assert mail.send("a@people.net", pe_id=[1, 2], message="m") is False
+    assert "without to, cc or bcc" in mail.error
+    assert mail.send(pe_id=[], message="m") is False and "empty" in mail.error
+    assert mail.send(pe_id=[1, "2"], message="m") is False and "integer" in mail.error

@@ -82,7 +82,7 @@ class PostgresStore(OutboxStore):
                   " FOR UPDATE SKIP LOCKED)", [owner, until, now])
 
     def _insert_ignore_sql(self, into):
-        return "INSERT INTO " + into + " ON CONFLICT (name) DO NOTHING"
+        return "INSERT INTO " + into + " ON CONFLICT DO NOTHING"
 
     def address_contains(self, text):
         # LIKE is case-sensitive here; ILIKE, not LOWER(), keeps the index usable.

@@ -15,14 +15,18 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   ``pr_contact`` at delivery; a group, forum or organisation (a distribution
   list) is queued as one row per member person, the expansion Eden's own
   ``S3Msg.process_outbox`` makes.
-- Eden's own ``msg_outbox`` tells the final outcome. When Eden's
+- Eden's own ``msg_outbox`` tells the outcome. When Eden's
   ``process_outbox`` hands an EMAIL over and marks its row Sent, the row is
-  kept Unsent and linked to the outbox row instead (a pydal update callback on
-  that table: no Eden file changes); after each delivery pass the link sets it
-  Sent (2) or Failed (5); a message that bounces later (bounces.py) turns
-  its row Failed then. Held mail stays Unsent; the reason is on the
-  dashboard. A row Eden hands over again while its mail is on its way is not
-  queued twice.
+  linked to the outbox message (a pydal update callback on that table: no
+  Eden file changes): Sent means handed over, as to a local mail server's
+  queue; after each delivery pass the link sets it Failed (5) if the mail
+  failed (or bounced later, bounces.py), Unsent (1) while it is held (the
+  reason is on the dashboard), Sent (2) again once it went out. A row Eden hands over again (two runners of
+  process_outbox, or a held row) is never queued twice: the link has a
+  unique key on Eden's row, inserted or nothing, in the transaction that
+  queued the mail. A group, forum or organisation row that Eden expands into
+  rows of its own is claimed the same way; a second process's expansion of
+  it is undone, and the first hands all its rows over at once.
 """
 
 import inspect
@@ -38,7 +42,7 @@ from . import bounces
 from .mailer import MailS3
 from .schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .settings import SAFETY_DEFAULTS, apply_config
-from .store import Status
+from .store import Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
@@ -72,10 +76,14 @@ LISTS = {
     "pr_forum": ("pr_forum_membership", "forum_id"),
     "org_organisation": ("hrm_human_resource", "organisation_id"),
 }
-# Eden's msg_outbox status for a final outcome here (1 Unsent, 2 Sent, 5 Failed).
+# Eden's msg_outbox status for an outcome here (1 Unsent, 2 Sent, 5 Failed):
+# Sent from the hand-over on, as with a local mail server's queue.
 EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5,
-               Status.BOUNCED: 5}
+               Status.BOUNCED: 5, Status.HELD: 1}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
+EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
+UNIQUE_STATE = "eden_link_unique"
+_UNIQUE_DONE = set()  # (database URI, link table) whose unique key this process saw
 
 _SEND = inspect.signature(MailS3.send)
 
@@ -117,6 +125,7 @@ class EdenMail(MailS3):
         self.settings.config_names = NAMES
         self._config = (self._config_stamp(), cfg)
         self._pending = []      # outbox ids queued since Eden's last hand-over
+        self._inserted = []     # Eden's msg_outbox rows inserted since then
         self._synced_at = 0
         name = tablename + "_eden"
         if name not in db.tables:
@@ -124,7 +133,21 @@ class EdenMail(MailS3):
                             Field("eden_outbox_id", "integer"),
                             Field("status", length=16), migrate=migrate)
         self.link = db[name]
+        self._unique_links()
+        self._watch_eden_outbox()
         self.refresh()
+
+    def _unique_links(self):
+        """The unique key that makes a hand-over insert-or-nothing: one link,
+        so one message, an Eden row. Once a database (a state row says so)
+        and a process; links an older version doubled lose their copies."""
+        table, store = self.link._tablename, self.store
+        if (self.db._uri, table) in _UNIQUE_DONE:
+            return
+        if store.get_state(UNIQUE_STATE) != table:
+            store.make_unique(table, "eden_outbox_id", table + "_row")
+            store.take_turn(UNIQUE_STATE, None, table, utcnow())
+        _UNIQUE_DONE.add((self.db._uri, table))
 
     # --------------------------------------------------------------- settings
     def refresh(self):
@@ -191,19 +214,8 @@ class EdenMail(MailS3):
                 pe_id, type(e).__name__, e)
             logger.exception("pe_id lookup")
             return False
-        ids = []
-        for person in persons:
-            call["pe_id"] = person
-            if not MailS3.send(self, **call):  # a database error: all or none
-                try:
-                    self.store.drop(ids)
-                except Exception:
-                    logger.exception("could not take back mail queued for %s", pe_id)
-                return False
-            ids.append(self.result["id"])
-        self.result["ids"] = ids
-        self._handed_over(ids)
-        return True
+        call["pe_id"] = persons
+        return MailS3.send(self, **call)  # one savepoint: all or none
 
     def _arguments(self, args, kwargs):
         """send()'s arguments by name; LookupError with the reason for those
@@ -251,57 +263,125 @@ class EdenMail(MailS3):
                 (members[LISTS[kind][1]] == entity.id) & \
                 (members.deleted == False) & (person.id == members.person_id) & \
                 (person.deleted == False)  # noqa: E712
-        found = sorted({r.pe_id for r in db(query).select(person.pe_id)})
+        found = [r.pe_id for r in db(query).select(person.pe_id, distinct=True,
+                                                   orderby=person.pe_id)]
         if not found:
             raise LookupError("person entity %s (%s) has no members to send to"
                               % (pe_id, kind))
         return found
 
     # --------------------------------------------- Eden's msg_outbox, honest
+    def _watch_eden_outbox(self):
+        """Eden defines its msg_outbox lazily, in some requests only: the
+        callbacks below go on it when it is defined (pydal's ``on_define``,
+        added to the definition), so Eden's code stays as it is."""
+        db, define = self.db, self.db.define_table
+        if "msg_outbox" in db.tables:
+            return self._watch(db.msg_outbox)
+
+        def define_table(tablename, *fields, **kwargs):
+            if tablename == "msg_outbox":
+                kwargs["on_define"] = _chain(kwargs.get("on_define"), self._watch)
+            return define(tablename, *fields, **kwargs)
+        db.define_table = define_table
+
+    def _watch(self, table):
+        table._after_insert.append(self._eden_row_insert)
+        table._before_update.append(self._eden_row_update)
+
     def _handed_over(self, ids):
         """Remember queued ids while Eden's msg_outbox is loaded: its
-        process_outbox marks the row it handed over right after send()."""
-        if "msg_outbox" not in self.db.tables:
-            return
-        table = self.db.msg_outbox
-        if self._eden_row_update not in table._before_update:
-            table._before_update.append(self._eden_row_update)
-        self._pending.extend(ids)
+        process_outbox marks the row it handed over (to one address) Sent
+        right after send()."""
+        if "msg_outbox" in self.db.tables:
+            self._pending.extend(ids)
+
+    def _eden_row_insert(self, fields, row_id):
+        """After an insert into Eden's msg_outbox: its process_outbox inserts
+        a row a member when it expands a list, then marks the list Sent (mail
+        queued before is no hand-over of that list)."""
+        self._inserted.append(row_id)
+        self._pending = []
 
     def _eden_row_update(self, dbset, fields):
-        """Before an update of Eden's msg_outbox: a "Sent" right after a
-        hand-over is replaced by a link; True cancels the update."""
+        """Before an update of Eden's msg_outbox to Sent: a hand-over is
+        linked, or its copy dropped and the update cancelled (True) when the
+        row was handed over before; a list's expansion is kept only by the
+        first process to claim that list's row."""
         pending, self._pending = self._pending, []
-        if not pending or fields.get("status") != 2:
+        inserted, self._inserted = self._inserted, []
+        if fields.get("status") != 2 or not (pending or inserted):
             return False
-        rows = dbset.select(self.db.msg_outbox.id, limitby=(0, 2))
+        eden = self.db.msg_outbox
+        rows = dbset.select(eden.id, eden.message_id, limitby=(0, 2))
         if len(rows) != 1:
             return False
-        eden_id, link, o = rows.first().id, self.link, self.store.outbox
-        busy = self.db((link.eden_outbox_id == eden_id) & (o.id == link.outbox_id) &
-                       (o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD)) |
-                        (link.status != o.status))).count()
-        if busy:  # handed over again before the first one ended: drop the copy
-            self.store.drop(pending)
+        row = rows.first()
+        claimed = self.store.insert_or_nothing(self.link._tablename, dict(
+            outbox_id=pending[-1] if pending else None, eden_outbox_id=row.id,
+            status=Status.QUEUED.value if pending else EXPANDED))
+        if pending:  # pending[-1] is what Eden's send_email() just queued
+            if not claimed:
+                self.store.drop(pending[-1:])  # handed over before: the copy goes
+            return not claimed
+        members = self.db(eden.id.belongs(inserted) &
+                          (eden.message_id == row.message_id) & (eden.id != row.id))
+        if not claimed:  # another process expanded this list: undo our copy
+            members.delete()
         else:
-            for outbox_id in pending:
-                link.insert(outbox_id=outbox_id, eden_outbox_id=eden_id,
-                            status=Status.QUEUED)
-        return True
+            self._hand_over_members(row.message_id, members)
+        return False
+
+    def _hand_over_members(self, message_id, members):
+        """Queue the rows of a list Eden just expanded, all at once: one
+        message, one insert a member, one savepoint, one link a row, and the
+        rows Sent, so Eden's loop has none of them left to hand over. Mail
+        with attachments is left to that loop, which reads Eden's documents."""
+        db, s3db = self.db, current.s3db
+        s3db.table("pr_contact")  # defines it: delivery reads it
+        email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
+        if attached is not None and not db(
+                (attached.message_id == message_id) & (attached.deleted == False)  # noqa: E712
+        ).isempty():
+            return
+        found = db(email.message_id == message_id).select(
+            email.subject, email.body, email.from_address, limitby=(0, 1)).first()
+        rows = members.select(db.msg_outbox.id, db.msg_outbox.pe_id,
+                              orderby=db.msg_outbox.id)
+        if found is None or not rows:
+            return
+        try:
+            with self.store.savepoint():  # the messages and their links, or neither
+                if not MailS3.send(self, pe_id=[r.pe_id for r in rows],
+                                   subject=found.subject or "",
+                                   message=found.body or "",
+                                   sender=found.from_address or None):
+                    raise ValueError(self.error)
+                self.link.bulk_insert([
+                    dict(outbox_id=outbox_id, eden_outbox_id=r.id,
+                         status=Status.QUEUED.value)
+                    for r, outbox_id in zip(rows, self.result["ids"])])
+                members.update(status=2)  # handed over: Eden's loop skips them
+        except Exception:
+            logger.exception("mail to the list left to Eden's own loop")
 
     def sync_eden(self):
-        """Copy final outcomes to the linked rows of Eden's msg_outbox; commits."""
+        """Copy outcomes to the linked rows of Eden's msg_outbox (Failed,
+        Unsent while held, Sent again once out); commits."""
         link, o, db = self.link, self.store.outbox, self.db
         rows = db((link.outbox_id == o.id) & (link.status != o.status) &
                   o.status.belongs(list(EDEN_STATUS))).select(
                       link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
         if rows:
-            eden = current.s3db.table("msg_outbox")
-            with self.store.transaction():
-                for r in rows:
-                    db(eden.id == r[link.eden_outbox_id]).update(
-                        status=EDEN_STATUS[r[o.status]])
-                    db(link.id == r[link.id]).update(status=r[o.status])
+            eden, outcomes = current.s3db.table("msg_outbox"), {}
+            for r in rows:
+                outcomes.setdefault(r[o.status], []).append(r)
+            with self.store.transaction():  # two statements an outcome
+                for status, found in outcomes.items():
+                    db(eden.id.belongs([r[link.eden_outbox_id] for r in found])
+                       ).update(status=EDEN_STATUS[status])
+                    db(link.id.belongs([r[link.id] for r in found])).update(
+                        status=status)
         return len(rows)
 
     # ----------------------------------------------------------------- worker
@@ -313,7 +393,7 @@ class EdenMail(MailS3):
         except Exception:
             logger.exception("could not read Eden's mail settings")
         counts = MailS3.process_outbox(self, limit)
-        busy = counts.get("sent") or counts.get("failed")
+        busy = counts.get("sent") or counts.get("failed") or counts.get("held")
         if busy or time.monotonic() - self._synced_at >= SYNC_EVERY:
             self._synced_at = time.monotonic()
             try:
@@ -322,6 +402,17 @@ class EdenMail(MailS3):
                 self.store.rollback()
                 logger.exception("could not update Eden's msg_outbox")
         return counts
+
+
+def _chain(first, then):
+    """One on_define callback that runs ``first`` (if any), then ``then``."""
+    if first is None:
+        return then
+
+    def both(table):
+        first(table)
+        then(table)
+    return both
 
 
 def bounced_persons(mail, limit=200):
@@ -412,7 +503,7 @@ def retire(mail, force=False):
 
     While mail waits (queued, being sent or held) nothing changes unless
     ``force``: then the mail Eden's Messaging handed over goes back to Eden
-    (its msg_outbox rows are still Unsent, so Eden's own process_outbox sends
+    (its msg_outbox rows Unsent again, so Eden's own process_outbox sends
     them once the outbox is gone), the rest is cancelled, and the delivery
     task's scheduler rows are deleted.
     """
@@ -427,8 +518,10 @@ def retire(mail, force=False):
     if counts and not force:
         return report
     with mail.store.transaction():
-        ids = db(waiting)._select(o.id)
-        db(link.outbox_id.belongs(ids)).delete()  # Eden's rows: Unsent, Eden's again
+        linked = db(link.outbox_id.belongs(db(waiting)._select(o.id)))
+        eden = current.s3db.table("msg_outbox")
+        db(eden.id.belongs(linked._select(link.eden_outbox_id))).update(status=1)
+        linked.delete()  # Eden's rows: Unsent, Eden's again
         db(waiting).update(status=Status.CANCELLED, lease_owner=None,
                            lease_until=None,
                            last_error="cancelled: the outbox was uninstalled")

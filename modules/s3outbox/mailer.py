@@ -32,6 +32,21 @@ logger = logging.getLogger("s3outbox")
 PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = 1, 5, 9
 
 
+def _pe_ids(pe_id, addressed):
+    """send()'s ``pe_id`` as a list: a list of person entities gets one
+    message each, and no address beside them; raises InvalidMessage."""
+    if not isinstance(pe_id, (list, tuple)):
+        return [pe_id]
+    if addressed:
+        raise mime.InvalidMessage("a list of pe_ids is sent without to, cc or bcc")
+    if not pe_id:
+        raise mime.InvalidMessage("pe_id is an empty list")
+    for each in pe_id:
+        if isinstance(each, bool) or not isinstance(each, int):
+            raise mime.InvalidMessage("pe_id must be an integer, not %r" % (each,))
+    return list(pe_id)
+
+
 class MailS3(Mail):
     """A drop-in ``gluon.tools.Mail`` backed by a database outbox.
 
@@ -63,7 +78,8 @@ class MailS3(Mail):
         """Queue a message; True when queued, False (see ``self.error``) if not.
 
         Extra keywords: ``pe_id`` (send to a person entity's e-mail contact,
-        looked up at delivery), ``priority`` (1 urgent ... 9 bulk; default
+        looked up at delivery; a list of them: one message each, all or
+        none), ``priority`` (1 urgent ... 9 bulk; default
         ``settings.default_priority``), ``not_before`` and ``expires_on``
         (naive UTC datetimes). Never raises and never touches the network;
         the row commits or rolls back with the caller's transaction.
@@ -74,17 +90,15 @@ class MailS3(Mail):
             if dkim is not None:
                 raise mime.InvalidMessage("a per-message dkim key is not kept in the "
                                           "outbox; set mail.settings.dkim instead")
+            pe_ids = _pe_ids(pe_id, to or cc or bcc)
             msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
                                 sender, encoding, raw, headers, from_address,
-                                list_unsubscribe, cipher_type, pe_id)
+                                list_unsubscribe, cipher_type, pe_ids[0])
             priority = self._schedule(priority, not_before, expires_on)
             if not (msg.to or msg.cc or msg.bcc) and "pr_contact" not in self.db.tables:
                 raise mime.InvalidMessage("pe_id %s given without an address, and this "
-                                          "app defines no pr_contact table" % pe_id)
-            message_id = mime.make_message_id(msg.sender or self.settings.sender)
-            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id, sender=msg.sender,
-                                        priority=priority, not_before=not_before,
-                                        expires_on=expires_on)
+                                          "app defines no pr_contact table" % pe_ids[0])
+            result = self._enqueue(msg, pe_id, priority, not_before, expires_on)
         except mime.InvalidMessage as e:
             self.error = str(e)
             logger.info("mail not queued: %s", self.error)
@@ -93,8 +107,22 @@ class MailS3(Mail):
             self.error = "could not queue the message: %s: %s" % (type(e).__name__, e)
             logger.exception("mail not queued")
             return False
-        self.result = dict(id=row_id, message_id=message_id)
+        self.result = result
         return True
+
+    def _enqueue(self, msg, pe_id, priority, not_before, expires_on):
+        """Queue ``msg`` once, or once for each of a list of pe_ids; the
+        result dict of send()."""
+        sender = msg.sender or self.settings.sender
+        schedule = dict(sender=msg.sender, priority=priority, not_before=not_before,
+                        expires_on=expires_on)
+        if not isinstance(pe_id, (list, tuple)):
+            message_id = mime.make_message_id(sender)
+            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id, **schedule)
+            return dict(id=row_id, message_id=message_id)
+        recipients = [(mime.make_message_id(sender), p) for p in pe_id]
+        ids = self.store.enqueue_many(msg, recipients, **schedule)
+        return dict(id=ids[0], ids=ids, message_id=recipients[0][0])
 
     @staticmethod
     def _no_extra(extra, unknown):

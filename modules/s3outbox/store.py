@@ -12,7 +12,8 @@ that outlived its lease cannot overwrite the work of the one that took over.
 Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
 work), except those whose docstring says the caller's transaction commits
-(``enqueue()``, ``drop()``, ``set_state()``, ``claim_name()``, ``hurry_probes()``,
+(``enqueue()``, ``enqueue_many()``, ``drop()``, ``set_state()``, ``claim_name()``,
+``insert_or_nothing()``, ``hurry_probes()``,
 ``mark_flow()``, ``take_unit()``): their rows belong to the caller's work,
 and send() must not commit for its caller.
 All times are naive UTC datetimes, to the second.
@@ -190,18 +191,30 @@ class OutboxStore(object):
         A lone INSERT needs none where a failed statement undoes only itself
         (``atomic_statements``); the savepoint was a third of send()'s work.
         """
-        now = utcnow()
-        first = msg.first_address()
-        values = (message_id, pe_id, first and first[:255], "EMAIL", Status.QUEUED.value,
-                  priority, 0, max(now, _utc(not_before) or now), _utc(expires_on),
-                  now, sender, msg.subject, msg.to_json(), len(msg.attachments),
-                  msg.size)
+        values = _values(msg, message_id, pe_id, sender, priority, not_before,
+                         expires_on)
         if not msg.attachments:
             return self._insert_alone(values)
         with self.savepoint():
-            row_id = self._insert_row(values)
-            for position, part in enumerate(msg.attachments):
-                self.attachment.insert(outbox_id=row_id, seq=position, **part)
+            return self._insert_with_parts(msg, values)
+
+    def enqueue_many(self, msg, recipients, sender=None, priority=5,
+                     not_before=None, expires_on=None):
+        """Insert ``msg`` once for each (message_id, pe_id) of ``recipients``,
+        all or none; the ids in that order. The caller commits.
+
+        One savepoint for them all: on PostgreSQL one a row would overflow
+        the transaction's cache of 64 subtransactions for a large list.
+        """
+        with self.savepoint():
+            return [self._insert_with_parts(msg, _values(
+                msg, message_id, pe_id, sender, priority, not_before, expires_on))
+                for message_id, pe_id in recipients]
+
+    def _insert_with_parts(self, msg, values):
+        row_id = self._insert_row(values)
+        for position, part in enumerate(msg.attachments):
+            self.attachment.insert(outbox_id=row_id, seq=position, **part)
         return row_id
 
     def drop(self, ids):
@@ -373,8 +386,27 @@ class OutboxStore(object):
         """Insert the state row ``name``; True only for the one transaction
         that did (concurrent inserts wait on the unique name, then find it).
         The caller's transaction commits."""
-        self._sql(self._insert_ignore_sql("%s_state (name, updated_on) VALUES "
-                                          "(%%s, %%s)" % self.tablename), [name, now])
+        return self.insert_or_nothing(self.tablename + "_state",
+                                      dict(name=name, updated_on=now))
+
+    def make_unique(self, table, column, index):
+        """A unique index ``index`` on ``table.column``, after deleting the
+        rows that repeat a value (the first row of each value stays); commits."""
+        with self.transaction():
+            self.db.executesql(
+                "DELETE FROM {0} WHERE id NOT IN (SELECT id FROM (SELECT MIN(id) AS "
+                "id FROM {0} GROUP BY {1}) AS kept)".format(table, column))
+            self.db.executesql("CREATE UNIQUE INDEX IF NOT EXISTS {2} ON {0} ({1})"
+                               .format(table, column, index))
+
+    def insert_or_nothing(self, table, values):
+        """INSERT the row ``values`` (a dict) into ``table`` unless a row with
+        its unique key exists (a concurrent insert of that key is waited
+        for); True if inserted. The caller's transaction commits."""
+        names = sorted(values)
+        self._sql(self._insert_ignore_sql("%s (%s) VALUES (%s)" % (
+            table, ", ".join(names), ", ".join(["%s"] * len(names)))),
+            [values[name] for name in names])
         return self.db._adapter.cursor.rowcount == 1
 
     def _ensure_state(self, name, now):
@@ -791,6 +823,15 @@ def _datetime(value):
         return datetime.datetime.fromisoformat(value.replace("T", " ")).replace(
             microsecond=0)
     return value
+
+
+def _values(msg, message_id, pe_id, sender, priority, not_before, expires_on):
+    """The ``_ENQUEUED`` values of one queued message."""
+    now = utcnow()
+    first = msg.first_address()
+    return (message_id, pe_id, first and first[:255], "EMAIL", Status.QUEUED.value,
+            priority, 0, max(now, _utc(not_before) or now), _utc(expires_on), now,
+            sender, msg.subject, msg.to_json(), len(msg.attachments), msg.size)
 
 
 def _utc(when):
