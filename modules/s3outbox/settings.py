@@ -19,7 +19,7 @@ from .returnpath import usable
 from .smtp import SmtpTransport
 from .transport import LoggingTransport
 
-# Defaults MailS3 adds to web2py's Mail.settings (documented in the README).
+# Defaults MailS3 adds to web2py's Mail.settings (documented in docs/settings.md).
 DEFAULTS = dict(
     timeout=30,               # seconds for each SMTP connect and reply
     batch_size=100,           # messages claimed by one worker at a time
@@ -47,7 +47,7 @@ DEFAULTS = dict(
                               # that offers it and then mishandles it
 )
 
-# Bounces (returnpath.py, bounces.py); README "Bounces".
+# Bounces (returnpath.py, bounces.py); docs/bounces.md.
 BOUNCE_DEFAULTS = dict(
     bounce_address=None,      # envelope sender local+TOKEN@domain of each message
     bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
@@ -56,7 +56,7 @@ BOUNCE_DEFAULTS = dict(
 )
 DEFAULTS.update(BOUNCE_DEFAULTS)
 
-# Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
+# Account-flow safety (authglue.py, flowlimit.py, retention.py); docs/settings.md.
 SAFETY_DEFAULTS = dict(
     flow_window=3600,         # seconds of one rate-limit window
     flow_per_address=3,       # account mails of one flow to one address a window (0: no limit)
