@@ -125,6 +125,17 @@ def sink():
         yield handler
 
 
+@pytest.fixture(scope="module")
+def inbox():
+    """One SMTP sink for a module's end-to-end tests, read through helpers.Inbox;
+    ``inbox.server`` is its host:port. A module may define its own instead."""
+    from helpers import Inbox
+    box = Inbox()
+    with SinkController(box.sink) as controller:
+        box.server = controller.server_address
+        yield box
+
+
 @pytest.fixture
 def mail(db, sink, tablename):
     """A MailS3 on ``db`` pointed at ``sink``."""
