@@ -116,12 +116,18 @@ def db(make_db):
     return make_db()
 
 
-@pytest.fixture
-def sink():
+@contextlib.contextmanager
+def running_sink():
     """A running SMTP sink on loopback; ``sink.server`` is its host:port."""
     handler = Sink()
     with SinkController(handler) as controller:
         handler.server = controller.server_address
+        yield handler
+
+
+@pytest.fixture
+def sink():
+    with running_sink() as handler:
         yield handler
 
 
