@@ -123,8 +123,8 @@ def insert_block(text, anchor, lines, indent, name):
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
         raise Refused("%s: expected one line '%s' to add the outbox after, found %d "
-                      "(a changed Eden?). Make the edits by hand: see the README, "
-                      "'Using it in Sahana Eden'." % (name, anchor, len(found)))
+                      "(a changed Eden?). Make the edits by hand: see docs/eden.md, "
+                      "'The edits, by hand'." % (name, anchor, len(found)))
     at = found[0]
     line = source[at]
     eol = line[len(line.rstrip("\r\n")):] or "\n"

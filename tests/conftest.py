@@ -116,13 +116,30 @@ def db(make_db):
     return make_db()
 
 
-@pytest.fixture
-def sink():
+@contextlib.contextmanager
+def running_sink():
     """A running SMTP sink on loopback; ``sink.server`` is its host:port."""
     handler = Sink()
     with SinkController(handler) as controller:
         handler.server = controller.server_address
         yield handler
+
+
+@pytest.fixture
+def sink():
+    with running_sink() as handler:
+        yield handler
+
+
+@pytest.fixture(scope="module")
+def inbox():
+    """One SMTP sink for a module's end-to-end tests, read through helpers.Inbox;
+    ``inbox.server`` is its host:port. A module may define its own instead."""
+    from helpers import Inbox
+    box = Inbox()
+    with SinkController(box.sink) as controller:
+        box.server = controller.server_address
+        yield box
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ class EdenApp(WebApp):
     # ------------------------------------------------------------ running
     def start(self):
         """The server, the outbox's worker ("worker", ``-K eden:s3outbox``)
-        and Eden's own ("eden", ``-K eden``), as the README says to run them."""
+        and Eden's own ("eden", ``-K eden``), as docs/eden.md says to run them."""
         WebApp.start(self)
         if self.want_worker:
             self.start_worker("eden", group=None)

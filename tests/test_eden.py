@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from edenapp import INSTALLER, EdenApp, tarball
-from smtpsink import Sink, SinkController
+from conftest import running_sink
 from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -39,9 +39,7 @@ SENDER = "Eden Outbox <eden@eden.localhost>"
 @pytest.fixture(scope="module")
 def sink(e2e_db_uri):
     """A sink of its own for each Eden (SQLite, then PostgreSQL)."""
-    handler = Sink()
-    with SinkController(handler) as controller:
-        handler.server = controller.server_address
+    with running_sink() as handler:
         yield handler
 
 

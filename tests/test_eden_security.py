@@ -20,8 +20,7 @@ import pytest
 
 from conftest import fresh_postgres
 from edenapp import EdenApp, tarball
-from helpers import Inbox, text, wait_for
-from smtpsink import SinkController
+from helpers import text, wait_for
 
 pytestmark = pytest.mark.skipif(
     tarball() is None, reason="no Sahana Eden snapshot in ../shared/eden-asp/")
@@ -36,14 +35,6 @@ FORGED = ["evil.example", "evil.example:{port}", "127.0.0.1:{port}@evil.example"
           "localhost:{port}/evil.example", "user@localhost:{port}"]
 ALERT_RE = re.compile(r"<div class='alert alert-(\w+)'>(.*?)</div>", re.S)
 FIGURES = []
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    box = Inbox()
-    with SinkController(box.sink) as controller:
-        box.server = controller.server_address
-        yield box
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -18,7 +18,7 @@ import pytest
 
 from edenapp import INSTALLER, EdenApp, tarball
 from helpers import wait_for
-from smtpsink import Sink, SinkController
+from conftest import running_sink
 from webapp import FORMKEY_RE
 from test_eden import PASSWORD, SENDER, login, received, value
 
@@ -45,9 +45,7 @@ def code_files(folder):
 
 @pytest.fixture(scope="module")
 def sink():
-    handler = Sink()
-    with SinkController(handler) as controller:
-        handler.server = controller.server_address
+    with running_sink() as handler:
         yield handler
 
 

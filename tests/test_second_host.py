@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Two hosts as the README's "Several hosts" has them: two runtime folders,
+"""Two hosts as docs/admin.md's "Several hosts" has them: two runtime folders,
 each with its own copy of the app (the second without migration files), the
 same PostgreSQL database given by a URI without a password, ``[scheduler]
 tasks = 2``, a real ``web2py.py -K outbox`` worker on each."""

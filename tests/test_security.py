@@ -22,8 +22,7 @@ import pytest
 from pydal import DAL
 
 from conftest import DATABASES, need
-from helpers import Inbox, flash, text, wait_for
-from smtpsink import SinkController
+from helpers import flash, text, wait_for
 from webapp import WebApp
 
 SENDER = "Outbox <outbox@outbox.localhost>"
@@ -44,14 +43,6 @@ def figures():
     print("\nflood figures:")
     for line in FIGURES:
         print("  " + line)
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    box = Inbox()
-    with SinkController(box.sink) as controller:
-        box.server = controller.server_address
-        yield box
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ import time
 import pytest
 import requests
 
-from helpers import Inbox, flash, text
-from smtpsink import SinkController
+from helpers import flash, text
 from webapp import WebApp
 
 PASSWORD = "Secret123x"
@@ -42,14 +41,6 @@ def figures():
     print("\nissue 20 figures:")
     for line in FIGURES:
         print("  " + line)
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    box = Inbox()
-    with SinkController(box.sink) as controller:
-        box.server = controller.server_address
-        yield box
 
 
 @pytest.fixture(scope="module")

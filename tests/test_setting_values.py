@@ -113,7 +113,8 @@ def _one(mail, db, sink, records, key, value):
                 (key, value, row.last_error)
         if problem is not None:
             from s3outbox.admin import findings
-            found = [f for f in findings(mail.settings) if f["key"] == "[outbox] " + key]
+            section = "smtp" if key in ("tls", "ssl", "self_signed_certificate") else "outbox"
+            found = [f for f in findings(mail.settings) if f["key"] == "[%s] %s" % (section, key)]
             assert found and repr(value)[:20] in found[0]["problem"], (key, value)
     finally:
         mail.settings[key] = DEFAULTS.get(key, None) if key not in ("tls", "ssl") \
@@ -226,3 +227,64 @@ def test_a_sender_of_any_type_never_stops_send(mail, db, sink, sender):
     mail.settings.sender = good
     counts = mail.process_outbox()
     assert counts["sent"] == 1 and sink.count == 1, counts
+
+
+@pytest.mark.parametrize("value", ["not an address", "u@x>, <http://evil.example/",
+                                   "u@x\r\nBcc: e@evil.example", 42])
+def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink,
+                                                                  value):
+    """mail.settings.list_unsubscribe is a setting like any other: a value
+    that cannot be used is named in the settings check and the mail goes out
+    without the header, never refused by send()."""
+    from s3outbox.admin import findings
+    mail.settings.list_unsubscribe = value
+    assert mail.send("ann@people.net", "Unsubscribe", "Body") is True, mail.error
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert b"List-Unsubscribe" not in sink.messages[-1][2]
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert repr(value)[:20] in found["[outbox] list_unsubscribe"], found
+    mail.settings.list_unsubscribe = "leave@outbox.localhost"
+    assert mail.send("ann@people.net", "Unsubscribe", "Body") is True
+    db.commit()
+    assert mail.process_outbox()["sent"] == 1
+    assert b"List-Unsubscribe: <mailto:leave@outbox.localhost>" in sink.messages[-1][2]
+
+
+@pytest.mark.parametrize("key", ["tls", "ssl", "self_signed_certificate"])
+def test_nonsense_smtp_flags_in_appconfig_are_named(mail, key):
+    """[smtp] tls = maybe was read as false without a word: the settings
+    check names it, the dashboard and the bounce reader use what delivery uses."""
+    from s3outbox.admin import findings, settings_summary
+    from s3outbox.bounces import _context
+    config = {"smtp.server": mail.settings.server, "smtp.sender": mail.settings.sender,
+              "smtp." + key: "maybe"}
+    apply_config(mail, config.get)
+    assert read_value(mail.settings, key)[0] is False
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert "%s = 'maybe' cannot be used" % key in found["[smtp] " + key], found
+    assert _context(mail.settings) is None
+    if key != "self_signed_certificate":
+        assert settings_summary(mail.settings)[key] is False
+    config["smtp." + key] = "yes"
+    apply_config(mail, config.get)
+    assert read_value(mail.settings, key) == (True, None)
+
+
+def test_a_flow_window_of_zero_is_named(mail):
+    """flow_window = 0 made every limit a one-second window (no limit) silently."""
+    from s3outbox.admin import findings
+    apply_config(mail, {"smtp.server": mail.settings.server, "smtp.sender":
+                        mail.settings.sender, "outbox.flow_window": "0"}.get)
+    assert mail.settings.flow_window == 3600
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert "flow_window = '0' cannot be used" in found["[outbox] flow_window"], found
+
+
+def test_a_bad_bounce_interval_is_named_with_its_value(mail):
+    from s3outbox.admin import findings
+    apply_config(mail, {"smtp.server": mail.settings.server, "smtp.sender":
+                        mail.settings.sender, "outbox.bounce_interval": "nonsense"}.get)
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert "bounce_interval = 'nonsense' cannot be used" in \
+        found["[outbox] bounce_interval"], found

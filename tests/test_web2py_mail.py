@@ -5,7 +5,7 @@ outbox and out through ``process_outbox()`` to a real SMTP server on
 loopback (aiosmtpd; TLS with a throwaway CA from trustme), where web2py's
 tests swap smtplib for a stub.
 
-The differences, also listed in the README: ``send()`` returns True once the
+The differences, also listed in docs/web2py.md: ``send()`` returns True once the
 message is queued, so a refused login shows at delivery (the message is held
 with the reason), not as ``send()`` returning False; example addresses
 (``you@example.com``) hold mail, so these tests use other domains.

@@ -30,7 +30,7 @@ from gluon.storage import Storage
 from . import bounces, retention
 from .message import bare
 from .requestcheck import bad_character
-from .settings import SAFETY_DEFAULTS, Snapshot, safety_findings
+from .settings import SAFETY_DEFAULTS, Snapshot, read_value, safety_findings
 from .store import PAUSE, STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -176,7 +176,8 @@ def settings_summary(settings):
     keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
     return dict(server=settings.server or "", sender=settings.sender or "",
                 login=("%s (password set)" % user) if user else "(none)",
-                tls=bool(settings.tls), ssl=bool(settings.ssl), keys=keys,
+                tls=read_value(settings, "tls")[0], ssl=read_value(settings, "ssl")[0],
+                keys=keys,
                 file=config_file(settings), limits=limits_summary(settings),
                 bounces=bounces.summary(settings))
 

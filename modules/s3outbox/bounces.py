@@ -340,7 +340,8 @@ def _ref_order(ref):
 def _context(settings):
     """None (certificates verified), or a context that skips the check when
     ``self_signed_certificate`` is set, as for the SMTP relay."""
-    if not settings.self_signed_certificate:
+    from .settings import read_value  # here: settings imports this module
+    if not read_value(settings, "self_signed_certificate")[0]:
         return None
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -367,9 +368,7 @@ def summary(s):
 
 def findings(s):
     """(setting, advice, False) for the bounce settings: never blocking."""
-    out = [("[outbox] %s" % key, "%s must be a whole number of seconds above 0; "
-            "the default %s is used" % (key, 300), False)
-           for key in s.get("bounce_errors") or ()]
+    out = [p.finding() for p in s.get("bounce_errors") or ()]
     if s.bounce_address and not returnpath.usable(s.bounce_address):
         out.append(("[outbox] bounce_address", "bounce_address %r is not an address "
                     "whose local part leaves room for a TOKEN (at most %d characters "

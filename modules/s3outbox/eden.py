@@ -102,7 +102,7 @@ def eden_get(cfg):
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
         "host.names": cfg.base.get("host_names"),  # edenauth.check_host
-        # not Eden's own either: bounces (README "Bounces"); the mailbox's
+        # not Eden's own either: bounces (docs/bounces.md); the mailbox's
         # certificate is checked unless self_signed_certificate, as in web2py
         "outbox.bounce_address": cfg.mail.get("bounce_address"),
         "outbox.bounce_mailbox": cfg.mail.get("bounce_mailbox"),

@@ -157,7 +157,8 @@ class MailS3(Mail):
                                       "not supported by the outbox")
         return mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
                               sender, encoding, raw, headers, from_address,
-                              list_unsubscribe or self.settings.list_unsubscribe,
+                              list_unsubscribe or
+                              read_value(self.settings, "list_unsubscribe")[0],
                               pe_id, read_value(self.settings, "max_size")[0])
 
     # ----------------------------------------------------------------- direct

@@ -305,11 +305,7 @@ def _headers(headers, list_unsubscribe, encoding):
     """The caller's extra headers, checked, with List-Unsubscribe."""
     if not headers and list_unsubscribe is None:
         return {}
-    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
-    if list_unsubscribe and not _UNSUBSCRIBE_RE.fullmatch(list_unsubscribe):
-        raise InvalidMessage("list_unsubscribe %r must be one e-mail address "
-                             "(optionally ?subject=...): it becomes <mailto:...>"
-                             % list_unsubscribe)
+    list_unsubscribe = unsubscribe_header(list_unsubscribe, encoding)
     extra = {}
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not _HEADER_NAME_RE.match(name) or \
@@ -322,8 +318,19 @@ def _headers(headers, list_unsubscribe, encoding):
         extra[name] = _header_value(value if isinstance(value, (str, bytes))
                                     else str(value), encoding, "header %s" % name)
     if list_unsubscribe:
-        extra["List-Unsubscribe"] = "<mailto:%s>" % list_unsubscribe
+        extra["List-Unsubscribe"] = list_unsubscribe
     return extra
+
+
+def unsubscribe_header(list_unsubscribe, encoding="utf-8"):
+    """The List-Unsubscribe value for ``list_unsubscribe`` (None for none);
+    raises InvalidMessage unless it is one address."""
+    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
+    if list_unsubscribe and not _UNSUBSCRIBE_RE.fullmatch(list_unsubscribe):
+        raise InvalidMessage("list_unsubscribe %r must be one e-mail address "
+                             "(optionally ?subject=...): it becomes <mailto:...>"
+                             % list_unsubscribe)
+    return "<mailto:%s>" % list_unsubscribe if list_unsubscribe else None
 
 
 def _bodies(message, raw, attachments, encoding):

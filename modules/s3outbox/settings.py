@@ -14,12 +14,12 @@ import re
 import ssl
 
 from .bounces import findings as bounce_findings
-from .message import ADDRESS_RE, bare
+from .message import ADDRESS_RE, InvalidMessage, bare, unsubscribe_header
 from .returnpath import usable
 from .smtp import SmtpTransport
 from .transport import LoggingTransport
 
-# Defaults MailS3 adds to web2py's Mail.settings (documented in the README).
+# Defaults MailS3 adds to web2py's Mail.settings (documented in docs/settings.md).
 DEFAULTS = dict(
     timeout=30,               # seconds for each SMTP connect and reply
     batch_size=100,           # messages claimed by one worker at a time
@@ -47,16 +47,16 @@ DEFAULTS = dict(
                               # that offers it and then mishandles it
 )
 
-# Bounces (returnpath.py, bounces.py); README "Bounces".
+# Bounces (returnpath.py, bounces.py); docs/bounces.md.
 BOUNCE_DEFAULTS = dict(
     bounce_address=None,      # envelope sender local+TOKEN@domain of each message
     bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
     bounce_interval=300,      # seconds between reads of that mailbox
-    bounce_errors=(),         # keys above whose configured value was refused
+    bounce_errors=(),         # Problems: values above that were refused
 )
 DEFAULTS.update(BOUNCE_DEFAULTS)
 
-# Account-flow safety (authglue.py, flowlimit.py, retention.py); README "Settings".
+# Account-flow safety (authglue.py, flowlimit.py, retention.py); docs/settings.md.
 SAFETY_DEFAULTS = dict(
     flow_window=3600,         # seconds of one rate-limit window
     flow_per_address=3,       # account mails of one flow to one address a window (0: no limit)
@@ -259,9 +259,14 @@ def _text(value):
 
 
 def _flag(value):
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    """True or False; any other value as it is, for read_values() to report
+    (its default, off, is then used): "maybe" is not silently false."""
+    if value in (None, ""):
+        return False
+    try:
+        return _boolean(value)
+    except _Bad:
+        return value
 
 
 # appconfig.ini [outbox] keys, copied as they are: read_values() reads them.
@@ -303,7 +308,7 @@ def apply_bounces(s, get):
     s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
     s.bounce_interval, problem = _read("bounce_interval",
                                        get("outbox.bounce_interval"))
-    s.bounce_errors = ["bounce_interval"] if problem else []
+    s.bounce_errors = [problem] if problem else []
 
 
 # ------------------------------------------------- account-flow safety block
@@ -474,6 +479,19 @@ def _dkim(value):
 _dkim.expected = "Storage(key=..., selector=...) that signs"
 
 
+def _unsubscribe(value):
+    """The site-wide List-Unsubscribe address: one that cannot be used is
+    left out of the mail (it is optional), never a reason to refuse it."""
+    try:
+        unsubscribe_header(value)
+    except (InvalidMessage, TypeError, ValueError):
+        raise _Bad()
+    return value
+
+
+_unsubscribe.expected = "one e-mail address (optionally ?subject=...)"
+
+
 @functools.lru_cache(maxsize=8)
 def _cannot_sign(key, selector):
     """Why a test message cannot be signed with this key, or None: a key
@@ -513,13 +531,18 @@ _READERS = dict(
                            "an ssl.SSLContext"), None, False),
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
     dkim=(_dkim, None, True),
+    list_unsubscribe=(_unsubscribe, None, False),
 )
 _READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"],
                                False)
 for _key in SAFETY_DEFAULTS:
     if _key not in ("public_url", "host_names", "safety_errors"):
         _READERS[_key] = ((_boolean, False, False) if _key == "flow_trust_forwarded"
-                          else (_whole(0, 10 ** 9), SAFETY_DEFAULTS[_key], False))
+                          else (_whole(1 if _key == "flow_window" else 0, 10 ** 9),
+                                SAFETY_DEFAULTS[_key], False))
+
+
+_SMTP_FLAGS = ("tls", "ssl", "self_signed_certificate")  # [smtp] keys, not [outbox]
 
 
 class Problem(object):
@@ -537,7 +560,8 @@ class Problem(object):
             shown = shown[:57] + "..."
         then = ("mail is held until it is fixed" if self.blocking else
                 "the default %r is used" % (self.default,))
-        return ("[outbox] %s" % self.key, "%s = %s cannot be used: expected %s; %s"
+        section = "smtp" if self.key in _SMTP_FLAGS else "outbox"
+        return ("[%s] %s" % (section, self.key), "%s = %s cannot be used: expected %s; %s"
                 % (self.key, shown, self.expected, then), self.blocking)
 
 

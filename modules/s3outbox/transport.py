@@ -15,7 +15,7 @@ None of them raises; every result is an ``Outcome`` of one ``Kind``:
 Three ship here and in smtp.py: ``SmtpTransport`` (the default),
 ``LoggingTransport`` (web2py's ``server='logging'``, for development) and
 ``MemoryTransport`` (for fast tests). ``Snapshot.transport()`` picks one; a
-site plugs in its own with ``mail.settings.transport`` (see the README).
+site plugs in its own with ``mail.settings.transport`` (see docs/web2py.md, "Another transport").
 """
 
 import dataclasses
