@@ -285,6 +285,17 @@ def test_control_characters_and_repeated_fields_get_a_400(eden):
     assert "frame-ancestors 'none'" in page.headers.get("Content-Security-Policy", "")
 
 
+
+def test_reset_page_without_a_key_is_no_ticket(eden):
+    """Eden's reset_password without a key in the link or the session
+    redirected to nowhere and failed on (UnboundLocalError, a ticket): it
+    sends the person to the reset request."""
+    r = session(eden).get(eden.url("/default/user/reset_password"), timeout=60,
+                          allow_redirects=False)
+    assert r.status_code == 303, r.status_code
+    assert r.headers["Location"].endswith("/default/user/retrieve_password")
+
+
 # --------------------------------------------------------------- dashboard
 def test_dashboard_shows_the_limits_from_edens_config(eden):
     s = session(eden)

@@ -26,7 +26,7 @@ right after Eden makes its ``AuthS3``. For every request it then:
   instance's class becomes a subclass with ``EdenAuthMixin`` in front.
 """
 
-from gluon import current
+from gluon import current, redirect
 from gluon.tools import DEFAULT
 
 from .authglue import (NAME_FIELDS, OutboxAuthMixin, _as_callbacks, _FlowMailer,
@@ -110,6 +110,14 @@ class EdenAuthMixin(OutboxAuthMixin):
             return super(EdenAuthMixin, self).register(
                 next=next, onvalidation=onvalidation, onaccept=onaccept, log=log,
                 **kwargs)
+
+    def reset_password(self, *args, **kwargs):
+        """Eden's; without a key in the link or the session Eden redirects
+        to nowhere and fails on (a ticket): the reset request instead."""
+        if not (current.request.vars.key or current.session._reset_password_key):
+            current.session.flash = self.messages.invalid_reset_password
+            redirect(self.url(args="retrieve_password"))
+        return super(EdenAuthMixin, self).reset_password(*args, **kwargs)
 
     def s3_verify_user(self, user):
         """Eden's; the names it puts in the approver's mail on one line (also
