@@ -271,6 +271,24 @@ def test_nonsense_smtp_flags_in_appconfig_are_named(mail, key):
     assert read_value(mail.settings, key) == (True, None)
 
 
+@pytest.mark.parametrize("key", ["tls", "ssl"])
+def test_nonsense_tls_or_ssl_holds_mail_until_fixed(mail, db, sink, key):
+    """Whether to encrypt is not guessed from a typo: with tls = maybe the
+    mail is held with the key named (not sent in clear), and goes out once
+    the value is fixed."""
+    config = {"smtp.server": mail.settings.server, "smtp.sender": mail.settings.sender,
+              "smtp." + key: "maybe"}
+    apply_config(mail, config.get)
+    assert mail.send("ann@people.net", "TLS", "Body") is True, mail.error
+    db.commit()
+    counts = mail.process_outbox()
+    assert counts["sent"] == 0 and counts["held"] == 1 and sink.count == 0, counts
+    row = db(mail.store.outbox).select().first()
+    assert row.status == "held" and "%s = 'maybe'" % key in row.last_error, row.last_error
+    config["smtp." + key] = "false"
+    apply_config(mail, config.get)
+    assert mail.process_outbox()["sent"] == 1 and sink.count == 1
+
 def test_a_flow_window_of_zero_is_named(mail):
     """flow_window = 0 made every limit a one-second window (no limit) silently."""
     from s3outbox.admin import findings

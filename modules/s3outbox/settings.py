@@ -525,8 +525,9 @@ _READERS = dict(
     hostname=(_hostname, None, False),
     pipelining=(_boolean, True, False),
     self_signed_certificate=(_boolean, False, False),
-    tls=(_boolean, False, False),
-    ssl=(_boolean, False, False),
+    # Neither off (a password in clear) nor on is safe to guess for a typo.
+    tls=(_boolean, False, True),
+    ssl=(_boolean, False, True),
     ssl_context=(_instance(lambda v: isinstance(v, ssl.SSLContext),
                            "an ssl.SSLContext"), None, False),
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
