@@ -124,9 +124,12 @@ def main(command, *args):
     elif command == "organisation":
         out["pe_id"] = _organisation(*args)
     elif command == "settings":
-        for key in ("server", "sender", "login", "tls", "rate_limit", "pipelining"):
+        from s3outbox.admin import findings
+        for key in ("server", "sender", "login", "tls", "rate_limit", "pipelining",
+                    "batch_size", "timeout"):
             out[key] = mail.settings[key]
         out["public_url"] = mail.settings.public_url
+        out["findings"] = "|".join(f["key"] for f in findings(mail.settings))
     elif command == "group":
         out["pe_id"] = _group(*args)
     elif command == "volunteers":

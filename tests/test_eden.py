@@ -359,6 +359,19 @@ def test_settings_are_edens_of_now(eden, sink):
     assert "public_url=%s" % eden.base.rsplit("/", 1)[0] in out
 
 
+def test_delivery_settings_come_from_settings_mail(eden, sink):
+    """settings.mail.batch_size, .timeout... are read like [outbox] keys (text
+    taken); a value that cannot be used is named as Eden spells it."""
+    working(eden, sink)
+    eden.configure_mail(batch_size="50", timeout=0)
+    try:
+        out = eden.shell("settings")
+    finally:
+        eden.configure_mail(batch_size=None, timeout=None)
+    assert "batch_size=50" in out and "settings.mail.timeout" in out, out
+    assert "settings.mail.batch_size" not in out, out
+
+
 def test_edens_outbox_row_is_unsent_while_held(eden, sink):
     pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
     eden.configure_mail(server="127.0.0.1:%d" % free_port(), sender=SENDER)  # refused

@@ -41,7 +41,7 @@ from pydal import Field
 from . import bounces
 from .mailer import MailS3
 from .schedule import deliver_when_idle, ensure_tasks, spawn_for
-from .settings import SAFETY_DEFAULTS, apply_config
+from .settings import OUTBOX_KEYS, SAFETY_DEFAULTS, apply_config
 from .store import Status, utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -68,7 +68,8 @@ NAMES = {
     "[outbox] flow_*": "settings.mail.flow_*",
     "[outbox] bounce_*": "settings.mail.bounce_*",
 }
-NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key) for key in SAFETY_DEFAULTS)
+NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key)
+             for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS) if key != "rate_limit")
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
 LISTS = {
@@ -109,8 +110,9 @@ def eden_get(cfg):
         "outbox.bounce_interval": cfg.mail.get("bounce_interval"),
         "smtp.self_signed_certificate": cfg.mail.get("self_signed_certificate"),
     }
-    # The account-flow limits and retention: settings.mail.flow_per_address...
-    for key in SAFETY_DEFAULTS:
+    # The delivery settings (settings.mail.batch_size, .timeout...), the
+    # account-flow limits and retention (settings.mail.flow_per_address...)
+    for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS):
         values.setdefault("outbox." + key, cfg.mail.get(key))
     return values.get
 

@@ -269,8 +269,9 @@ def _flag(value):
         return value
 
 
-# appconfig.ini [outbox] keys, copied as they are: read_values() reads them.
-_OUTBOX_KEYS = ("batch_size", "sessions", "lease", "max_attempts", "max_age",
+# appconfig.ini [outbox] keys (Eden: settings.mail.<key>), copied as they are:
+# read_values() reads them.
+OUTBOX_KEYS = ("batch_size", "sessions", "lease", "max_attempts", "max_age",
                 "retry_base", "retry_max", "probe_interval", "rate_limit", "max_size",
                 "timeout", "pipelining", "default_priority")
 
@@ -291,7 +292,7 @@ def apply_config(mail, get):
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
     s.self_signed_certificate = _flag(get("smtp.self_signed_certificate"))
-    for key in _OUTBOX_KEYS:
+    for key in OUTBOX_KEYS:
         value = get("outbox." + key)
         if value not in (None, ""):
             s[key] = value
