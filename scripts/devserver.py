@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runtime  # noqa: E402
@@ -29,6 +31,21 @@ def catcher_port():
     print("[smtp] server in private/appconfig.ini is not on this machine; "
           "the catcher listens on 127.0.0.1:8025 anyway")
     return 8025
+
+
+def wait_for_site(url, web, timeout=60):
+    """Until the first page has loaded: that request runs the models, which
+    create the tables, so the worker does not create them at the same moment
+    (on SQLite the two would lock each other)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and web.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=10).close()
+            return
+        except urllib.error.HTTPError:
+            return  # an error page too came after the models ran
+        except OSError:
+            time.sleep(0.2)
 
 
 def main(argv=None):
@@ -54,11 +71,11 @@ def main(argv=None):
     # The admin app is not installed; web2py still wants a password argument.
     start("web", [py, w2p, "--no_gui", "-i", "127.0.0.1", "-p", str(args.port),
                   "-a", secrets.token_hex(16)])
-    time.sleep(2)  # let the web server create the tables before the worker
+    base = "http://127.0.0.1:%d/outbox" % args.port
+    wait_for_site(base + "/default/index", procs[-1][1])
     # The delivery task's own group: its loop never ends, so mail never
     # waits for a task assignment (the app has no other tasks to serve).
     start("worker", [py, w2p, "--no_gui", "-K", "outbox:s3outbox"])
-    base = "http://127.0.0.1:%d/outbox" % args.port
     print("\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
           "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
           "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
