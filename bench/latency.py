@@ -50,6 +50,7 @@ for _path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"),
 from pydal import DAL  # noqa: E402
 
 from edenapp import EdenApp, tarball  # noqa: E402
+from helpers import wait_for  # noqa: E402
 from smtpsink import Sink, SinkController  # noqa: E402
 from webapp import WebApp  # noqa: E402
 
@@ -82,15 +83,6 @@ def open_outbox(uri, folder, tablename):
     return MailS3(db, tablename=tablename, migrate=False)
 
 
-def wait(predicate, timeout, step=0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(step)
-    return None
-
 
 def mail_latency(mail, sink, tag, offset, started):
     """Queue one mail at ``started + offset``; seconds to its arrival."""
@@ -99,7 +91,7 @@ def mail_latency(mail, sink, tag, offset, started):
     assert mail.send(to=to, subject="Latency %s" % tag, message="at %.1f s" % offset)
     mail.db.commit()
     queued = time.time()
-    if not wait(lambda: to in sink.at, 60):
+    if not wait_for(lambda: to in sink.at, 60, step=0.02):
         return None
     return sink.at[to] - queued
 
@@ -120,7 +112,7 @@ def task_wait(where, offset, started, results):
         db.commit()
         row = db(st.id == queued.id).select(st.status).first()
         return row.status not in ("QUEUED", "ASSIGNED")
-    results.append(wait(started_running, 300) and time.time() - at)
+    results.append(wait_for(started_running, 300, step=0.02) and time.time() - at)
     db.close()
 
 

@@ -10,6 +10,7 @@ read nor touched. One user, ``bounces`` with password ``PASSWORD``.
 ``unusable()`` says why it cannot run here.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -176,37 +177,33 @@ class Dovecot(object):
         return sum(len(os.listdir(os.path.join(base, sub)))
                    for sub in ("new", "cur") if os.path.isdir(os.path.join(base, sub)))
 
-    def append(self, messages):
-        """Put raw messages (bytes) into the mailbox over IMAP (APPEND)."""
+    @contextlib.contextmanager
+    def imap(self):
+        """A logged-in IMAP connection to the mailbox, logged out after."""
         import imaplib
         conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
         try:
             conn.login(USER, PASSWORD)
+            yield conn
+        finally:
+            conn.logout()
+
+    def append(self, messages):
+        """Put raw messages (bytes) into the mailbox over IMAP (APPEND)."""
+        with self.imap() as conn:
             for data in messages:
                 typ, _ = conn.append("INBOX", None, None, data)
                 assert typ == "OK", typ
-        finally:
-            conn.logout()
 
     def clear(self):
         """Delete every message of the mailbox."""
-        import imaplib
-        conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
-        try:
-            conn.login(USER, PASSWORD)
+        with self.imap() as conn:
             if int(conn.select("INBOX")[1][0]):
                 conn.store("1:*", "+FLAGS", "(\\Deleted)")
                 conn.expunge()
-        finally:
-            conn.logout()
 
     def count(self):
         """Messages in the mailbox, as IMAP sees them."""
-        import imaplib
-        conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
-        try:
-            conn.login(USER, PASSWORD)
+        with self.imap() as conn:
             typ, data = conn.select("INBOX", readonly=True)
             return int(data[0])
-        finally:
-            conn.logout()
