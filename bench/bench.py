@@ -39,23 +39,42 @@ for _path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"), HERE
 
 # The outbox registers quoted-printable for UTF-8 bodies, as web2py's Mail does;
 # importing it here gives the smtplib baseline the same MIME, of the same size.
-import s3outbox.message  # noqa: E402,F401
 from wireproxy import WireProxy  # noqa: E402
+
+import s3outbox.delivery.message  # noqa: E402,F401
 
 SENDER = "Bench <bench@bench.localhost>"
 POSTGRES = os.environ.get("OUTBOX_TEST_POSTGRES", "postgres://postgres:@127.0.0.1:5432/test")
 MID_RE = re.compile(rb"^Message-ID:\s*(\S+)", re.M | re.I)
 
-FULL = dict(messages=2000, enqueue=2000, backlog=100000, relay=300, latency=40,
-            latency_gap=0.25, idle=30.0, repeat=3)
-QUICK = dict(messages=100, enqueue=100, backlog=600, relay=24, latency=6,
-             latency_gap=0.1, idle=2.0, repeat=1)
+FULL = dict(
+    messages=2000,
+    enqueue=2000,
+    backlog=100000,
+    relay=300,
+    latency=40,
+    latency_gap=0.25,
+    idle=30.0,
+    repeat=3,
+)
+QUICK = dict(
+    messages=100,
+    enqueue=100,
+    backlog=600,
+    relay=24,
+    latency=6,
+    latency_gap=0.1,
+    idle=2.0,
+    repeat=1,
+)
 
 
 def body_text(size):
     """Plain ASCII prose of ``size`` bytes in 72-character lines."""
-    words = ("your account request was received and is waiting for approval "
-             "by the site administrator please keep this message ").split()
+    words = (
+        "your account request was received and is waiting for approval "
+        "by the site administrator please keep this message "
+    ).split()
     out, line, total = [], [], 0
     i = 0
     while total < size:
@@ -92,10 +111,11 @@ def rss_bytes():
 def _sink_main(conn):
     """The sink process: serve SMTP, answer commands from the bench over ``conn``."""
     import threading
+
     from smtpsink import Sink, SinkController
 
-    seen = {}        # every Message-ID of the run -> times received
-    accepted = {}    # Message-ID -> wall time of acceptance (first time)
+    seen = {}  # every Message-ID of the run -> times received
+    accepted = {}  # Message-ID -> wall time of acceptance (first time)
     phase = dict(bytes=0)
     lock = threading.Lock()
 
@@ -126,9 +146,15 @@ def _sink_main(conn):
             elif command == "phase":
                 # Figures since the last phase, then start counting afresh.
                 with sink.lock, lock:
-                    conn.send(dict(count=sink.count, connections=sink.connections,
-                                   ids=sink.message_ids, bytes=phase["bytes"],
-                                   round_trips=sink.round_trips))
+                    conn.send(
+                        dict(
+                            count=sink.count,
+                            connections=sink.connections,
+                            ids=sink.message_ids,
+                            bytes=phase["bytes"],
+                            round_trips=sink.round_trips,
+                        )
+                    )
                     sink.count, sink.connections, sink.message_ids = 0, 0, {}
                     sink.round_trips = 0
                     phase["bytes"] = 0
@@ -140,7 +166,7 @@ def _sink_main(conn):
                     conn.send(dict(seen))
 
 
-class SinkProcess(object):
+class SinkProcess:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_sink_main, args=(child,), daemon=True)
@@ -164,7 +190,7 @@ class SinkProcess(object):
 
 
 # ------------------------------------------------------------------ database
-class Target(object):
+class Target:
     """Where a phase keeps its outbox: an engine, a URI and a table name."""
 
     def __init__(self, engine, uri, tablename, folder, wal=True):
@@ -175,6 +201,7 @@ class Target(object):
         """The app's DAL (SQLite in WAL), or with ``wal`` False a plain DAL of
         the caller's: SQLite's default rollback journal, default options."""
         from pydal import DAL
+
         if self.engine == "sqlite" and self.wal:
             db = DAL(self.uri, folder=self.folder, driver_args={"timeout": 60})
             db.executesql("PRAGMA journal_mode=WAL")
@@ -183,8 +210,10 @@ class Target(object):
 
     def mail(self, db, server, migrate=False, **settings):
         from s3outbox import MailS3
-        mail = MailS3(db, server=server, sender=SENDER, tls=False,
-                      tablename=self.tablename, migrate=migrate)
+
+        mail = MailS3(
+            db, server=server, sender=SENDER, tls=False, tablename=self.tablename, migrate=migrate
+        )
         for key, value in settings.items():
             mail.settings[key] = value
         return mail
@@ -227,11 +256,13 @@ def timed(sides, n):
         commit()
         total = clock() - t1
         ms = lambda v: 1000 * v  # noqa: E731
-        out[name] = dict(commit_each_mean=ms(statistics.mean(each[name])),
-                         commit_each_p95=ms(percentile(each[name], 95)),
-                         one_tx_mean=ms(statistics.mean(one)),
-                         one_tx_p95=ms(percentile(one, 95)),
-                         one_tx_with_commit=ms(total / n))
+        out[name] = dict(
+            commit_each_mean=ms(statistics.mean(each[name])),
+            commit_each_p95=ms(percentile(each[name], 95)),
+            one_tx_mean=ms(statistics.mean(one)),
+            one_tx_p95=ms(percentile(one, 95)),
+            one_tx_with_commit=ms(total / n),
+        )
     return out
 
 
@@ -240,13 +271,19 @@ def raw_sqlite(source, table, wal):
     inserting the last row send() wrote (a new Message-ID each) into a copy
     of its table and indexes, in a new file with the same journal."""
     import sqlite3
+
     src = sqlite3.connect(source)
-    schema = [sql for (sql,) in src.execute(
-        "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
-        "ORDER BY type DESC", (table,))]
+    schema = [
+        sql
+        for (sql,) in src.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+            "ORDER BY type DESC",
+            (table,),
+        )
+    ]
     cursor = src.execute("SELECT * FROM %s ORDER BY id DESC LIMIT 1" % table)
     names = [d[0] for d in cursor.description]
-    row = dict(zip(names, cursor.fetchone()))
+    row = dict(zip(names, cursor.fetchone(), strict=False))
     src.close()
     conn = sqlite3.connect(source + ".raw")
     if wal:
@@ -255,13 +292,17 @@ def raw_sqlite(source, table, wal):
         conn.execute(sql)
     conn.commit()
     columns = [c for c in names if c != "id"]
-    sql = "INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(columns),
-                                              ", ".join("?" * len(columns)))
-    serial = iter(range(10 ** 9))
+    sql = "INSERT INTO %s (%s) VALUES (%s)" % (
+        table,
+        ", ".join(columns),
+        ", ".join("?" * len(columns)),
+    )
+    serial = iter(range(10**9))
 
     def insert():
         row["message_id"] = "<%d.raw@bench.localhost>" % next(serial)
         conn.execute(sql, [row[c] for c in columns])
+
     return insert, conn.commit, conn.close
 
 
@@ -275,6 +316,7 @@ def _count_statements(db):
     def execute(*args, **kwargs):
         counter[0] += 1
         return original(*args, **kwargs)
+
     adapter.execute = execute
     return counter
 
@@ -293,6 +335,7 @@ def _worker_main(conn, target, server, mode, settings, seconds, profile):
         def timed_claim(*args, **kwargs):
             batches.append((time.perf_counter(), rss_bytes(), time.process_time()))
             return claim(*args, **kwargs)
+
         store.claim = timed_claim
     conn.send("ready")
     conn.recv()
@@ -301,6 +344,7 @@ def _worker_main(conn, target, server, mode, settings, seconds, profile):
     counts = {}
     if profile:
         import cProfile
+
         profiler = cProfile.Profile(time.process_time)  # CPU, not waits
         counts = profiler.runcall(mail.process_outbox)
         profiler.dump_stats(profile)
@@ -312,22 +356,32 @@ def _worker_main(conn, target, server, mode, settings, seconds, profile):
             for key, value in mail.work(seconds, poll=1.0).items():
                 counts[key] = counts.get(key, 0) + value
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    conn.send(dict(counts=counts, cpu=cpu, wall=wall, statements=statements[0],
-                   rss_start=rss0, rss_end=rss_bytes(), batches=batches))
+    conn.send(
+        dict(
+            counts=counts,
+            cpu=cpu,
+            wall=wall,
+            statements=statements[0],
+            rss_start=rss0,
+            rss_end=rss_bytes(),
+            batches=batches,
+        )
+    )
     db.close()
 
 
-class Workers(object):
+class Workers:
     """``n`` worker processes on ``target``: start(), go(), results()."""
 
-    def __init__(self, ctx, n, target, server, mode, settings=None, seconds=None,
-                 profile=None):
+    def __init__(self, ctx, n, target, server, mode, settings=None, seconds=None, profile=None):
         self.conns, self.processes = [], []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child, target, server, mode,
-                                                       settings or {}, seconds, profile),
-                            daemon=True)
+            p = ctx.Process(
+                target=_worker_main,
+                args=(child, target, server, mode, settings or {}, seconds, profile),
+                daemon=True,
+            )
             p.start()
             self.conns.append(parent)
             self.processes.append(p)
@@ -353,7 +407,7 @@ class Workers(object):
 
 
 # -------------------------------------------------------------------- phases
-class Bench(object):
+class Bench:
     def __init__(self, args):
         self.args = args
         self.ctx = multiprocessing.get_context("spawn")
@@ -398,9 +452,11 @@ class Bench(object):
         twice = {m: n for m, n in ids.items() if n > 1}
         extra = [m for m in ids if m not in expected]
         if missing or twice or extra or got["count"] != len(expected):
-            self.problems.append("%s: %d expected, %d received, %d missing, %d twice, "
-                                 "%d unexpected" % (phase, len(expected), got["count"],
-                                                    len(missing), len(twice), len(extra)))
+            self.problems.append(
+                "%s: %d expected, %d received, %d missing, %d twice, "
+                "%d unexpected"
+                % (phase, len(expected), got["count"], len(missing), len(twice), len(extra))
+            )
         self.all_ids.update(expected)
         got["size"] = got["bytes"] / max(1, got["count"])
         got["trips"] = got["round_trips"] / max(1, got["count"])
@@ -416,7 +472,7 @@ class Bench(object):
             msg["From"] = SENDER
             msg["To"] = recipient(i)
             msg["Subject"] = "Benchmark message %d" % i
-            msg["Date"] = format_datetime(datetime.datetime.now(datetime.timezone.utc))
+            msg["Date"] = format_datetime(datetime.datetime.now(datetime.UTC))
             msg["Message-ID"] = make_msgid(domain="bench.localhost")
             out.append((recipient(i), msg))
         return out
@@ -427,8 +483,9 @@ class Bench(object):
         host, port = (server or self.sink.server).split(":")
         wire = MIMEText("").policy.clone(linesep="\r\n")
         if prebuilt:
-            ready = [(to, msg["Message-ID"], msg.as_bytes(policy=wire))
-                     for to, msg in self.messages(n)]
+            ready = [
+                (to, msg["Message-ID"], msg.as_bytes(policy=wire)) for to, msg in self.messages(n)
+            ]
         cpu0, t0 = time.process_time(), time.perf_counter()
         conn = smtplib.SMTP(host, int(port), local_hostname="bench.localhost")
         if not prebuilt:
@@ -440,17 +497,23 @@ class Bench(object):
         conn.quit()
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         sink = self.check(phase, ids)
-        return dict(n=n, wall=wall, rate=n / wall, cpu_per_msg=cpu / n,
-                    ms_per_msg=1000 * wall / n, connections=sink["connections"],
-                    size=sink["size"], trips=sink["trips"])
+        return dict(
+            n=n,
+            wall=wall,
+            rate=n / wall,
+            cpu_per_msg=cpu / n,
+            ms_per_msg=1000 * wall / n,
+            connections=sink["connections"],
+            size=sink["size"],
+            trips=sink["trips"],
+        )
 
     # -------------------------------------------------------------- enqueue
     def fill(self, mail, db, n, chunk=5000):
         """Queue ``n`` messages with send() in transactions of ``chunk``."""
         ids = []
         for i in range(n):
-            if not mail.send(recipient(self.serial), "Benchmark message %d" % i,
-                             self.body):
+            if not mail.send(recipient(self.serial), "Benchmark message %d" % i, self.body):
                 raise RuntimeError("send() refused a message: %s" % mail.error)
             self.serial += 1
             ids.append(mail.result["message_id"])
@@ -470,10 +533,12 @@ class Bench(object):
 
         def send():
             mail.send(recipient(0), "Benchmark message 0", self.body)
+
         sides, close = dict(outbox=(send, db.commit)), None
         if engine == "sqlite":
             insert, commit, close = raw_sqlite(
-                os.path.join(self.folder, "%s.sqlite" % name), t.tablename, wal)
+                os.path.join(self.folder, "%s.sqlite" % name), t.tablename, wal
+            )
             sides["raw"] = (insert, commit)
         timed(sides, min(50, n))  # warm up: imports, statement caches, both files
         out = timed(sides, n)
@@ -485,8 +550,7 @@ class Bench(object):
         return result
 
     # ---------------------------------------------------------------- drain
-    def drain(self, engine, workers, n, name, settings=None, wal=True, server=None,
-              profile=None):
+    def drain(self, engine, workers, n, name, settings=None, wal=True, server=None, profile=None):
         """Queue ``n``, then ``workers`` processes each run process_outbox()
         (sending to ``server``, default the sink)."""
         t = self.target(engine, name, wal)
@@ -495,26 +559,40 @@ class Bench(object):
         ids = self.fill(mail, db, n)
         db.close()
         self.sink.ask("phase")  # start counting from here
-        pool = Workers(self.ctx, workers, t, server or self.sink.server, "drain", settings,
-                       profile=profile)
+        pool = Workers(
+            self.ctx, workers, t, server or self.sink.server, "drain", settings, profile=profile
+        )
         pool.go()
         results = pool.results()
         sent = sum(r["counts"].get("sent", 0) for r in results)
         sink = self.check(name, ids)
         cpu = sum(r["cpu"] for r in results)
-        return dict(n=n, workers=workers, sent=sent, wall=pool.wall, rate=sent / pool.wall,
-                    cpu_per_msg=cpu / max(1, sent), connections=sink["connections"],
-                    size=sink["size"], trips=sink["trips"],
-                    counts=[r["counts"] for r in results])
+        return dict(
+            n=n,
+            workers=workers,
+            sent=sent,
+            wall=pool.wall,
+            rate=sent / pool.wall,
+            cpu_per_msg=cpu / max(1, sent),
+            connections=sink["connections"],
+            size=sink["size"],
+            trips=sink["trips"],
+            counts=[r["counts"] for r in results],
+        )
 
     def drains(self, engine, workers, name, **options):
         """The drain ``repeat`` times (3, as often as a full run measures the
         baseline), and as for the baseline its best rate and lowest CPU a
         message: one drain's CPU moves by a fifth between runs here."""
-        runs = [self.drain(engine, workers, self.args.messages, "%s_%d" % (name, i),
-                           **options) for i in range(self.args.repeat)]
-        return dict(max(runs, key=lambda r: r["rate"]),
-                    cpu_per_msg=min(r["cpu_per_msg"] for r in runs), runs=runs)
+        runs = [
+            self.drain(engine, workers, self.args.messages, "%s_%d" % (name, i), **options)
+            for i in range(self.args.repeat)
+        ]
+        return dict(
+            max(runs, key=lambda r: r["rate"]),
+            cpu_per_msg=min(r["cpu_per_msg"] for r in runs),
+            runs=runs,
+        )
 
     # -------------------------------------------------------------- backlog
     def backlog(self, engine):
@@ -533,20 +611,29 @@ class Bench(object):
         sink = self.check("backlog", ids)
         marks = r["batches"]
         # Time of a batch: from one claim to the next; the last claim finds none.
-        times = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
-        cpus = [b[2] - a[2] for a, b in zip(marks, marks[1:])]
+        times = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)]
+        cpus = [b[2] - a[2] for a, b in zip(marks, marks[1:], strict=False)]
         k = max(1, min(10, len(times) // 4))
         start, end = statistics.mean(times[:k]), statistics.mean(times[-k:])
         cpu_start, cpu_end = statistics.mean(cpus[:k]), statistics.mean(cpus[-k:])
         peak = max([r["rss_end"]] + [m[1] for m in marks])
-        return dict(n=n, fill_s=fill, wall=pool.wall, rate=n / pool.wall,
-                    batches=len(times), batch_start_ms=1000 * start,
-                    batch_end_ms=1000 * end, batch_ratio=end / start,
-                    batch_cpu_start_ms=1000 * cpu_start, batch_cpu_end_ms=1000 * cpu_end,
-                    batch_cpu_ratio=cpu_end / cpu_start,
-                    rss_start_mb=r["rss_start"] / 2 ** 20, rss_peak_mb=peak / 2 ** 20,
-                    rss_growth_mb=(peak - r["rss_start"]) / 2 ** 20,
-                    connections=sink["connections"])
+        return dict(
+            n=n,
+            fill_s=fill,
+            wall=pool.wall,
+            rate=n / pool.wall,
+            batches=len(times),
+            batch_start_ms=1000 * start,
+            batch_end_ms=1000 * end,
+            batch_ratio=end / start,
+            batch_cpu_start_ms=1000 * cpu_start,
+            batch_cpu_end_ms=1000 * cpu_end,
+            batch_cpu_ratio=cpu_end / cpu_start,
+            rss_start_mb=r["rss_start"] / 2**20,
+            rss_peak_mb=peak / 2**20,
+            rss_growth_mb=(peak - r["rss_start"]) / 2**20,
+            connections=sink["connections"],
+        )
 
     # ---------------------------------------------------------------- relay
     def relay(self):
@@ -563,8 +650,9 @@ class Bench(object):
         """A distant relay: latency on the wire (wireproxy.py), prompt replies."""
         proxy = WireProxy(self.ctx, self.sink.server, self.args.rtt)
         try:
-            base = self.smtplib_baseline(self.args.relay, "wire smtplib", prebuilt=True,
-                                         server=proxy.server)
+            base = self.smtplib_baseline(
+                self.args.relay, "wire smtplib", prebuilt=True, server=proxy.server
+            )
             one = self.drain("sqlite", 1, self.args.relay, "wire", server=proxy.server)
         finally:
             proxy.stop()
@@ -598,28 +686,39 @@ class Bench(object):
         time.sleep(self.args.idle)
         pool.stop()
         idle = pool.results()[0]
-        return dict(n=len(queued), p50_s=percentile(waits, 50), p95_s=percentile(waits, 95),
-                    max_s=max(waits) if waits else None,
-                    idle_seconds=idle["wall"], idle_statements=idle["statements"],
-                    idle_per_minute=60.0 * idle["statements"] / idle["wall"],
-                    idle_cpu_per_minute=60.0 * idle["cpu"] / idle["wall"])
+        return dict(
+            n=len(queued),
+            p50_s=percentile(waits, 50),
+            p95_s=percentile(waits, 95),
+            max_s=max(waits) if waits else None,
+            idle_seconds=idle["wall"],
+            idle_statements=idle["statements"],
+            idle_per_minute=60.0 * idle["statements"] / idle["wall"],
+            idle_cpu_per_minute=60.0 * idle["cpu"] / idle["wall"],
+        )
 
     # ------------------------------------------------------------------ run
     def run(self):
         a, raw = self.args, self.raw
         engines = ["sqlite"] + ([] if a.no_postgres else ["postgres"])
-        self.log("baselines: smtplib, one connection, %d messages, built as sent "
-                 "and pre-built" % a.messages)
+        self.log(
+            "baselines: smtplib, one connection, %d messages, built as sent "
+            "and pre-built" % a.messages
+        )
         baselines = [self.smtplib_baseline(a.messages, "baseline 1")]
         prebuilt = [self.smtplib_baseline(a.messages, "pre-built 1", prebuilt=True)]
-        for engine, name, wal in [("sqlite", "sqlite", True), ("sqlite", "dropin", False)] + \
-                [(e, e, True) for e in engines[1:]]:
+        for engine, name, wal in [("sqlite", "sqlite", True), ("sqlite", "dropin", False)] + [
+            (e, e, True) for e in engines[1:]
+        ]:
             self.log("enqueue on %s: %d messages, twice" % (name, a.enqueue))
             raw["enqueue_" + name] = self.enqueue(engine, "enqueue_" + name, wal)
-        self.log("drop-in: a plain DAL on SQLite (default journal), 1 worker, defaults: "
-                 "%d messages" % a.messages)
-        raw["drain_dropin_1"] = self.drains("sqlite", 1, "drain_dropin_1", wal=False,
-                                            profile=a.profile)
+        self.log(
+            "drop-in: a plain DAL on SQLite (default journal), 1 worker, defaults: "
+            "%d messages" % a.messages
+        )
+        raw["drain_dropin_1"] = self.drains(
+            "sqlite", 1, "drain_dropin_1", wal=False, profile=a.profile
+        )
         for engine in engines:
             for n in (1, 2):
                 name = "drain_%s_%d" % (engine, n)
@@ -627,29 +726,37 @@ class Bench(object):
                 raw[name] = self.drains(engine, n, name)
             self.log("baselines again, after the drains on %s" % engine)
             baselines.append(self.smtplib_baseline(a.messages, "baseline after " + engine))
-            prebuilt.append(self.smtplib_baseline(a.messages, "pre-built after " + engine,
-                                                  prebuilt=True))
+            prebuilt.append(
+                self.smtplib_baseline(a.messages, "pre-built after " + engine, prebuilt=True)
+            )
         self.log("backlog on %s: %d messages" % (a.backlog_db, a.backlog))
         raw["backlog"] = self.backlog(a.backlog_db)
         self.log("slow server (%d ms a reply): %d messages" % (a.delay * 1000, a.relay))
         raw["relay_smtplib"], raw["relay_worker"] = self.relay()
-        self.log("distant relay (%d ms round trip on the wire): %d messages"
-                 % (a.rtt * 1000, a.relay))
+        self.log(
+            "distant relay (%d ms round trip on the wire): %d messages" % (a.rtt * 1000, a.relay)
+        )
         raw["wire_smtplib"], raw["wire_worker"] = self.wire()
         self.log("enqueue-to-accepted: %d messages, then %.0f s idle" % (a.latency, a.idle))
         raw["latency"] = self.latency()
         # Strict ratios: the best smtplib figures of the run are the baselines.
         raw["baselines"], raw["prebuilts"] = baselines, prebuilt
-        raw["baseline"] = dict(max(baselines, key=lambda b: b["rate"]),
-                               cpu_per_msg=min(b["cpu_per_msg"] for b in baselines))
-        raw["prebuilt"] = dict(max(prebuilt, key=lambda b: b["rate"]),
-                               cpu_per_msg=min(b["cpu_per_msg"] for b in prebuilt))
+        raw["baseline"] = dict(
+            max(baselines, key=lambda b: b["rate"]),
+            cpu_per_msg=min(b["cpu_per_msg"] for b in baselines),
+        )
+        raw["prebuilt"] = dict(
+            max(prebuilt, key=lambda b: b["rate"]),
+            cpu_per_msg=min(b["cpu_per_msg"] for b in prebuilt),
+        )
         self.log("done")
         seen = self.sink.ask("seen")
         twice = [m for m, n in seen.items() if n > 1]
         if set(seen) != self.all_ids or twice:
-            self.problems.append("whole run: %d queued, %d distinct received, %d twice"
-                                 % (len(self.all_ids), len(seen), len(twice)))
+            self.problems.append(
+                "whole run: %d queued, %d distinct received, %d twice"
+                % (len(self.all_ids), len(seen), len(twice))
+            )
         return raw
 
 
@@ -660,16 +767,27 @@ def figures(raw):
     rows = []
 
     def add(key, label, value, unit, ratio=None, target=None, met=None):
-        rows.append(dict(key=key, label=label, value=value, unit=unit, ratio=ratio,
-                         target=target, met=met))
+        rows.append(
+            dict(key=key, label=label, value=value, unit=unit, ratio=ratio, target=target, met=met)
+        )
 
     add("baseline_rate", "smtplib, 1 connection, pre-built bytes", base["rate"], "msg/s", 1.0)
     add("baseline_cpu", "  CPU per message", 1000 * base["cpu_per_msg"], "ms", 1.0)
     add("baseline_trips", "  round trips per message", base["trips"], "")
-    add("built_rate", "smtplib, 1 connection, built as sent", built["rate"], "msg/s",
-        built["rate"] / base["rate"])
-    add("built_cpu", "  CPU per message", 1000 * built["cpu_per_msg"], "ms",
-        built["cpu_per_msg"] / base["cpu_per_msg"])
+    add(
+        "built_rate",
+        "smtplib, 1 connection, built as sent",
+        built["rate"],
+        "msg/s",
+        built["rate"] / base["rate"],
+    )
+    add(
+        "built_cpu",
+        "  CPU per message",
+        1000 * built["cpu_per_msg"],
+        "ms",
+        built["cpu_per_msg"] / base["cpu_per_msg"],
+    )
     _enqueue_rows(raw, base, add)
     _drain_rows(raw, base, add)
     _backlog_rows(raw, base, add)
@@ -677,15 +795,25 @@ def figures(raw):
     lat = raw["latency"]
     per = base["ms_per_msg"] / 1000
     add("latency_p50", "enqueue-to-accepted p50", lat["p50_s"], "s", lat["p50_s"] / per)
-    add("latency_p95", "enqueue-to-accepted p95", lat["p95_s"], "s", lat["p95_s"] / per,
-        "<= 5 s", lat["p95_s"] <= 5)
+    add(
+        "latency_p95",
+        "enqueue-to-accepted p95",
+        lat["p95_s"],
+        "s",
+        lat["p95_s"] / per,
+        "<= 5 s",
+        lat["p95_s"] <= 5,
+    )
     add("idle_queries", "idle worker: SQL statements", lat["idle_per_minute"], "/min")
     add("idle_cpu", "idle worker: CPU", lat["idle_cpu_per_minute"], "s/min")
     return rows
 
 
-ENQUEUE = [("sqlite", "SQLite WAL"), ("dropin", "SQLite default journal"),
-           ("postgres", "PostgreSQL")]
+ENQUEUE = [
+    ("sqlite", "SQLite WAL"),
+    ("dropin", "SQLite default journal"),
+    ("postgres", "PostgreSQL"),
+]
 
 
 def _enqueue_rows(raw, base, add):
@@ -697,24 +825,51 @@ def _enqueue_rows(raw, base, add):
         floor = e.get("raw")
         if floor:
             ratio = e["commit_each_mean"] / floor["commit_each_mean"]
-            add("enqueue_%s_raw_commit" % name, "sqlite3 INSERT+commit, %s" % label,
-                floor["commit_each_mean"], "ms", 1.0)
-            add("enqueue_%s_commit_mean" % name, "  enqueue, commit each: mean",
-                e["commit_each_mean"], "ms", ratio, "<= 1.1x sqlite3", ratio <= 1.1)
+            add(
+                "enqueue_%s_raw_commit" % name,
+                "sqlite3 INSERT+commit, %s" % label,
+                floor["commit_each_mean"],
+                "ms",
+                1.0,
+            )
+            add(
+                "enqueue_%s_commit_mean" % name,
+                "  enqueue, commit each: mean",
+                e["commit_each_mean"],
+                "ms",
+                ratio,
+                "<= 1.1x sqlite3",
+                ratio <= 1.1,
+            )
         else:
-            add("enqueue_%s_commit_mean" % name, "enqueue %s, commit each: mean" % label,
-                e["commit_each_mean"], "ms", e["commit_each_mean"] / base["ms_per_msg"])
+            add(
+                "enqueue_%s_commit_mean" % name,
+                "enqueue %s, commit each: mean" % label,
+                e["commit_each_mean"],
+                "ms",
+                e["commit_each_mean"] / base["ms_per_msg"],
+            )
         add("enqueue_%s_commit_p95" % name, "  commit each: p95", e["commit_each_p95"], "ms")
         goal = floor and 0.3
-        add("enqueue_%s_tx_mean" % name, "  one transaction: mean", e["one_tx_mean"], "ms",
-            floor and e["one_tx_mean"] / floor["one_tx_mean"], goal and "<= 0.3 ms",
-            goal and e["one_tx_mean"] <= goal)
+        add(
+            "enqueue_%s_tx_mean" % name,
+            "  one transaction: mean",
+            e["one_tx_mean"],
+            "ms",
+            floor and e["one_tx_mean"] / floor["one_tx_mean"],
+            goal and "<= 0.3 ms",
+            goal and e["one_tx_mean"] <= goal,
+        )
         add("enqueue_%s_tx_p95" % name, "  one transaction: p95", e["one_tx_p95"], "ms")
 
 
-DRAINS = [("dropin", 1, "drop-in, SQLite journal", 1.0),
-          ("sqlite", 1, "SQLite WAL", 1.0), ("sqlite", 2, "SQLite WAL", None),
-          ("postgres", 1, "PostgreSQL", 1.0), ("postgres", 2, "PostgreSQL", 1.0)]
+DRAINS = [
+    ("dropin", 1, "drop-in, SQLite journal", 1.0),
+    ("sqlite", 1, "SQLite WAL", 1.0),
+    ("sqlite", 2, "SQLite WAL", None),
+    ("postgres", 1, "PostgreSQL", 1.0),
+    ("postgres", 2, "PostgreSQL", 1.0),
+]
 
 
 def _drain_rows(raw, base, add):
@@ -725,11 +880,25 @@ def _drain_rows(raw, base, add):
             continue
         key = "drain_%s_%d" % (engine, n)
         ratio = d["rate"] / base["rate"]
-        add(key + "_rate", "drain %s, %d worker%s" % (label, n, "s" if n > 1 else ""),
-            d["rate"], "msg/s", ratio, goal and ">= %.1fx" % goal, goal and ratio >= goal)
+        add(
+            key + "_rate",
+            "drain %s, %d worker%s" % (label, n, "s" if n > 1 else ""),
+            d["rate"],
+            "msg/s",
+            ratio,
+            goal and ">= %.1fx" % goal,
+            goal and ratio >= goal,
+        )
         cpu = d["cpu_per_msg"] / base["cpu_per_msg"]
-        add(key + "_cpu", "  CPU per message sent", 1000 * d["cpu_per_msg"], "ms", cpu,
-            "<= 1.5x", cpu <= 1.5)
+        add(
+            key + "_cpu",
+            "  CPU per message sent",
+            1000 * d["cpu_per_msg"],
+            "ms",
+            cpu,
+            "<= 1.5x",
+            cpu <= 1.5,
+        )
         add(key + "_trips", "  round trips per message", d["trips"], "")
         add(key + "_connections", "  SMTP connections used", d["connections"], "")
 
@@ -737,47 +906,105 @@ def _drain_rows(raw, base, add):
 def _backlog_rows(raw, base, add):
     b = raw["backlog"]
     per_batch = base["ms_per_msg"] * 100
-    add("backlog_rate", "backlog %d: drain rate" % b["n"], b["rate"], "msg/s",
-        b["rate"] / base["rate"])
-    add("backlog_batch_start", "  time per batch, start", b["batch_start_ms"], "ms",
-        b["batch_start_ms"] / per_batch)
-    add("backlog_batch_end", "  time per batch, end", b["batch_end_ms"], "ms",
-        b["batch_end_ms"] / per_batch)
-    add("backlog_batch_ratio", "  end / start", b["batch_ratio"], "x", None, "<= 1.2x",
-        b["batch_ratio"] <= 1.2)
-    add("backlog_batch_cpu_start", "  CPU per batch, start", b["batch_cpu_start_ms"], "ms",
-        b["batch_cpu_start_ms"] / (1000 * base["cpu_per_msg"] * 100))
+    add(
+        "backlog_rate",
+        "backlog %d: drain rate" % b["n"],
+        b["rate"],
+        "msg/s",
+        b["rate"] / base["rate"],
+    )
+    add(
+        "backlog_batch_start",
+        "  time per batch, start",
+        b["batch_start_ms"],
+        "ms",
+        b["batch_start_ms"] / per_batch,
+    )
+    add(
+        "backlog_batch_end",
+        "  time per batch, end",
+        b["batch_end_ms"],
+        "ms",
+        b["batch_end_ms"] / per_batch,
+    )
+    add(
+        "backlog_batch_ratio",
+        "  end / start",
+        b["batch_ratio"],
+        "x",
+        None,
+        "<= 1.2x",
+        b["batch_ratio"] <= 1.2,
+    )
+    add(
+        "backlog_batch_cpu_start",
+        "  CPU per batch, start",
+        b["batch_cpu_start_ms"],
+        "ms",
+        b["batch_cpu_start_ms"] / (1000 * base["cpu_per_msg"] * 100),
+    )
     add("backlog_batch_cpu_ratio", "  CPU per batch, end / start", b["batch_cpu_ratio"], "x")
-    add("backlog_rss_growth", "  RSS growth during drain", b["rss_growth_mb"], "MB", None,
-        "< 50 MB", b["rss_growth_mb"] < 50)
+    add(
+        "backlog_rss_growth",
+        "  RSS growth during drain",
+        b["rss_growth_mb"],
+        "MB",
+        None,
+        "< 50 MB",
+        b["rss_growth_mb"] < 50,
+    )
 
 
 def _relay_rows(raw, add):
     """Both relay models, each against smtplib over one connection in it."""
-    for model, label, goal in (("relay", "slow server (20 ms a reply)", 6),
-                               ("wire", "distant relay (20 ms RTT)", 15)):
+    for model, label, goal in (
+        ("relay", "slow server (20 ms a reply)", 6),
+        ("wire", "distant relay (20 ms RTT)", 15),
+    ):
         base, r = raw[model + "_smtplib"], raw[model + "_worker"]
         add(model + "_smtplib_rate", "%s: smtplib" % label, base["rate"], "msg/s", 1.0)
         add(model + "_smtplib_trips", "  round trips per message", base["trips"], "")
         ratio = r["rate"] / base["rate"]
-        add(model + "_worker_rate", "%s: 1 worker" % label, r["rate"], "msg/s",
-            ratio, ">= %dx" % goal, ratio >= goal)
+        add(
+            model + "_worker_rate",
+            "%s: 1 worker" % label,
+            r["rate"],
+            "msg/s",
+            ratio,
+            ">= %dx" % goal,
+            ratio >= goal,
+        )
         add(model + "_worker_trips", "  round trips per message", r["trips"], "")
-        add(model + "_worker_connections", "  SMTP connections used", r["connections"], "",
-            None, "<= 8", r["connections"] <= 8)
+        add(
+            model + "_worker_connections",
+            "  SMTP connections used",
+            r["connections"],
+            "",
+            None,
+            "<= 8",
+            r["connections"] <= 8,
+        )
 
 
 def table(rows):
-    lines = ["%-44s %10s %-6s %8s  %-18s %s" % ("figure", "value", "unit", "ratio",
-                                                 "target", "met")]
+    lines = [
+        "%-44s %10s %-6s %8s  %-18s %s" % ("figure", "value", "unit", "ratio", "target", "met")
+    ]
     for r in rows:
         value = r["value"]
-        text = "%d" % value if isinstance(value, int) else "%.3g" % value \
-            if abs(value) < 100 else "%.0f" % value
+        text = (
+            "%d" % value
+            if isinstance(value, int)
+            else "%.3g" % value
+            if abs(value) < 100
+            else "%.0f" % value
+        )
         ratio = "" if r["ratio"] is None else "%.2fx" % r["ratio"]
         met = "" if r["met"] is None else ("met" if r["met"] else "NOT MET")
-        lines.append("%-44s %10s %-6s %8s  %-18s %s" % (
-            r["label"], text, r["unit"], ratio, r["target"] or "", met))
+        lines.append(
+            "%-44s %10s %-6s %8s  %-18s %s"
+            % (r["label"], text, r["unit"], ratio, r["target"] or "", met)
+        )
     return "\n".join(lines)
 
 
@@ -803,19 +1030,28 @@ NOTES = """Notes:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes for the smoke test (under a minute)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes for the smoke test (under a minute)"
+    )
     parser.add_argument("--messages", type=int, help="messages for baseline and drains")
     parser.add_argument("--enqueue", type=int, help="messages timed for enqueue")
     parser.add_argument("--backlog", type=int, help="messages in the backlog (100000)")
     parser.add_argument("--backlog-db", default="sqlite", choices=("sqlite", "postgres"))
     parser.add_argument("--relay", type=int, help="messages for the remote relay")
-    parser.add_argument("--delay", type=float, default=0.02,
-                        help="seconds the slow server waits before each reply")
-    parser.add_argument("--rtt", type=float, default=0.02,
-                        help="seconds of round trip on the wire to the distant relay")
-    parser.add_argument("--profile", help="write cProfile stats of the drop-in "
-                        "drain's worker here (then: python -m pstats PATH)")
+    parser.add_argument(
+        "--delay", type=float, default=0.02, help="seconds the slow server waits before each reply"
+    )
+    parser.add_argument(
+        "--rtt",
+        type=float,
+        default=0.02,
+        help="seconds of round trip on the wire to the distant relay",
+    )
+    parser.add_argument(
+        "--profile",
+        help="write cProfile stats of the drop-in "
+        "drain's worker here (then: python -m pstats PATH)",
+    )
     parser.add_argument("--latency", type=int, help="messages for enqueue-to-accepted")
     parser.add_argument("--latency-gap", type=float, help="seconds between them")
     parser.add_argument("--idle", type=float, help="seconds to watch an idle worker")
@@ -823,8 +1059,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=1500, help="body bytes per message")
     parser.add_argument("--postgres", default=POSTGRES, help="PostgreSQL URI")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    parser.add_argument("--json", help="write the results here (default "
-                        "bench/results/<timestamp>.json)")
+    parser.add_argument(
+        "--json", help="write the results here (default bench/results/<timestamp>.json)"
+    )
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -841,18 +1078,36 @@ def main(argv=None):
     rows = figures(raw)
     cores = os.cpu_count() or 1
     print(table(rows))
-    print(NOTES % (len(raw["prebuilts"]), cores, cores, raw["prebuilt"]["size"],
-                   raw["drain_sqlite_1"]["size"],
-                   " ".join("%.1f" % load for _, load in bench.load)))
+    print(
+        NOTES
+        % (
+            len(raw["prebuilts"]),
+            cores,
+            cores,
+            raw["prebuilt"]["size"],
+            raw["drain_sqlite_1"]["size"],
+            " ".join("%.1f" % load for _, load in bench.load),
+        )
+    )
     for problem in bench.problems:
         print("PROBLEM: " + problem)
-    path = args.json or os.path.join(HERE, "results", started.strftime(
-        "%Y%m%dT%H%M%SZ.json"))
+    path = args.json or os.path.join(HERE, "results", started.strftime("%Y%m%dT%H%M%SZ.json"))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(dict(started=started.isoformat(), cores=cores,
-                       args=vars(args), figures=rows, raw=raw, load=bench.load,
-                       problems=bench.problems), f, indent=1, default=str)
+        json.dump(
+            dict(
+                started=started.isoformat(),
+                cores=cores,
+                args=vars(args),
+                figures=rows,
+                raw=raw,
+                load=bench.load,
+                problems=bench.problems,
+            ),
+            f,
+            indent=1,
+            default=str,
+        )
     print("results: %s" % path)
     return 1 if bench.problems else 0
 

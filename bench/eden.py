@@ -49,13 +49,12 @@ DOMAIN = "volunteers.bench"
 SHELL = os.path.join(ROOT, "tests", "eden_shell.py")
 
 
-class Counter(object):
+class Counter:
     """The relay's side: per member, the mails with the phase's subject."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.sink = Sink(keep=False, on_message=self.on_message,
-                         extensions=["PIPELINING"])
+        self.sink = Sink(keep=False, on_message=self.on_message, extensions=["PIPELINING"])
         self.reset("")
 
     def reset(self, subject):
@@ -92,7 +91,7 @@ def peak_rss(pids):
     return total
 
 
-class Bench(object):
+class Bench:
     """The sink and the relay of the whole run; a runtime and two phases a
     database."""
 
@@ -114,21 +113,35 @@ class Bench(object):
     # ------------------------------------------------------------ runtime
     def build(self, folder, db_uri):
         self.log("building Eden (%s) in %s" % (db_uri or "SQLite", folder))
-        app = EdenApp(folder, db_uri=db_uri,
-                      mail=dict(server=self.relay.server, sender=SENDER)).build()
+        app = EdenApp(
+            folder, db_uri=db_uri, mail=dict(server=self.relay.server, sender=SENDER)
+        ).build()
         self.log("creating %d volunteers" % self.args.n)
-        app.group = value(app.shell("volunteers", "Bench volunteers", self.args.n,
-                                    DOMAIN), "pe_id")
-        app.warm = value(app.shell("volunteers", "Bench warm-up", 1, "warm.bench"),
-                         "pe_id")
+        app.group = value(
+            app.shell("volunteers", "Bench volunteers", self.args.n, DOMAIN), "pe_id"
+        )
+        app.warm = value(app.shell("volunteers", "Bench warm-up", 1, "warm.bench"), "pe_id")
         return app
 
     def shell(self, app, *args):
         """An Eden shell running in the background (a Popen)."""
         return subprocess.Popen(
-            [sys.executable, os.path.join(app.folder, "web2py.py"), "--no_banner",
-             "-S", "eden", "-M", "-R", SHELL, "-A"] + [str(a) for a in args],
-            cwd=app.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                os.path.join(app.folder, "web2py.py"),
+                "--no_banner",
+                "-S",
+                "eden",
+                "-M",
+                "-R",
+                SHELL,
+                "-A",
+            ]
+            + [str(a) for a in args],
+            cwd=app.folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     # -------------------------------------------------------------- phase
     def phase(self, app, name, db_name):
@@ -140,8 +153,9 @@ class Bench(object):
         else:
             app.start_worker(group=None)
         self.warm_up(app, name)
-        runners = [self.shell(app, "process_outbox_loop", 100000, 0.2)
-                   for _ in range(args.runners)]
+        runners = [
+            self.shell(app, "process_outbox_loop", 100000, 0.2) for _ in range(args.runners)
+        ]
         time.sleep(args.runner_start)  # Eden's models load in each runner
         subject = "Alert %s %s" % (name, uuid.uuid4().hex[:8])
         self.counter.reset(subject)
@@ -187,8 +201,9 @@ class Bench(object):
         while not self.counter.members() and time.time() < deadline:
             time.sleep(0.2)
         if not self.counter.members():
-            raise RuntimeError("%s: the warm-up mail did not arrive:\n%s"
-                               % (name, app.log("worker")[-3000:]))
+            raise RuntimeError(
+                "%s: the warm-up mail did not arrive:\n%s" % (name, app.log("worker")[-3000:])
+            )
 
     def wait(self, returned):
         """Until every member has a mail, or --timeout; the time then."""
@@ -201,18 +216,28 @@ class Bench(object):
         c = self.counter
         with c.lock:
             times, first, connections = list(c.times), dict(c.first), c.sink.connections
-        queued = app.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=?",
-                           (subject,))[0][0] if name == "outbox" else None
+        queued = (
+            app.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=?", (subject,))[0][0]
+            if name == "outbox"
+            else None
+        )
         return dict(
-            phase=name, db=db_name, n=self.args.n, runners=self.args.runners,
+            phase=name,
+            db=db_name,
+            n=self.args.n,
+            runners=self.args.runners,
             rtt=self.args.rtt,
             first=round(min(times) - returned, 2) if times else None,
-            last=round(max(first.values()) - returned, 2)
-            if len(first) == self.args.n else None,
-            waited=round(done - returned, 1), received=len(times),
-            members=len(first), duplicates=len(times) - len(first),
-            missing=self.args.n - len(first), queued=queued, connections=connections,
-            peak_rss_mb=round(peak / 2 ** 20))
+            last=round(max(first.values()) - returned, 2) if len(first) == self.args.n else None,
+            waited=round(done - returned, 1),
+            received=len(times),
+            members=len(first),
+            duplicates=len(times) - len(first),
+            missing=self.args.n - len(first),
+            queued=queued,
+            connections=connections,
+            peak_rss_mb=round(peak / 2**20),
+        )
 
     # ---------------------------------------------------------------- run
     def run_db(self, db_name, db_uri, folder):
@@ -234,18 +259,33 @@ def value(output, key):
 
 
 def table(rows):
-    head = ("| | Eden DB | N | first mail | last mail | received | duplicates | "
-            "missing | SMTP connections | peak RSS |\n|---|---|---|---|---|---|---|---|"
-            "---|---|")
+    head = (
+        "| | Eden DB | N | first mail | last mail | received | duplicates | "
+        "missing | SMTP connections | peak RSS |\n|---|---|---|---|---|---|---|---|"
+        "---|---|"
+    )
     lines = [head]
     for r in rows:
-        last = "%.1f s" % r["last"] if r["last"] is not None else \
-            "not all within %.0f s" % r["waited"]
-        lines.append("| %s | %s | %d | %s | %s | %d | %d | %d | %d | %d MB |" % (
-            "with the outbox" if r["phase"] == "outbox" else "stock Eden", r["db"],
-            r["n"], "%.2f s" % r["first"] if r["first"] is not None else "-", last,
-            r["received"], r["duplicates"], r["missing"], r["connections"],
-            r["peak_rss_mb"]))
+        last = (
+            "%.1f s" % r["last"]
+            if r["last"] is not None
+            else "not all within %.0f s" % r["waited"]
+        )
+        lines.append(
+            "| %s | %s | %d | %s | %s | %d | %d | %d | %d | %d MB |"
+            % (
+                "with the outbox" if r["phase"] == "outbox" else "stock Eden",
+                r["db"],
+                r["n"],
+                "%.2f s" % r["first"] if r["first"] is not None else "-",
+                last,
+                r["received"],
+                r["duplicates"],
+                r["missing"],
+                r["connections"],
+                r["peak_rss_mb"],
+            )
+        )
     return "\n".join(lines)
 
 
@@ -253,25 +293,36 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="volunteers (2000)")
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
-    parser.add_argument("--runners", type=int, default=2,
-                        help="processes running process_outbox every 0.2 s (2)")
-    parser.add_argument("--rtt", type=float, default=0.02,
-                        help="round trip to the relay, seconds (0.02)")
-    parser.add_argument("--timeout", type=float, default=900,
-                        help="seconds to wait for every member's mail (900)")
-    parser.add_argument("--settle", type=float, default=8,
-                        help="seconds to keep counting after that (8)")
-    parser.add_argument("--runner-start", type=float, default=8,
-                        help="seconds the runners get to load Eden's models (8)")
+    parser.add_argument(
+        "--runners", type=int, default=2, help="processes running process_outbox every 0.2 s (2)"
+    )
+    parser.add_argument(
+        "--rtt", type=float, default=0.02, help="round trip to the relay, seconds (0.02)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds to wait for every member's mail (900)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=8, help="seconds to keep counting after that (8)"
+    )
+    parser.add_argument(
+        "--runner-start",
+        type=float,
+        default=8,
+        help="seconds the runners get to load Eden's models (8)",
+    )
     parser.add_argument("--no-stock", action="store_true", help="the outbox only")
     parser.add_argument("--folder", help="where to build (default: a new temp folder)")
-    parser.add_argument("--json", help="write the results here (default "
-                        "bench/results/eden-<UTC time>.json)")
+    parser.add_argument(
+        "--json", help="write the results here (default bench/results/eden-<UTC time>.json)"
+    )
     args = parser.parse_args(argv)
     if tarball() is None:
         parser.error("no Eden snapshot in ../shared/eden-asp/")
     import tempfile
+
     from conftest import fresh_postgres
+
     folder = args.folder or tempfile.mkdtemp(prefix="eden-bench-")
     bench = Bench(args, multiprocessing.get_context("spawn"))
     try:
@@ -283,13 +334,15 @@ def main(argv=None):
     finally:
         bench.close()
     print(table(bench.results))
-    path = args.json or os.path.join(HERE, "results", "eden-%s.json" % (
-        datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")))
+    path = args.json or os.path.join(
+        HERE, "results", "eden-%s.json" % (datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ"))
+    )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(dict(args=vars(args), results=bench.results), f, indent=1)
-    bad = [r for r in bench.results if r["phase"] == "outbox" and
-           (r["duplicates"] or r["missing"])]
+    bad = [
+        r for r in bench.results if r["phase"] == "outbox" and (r["duplicates"] or r["missing"])
+    ]
     return 1 if bad else 0
 
 

@@ -40,8 +40,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="enqueue-floor-") as folder:
         out = _measure(folder, args)
     floor = out["sqlite3"]["commit_each_mean"]
-    print("journal %s, %d messages in turns, ms per insert with a commit each:"
-          % (args.journal, args.messages))
+    print(
+        "journal %s, %d messages in turns, ms per insert with a commit each:"
+        % (args.journal, args.messages)
+    )
     for name, figures in out.items():
         each = figures["commit_each_mean"]
         print("  %-8s %.3f ms  %.2fx" % (name, each, each / floor))
@@ -57,12 +59,15 @@ def _measure(folder, args):
 
     def send():
         mail.send(TO, SUBJECT, body)
+
     send()
     db.commit()
-    insert, commit, close = bench.raw_sqlite(os.path.join(folder, "floor.sqlite"),
-                                             "msg_outbox", wal)
-    sides = dict(send=(send, db.commit), least=(_least(mail, body), db.commit),
-                 sqlite3=(insert, commit))
+    insert, commit, close = bench.raw_sqlite(
+        os.path.join(folder, "floor.sqlite"), "msg_outbox", wal
+    )
+    sides = dict(
+        send=(send, db.commit), least=(_least(mail, body), db.commit), sqlite3=(insert, commit)
+    )
     bench.timed(sides, 50)  # warm up
     out = bench.timed(sides, args.messages)
     close()
@@ -72,21 +77,56 @@ def _measure(folder, args):
 
 def _least(mail, body):
     """An insert of send()'s row with only what any send() must compute."""
-    from s3outbox.store import _ENQUEUED
-    sql = "INSERT INTO msg_outbox (%s) VALUES (%s)" % (", ".join(_ENQUEUED),
-                                                     ", ".join("?" * len(_ENQUEUED)))
+    from s3outbox.delivery.store import _ENQUEUED
+
+    sql = "INSERT INTO msg_outbox (%s) VALUES (%s)" % (
+        ", ".join(_ENQUEUED),
+        ", ".join("?" * len(_ENQUEUED)),
+    )
     cursor = mail.db._adapter.cursor
     size = len(body.encode("utf-8"))
 
     def insert():
         now = datetime.datetime.utcnow().replace(microsecond=0)
         message_id = "<%d.%s@bench.localhost>" % (time.time() * 100, secrets.token_hex(10))
-        text = json.dumps({"to": [TO], "cc": [], "bcc": [], "reply_to": [],
-                           "sender": None, "from_address": None, "subject": SUBJECT,
-                           "text": body, "html": None, "headers": {}, "raw": False},
-                          ensure_ascii=False, separators=(",", ":"))
-        cursor.execute(sql, (message_id, None, TO, "EMAIL", "queued", 5, 0, now, None,
-                             now, None, SUBJECT, text, 0, size))
+        text = json.dumps(
+            {
+                "to": [TO],
+                "cc": [],
+                "bcc": [],
+                "reply_to": [],
+                "sender": None,
+                "from_address": None,
+                "subject": SUBJECT,
+                "text": body,
+                "html": None,
+                "headers": {},
+                "raw": False,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        cursor.execute(
+            sql,
+            (
+                message_id,
+                None,
+                TO,
+                "EMAIL",
+                "queued",
+                5,
+                0,
+                now,
+                None,
+                now,
+                None,
+                SUBJECT,
+                text,
+                0,
+                size,
+            ),
+        )
+
     return insert
 
 

@@ -1,5 +1,4 @@
 #!/usr/bin/env python3
-# -*- coding: utf-8 -*-
 """Mail at random moments, and the wait of an ordinary Eden task, with real
 workers (issue 18).
 
@@ -42,15 +41,17 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for _path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"),
-              os.path.join(ROOT, "tests")):
+for _path in (
+    os.path.join(ROOT, "modules"),
+    os.path.join(ROOT, "scripts"),
+    os.path.join(ROOT, "tests"),
+):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from pydal import DAL  # noqa: E402
-
 from edenapp import EdenApp, tarball  # noqa: E402
 from helpers import wait_for  # noqa: E402
+from pydal import DAL  # noqa: E402
 from smtpsink import Sink, SinkController  # noqa: E402
 from webapp import WebApp  # noqa: E402
 
@@ -79,9 +80,9 @@ def moments(count, seconds, rnd):
 def open_outbox(uri, folder, tablename):
     """A MailS3 on a site's database (its tables exist), as send() runs there."""
     from s3outbox import MailS3
+
     db = DAL(uri, folder=folder, migrate=False, fake_migrate=True)
     return MailS3(db, tablename=tablename, migrate=False)
-
 
 
 def mail_latency(mail, sink, tag, offset, started):
@@ -102,8 +103,9 @@ def task_wait(where, offset, started, results):
     db = DAL("sqlite://storage.db", folder=where, migrate=False, fake_migrate=True)
     scheduler = define_scheduler(db)
     time.sleep(max(0.0, started + offset - time.time()))
-    queued = scheduler.queue_task("msg_process_outbox", ["EMAIL"], timeout=300,
-                                  application_name="eden/default")
+    queued = scheduler.queue_task(
+        "msg_process_outbox", ["EMAIL"], timeout=300, application_name="eden/default"
+    )
     db.commit()
     at = time.time()
     st = db.scheduler_task
@@ -112,6 +114,7 @@ def task_wait(where, offset, started, results):
         db.commit()
         row = db(st.id == queued.id).select(st.status).first()
         return row.status not in ("QUEUED", "ASSIGNED")
+
     results.append(wait_for(started_running, 300, step=0.02) and time.time() - at)
     db.close()
 
@@ -159,13 +162,13 @@ def run_moments(mail, sink, tag, args, rnd, where=None):
 def define_scheduler(db):
     """web2py's Scheduler on Eden's tables, knowing the task Eden queues."""
     from gluon.scheduler import Scheduler
+
     return Scheduler(db, tasks=dict(msg_process_outbox=None), migrate=False)
 
 
 def bench_app(args, rnd, sink, folder):
     with WebApp(os.path.join(folder, "app"), smtp=sink.server) as app:
-        mail = open_outbox(app.db_uri, os.path.join(app.app, "databases"),
-                           "msg_outbox")
+        mail = open_outbox(app.db_uri, os.path.join(app.app, "databases"), "msg_outbox")
         mail.db.executesql("PRAGMA busy_timeout = 30000")
         latencies, _ = run_moments(mail, sink, "app", args, rnd)
         cpu = idle_cost(app.procs["worker"].pid)
@@ -175,8 +178,9 @@ def bench_app(args, rnd, sink, folder):
 
 def bench_eden(args, rnd, sink, folder, install):
     mail_conf = dict(server=sink.server, sender=SENDER)
-    eden = EdenApp(os.path.join(folder, "eden" if install else "stock"),
-                   install=install, mail=mail_conf).build()
+    eden = EdenApp(
+        os.path.join(folder, "eden" if install else "stock"), install=install, mail=mail_conf
+    ).build()
     eden.want_worker = install
     eden.start()  # with the outbox: -K eden:s3outbox and -K eden
     try:
@@ -206,8 +210,12 @@ def summary(values):
         return "-"
     missing = len(values) - len(got)
     return "n %d, mean %.2f s, median %.2f s, worst %.2f s%s" % (
-        len(got), statistics.mean(got), statistics.median(got), max(got),
-        ", %d never" % missing if missing else "")
+        len(got),
+        statistics.mean(got),
+        statistics.median(got),
+        max(got),
+        ", %d never" % missing if missing else "",
+    )
 
 
 def main(argv=None):
@@ -217,8 +225,12 @@ def main(argv=None):
     p.add_argument("--moments", type=int, default=20)
     p.add_argument("--tasks", type=int, default=10)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--warmup", type=float, default=60,
-                   help="seconds between starting Eden's workers and the first moment")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=60,
+        help="seconds between starting Eden's workers and the first moment",
+    )
     args = p.parse_args(argv)
     parts = args.only or ["app", "eden", "stock"]
     if tarball() is None:
@@ -226,8 +238,10 @@ def main(argv=None):
     rnd = random.Random(args.seed)
     results = dict(when=datetime.datetime.utcnow().isoformat(), args=vars(args))
     handler = Arrivals()
-    with SinkController(handler) as controller, \
-            tempfile.TemporaryDirectory(prefix="latency-") as folder:
+    with (
+        SinkController(handler) as controller,
+        tempfile.TemporaryDirectory(prefix="latency-") as folder,
+    ):
         handler.server = controller.server_address
         for part in parts:
             if part == "app":
@@ -235,18 +249,26 @@ def main(argv=None):
             else:
                 results[part] = bench_eden(args, rnd, handler, folder, part == "eden")
             print("%s: %s" % (part, json.dumps(results[part])), flush=True)
-    print("\n| | mail queued to relay (%d random moments over %g min) | Eden task "
-          "queue to start | delivery process CPU, idle minute |" % (
-              args.moments, args.minutes))
+    print(
+        "\n| | mail queued to relay (%d random moments over %g min) | Eden task "
+        "queue to start | delivery process CPU, idle minute |" % (args.moments, args.minutes)
+    )
     print("|---|---|---|---|")
     for part in parts:
         r = results[part]
         cpu = r.get("idle_cpu_per_minute")
-        print("| %s | %s | %s | %s |" % (
-            part, summary(r.get("latencies") or []), summary(r.get("task_waits") or []),
-            "%.2f s" % cpu if cpu is not None else "-"))
-    out = os.path.join(HERE, "results", "latency-%s.json" % datetime.datetime.utcnow(
-    ).strftime("%Y%m%dT%H%M%S"))
+        print(
+            "| %s | %s | %s | %s |"
+            % (
+                part,
+                summary(r.get("latencies") or []),
+                summary(r.get("task_waits") or []),
+                "%.2f s" % cpu if cpu is not None else "-",
+            )
+        )
+    out = os.path.join(
+        HERE, "results", "latency-%s.json" % datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%S")
+    )
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)

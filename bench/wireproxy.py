@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A TCP proxy that puts latency on the wire: each chunk read from one side is
 written to the other half a round trip later, in each direction, in order.
 
@@ -53,8 +52,9 @@ async def _serve(target, half, ready):
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(_pump(client_reader, server_writer, half),
-                             _pump(server_reader, client_writer, half))
+        await asyncio.gather(
+            _pump(client_reader, server_writer, half), _pump(server_reader, client_writer, half)
+        )
 
     server = await asyncio.start_server(connected, "127.0.0.1", 0)
     ready.send("127.0.0.1:%d" % server.sockets[0].getsockname()[1])
@@ -69,7 +69,7 @@ def main(conn, target, rtt):
     asyncio.run(_serve((host, int(port)), rtt / 2.0, conn))
 
 
-class WireProxy(object):
+class WireProxy:
     """``WireProxy(ctx, "127.0.0.1:8025", 0.02).server``; ``stop()`` ends it."""
 
     def __init__(self, ctx, target, rtt):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Home page, web2py's standard Auth pages (register, login, reset...) and
 the page where approvers approve registrations."""
 

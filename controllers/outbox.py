@@ -1,28 +1,36 @@
-# -*- coding: utf-8 -*-
 """The outbox dashboard, for members of the ``admin`` group only.
 
 Pages (GET): index (counts, hold banner, settings check, chart), messages
 (the list), message/<id> (one message and its attempts), bounces (the
 failures that delivery reports stated, filtered by address and kind). Actions (POST with
 the session's form key, then back with a flash saying what happened): retry,
-cancel, purge, test, pause, resume. The logic lives in modules/s3outbox/admin.py, shared
+cancel, purge, test, pause, resume. The logic lives in modules/s3outbox/admin/dashboard.py, shared
 with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
 """
 
 import hmac
 import secrets
 
-from s3outbox import bounces as outbox_bounces
-from s3outbox.admin import (MAX_DAYS, RETRYABLE, BadParameter, OutboxAdmin,
-                            chart_svg, format_age, local_next, one_text,
-                            whole_number)
-from s3outbox.requestcheck import refuse
-from s3outbox.store import STATUSES
+from s3outbox.accounts.requestcheck import refuse
+from s3outbox.admin.dashboard import (
+    MAX_DAYS,
+    RETRYABLE,
+    BadParameter,
+    OutboxAdmin,
+    chart_svg,
+    format_age,
+    local_next,
+    one_text,
+    whole_number,
+)
+from s3outbox.bounces import reader as outbox_bounces
+from s3outbox.delivery.store import STATUSES
 
 PAGE_SIZES = (50, 100, 200)
-CHART_RANGES = {"day": (24, 3600, "Delivery attempts per hour, last 24 hours (UTC)"),
-                "week": (168, 6 * 3600,
-                         "Delivery attempts per 6 hours, last 7 days (UTC)")}
+CHART_RANGES = {
+    "day": (24, 3600, "Delivery attempts per hour, last 24 hours (UTC)"),
+    "week": (168, 6 * 3600, "Delivery attempts per 6 hours, last 7 days (UTC)"),
+}
 
 
 def _formkey():
@@ -35,13 +43,14 @@ def _formkey():
 def _posted():
     """Refuse anything but a POST that carries this session's form key."""
     if request.env.request_method != "POST":
-        raise HTTP(405, "This action needs a POST from the dashboard's forms.",
-                   Allow="POST")
+        raise HTTP(405, "This action needs a POST from the dashboard's forms.", Allow="POST")
     sent = request.post_vars._formkey
-    if not (isinstance(sent, str) and session.outbox_formkey and
-            hmac.compare_digest(sent, session.outbox_formkey)):
-        raise HTTP(403, "The form key is missing or out of date: reload the page "
-                        "and try again.")
+    if not (
+        isinstance(sent, str)
+        and session.outbox_formkey
+        and hmac.compare_digest(sent, session.outbox_formkey)
+    ):
+        raise HTTP(403, "The form key is missing or out of date: reload the page and try again.")
 
 
 def _back(text):
@@ -71,8 +80,10 @@ def _choice(vars, name, choices):
     """A parameter that must be one of ``choices`` (None when absent)."""
     value = _checked(one_text, vars, name)
     if value is not None and value not in choices:
-        refuse(400, "Bad parameter: %s must be one of %s." % (name, ", ".join(
-            str(c) for c in choices)))
+        refuse(
+            400,
+            "Bad parameter: %s must be one of %s." % (name, ", ".join(str(c) for c in choices)),
+        )
     return value
 
 
@@ -103,9 +114,15 @@ def index():
     admin = _admin()
     overview = admin.overview()
     chart = chart_svg(admin.activity(hours, bucket), title=title)
-    return dict(o=overview, chart=XML(chart), chart_view=view, formkey=_formkey(),
-                statuses=STATUSES, age=format_age,
-                checked=("[smtp]", "private/appconfig.ini"))
+    return dict(
+        o=overview,
+        chart=XML(chart),
+        chart_view=view,
+        formkey=_formkey(),
+        statuses=STATUSES,
+        age=format_age,
+        checked=("[smtp]", "private/appconfig.ini"),
+    )
 
 
 @auth.requires_membership("admin")
@@ -117,14 +134,28 @@ def messages():
     before = _number(v, "before")
     after = _number(v, "after") if before is None else None
     admin = _admin()
-    page = admin.page(status=status, address=address, before=before, after=after,
-                      size=size)
-    filters = dict((k, val) for k, val in (("status", status), ("address", address),
-                                           ("size", size if size != 50 else None))
-                   if val)
-    return dict(page=page, status=status, address=address or "", filters=filters,
-                counts=admin.counts(), formkey=_formkey(), statuses=STATUSES,
-                retryable=RETRYABLE, sizes=PAGE_SIZES, size=size)
+    page = admin.page(status=status, address=address, before=before, after=after, size=size)
+    filters = dict(
+        (k, val)
+        for k, val in (
+            ("status", status),
+            ("address", address),
+            ("size", size if size != 50 else None),
+        )
+        if val
+    )
+    return dict(
+        page=page,
+        status=status,
+        address=address or "",
+        filters=filters,
+        counts=admin.counts(),
+        formkey=_formkey(),
+        statuses=STATUSES,
+        retryable=RETRYABLE,
+        sizes=PAGE_SIZES,
+        size=size,
+    )
 
 
 @auth.requires_membership("admin")
@@ -132,8 +163,7 @@ def message():
     if len(request.args) > 1:
         refuse(400, "Bad parameter: a message has one number (/message/N).")
     number = request.args(0)
-    found = _admin().message(_checked(whole_number, {"id": number}, "id", 1)) \
-        if number else None
+    found = _admin().message(_checked(whole_number, {"id": number}, "id", 1)) if number else None
     if found is None:
         raise HTTP(404, "No such message in the outbox.")
     return dict(m=found, formkey=_formkey())
@@ -147,9 +177,16 @@ def bounces():
     before = _number(v, "before")
     rows, older = outbox_bounces.page(mail, address=address, kind=kind, before=before)
     filters = dict((k, val) for k, val in (("address", address), ("kind", kind)) if val)
-    return dict(rows=rows, older=older, address=address or "", kind=kind,
-                filters=filters, kinds=outbox_bounces.KINDS, persons=None,
-                bounced=outbox_bounces.count(mail))
+    return dict(
+        rows=rows,
+        older=older,
+        address=address or "",
+        kind=kind,
+        filters=filters,
+        kinds=outbox_bounces.KINDS,
+        persons=None,
+        bounced=outbox_bounces.count(mail),
+    )
 
 
 # ----------------------------------------------------------------- actions
@@ -174,16 +211,22 @@ def retry():
 def pause():
     _posted()
     done = _admin().pause(who=_who())
-    _back("Delivery paused: mail is queued but not sent until you resume it."
-          if done else "Delivery was paused already.")
+    _back(
+        "Delivery paused: mail is queued but not sent until you resume it."
+        if done
+        else "Delivery was paused already."
+    )
 
 
 @auth.requires_membership("admin")
 def resume():
     _posted()
     done = _admin().resume(who=_who())
-    _back("Delivery resumed: waiting mail goes out within seconds."
-          if done else "Delivery was not paused.")
+    _back(
+        "Delivery resumed: waiting mail goes out within seconds."
+        if done
+        else "Delivery was not paused."
+    )
 
 
 @auth.requires_membership("admin")
@@ -195,8 +238,10 @@ def cancel():
     n = _admin().cancel(ids=ids, who=_who())
     text = "%s cancelled." % _plural(n, "message")
     if len(set(ids)) > n:
-        text += " %d skipped: mail that is being sent, was sent or was already " \
-                "cancelled cannot be cancelled." % (len(set(ids)) - n)
+        text += (
+            " %d skipped: mail that is being sent, was sent or was already "
+            "cancelled cannot be cancelled." % (len(set(ids)) - n)
+        )
     _back(text)
 
 
@@ -208,9 +253,15 @@ def purge():
         _back("Purge: give the age in whole days (0 or more).")
     days = _checked(whole_number, request.post_vars, "days", 0, MAX_DAYS)
     messages, attempts, files = _admin().purge(days, who=_who())
-    _back("Purged %s sent more than %s ago, with %s and %s." % (
-        _plural(messages, "message"), _plural(days, "day"),
-        _plural(attempts, "attempt record"), _plural(files, "attachment")))
+    _back(
+        "Purged %s sent more than %s ago, with %s and %s."
+        % (
+            _plural(messages, "message"),
+            _plural(days, "day"),
+            _plural(attempts, "attempt record"),
+            _plural(files, "attachment"),
+        )
+    )
 
 
 @auth.requires_membership("admin")

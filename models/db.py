@@ -1,14 +1,13 @@
-# -*- coding: utf-8 -*-
 """Database, Auth and the outbox mailer. Settings: private/appconfig.ini."""
 
 from gluon import current
 from gluon.contrib.appconfig import AppConfig
 
 from s3outbox import PRIORITY_HIGH, MailS3
-from s3outbox.authglue import OutboxAuth, as_list
-from s3outbox.database import AdoptingMigrator, shared_uri
-from s3outbox.requestcheck import FRAME_HEADERS, check_body, check_request
-from s3outbox.settings import apply_config
+from s3outbox.accounts.auth import OutboxAuth, as_list
+from s3outbox.accounts.requestcheck import FRAME_HEADERS, check_body, check_request
+from s3outbox.delivery.database import AdoptingMigrator, shared_uri
+from s3outbox.delivery.settings import apply_config
 
 configuration = AppConfig(reload=True)
 
@@ -22,11 +21,14 @@ check_request(request, multi=("ids",))
 
 # Tables another host created are adopted, not created again; the URI and
 # decode_credentials are as the scheduler's own connection opens them (see
-# s3outbox/database.py).
+# s3outbox/delivery/database.py).
 DB_URI = shared_uri(configuration.get("db.uri") or "sqlite://storage.sqlite")
-DB_ARGS = dict(migrate_enabled=configuration.get("db.migrate") is not False,
-               check_reserved=["all"], decode_credentials=True,
-               adapter_args=dict(migrator=AdoptingMigrator))
+DB_ARGS = dict(
+    migrate_enabled=configuration.get("db.migrate") is not False,
+    check_reserved=["all"],
+    decode_credentials=True,
+    adapter_args=dict(migrator=AdoptingMigrator),
+)
 if DB_URI.startswith("sqlite"):
     # The web server and the scheduler worker share the file: wait for locks
     # (30 s) rather than fail, and let readers run beside the writer (WAL).
@@ -43,16 +45,20 @@ mail = MailS3(db)
 apply_config(mail, configuration.get)
 current.mail = mail
 
-# Auth whose flows queue through the outbox (see s3outbox/authglue.py).
-auth = OutboxAuth(db, mailer=mail,
-                  host_names=as_list(configuration.get("host.names")) or None,
-                  public_url=configuration.get("app.public_url"))
+# Auth whose flows queue through the outbox (see s3outbox/accounts/auth.py).
+auth = OutboxAuth(
+    db,
+    mailer=mail,
+    host_names=as_list(configuration.get("host.names")) or None,
+    public_url=configuration.get("app.public_url"),
+)
 auth.settings.extra_fields["auth_user"] = []
-auth.define_tables(username=bool(configuration.get("auth.use_username")),
-                   signature=False)
-auth.settings.registration_requires_verification = \
+auth.define_tables(username=bool(configuration.get("auth.use_username")), signature=False)
+auth.settings.registration_requires_verification = (
     configuration.get("auth.registration_requires_verification") is not False
-auth.settings.registration_requires_approval = \
-    bool(configuration.get("auth.registration_requires_approval"))
+)
+auth.settings.registration_requires_approval = bool(
+    configuration.get("auth.registration_requires_approval")
+)
 auth.settings.reset_password_requires_verification = True
 auth.configure_outbox(configuration.get)

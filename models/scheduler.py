@@ -1,11 +1,10 @@
-# -*- coding: utf-8 -*-
 """The delivery task for the web2py scheduler, in a group of its own:
 python web2py.py -K outbox:s3outbox (./dev run starts it)."""
 
 from gluon.scheduler import Scheduler
 
-from s3outbox import retention
-from s3outbox.schedule import deliver_when_idle, ensure_tasks
+from s3outbox.accounts import retention
+from s3outbox.delivery.schedule import deliver_when_idle, ensure_tasks
 
 OUTBOX_PERIOD = int(configuration.get("scheduler.period") or 60)
 
@@ -26,12 +25,22 @@ def outbox_deliver():
 
 
 # use_spawn: a forked task process on SQLite can hang opening its connection.
-scheduler = Scheduler(db, tasks=dict(outbox_deliver=outbox_deliver),
-                      heartbeat=int(configuration.get("scheduler.heartbeat") or 3),
-                      use_spawn=True)
+scheduler = Scheduler(
+    db,
+    tasks=dict(outbox_deliver=outbox_deliver),
+    heartbeat=int(configuration.get("scheduler.heartbeat") or 3),
+    use_spawn=True,
+)
 
-ensure_tasks(db, scheduler, "outbox_deliver", OUTBOX_PERIOD,
-             int(configuration.get("scheduler.tasks") or 1), cache.ram)
+ensure_tasks(
+    db,
+    scheduler,
+    "outbox_deliver",
+    OUTBOX_PERIOD,
+    int(configuration.get("scheduler.tasks") or 1),
+    cache.ram,
+)
 # A plain -K outbox worker delivers between tasks while no group worker runs.
-deliver_when_idle(scheduler, lambda: mail.deliver_some(
-    refresh_outbox, limit=mail.settings.batch_size))
+deliver_when_idle(
+    scheduler, lambda: mail.deliver_some(refresh_outbox, limit=mail.settings.batch_size)
+)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Site admins and the mail settings check (see controllers/outbox.py).
 
 - ``[app] first_user_admin = true``: the first user on an empty database
@@ -7,7 +6,7 @@
   process (web server or scheduler worker) meets the change first.
 """
 
-from s3outbox import admin as outbox_admin
+from s3outbox.admin import dashboard as outbox_admin
 
 if configuration.get("app.first_user_admin"):
     # The outbox's state table decides the winner of simultaneous first

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Crash run: worker processes drain an outbox on PostgreSQL while a
 controller kill -9's one of them in the middle of a batch, again and again,
 and starts it again. Optionally PostgreSQL itself is restarted mid-drain.
@@ -35,16 +34,17 @@ for _path in (os.path.join(ROOT, "modules"), HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-DEFAULT_URI = os.environ.get("OUTBOX_TEST_POSTGRES",
-                             "postgres://postgres:@127.0.0.1:5432/test")
+DEFAULT_URI = os.environ.get("OUTBOX_TEST_POSTGRES", "postgres://postgres:@127.0.0.1:5432/test")
 SENDER = "Crash run <crash@outbox.localhost>"
 PG_RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
 
 
 def _mail(db, args, migrate):
     from s3outbox import MailS3
-    mail = MailS3(db, server=args.server, sender=SENDER, tls=False,
-                  tablename=args.table, migrate=migrate)
+
+    mail = MailS3(
+        db, server=args.server, sender=SENDER, tls=False, tablename=args.table, migrate=migrate
+    )
     s = mail.settings
     s.lease, s.batch_size, s.sessions = args.lease, args.batch, args.sessions
     s.retry_base, s.retry_max, s.probe_interval = 1, 2, 2
@@ -55,7 +55,9 @@ def _mail(db, args, migrate):
 def worker(args):
     """One worker process: passes forever (mail.work), until killed."""
     import logging
+
     from pydal import DAL
+
     logging.basicConfig(level=logging.CRITICAL)
     db = DAL(args.uri, folder=tempfile.gettempdir(), migrate=False)
     mail = _mail(db, args, migrate=False)
@@ -76,8 +78,8 @@ def _tracing_sink(delay):
 
         def __init__(self):
             Sink.__init__(self, delay=delay, keep=False)
-            self.by_id = {}       # Message-ID -> [worker names]
-            self.by_rcpt = {}     # recipient -> set of Message-IDs
+            self.by_id = {}  # Message-ID -> [worker names]
+            self.by_rcpt = {}  # recipient -> set of Message-IDs
 
         async def handle_DATA(self, server, session, envelope):
             reply = await Sink.handle_DATA(self, server, session, envelope)
@@ -90,27 +92,29 @@ def _tracing_sink(delay):
                     for rcpt in envelope.rcpt_tos:
                         self.by_rcpt.setdefault(rcpt, set()).add(mid)
             return reply
+
     return TracingSink()
 
 
-class Controller(object):
+class Controller:
     def __init__(self, args):
         from pydal import DAL
+
         self.args = args
         self.folder = tempfile.mkdtemp(prefix="crashrun-")
         self.db = DAL(args.uri, folder=self.folder)
         self.mail = _mail(self.db, args, migrate=True)
         self.store = self.mail.store
-        self.procs = {}           # slot -> Popen
-        self.names = {}           # slot -> current worker name
-        self.killed = set()       # names of killed workers
+        self.procs = {}  # slot -> Popen
+        self.names = {}  # slot -> current worker name
+        self.killed = set()  # names of killed workers
         self.kills = 0
-        self.max_overdue = 0.0    # seconds a row stayed sending past its lease
-        self.restart = None       # figures of the PostgreSQL restart
+        self.max_overdue = 0.0  # seconds a row stayed sending past its lease
+        self.restart = None  # figures of the PostgreSQL restart
 
     # --- database access that survives a PostgreSQL restart
     def q(self, fn):
-        for attempt in range(120):
+        for _attempt in range(120):
             try:
                 return fn(self.db)
             except Exception:
@@ -123,8 +127,9 @@ class Controller(object):
 
     def enqueue(self):
         for i in range(self.args.messages):
-            if not self.mail.send("user%05d@people.net" % i, "Crash %d" % i,
-                                  "Message %d of the crash run." % i):
+            if not self.mail.send(
+                "user%05d@people.net" % i, "Crash %d" % i, "Message %d of the crash run." % i
+            ):
                 raise RuntimeError(self.mail.error)
             if i % 500 == 499:
                 self.db.commit()
@@ -132,23 +137,36 @@ class Controller(object):
 
     def start(self, slot):
         a = self.args
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker",
-               "--name", "w%d" % slot, "--uri", a.uri, "--table", a.table,
-               "--server", a.server, "--lease", str(a.lease), "--batch", str(a.batch),
-               "--sessions", str(a.sessions)]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--name",
+            "w%d" % slot,
+            "--uri",
+            a.uri,
+            "--table",
+            a.table,
+            "--server",
+            a.server,
+            "--lease",
+            str(a.lease),
+            "--batch",
+            str(a.batch),
+            "--sessions",
+            str(a.sessions),
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         self.procs[slot], self.names[slot] = proc, "w%d-%d" % (slot, proc.pid)
 
     def pending(self):
         o = self.store.outbox
-        return self.q(lambda db: db(o.status.belongs(("queued", "sending", "held")))
-                      .count())
+        return self.q(lambda db: db(o.status.belongs(("queued", "sending", "held"))).count())
 
     def busy_slots(self):
         """Slots whose worker holds a lease right now (mid-batch)."""
         o = self.store.outbox
-        owners = self.q(lambda db: db(o.status == "sending").select(
-            o.lease_owner, distinct=True))
+        owners = self.q(lambda db: db(o.status == "sending").select(o.lease_owner, distinct=True))
         names = {(r.lease_owner or "").split("/")[0] for r in owners}
         slots = [s for s, n in self.names.items() if n in names]
         return slots
@@ -156,8 +174,13 @@ class Controller(object):
     def sample_overdue(self):
         o = self.store.outbox
         now = _utcnow()
-        row = self.q(lambda db: db((o.status == "sending") & (o.lease_until < now))
-                     .select(o.lease_until.min()).first())
+        row = self.q(
+            lambda db: (
+                db((o.status == "sending") & (o.lease_until < now))
+                .select(o.lease_until.min())
+                .first()
+            )
+        )
         oldest = row and row[o.lease_until.min()]
         if oldest:
             self.max_overdue = max(self.max_overdue, (now - oldest).total_seconds())
@@ -177,8 +200,12 @@ class Controller(object):
         began = time.monotonic()
         out = subprocess.run(PG_RESTART, shell=True, capture_output=True, text=True)
         took = time.monotonic() - began
-        self.restart = dict(pending_before=before, restart_seconds=round(took, 1),
-                            rc=out.returncode, stderr=out.stderr.strip()[-200:])
+        self.restart = dict(
+            pending_before=before,
+            restart_seconds=round(took, 1),
+            rc=out.returncode,
+            stderr=out.stderr.strip()[-200:],
+        )
 
     def run(self):
         a = self.args
@@ -209,8 +236,7 @@ class Controller(object):
                 proc.kill()
                 proc.wait()
         if self.restart is not None:
-            self.restart["drain_after_restart_seconds"] = round(
-                time.monotonic() - recovered, 1)
+            self.restart["drain_after_restart_seconds"] = round(time.monotonic() - recovered, 1)
         return drained
 
     def figures(self, sink, drained):
@@ -230,26 +256,37 @@ class Controller(object):
         new_ids = sum(1 for ids in sink.by_rcpt.values() if len(ids) > 1)
         sending = status.get("sending", 0)
         return dict(
-            messages=self.args.messages, workers=self.args.workers,
-            lease=self.args.lease, batch=self.args.batch, kills=self.kills,
-            seconds=round(drained, 1), status=status, lost=lost,
+            messages=self.args.messages,
+            workers=self.args.workers,
+            lease=self.args.lease,
+            batch=self.args.batch,
+            kills=self.kills,
+            seconds=round(drained, 1),
+            status=status,
+            lost=lost,
             not_from_outbox=len(set(delivered) - queued_ids),
-            duplicated=sum(extra.values()), duplicated_messages=len(extra),
+            duplicated=sum(extra.values()),
+            duplicated_messages=len(extra),
             duplicates_not_explained_by_kills=unexplained,
             duplicates_under_new_message_id=new_ids,
             sending_at_end=sending,
             max_seconds_sending_past_lease=round(self.max_overdue, 1),
-            pg_restart=self.restart)
+            pg_restart=self.restart,
+        )
 
     def drop(self):
         for suffix in ("_attempt", "_attachment", "_state", ""):
-            self.q(lambda db: (db.executesql("DROP TABLE IF EXISTS %s%s"
-                                             % (self.args.table, suffix)),
-                               db.commit()))
+            self.q(
+                lambda db, suffix=suffix: (
+                    db.executesql("DROP TABLE IF EXISTS %s%s" % (self.args.table, suffix)),
+                    db.commit(),
+                )
+            )
 
 
 def _utcnow():
     import datetime
+
     return datetime.datetime.utcnow().replace(microsecond=0)
 
 
@@ -268,14 +305,16 @@ def check(f, pg_restart):
     if f["sending_at_end"]:
         problems.append("%d row(s) still sending" % f["sending_at_end"])
     if f["max_seconds_sending_past_lease"] > f["lease"] + 5:
-        problems.append("a row stayed sending %ss past its lease"
-                        % f["max_seconds_sending_past_lease"])
+        problems.append(
+            "a row stayed sending %ss past its lease" % f["max_seconds_sending_past_lease"]
+        )
     if f["duplicates_under_new_message_id"]:
         problems.append("a recipient got two Message-IDs")
     outage = f["workers"] * f["batch"] if pg_restart else 0
     if f["duplicates_not_explained_by_kills"] > outage:
-        problems.append("%d duplicate(s) outside the in-flight window"
-                        % f["duplicates_not_explained_by_kills"])
+        problems.append(
+            "%d duplicate(s) outside the in-flight window" % f["duplicates_not_explained_by_kills"]
+        )
     if f["duplicated"] > f["kills"] * f["batch"] + outage:
         problems.append("more duplicates than kills x batch")
     return problems
@@ -289,13 +328,15 @@ def main(argv=None):
     p.add_argument("--lease", type=int, default=3, help="settings.lease, seconds")
     p.add_argument("--batch", type=int, default=10, help="settings.batch_size")
     p.add_argument("--sessions", type=int, default=1)
-    p.add_argument("--delay", type=float, default=0.01,
-                   help="sink delay before each SMTP reply, seconds")
+    p.add_argument(
+        "--delay", type=float, default=0.01, help="sink delay before each SMTP reply, seconds"
+    )
     p.add_argument("--min-gap", type=float, default=0.2)
     p.add_argument("--max-gap", type=float, default=0.8)
     p.add_argument("--timeout", type=float, default=900)
-    p.add_argument("--pg-restart", action="store_true",
-                   help="restart PostgreSQL when half the queue is left")
+    p.add_argument(
+        "--pg-restart", action="store_true", help="restart PostgreSQL when half the queue is left"
+    )
     p.add_argument("--uri", default=DEFAULT_URI)
     p.add_argument("--seed", type=int)
     p.add_argument("--keep", action="store_true", help="keep the tables")
@@ -309,6 +350,7 @@ def main(argv=None):
         return worker(args)
 
     from smtpsink import SinkController
+
     random.seed(args.seed)
     args.table = args.table or "crash_%s" % uuid.uuid4().hex[:8]
     sink = _tracing_sink(args.delay)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """``./dev run``: web server, scheduler worker and SMTP catcher, together.
 
 Ctrl-C (or SIGTERM) stops all three. The runtime folder lives outside the
@@ -28,8 +27,10 @@ def catcher_port():
     host, _, port = config.get("smtp", "server", fallback="").rpartition(":")
     if host in ("127.0.0.1", "localhost") and port.isdigit():
         return int(port)
-    print("[smtp] server in private/appconfig.ini is not on this machine; "
-          "the catcher listens on 127.0.0.1:8025 anyway")
+    print(
+        "[smtp] server in private/appconfig.ini is not on this machine; "
+        "the catcher listens on 127.0.0.1:8025 anyway"
+    )
     return 8025
 
 
@@ -54,8 +55,9 @@ def main(argv=None):
     parser.add_argument("--runtime", default=os.environ.get("OUTBOX_RUNTIME"))
     args = parser.parse_args(argv)
     tag = hashlib.sha1(runtime.APP_DIR.encode()).hexdigest()[:8]
-    folder = args.runtime or os.path.join(os.path.expanduser("~"), ".cache", "outbox",
-                                          "web2py-" + tag)
+    folder = args.runtime or os.path.join(
+        os.path.expanduser("~"), ".cache", "outbox", "web2py-" + tag
+    )
     runtime.build(folder)
     smtp_port = catcher_port()
     py = sys.executable
@@ -66,26 +68,51 @@ def main(argv=None):
     def start(name, cmd):
         procs.append((name, subprocess.Popen(cmd, cwd=folder)))
 
-    start("smtp", [py, os.path.join(runtime.APP_DIR, "scripts", "smtpsink.py"),
-                   "--port", str(smtp_port), "--folder", mails])
+    start(
+        "smtp",
+        [
+            py,
+            os.path.join(runtime.APP_DIR, "scripts", "smtpsink.py"),
+            "--port",
+            str(smtp_port),
+            "--folder",
+            mails,
+        ],
+    )
     # The admin app is not installed; web2py still wants a password argument.
-    start("web", [py, w2p, "--no_gui", "-i", "127.0.0.1", "-p", str(args.port),
-                  "-a", secrets.token_hex(16)])
+    start(
+        "web",
+        [
+            py,
+            w2p,
+            "--no_gui",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(args.port),
+            "-a",
+            secrets.token_hex(16),
+        ],
+    )
     base = "http://127.0.0.1:%d/outbox" % args.port
     wait_for_site(base + "/default/index", procs[-1][1])
     # The delivery task's own group: its loop never ends, so mail never
     # waits for a task assignment (the app has no other tasks to serve).
     start("worker", [py, w2p, "--no_gui", "-K", "outbox:s3outbox"])
-    print("\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
-          "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
-          "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
-          "printed here and saved in %s\n  Ctrl-C stops everything.\n"
-          % (base, base, base, smtp_port, mails), flush=True)
+    print(
+        "\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
+        "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
+        "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
+        "printed here and saved in %s\n  Ctrl-C stops everything.\n"
+        % (base, base, base, smtp_port, mails),
+        flush=True,
+    )
 
     stopping = []
 
     def stop(*_):
         stopping.append(True)
+
     signal.signal(signal.SIGTERM, stop)
     interrupted = False
     try:
@@ -99,13 +126,13 @@ def main(argv=None):
         interrupted = True  # Ctrl-C reached the three processes too
     # One signal each: the worker ends its delivery pass, records it and exits
     # (a second would kill its task); whatever runs after 10 s is killed.
-    for name, p in procs:
+    for _name, p in procs:
         if p.poll() is None and not interrupted:
             p.terminate()
     deadline = time.time() + 10
     while time.time() < deadline and any(p.poll() is None for _, p in procs):
         time.sleep(0.2)
-    for name, p in procs:
+    for _name, p in procs:
         if p.poll() is None:
             p.kill()
             p.wait()

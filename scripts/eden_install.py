@@ -1,5 +1,4 @@
 #!/usr/bin/env python3
-# -*- coding: utf-8 -*-
 """Install the outbox into a Sahana Eden application, or take it out again.
 
     python scripts/eden_install.py EDEN_APP_DIR              # install or update
@@ -33,35 +32,57 @@ HEADER = "s3outbox: the mail outbox dashboard in Sahana Eden"
 
 # (Eden file, line to insert after, lines to insert, keep its indent, why)
 EDITS = (
-    ("models/000_1st_run.py", "appname = request.application",
-     # Eden's first model: before anything parses the form. Eden takes
-     # uploads, but not on its account pages or the outbox dashboard.
-     ["from s3outbox.requestcheck import EDEN_MAX_BODY, check_body",
-      "check_body(request, max_body=EDEN_MAX_BODY, uploads=request.function != "
-      "\"user\" and request.controller != \"outbox\")"], False,
-     "a request with too many fields or too large a body is refused (413) before "
-     "web2py parses it; no file in a text field (400)"),
-    ("models/00_db.py", "mail = current.mail = Mail()",
-     ["from s3outbox.eden import EdenMail",
-      "mail = current.mail = EdenMail(db)"], False,
-     "current.mail is the outbox: send() queues, workers deliver"),
-    ("models/00_db.py", "current.auth = auth = s3base.AuthS3()",
-     ["from s3outbox.edenauth import guard",
-      "guard(auth, mail)"], False,
-     "every request's Host and parameters checked; reset, registration and "
-     "username mail limited, one answer for known and unknown addresses"),
-    ("models/00_settings.py", "auth_settings.mailer = mail",
-     ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
-     False, "Auth's mail (verification, reset) queues whatever the mail settings"),
-    ("models/tasks.py", "current.s3task = s3task",
-     ["from s3outbox.eden import register_task",
-      "register_task(tasks, s3task)"], False,
-     "delivery task s3outbox_deliver in its own scheduler group (s3outbox)"),
-    ("modules/core/ui/menus.py", 'M("Scheduler", c="admin", f="task"),',
-     # c="admin": a link to a controller that is not an Eden module is hidden
-     ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
-     True,
-     "'Mail Outbox' in the admin menu"),
+    (
+        "models/000_1st_run.py",
+        "appname = request.application",
+        # Eden's first model: before anything parses the form. Eden takes
+        # uploads, but not on its account pages or the outbox dashboard.
+        [
+            "from s3outbox.accounts.requestcheck import EDEN_MAX_BODY, check_body",
+            "check_body(request, max_body=EDEN_MAX_BODY, uploads=request.function != "
+            '"user" and request.controller != "outbox")',
+        ],
+        False,
+        "a request with too many fields or too large a body is refused (413) before "
+        "web2py parses it; no file in a text field (400)",
+    ),
+    (
+        "models/00_db.py",
+        "mail = current.mail = Mail()",
+        ["from s3outbox.eden import EdenMail", "mail = current.mail = EdenMail(db)"],
+        False,
+        "current.mail is the outbox: send() queues, workers deliver",
+    ),
+    (
+        "models/00_db.py",
+        "current.auth = auth = s3base.AuthS3()",
+        ["from s3outbox.accounts.edenguard import guard", "guard(auth, mail)"],
+        False,
+        "every request's Host and parameters checked; reset, registration and "
+        "username mail limited, one answer for known and unknown addresses",
+    ),
+    (
+        "models/00_settings.py",
+        "auth_settings.mailer = mail",
+        ["auth_settings.mailer = mail  # also before settings.mail.sender is set"],
+        False,
+        "Auth's mail (verification, reset) queues whatever the mail settings",
+    ),
+    (
+        "models/tasks.py",
+        "current.s3task = s3task",
+        ["from s3outbox.eden import register_task", "register_task(tasks, s3task)"],
+        False,
+        "delivery task s3outbox_deliver in its own scheduler group (s3outbox)",
+    ),
+    (
+        "modules/core/ui/menus.py",
+        'M("Scheduler", c="admin", f="task"),',
+        # c="admin": a link to a controller that is not an Eden module is hidden
+        ['M("Mail Outbox", c="admin", f="outbox", url=URL(c="outbox", f="index")),'],
+        True,
+        "'Mail Outbox' in the admin menu",
+    ),
 )
 # (from this checkout, to the Eden application)
 COPIES = (
@@ -71,8 +92,13 @@ COPIES = (
 # Eden's dashboard controller: Eden's part with the app's controller included.
 CONTROLLER = ("eden/controllers/outbox.py", "controllers/outbox.py")
 INCLUDE = "# s3outbox:include "
-EDEN_FILES = ("models/00_db.py", "models/000_1st_run.py", "modules/s3cfg.py",
-              "modules/core/msg/base.py", "controllers/default.py")
+EDEN_FILES = (
+    "models/00_db.py",
+    "models/000_1st_run.py",
+    "modules/s3cfg.py",
+    "modules/core/msg/base.py",
+    "controllers/default.py",
+)
 
 
 class Refused(Exception):
@@ -85,7 +111,8 @@ def is_eden(app):
         raise Refused(
             "%s is not a Sahana Eden application (no %s). Give Eden's application "
             "folder, e.g. web2py/applications/eden, the one that holds "
-            "models/00_db.py and modules/s3cfg.py." % (app, ", ".join(missing)))
+            "models/00_db.py and modules/s3cfg.py." % (app, ", ".join(missing))
+        )
 
 
 def read(path):
@@ -112,8 +139,9 @@ def edit_file(text, edits, name):
         try:
             compile(new, name, "exec")
         except SyntaxError as e:
-            raise Refused("%s would not compile after the edit (%s); nothing was "
-                          "changed" % (name, e))
+            raise Refused(
+                "%s would not compile after the edit (%s); nothing was changed" % (name, e)
+            ) from None
     return None if new == original else new
 
 
@@ -122,17 +150,19 @@ def insert_block(text, anchor, lines, indent, name):
     source = text.splitlines(keepends=True)
     found = [i for i, line in enumerate(source) if line.strip() == anchor]
     if len(found) != 1:
-        raise Refused("%s: expected one line '%s' to add the outbox after, found %d "
-                      "(a changed Eden?). Make the edits by hand: see docs/eden.md, "
-                      "'The edits, by hand'." % (name, anchor, len(found)))
+        raise Refused(
+            "%s: expected one line '%s' to add the outbox after, found %d "
+            "(a changed Eden?). Make the edits by hand: see docs/eden.md, "
+            "'The edits, by hand'." % (name, anchor, len(found))
+        )
     at = found[0]
     line = source[at]
-    eol = line[len(line.rstrip("\r\n")):] or "\n"
-    pad = line[:len(line) - len(line.lstrip())] if indent else ""
+    eol = line[len(line.rstrip("\r\n")) :] or "\n"
+    pad = line[: len(line) - len(line.lstrip())] if indent else ""
     block = [BEGIN + NOTE] + lines + [END]
     if not source[at].endswith(("\n", "\r")):
         source[at] += eol
-    source[at + 1:at + 1] = [pad + b + eol for b in block]
+    source[at + 1 : at + 1] = [pad + b + eol for b in block]
     return "".join(source)
 
 
@@ -168,16 +198,17 @@ def check_copies(app):
     """Refuse to overwrite a controller or view of Eden's own."""
     controller = os.path.join(app, "controllers", "outbox.py")
     if os.path.exists(controller) and HEADER not in read(controller):
-        raise Refused("%s exists and is not the outbox's: not overwriting it"
-                      % controller)
+        raise Refused("%s exists and is not the outbox's: not overwriting it" % controller)
     views = os.path.join(app, "views", "outbox")
     ours = {rel for rel, _ in source_files(os.path.join(SOURCE, "views", "outbox"))}
     if os.path.isdir(views):
-        theirs = {os.path.relpath(os.path.join(d, f), views)
-                  for d, _, files in os.walk(views) for f in files}
+        theirs = {
+            os.path.relpath(os.path.join(d, f), views)
+            for d, _, files in os.walk(views)
+            for f in files
+        }
         if theirs - ours:
-            raise Refused("%s holds views that are not the outbox's: not "
-                          "overwriting it" % views)
+            raise Refused("%s holds views that are not the outbox's: not overwriting it" % views)
 
 
 def controller_text():
@@ -186,7 +217,7 @@ def controller_text():
     out = []
     for line in read(os.path.join(SOURCE, CONTROLLER[0])).splitlines(keepends=True):
         if line.startswith(INCLUDE):
-            name = line[len(INCLUDE):].strip()
+            name = line[len(INCLUDE) :].strip()
             out.append("# ---- %s of s3outbox, as it is ----\n" % name)
             out.append(read(os.path.join(SOURCE, name)))
             out.append("# ---- end of %s ----\n" % name)
@@ -205,10 +236,19 @@ def install(app):
         mine = [e for e in EDITS if e[0] == name]
         path = os.path.join(app, name)
         text = read(path)
-        new = edit_file(text, [(anchor, lines, indent)
-                               for _, anchor, lines, indent, _ in mine], name)
-        edits.append((name, path, new, BEGIN in text,
-                      sum(len(e[2]) + 2 for e in mine), "; ".join(e[4] for e in mine)))
+        new = edit_file(
+            text, [(anchor, lines, indent) for _, anchor, lines, indent, _ in mine], name
+        )
+        edits.append(
+            (
+                name,
+                path,
+                new,
+                BEGIN in text,
+                sum(len(e[2]) + 2 for e in mine),
+                "; ".join(e[4] for e in mine),
+            )
+        )
     print("Installing the outbox into %s" % app)  # nothing refused it
     for src, dst in COPIES:
         files = source_files(os.path.join(SOURCE, src))
@@ -220,8 +260,11 @@ def install(app):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(path, target)
             changed += 1
-        what = "%s/ (%d files)" % (dst, len(files)) if os.path.isdir(
-            os.path.join(SOURCE, src)) else dst
+        what = (
+            "%s/ (%d files)" % (dst, len(files))
+            if os.path.isdir(os.path.join(SOURCE, src))
+            else dst
+        )
         print("  %-9s %s" % ("copied" if changed else "unchanged", what))
     target = os.path.join(app, CONTROLLER[1])
     same = os.path.isfile(target) and read(target) == controller
@@ -234,8 +277,9 @@ def install(app):
             print("  %-9s %s (already wired in)" % ("unchanged", name))
         else:
             write(path, new)
-            print("  %-9s %s (+%d lines): %s" % ("updated" if older else "edited",
-                                                 name, added, why))
+            print(
+                "  %-9s %s (+%d lines): %s" % ("updated" if older else "edited", name, added, why)
+            )
 
 
 def retire(app, force):
@@ -249,40 +293,63 @@ def retire(app, force):
     found = None
     if os.path.isfile(web2py):
         done = subprocess.run(
-            [sys.executable, web2py, "--no_banner", "-S", os.path.basename(app), "-M",
-             "-R", os.path.join(SOURCE, "scripts", "eden_retire.py"), "-A"] +
-            (["force"] if force else []), cwd=root, capture_output=True, text=True)
+            [
+                sys.executable,
+                web2py,
+                "--no_banner",
+                "-S",
+                os.path.basename(app),
+                "-M",
+                "-R",
+                os.path.join(SOURCE, "scripts", "eden_retire.py"),
+                "-A",
+            ]
+            + (["force"] if force else []),
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         found = re.search(r"(?m)^s3outbox-retire=(.*)$", done.stdout)
     if found is None:
-        why = "no web2py.py in %s" % root if not os.path.isfile(web2py) else \
-            "Eden's models failed:\n%s" % (done.stdout + done.stderr)[-2000:]
+        why = (
+            "no web2py.py in %s" % root
+            if not os.path.isfile(web2py)
+            else "Eden's models failed:\n%s" % (done.stdout + done.stderr)[-2000:]
+        )
         if not force:
-            raise Refused("could not reach Eden's database to check for waiting mail "
-                          "and remove the delivery task (%s). Nothing was changed. "
-                          "--uninstall --force removes the files anyway; then delete "
-                          "the task s3outbox-s3outbox_deliver-1 in Eden's Scheduler "
-                          "(Administration > Scheduler)." % why)
-        print("  %-9s the delivery task: delete s3outbox-s3outbox_deliver-1 in "
-              "Eden's Scheduler (%s)" % ("kept", why))
+            raise Refused(
+                "could not reach Eden's database to check for waiting mail "
+                "and remove the delivery task (%s). Nothing was changed. "
+                "--uninstall --force removes the files anyway; then delete "
+                "the task s3outbox-s3outbox_deliver-1 in Eden's Scheduler "
+                "(Administration > Scheduler)." % why
+            )
+        print(
+            "  %-9s the delivery task: delete s3outbox-s3outbox_deliver-1 in "
+            "Eden's Scheduler (%s)" % ("kept", why)
+        )
         return
     report = json.loads(found.group(1))
     waiting = sum(report["waiting"].values())
     if waiting and not force:
         raise Refused(waiting_text(app, report, waiting))
     if waiting:
-        print("  %-9s %d waiting message(s): %d handed back to Eden's Messaging "
-              "outbox (Unsent there), %d cancelled" % (
-                  "stopped", waiting, report["from_eden"], waiting - report["from_eden"]))
-    print("  %-9s the delivery task s3outbox_deliver (%d scheduler row(s))"
-          % ("removed", report["removed"]))
+        print(
+            "  %-9s %d waiting message(s): %d handed back to Eden's Messaging "
+            "outbox (Unsent there), %d cancelled"
+            % ("stopped", waiting, report["from_eden"], waiting - report["from_eden"])
+        )
+    print(
+        "  %-9s the delivery task s3outbox_deliver (%d scheduler row(s))"
+        % ("removed", report["removed"])
+    )
 
 
 def waiting_text(app, report, waiting):
     """Why --uninstall refuses while mail waits, and the two ways on."""
     name = os.path.basename(app)
     parts = ", ".join("%d %s" % (n, s) for s, n in sorted(report["waiting"].items()))
-    paused = " Delivery is paused: resume it on the dashboard first." \
-        if report["paused"] else ""
+    paused = " Delivery is paused: resume it on the dashboard first." if report["paused"] else ""
     return (
         "%d message(s) are waiting in the outbox (%s); %d of them came from Eden's "
         "Messaging outbox. Nothing was changed.\n"
@@ -294,8 +361,18 @@ def waiting_text(app, report, waiting):
         "Unsent again in Eden's msg_outbox and Eden's own process_outbox sends them; the "
         "other %d (account mail such as verification and reset, and direct "
         "mail.send() calls) are cancelled and not sent. Stop the outbox's worker "
-        "first." % (waiting, parts, report["from_eden"], name, name, paused,
-                    report["from_eden"], waiting - report["from_eden"]))
+        "first."
+        % (
+            waiting,
+            parts,
+            report["from_eden"],
+            name,
+            name,
+            paused,
+            report["from_eden"],
+            waiting - report["from_eden"],
+        )
+    )
 
 
 def edited_files():
@@ -312,10 +389,12 @@ def public_url_note(app):
     for line in read(path).splitlines():
         if line.strip().startswith(("settings.base.public_url", "settings.base.host_names")):
             return None
-    return ("Note: models/000_config.py sets no settings.base.public_url: Eden now "
-            "answers only to localhost, 127.0.0.1 and [::1] (any other Host gets "
-            "403) until it is set, e.g. settings.base.public_url = "
-            "\"https://eden.example.org\".")
+    return (
+        "Note: models/000_config.py sets no settings.base.public_url: Eden now "
+        "answers only to localhost, 127.0.0.1 and [::1] (any other Host gets "
+        "403) until it is set, e.g. settings.base.public_url = "
+        '"https://eden.example.org".'
+    )
 
 
 def uninstall(app, force=False):
@@ -349,15 +428,25 @@ def uninstall(app, force=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Install the s3outbox mail outbox into a Sahana Eden "
-                    "application (or --uninstall it).")
-    parser.add_argument("app", metavar="EDEN_APP_DIR",
-                        help="Eden's application folder, e.g. web2py/applications/eden")
-    parser.add_argument("--uninstall", action="store_true",
-                        help="remove the outbox and its delivery task and restore "
-                             "Eden's files (refused while mail is waiting)")
-    parser.add_argument("--force", action="store_true",
-                        help="with --uninstall: even while mail is waiting (Eden's "
-                             "Messaging gets its own back, the rest is cancelled)")
+        "application (or --uninstall it)."
+    )
+    parser.add_argument(
+        "app",
+        metavar="EDEN_APP_DIR",
+        help="Eden's application folder, e.g. web2py/applications/eden",
+    )
+    parser.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="remove the outbox and its delivery task and restore "
+        "Eden's files (refused while mail is waiting)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --uninstall: even while mail is waiting (Eden's "
+        "Messaging gets its own back, the rest is cancelled)",
+    )
     args = parser.parse_args(argv)
     app = os.path.abspath(args.app)
     try:
@@ -367,17 +456,20 @@ def main(argv=None):
             raise Refused("--force goes with --uninstall only")
         if args.uninstall:
             uninstall(app, args.force)
-            print("Done: Eden's files are as they were. Its msg_mail_outbox* "
-                  "tables stay in the database.")
+            print(
+                "Done: Eden's files are as they were. Its msg_mail_outbox* "
+                "tables stay in the database."
+            )
         else:
             install(app)
             name = os.path.basename(app)
-            print("Done. Restart web2py, and run the outbox's worker beside Eden's "
-                  "own:\n  python web2py.py -K %s:s3outbox   # delivers mail, "
-                  "never ends\n  python web2py.py -K %s            # Eden's tasks, "
-                  "as before\nDashboard (ADMIN role): /%s/outbox/index. Mail "
-                  "settings: settings.mail.* in models/000_config.py."
-                  % (name, name, name))
+            print(
+                "Done. Restart web2py, and run the outbox's worker beside Eden's "
+                "own:\n  python web2py.py -K %s:s3outbox   # delivers mail, "
+                "never ends\n  python web2py.py -K %s            # Eden's tasks, "
+                "as before\nDashboard (ADMIN role): /%s/outbox/index. Mail "
+                "settings: settings.mail.* in models/000_config.py." % (name, name, name)
+            )
             note = public_url_note(app)
             if note:
                 print(note)

@@ -7,8 +7,9 @@ import ast
 import os
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                    "modules", "s3outbox")
+ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules", "s3outbox"
+)
 
 
 def functions(path):
@@ -22,18 +23,20 @@ def functions(path):
                 yield from walk(child, name + ".")
             elif isinstance(child, ast.ClassDef):
                 yield from walk(child, prefix + child.name + ".")
+
     return walk(tree, "")
 
 
 def main(count=10):
     found = []
-    for name in sorted(os.listdir(ROOT)):
-        if name.endswith(".py"):
-            for func, line, length in functions(os.path.join(ROOT, name)):
-                found.append((length, "%s:%d" % (name, line), func))
+    for folder, _, files in sorted(os.walk(ROOT)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            for func, line, length in functions(path):
+                found.append((length, "%s:%d" % (os.path.relpath(path, ROOT), line), func))
     found.sort(key=lambda f: -f[0])
     for length, where, func in found[:count]:
-        print("%4d  %-22s %s" % (length, where, func))
+        print("%4d  %-30s %s" % (length, where, func))
 
 
 if __name__ == "__main__":

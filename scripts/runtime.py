@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Build a web2py runtime folder for this app, outside the source tree.
 
 PyPI's web2py-gluon installs ``gluon`` and ``web2py.py`` but web2py expects a
@@ -14,9 +13,21 @@ import sysconfig
 APP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSION = "Version 2.26.1-stable+timestamp.2023.01.01.00.00.00\n"
 # What a copied app leaves out: local state and the developer's virtualenv.
-_SKIP = shutil.ignore_patterns(".git", ".venv", "databases", "sessions", "errors",
-                               "cache", "uploads", "__pycache__", "*.egg-info",
-                               ".pytest_cache", ".hypothesis", "bench", "tests")
+_SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "databases",
+    "sessions",
+    "errors",
+    "cache",
+    "uploads",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".hypothesis",
+    "bench",
+    "tests",
+)
 
 
 def build(runtime, name="outbox", app_dir=APP_DIR, copy=False):

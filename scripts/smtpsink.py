@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A local SMTP server on loopback (aiosmtpd) that keeps what it accepts.
 
 Used three ways: as the mail catcher of ``./dev run`` (it prints each mail and
@@ -30,7 +29,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 
 
-class Sink(object):
+class Sink:
     """aiosmtpd handler: records envelopes; replies as scripted."""
 
     def __init__(self, delay=0.0, keep=True, on_message=None, extensions=()):
@@ -39,9 +38,9 @@ class Sink(object):
         self.round_trips = 0
         self.keep = keep
         self.on_message = on_message
-        self.messages = []          # (mail_from, rcpt_tos, bytes) when keep
+        self.messages = []  # (mail_from, rcpt_tos, bytes) when keep
         self.count = 0
-        self.message_ids = {}       # Message-ID -> times received
+        self.message_ids = {}  # Message-ID -> times received
         self.connections = 0
         self.script = {}
         self.lock = threading.Lock()
@@ -102,6 +101,7 @@ class Sink(object):
 
 class _CountingSMTP(SMTPProtocol):
     """Counts connections, and round trips: input that arrives after a reply."""
+
     _replied = False
 
     def connection_made(self, transport):
@@ -125,11 +125,11 @@ class SinkController(Controller):
     def __init__(self, handler, port=0, hostname="127.0.0.1", **kwargs):
         if not port:
             import socket
+
             with socket.socket() as s:
                 s.bind((hostname, 0))
                 port = s.getsockname()[1]
-        super().__init__(handler, hostname=hostname, port=port,
-                         ready_timeout=10, **kwargs)
+        super().__init__(handler, hostname=hostname, port=port, ready_timeout=10, **kwargs)
 
     def factory(self):
         return _CountingSMTP(self.handler, **self.SMTP_kwargs)
@@ -158,16 +158,21 @@ def _print_message(folder):
         body = msg.get_body(("plain", "html"))
         text = body.get_content() if body is not None else ""
         links = re.findall(r"https?://[^\s\"'<>]+", text)
-        print("[smtp %s] %s -> %s: %s" % (stamp, mail_from, ", ".join(rcpts),
-                                          msg["Subject"]), flush=True)
+        print(
+            "[smtp %s] %s -> %s: %s" % (stamp, mail_from, ", ".join(rcpts), msg["Subject"]),
+            flush=True,
+        )
         for link in links[:3]:
             print("           link: %s" % link, flush=True)
         if folder:
             os.makedirs(folder, exist_ok=True)
-            name = "%s-%06d.eml" % (time.strftime("%Y%m%d-%H%M%S"),
-                                    int(time.time() * 1e6) % 1000000)
+            name = "%s-%06d.eml" % (
+                time.strftime("%Y%m%d-%H%M%S"),
+                int(time.time() * 1e6) % 1000000,
+            )
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(data)
+
     return show
 
 
@@ -175,8 +180,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Local SMTP catcher")
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--folder", help="save each mail here as .eml")
-    parser.add_argument("--delay", type=float, default=0.0,
-                        help="seconds to wait before every reply")
+    parser.add_argument(
+        "--delay", type=float, default=0.0, help="seconds to wait before every reply"
+    )
     args = parser.parse_args(argv)
     sink = Sink(delay=args.delay, keep=False, on_message=_print_message(args.folder))
     with SinkController(sink, port=args.port):

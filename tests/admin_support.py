@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Helpers for the dashboard tests: a WebApp with users and the outbox's own
 tables open from the test process, the command line, bulk rows, Chromium."""
 
@@ -12,14 +11,18 @@ import uuid
 
 import requests
 from pydal import DAL
-
 from webapp import FORMKEY_RE, WebApp
 
 PASSWORD = "Secret123x"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 class AdminApp(WebApp):
@@ -43,9 +46,17 @@ class AdminApp(WebApp):
     def register(self, email, password=PASSWORD):
         """Register ``email`` and return its logged-in session."""
         s = requests.Session()
-        r = self.submit(s, "/default/user/register", dict(
-            first_name="Test", last_name=email.split("@")[0], email=email,
-            password=password, password_two=password))
+        r = self.submit(
+            s,
+            "/default/user/register",
+            dict(
+                first_name="Test",
+                last_name=email.split("@")[0],
+                email=email,
+                password=password,
+                password_two=password,
+            ),
+        )
         assert r.ok and "/default/index" in r.url, r.text[:2000]
         return s
 
@@ -71,8 +82,7 @@ class AdminApp(WebApp):
     def db(self):
         """The app's database, opened from the test process."""
         if self._db is None:
-            kwargs = dict(folder=os.path.join(self.app, "databases"),
-                          migrate_enabled=False)
+            kwargs = dict(folder=os.path.join(self.app, "databases"), migrate_enabled=False)
             if self.db_uri.startswith("sqlite"):
                 kwargs["driver_args"] = {"timeout": 30}
             self._db = DAL(self.db_uri, **kwargs)
@@ -81,9 +91,16 @@ class AdminApp(WebApp):
     def mail(self, **settings):
         """A MailS3 on the app's tables (defined by the app's own models)."""
         from s3outbox import MailS3
+
         m = MailS3(self.db, migrate=False)
-        values = dict(server=None, sender="Outbox <outbox@outbox.localhost>",
-                      login=None, tls=False, ssl=False, sessions=1)
+        values = dict(
+            server=None,
+            sender="Outbox <outbox@outbox.localhost>",
+            login=None,
+            tls=False,
+            ssl=False,
+            sessions=1,
+        )
         values.update(settings)
         for key, value in values.items():
             m.settings[key] = value
@@ -93,15 +110,35 @@ class AdminApp(WebApp):
     def cli(self, *args):
         """Run scripts/outbox.py in the app's environment: (exit code, output)."""
         p = subprocess.run(
-            [sys.executable, "web2py.py", "--no_gui", "--no_banner", "-S", "outbox",
-             "-M", "-R", "applications/outbox/scripts/outbox.py", "-A"] + list(args),
-            cwd=self.folder, capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "web2py.py",
+                "--no_gui",
+                "--no_banner",
+                "-S",
+                "outbox",
+                "-M",
+                "-R",
+                "applications/outbox/scripts/outbox.py",
+                "-A",
+            ]
+            + list(args),
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return p.returncode, p.stdout + p.stderr
 
 
 # ----------------------------------------------------------- bulk rows
-STATUS_MIX = (("sent", 0.90), ("failed", 0.05), ("queued", 0.03), ("held", 0.01),
-              ("cancelled", 0.01))
+STATUS_MIX = (
+    ("sent", 0.90),
+    ("failed", 0.05),
+    ("queued", 0.03),
+    ("held", 0.01),
+    ("cancelled", 0.01),
+)
 
 
 def seed(db, tablename, count, now, days=7, seed_value=1, mix=STATUS_MIX):
@@ -113,10 +150,24 @@ def seed(db, tablename, count, now, days=7, seed_value=1, mix=STATUS_MIX):
     rnd = random.Random(seed_value)
     engine = db._adapter.dbengine
     mark = "?" if engine == "sqlite" else "%s"
-    cols = ("message_id", "address", "contact_method", "status", "priority",
-            "attempts", "next_attempt_on", "last_error", "last_code", "sent_on",
-            "created_on", "sender", "subject", "body", "attachment_count",
-            "byte_size")
+    cols = (
+        "message_id",
+        "address",
+        "contact_method",
+        "status",
+        "priority",
+        "attempts",
+        "next_attempt_on",
+        "last_error",
+        "last_code",
+        "sent_on",
+        "created_on",
+        "sender",
+        "subject",
+        "body",
+        "attachment_count",
+        "byte_size",
+    )
     rows, made = [], {}
     span = days * 86400
     offsets = sorted((rnd.randrange(span) for _ in range(count)), reverse=True)
@@ -135,15 +186,46 @@ def seed(db, tablename, count, now, days=7, seed_value=1, mix=STATUS_MIX):
         elif status == "sent":
             sent, code = done, 250
         subject = "Bulk message %d" % n
-        body = json.dumps(dict(to=[to], cc=[], bcc=[], reply_to=[], sender=None,
-                               from_address=None, subject=subject,
-                               text="Hello %d" % n, html=None, headers={}, raw=False))
-        rows.append(("<%s@seed.outbox>" % uuid.uuid4().hex, to, "EMAIL", status, 5,
-                     1 if status in ("sent", "failed") else 0,
-                     created if status != "held" else done, error, code, sent,
-                     created, None, subject, body, 0, 600))
-    sql = "INSERT INTO %s (%s) VALUES (%s)" % (tablename, ",".join(cols),
-                                               ",".join([mark] * len(cols)))
+        body = json.dumps(
+            dict(
+                to=[to],
+                cc=[],
+                bcc=[],
+                reply_to=[],
+                sender=None,
+                from_address=None,
+                subject=subject,
+                text="Hello %d" % n,
+                html=None,
+                headers={},
+                raw=False,
+            )
+        )
+        rows.append(
+            (
+                "<%s@seed.outbox>" % uuid.uuid4().hex,
+                to,
+                "EMAIL",
+                status,
+                5,
+                1 if status in ("sent", "failed") else 0,
+                created if status != "held" else done,
+                error,
+                code,
+                sent,
+                created,
+                None,
+                subject,
+                body,
+                0,
+                600,
+            )
+        )
+    sql = "INSERT INTO %s (%s) VALUES (%s)" % (
+        tablename,
+        ",".join(cols),
+        ",".join([mark] * len(cols)),
+    )
     last = db.executesql("SELECT COALESCE(MAX(id), 0) FROM %s" % tablename)[0][0]
     cursor = db._adapter.cursor  # open now that the connection is
     _bulk(db, cursor, sql, rows)
@@ -151,11 +233,15 @@ def seed(db, tablename, count, now, days=7, seed_value=1, mix=STATUS_MIX):
     # one attempt per finished message, at the time it finished
     found = db.executesql(
         "SELECT id, status, COALESCE(sent_on, created_on), last_code, last_error FROM %s "
-        "WHERE id > %d AND status IN ('sent', 'failed')" % (tablename, last))
-    attempts = [(rid, when, "seed#1", status, code, error)
-                for rid, status, when, code, error in found]
-    sql = ("INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, code, "
-           "error) VALUES (%s)" % (tablename, ",".join([mark] * 6)))
+        "WHERE id > %d AND status IN ('sent', 'failed')" % (tablename, last)
+    )
+    attempts = [
+        (rid, when, "seed#1", status, code, error) for rid, status, when, code, error in found
+    ]
+    sql = (
+        "INSERT INTO %s_attempt (outbox_id, attempted_on, worker, outcome, code, "
+        "error) VALUES (%s)" % (tablename, ",".join([mark] * 6))
+    )
     _bulk(db, cursor, sql, attempts)
     db.commit()
     return made
@@ -175,6 +261,7 @@ def _bulk(db, cursor, sql, rows):
     per 1,000 rows rather than one round trip per row)."""
     if db._adapter.dbengine == "postgres":
         from psycopg2.extras import execute_values
+
         head = sql.partition(" VALUES (")[0]
         execute_values(cursor, head + " VALUES %s", rows, page_size=1000)
     else:
@@ -197,4 +284,3 @@ def artifacts_dir():
     folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "artifacts")
     os.makedirs(folder, exist_ok=True)
     return folder
-

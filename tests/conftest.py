@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Shared fixtures: databases (SQLite, PostgreSQL, MariaDB) and SMTP sinks.
 
 Every outbox test takes ``db_uri`` and runs once per database. PostgreSQL and
@@ -16,21 +15,23 @@ import uuid
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"),
-             os.path.join(ROOT, "tests")):
+for path in (
+    os.path.join(ROOT, "modules"),
+    os.path.join(ROOT, "scripts"),
+    os.path.join(ROOT, "tests"),
+):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from pydal import DAL  # noqa: E402
-
 from smtpsink import Sink, SinkController  # noqa: E402
 
 DATABASES = {
     "sqlite": None,
-    "postgres": os.environ.get("OUTBOX_TEST_POSTGRES",
-                               "postgres://postgres:@127.0.0.1:5432/test"),
-    "mysql": os.environ.get("OUTBOX_TEST_MYSQL",
-                            "mysql://root:@127.0.0.1:3306/test?set_encoding=utf8mb4"),
+    "postgres": os.environ.get("OUTBOX_TEST_POSTGRES", "postgres://postgres:@127.0.0.1:5432/test"),
+    "mysql": os.environ.get(
+        "OUTBOX_TEST_MYSQL", "mysql://root:@127.0.0.1:3306/test?set_encoding=utf8mb4"
+    ),
 }
 REQUIRE = os.environ.get("OUTBOX_REQUIRE_DBS") == "1"
 _reachable = {}
@@ -136,6 +137,7 @@ def inbox():
     """One SMTP sink for a module's end-to-end tests, read through helpers.Inbox;
     ``inbox.server`` is its host:port. A module may define its own instead."""
     from helpers import Inbox
+
     box = Inbox()
     with SinkController(box.sink) as controller:
         box.server = controller.server_address
@@ -146,8 +148,14 @@ def inbox():
 def mail(db, sink, tablename):
     """A MailS3 on ``db`` pointed at ``sink``."""
     from s3outbox import MailS3
-    m = MailS3(db, server=sink.server, sender="Outbox <outbox@outbox.localhost>",
-               tls=False, tablename=tablename)
+
+    m = MailS3(
+        db,
+        server=sink.server,
+        sender="Outbox <outbox@outbox.localhost>",
+        tls=False,
+        tablename=tablename,
+    )
     m.settings.sessions = 1
     return m
 
@@ -163,6 +171,7 @@ def fresh_postgres():
     database (other runs share the server); yields its URI, in the form
     without a password (trust authentication), and drops it afterwards."""
     import psycopg2
+
     need("postgres")
     name = "outbox_%s" % uuid.uuid4().hex[:12]
     admin = psycopg2.connect(libpq_dsn(DATABASES["postgres"]))

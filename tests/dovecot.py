@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A Dovecot of the test's own on loopback ports (Debian's dovecot-imapd and
 dovecot-pop3d, installed by scripts/ci-system-deps.sh): IMAP over TLS and
 POP3 over TLS, with a certificate from a throwaway CA (trustme).
@@ -19,7 +18,6 @@ import tempfile
 import time
 
 import trustme
-
 from helpers import free_port
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -86,16 +84,21 @@ protocol lda {{
 
 def unusable():
     """Why a Dovecot cannot run here (a reason for pytest.skip), or None."""
-    if not (os.path.exists(DOVECOT) and os.path.exists("/usr/lib/dovecot/imap") and
-            os.path.exists("/usr/lib/dovecot/pop3")):
-        return "Debian's dovecot-imapd and dovecot-pop3d are not installed " \
-               "(scripts/ci-system-deps.sh installs them where apt is usable)"
+    if not (
+        os.path.exists(DOVECOT)
+        and os.path.exists("/usr/lib/dovecot/imap")
+        and os.path.exists("/usr/lib/dovecot/pop3")
+    ):
+        return (
+            "Debian's dovecot-imapd and dovecot-pop3d are not installed "
+            "(scripts/ci-system-deps.sh installs them where apt is usable)"
+        )
     if os.geteuid() != 0:
         return "Dovecot's master must start as root"
     return None
 
 
-class Dovecot(object):
+class Dovecot:
     """``with Dovecot() as d:`` then read ``d.url("imaps")`` with ``d.context()``."""
 
     def __init__(self):
@@ -119,8 +122,13 @@ class Dovecot(object):
     def __enter__(self):
         # Its daemons keep standard output open: a file, not a pipe.
         with open(os.path.join(self.dir, "start.out"), "w+") as out:
-            done = subprocess.run([DOVECOT, "-c", self.conf], stdout=out,
-                                  stderr=out, stdin=subprocess.DEVNULL, timeout=60)
+            done = subprocess.run(
+                [DOVECOT, "-c", self.conf],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                timeout=60,
+            )
             out.seek(0)
             said = out.read()
         if done.returncode != 0 or not self._listening(30):
@@ -130,8 +138,12 @@ class Dovecot(object):
         return self
 
     def __exit__(self, *exc):
-        subprocess.run([DOVECOT, "-c", self.conf, "stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
+        subprocess.run(
+            [DOVECOT, "-c", self.conf, "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _listening(self, timeout):
@@ -147,8 +159,9 @@ class Dovecot(object):
 
     def log(self):
         try:
-            with open(os.path.join(self.dir, "dovecot.log"), encoding="utf-8",
-                      errors="replace") as f:
+            with open(
+                os.path.join(self.dir, "dovecot.log"), encoding="utf-8", errors="replace"
+            ) as f:
                 return f.read()
         except FileNotFoundError:
             return ""
@@ -156,13 +169,14 @@ class Dovecot(object):
     def url(self, scheme="imaps", password=PASSWORD, port=None):
         """The bounce_mailbox URL, user and password percent-encoded."""
         from urllib.parse import quote
+
         port = port or (self.imaps if scheme == "imaps" else self.pop3s)
-        return "%s://%s:%s@127.0.0.1:%d/" % (scheme, USER, quote(password, safe=""),
-                                             port)
+        return "%s://%s:%s@127.0.0.1:%d/" % (scheme, USER, quote(password, safe=""), port)
 
     def context(self):
         """An SSLContext that trusts this Dovecot's certificate."""
         import ssl
+
         context = ssl.create_default_context()
         self.ca.configure_trust(context)
         return context
@@ -174,13 +188,17 @@ class Dovecot(object):
     def maildir_count(self):
         """Messages in the Maildir now (new and cur)."""
         base = os.path.join(self.dir, "mail", USER, "Maildir")
-        return sum(len(os.listdir(os.path.join(base, sub)))
-                   for sub in ("new", "cur") if os.path.isdir(os.path.join(base, sub)))
+        return sum(
+            len(os.listdir(os.path.join(base, sub)))
+            for sub in ("new", "cur")
+            if os.path.isdir(os.path.join(base, sub))
+        )
 
     @contextlib.contextmanager
     def imap(self):
         """A logged-in IMAP connection to the mailbox, logged out after."""
         import imaplib
+
         conn = imaplib.IMAP4_SSL("127.0.0.1", self.imaps, ssl_context=self.context())
         try:
             conn.login(USER, PASSWORD)

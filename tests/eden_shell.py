@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Run inside Sahana Eden's model environment by tests/edenapp.py:
 ``web2py.py -S eden -M -R tests/eden_shell.py -A COMMAND ARGS``.
 
@@ -50,8 +49,7 @@ def _person(name):
 
 
 def _organisation(name, *pe_ids):
-    otable, htable, ptable = s3db.org_organisation, s3db.hrm_human_resource, \
-        s3db.pr_person
+    otable, htable, ptable = s3db.org_organisation, s3db.hrm_human_resource, s3db.pr_person
     record = {"id": otable.insert(name=name)}
     s3db.update_super(otable, record)
     for pe_id in pe_ids:
@@ -100,15 +98,22 @@ def main(command, *args):
     elif command == "send_email":
         import os
         import tempfile
+
         path = os.path.join(tempfile.mkdtemp(), "report.txt")
         with open(path, "w") as f:
             f.write("attached")
-        out["ok"] = msg.send_email(args[0], args[1], "Grüße from Eden",
-                                   cc=args[2], bcc=args[3],
-                                   attachments=[mail.Attachment(path)])
+        out["ok"] = msg.send_email(
+            args[0],
+            args[1],
+            "Grüße from Eden",
+            cc=args[2],
+            bcc=args[3],
+            attachments=[mail.Attachment(path)],
+        )
     elif command == "mail_send":
-        out["ok"] = mail.send(pe_id=int(args[0]), subject=args[1],
-                              message="Sent by mail.send(pe_id=...).")
+        out["ok"] = mail.send(
+            pe_id=int(args[0]), subject=args[1], message="Sent by mail.send(pe_id=...)."
+        )
         out["error"] = mail.error
         out["ids"] = ",".join(str(i) for i in mail.result.get("ids", []))
     elif command == "eden_status":
@@ -117,16 +122,26 @@ def main(command, *args):
     elif command == "person":
         out["pe_id"] = _person(args[0])
     elif command == "contact":
-        out["contact"] = s3db.pr_contact.insert(pe_id=int(args[0]), value=args[1],
-                                                contact_method="EMAIL")
+        out["contact"] = s3db.pr_contact.insert(
+            pe_id=int(args[0]), value=args[1], contact_method="EMAIL"
+        )
         ptable = s3db.pr_person
         out["person_id"] = db(ptable.pe_id == int(args[0])).select(ptable.id).first().id
     elif command == "organisation":
         out["pe_id"] = _organisation(*args)
     elif command == "settings":
-        from s3outbox.admin import findings
-        for key in ("server", "sender", "login", "tls", "rate_limit", "pipelining",
-                    "batch_size", "timeout"):
+        from s3outbox.admin.dashboard import findings
+
+        for key in (
+            "server",
+            "sender",
+            "login",
+            "tls",
+            "rate_limit",
+            "pipelining",
+            "batch_size",
+            "timeout",
+        ):
             out[key] = mail.settings[key]
         out["public_url"] = mail.settings.public_url
         out["findings"] = "|".join(f["key"] for f in findings(mail.settings))
@@ -137,11 +152,19 @@ def main(command, *args):
     elif command == "process_outbox_loop":
         _process_outbox_loop(*args)
     elif command == "bad_send":  # wrongly typed pe_id, unknown argument
-        for name, kwargs in (("true", dict(pe_id=True)), ("float", dict(pe_id=1.5)),
-                             ("text", dict(pe_id="x")), ("bogus", dict(bogus=1))):
+        for name, kwargs in (
+            ("true", dict(pe_id=True)),
+            ("float", dict(pe_id=1.5)),
+            ("text", dict(pe_id="x")),
+            ("bogus", dict(bogus=1)),
+        ):
             try:
-                ok = mail.send(to=None if "pe_id" in kwargs else "a@people.net",
-                               subject="Bad", message="Bad", **kwargs)
+                ok = mail.send(
+                    to=None if "pe_id" in kwargs else "a@people.net",
+                    subject="Bad",
+                    message="Bad",
+                    **kwargs,
+                )
             except Exception as e:  # the test fails on it
                 ok = "raised %s" % type(e).__name__
             out[name] = "%s %s" % (ok, mail.error)

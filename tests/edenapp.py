@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A real Sahana Eden (the snapshot in ../shared/eden-asp/) in a temporary
 web2py runtime, for end-to-end tests: ``EdenApp(folder).build()`` extracts it
 into applications/eden, runs scripts/eden_install.py on it (unless
@@ -39,8 +38,7 @@ class EdenApp(WebApp):
     # Eden's first page loads its whole model: slow on a first request.
     start_timeout, page_timeout, title = 120, 30, "Eden"
 
-    def __init__(self, folder, install=True, mail=None, db_uri=None,
-                 public_url=True):
+    def __init__(self, folder, install=True, mail=None, db_uri=None, public_url=True):
         """``db_uri``: a PostgreSQL database for Eden (postgres://user@host:port/name,
         trust authentication), else SQLite; ``public_url=False``: the
         template's config, which sets none."""
@@ -53,14 +51,13 @@ class EdenApp(WebApp):
         self.procs, self.logs = {}, {}
         self.want_worker = True
         self.install = install
-        self.mail = mail or {}        # settings.mail.* written to 000_config.py
+        self.mail = mail or {}  # settings.mail.* written to 000_config.py
         self.install_output = None
 
     # ------------------------------------------------------------- building
     def build(self):
         os.makedirs(os.path.join(self.folder, "applications"), exist_ok=True)
-        shutil.copy(os.path.join(sysconfig.get_paths()["purelib"], "web2py.py"),
-                    self.folder)
+        shutil.copy(os.path.join(sysconfig.get_paths()["purelib"], "web2py.py"), self.folder)
         with open(os.path.join(self.folder, "VERSION"), "w") as f:
             f.write(runtime.VERSION)
         open(os.path.join(self.folder, "welcome.w2p"), "a").close()
@@ -74,8 +71,9 @@ class EdenApp(WebApp):
 
     def installer(self, *args):
         """Run scripts/eden_install.py on this Eden; its output (raises on error)."""
-        done = subprocess.run([sys.executable, INSTALLER, self.app] + list(args),
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, INSTALLER, self.app] + list(args), capture_output=True, text=True
+        )
         if done.returncode:
             raise RuntimeError("eden_install failed:\n%s%s" % (done.stdout, done.stderr))
         return done.stdout
@@ -88,18 +86,25 @@ class EdenApp(WebApp):
         """Eden's template config, finished, with this app's URL and mail."""
         with open(os.path.join(self.app, "modules", "templates", "000_config.py")) as f:
             text = f.read()
-        text = text.replace("FINISHED_EDITING_CONFIG_FILE = False",
-                            "FINISHED_EDITING_CONFIG_FILE = True")
+        text = text.replace(
+            "FINISHED_EDITING_CONFIG_FILE = False", "FINISHED_EDITING_CONFIG_FILE = True"
+        )
         if self.public_url:
-            text += "\nsettings.base.public_url = %r\n" % ("http://127.0.0.1:%d"
-                                                         % self.port)
-        text += "\nsettings.base.prepopulate = [\"default/base\"]\n"
+            text += "\nsettings.base.public_url = %r\n" % ("http://127.0.0.1:%d" % self.port)
+        text += '\nsettings.base.prepopulate = ["default/base"]\n'
         if self.db_uri.startswith("postgres"):
             where = urllib.parse.urlsplit(self.db_uri)
-            text += "".join("settings.database.%s = %r\n" % item for item in (
-                ("db_type", "postgres"), ("host", where.hostname),
-                ("port", where.port or 5432), ("database", where.path.strip("/")),
-                ("username", where.username), ("password", where.password or "")))
+            text += "".join(
+                "settings.database.%s = %r\n" % item
+                for item in (
+                    ("db_type", "postgres"),
+                    ("host", where.hostname),
+                    ("port", where.port or 5432),
+                    ("database", where.path.strip("/")),
+                    ("username", where.username),
+                    ("password", where.password or ""),
+                )
+            )
         text += "settings.auth.hmac_key = %r\n" % "s3outbox-test-hmac"
         with open(self.config_path, "w") as f:
             f.write(text)
@@ -122,26 +127,54 @@ class EdenApp(WebApp):
     def first_run(self):
         """Eden's first run (tables, prepopulate) in a web2py shell."""
         done = subprocess.run(
-            [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_banner",
-             "-S", "eden", "-M", "-R", os.path.join(ROOT, "tests", "eden_shell.py"),
-             "-A", "noop"], cwd=self.folder, capture_output=True, text=True,
-            timeout=600)
+            [
+                sys.executable,
+                os.path.join(self.folder, "web2py.py"),
+                "--no_banner",
+                "-S",
+                "eden",
+                "-M",
+                "-R",
+                os.path.join(ROOT, "tests", "eden_shell.py"),
+                "-A",
+                "noop",
+            ],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if done.returncode or "s3outbox-shell-ok" not in done.stdout:
-            raise RuntimeError("Eden's first run failed:\n%s\n%s" % (
-                done.stdout[-3000:], done.stderr[-3000:]))
+            raise RuntimeError(
+                "Eden's first run failed:\n%s\n%s" % (done.stdout[-3000:], done.stderr[-3000:])
+            )
         return done.stdout
 
     def shell(self, *args):
         """Run tests/eden_shell.py ARGS in Eden's model environment; its
         stdout (the lines it prints)."""
         done = subprocess.run(
-            [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_banner",
-             "-S", "eden", "-M", "-R", os.path.join(ROOT, "tests", "eden_shell.py"),
-             "-A"] + [str(a) for a in args], cwd=self.folder, capture_output=True,
-            text=True, timeout=300)
+            [
+                sys.executable,
+                os.path.join(self.folder, "web2py.py"),
+                "--no_banner",
+                "-S",
+                "eden",
+                "-M",
+                "-R",
+                os.path.join(ROOT, "tests", "eden_shell.py"),
+                "-A",
+            ]
+            + [str(a) for a in args],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode or "s3outbox-shell-ok" not in done.stdout:
-            raise RuntimeError("eden shell %s failed:\n%s\n%s" % (
-                args, done.stdout[-3000:], done.stderr[-3000:]))
+            raise RuntimeError(
+                "eden shell %s failed:\n%s\n%s" % (args, done.stdout[-3000:], done.stderr[-3000:])
+            )
         return done.stdout
 
     # ------------------------------------------------------------ running
@@ -166,8 +199,15 @@ class EdenApp(WebApp):
         """{table or index name: (its table, its CREATE statement)} of the
         SQLite database, with the random defaults (uuid, s3_table name) Eden
         writes into its DDL made equal."""
-        return {name: (table, re.sub(r"DEFAULT '(urn:uuid:[0-9a-f-]+|s3dt_[a-z]+)'",
-                                     "DEFAULT '(random)'", sql or ""))
-                for name, table, sql in self.query(
-                    "SELECT name, tbl_name, sql FROM sqlite_master WHERE "
-                    "type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'")}
+        return {
+            name: (
+                table,
+                re.sub(
+                    r"DEFAULT '(urn:uuid:[0-9a-f-]+|s3dt_[a-z]+)'", "DEFAULT '(random)'", sql or ""
+                ),
+            )
+            for name, table, sql in self.query(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE "
+                "type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'"
+            )
+        }

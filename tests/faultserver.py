@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A plain-socket SMTP server that misbehaves on cue, for faults that aiosmtpd
 will not commit: dropping the connection after a given command or in the
 middle of DATA, never answering, a 421 greeting, refusing AUTH.
@@ -29,15 +28,15 @@ import threading
 DROP, STALL = "drop", "stall"
 
 
-class FaultServer(object):
+class FaultServer:
     """``with FaultServer(script, extensions) as s:`` then point mail at ``s.server``."""
 
     def __init__(self, script=None, extensions=("8BITMIME",), max_rcpts=None):
         self.script = dict(script or {})
         self.max_rcpts = max_rcpts
         self.extensions = list(extensions)
-        self.messages = []      # (mail_from, [rcpt], data) fully accepted
-        self.commands = []      # every command line received, decoded
+        self.messages = []  # (mail_from, [rcpt], data) fully accepted
+        self.commands = []  # every command line received, decoded
         self.connections = 0
         self.turns = 0
         self._stop = threading.Event()
@@ -65,7 +64,7 @@ class FaultServer(object):
         while not self._stop.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.connections += 1
             self._clients.append(conn)
@@ -99,7 +98,7 @@ class FaultServer(object):
             try:
                 if not conn.recv(4096):
                     break  # the client gave up
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break
@@ -170,7 +169,8 @@ class FaultServer(object):
             return self._act(session, "sequence", "554 5.5.1 no valid recipients")
         reply = self.script.get("DATA", "354 end with <CRLF>.<CRLF>")
         return self._act(session, "DATA", reply) and (
-            not reply.startswith("354") or self._data(session))
+            not reply.startswith("354") or self._data(session)
+        )
 
     def _on_BDAT(self, session, arg):
         size, _, last = arg.partition(" ")
@@ -217,7 +217,7 @@ class FaultServer(object):
         return self._act(session, "END", default, first)
 
 
-class _Session(object):
+class _Session:
     """One client connection: buffered reads that count round trips, and the
     envelope of the message under way."""
 
@@ -264,4 +264,4 @@ def _refused(rule, address):
 def _address(arg):
     """'FROM:<a@b> SIZE=1' -> 'a@b'."""
     start, end = arg.find("<"), arg.find(">")
-    return arg[start + 1:end] if start >= 0 and end > start else arg.partition(":")[2]
+    return arg[start + 1 : end] if start >= 0 and end > start else arg.partition(":")[2]

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Helpers shared by the tests (one copy each): ports, attachments, waiting,
 an SMTP inbox for end-to-end tests, and settings for the transport and pool
 unit tests."""
@@ -13,7 +12,6 @@ import threading
 import time
 
 from gluon.storage import Storage
-
 from smtpsink import Sink
 
 
@@ -27,6 +25,7 @@ def free_port():
 def attachment(name, payload):
     """A Mail.Attachment of ``payload`` bytes (2.26 cannot take bytes itself)."""
     from gluon.tools import Mail
+
     return Mail.Attachment(io.BytesIO(payload), filename=name)
 
 
@@ -44,7 +43,7 @@ def wait_for(predicate, timeout=60, step=0.2):
 FLASH_RE = re.compile(r'<div class="flash" role="status">(.*?)</div>', re.S)
 
 
-class Inbox(object):
+class Inbox:
     """An SMTP sink that keeps every message with its envelope recipients and
     the time it arrived; ``inbox.sink`` goes to a SinkController."""
 
@@ -64,8 +63,9 @@ class Inbox(object):
             return [m for _, rcpts, m in self.arrived if address in rcpts]
 
     def _missing(self, address):
-        return AssertionError("no mail to %s; got %s" % (
-            address, [(r, m["Subject"]) for _, r, m in self.arrived]))
+        return AssertionError(
+            "no mail to %s; got %s" % (address, [(r, m["Subject"]) for _, r, m in self.arrived])
+        )
 
     def wait(self, to, since, timeout=60):
         """(time, message): the first message to ``to`` that arrived after ``since``."""
@@ -81,8 +81,7 @@ class Inbox(object):
 
     def wait_count(self, address, count=1, timeout=60):
         """The messages to ``address`` once there are ``count`` of them."""
-        found = wait_for(lambda: len(self.to(address)) >= count and self.to(address),
-                         timeout)
+        found = wait_for(lambda: len(self.to(address)) >= count and self.to(address), timeout)
         if not found:
             raise self._missing(address)
         return found
@@ -101,15 +100,26 @@ def flash(response):
 
 def settings(**changes):
     """Mail.settings as MailS3 has them, with working values and ``changes``."""
-    from s3outbox.settings import DEFAULTS
-    values = dict(DEFAULTS, server="127.0.0.1:8025", sender="Outbox <outbox@outbox.net>",
-                  login=None, tls=False, ssl=False, hostname=None, dkim=None,
-                  cipher_type=None, list_unsubscribe=None)
+    from s3outbox.delivery.settings import DEFAULTS
+
+    values = dict(
+        DEFAULTS,
+        server="127.0.0.1:8025",
+        sender="Outbox <outbox@outbox.net>",
+        login=None,
+        tls=False,
+        ssl=False,
+        hostname=None,
+        dkim=None,
+        cipher_type=None,
+        list_unsubscribe=None,
+    )
     values.update(changes)
     return Storage(values)
 
 
 def snapshot(**changes):
     """A settings Snapshot (see ``settings``)."""
-    from s3outbox.settings import Snapshot
+    from s3outbox.delivery.settings import Snapshot
+
     return Snapshot(settings(**changes))

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A Postfix of the test's own on a loopback port (Debian's postfix, installed
 unconfigured by scripts/ci-system-deps.sh).
 
@@ -88,14 +87,16 @@ bouncebox unix - n n - - pipe flags=DRhu user=nobody argv={lda}
 def unusable():
     """Why a Postfix cannot run here (a reason for pytest.skip), or None."""
     if not os.path.exists(POSTFIX):
-        return "Debian's postfix is not installed (scripts/ci-system-deps.sh " \
-               "installs it where apt is usable)"
+        return (
+            "Debian's postfix is not installed (scripts/ci-system-deps.sh "
+            "installs it where apt is usable)"
+        )
     if os.geteuid() != 0:
         return "Postfix's master must start as root"
     return None
 
 
-class Postfix(object):
+class Postfix:
     """``with Postfix() as p:`` then send to ``p.server``; ``p.mbox()`` reads
     what was delivered."""
 
@@ -110,21 +111,26 @@ class Postfix(object):
         shutil.chown(os.path.join(self.dir, "data"), "postfix")
         for name, text in (("main.cf", MAIN_CF), ("master.cf", MASTER_CF)):
             with open(os.path.join(self.dir, name), "w") as f:
-                f.write(text.format(dir=self.dir, port=self.port,
-                                    bouncebox="bouncebox" if mailbox else "filedrop",
-                                    lda=mailbox.lda_command() if mailbox else "/bin/false"))
+                f.write(
+                    text.format(
+                        dir=self.dir,
+                        port=self.port,
+                        bouncebox="bouncebox" if mailbox else "filedrop",
+                        lda=mailbox.lda_command() if mailbox else "/bin/false",
+                    )
+                )
 
     def _postfix(self, command):
-        return subprocess.run([POSTFIX, "-c", self.dir, command], capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [POSTFIX, "-c", self.dir, command], capture_output=True, text=True, timeout=60
+        )
 
     def __enter__(self):
         done = self._postfix("start")
         if done.returncode != 0 or not self._listening(30):
             log = self.log()
             self.__exit__()
-            raise RuntimeError("postfix did not start: %s%s\n%s" % (
-                done.stdout, done.stderr, log))
+            raise RuntimeError("postfix did not start: %s%s\n%s" % (done.stdout, done.stderr, log))
         return self
 
     def __exit__(self, *exc):
@@ -158,5 +164,4 @@ class Postfix(object):
     def mbox(self):
         """The delivered messages, each as bytes (From_ line dropped)."""
         text = self._read("out/mbox")
-        return [m.split(b"\n", 1)[1] for m in text.split(b"\nFrom ") if m] \
-            if text else []
+        return [m.split(b"\n", 1)[1] for m in text.split(b"\nFrom ") if m] if text else []

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The site admin's side: settings check, dashboard, actions, command line.
 
 Unit level: every settings finding, and OutboxAdmin's queries and actions on
@@ -18,21 +17,26 @@ import uuid
 
 import pytest
 import requests
-from gluon.storage import Storage
-from gluon.tools import Mail
-
 from admin_support import AdminApp, artifacts_dir, seed
 from conftest import DATABASES, need
+from gluon.storage import Storage
+from gluon.tools import Mail
 from helpers import flash
-from s3outbox import admin as outbox_admin
-from s3outbox.admin import OutboxAdmin, chart_svg, findings, scrub, settings_summary
-from s3outbox.delivery import Pass
-from s3outbox.store import utcnow
 from smtpsink import Sink, SinkController
 
+from s3outbox.admin import dashboard as outbox_admin
+from s3outbox.admin.dashboard import OutboxAdmin, chart_svg, findings, scrub, settings_summary
+from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.store import utcnow
+
 SECRET = "Pa55-w0rd-XYZ"
-GOOD = dict(server="mail.people.net:587", sender="Site <site@people.net>",
-            login="site:" + SECRET, tls=True, ssl=False)
+GOOD = dict(
+    server="mail.people.net:587",
+    sender="Site <site@people.net>",
+    login="site:" + SECRET,
+    tls=True,
+    ssl=False,
+)
 
 
 def settings(**changes):
@@ -40,31 +44,45 @@ def settings(**changes):
 
 
 # ------------------------------------------------------------ settings check
-@pytest.mark.parametrize("changes, key, words, blocking", [
-    (dict(server=None), "[smtp] server", "no SMTP server", True),
-    (dict(server="gae"), "[smtp] server", "not an SMTP server", True),
-    (dict(server="smtp gmail com"), "[smtp] server", "not of the form host:port", True),
-    (dict(server="mail.people.net:70000"), "[smtp] server", "outside 1-65535", True),
-    (dict(server="smtp.gmail.com:587", login="username:password"), "[smtp] server",
-     "web2py's example value", True),
-    (dict(sender=""), "[smtp] sender", "no sender address", True),
-    (dict(sender="site at people.net"), "[smtp] sender", "not a valid e-mail", True),
-    (dict(sender="you@gmail.com"), "[smtp] sender", "unedited example", True),
-    (dict(sender="Sahana <sahana@example.org>"), "[smtp] sender", "unedited example",
-     True),
-    (dict(sender="ops@mail.example.net"), "[smtp] sender", "unedited example", True),
-    (dict(sender="ops@site.test"), "[smtp] sender", "unedited example", True),
-    (dict(login="username:password"), "[smtp] login", "unedited example", True),
-    (dict(login="site"), "[smtp] login", "user:password", True),
-    (dict(login="site:"), "[smtp] login", "no password", True),
-    (dict(login=":" + SECRET), "[smtp] login", "no user name", True),
-    (dict(ssl=True), "[smtp] ssl", "587 expects STARTTLS", False),
-    (dict(server="mail.people.net:25", ssl=True, tls=False), "[smtp] ssl",
-     "port 25 is plain SMTP", False),
-    (dict(server="mail.people.net:465", tls=False), "[smtp] ssl", "465 expects "
-     "implicit TLS", False),
-    (dict(tls=False), "[smtp] tls", "unencrypted", False),
-])
+@pytest.mark.parametrize(
+    "changes, key, words, blocking",
+    [
+        (dict(server=None), "[smtp] server", "no SMTP server", True),
+        (dict(server="gae"), "[smtp] server", "not an SMTP server", True),
+        (dict(server="smtp gmail com"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="mail.people.net:70000"), "[smtp] server", "outside 1-65535", True),
+        (
+            dict(server="smtp.gmail.com:587", login="username:password"),
+            "[smtp] server",
+            "web2py's example value",
+            True,
+        ),
+        (dict(sender=""), "[smtp] sender", "no sender address", True),
+        (dict(sender="site at people.net"), "[smtp] sender", "not a valid e-mail", True),
+        (dict(sender="you@gmail.com"), "[smtp] sender", "unedited example", True),
+        (dict(sender="Sahana <sahana@example.org>"), "[smtp] sender", "unedited example", True),
+        (dict(sender="ops@mail.example.net"), "[smtp] sender", "unedited example", True),
+        (dict(sender="ops@site.test"), "[smtp] sender", "unedited example", True),
+        (dict(login="username:password"), "[smtp] login", "unedited example", True),
+        (dict(login="site"), "[smtp] login", "user:password", True),
+        (dict(login="site:"), "[smtp] login", "no password", True),
+        (dict(login=":" + SECRET), "[smtp] login", "no user name", True),
+        (dict(ssl=True), "[smtp] ssl", "587 expects STARTTLS", False),
+        (
+            dict(server="mail.people.net:25", ssl=True, tls=False),
+            "[smtp] ssl",
+            "port 25 is plain SMTP",
+            False,
+        ),
+        (
+            dict(server="mail.people.net:465", tls=False),
+            "[smtp] ssl",
+            "465 expects implicit TLS",
+            False,
+        ),
+        (dict(tls=False), "[smtp] tls", "unencrypted", False),
+    ],
+)
 def test_each_settings_finding(changes, key, words, blocking):
     found = findings(settings(**changes))
     mine = [f for f in found if f["key"] == key]
@@ -78,8 +96,16 @@ def test_each_settings_finding(changes, key, words, blocking):
 def test_good_settings_have_no_findings():
     assert findings(settings()) == []
     assert findings(settings(server="127.0.0.1:2525", login=None, tls=False)) == []
-    assert findings(settings(server="smtp.gmail.com:587", sender="ops@people.net",
-                             login="ops@people.net:" + SECRET)) == []
+    assert (
+        findings(
+            settings(
+                server="smtp.gmail.com:587",
+                sender="ops@people.net",
+                login="ops@people.net:" + SECRET,
+            )
+        )
+        == []
+    )
 
 
 def test_summary_and_scrub_hide_the_password():
@@ -90,43 +116,59 @@ def test_summary_and_scrub_hide_the_password():
     assert settings_summary(settings(login=None))["login"] == "(none)"
 
 
-@pytest.mark.parametrize("reason, key", [
-    ("sender 'you@gmail.com' is the unedited example address (edit [smtp] sender)",
-     "[smtp] sender"),
-    ("connection refused: [Errno 111] Connection refused", "[smtp] server"),
-    ("server name does not resolve: [Errno -2] Name or service not known",
-     "[smtp] server"),
-    ("cannot reach the server: [Errno 113] No route to host", "[smtp] server"),
-    ("authentication refused: 535 5.7.8 bad credentials", "[smtp] login"),
-    ("TLS failed: [SSL: WRONG_VERSION_NUMBER] (check tls and ssl)",
-     "[smtp] tls and [smtp] ssl"),
-    ("sender outbox@site.net refused: 553 5.7.1 not yours", "[smtp] sender"),
-])
+@pytest.mark.parametrize(
+    "reason, key",
+    [
+        (
+            "sender 'you@gmail.com' is the unedited example address (edit [smtp] sender)",
+            "[smtp] sender",
+        ),
+        ("connection refused: [Errno 111] Connection refused", "[smtp] server"),
+        ("server name does not resolve: [Errno -2] Name or service not known", "[smtp] server"),
+        ("cannot reach the server: [Errno 113] No route to host", "[smtp] server"),
+        ("authentication refused: 535 5.7.8 bad credentials", "[smtp] login"),
+        (
+            "TLS failed: [SSL: WRONG_VERSION_NUMBER] (check tls and ssl)",
+            "[smtp] tls and [smtp] ssl",
+        ),
+        ("sender outbox@site.net refused: 553 5.7.1 not yours", "[smtp] sender"),
+    ],
+)
 def test_hold_reason_says_what_to_edit(reason, key):
     assert outbox_admin.edit_hint(reason) == key
 
 
 def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
     from s3outbox import MailS3
+
     caplog.set_level(logging.INFO, logger="s3outbox")
     outbox_admin._checked.clear()
-    mail = MailS3(make_db(), server="127.0.0.1:25", sender="you@gmail.com", tls=False,
-                  tablename=tablename)
+    mail = MailS3(
+        make_db(), server="127.0.0.1:25", sender="you@gmail.com", tls=False, tablename=tablename
+    )
 
     def errors():
         return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
 
     assert outbox_admin.log_settings_check(mail)
     mail.db.commit()
-    assert errors() == ["mail settings: sender 'you@gmail.com' is the unedited example "
-                        "address (edit [smtp] sender in private/appconfig.ini)"]
+    assert errors() == [
+        "mail settings: sender 'you@gmail.com' is the unedited example "
+        "address (edit [smtp] sender in private/appconfig.ini)"
+    ]
     caplog.clear()
     for _ in range(3):
         assert not outbox_admin.log_settings_check(mail)
     # Another process (same database, nothing cached) sees it was logged.
     outbox_admin._checked.clear()
-    other = MailS3(make_db(), server="127.0.0.1:25", sender="you@gmail.com", tls=False,
-                   tablename=tablename, migrate=False)
+    other = MailS3(
+        make_db(),
+        server="127.0.0.1:25",
+        sender="you@gmail.com",
+        tls=False,
+        tablename=tablename,
+        migrate=False,
+    )
     assert not outbox_admin.log_settings_check(other)
     assert not caplog.records
     # A change is logged once: both findings now.
@@ -144,8 +186,9 @@ def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
 def _ids(mail, *addresses, **kwargs):
     out = []
     for address in addresses:
-        assert mail.send(to=address, subject="to %s" % address, message="hello",
-                         **kwargs), mail.error
+        assert mail.send(to=address, subject="to %s" % address, message="hello", **kwargs), (
+            mail.error
+        )
         out.append(int(mail.result["id"]))
     mail.db.commit()
     return out
@@ -159,15 +202,18 @@ def test_overview_actions_and_detail(mail, sink):
     sink.script["RCPT"] = {"gone@people.net": "550 5.1.1 no such user"}
     admin = OutboxAdmin(mail)
     a1, a2 = _ids(mail, "ann@people.net", "bob@people.net")
-    assert mail.send(to="cy@people.net", subject="with file", message="see file",
-                     attachments=[Mail.Attachment(io.BytesIO(b"x" * 10),
-                                                  filename="a.txt")])
+    assert mail.send(
+        to="cy@people.net",
+        subject="with file",
+        message="see file",
+        attachments=[Mail.Attachment(io.BytesIO(b"x" * 10), filename="a.txt")],
+    )
     a3 = int(mail.result["id"])
     # Delivering attachments is the core's business (tests/test_send.py); here
     # the row only needs to exist as sent mail with an attachment.
     mail.store.outbox[a3] = dict(status="sent", sent_on=utcnow(), attempts=1)
     mail.store._insert_attempts([(a3, utcnow(), "w", "sent", 250, None)])
-    bad, = _ids(mail, "gone@people.net")
+    (bad,) = _ids(mail, "gone@people.net")
     assert mail.process_outbox()["failed"] == 1
     o = admin.overview()
     assert o["counts"]["sent"] == 3 and o["counts"]["failed"] == 1
@@ -178,9 +224,10 @@ def test_overview_actions_and_detail(mail, sink):
     m = admin.message(bad)
     assert m["row"].status == "failed" and "550 5.1.1 no such user" in m["row"].last_error
     assert [a.outcome for a in m["attempts"]] == ["failed"]
-    assert [(f.filename, f.content_type) for f in admin.message(a3)["attachments"]] == \
-        [("a.txt", "text/plain; charset=utf-8")]  # the whole Content-Type is kept
-    assert admin.message(10 ** 9) is None
+    assert [(f.filename, f.content_type) for f in admin.message(a3)["attachments"]] == [
+        ("a.txt", "text/plain; charset=utf-8")
+    ]  # the whole Content-Type is kept
+    assert admin.message(10**9) is None
 
     # Held: a configuration error, with the banner's reason and hint.
     mail.settings.sender = "you@gmail.com"
@@ -215,8 +262,12 @@ def test_overview_actions_and_detail(mail, sink):
     mail.store.outbox[c2] = dict(status="sending")
     mail.db.commit()
     assert admin.cancel(ids=[c1, c2, a1, bad]) == 2
-    assert [_status(mail, i) for i in (c1, c2, a1, bad)] == \
-        ["cancelled", "sending", "sent", "cancelled"]
+    assert [_status(mail, i) for i in (c1, c2, a1, bad)] == [
+        "cancelled",
+        "sending",
+        "sent",
+        "cancelled",
+    ]
 
     # Purge: sent mail older than N days, with attempts and attachments.
     old = utcnow() - datetime.timedelta(days=10)
@@ -237,8 +288,10 @@ def test_overview_actions_and_detail(mail, sink):
 def test_list_pages_by_keyset_and_filters(db, tablename, mail):
     made = seed(db, tablename, 230, utcnow(), days=2)
     admin = OutboxAdmin(mail)
-    ids = [r.id for r in db(mail.store.outbox).select(
-        mail.store.outbox.id, orderby=~mail.store.outbox.id)]
+    ids = [
+        r.id
+        for r in db(mail.store.outbox).select(mail.store.outbox.id, orderby=~mail.store.outbox.id)
+    ]
     seen, page, pages = [], admin.page(size=50), 0
     assert page.newer is None
     while True:
@@ -262,19 +315,22 @@ def test_list_pages_by_keyset_and_filters(db, tablename, mail):
     assert admin.page(address="user%", size=500).rows == []
     none = admin.page(address="nobody-at-all", size=10)
     assert (none.rows, none.newer, none.older) == ([], None, None)
-    assert admin.counts() == dict(dict.fromkeys(
-        ("queued", "sending", "sent", "failed", "held", "cancelled", "bounced"), 0),
-        **made)
+    assert admin.counts() == dict(
+        dict.fromkeys(("queued", "sending", "sent", "failed", "held", "cancelled", "bounced"), 0),
+        **made,
+    )
 
 
 def test_activity_buckets_and_chart(mail):
     now = utcnow().replace(minute=40, second=0)
     hour = datetime.timedelta(hours=1)
-    rows = [(1, now - hour * 0.5, "sent")] * 3 + [(1, now - hour * 5, "failed")] * 2 + \
-        [(1, now - hour * 5, "retry"), (1, now - hour * 5, "held")] + \
-        [(1, now - hour * 30, "sent")] * 4
-    mail.store._insert_attempts([(rid, when, "w", what, None, None)
-                                 for rid, when, what in rows])
+    rows = (
+        [(1, now - hour * 0.5, "sent")] * 3
+        + [(1, now - hour * 5, "failed")] * 2
+        + [(1, now - hour * 5, "retry"), (1, now - hour * 5, "held")]
+        + [(1, now - hour * 30, "sent")] * 4
+    )
+    mail.store._insert_attempts([(rid, when, "w", what, None, None) for rid, when, what in rows])
     mail.db.commit()
     activity = OutboxAdmin(mail).activity(24, 3600, now=now)
     assert len(activity) == 24
@@ -285,8 +341,10 @@ def test_activity_buckets_and_chart(mail):
         return int((when - start).total_seconds() // 3600)
 
     got = {i: v for i, (_, v) in enumerate(activity) if any(v.values())}
-    assert got == {slot(now - hour * 0.5): dict(sent=3, retry=0, held=0, failed=0),
-                   slot(now - hour * 5): dict(sent=0, retry=1, held=1, failed=2)}
+    assert got == {
+        slot(now - hour * 0.5): dict(sent=3, retry=0, held=0, failed=0),
+        slot(now - hour * 5): dict(sent=0, retry=1, held=1, failed=2),
+    }
     svg = chart_svg(activity)
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "<script" not in svg
     assert svg.count('class="bar-sent"') == 1 and svg.count('class="bar-failed"') == 1
@@ -306,8 +364,9 @@ def site(tmp_path_factory):
     handler = Sink()
     with SinkController(handler) as controller:
         handler.server = controller.server_address
-        app = AdminApp(tmp_path_factory.mktemp("admin") / "rt",
-                       smtp=controller.server_address, worker=False)
+        app = AdminApp(
+            tmp_path_factory.mktemp("admin") / "rt", smtp=controller.server_address, worker=False
+        )
         with app:
             admin = app.register(ADMIN)
             user = app.register(USER)
@@ -331,8 +390,14 @@ def _failed(site, address=None):
     return mail, row_id
 
 
-PAGES = ["/outbox/index", "/outbox/index?chart=week", "/outbox/messages", "/outbox/bounces",
-         "/outbox/messages?status=failed&address=people", "/outbox/message/%d"]
+PAGES = [
+    "/outbox/index",
+    "/outbox/index?chart=week",
+    "/outbox/messages",
+    "/outbox/bounces",
+    "/outbox/messages?status=failed&address=people",
+    "/outbox/message/%d",
+]
 ACTIONS = [("retry", "ids"), ("cancel", "ids"), ("purge", "days"), ("test", "to")]
 
 
@@ -343,19 +408,24 @@ def test_access_rules(site):
     anonymous = requests.Session()
     for path in pages:
         r = anonymous.get(site.app.url(path), allow_redirects=False)
-        assert r.status_code == 303 and "/default/user/login?_next=" in \
-            r.headers["Location"], path
+        assert r.status_code == 303 and "/default/user/login?_next=" in r.headers["Location"], path
         r = site.user.get(site.app.url(path))
-        assert "/default/user/not_authorized" in r.url and \
-            "Insufficient privileges" in r.text and "_formkey" not in r.text, path
+        assert (
+            "/default/user/not_authorized" in r.url
+            and "Insufficient privileges" in r.text
+            and "_formkey" not in r.text
+        ), path
         r = site.admin.get(site.app.url(path))
         assert r.status_code == 200 and "<h1>" in r.text, path
     key = site.app.formkey(site.admin)
     for action, field in ACTIONS:
         value = dict(ids=row_id, days=0, to="x@people.net")[field]
         for who in (anonymous, site.user):
-            r = who.post(site.app.url("/outbox/" + action),
-                         data={field: value, "_formkey": key}, allow_redirects=False)
+            r = who.post(
+                site.app.url("/outbox/" + action),
+                data={field: value, "_formkey": key},
+                allow_redirects=False,
+            )
             assert r.status_code == 303 and "/default/user/" in r.headers["Location"]
     mail.db.commit()
     assert _status(mail, row_id) == "failed" and site.sink.count == sent
@@ -393,11 +463,13 @@ def test_actions_change_rows(site):
     mail, failed = _failed(site)
     _, (sent,) = _queue(site, "ok-%s@people.net" % uuid.uuid4().hex[:6])
     mail.process_outbox()
-    r = app.act(site.admin, "retry", dict(ids=[failed, sent],
-                                          _next="/outbox/outbox/message/%d" % failed))
+    r = app.act(
+        site.admin, "retry", dict(ids=[failed, sent], _next="/outbox/outbox/message/%d" % failed)
+    )
     assert "/outbox/message/%d" % failed in r.url
-    assert flash(r) == ("1 message queued for delivery now. 1 skipped: only failed "
-                        "or held mail can be retried.")
+    assert flash(r) == (
+        "1 message queued for delivery now. 1 skipped: only failed or held mail can be retried."
+    )
     mail.db.commit()
     assert (_status(mail, failed), _status(mail, sent)) == ("queued", "sent")
 
@@ -409,8 +481,7 @@ def test_actions_change_rows(site):
     assert flash(r).startswith("Nothing selected")
 
     # Held by a broken sender in this pass; "retry held" queues them all.
-    held_mail, (h1, h2) = _queue(site, "h1@people.net", "h2@people.net",
-                                 sender="you@gmail.com")
+    held_mail, (h1, h2) = _queue(site, "h1@people.net", "h2@people.net", sender="you@gmail.com")
     held_mail.process_outbox()
     assert _status(mail, h1) == "held"
     page = site.admin.get(app.url("/outbox/index")).text
@@ -427,8 +498,11 @@ def test_actions_change_rows(site):
     mail.store.outbox[sent] = dict(created_on=old, sent_on=old)
     mail.db.commit()
     r = app.act(site.admin, "purge", dict(days="30"))
-    assert re.match(r"Purged 1 message sent more than 30 days ago, with 1 attempt "
-                    r"record and 0 attachments\.", flash(r)), flash(r)
+    assert re.match(
+        r"Purged 1 message sent more than 30 days ago, with 1 attempt "
+        r"record and 0 attachments\.",
+        flash(r),
+    ), flash(r)
     mail.db.commit()
     assert mail.store.outbox[sent] is None
     assert mail.db(mail.store.attempt.outbox_id == sent).count() == 0
@@ -441,16 +515,17 @@ def test_test_mail_shows_the_servers_answer(site):
     app, sink = site.app, site.sink
     before = sink.count
     r = app.act(site.admin, "test", dict(to="probe@people.net"))
-    assert flash(r) == ("Test mail sent. The server %s accepted the test mail to "
-                        "probe@people.net: 250 OK queued" % sink.server)
+    assert flash(r) == (
+        "Test mail sent. The server %s accepted the test mail to "
+        "probe@people.net: 250 OK queued" % sink.server
+    )
     assert sink.count == before + 1 and sink.messages[-1][1] == ["probe@people.net"]
     sink.script["RCPT"] = {"nobody@people.net": "550 5.1.1 no such user here"}
     try:
         r = app.act(site.admin, "test", dict(to="nobody@people.net"))
     finally:
         sink.script.clear()
-    assert flash(r).startswith("Test mail failed.") and \
-        "550 5.1.1 no such user here" in flash(r)
+    assert flash(r).startswith("Test mail failed.") and "550 5.1.1 no such user here" in flash(r)
     assert sink.count == before + 1
     r = app.act(site.admin, "test", dict(to="not an address"))
     assert flash(r).startswith("Test mail failed.")
@@ -461,8 +536,7 @@ def test_passwords_never_appear(site):
     _, row_id = _failed(site)
     app.configure("smtp", "login", "mailer:" + SECRET)
     try:
-        pages = [site.admin.get(app.url(p % row_id if "%d" in p else p)).text
-                 for p in PAGES]
+        pages = [site.admin.get(app.url(p % row_id if "%d" in p else p)).text for p in PAGES]
         assert "mailer (password set)" in pages[0]
         r = app.act(site.admin, "test", dict(to="probe@people.net"))
         assert flash(r).startswith("Test mail failed.")  # the sink offers no AUTH
@@ -481,15 +555,19 @@ def test_settings_findings_on_dashboard_and_logged_once(site):
         for _ in range(3):
             page = site.admin.get(app.url("/outbox/index")).text
         assert "sender &#x27;you@gmail.com&#x27; is the unedited example address" in page
-        assert "edit <code>[smtp] sender</code> in <code>private/appconfig.ini</code>" \
-            in page and "blocks all mail" in page
+        assert (
+            "edit <code>[smtp] sender</code> in <code>private/appconfig.ini</code>" in page
+            and "blocks all mail" in page
+        )
         logged = re.findall(r"mail settings: sender 'you@gmail.com'.*", app.log("web"))
         assert len(logged) == 1, app.log("web")
     finally:
         app.configure("smtp", "sender", "Outbox <outbox@outbox.localhost>")
     page = site.admin.get(app.url("/outbox/index")).text
-    assert "Settings check: no problem found in <code>[smtp]</code> in " \
+    assert (
+        "Settings check: no problem found in <code>[smtp]</code> in "
         "<code>private/appconfig.ini</code>" in page
+    )
     assert "&amp;ndash;" not in page  # the empty "oldest waiting" card
 
 
@@ -532,8 +610,10 @@ def test_command_line(site):
     held_mail, (held,) = _queue(site, "cli-held@people.net", sender="you@gmail.com")
     held_mail.process_outbox()
     code, out = app.cli("status")
-    assert code == 0 and "HELD: 1 message(s): sender 'you@gmail.com' is the unedited " \
-        "example address" in out
+    assert (
+        code == 0
+        and "HELD: 1 message(s): sender 'you@gmail.com' is the unedited example address" in out
+    )
     assert "Edit [smtp] sender in private/appconfig.ini." in out
     assert "The settings changed since" in out  # the site's own sender is fine
     code, out = app.cli("retry", "--status", "held")
@@ -565,6 +645,7 @@ def _engine_uri(engine):
         return None, None
     need(engine)
     import psycopg2
+
     name = "outbox_admin_%s" % uuid.uuid4().hex[:8]
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
     conn.autocommit = True
@@ -573,6 +654,7 @@ def _engine_uri(engine):
     def drop():
         conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
         conn.close()
+
     return DATABASES[engine].rsplit("/", 1)[0] + "/" + name, drop
 
 
@@ -582,8 +664,7 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
     (tests/artifacts/list-100k-ENGINE.txt), never into an assertion."""
     uri, drop = _engine_uri(engine)
     try:
-        with AdminApp(tmp_path / "rt", smtp=sink.server, db_uri=uri,
-                      worker=False) as app:
+        with AdminApp(tmp_path / "rt", smtp=sink.server, db_uri=uri, worker=False) as app:
             admin = app.register(ADMIN)
             made = seed(app.db, "msg_outbox", 100000, utcnow())
             top = app.db.executesql("SELECT MAX(id) FROM msg_outbox")[0][0]
@@ -622,12 +703,12 @@ def test_list_page_over_100k_rows(engine, tmp_path, sink):
             get("/outbox/message/%d" % (top - 500))
             r, _ = get("/outbox/index")
             assert "<b>%d</b>sent" % made["sent"] in r.text
-            lines = ["%-60s %7.1f ms" % (path, seconds * 1000)
-                     for path, seconds in timings]
+            lines = ["%-60s %7.1f ms" % (path, seconds * 1000) for path, seconds in timings]
             report = "median of 5 requests, 100,000 messages, %s\n%s\n" % (
-                engine, "\n".join(lines))
-            with open(os.path.join(artifacts_dir(), "list-100k-%s.txt" % engine),
-                      "w") as f:
+                engine,
+                "\n".join(lines),
+            )
+            with open(os.path.join(artifacts_dir(), "list-100k-%s.txt" % engine), "w") as f:
                 f.write(report)
             print(report)
     finally:

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The benchmark runs end to end at a tiny size: every phase, every figure.
 
 No figure is asserted (timings vary by machine); what must hold is that the
@@ -13,19 +12,40 @@ import sys
 
 from conftest import DATABASES, REQUIRE, ROOT, _check
 
-TARGETS = {"enqueue_sqlite_commit_mean", "enqueue_sqlite_tx_mean", "drain_sqlite_1_rate",
-           "drain_sqlite_1_cpu", "drain_postgres_2_rate", "backlog_batch_ratio",
-           "backlog_rss_growth", "relay_worker_rate", "latency_p95", "idle_queries",
-           "baseline_rate", "built_rate", "enqueue_dropin_raw_commit",
-           "enqueue_dropin_commit_mean", "drain_dropin_1_rate", "drain_dropin_1_trips",
-           "drain_postgres_1_rate", "wire_smtplib_trips", "wire_worker_rate",
-           "wire_worker_trips", "wire_worker_connections"}
+TARGETS = {
+    "enqueue_sqlite_commit_mean",
+    "enqueue_sqlite_tx_mean",
+    "drain_sqlite_1_rate",
+    "drain_sqlite_1_cpu",
+    "drain_postgres_2_rate",
+    "backlog_batch_ratio",
+    "backlog_rss_growth",
+    "relay_worker_rate",
+    "latency_p95",
+    "idle_queries",
+    "baseline_rate",
+    "built_rate",
+    "enqueue_dropin_raw_commit",
+    "enqueue_dropin_commit_mean",
+    "drain_dropin_1_rate",
+    "drain_dropin_1_trips",
+    "drain_postgres_1_rate",
+    "wire_smtplib_trips",
+    "wire_worker_rate",
+    "wire_worker_trips",
+    "wire_worker_connections",
+}
 
 
 def test_bench_quick(tmp_path):
     out = tmp_path / "bench.json"
-    command = [sys.executable, os.path.join(ROOT, "bench", "bench.py"), "--quick",
-               "--json", str(out)]
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "bench", "bench.py"),
+        "--quick",
+        "--json",
+        str(out),
+    ]
     problem = _check("postgres", DATABASES["postgres"])
     wanted = set(TARGETS)
     if problem and not REQUIRE:
@@ -54,8 +74,12 @@ def test_bench_quick(tmp_path):
 
 def test_enqueue_floor_runs():
     """bench/enqueue_floor.py prints its three sides, each with a ratio."""
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "enqueue_floor.py"),
-                           "--messages", "20"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "enqueue_floor.py"), "--messages", "20"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     sides = [line.split()[0] for line in done.stdout.splitlines()[1:]]
     assert sides == ["send", "least", "sqlite3"], done.stdout

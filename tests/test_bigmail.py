@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Big mail: a 10 MB attachment is queued and delivered intact by a worker
 whose memory stays bounded (measured in a separate process: peak RSS growth
 and tracemalloc peak of the pass), a pass with several of them holds one at a
@@ -12,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers import attachment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,9 +48,21 @@ print(json.dumps(dict(counts=counts, rss_before=before,
 
 
 def _deliver_in_child(mail, db_uri, tmp_path, sink):
-    out = subprocess.run([sys.executable, "-c", WORKER, os.path.join(ROOT, "modules"),
-                          db_uri, str(tmp_path), mail.store.tablename, sink.server],
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WORKER,
+            os.path.join(ROOT, "modules"),
+            db_uri,
+            str(tmp_path),
+            mail.store.tablename,
+            sink.server,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     print("memory:", json.dumps(figures))
@@ -61,8 +71,9 @@ def _deliver_in_child(mail, db_uri, tmp_path, sink):
 
 def _big(mail, db, to, name="big.bin"):
     payload = os.urandom(10 * MB)
-    assert mail.send(to, "Big", "See the attachment",
-                     attachments=[attachment(name, payload)]), mail.error
+    assert mail.send(to, "Big", "See the attachment", attachments=[attachment(name, payload)]), (
+        mail.error
+    )
     db.commit()
     return payload
 
@@ -105,8 +116,12 @@ def test_a_pass_holds_one_big_message_at_a_time(mail, db, sink, db_uri, tmp_path
 
 def test_over_max_size_is_refused_at_send(mail, db, sink):
     mail.settings.max_size = MB
-    assert mail.send("ann@people.net", "Too big", "Body",
-                     attachments=[attachment("a.bin", b"x" * (MB + 1))]) is False
+    assert (
+        mail.send(
+            "ann@people.net", "Too big", "Body", attachments=[attachment("a.bin", b"x" * (MB + 1))]
+        )
+        is False
+    )
     assert isinstance(mail.error, str)
     assert "over the outbox limit of %d bytes" % MB in mail.error
     assert "max_size" in mail.error
@@ -114,8 +129,9 @@ def test_over_max_size_is_refused_at_send(mail, db, sink):
     assert "max_size" in mail.error
     assert db(mail.store.outbox).count() == 0
     # Just under the limit (body and attachment together) is fine.
-    assert mail.send("ann@people.net", "Fits", "Body",
-                     attachments=[attachment("a.bin", b"x" * (MB - 4))]), mail.error
+    assert mail.send(
+        "ann@people.net", "Fits", "Body", attachments=[attachment("a.bin", b"x" * (MB - 4))]
+    ), mail.error
     db.commit()
     assert mail.process_outbox()["sent"] == 1
 
@@ -123,14 +139,20 @@ def test_over_max_size_is_refused_at_send(mail, db, sink):
 def test_text_attachments_round_trip(mail, db, sink):
     """Attachments that are valid UTF-8 come back from the database as bytes
     (pydal hands such blobs back as str)."""
-    files = {"notes.txt": "Grüße, naïve café\n".encode("utf-8"), "empty.txt": b"",
-             "data.csv": b"a,b\r\n1,2\r\n", "bin.dat": bytes(range(256))}
-    assert mail.send("ann@people.net", "Files", "Body",
-                     attachments=[attachment(n, p) for n, p in files.items()])
+    files = {
+        "notes.txt": "Grüße, naïve café\n".encode(),
+        "empty.txt": b"",
+        "data.csv": b"a,b\r\n1,2\r\n",
+        "bin.dat": bytes(range(256)),
+    }
+    assert mail.send(
+        "ann@people.net", "Files", "Body", attachments=[attachment(n, p) for n, p in files.items()]
+    )
     db.commit()
     counts = mail.process_outbox()
     assert counts["sent"] == 1, (counts, db(mail.store.outbox).select().first().last_error)
     received = email.message_from_bytes(sink.messages[-1][2])
-    got = {p.get_filename(): p.get_payload(decode=True) for p in received.walk()
-           if p.get_filename()}
+    got = {
+        p.get_filename(): p.get_payload(decode=True) for p in received.walk() if p.get_filename()
+    }
     assert got == files

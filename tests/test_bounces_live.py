@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Bounces with real parts: mail goes out through a real Postfix on loopback
 (tests/postfix.py), which accepts it, then bounces the mail for
 dead.people.net (5.1.1) and defers full.people.net (a delay warning, 4.x.x)
@@ -12,15 +11,19 @@ import socket
 import threading
 
 import pytest
-
-from dovecot import Dovecot, unusable as no_dovecot
-from helpers import wait_for
-from postfix import Postfix, unusable as no_postfix
 from bounce_mail import BOUNCE, dsn, hostile
-from s3outbox import bounces, returnpath
+from dovecot import Dovecot
+from dovecot import unusable as no_dovecot
+from helpers import wait_for
+from postfix import Postfix
+from postfix import unusable as no_postfix
 
-pytestmark = pytest.mark.skipif(bool(no_postfix() or no_dovecot()),
-                                reason=str(no_postfix() or no_dovecot()))
+from s3outbox.bounces import reader as bounces
+from s3outbox.delivery import returnpath
+
+pytestmark = pytest.mark.skipif(
+    bool(no_postfix() or no_dovecot()), reason=str(no_postfix() or no_dovecot())
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +37,13 @@ def box(servers, mail):
     """The mailbox, emptied, with ``mail`` sending through Postfix and reading it."""
     box, relay = servers
     box.clear()
-    mail.settings.update(server=relay.server, bounce_address=BOUNCE,
-                         bounce_mailbox=box.url("imaps"), ssl_context=box.context(),
-                         batch_size=500)
+    mail.settings.update(
+        server=relay.server,
+        bounce_address=BOUNCE,
+        bounce_mailbox=box.url("imaps"),
+        ssl_context=box.context(),
+        batch_size=500,
+    )
     return box
 
 
@@ -46,8 +53,7 @@ def rows(mail):
 
 def send_all(mail, addresses):
     for n, to in enumerate(addresses):
-        assert mail.send(to=to, subject="Flood warning %d" % n, message="Move uphill."), \
-            mail.error
+        assert mail.send(to=to, subject="Flood warning %d" % n, message="Move uphill."), mail.error
     mail.db.commit()
     counts = mail.process_outbox()
     assert counts["sent"] == len(addresses), counts
@@ -67,18 +73,20 @@ def test_200_mails_20_bounce_all_marked_in_one_pass(mail, box, servers):
     for r in found.values():
         if r.status == "bounced":
             # Postfix's own words: the status and its pipe's diagnostic
-            assert "5.1.1" in r.last_error and \
-                "user unknown: mailbox unavailable" in r.last_error, r.last_error
+            assert (
+                "5.1.1" in r.last_error and "user unknown: mailbox unavailable" in r.last_error
+            ), r.last_error
     a = mail.store.attempt
     logged = mail.db(a.outcome == "bounced").select()
     assert len(logged) == 20 and {found[x.outbox_id].address for x in logged} == dead
     assert box.count() == 0  # matched mail is removed
     again = bounces.read_bounces(mail)
     assert (again["read"], again["marked"]) == (0, 0)
-    print("\nbounces: 200 sent through Postfix, 20 reports landed; one reader pass: "
-          "%s; bounced %d of 20, marked %d of the other 180" % (
-              counts, len(bounced), 180 - sum(1 for r in found.values()
-                                              if r.status == "sent")))
+    print(
+        "\nbounces: 200 sent through Postfix, 20 reports landed; one reader pass: "
+        "%s; bounced %d of 20, marked %d of the other 180"
+        % (counts, len(bounced), 180 - sum(1 for r in found.values() if r.status == "sent"))
+    )
 
 
 def test_a_delay_report_is_recorded_only(mail, box):
@@ -90,8 +98,11 @@ def test_a_delay_report_is_recorded_only(mail, box):
     assert [r.status for r in found] == ["sent", "sent"]
     a = mail.store.attempt
     delayed = mail.db(a.outcome == "delayed").select().first()
-    assert delayed.outbox_id == found[0].id and "4.3.0" in delayed.error and \
-        "mailbox full" in delayed.error
+    assert (
+        delayed.outbox_id == found[0].id
+        and "4.3.0" in delayed.error
+        and "mailbox full" in delayed.error
+    )
     assert box.count() == 0
 
 
@@ -100,14 +111,19 @@ def test_any_text_in_a_report_is_kept(mail, box):
     three UTF-8 bytes (MariaDB's utf8) and markup: recorded as it was said."""
     send_all(mail, ["f@people.net"])
     row = list(rows(mail).values())[0]
-    own = returnpath.envelope(BOUNCE, returnpath.token(
-        returnpath.key(mail.store), row.id, row.message_id))
-    box.append([dsn(own, "f@people.net", row.message_id).replace(
-        b"550 5.1.1 forged", "552 5.2.2 Postfach voll 📭 <b>".encode())])
+    own = returnpath.envelope(
+        BOUNCE, returnpath.token(returnpath.key(mail.store), row.id, row.message_id)
+    )
+    box.append(
+        [
+            dsn(own, "f@people.net", row.message_id).replace(
+                b"550 5.1.1 forged", "552 5.2.2 Postfach voll 📭 <b>".encode()
+            )
+        ]
+    )
     counts = bounces.read_bounces(mail)
     assert counts["marked"] == 1 and counts["skipped"] == 0, counts
-    assert rows(mail)[row.id].last_error.endswith(
-        "smtp; 552 5.2.2 Postfach voll 📭 <b>")
+    assert rows(mail)[row.id].last_error.endswith("smtp; 552 5.2.2 Postfach voll 📭 <b>")
 
 
 def test_a_report_without_token_matches_by_message_id(mail, box):
@@ -116,11 +132,17 @@ def test_a_report_without_token_matches_by_message_id(mail, box):
     for that message's own recipient."""
     send_all(mail, ["gil@people.net", "hal@people.net"])
     gil, hal = rows(mail).values()
-    box.append([("From: MAILER-DAEMON@mx.people.net\r\nTo: %s\r\nSubject: failure "
-                 "notice\r\n\r\nHi. This is the qmail-send program.\r\n\r\n"
-                 "<gil@people.net>:\r\nSorry, no mailbox here by that name. (#5.1.1)"
-                 "\r\n\r\n--- Below this line is a copy of the message.\r\n\r\n"
-                 "Message-ID: %s\r\nSubject: x\r\n" % (BOUNCE, gil.message_id)).encode()])
+    box.append(
+        [
+            (
+                "From: MAILER-DAEMON@mx.people.net\r\nTo: %s\r\nSubject: failure "
+                "notice\r\n\r\nHi. This is the qmail-send program.\r\n\r\n"
+                "<gil@people.net>:\r\nSorry, no mailbox here by that name. (#5.1.1)"
+                "\r\n\r\n--- Below this line is a copy of the message.\r\n\r\n"
+                "Message-ID: %s\r\nSubject: x\r\n" % (BOUNCE, gil.message_id)
+            ).encode()
+        ]
+    )
     counts = bounces.read_bounces(mail)
     assert (counts["matched"], counts["marked"]) == (1, 1), counts
     found = rows(mail)
@@ -143,12 +165,17 @@ def test_the_envelope_sender_carries_the_token_and_from_stays(mail, box, servers
     row = list(rows(mail).values())[0]
     relay = servers[1]
     # The mbox keeps each message's envelope sender on its "From " line.
-    got = wait_for(lambda: [m for m in ("\n" + relay.log_of("out/mbox")).split("\nFrom ")
-                            if row.message_id in m], timeout=60)
+    got = wait_for(
+        lambda: [
+            m for m in ("\n" + relay.log_of("out/mbox")).split("\nFrom ") if row.message_id in m
+        ],
+        timeout=60,
+    )
     envelope = got[0].split(None, 1)[0]
     secret = returnpath.key(mail.store)
     assert envelope == "bounces+%s@bounce.people.net" % returnpath.token(
-        secret, row.id, row.message_id)
+        secret, row.id, row.message_id
+    )
     assert "From: Outbox <outbox@outbox.localhost>" in got[0]
 
 
@@ -162,8 +189,7 @@ def test_a_wrong_password_is_never_shown(mail, box, caplog):
 
 def test_refused_recipients_count_towards_bounced(mail, box):
     """Two recipients: one refused at sending, one bounced later: bounced."""
-    assert mail.send(to=["refused@people.net", "e@dead.people.net"], subject="x",
-                     message="y")
+    assert mail.send(to=["refused@people.net", "e@dead.people.net"], subject="x", message="y")
     mail.db.commit()
     assert mail.process_outbox()["sent"] == 1
     assert json.loads(list(rows(mail).values())[0].refused)
@@ -174,9 +200,10 @@ def test_refused_recipients_count_towards_bounced(mail, box):
 # ------------------------------------------------------------ hostile mail
 def snapshot(mail):
     o = mail.store.outbox
-    return {r.id: (r.status, r.last_error, r.attempts, r.last_code)
-            for r in mail.db(o).select(o.id, o.status, o.last_error, o.attempts,
-                                       o.last_code)}
+    return {
+        r.id: (r.status, r.last_error, r.attempts, r.last_code)
+        for r in mail.db(o).select(o.id, o.status, o.last_error, o.attempts, o.last_code)
+    }
 
 
 @pytest.mark.parametrize("scheme", ["imaps", "pop3s"])
@@ -189,8 +216,10 @@ def test_100_forged_or_malformed_reports_change_nothing(mail, box, caplog, schem
     targets = list(rows(mail).values())
     before = snapshot(mail)
     box.append(hostile(mail, targets))
-    send_all(mail, ["g%d@dead.people.net" % n for n in range(5)] +
-             ["g%d@people.net" % n for n in range(5)])
+    send_all(
+        mail,
+        ["g%d@dead.people.net" % n for n in range(5)] + ["g%d@people.net" % n for n in range(5)],
+    )
     assert wait_for(lambda: box.count() >= 105, timeout=120)
     total = dict(read=0, matched=0, skipped=0, marked=0, passes=0, too_long=0)
     while total["passes"] < 12:
@@ -205,15 +234,19 @@ def test_100_forged_or_malformed_reports_change_nothing(mail, box, caplog, schem
             break
     # Each POP3 line too long is skipped at once, by the pass it ended.
     too_long = total.pop("too_long")
-    assert total == dict(read=105 - too_long, matched=5, skipped=100 - too_long,
-                         marked=5, passes=too_long + 2), (total, too_long)
+    assert total == dict(
+        read=105 - too_long, matched=5, skipped=100 - too_long, marked=5, passes=too_long + 2
+    ), (total, too_long)
     assert (too_long == 0) == (scheme == "imaps")
-    print("\nbounces (%s): 100 forged or malformed + 5 real reports: %s, POP3 lines "
-          "too long %d" % (scheme, total, too_long))
+    print(
+        "\nbounces (%s): 100 forged or malformed + 5 real reports: %s, POP3 lines "
+        "too long %d" % (scheme, total, too_long)
+    )
     after = snapshot(mail)
     assert {k: v for k, v in after.items() if k in before} == before  # 0 changed
-    assert sorted(r.address for r in rows(mail).values() if r.status == "bounced") == \
-        ["g%d@dead.people.net" % n for n in range(5)]
+    assert sorted(r.address for r in rows(mail).values() if r.status == "bounced") == [
+        "g%d@dead.people.net" % n for n in range(5)
+    ]
     a = mail.store.attempt
     assert mail.db(a.outcome.belongs(("bounced", "delayed"))).count() == 5
     assert box.count() == 100  # mail not understood stays
@@ -221,7 +254,7 @@ def test_100_forged_or_malformed_reports_change_nothing(mail, box, caplog, schem
 
 
 # --------------------------------------------------- a line that goes dead
-class Cutter(object):
+class Cutter:
     """A TCP relay to the real mailbox that drops the connection once the
     server has sent ``limit`` bytes (the TLS stays end to end): a mailbox
     that disconnects mid-read."""
@@ -239,10 +272,10 @@ class Cutter(object):
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.port))
-            threading.Thread(target=self._pipe, args=(client, upstream, None),
-                             daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.limit),
-                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, self.limit), daemon=True
+            ).start()
 
     @staticmethod
     def _pipe(src, dst, limit):

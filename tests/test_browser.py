@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A real browser on the dashboard: Debian's Chromium, driven by Playwright.
 
 The site runs with its scheduler worker. The worker fails a message the SMTP
@@ -10,12 +9,19 @@ the failed message. The screenshot is kept as tests/artifacts/dashboard.png.
 import os
 
 import pytest
-
-from admin_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD, AdminApp, \
-    artifacts_dir, chromium_missing, seed
+from admin_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    AdminApp,
+    artifacts_dir,
+    chromium_missing,
+    seed,
+)
 from conftest import unavailable
-from s3outbox.store import utcnow
 from helpers import wait_for
+
+from s3outbox.delivery.store import utcnow
 
 ADMIN = "boss@people.net"
 
@@ -24,6 +30,7 @@ ADMIN = "boss@people.net"
 def playwright():
     unavailable(chromium_missing())
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         yield p
 
@@ -33,8 +40,7 @@ def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
         app.register(ADMIN)
         db = app.db
         # a day of history for the chart
-        seed(db, "msg_outbox", 400, utcnow(), days=1,
-             mix=(("sent", 0.93), ("failed", 0.07)))
+        seed(db, "msg_outbox", 400, utcnow(), days=1, mix=(("sent", 0.93), ("failed", 0.07)))
         mail = app.mail(server=sink.server)
         outbox = mail.store.outbox
 
@@ -54,12 +60,12 @@ def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
             assert mail.send(to=who, subject="Your account", message="hello")
             held.append(int(mail.result["id"]))
         db.commit()
-        assert wait_for(lambda: all(status(i) == "held" for i in held), timeout=90), \
-            app.log("worker")
+        assert wait_for(lambda: all(status(i) == "held" for i in held), timeout=90), app.log(
+            "worker"
+        )
         app.stop_worker()  # from here on only the admin changes rows
 
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(app.url("/outbox/index"))
@@ -75,16 +81,14 @@ def test_admin_sees_hold_and_retries_in_chromium(tmp_path, sink, playwright):
             assert "sender 'you@gmail.com' is the unedited example address" in text
             assert "[smtp] sender" in text
             assert page.locator("svg.chart rect.bar-sent").count() > 0
-            page.screenshot(path=os.path.join(artifacts_dir(), "dashboard.png"),
-                            full_page=True)
+            page.screenshot(path=os.path.join(artifacts_dir(), "dashboard.png"), full_page=True)
 
             page.click("text=Failed messages")
             page.wait_for_url("**/outbox/messages?status=failed")
             page.check("#msg-%d input[name=ids]" % failed)
             page.click("#retry-selected")
             page.wait_for_load_state()
-            assert page.locator(".flash").inner_text() == \
-                "1 message queued for delivery now."
+            assert page.locator(".flash").inner_text() == "1 message queued for delivery now."
             assert page.locator("#msg-%d" % failed).count() == 0  # no longer failed
         finally:
             browser.close()

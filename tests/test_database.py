@@ -1,5 +1,4 @@
-# -*- coding: utf-8 -*-
-"""s3outbox.database: a second app copy (its own migration folder) on a
+"""s3outbox.delivery.database: a second app copy (its own migration folder) on a
 database the first one created adopts the tables instead of creating them
 again, on every database; and the URI forms the scheduler can reopen."""
 
@@ -8,7 +7,7 @@ import os
 import pytest
 from pydal import DAL, Field
 
-from s3outbox.database import AdoptingMigrator, shared_uri
+from s3outbox.delivery.database import AdoptingMigrator, shared_uri
 
 
 def _host(db_uri, folder, tablename, extra=None):
@@ -16,10 +15,9 @@ def _host(db_uri, folder, tablename, extra=None):
     (an SQLite file named by a relative path, as the app names it)."""
     os.makedirs(folder, exist_ok=True)
     if db_uri.startswith("sqlite"):
-        db_uri = "sqlite://" + os.path.relpath(db_uri[len("sqlite://"):], folder)
+        db_uri = "sqlite://" + os.path.relpath(db_uri[len("sqlite://") :], folder)
     kwargs = dict(driver_args={"timeout": 30}) if db_uri.startswith("sqlite") else {}
-    db = DAL(db_uri, folder=folder, adapter_args=dict(migrator=AdoptingMigrator),
-             **kwargs)
+    db = DAL(db_uri, folder=folder, adapter_args=dict(migrator=AdoptingMigrator), **kwargs)
     db.define_table(tablename, Field("name"), Field("size", "integer"))
     if extra:
         db.define_table(extra, Field("note"))
@@ -62,15 +60,20 @@ def test_second_copy_adopts_existing_tables(db_uri, tmp_path, tablename):
         first.close()
 
 
-@pytest.mark.parametrize("uri,expected", [
-    ("postgres://outbox@127.0.0.1/outbox", "postgres://outbox:@127.0.0.1/outbox"),
-    ("postgres://outbox:@db/outbox", "postgres://outbox:@db/outbox"),
-    ("postgres://outbox:p%40ss@db:5432/outbox", "postgres://outbox:p%40ss@db:5432/outbox"),
-    ("postgres:psycopg2://u@h/d", "postgres:psycopg2://u:@h/d"),
-    ("mysql://root@127.0.0.1/test?set_encoding=utf8mb4",
-     "mysql://root:@127.0.0.1/test?set_encoding=utf8mb4"),
-    ("sqlite://storage.sqlite", "sqlite://storage.sqlite"),
-], ids=["no password", "empty password", "encoded password", "driver", "mysql",
-        "sqlite"])
+@pytest.mark.parametrize(
+    "uri,expected",
+    [
+        ("postgres://outbox@127.0.0.1/outbox", "postgres://outbox:@127.0.0.1/outbox"),
+        ("postgres://outbox:@db/outbox", "postgres://outbox:@db/outbox"),
+        ("postgres://outbox:p%40ss@db:5432/outbox", "postgres://outbox:p%40ss@db:5432/outbox"),
+        ("postgres:psycopg2://u@h/d", "postgres:psycopg2://u:@h/d"),
+        (
+            "mysql://root@127.0.0.1/test?set_encoding=utf8mb4",
+            "mysql://root:@127.0.0.1/test?set_encoding=utf8mb4",
+        ),
+        ("sqlite://storage.sqlite", "sqlite://storage.sqlite"),
+    ],
+    ids=["no password", "empty password", "encoded password", "driver", "mysql", "sqlite"],
+)
 def test_shared_uri(uri, expected):
     assert shared_uri(uri) == expected

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Delivery passes against a scripted SMTP sink, on every database: what each
 kind of failure does to a message, hold and release, leases, scheduling
 keywords, and what an idle pass costs the database."""
@@ -9,14 +8,15 @@ import socket
 import threading
 
 import pytest
-from aiosmtpd.smtp import SMTP as SMTPProtocol, AuthResult
-from pydal.helpers.classes import ExecutionHandler
-
+from aiosmtpd.smtp import SMTP as SMTPProtocol
+from aiosmtpd.smtp import AuthResult
 from helpers import free_port
-from s3outbox import MailS3
-from s3outbox.delivery import Pass
-from s3outbox.store import utcnow
+from pydal.helpers.classes import ExecutionHandler
 from smtpsink import Sink, SinkController
+
+from s3outbox import MailS3
+from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.store import utcnow
 
 ANN, BOB = "ann@people.net", "bob@people.net"
 
@@ -58,8 +58,7 @@ def probe_now(mail):
 def make_due(mail):
     """Move every queued message's next attempt into the past."""
     o = mail.store.outbox
-    mail.db(o.status == "queued").update(
-        next_attempt_on=utcnow() - datetime.timedelta(seconds=1))
+    mail.db(o.status == "queued").update(next_attempt_on=utcnow() - datetime.timedelta(seconds=1))
     mail.db.commit()
 
 
@@ -77,11 +76,14 @@ def _assert_all_held(mail, counts, n, text):
     assert all(text in r.error for r in log)
 
 
-@pytest.mark.parametrize("setting,value,text", [
-    ("sender", "you@gmail.com", "unedited example"),
-    ("server", None, "no SMTP server"),
-    ("server", "nonexistent.invalid:25", "does not resolve"),
-])
+@pytest.mark.parametrize(
+    "setting,value,text",
+    [
+        ("sender", "you@gmail.com", "unedited example"),
+        ("server", None, "no SMTP server"),
+        ("server", "nonexistent.invalid:25", "does not resolve"),
+    ],
+)
 def test_config_error_holds_without_network(mail, sink, setting, value, text):
     """Unusable settings hold every message and never reach a server."""
     base = sink.connections  # the controller's own readiness check
@@ -95,19 +97,23 @@ def test_config_error_holds_without_network(mail, sink, setting, value, text):
 def test_the_held_reason_follows_the_current_settings(mail, sink):
     """One bad setting replacing another: the rows, the hold of the current
     settings and the banner name the problem of now, not the first one."""
-    from s3outbox.admin import OutboxAdmin
+    from s3outbox.admin.dashboard import OutboxAdmin
+
     ids = queue(mail, 3)
     mail.settings.sender = "you@gmail.com"
     assert mail.process_outbox()["held"] == 3
-    for value, text in (("not an address", "'not an address'"),
-                        ("ops@people.net", "connection refused")):
+    for value, text in (
+        ("not an address", "'not an address'"),
+        ("ops@people.net", "connection refused"),
+    ):
         mail.settings.sender = value
         mail.settings.server = "127.0.0.1:%d" % free_port()  # refused
         for _ in range(3):
             mail.process_outbox()
         rows = [mail.store.outbox[i] for i in ids]
-        assert all(r.status == "held" and text in r.last_error for r in rows), \
-            [r.last_error for r in rows]
+        assert all(r.status == "held" and text in r.last_error for r in rows), [
+            r.last_error for r in rows
+        ]
         assert text in held_state(mail)["reason"]
         assert text in OutboxAdmin(mail).held()["reason"]
 
@@ -120,7 +126,7 @@ def test_connection_refused_holds(mail, sink):
     assert counts["connections"] == 0
 
 
-class _Refuse(object):
+class _Refuse:
     """An aiosmtpd authenticator that refuses every login."""
 
     def __call__(self, server, session, envelope, mechanism, auth_data):
@@ -130,8 +136,9 @@ class _Refuse(object):
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_auth_refused_holds_after_one_connection(mail):
     sink = Sink()
-    with SinkController(sink, auth_required=True, auth_require_tls=False,
-                        authenticator=_Refuse()) as controller:
+    with SinkController(
+        sink, auth_required=True, auth_require_tls=False, authenticator=_Refuse()
+    ) as controller:
         base = sink.connections
         mail.settings.server = controller.server_address
         mail.settings.login = "outbox:wrong-password"
@@ -245,8 +252,9 @@ def test_failed_probe_waits_another_interval(mail):
     counts = mail.process_outbox()
     assert counts["held"] == 0 and counts["connections"] == 0, counts
     later = held_state(mail)
-    wait = (datetime.datetime.strptime(later["probe_after"], "%Y-%m-%d %H:%M:%S")
-            - utcnow()).total_seconds()
+    wait = (
+        datetime.datetime.strptime(later["probe_after"], "%Y-%m-%d %H:%M:%S") - utcnow()
+    ).total_seconds()
     assert 290 <= wait <= 300, later
     assert {r.status for r in rows(mail)} == {"held"}
     assert all(r.attempts == 0 for r in rows(mail))
@@ -254,10 +262,13 @@ def test_failed_probe_waits_another_interval(mail):
 
 
 # ---------------------------------------------------------------- transient
-@pytest.mark.parametrize("verb,reply", [
-    ("RCPT", "451 4.7.1 greylisted, try later"),
-    ("DATA", "452 4.3.1 insufficient storage"),
-])
+@pytest.mark.parametrize(
+    "verb,reply",
+    [
+        ("RCPT", "451 4.7.1 greylisted, try later"),
+        ("DATA", "452 4.3.1 insufficient storage"),
+    ],
+)
 def test_transient_reply_retries_with_backoff(mail, sink, verb, reply):
     mail.settings.retry_base = 60
     sink.script[verb] = reply
@@ -353,6 +364,7 @@ def test_dropped_server_does_not_cost_a_connection_per_message(mail):
             accepted.append(1)
             conn.sendall(b"421 4.3.2 too busy, come back later\r\n")
             conn.close()
+
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -368,10 +380,13 @@ def test_dropped_server_does_not_cost_a_connection_per_message(mail):
 
 
 # ---------------------------------------------------------------- permanent
-@pytest.mark.parametrize("verb,reply", [
-    ("RCPT", "550 5.1.1 no such user"),
-    ("DATA", "554 5.7.1 message rejected as spam"),
-])
+@pytest.mark.parametrize(
+    "verb,reply",
+    [
+        ("RCPT", "550 5.1.1 no such user"),
+        ("DATA", "554 5.7.1 message rejected as spam"),
+    ],
+)
 def test_permanent_reply_fails_at_once(mail, sink, verb, reply):
     sink.script[verb] = reply
     queue(mail, 3, to=[ANN, BOB])
@@ -408,7 +423,9 @@ def test_attempt_log_has_one_row_per_attempt(mail, sink):
     mail.process_outbox()
     log = attempts(mail, rid)
     assert [(r.worker, r.outcome, r.code) for r in log] == [
-        ("worker-7", "retry", 451), ("worker-7", "sent", 250)]
+        ("worker-7", "retry", 451),
+        ("worker-7", "sent", 250),
+    ]
     assert "451 4.3.0 try later" in log[0].error and log[1].error is None
     assert all(r.attempted_on for r in log)
 
@@ -430,8 +447,7 @@ class _HangUp(Sink):
             self.dropped = True
             server.transport.close()
             return "421 4.4.2 closing connection"
-        return await Sink.handle_MAIL(self, server, session, envelope, address,
-                                      options)
+        return await Sink.handle_MAIL(self, server, session, envelope, address, options)
 
 
 def test_reconnects_once_when_the_server_hangs_up(mail):
@@ -450,6 +466,7 @@ def test_reconnects_once_when_the_server_hangs_up(mail):
 class _LimitedSMTP(SMTPProtocol):
     """Greets with 421 beyond ``limit`` concurrent sessions, as relays that
     cap connections per client do (Office 365 allows three)."""
+
     limit, active = 2, 0
 
     def connection_made(self, transport):
@@ -494,8 +511,13 @@ def test_expired_lease_is_reclaimed_and_sent_once(mail, make_db, sink, tablename
     dead = store.claim("dead-host#1/abc", 10, 1, utcnow())
     assert len(dead) == 5 and {r.status for r in dead} == {"sending"}
     # Another worker, before the lease ends: nothing to take.
-    other = MailS3(make_db(), server=sink.server, sender="outbox@outbox.localhost",
-                   tls=False, tablename=tablename)
+    other = MailS3(
+        make_db(),
+        server=sink.server,
+        sender="outbox@outbox.localhost",
+        tls=False,
+        tablename=tablename,
+    )
     other.settings.sessions = 1
     assert other.process_outbox()["sent"] == 0
     o = store.outbox
@@ -505,9 +527,11 @@ def test_expired_lease_is_reclaimed_and_sent_once(mail, make_db, sink, tablename
     assert counts["sent"] == 5, counts
     assert sink.count == 5 and not sink.duplicates()
     # The dead worker wakes up and reports: its lease is gone, nothing changes.
-    from s3outbox.store import SENT_PLAIN
-    store.record("dead-host#1/abc", utcnow(), "dead-host#1",
-                 [(r.id, SENT_PLAIN, None) for r in dead])
+    from s3outbox.delivery.store import SENT_PLAIN
+
+    store.record(
+        "dead-host#1/abc", utcnow(), "dead-host#1", [(r.id, SENT_PLAIN, None) for r in dead]
+    )
     assert {r.status for r in rows(mail)} == {"sent"}
     # The lost lease counted as one attempt, the delivery as the second.
     assert all(r.lease_owner is None and r.attempts == 2 for r in rows(mail))
@@ -551,8 +575,9 @@ def test_priority_goes_first(mail, sink):
     assert mail.process_outbox(limit=1)["sent"] == 1
     assert [m[1] for m in sink.messages] == [["urgent@people.net"]]
     mail.process_outbox()
-    assert [m[1][0] for m in sink.messages] == [
-        "urgent@people.net", "normal@people.net"] + ["bulk@people.net"] * 3
+    assert [m[1][0] for m in sink.messages] == ["urgent@people.net", "normal@people.net"] + [
+        "bulk@people.net"
+    ] * 3
 
 
 def test_not_before_is_respected(mail, sink):
@@ -607,8 +632,13 @@ def test_idle_pass_sees_mail_queued_afterwards(mail, make_db, sink, tablename):
     """An idle pass must not keep a read snapshot that hides new mail
     (MariaDB's REPEATABLE READ would)."""
     assert mail.process_outbox()["sent"] == 0
-    web = MailS3(make_db(), server=sink.server, sender="outbox@outbox.localhost",
-                 tls=False, tablename=tablename)
+    web = MailS3(
+        make_db(),
+        server=sink.server,
+        sender="outbox@outbox.localhost",
+        tls=False,
+        tablename=tablename,
+    )
     queue(web, 2)
     assert mail.process_outbox()["sent"] == 2
 
@@ -619,8 +649,10 @@ def test_idle_pass_runs_while_the_outbox_is_locked(mail, make_db, tablename):
     queue(mail, 1)
     mail.process_outbox()
     web = make_db()
-    engine, tables = web._adapter.dbengine, [tablename + s for s in (
-        "", "_attempt", "_attachment", "_state")]
+    engine, tables = (
+        web._adapter.dbengine,
+        [tablename + s for s in ("", "_attempt", "_attachment", "_state")],
+    )
     mine = mail.db._adapter
     if engine == "sqlite":
         mine.connection.execute("PRAGMA busy_timeout = 200")
@@ -665,19 +697,24 @@ def test_new_mailer_does_not_wait_for_open_transactions(mail, make_db, tablename
     else:
         adapter.execute("SET SESSION lock_wait_timeout = 1")
         adapter.execute("SET SESSION innodb_lock_wait_timeout = 1")
-    second = MailS3(other, server=mail.settings.server,
-                    sender="outbox@outbox.localhost", tls=False, tablename=tablename)
+    second = MailS3(
+        other,
+        server=mail.settings.server,
+        sender="outbox@outbox.localhost",
+        tls=False,
+        tablename=tablename,
+    )
     assert second.store.outbox is other[tablename]
     other.rollback()
     mail.db.commit()
 
 
-def test_results_are_recorded_during_a_slow_batch(mail, sink, db_uri, tmp_path,
-                                                  tablename):
+def test_results_are_recorded_during_a_slow_batch(mail, sink, db_uri, tmp_path, tablename):
     """Results are written as a batch goes (every RECORD_EVERY seconds), so a
     worker dying late in a slow batch has left little sent mail unrecorded:
     only that can be sent again by the worker that takes over."""
     from pydal import DAL
+
     sink.delay = 0.04  # about 0.16 s a message: four replies
     queue(mail, 6)
     sent_before_last = []
@@ -686,10 +723,14 @@ def test_results_are_recorded_during_a_slow_batch(mail, sink, db_uri, tmp_path,
         if sink.count == 6:  # the last message: what is recorded already?
             other = DAL(db_uri, folder=str(tmp_path), migrate=False)
             try:
-                sent_before_last.append(other.executesql(
-                    "SELECT COUNT(*) FROM %s WHERE status='sent'" % tablename)[0][0])
+                sent_before_last.append(
+                    other.executesql("SELECT COUNT(*) FROM %s WHERE status='sent'" % tablename)[0][
+                        0
+                    ]
+                )
             finally:
                 other.close()
+
     sink.on_message = on_message
     counts = mail.process_outbox()
     assert counts["sent"] == 6, counts

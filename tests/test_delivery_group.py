@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The app's delivery task in its scheduler group with a real worker: the
 group's worker (``-K outbox:s3outbox``, what ./dev run starts) runs one
 delivery loop that does not end, and a plain ``-K outbox`` worker alone
@@ -9,14 +8,24 @@ import time
 from helpers import wait_for
 from webapp import WebApp
 
-RUNS = "SELECT r.status, r.worker_name FROM scheduler_run r JOIN scheduler_task t " \
+RUNS = (
+    "SELECT r.status, r.worker_name FROM scheduler_run r JOIN scheduler_task t "
     "ON r.task_id = t.id WHERE t.uuid LIKE 's3outbox-%'"
+)
 
 
 def register(app, email):
-    r = app.submit(app.session(), "/default/user/register", dict(
-        first_name="Ann", last_name="Lee", email=email,
-        password="Secret123x", password_two="Secret123x"))
+    r = app.submit(
+        app.session(),
+        "/default/user/register",
+        dict(
+            first_name="Ann",
+            last_name="Lee",
+            email=email,
+            password="Secret123x",
+            password_two="Secret123x",
+        ),
+    )
     assert r.status_code == 200
 
 
@@ -24,8 +33,9 @@ def test_group_worker_runs_one_loop_that_does_not_end(tmp_path, sink):
     with WebApp(tmp_path / "rt", smtp=sink.server) as app:  # period 20 s
         register(app, "ann@people.net")
         assert wait_for(lambda: sink.count == 1, timeout=90), app.log("worker")
-        assert app.query("SELECT group_name, status FROM scheduler_task WHERE uuid "
-                         "LIKE 's3outbox-%'") == [("s3outbox", "RUNNING")]
+        assert app.query(
+            "SELECT group_name, status FROM scheduler_task WHERE uuid LIKE 's3outbox-%'"
+        ) == [("s3outbox", "RUNNING")]
         time.sleep(25)  # past the period, after which a run used to end
         register(app, "bob@people.net")
         assert wait_for(lambda: sink.count == 2, timeout=90), app.log("worker")

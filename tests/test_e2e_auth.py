@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Every account flow, end to end: a real web2py server and scheduler worker,
 driven over HTTP with real form keys, delivering to an aiosmtpd sink.
 
@@ -13,7 +12,6 @@ import re
 import time
 
 import pytest
-
 from conftest import fresh_postgres
 from helpers import Inbox, flash, text
 from smtpsink import SinkController
@@ -36,8 +34,9 @@ def timed(flow, start, arrived):
 
 
 def register(app, s, mail, first="Test", username=None):
-    data = dict(first_name=first, last_name="User", email=mail, password=PASSWORD,
-                password_two=PASSWORD)
+    data = dict(
+        first_name=first, last_name="User", email=mail, password=PASSWORD, password_two=PASSWORD
+    )
     if username:
         data["username"] = username
     return app.submit(s, "/default/user/register", data)
@@ -77,10 +76,18 @@ def inbox(e2e_db_uri):
 def app(tmp_path_factory, inbox, e2e_db_uri):
     """One server and worker for the module. The delivery task runs for the
     whole module (long period), so no mail waits for the scheduler."""
-    settings = {("scheduler", "period"): "600", ("scheduler", "heartbeat"): "1",
-                ("auth", "approver"): "group:admin, " + BOSS}
-    with WebApp(tmp_path_factory.mktemp("auth"), smtp=inbox.server, sender=SENDER,
-                settings=settings, db_uri=e2e_db_uri) as webapp:
+    settings = {
+        ("scheduler", "period"): "600",
+        ("scheduler", "heartbeat"): "1",
+        ("auth", "approver"): "group:admin, " + BOSS,
+    }
+    with WebApp(
+        tmp_path_factory.mktemp("auth"),
+        smtp=inbox.server,
+        sender=SENDER,
+        settings=settings,
+        db_uri=e2e_db_uri,
+    ) as webapp:
         yield webapp
         assert not webapp.errors()
 
@@ -102,8 +109,10 @@ def admin(app, inbox):
 
 
 def outbox_rows(app, address):
-    return app.query("SELECT status, priority, last_error, pe_id FROM msg_outbox "
-                     "WHERE address=? ORDER BY id", (address,))
+    return app.query(
+        "SELECT status, priority, last_error, pe_id FROM msg_outbox WHERE address=? ORDER BY id",
+        (address,),
+    )
 
 
 def test_broken_mail_settings_keep_the_registration(app, inbox, admin):
@@ -114,8 +123,9 @@ def test_broken_mail_settings_keep_the_registration(app, inbox, admin):
         assert r.ok and r.url.endswith("/default/index")
         assert flash(r) == "Email sent"
         assert "Unable to send" not in r.text and not app.errors()
-        assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
-                         ("bob@people.net",))[0][0]
+        assert app.query(
+            "SELECT registration_key FROM auth_user WHERE email=?", ("bob@people.net",)
+        )[0][0]
         deadline = time.time() + 30
         while time.time() < deadline:
             status, priority, reason, pe_id = outbox_rows(app, "bob@people.net")[0]
@@ -134,8 +144,12 @@ def test_broken_mail_settings_keep_the_registration(app, inbox, admin):
     assert link(msg, "verify_email").startswith(app.base + "/default/user/")
     r = s.get(link(msg, "verify_email"))
     assert r.ok and flash(r) == "Email verified"
-    assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
-                     ("bob@people.net",))[0][0] == ""
+    assert (
+        app.query("SELECT registration_key FROM auth_user WHERE email=?", ("bob@people.net",))[0][
+            0
+        ]
+        == ""
+    )
     s, r = login(app, "bob@people.net")
     assert logged_in(r, "bob@people.net")
 
@@ -150,8 +164,9 @@ def test_registration_kept_when_send_refuses(app, inbox, admin):
         assert flash(r) == "Email sent" and not app.errors()
     finally:
         app.configure("outbox", "max_size", "")
-    assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
-                     ("fay@people.net",))[0][0]
+    assert app.query("SELECT registration_key FROM auth_user WHERE email=?", ("fay@people.net",))[
+        0
+    ][0]
     assert not outbox_rows(app, "fay@people.net")
     assert "verification mail to fay@people.net was not queued" in app.log("web")
 
@@ -167,8 +182,9 @@ def test_two_factor_code(app, inbox, admin):
         code = re.search(r"\b(\d{6})\b", text(msg)).group(1)
         r = app.submit(s, "/default/user/login", dict(authentication_code=code))
         assert logged_in(r, ADMIN)
-        assert app.query("SELECT priority FROM msg_outbox WHERE address=? ORDER BY id "
-                         "DESC LIMIT 1", (ADMIN,)) == [(1,)]
+        assert app.query(
+            "SELECT priority FROM msg_outbox WHERE address=? ORDER BY id DESC LIMIT 1", (ADMIN,)
+        ) == [(1,)]
     finally:
         app.configure("auth", "two_factor", "false")
 
@@ -178,8 +194,10 @@ def test_two_factor_codes_are_limited_per_address(app, inbox, admin):
     and no mail; the account mails of the address are not spent by codes."""
     who, start = "dora@people.net", time.time()  # no other test logs in as Dora
     assert register(app, WebApp.session(), who, "Dora").ok
-    assert flash(WebApp.session().get(link(inbox.wait(who, start)[1],
-                                           "verify_email"))) == "Email verified"
+    assert (
+        flash(WebApp.session().get(link(inbox.wait(who, start)[1], "verify_email")))
+        == "Email verified"
+    )
     app.configure("auth", "two_factor", "true")
     app.configure("outbox", "flow_codes_per_address", "2")
     try:
@@ -193,8 +211,7 @@ def test_two_factor_codes_are_limited_per_address(app, inbox, admin):
     assert "login code limit reached" in app.log("web") and not app.errors()
     # Codes count on their own: with flow_per_address 3, a reset link is
     # still queued after the verification mail and two codes.
-    app.submit(WebApp.session(), "/default/user/request_reset_password",
-               dict(email=who))
+    app.submit(WebApp.session(), "/default/user/request_reset_password", dict(email=who))
     assert len(outbox_rows(app, who)) == 4
 
 
@@ -223,7 +240,8 @@ def test_approval(app, inbox, admin):
         assert "/default/approve" in admin.get(app.base + "/default/index").text
         page = admin.get(app.base + "/default/approve")
         assert "carol@people.net" in page.text and approve.endswith(
-            re.search(r'href="([^"]*/default/approve/\d+)"', page.text).group(1))
+            re.search(r'href="([^"]*/default/approve/\d+)"', page.text).group(1)
+        )
         page = admin.get(approve)
         assert "carol@people.net" in page.text
         start = time.time()
@@ -252,8 +270,12 @@ def test_approval(app, inbox, admin):
         assert not logged_in(login(app, "gus@people.net")[1], "gus@people.net")
         assert not outbox_rows(app, "gus@people.net")
     finally:
-        app.configure_many({("auth", "registration_requires_approval"): "false",
-                            ("auth", "registration_requires_verification"): "true"})
+        app.configure_many(
+            {
+                ("auth", "registration_requires_approval"): "false",
+                ("auth", "registration_requires_verification"): "true",
+            }
+        )
 
 
 def test_password_reset(app, inbox, admin):
@@ -266,10 +288,12 @@ def test_password_reset(app, inbox, admin):
         assert link(verify, "verify_email").startswith(public + "/outbox/")
         s.get(link(verify, "verify_email"))
         start = time.time()
-        known = app.submit(s, "/default/user/request_reset_password",
-                           dict(email="dan@people.net"))
-        unknown = app.submit(WebApp.session(), "/default/user/request_reset_password",
-                             dict(email="nobody@people.net"))
+        known = app.submit(s, "/default/user/request_reset_password", dict(email="dan@people.net"))
+        unknown = app.submit(
+            WebApp.session(),
+            "/default/user/request_reset_password",
+            dict(email="nobody@people.net"),
+        )
         assert known.url == unknown.url and known.url.endswith("/default/user/login")
         assert flash(known) == flash(unknown) and "If an account" in flash(known)
         assert not outbox_rows(app, "nobody@people.net")
@@ -303,16 +327,17 @@ def own_db_uri(e2e_db_uri):
 
 def test_username_recovery(tmp_path, inbox, own_db_uri):
     settings = {("scheduler", "period"): "600", ("auth", "use_username"): "true"}
-    with WebApp(tmp_path / "rt", smtp=inbox.server, sender=SENDER,
-                settings=settings, db_uri=own_db_uri) as app:
+    with WebApp(
+        tmp_path / "rt", smtp=inbox.server, sender=SENDER, settings=settings, db_uri=own_db_uri
+    ) as app:
         s = WebApp.session()
         register(app, s, "erin@people.net", "Erin", username="erin")
         s.get(link(inbox.wait("erin@people.net", 0)[1], "verify_email"))
         start = time.time()
-        known = app.submit(s, "/default/user/retrieve_username",
-                           dict(email="erin@people.net"))
-        unknown = app.submit(WebApp.session(), "/default/user/retrieve_username",
-                             dict(email="nobody@people.net"))
+        known = app.submit(s, "/default/user/retrieve_username", dict(email="erin@people.net"))
+        unknown = app.submit(
+            WebApp.session(), "/default/user/retrieve_username", dict(email="nobody@people.net")
+        )
         assert known.url == unknown.url and flash(known) == flash(unknown)
         assert "If an account" in flash(known)
         at, msg = inbox.wait("erin@people.net", start)
@@ -321,8 +346,9 @@ def test_username_recovery(tmp_path, inbox, own_db_uri):
         assert not outbox_rows(app, "nobody@people.net")
         assert logged_in(login(app, "erin")[1], "erin@people.net")
         start = time.time()
-        r = app.submit(WebApp.session(), "/default/user/request_reset_password",
-                       dict(username="erin"))
+        r = app.submit(
+            WebApp.session(), "/default/user/request_reset_password", dict(username="erin")
+        )
         assert "If an account" in flash(r)
         at, msg = inbox.wait("erin@people.net", start)
         timed("password reset by username", start, at)

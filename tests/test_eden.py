@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The outbox in a real Sahana Eden ASP: installed by scripts/eden_install.py
 into the snapshot in ../shared/eden-asp/, a real web2py server and a real
 ``-K eden`` worker, driven over HTTP and through Eden's own API (a web2py
@@ -23,14 +22,15 @@ import time
 
 import pytest
 import requests
-
-from edenapp import INSTALLER, EdenApp, tarball
 from conftest import running_sink
+from edenapp import INSTALLER, EdenApp, tarball
 from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.skipif(
-    tarball() is None, reason="no Sahana Eden snapshot in ../shared/eden-asp/ "
-    "(the Eden tests need eden-asp-*.tar.gz beside this checkout)")
+    tarball() is None,
+    reason="no Sahana Eden snapshot in ../shared/eden-asp/ "
+    "(the Eden tests need eden-asp-*.tar.gz beside this checkout)",
+)
 
 PASSWORD = "testing"  # Eden's prepopulated admin@example.com and normaluser@example.com
 SENDER = "Eden Outbox <eden@eden.localhost>"
@@ -100,8 +100,13 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
         tar.extractall(app.app)
     pristine = tree_digest(app.app)
     first = app.installer()
-    for edited in ("models/000_1st_run.py", "models/00_db.py", "models/00_settings.py",
-                   "models/tasks.py", "modules/core/ui/menus.py"):
+    for edited in (
+        "models/000_1st_run.py",
+        "models/00_db.py",
+        "models/00_settings.py",
+        "models/tasks.py",
+        "modules/core/ui/menus.py",
+    ):
         assert "edited    %s" % edited in first, first
     installed = tree_digest(app.app)
     second = app.installer()
@@ -109,10 +114,14 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     assert tree_digest(app.app) == installed
     # This Eden never ran (no web2py.py beside it): its database cannot be
     # checked for waiting mail, so only --force removes the outbox.
-    refused = subprocess.run([sys.executable, INSTALLER, app.app, "--uninstall"],
-                             capture_output=True, text=True)
-    assert refused.returncode == 2 and "could not reach Eden's database" in \
-        refused.stderr and "--force" in refused.stderr
+    refused = subprocess.run(
+        [sys.executable, INSTALLER, app.app, "--uninstall"], capture_output=True, text=True
+    )
+    assert (
+        refused.returncode == 2
+        and "could not reach Eden's database" in refused.stderr
+        and "--force" in refused.stderr
+    )
     assert tree_digest(app.app) == installed
     assert "kept      the delivery task" in app.installer("--uninstall", "--force")
     assert tree_digest(app.app) == pristine
@@ -129,8 +138,9 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     app.installer("--uninstall", "--force")
     assert tree_digest(app.app) == pristine
 
-    refused = subprocess.run([sys.executable, INSTALLER, str(tmp_path)],
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        [sys.executable, INSTALLER, str(tmp_path)], capture_output=True, text=True
+    )
     assert refused.returncode == 2
     assert "is not a Sahana Eden application" in refused.stderr
     assert "Installing" not in refused.stdout
@@ -143,8 +153,7 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     with open(tasks, "w") as f:
         f.write(text.replace("current.s3task = s3task", "current.s3task = s3task  # x"))
     changed = tree_digest(app.app)
-    refused = subprocess.run([sys.executable, INSTALLER, app.app],
-                             capture_output=True, text=True)
+    refused = subprocess.run([sys.executable, INSTALLER, app.app], capture_output=True, text=True)
     assert refused.returncode == 2 and "Make the edits by hand" in refused.stderr
     assert "Installing" not in refused.stdout  # refused before it says it installs
     assert tree_digest(app.app) == changed
@@ -156,10 +165,15 @@ def test_first_run_with_the_outbox_leaves_edens_tables_unchanged(eden, tmp_path)
     pristine = EdenApp(tmp_path / "pristine", install=False).build()
     theirs, ours = pristine.schema(), eden.schema()
     added = {ours[name][0] for name in set(ours) - set(theirs)}
-    assert added == {"msg_mail_outbox", "msg_mail_outbox_attachment",
-                     "msg_mail_outbox_attempt", "msg_mail_outbox_eden",
-                     "msg_mail_outbox_state", "msg_mail_outbox_flowlimit",
-                     "msg_mail_outbox_flowmail"}  # tables and their indexes
+    assert added == {
+        "msg_mail_outbox",
+        "msg_mail_outbox_attachment",
+        "msg_mail_outbox_attempt",
+        "msg_mail_outbox_eden",
+        "msg_mail_outbox_state",
+        "msg_mail_outbox_flowlimit",
+        "msg_mail_outbox_flowmail",
+    }  # tables and their indexes
     assert len(theirs) > 300  # every table and index of Eden's first run
     assert {name: ours.get(name) for name in theirs} == theirs
 
@@ -168,39 +182,58 @@ def test_first_run_with_the_outbox_leaves_edens_tables_unchanged(eden, tmp_path)
 def test_shipped_config_keeps_registration_then_a_fixed_config_sends(eden, sink):
     s = eden.session()
     started = time.time()
-    r = eden.submit(s, "/default/user/register", dict(
-        first_name="Ann", last_name="Lee", email="ann@people.net",
-        password="Secret123x", password_two="Secret123x", language="en"))
+    r = eden.submit(
+        s,
+        "/default/user/register",
+        dict(
+            first_name="Ann",
+            last_name="Lee",
+            email="ann@people.net",
+            password="Secret123x",
+            password_two="Secret123x",
+            language="en",
+        ),
+    )
     assert r.status_code == 200 and "verify_email_sent" in r.url, r.url
     assert "Unable to send" not in r.text
-    assert eden.query("SELECT COUNT(*) FROM auth_user WHERE email='ann@people.net'"
-                      ) == [(1,)]
-    held = wait_for(lambda: eden.query(
-        "SELECT status, last_error FROM msg_mail_outbox WHERE address=? AND "
-        "status='held'", ("ann@people.net",)), timeout=60)
+    assert eden.query("SELECT COUNT(*) FROM auth_user WHERE email='ann@people.net'") == [(1,)]
+    held = wait_for(
+        lambda: eden.query(
+            "SELECT status, last_error FROM msg_mail_outbox WHERE address=? AND status='held'",
+            ("ann@people.net",),
+        ),
+        timeout=60,
+    )
     assert held and held[0][0] == "held", eden.log("worker")
     assert "settings.mail.sender" in held[0][1] and "models/000_config.py" in held[0][1]
 
-    runs = "SELECT COUNT(*) FROM scheduler_run r JOIN scheduler_task t ON " \
+    runs = (
+        "SELECT COUNT(*) FROM scheduler_run r JOIN scheduler_task t ON "
         "r.task_id = t.id WHERE t.uuid LIKE 's3outbox-%'"
+    )
     before = eden.query(runs)
     fixed = time.time()
     eden.configure_mail(server=sink.server, sender=SENDER)
-    assert wait_for(lambda: received(sink, "ann@people.net"), timeout=90), \
-        eden.log("worker")
+    assert wait_for(lambda: received(sink, "ann@people.net"), timeout=90), eden.log("worker")
     assert eden.query(runs) == before  # the same task run read the new settings
-    print("\nEden: registration POST to mail at the sink: %.2f s (held until the "
-          "config fix, %.2f s after it)" % (time.time() - started,
-                                             time.time() - fixed))
+    print(
+        "\nEden: registration POST to mail at the sink: %.2f s (held until the "
+        "config fix, %.2f s after it)" % (time.time() - started, time.time() - fixed)
+    )
     text = received(sink, "ann@people.net")[0].get_body(("plain",)).get_content()
     link = re.search(r"(http://\S+/default/user/verify_email/[\w-]+)", text).group(1)
     assert link.startswith(eden.base)
-    key = eden.query("SELECT registration_key FROM auth_user WHERE email=?",
-                     ("ann@people.net",))[0][0]
+    key = eden.query("SELECT registration_key FROM auth_user WHERE email=?", ("ann@people.net",))[
+        0
+    ][0]
     assert key not in ("", "pending")
     assert eden.session().get(link, timeout=60).ok
-    assert eden.query("SELECT registration_key FROM auth_user WHERE email=?",
-                      ("ann@people.net",))[0][0] != key
+    assert (
+        eden.query("SELECT registration_key FROM auth_user WHERE email=?", ("ann@people.net",))[0][
+            0
+        ]
+        != key
+    )
 
 
 def test_registration_time_with_a_working_config(eden, sink):
@@ -212,15 +245,26 @@ def test_registration_time_with_a_working_config(eden, sink):
         s = eden.session()
         _, hidden = eden.form(s, "/default/user/register")
         started = time.time()
-        r = s.post(eden.url("/default/user/register"), timeout=60, data=dict(
-            hidden, first_name="Timed", last_name=str(n), email=address,
-            password="Secret123x", password_two="Secret123x", language="en"))
+        r = s.post(
+            eden.url("/default/user/register"),
+            timeout=60,
+            data=dict(
+                hidden,
+                first_name="Timed",
+                last_name=str(n),
+                email=address,
+                password="Secret123x",
+                password_two="Secret123x",
+                language="en",
+            ),
+        )
         assert "verify_email_sent" in r.url
-        assert wait_for(lambda: received(sink, address), timeout=90, step=0.02)
+        assert wait_for(lambda address=address: received(sink, address), timeout=90, step=0.02)
         times.append(time.time() - started)
-    print("\nEden: registration POST to mail at the sink (working config), 5 runs: "
-          "min %.2f s, median %.2f s, max %.2f s" % (
-              min(times), sorted(times)[2], max(times)))
+    print(
+        "\nEden: registration POST to mail at the sink (working config), 5 runs: "
+        "min %.2f s, median %.2f s, max %.2f s" % (min(times), sorted(times)[2], max(times))
+    )
 
 
 # -------------------------------------------------------------------- pe_id
@@ -230,12 +274,19 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
     out = eden.shell("send_by_pe_id", pe_id, "Eden msg 1")
     eden_id = re.search(r"eden_outbox=(\d+)", out).group(1)
     eden.shell("process_outbox")  # Eden's own S3Msg.process_outbox hands it over
-    assert wait_for(lambda: received(sink, "normaluser@example.com", "Eden msg 1"),
-                    timeout=90), eden.log("worker")
+    assert wait_for(lambda: received(sink, "normaluser@example.com", "Eden msg 1"), timeout=90), (
+        eden.log("worker")
+    )
     # Eden's row says Sent because the outbox sent it (the link records that).
-    assert wait_for(lambda: eden.query(
-        "SELECT status FROM msg_mail_outbox_eden WHERE eden_outbox_id=?",
-        (int(eden_id),)) == [("sent",)], timeout=60)
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT status FROM msg_mail_outbox_eden WHERE eden_outbox_id=?", (int(eden_id),)
+            )
+            == [("sent",)]
+        ),
+        timeout=60,
+    )
     assert "status=2" in eden.shell("eden_status", eden_id)
     eden.shell("process_outbox")  # handed over once only
     assert len(received(sink, "normaluser@example.com", "Eden msg 1")) == 1
@@ -246,27 +297,37 @@ def test_send_by_pe_id_and_mail_send_pe_id_reach_the_contact(eden, sink):
         out = eden.shell("send_by_pe_id", pe_id, "Eden msg refused")
         eden_id = re.search(r"eden_outbox=(\d+)", out).group(1)
         eden.shell("process_outbox")
-        assert wait_for(lambda: eden.query(
-            "SELECT status FROM msg_mail_outbox WHERE subject=?",
-            ("Eden msg refused",)) == [("failed",)], timeout=90), eden.log("worker")
-        assert wait_for(lambda: "status=5" in eden.shell("eden_status", eden_id),
-                        timeout=60, step=1)
+        assert wait_for(
+            lambda: (
+                eden.query(
+                    "SELECT status FROM msg_mail_outbox WHERE subject=?", ("Eden msg refused",)
+                )
+                == [("failed",)]
+            ),
+            timeout=90,
+        ), eden.log("worker")
+        assert wait_for(
+            lambda: "status=5" in eden.shell("eden_status", eden_id), timeout=60, step=1
+        )
     finally:
         sink.script.pop("RCPT")
 
     out = eden.shell("mail_send", pe_id, "Eden msg 2")
     assert "ok=True" in out, out
-    assert wait_for(lambda: received(sink, "normaluser@example.com", "Eden msg 2"),
-                    timeout=90)
-    assert eden.query("SELECT address FROM msg_mail_outbox WHERE subject=?",
-                      ("Eden msg 2",)) == [("normaluser@example.com",)]
+    assert wait_for(lambda: received(sink, "normaluser@example.com", "Eden msg 2"), timeout=90)
+    assert eden.query("SELECT address FROM msg_mail_outbox WHERE subject=?", ("Eden msg 2",)) == [
+        ("normaluser@example.com",)
+    ]
 
     nobody = eden.shell("person", "Nobody").split("pe_id=")[1].split()[0]
     assert "ok=True" in eden.shell("mail_send", nobody, "Eden msg 4")
-    assert wait_for(lambda: eden.query(
-        "SELECT status, last_error FROM msg_mail_outbox WHERE subject=? AND "
-        "status='failed'", ("Eden msg 4",)), timeout=90) == [
-        ("failed", "no e-mail address for person entity %s" % nobody)]
+    assert wait_for(
+        lambda: eden.query(
+            "SELECT status, last_error FROM msg_mail_outbox WHERE subject=? AND status='failed'",
+            ("Eden msg 4",),
+        ),
+        timeout=90,
+    ) == [("failed", "no e-mail address for person entity %s" % nobody)]
 
 
 def test_wrongly_typed_pe_id_and_unknown_arguments_are_refused(eden):
@@ -274,18 +335,17 @@ def test_wrongly_typed_pe_id_and_unknown_arguments_are_refused(eden):
     out = eden.shell("bad_send")
     for name in ("true", "float", "text"):
         assert value(out, name).startswith("False pe_id must be an integer"), out
-    assert value(out, "bogus") == \
-        "False send() got unknown keyword argument(s): bogus", out
+    assert value(out, "bogus") == "False send() got unknown keyword argument(s): bogus", out
     assert not eden.query("SELECT id FROM msg_mail_outbox WHERE subject='Bad'")
 
 
 def test_edens_send_email_goes_through_the_outbox(eden, sink):
     working(eden, sink)
-    out = eden.shell("send_email", "to@people.net", "Eden API mail", "cc@people.net",
-                     "bcc@people.net")
+    out = eden.shell(
+        "send_email", "to@people.net", "Eden API mail", "cc@people.net", "bcc@people.net"
+    )
     assert "ok=True" in out, out
-    assert wait_for(lambda: received(sink, "to@people.net", "Eden API mail"),
-                    timeout=90)
+    assert wait_for(lambda: received(sink, "to@people.net", "Eden API mail"), timeout=90)
     envelope = [r for _, r, data in sink.messages if b"Eden API mail" in data][0]
     assert sorted(envelope) == ["bcc@people.net", "cc@people.net", "to@people.net"]
     msg = received(sink, "to@people.net", "Eden API mail")[0]
@@ -302,13 +362,13 @@ def test_distribution_lists_reach_their_members(eden, sink):
     for entity, subject in ((org, "To the organisation"), (group, "To the group")):
         out = eden.shell("mail_send", entity, subject)
         assert "ok=True" in out and value(out, "ids"), out
-        assert wait_for(lambda: received(sink, "normaluser@example.com", subject),
-                        timeout=90), eden.log("worker")
+        assert wait_for(
+            lambda subject=subject: received(sink, "normaluser@example.com", subject), timeout=90
+        ), eden.log("worker")
     # Eden's own outbox expands the group, then hands each member's mail over.
     eden.shell("send_by_pe_id", group, "Group via Eden")
     eden.shell("process_outbox")
-    assert wait_for(lambda: received(sink, "normaluser@example.com",
-                                     "Group via Eden"), timeout=90)
+    assert wait_for(lambda: received(sink, "normaluser@example.com", "Group via Eden"), timeout=90)
     empty = value(eden.shell("group", "Nobody here"), "pe_id")
     out = eden.shell("mail_send", empty, "To nobody")
     assert "ok=False" in out and "has no members to send to" in out
@@ -320,29 +380,48 @@ def test_concurrent_process_outbox_runners_hand_each_row_over_once(eden, sink):
     Eden row becomes one outbox message, so each member gets the alert once."""
     working(eden, sink)
     count, subject = 60, "Alert to all"
-    group = value(eden.shell("volunteers", "Alert group", count, "alert.people.net"),
-                  "pe_id")
+    group = value(eden.shell("volunteers", "Alert group", count, "alert.people.net"), "pe_id")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        runners = [pool.submit(eden.shell, "process_outbox_loop", 40, 0.2)
-                   for _ in range(3)]
+        runners = [pool.submit(eden.shell, "process_outbox_loop", 40, 0.2) for _ in range(3)]
         message_id = value(eden.shell("send_by_pe_id", group, subject), "message_id")
         for runner in runners:
             runner.result()
     addresses = ["v%d@alert.people.net" % n for n in range(count)]
-    assert wait_for(lambda: all(received(sink, a, subject) for a in addresses),
-                    timeout=120), eden.log("worker")
-    assert wait_for(lambda: eden.query(
-        "SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=? AND status<>'sent'",
-        (subject,)) == [(0,)], timeout=60)
-    assert eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=?",
-                      (subject,)) == [(count,)]
+    assert wait_for(lambda: all(received(sink, a, subject) for a in addresses), timeout=120), (
+        eden.log("worker")
+    )
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=? AND status<>'sent'",
+                (subject,),
+            )
+            == [(0,)]
+        ),
+        timeout=60,
+    )
+    assert eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE subject=?", (subject,)) == [
+        (count,)
+    ]
     assert [len(received(sink, a, subject)) for a in addresses] == [1] * count
-    assert eden.query("SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
-                      "eden_outbox_id HAVING COUNT(*) > 1") == []
+    assert (
+        eden.query(
+            "SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
+            "eden_outbox_id HAVING COUNT(*) > 1"
+        )
+        == []
+    )
     # Eden's rows: the group's and one a member (expanded once), all Sent.
-    assert wait_for(lambda: eden.query(
-        "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
-        (int(message_id),)) == [(2, count + 1)], timeout=60)
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
+                (int(message_id),),
+            )
+            == [(2, count + 1)]
+        ),
+        timeout=60,
+    )
 
 
 def test_settings_are_edens_of_now(eden, sink):
@@ -376,37 +455,46 @@ def test_edens_outbox_row_is_unsent_while_held(eden, sink):
     pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
     eden.configure_mail(server="127.0.0.1:%d" % free_port(), sender=SENDER)  # refused
     try:
-        eden_id = value(eden.shell("send_by_pe_id", pe_id, "Held in Eden"),
-                        "eden_outbox")
+        eden_id = value(eden.shell("send_by_pe_id", pe_id, "Held in Eden"), "eden_outbox")
         eden.shell("process_outbox")
-        assert wait_for(lambda: eden.query(
-            "SELECT status FROM msg_mail_outbox WHERE subject='Held in Eden'"
-        ) == [("held",)], timeout=90), eden.log("worker")
+        assert wait_for(
+            lambda: (
+                eden.query("SELECT status FROM msg_mail_outbox WHERE subject='Held in Eden'")
+                == [("held",)]
+            ),
+            timeout=90,
+        ), eden.log("worker")
         # Sent at the hand-over, Unsent again once the outbox holds it.
-        assert wait_for(lambda: "status=1" in eden.shell("eden_status", eden_id),
-                        timeout=60, step=1)
+        assert wait_for(
+            lambda: "status=1" in eden.shell("eden_status", eden_id), timeout=60, step=1
+        )
         eden.shell("process_outbox")  # Eden hands it over again: not queued twice
-        assert eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE "
-                          "subject='Held in Eden'") == [(1,)]
+        assert eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE subject='Held in Eden'") == [
+            (1,)
+        ]
         admin = login(eden, "admin@example.com")
         page = admin.get(eden.url("/outbox/index"), timeout=60).text
         assert "Outgoing mail is held" in page
-        assert "Edit <code>settings.mail.server</code> in <code>models/000_config.py" \
-            "</code>" in page, page
+        assert (
+            "Edit <code>settings.mail.server</code> in <code>models/000_config.py</code>" in page
+        ), page
     finally:
         eden.configure_mail(server=sink.server)
-    assert wait_for(lambda: received(sink, "normaluser@example.com", "Held in Eden"),
-                    timeout=90), eden.log("worker")
-    assert wait_for(lambda: "status=2" in eden.shell("eden_status", eden_id),
-                    timeout=60, step=1)
+    assert wait_for(
+        lambda: received(sink, "normaluser@example.com", "Held in Eden"), timeout=90
+    ), eden.log("worker")
+    assert wait_for(lambda: "status=2" in eden.shell("eden_status", eden_id), timeout=60, step=1)
 
 
 # ------------------------------------------------------------------ restart
 def test_worker_stopped_mid_run_and_started_again_still_delivers(eden, sink):
     working(eden, sink)
-    assert wait_for(lambda: eden.query(
-        "SELECT 1 FROM scheduler_task WHERE uuid LIKE 's3outbox-%' AND "
-        "status='RUNNING'"), timeout=90), eden.log("worker")
+    assert wait_for(
+        lambda: eden.query(
+            "SELECT 1 FROM scheduler_task WHERE uuid LIKE 's3outbox-%' AND status='RUNNING'"
+        ),
+        timeout=90,
+    ), eden.log("worker")
     eden.stop_worker()  # SIGTERM during the task's run
     task = "scheduler_task WHERE uuid LIKE 's3outbox-%'"
     after = eden.query("SELECT status, times_failed FROM " + task)
@@ -418,11 +506,13 @@ def test_worker_stopped_mid_run_and_started_again_still_delivers(eden, sink):
     pe_id = eden.shell("pe_id", "normaluser@example.com").split("pe_id=")[1].split()[0]
     assert "ok=True" in eden.shell("mail_send", pe_id, "After restart")
     eden.start_worker()
-    assert wait_for(lambda: received(sink, "normaluser@example.com", "After restart"),
-                    timeout=180), eden.log("worker")
+    assert wait_for(
+        lambda: received(sink, "normaluser@example.com", "After restart"), timeout=180
+    ), eden.log("worker")
     # (Eden's own worker may have sent it meanwhile: no group worker was alive.)
-    assert wait_for(lambda: eden.query("SELECT status FROM " + task)[0][0] ==
-                    "RUNNING", timeout=120), eden.log("worker")
+    assert wait_for(
+        lambda: eden.query("SELECT status FROM " + task)[0][0] == "RUNNING", timeout=120
+    ), eden.log("worker")
 
 
 # ---------------------------------------------------------------- dashboard
@@ -431,8 +521,7 @@ def test_dashboard_is_for_edens_admins_only(eden, sink):
     anonymous = eden.session()
     r = anonymous.get(eden.url("/outbox/index"), timeout=60)
     assert "/default/user/login" in r.url and "Settings check" not in r.text
-    r = anonymous.post(eden.url("/outbox/retry"), data=dict(status="failed"),
-                       timeout=60)
+    r = anonymous.post(eden.url("/outbox/retry"), data=dict(status="failed"), timeout=60)
     assert "/default/user/login" in r.url
 
     user = login(eden, "normaluser@example.com")
@@ -442,7 +531,7 @@ def test_dashboard_is_for_edens_admins_only(eden, sink):
     admin = login(eden, "admin@example.com")
     r = admin.get(eden.url("/outbox/index"), timeout=60)
     assert r.status_code == 200 and "/outbox/index" in r.url
-    assert "Mail Outbox" in r.text           # Eden's admin menu links it
+    assert "Mail Outbox" in r.text  # Eden's admin menu links it
     assert "Settings check" in r.text or "settings check" in r.text.lower()
     pe_id = eden.shell("pe_id", "normaluser@example.com").split("pe_id=")[1].split()[0]
     assert "ok=True" in eden.shell("mail_send", pe_id, "Dashboard check")
@@ -455,17 +544,21 @@ def test_dashboard_is_for_edens_admins_only(eden, sink):
         assert "frame-ancestors 'none'" in r.headers.get("Content-Security-Policy", "")
         assert "&amp;ndash;" not in r.text
     r = admin.get(eden.url("/outbox/index"), timeout=60)
-    assert "no problem found in <code>settings.mail.*</code> in " \
-        "<code>models/000_config.py</code>" in r.text, r.text
+    assert (
+        "no problem found in <code>settings.mail.*</code> in "
+        "<code>models/000_config.py</code>" in r.text
+    ), r.text
     html, hidden = eden.form(admin, "/outbox/index")
     key = re.search(r'name="_formkey" type="hidden" value="([^"]+)"', html).group(1)
-    r = admin.post(eden.url("/outbox/purge"), data=dict(
-        _formkey=key, days="3650", _next=eden.url("/outbox/index")), timeout=60)
+    r = admin.post(
+        eden.url("/outbox/purge"),
+        data=dict(_formkey=key, days="3650", _next=eden.url("/outbox/index")),
+        timeout=60,
+    )
     assert r.ok and "Purged 0 messages" in r.text
     r = admin.post(eden.url("/outbox/purge"), data=dict(days="1"), timeout=60)
     assert r.status_code == 403
-    r = admin.get(eden.url("/outbox/messages"), params=dict(status="bogus"),
-                  timeout=60)
+    r = admin.get(eden.url("/outbox/messages"), params=dict(status="bogus"), timeout=60)
     assert r.status_code == 400 and "Bad parameter" in r.text
 
 
@@ -475,32 +568,50 @@ def test_bodies_files_and_next_are_checked_in_eden(eden, sink):
     a core), and the dashboard's _next stays in the dashboard."""
     working(eden, sink)
     body = "&".join("f%d=v" % i for i in range(20000))
-    r = requests.post(eden.url("/default/user/login"), data=body, timeout=60,
-                      headers={"Content-Type": "application/x-www-form-urlencoded",
-                               "Connection": "close"})
+    r = requests.post(
+        eden.url("/default/user/login"),
+        data=body,
+        timeout=60,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Connection": "close"},
+    )
     assert r.status_code == 413 and "form fields" in r.text
-    for path, field in (("/default/user/login", "password"),
-                        ("/default/user/login", "_next"),
-                        ("/default/user/register", "password"),
-                        ("/default/user/retrieve_password", "email"),
-                        ("/default/user/request_reset_password", "_next")):
-        r = requests.post(eden.url(path), data=dict(email="a@example.com"),
-                          files={field: ("x.txt", b"text")}, timeout=60,
-                          headers={"Connection": "close"})
+    for path, field in (
+        ("/default/user/login", "password"),
+        ("/default/user/login", "_next"),
+        ("/default/user/register", "password"),
+        ("/default/user/retrieve_password", "email"),
+        ("/default/user/request_reset_password", "_next"),
+    ):
+        r = requests.post(
+            eden.url(path),
+            data=dict(email="a@example.com"),
+            files={field: ("x.txt", b"text")},
+            timeout=60,
+            headers={"Connection": "close"},
+        )
         assert r.status_code == 400, (path, field, r.status_code)
         assert "The field %s was sent as a file" % field in r.text
     # Elsewhere Eden takes uploads: not refused by the check.
-    r = requests.post(eden.url("/default/index"), files={"image": ("a.png", b"png")},
-                      timeout=60, headers={"Connection": "close"})
+    r = requests.post(
+        eden.url("/default/index"),
+        files={"image": ("a.png", b"png")},
+        timeout=60,
+        headers={"Connection": "close"},
+    )
     assert "was sent as a file" not in r.text
 
     admin = login(eden, "admin@example.com")
     html, hidden = eden.form(admin, "/outbox/index")
-    r = admin.post(eden.url("/outbox/retry"), data=hidden, timeout=60,
-                   files={"status": ("s.txt", b"failed")})
+    r = admin.post(
+        eden.url("/outbox/retry"), data=hidden, timeout=60, files={"status": ("s.txt", b"failed")}
+    )
     assert r.status_code == 400 and "The field status was sent as a file" in r.text
-    r = admin.post(eden.url("/outbox/purge"), allow_redirects=False, timeout=60,
-                   data=dict(hidden, days="3650", _next="/eden/outbox/../../evil"))
+    r = admin.post(
+        eden.url("/outbox/purge"),
+        allow_redirects=False,
+        timeout=60,
+        data=dict(hidden, days="3650", _next="/eden/outbox/../../evil"),
+    )
     assert r.status_code == 303 and r.headers["Location"] == "/eden/outbox/index"
 
 
@@ -510,30 +621,45 @@ def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
     after accepting it; Eden's worker reads Postfix's report in a real
     Dovecot: the outbox row is bounced, Eden's msg_outbox row Failed (5),
     and the admin's bounces page links the person."""
-    from dovecot import Dovecot, unusable as no_dovecot
-    from postfix import Postfix, unusable as no_postfix
+    from dovecot import Dovecot
+    from dovecot import unusable as no_dovecot
+    from postfix import Postfix
+    from postfix import unusable as no_postfix
+
     if no_postfix() or no_dovecot():
         pytest.skip(no_postfix() or no_dovecot())
     pe_id = value(eden.shell("person", "Dana Deadletter"), "pe_id")
     person_id = value(eden.shell("contact", pe_id, "dana@dead.people.net"), "person_id")
     with Dovecot() as box, Postfix(mailbox=box) as relay:
-        eden.configure_mail(server=relay.server, sender=SENDER,
-                            bounce_address="bounces@bounce.people.net",
-                            bounce_mailbox=box.url("imaps"), bounce_interval=2,
-                            self_signed_certificate=True)
+        eden.configure_mail(
+            server=relay.server,
+            sender=SENDER,
+            bounce_address="bounces@bounce.people.net",
+            bounce_mailbox=box.url("imaps"),
+            bounce_interval=2,
+            self_signed_certificate=True,
+        )
         try:
-            eden_id = value(eden.shell("send_by_pe_id", pe_id, "Bounce in Eden"),
-                            "eden_outbox")
+            eden_id = value(eden.shell("send_by_pe_id", pe_id, "Bounce in Eden"), "eden_outbox")
             eden.shell("process_outbox")
-            assert wait_for(lambda: eden.query(
-                "SELECT status FROM msg_mail_outbox WHERE subject='Bounce in Eden'"
-            ) == [("bounced",)], timeout=180), eden.log("worker")[-5000:]
-            assert wait_for(lambda: "status=5" in eden.shell("eden_status", eden_id),
-                            timeout=90, step=1)
+            assert wait_for(
+                lambda: (
+                    eden.query("SELECT status FROM msg_mail_outbox WHERE subject='Bounce in Eden'")
+                    == [("bounced",)]
+                ),
+                timeout=180,
+            ), eden.log("worker")[-5000:]
+            assert wait_for(
+                lambda: "status=5" in eden.shell("eden_status", eden_id), timeout=90, step=1
+            )
         finally:
-            eden.configure_mail(server=sink.server, bounce_address=None,
-                                bounce_mailbox=None, bounce_interval=None,
-                                self_signed_certificate=None)
+            eden.configure_mail(
+                server=sink.server,
+                bounce_address=None,
+                bounce_mailbox=None,
+                bounce_interval=None,
+                self_signed_certificate=None,
+            )
     admin = login(eden, "admin@example.com")
     r = admin.get(eden.url("/outbox/bounces"), timeout=60)
     assert r.status_code == 200 and "Persons whose e-mail bounced" in r.text
@@ -542,8 +668,7 @@ def test_a_bounce_fails_edens_row_and_names_the_person(eden, sink):
     assert "dana@dead.people.net" in r.text and "user unknown" in r.text
     assert admin.get(eden.url(link.replace("/eden", "", 1)), timeout=60).status_code == 200
     _screenshot(eden, "/outbox/bounces", "bounces-eden.png")
-    r = login(eden, "normaluser@example.com").get(eden.url("/outbox/bounces"),
-                                                   timeout=60)
+    r = login(eden, "normaluser@example.com").get(eden.url("/outbox/bounces"), timeout=60)
     assert "Persons whose e-mail bounced" not in r.text
 
 
@@ -551,9 +676,11 @@ def _screenshot(eden, path, name):
     """The admin's page in Chromium, kept as tests/artifacts/NAME (when
     Chromium is here; docs/ has a copy)."""
     from admin_support import CHROMIUM, CHROMIUM_ARGS, artifacts_dir, chromium_missing
+
     if chromium_missing():
         return
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

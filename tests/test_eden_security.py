@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Issue 20, attacked end to end in Sahana Eden: Eden's own forms (reset,
 registration, verification, the approver's mail, username recovery) with the
 outbox installed, its own web2py server and ``-K eden`` worker, delivering to
@@ -17,22 +16,28 @@ import time
 from urllib.parse import urljoin
 
 import pytest
-
 from conftest import fresh_postgres
 from edenapp import EdenApp, tarball
-from helpers import text, wait_for
+from helpers import text
 
 pytestmark = pytest.mark.skipif(
-    tarball() is None, reason="no Sahana Eden snapshot in ../shared/eden-asp/")
+    tarball() is None, reason="no Sahana Eden snapshot in ../shared/eden-asp/"
+)
 
 SENDER = "Eden Outbox <eden@eden.localhost>"
 PASSWORD = "Secret123x"
-ADMIN = "admin@example.com"      # prepopulated, the ADMIN role: Eden's approver
+ADMIN = "admin@example.com"  # prepopulated, the ADMIN role: Eden's approver
 USER = "normaluser@example.com"  # prepopulated
 WINDOW = 100000000
-FORGED = ["evil.example", "evil.example:{port}", "127.0.0.1:{port}@evil.example",
-          "1:1@evil.example", "localhost:1@evil.example",
-          "localhost:{port}/evil.example", "user@localhost:{port}"]
+FORGED = [
+    "evil.example",
+    "evil.example:{port}",
+    "127.0.0.1:{port}@evil.example",
+    "1:1@evil.example",
+    "localhost:1@evil.example",
+    "localhost:{port}/evil.example",
+    "user@localhost:{port}",
+]
 ALERT_RE = re.compile(r"<div class='alert alert-(\w+)'>(.*?)</div>", re.S)
 FIGURES = []
 
@@ -64,8 +69,10 @@ def session(eden, host=None):
 
 def answer(response):
     """What Eden's page tells the person: its alerts, as text."""
-    return [(kind, re.sub(r"\s+", " ", message).strip())
-            for kind, message in ALERT_RE.findall(response.text)]
+    return [
+        (kind, re.sub(r"\s+", " ", message).strip())
+        for kind, message in ALERT_RE.findall(response.text)
+    ]
 
 
 def ask_reset(eden, address, host=None):
@@ -74,14 +81,22 @@ def ask_reset(eden, address, host=None):
 
 
 def register(eden, address, first="Test", host=None, s=None):
-    return eden.submit(s or session(eden, host), "/default/user/register", dict(
-        first_name=first, last_name="User", email=address, password=PASSWORD,
-        password_two=PASSWORD, language="en"))
+    return eden.submit(
+        s or session(eden, host),
+        "/default/user/register",
+        dict(
+            first_name=first,
+            last_name="User",
+            email=address,
+            password=PASSWORD,
+            password_two=PASSWORD,
+            language="en",
+        ),
+    )
 
 
 def queued(eden, address):
-    return eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE address=?",
-                      (address,))[0][0]
+    return eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE address=?", (address,))[0][0]
 
 
 def fresh_limits(eden):
@@ -101,23 +116,36 @@ def test_forged_hosts_are_refused_and_reach_no_mail(eden, inbox):
     before = queued(eden, USER)
     for forged in FORGED:
         host = forged.format(port=eden.port)
-        page = session(eden, host).get(eden.url("/default/user/retrieve_password"),
-                                       timeout=60)
+        page = session(eden, host).get(eden.url("/default/user/retrieve_password"), timeout=60)
         assert page.status_code in (400, 403), (host, page.status_code)
         assert "public_url" in page.text or "Bad Host" in page.text, page.text
         # A form fetched on the real site, posted with the forged Host.
         s = session(eden)
         _, hidden = eden.form(s, "/default/user/retrieve_password")
-        reset = s.post(eden.url("/default/user/retrieve_password"), timeout=60,
-                       data=dict(hidden, email=USER), headers={"Host": host})
+        reset = s.post(
+            eden.url("/default/user/retrieve_password"),
+            timeout=60,
+            data=dict(hidden, email=USER),
+            headers={"Host": host},
+        )
         assert reset.status_code in (400, 403), (host, reset.status_code)
-        r = s.post(eden.url("/default/user/register"), timeout=60,
-                   headers={"Host": host}, data=dict(
-                       first_name="F", last_name="G", email="forged@people.net",
-                       password=PASSWORD, password_two=PASSWORD))
+        r = s.post(
+            eden.url("/default/user/register"),
+            timeout=60,
+            headers={"Host": host},
+            data=dict(
+                first_name="F",
+                last_name="G",
+                email="forged@people.net",
+                password=PASSWORD,
+                password_two=PASSWORD,
+            ),
+        )
         assert r.status_code in (400, 403), (host, r.status_code)
-        FIGURES.append("Host %s: reset GET %d, POST %d; register POST %d" % (
-            host, page.status_code, reset.status_code, r.status_code))
+        FIGURES.append(
+            "Host %s: reset GET %d, POST %d; register POST %d"
+            % (host, page.status_code, reset.status_code, r.status_code)
+        )
     assert queued(eden, USER) == before
     assert not eden.query("SELECT 1 FROM auth_user WHERE email='forged@people.net'")
 
@@ -150,8 +178,11 @@ def test_verification_and_approval_links_use_the_checked_host(eden, inbox):
     verify = link(inbox.wait(address, since)[1], "/default/user/verify_email/")
     assert verify.startswith("http://%s/eden/default/user/verify_email/" % host)
     since = time.time()
-    session(eden, host).get(verify.replace(host, "127.0.0.1:%d" % eden.port),
-                            timeout=60, headers={"Host": "localhost:%d" % eden.port})
+    session(eden, host).get(
+        verify.replace(host, "127.0.0.1:%d" % eden.port),
+        timeout=60,
+        headers={"Host": "localhost:%d" % eden.port},
+    )
     _, msg = inbox.wait(ADMIN, since)
     body = text(msg)
     assert "/admin/user/" in body
@@ -161,10 +192,13 @@ def test_verification_and_approval_links_use_the_checked_host(eden, inbox):
     assert not any(line.startswith(("Bcc:", "X-Inj")) for line in lines), body
     assert "Eve Bcc: x@evil.example X-Inj: 1 User" in lines, body
     assert msg["Bcc"] is None and "evil" not in str(msg["To"])
-    assert eden.query("SELECT first_name FROM auth_user WHERE email=?", (address,)) \
-        == [("Eve Bcc: x@evil.example X-Inj: 1",)]
-    FIGURES.append("first_name with CR/LF: approver mail line %r" % [
-        line for line in lines if line.startswith("Eve")][0])
+    assert eden.query("SELECT first_name FROM auth_user WHERE email=?", (address,)) == [
+        ("Eve Bcc: x@evil.example X-Inj: 1",)
+    ]
+    FIGURES.append(
+        "first_name with CR/LF: approver mail line %r"
+        % [line for line in lines if line.startswith("Eve")][0]
+    )
 
 
 def test_public_url_wins_over_any_host(eden, inbox):
@@ -201,8 +235,9 @@ def test_sixty_resets_for_one_address_queue_one_mail(eden, inbox):
     mails = queued(eden, ADMIN) - before
     assert len(answers) == 1, answers
     assert mails == 1, mails  # the first; then one reset link a flow_reset_pending
-    FIGURES.append("60 resets for one address: %d queued, one answer: %s" % (
-        mails, answers.pop()[1]))
+    FIGURES.append(
+        "60 resets for one address: %d queued, one answer: %s" % (mails, answers.pop()[1])
+    )
 
 
 def test_registrations_from_one_client_stop_at_its_limit(eden, inbox):
@@ -217,12 +252,13 @@ def test_registrations_from_one_client_stop_at_its_limit(eden, inbox):
             assert "Too many account requests" in r.text
     assert refused == [limit, limit + 1], refused
     users = eden.query("SELECT COUNT(*) FROM auth_user WHERE email LIKE 'flood%'")
-    mails = eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE address LIKE "
-                       "'flood%'")
+    mails = eden.query("SELECT COUNT(*) FROM msg_mail_outbox WHERE address LIKE 'flood%'")
     assert users == mails == [(limit,)]
-    FIGURES.append("%d registrations from one client: %d accepted, %d refused "
-                   "(\"Too many account requests...\"), %d mails" % (
-                       limit + 2, limit, len(refused), mails[0][0]))
+    FIGURES.append(
+        "%d registrations from one client: %d accepted, %d refused "
+        '("Too many account requests..."), %d mails'
+        % (limit + 2, limit, len(refused), mails[0][0])
+    )
 
 
 # ----------------------------------------------------- one answer, same work
@@ -234,26 +270,32 @@ def test_reset_answers_the_same_for_known_and_unknown(eden):
             s = session(eden)
             _, hidden = eden.form(s, "/default/user/retrieve_password")
             started = time.perf_counter()
-            r = s.post(eden.url("/default/user/retrieve_password"), timeout=60,
-                       data=dict(hidden, email=address), allow_redirects=False)
+            r = s.post(
+                eden.url("/default/user/retrieve_password"),
+                timeout=60,
+                data=dict(hidden, email=address),
+                allow_redirects=False,
+            )
             times[kind].append((time.perf_counter() - started) * 1000)
             follow = s.get(urljoin(r.url, r.headers["Location"]), timeout=60)
-            seen.setdefault(kind, set()).add((r.status_code, r.headers["Location"],
-                                              tuple(answer(follow))))
+            seen.setdefault(kind, set()).add(
+                (r.status_code, r.headers["Location"], tuple(answer(follow)))
+            )
     assert len(seen["known"]) == 1 and seen["known"] == seen["unknown"], seen
     status, where, said = seen["known"].pop()
     assert status == 303 and "If an account matches" in said[0][1], said
     known, unknown = (statistics.median(times[k]) for k in ("known", "unknown"))
-    FIGURES.append("reset, known vs unknown: %d to %s, %r; median %.1f vs %.1f ms "
-                   "(%+.1f)" % (status, where, said, known, unknown, known - unknown))
+    FIGURES.append(
+        "reset, known vs unknown: %d to %s, %r; median %.1f vs %.1f ms "
+        "(%+.1f)" % (status, where, said, known, unknown, known - unknown)
+    )
 
 
 def test_username_recovery_answers_the_same(eden):
     fresh_limits(eden)
     found = set()
     for address in (USER, "nobody@people.net"):
-        r = eden.submit(session(eden), "/default/user/retrieve_username",
-                        dict(email=address))
+        r = eden.submit(session(eden), "/default/user/retrieve_username", dict(email=address))
         assert r.ok
         found.add((r.url, tuple(answer(r))))
     assert len(found) == 1, found
@@ -264,18 +306,30 @@ def test_username_recovery_answers_the_same(eden):
 def test_control_characters_and_repeated_fields_get_a_400(eden):
     s = session(eden)
     _, hidden = eden.form(s, "/default/user/register")
-    data = dict(hidden, first_name="Nul\x00", last_name="User", email="nul@people.net",
-                password=PASSWORD, password_two=PASSWORD)
+    data = dict(
+        hidden,
+        first_name="Nul\x00",
+        last_name="User",
+        email="nul@people.net",
+        password=PASSWORD,
+        password_two=PASSWORD,
+    )
     r = s.post(eden.url("/default/user/register"), data=data, timeout=60)
     assert r.status_code == 400
-    assert r.text.strip() == "The field first_name contains a control character " \
-                             "(U+0000), which is not accepted."
+    assert (
+        r.text.strip() == "The field first_name contains a control character "
+        "(U+0000), which is not accepted."
+    )
     FIGURES.append("NUL in first_name: %d %r" % (r.status_code, r.text.strip()))
-    r = s.post(eden.url("/default/user/register"), timeout=60, data=dict(
-        data, first_name=["A", "B"]))
+    r = s.post(
+        eden.url("/default/user/register"), timeout=60, data=dict(data, first_name=["A", "B"])
+    )
     assert r.status_code == 400 and "more than once" in r.text
-    r = s.post(eden.url("/default/user/register?first_name=A"), timeout=60,
-               data=dict(data, first_name="B"))
+    r = s.post(
+        eden.url("/default/user/register?first_name=A"),
+        timeout=60,
+        data=dict(data, first_name="B"),
+    )
     assert r.status_code == 400 and "more than once" in r.text
     r = s.get(eden.url("/default/index?q=%00"), timeout=60)
     assert r.status_code == 400 and "control character" in r.text
@@ -285,13 +339,13 @@ def test_control_characters_and_repeated_fields_get_a_400(eden):
     assert "frame-ancestors 'none'" in page.headers.get("Content-Security-Policy", "")
 
 
-
 def test_reset_page_without_a_key_is_no_ticket(eden):
     """Eden's reset_password without a key in the link or the session
     redirected to nowhere and failed on (UnboundLocalError, a ticket): it
     sends the person to the reset request."""
-    r = session(eden).get(eden.url("/default/user/reset_password"), timeout=60,
-                          allow_redirects=False)
+    r = session(eden).get(
+        eden.url("/default/user/reset_password"), timeout=60, allow_redirects=False
+    )
     assert r.status_code == 303, r.status_code
     assert r.headers["Location"].endswith("/default/user/retrieve_password")
 
@@ -307,13 +361,13 @@ def test_dashboard_shows_the_limits_from_edens_config(eden):
     finally:
         eden.configure_mail(flow_per_address=None)
     limits = re.search(r'<td id="limits">(.*?)</td>', page).group(1)
-    assert "account mail per %d s: 5 an address, 30 a client, 300 the site" % WINDOW \
-        in limits, limits
+    assert "account mail per %d s: 5 an address, 30 a client, 300 the site" % WINDOW in limits, (
+        limits
+    )
     assert "settings.base.public_url" in page and "Eden answers only to" in page
 
 
 def test_installer_says_when_eden_answers_only_on_loopback(eden):
     out = eden.installer()  # again, on the configured Eden: nothing changes
     assert "edited" not in out and "copied " not in out, out
-    assert "sets no settings.base.public_url: Eden now answers only to localhost" \
-        in out, out
+    assert "sets no settings.base.public_url: Eden now answers only to localhost" in out, out

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Every SMTP fault ends in its class with its reason on the row and in the
 attempt log, nothing escapes process_outbox, and the message still goes out
 once the fault is gone (so no fault loses mail).
@@ -13,10 +12,10 @@ import datetime
 import json
 
 import pytest
-
-from helpers import attachment, free_port
 from faultserver import DROP, STALL, FaultServer
-from s3outbox.delivery import Pass
+from helpers import attachment, free_port
+
+from s3outbox.delivery.engine import Pass
 
 sqlite_only = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
@@ -48,8 +47,7 @@ def _check(expected, counts, row, attempts, reason):
     assert counts[expected] == 1, counts
     assert sum(counts[k] for k in ("sent", "retry", "failed", "held")) == 1, counts
     assert reason in (row.last_error or ""), row.last_error
-    assert len(attempts) == 1 and reason in (attempts[0].error or ""), \
-        [a.error for a in attempts]
+    assert len(attempts) == 1 and reason in (attempts[0].error or ""), [a.error for a in attempts]
     if expected == "held":
         assert (row.status, row.attempts, attempts[0].outcome) == ("held", 0, "held")
     elif expected == "retry":
@@ -73,32 +71,40 @@ def _recovers(mail, db, row):
 # ---------------------------------------------------------------- connection
 CONNECTION_FAULTS = [
     # (name, script, extensions, settings, class, reason in last_error)
-    ("421 on connect", {"greeting": "421 4.3.2 too busy"}, (), {}, "held",
-     "421 4.3.2 too busy"),
-    ("STARTTLS not offered", {}, ("8BITMIME",), {"tls": True}, "held",
-     "does not offer STARTTLS"),
-    ("AUTH refused 535", {"AUTH": "535 5.7.8 credentials rejected"}, ("AUTH PLAIN",),
-     {"login": "robot:s3cr3t-pw"}, "held", "535 5.7.8 credentials rejected"),
-    ("sender refused 553", {"MAIL": "553 5.7.1 sender not allowed"}, (), {}, "held",
-     "553 5.7.1 sender not allowed"),
+    ("421 on connect", {"greeting": "421 4.3.2 too busy"}, (), {}, "held", "421 4.3.2 too busy"),
+    ("STARTTLS not offered", {}, ("8BITMIME",), {"tls": True}, "held", "does not offer STARTTLS"),
+    (
+        "AUTH refused 535",
+        {"AUTH": "535 5.7.8 credentials rejected"},
+        ("AUTH PLAIN",),
+        {"login": "robot:s3cr3t-pw"},
+        "held",
+        "535 5.7.8 credentials rejected",
+    ),
+    (
+        "sender refused 553",
+        {"MAIL": "553 5.7.1 sender not allowed"},
+        (),
+        {},
+        "held",
+        "553 5.7.1 sender not allowed",
+    ),
     ("dropped after MAIL", {"RCPT": DROP}, (), {}, "retry", "connection dropped"),
     ("dropped after RCPT", {"DATA": DROP}, (), {}, "retry", "connection dropped"),
-    ("dropped in the middle of DATA", {"BODY": DROP}, (), {}, "retry",
-     "connection dropped"),
-    ("stall on MAIL until the timeout", {"MAIL": STALL}, (), {"timeout": 1}, "retry",
-     "timed out"),
-    ("stall on the greeting", {"greeting": STALL}, (), {"timeout": 1}, "held",
-     "timed out"),
-    ("no reply after the message", {"END": STALL}, (), {"timeout": 1}, "retry",
-     "timed out"),
+    ("dropped in the middle of DATA", {"BODY": DROP}, (), {}, "retry", "connection dropped"),
+    ("stall on MAIL until the timeout", {"MAIL": STALL}, (), {"timeout": 1}, "retry", "timed out"),
+    ("stall on the greeting", {"greeting": STALL}, (), {"timeout": 1}, "held", "timed out"),
+    ("no reply after the message", {"END": STALL}, (), {"timeout": 1}, "retry", "timed out"),
 ]
 
 
 @sqlite_only
-@pytest.mark.parametrize("name,script,extensions,changes,expected,reason",
-                         CONNECTION_FAULTS, ids=[f[0] for f in CONNECTION_FAULTS])
-def test_connection_fault(mail, db, name, script, extensions, changes, expected,
-                          reason):
+@pytest.mark.parametrize(
+    "name,script,extensions,changes,expected,reason",
+    CONNECTION_FAULTS,
+    ids=[f[0] for f in CONNECTION_FAULTS],
+)
+def test_connection_fault(mail, db, name, script, extensions, changes, expected, reason):
     with FaultServer(script, extensions) as server:
         mail.settings.server = server.server
         for key, value in changes.items():
@@ -120,10 +126,14 @@ def test_connection_fault(mail, db, name, script, extensions, changes, expected,
 
 
 @sqlite_only
-@pytest.mark.parametrize("server,reason", [
-    (_closed_port(), "connection refused"),
-    ("mail.nowhere.invalid:25", "does not resolve"),
-], ids=["connection refused", "host does not resolve"])
+@pytest.mark.parametrize(
+    "server,reason",
+    [
+        (_closed_port(), "connection refused"),
+        ("mail.nowhere.invalid:25", "does not resolve"),
+    ],
+    ids=["connection refused", "host does not resolve"],
+)
 def test_unreachable_server_holds(mail, db, sink, server, reason):
     mail.settings.server = server
     counts, row, attempts = _pass(mail, db)
@@ -137,24 +147,39 @@ def test_unreachable_server_holds(mail, db, sink, server, reason):
 
 # ---------------------------------------------------------------- reply codes
 REPLY_FAULTS = [
-    ("451 on RCPT", {"RCPT": {"ann@people.net": "451 4.3.0 try later"}}, "retry",
-     "451 4.3.0 try later"),
-    ("452 on RCPT", {"RCPT": {"ann@people.net": "452 4.2.2 mailbox full"}}, "retry",
-     "452 4.2.2 mailbox full"),
+    (
+        "451 on RCPT",
+        {"RCPT": {"ann@people.net": "451 4.3.0 try later"}},
+        "retry",
+        "451 4.3.0 try later",
+    ),
+    (
+        "452 on RCPT",
+        {"RCPT": {"ann@people.net": "452 4.2.2 mailbox full"}},
+        "retry",
+        "452 4.2.2 mailbox full",
+    ),
     ("451 on DATA", {"DATA": "451 4.3.0 local error"}, "retry", "451 4.3.0 local error"),
-    ("452 on DATA", {"DATA": "452 4.3.1 out of storage"}, "retry",
-     "452 4.3.1 out of storage"),
-    ("550 on RCPT", {"RCPT": {"ann@people.net": "550 5.1.1 no such user"}}, "failed",
-     "550 5.1.1 no such user"),
-    ("553 on RCPT", {"RCPT": {"ann@people.net": "553 5.1.3 bad address syntax"}},
-     "failed", "553 5.1.3 bad address syntax"),
-    ("554 on DATA", {"DATA": "554 5.6.0 message refused"}, "failed",
-     "554 5.6.0 message refused"),
+    ("452 on DATA", {"DATA": "452 4.3.1 out of storage"}, "retry", "452 4.3.1 out of storage"),
+    (
+        "550 on RCPT",
+        {"RCPT": {"ann@people.net": "550 5.1.1 no such user"}},
+        "failed",
+        "550 5.1.1 no such user",
+    ),
+    (
+        "553 on RCPT",
+        {"RCPT": {"ann@people.net": "553 5.1.3 bad address syntax"}},
+        "failed",
+        "553 5.1.3 bad address syntax",
+    ),
+    ("554 on DATA", {"DATA": "554 5.6.0 message refused"}, "failed", "554 5.6.0 message refused"),
 ]
 
 
-@pytest.mark.parametrize("name,script,expected,reason", REPLY_FAULTS,
-                         ids=[f[0] for f in REPLY_FAULTS])
+@pytest.mark.parametrize(
+    "name,script,expected,reason", REPLY_FAULTS, ids=[f[0] for f in REPLY_FAULTS]
+)
 def test_reply_code(mail, db, sink, name, script, expected, reason):
     sink.script.update(script)
     counts, row, attempts = _pass(mail, db)
@@ -167,10 +192,13 @@ def test_reply_code(mail, db, sink, name, script, expected, reason):
 
 
 def test_some_recipients_refused(mail, db, sink):
-    sink.script["RCPT"] = {"bob@people.net": "550 5.1.1 no such user",
-                           "cy@people.net": "452 4.2.2 mailbox full"}
+    sink.script["RCPT"] = {
+        "bob@people.net": "550 5.1.1 no such user",
+        "cy@people.net": "452 4.2.2 mailbox full",
+    }
     counts, row, attempts = _pass(
-        mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net"))
+        mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net")
+    )
     assert (counts["sent"], counts["refused"], counts["deferred"]) == (1, 1, 1), counts
     # The 5xx is final; the 4xx recipient is delivered again, on its own.
     assert row.status == "queued" and row.attempts == 1
@@ -188,8 +216,10 @@ def test_some_recipients_refused(mail, db, sink):
 
 def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
     """One 4xx among the refusals means a later try may still reach someone."""
-    sink.script["RCPT"] = {"ann@people.net": "550 5.1.1 no such user",
-                           "bob@people.net": "451 4.3.0 try later"}
+    sink.script["RCPT"] = {
+        "ann@people.net": "550 5.1.1 no such user",
+        "bob@people.net": "451 4.3.0 try later",
+    }
     counts, row, attempts = _pass(mail, db, to=("ann@people.net", "bob@people.net"))
     _check("retry", counts, row, attempts, "451 4.3.0 try later")
     assert "550 5.1.1" in row.last_error
@@ -204,20 +234,34 @@ def test_all_recipients_refused_mixed_codes_is_transient(mail, db, sink):
 @sqlite_only
 def test_one_pass_with_every_outcome(mail, db, sink):
     """Faults on some messages do not disturb the others in the same batch."""
-    sink.script["RCPT"] = {"gone@people.net": "550 5.1.1 no such user",
-                           "full@people.net": "452 4.2.2 mailbox full"}
-    for to in ("a@people.net", "gone@people.net", "b@people.net", "full@people.net",
-               "c@people.net"):
+    sink.script["RCPT"] = {
+        "gone@people.net": "550 5.1.1 no such user",
+        "full@people.net": "452 4.2.2 mailbox full",
+    }
+    for to in (
+        "a@people.net",
+        "gone@people.net",
+        "b@people.net",
+        "full@people.net",
+        "c@people.net",
+    ):
         assert mail.send(to, "Batch", "Body"), mail.error
     db.commit()
     counts = mail.process_outbox()
     assert (counts["sent"], counts["failed"], counts["retry"]) == (3, 1, 1), counts
     status = {r.address: r.status for r in db(mail.store.outbox).select()}
-    assert status == {"a@people.net": "sent", "gone@people.net": "failed",
-                      "b@people.net": "sent", "full@people.net": "queued",
-                      "c@people.net": "sent"}
-    assert sorted(m[1][0] for m in sink.messages) == \
-        ["a@people.net", "b@people.net", "c@people.net"]
+    assert status == {
+        "a@people.net": "sent",
+        "gone@people.net": "failed",
+        "b@people.net": "sent",
+        "full@people.net": "queued",
+        "c@people.net": "sent",
+    }
+    assert sorted(m[1][0] for m in sink.messages) == [
+        "a@people.net",
+        "b@people.net",
+        "c@people.net",
+    ]
 
 
 @sqlite_only
@@ -255,8 +299,7 @@ POISON = [
     ("body lacks its keys", dict(body='{"to":["x@people.net"]}'), None),
     ("body has the wrong types", dict(body='{"to":7,"cc":null,"bcc":[]}'), None),
     ("attachment lost its name", dict(attachment_count=1), dict(filename=None)),
-    ("attachment type is garbage", dict(attachment_count=1),
-     dict(content_type="garbage")),
+    ("attachment type is garbage", dict(attachment_count=1), dict(content_type="garbage")),
 ]
 
 
@@ -267,8 +310,9 @@ def test_poison_messages_fail_alone(mail, db, sink):
     poisoned = {}
     for i, (what, row_changes, part_changes) in enumerate(POISON):
         assert mail.send("good%d@people.net" % i, "Good", "Fine")
-        assert mail.send("bad%d@people.net" % i, "Bad", "Broken",
-                         attachments=[attachment("a.txt", b"data")])
+        assert mail.send(
+            "bad%d@people.net" % i, "Bad", "Broken", attachments=[attachment("a.txt", b"data")]
+        )
         poisoned[mail.result["id"]] = what
         db(store.outbox.id == mail.result["id"]).update(**row_changes)
         if part_changes:
@@ -280,11 +324,13 @@ def test_poison_messages_fail_alone(mail, db, sink):
     for row in db(store.outbox).select():
         if row.id in poisoned:
             assert row.status == "failed" and row.last_error, (poisoned[row.id], row)
-            assert row.last_error.startswith(("cannot read the stored message: ",
-                                              "cannot build the message: "))
+            assert row.last_error.startswith(
+                ("cannot read the stored message: ", "cannot build the message: ")
+            )
             tried = db(store.attempt.outbox_id == row.id).select().first()
             assert tried.outcome == "failed" and tried.error == row.last_error
         else:
             assert row.status == "sent", row
-    assert sorted(m[1][0] for m in sink.messages) == \
-        ["good%d@people.net" % i for i in range(len(POISON))]
+    assert sorted(m[1][0] for m in sink.messages) == [
+        "good%d@people.net" % i for i in range(len(POISON))
+    ]

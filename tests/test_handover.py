@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Insert-or-nothing on a unique key, as the Eden hand-over uses it (one link
 an Eden msg_outbox row, modules/s3outbox/eden.py): two connections inserting
 one key give one row, the second waiting for the first to commit, on every
@@ -18,8 +17,7 @@ def links(make_db, tablename):
     db = make_db()
     store = MailS3(db, tablename=tablename).store
     name = tablename + "_link"
-    db.define_table(name, Field("eden_outbox_id", "integer"),
-                    Field("outbox_id", "integer"))
+    db.define_table(name, Field("eden_outbox_id", "integer"), Field("outbox_id", "integer"))
     db.commit()
     yield make_db, store, name
     db.rollback()
@@ -53,10 +51,10 @@ def test_concurrent_inserts_of_one_key_give_one_row(links):
 
     def second():
         other = MailS3(make_db(), tablename=store.tablename, migrate=False).store
-        other.db.define_table(name, Field("eden_outbox_id", "integer"),
-                              Field("outbox_id", "integer"), migrate=False)
-        result["inserted"] = other.insert_or_nothing(
-            name, dict(eden_outbox_id=7, outbox_id=2))
+        other.db.define_table(
+            name, Field("eden_outbox_id", "integer"), Field("outbox_id", "integer"), migrate=False
+        )
+        result["inserted"] = other.insert_or_nothing(name, dict(eden_outbox_id=7, outbox_id=2))
         result["after"] = other.db.executesql("SELECT COUNT(*) FROM %s" % name)[0][0]
         other.db.commit()
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The failure rule across time and hosts.
 
 - A server that takes no connection for longer than ``max_attempts`` and
@@ -15,24 +14,21 @@ import socket
 import time
 
 import pytest
-
 from helpers import free_port, wait_for
-from s3outbox import MailS3
-from s3outbox.delivery import Pass
-from s3outbox.store import utcnow
 from smtpsink import Sink, SinkController
 
+from s3outbox import MailS3
+from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.store import utcnow
+
 SENDER = "Outbox <outbox@outbox.localhost>"
-TINY = dict(max_attempts=2, max_age=2, retry_base=1, retry_max=1, probe_interval=1,
-            timeout=0.5)
-sqlite_and_postgres = pytest.mark.parametrize("db_uri", ["sqlite", "postgres"],
-                                              indirect=True)
+TINY = dict(max_attempts=2, max_age=2, retry_base=1, retry_max=1, probe_interval=1, timeout=0.5)
+sqlite_and_postgres = pytest.mark.parametrize("db_uri", ["sqlite", "postgres"], indirect=True)
 
 
 def queue(mail, n, first=0):
     for i in range(first, first + n):
-        assert mail.send("reader%d@people.net" % i, "Note %d" % i, "Body %d" % i), \
-            mail.error
+        assert mail.send("reader%d@people.net" % i, "Note %d" % i, "Body %d" % i), mail.error
     mail.db.commit()
 
 
@@ -68,8 +64,9 @@ def test_server_that_accepts_nothing_for_longer_than_retries_allow(mail, db):
     probes, passes = set(), 0
     try:
         queue(mail, 5)
-        while (utcnow() - began).total_seconds() <= TINY["max_age"] * 2 or \
-                len(probes) <= TINY["max_attempts"] + 1:
+        while (utcnow() - began).total_seconds() <= TINY["max_age"] * 2 or len(probes) <= TINY[
+            "max_attempts"
+        ] + 1:
             counts = mail.process_outbox()
             assert counts["failed"] == 0 and "error" not in counts, counts
             passes += 1
@@ -85,16 +82,19 @@ def test_server_that_accepts_nothing_for_longer_than_retries_allow(mail, db):
         silent.close()
     sink = Sink()
     with SinkController(sink, port=port):
+
         def drained():
             counts = mail.process_outbox()
             assert counts["failed"] == 0, counts
             return statuses(mail) == [("sent", 1)] * 10
+
         assert wait_for(drained, timeout=30, step=0.2)
     log = outcomes(mail)
-    print("outage: %.1f s (max_age %d s), %d probe turns (max_attempts %d), "
-          "%d passes; then sent %d, failed 0"
-          % (outage, TINY["max_age"], len(probes), TINY["max_attempts"], passes,
-             sink.count))
+    print(
+        "outage: %.1f s (max_age %d s), %d probe turns (max_attempts %d), "
+        "%d passes; then sent %d, failed 0"
+        % (outage, TINY["max_age"], len(probes), TINY["max_attempts"], passes, sink.count)
+    )
     assert outage > TINY["max_age"] and len(probes) > TINY["max_attempts"]
     assert sink.count == 10 and not sink.duplicates()
     assert all(history == ["held", "sent"] for history in log.values()), log
@@ -114,8 +114,7 @@ def test_time_held_is_not_charged_to_max_age(mail, db, sink):
     db.commit()
     counts = mail.process_outbox()
     assert counts["retry"] == 1 and counts["failed"] == 0, counts
-    row.update_record(created_on=long_ago - datetime.timedelta(hours=1),
-                      next_attempt_on=long_ago)
+    row.update_record(created_on=long_ago - datetime.timedelta(hours=1), next_attempt_on=long_ago)
     db.commit()
     counts = mail.process_outbox()  # 3 h old, 1 h of it not held: give up
     assert counts["failed"] == 1, counts
@@ -125,7 +124,9 @@ def test_time_held_is_not_charged_to_max_age(mail, db, sink):
 def _host(uri, folder, tablename, settings, seconds, start, results):
     """A worker on its own 'host' (the part of worker_name before '#')."""
     from pydal import DAL
+
     from s3outbox import MailS3
+
     kwargs = dict(driver_args={"timeout": 30}) if uri.startswith("sqlite") else {}
     db = DAL(uri, folder=folder, **kwargs)
     mail = MailS3(db, sender=SENDER, tls=False, tablename=tablename)
@@ -169,10 +170,10 @@ def test_hosts_with_different_settings(mail, db, sink, db_uri, tablename, tmp_pa
     hosts = [("host-a#1", broken), ("host-b#1", sink.server)]
     procs = []
     for name, server in hosts:
-        settings = dict(TINY, timeout=5, probe_interval=2, worker_name=name,
-                        server=server)
-        p = ctx.Process(target=_host, args=(db_uri, str(tmp_path), tablename,
-                                            settings, 12, start, results))
+        settings = dict(TINY, timeout=5, probe_interval=2, worker_name=name, server=server)
+        p = ctx.Process(
+            target=_host, args=(db_uri, str(tmp_path), tablename, settings, 12, start, results)
+        )
         p.start()
         procs.append(p)
     start.wait(60)
@@ -190,8 +191,10 @@ def test_hosts_with_different_settings(mail, db, sink, db_uri, tablename, tmp_pa
     first = sorted(log)[:20]
     assert all(log[i] == ["held", "sent"] for i in first), log
     assert all(log[i] == ["sent"] for i in sorted(log)[20:]), log  # never held
-    print("two hosts on %s: A %s, B %s" % (db._adapter.dbengine,
-                                          reports["host-a#1"], reports["host-b#1"]))
+    print(
+        "two hosts on %s: A %s, B %s"
+        % (db._adapter.dbengine, reports["host-a#1"], reports["host-b#1"])
+    )
     assert reports["host-a#1"].get("sent", 0) == 0
     assert reports["host-a#1"].get("held", 0) == 0
     assert reports["host-b#1"]["sent"] == 60 and reports["host-b#1"]["released"] == 20

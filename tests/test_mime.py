@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The mail MailS3 delivers has the shape web2py's own Mail.send gives it.
 
 Each case is sent twice to the same SMTP sink: once by a real gluon.tools.Mail,
@@ -16,9 +15,8 @@ import pytest
 from gluon.tools import Mail
 
 SENDER = "Outbox <outbox@outbox.localhost>"
-EMOJI = "\U0001F600"
+EMOJI = "\U0001f600"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
-
 
 
 def decoded(msg, name):
@@ -32,9 +30,14 @@ def decoded(msg, name):
 def shape(part):
     """The parts of a message as nested lists: type, charset, encoding,
     disposition, file name, Content-Id, then the children or the payload."""
-    node = [part.get_content_type(), part.get_content_charset(),
-            part.get("Content-Transfer-Encoding"), part.get_content_disposition(),
-            part.get_filename(), part.get("Content-Id")]
+    node = [
+        part.get_content_type(),
+        part.get_content_charset(),
+        part.get("Content-Transfer-Encoding"),
+        part.get_content_disposition(),
+        part.get_filename(),
+        part.get("Content-Id"),
+    ]
     if part.is_multipart():
         node.append([shape(p) for p in part.get_payload()])
     else:
@@ -42,8 +45,7 @@ def shape(part):
     return node
 
 
-COMPARED = ("From", "To", "Cc", "Reply-To", "Subject", "List-Unsubscribe",
-            "X-Campaign", "X-Note")
+COMPARED = ("From", "To", "Cc", "Reply-To", "Subject", "List-Unsubscribe", "X-Campaign", "X-Note")
 
 
 def sent_both_ways(mail, db, sink, make, stock_settings=None):
@@ -82,46 +84,71 @@ def _photo(tmp_path):
 CASES = {
     "text": lambda p: dict(to="ann@people.net", subject="Hi", message="Body\nline 2"),
     "non-ascii": lambda p: dict(
-        to="ann@people.net", subject="Gr\u00fc\u00dfe \u4f60\u597d " + EMOJI,
-        message="Z\u00fcrich \u041c\u043e\u0441\u043a\u0432\u0430 " + EMOJI),
+        to="ann@people.net",
+        subject="Gr\u00fc\u00dfe \u4f60\u597d " + EMOJI,
+        message="Z\u00fcrich \u041c\u043e\u0441\u043a\u0432\u0430 " + EMOJI,
+    ),
     "long-text": lambda p: dict(
-        to="ann@people.net", subject="Long " * 30,
-        message="\n".join("line %d caf\u00e9 %s" % (n, "-" * 90) for n in range(200))),
+        to="ann@people.net",
+        subject="Long " * 30,
+        message="\n".join("line %d caf\u00e9 %s" % (n, "-" * 90) for n in range(200)),
+    ),
     "html": lambda p: dict(to="ann@people.net", message="<html><b>Hi</b></html>"),
     "pair": lambda p: dict(to="ann@people.net", message=("Plain", "<p>Rich</p>")),
     "html-only-pair": lambda p: dict(to="ann@people.net", message=(None, "<p>R</p>")),
     "file-like-pair": lambda p: dict(
-        to="ann@people.net",
-        message=(io.StringIO("Plain"), io.BytesIO(b"<p>Rich \xc3\xa9</p>"))),
+        to="ann@people.net", message=(io.StringIO("Plain"), io.BytesIO(b"<p>Rich \xc3\xa9</p>"))
+    ),
     "recipients": lambda p: dict(
         to=["ann@people.net", "Bob Brown <bob@people.net>"],
-        cc=["cy@people.net", "Cyd <cyd@people.net>"], bcc="hidden@people.net",
-        reply_to="desk@people.net", message="m"),
+        cc=["cy@people.net", "Cyd <cyd@people.net>"],
+        bcc="hidden@people.net",
+        reply_to="desk@people.net",
+        message="m",
+    ),
     "non-ascii-names": lambda p: dict(
         to="Zo\u00eb \u00c6ther <zoe@people.net>",
         cc=["\u738b\u5c0f\u660e <wang@people.net>"],
-        reply_to="R\u00e9ply <r@people.net>", message="m"),
+        reply_to="R\u00e9ply <r@people.net>",
+        message="m",
+    ),
     "attachments": lambda p: dict(
-        to="ann@people.net", subject="Files", message="See attached",
-        attachments=[Mail.Attachment(_photo(p), content_id="photo"),
-                     Mail.Attachment(io.BytesIO("R\u00e9sum\u00e9".encode("utf-8")),
-                                     filename="r\u00e9sum\u00e9.txt"),
-                     Mail.Attachment(io.BytesIO(b"%PDF-1.4\n"), filename="a.pdf",
-                                     content_type="application/pdf")]),
+        to="ann@people.net",
+        subject="Files",
+        message="See attached",
+        attachments=[
+            Mail.Attachment(_photo(p), content_id="photo"),
+            Mail.Attachment(
+                io.BytesIO("R\u00e9sum\u00e9".encode("utf-8")), filename="r\u00e9sum\u00e9.txt"
+            ),
+            Mail.Attachment(
+                io.BytesIO(b"%PDF-1.4\n"), filename="a.pdf", content_type="application/pdf"
+            ),
+        ],
+    ),
     "inline-image": lambda p: dict(
-        to="ann@people.net", message=("Text", '<img src="cid:photo">'),
-        attachments=Mail.Attachment(_photo(p), filename="me.png", content_id="photo")),
+        to="ann@people.net",
+        message=("Text", '<img src="cid:photo">'),
+        attachments=Mail.Attachment(_photo(p), filename="me.png", content_id="photo"),
+    ),
     "attachment-only": lambda p: dict(
-        to="ann@people.net", message=None,
-        attachments=[Mail.Attachment(io.BytesIO(b"a,b\n"), filename="d.csv")]),
+        to="ann@people.net",
+        message=None,
+        attachments=[Mail.Attachment(io.BytesIO(b"a,b\n"), filename="d.csv")],
+    ),
     "sender-from-headers": lambda p: dict(
-        to="ann@people.net", message="m", sender="desk@people.net",
+        to="ann@people.net",
+        message="m",
+        sender="desk@people.net",
         from_address="The Desk <desk@people.net>",
-        headers={"X-Campaign": "spring", "X-Note": "s\u00e9e"}),
+        headers={"X-Campaign": "spring", "X-Note": "s\u00e9e"},
+    ),
     "non-ascii-from": lambda p: dict(
-        to="ann@people.net", message="m", sender="S\u00e9nder <desk@people.net>"),
-    "list-unsubscribe": lambda p: dict(to="ann@people.net", message="m",
-                                       list_unsubscribe="leave@people.net"),
+        to="ann@people.net", message="m", sender="S\u00e9nder <desk@people.net>"
+    ),
+    "list-unsubscribe": lambda p: dict(
+        to="ann@people.net", message="m", list_unsubscribe="leave@people.net"
+    ),
 }
 
 
@@ -135,8 +162,12 @@ def test_same_mime_as_stock_mail(mail, db, sink, tmp_path, case):
 def test_settings_list_unsubscribe_as_stock_mail(mail, db, sink):
     """Mail.send falls back to settings.list_unsubscribe; so must we."""
     theirs, ours = sent_both_ways(
-        mail, db, sink, lambda: dict(to="ann@people.net", message="m"),
-        stock_settings=dict(list_unsubscribe="leave@people.net"))
+        mail,
+        db,
+        sink,
+        lambda: dict(to="ann@people.net", message="m"),
+        stock_settings=dict(list_unsubscribe="leave@people.net"),
+    )
     assert decoded(theirs[2], "List-Unsubscribe") == "<mailto:leave@people.net>"
     assert_equivalent(theirs, ours)
 
@@ -146,8 +177,16 @@ def test_raw_is_a_single_text_part(mail, db, sink):
     compare with what it means: one text/plain part, no multipart, the body
     as given, attachments ignored."""
     text = "Caf\u00e9\nsecond line"
-    assert mail.send("ann@people.net", "R\u00e2w", text, raw=True,
-                     attachments=Mail.Attachment(io.BytesIO(b"x"), filename="x")) is True
+    assert (
+        mail.send(
+            "ann@people.net",
+            "R\u00e2w",
+            text,
+            raw=True,
+            attachments=Mail.Attachment(io.BytesIO(b"x"), filename="x"),
+        )
+        is True
+    )
     db.commit()
     assert mail.process_outbox()["sent"] == 1
     msg = email.message_from_bytes(sink.messages[-1][2])
@@ -193,13 +232,20 @@ def test_message_ids_unique(mail, db, sink):
 
 
 def test_bcc_in_envelope_not_in_headers(mail, db, sink):
-    assert mail.send("ann@people.net", "Hi", "Body", cc="cy@people.net",
-                     bcc=["secret@people.net", "Hid Den <hidden@people.net>"]) is True
+    assert (
+        mail.send(
+            "ann@people.net",
+            "Hi",
+            "Body",
+            cc="cy@people.net",
+            bcc=["secret@people.net", "Hid Den <hidden@people.net>"],
+        )
+        is True
+    )
     db.commit()
     assert mail.process_outbox()["sent"] == 1
     mail_from, rcpts, data = sink.messages[-1]
-    assert rcpts == ["ann@people.net", "cy@people.net", "secret@people.net",
-                     "hidden@people.net"]
+    assert rcpts == ["ann@people.net", "cy@people.net", "secret@people.net", "hidden@people.net"]
     assert b"secret@people.net" not in data and b"hidden@people.net" not in data
     assert email.message_from_bytes(data)["Bcc"] is None
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """send(pe_id=N): the address comes from Sahana's pr_contact when the message
 is delivered: the first EMAIL contact by priority that is not deleted."""
 
@@ -17,7 +16,8 @@ def contacts(db, tablename):
         Field("value", length=255),
         Field("priority", "integer"),
         Field("deleted", "boolean", default=False),
-        rname="%s_contact" % tablename)
+        rname="%s_contact" % tablename,
+    )
     db.commit()
     yield table
     db.rollback()
@@ -26,8 +26,9 @@ def contacts(db, tablename):
 
 
 def add(table, pe_id, value, method="EMAIL", priority=1, deleted=False):
-    table.insert(pe_id=pe_id, contact_method=method, value=value, priority=priority,
-                 deleted=deleted)
+    table.insert(
+        pe_id=pe_id, contact_method=method, value=value, priority=priority, deleted=deleted
+    )
 
 
 def row_of(mail, db, message_id):
@@ -90,7 +91,8 @@ def test_retry_of_a_pe_id_row_looks_its_address_up_again(contacts, mail, db, sin
     del sink.script["DATA"]
     db(contacts.pe_id == 5).update(value="second@people.net")
     db(mail.store.outbox.message_id == message_id).update(
-        next_attempt_on=row_of(mail, db, message_id).created_on)
+        next_attempt_on=row_of(mail, db, message_id).created_on
+    )
     db.commit()
     assert mail.process_outbox()["sent"] == 1
     row = row_of(mail, db, message_id)
@@ -106,7 +108,7 @@ def test_each_pe_id_gets_its_own_address(contacts, mail, db, sink):
     assert mail.process_outbox()["sent"] == 5
     got = {}
     for _, rcpts, data in sink.messages:
-        subject = [l for l in data.split(b"\r\n") if l.startswith(b"Subject:")][0]
+        subject = [line for line in data.split(b"\r\n") if line.startswith(b"Subject:")][0]
         got[int(subject.split()[-1])] = rcpts
     assert got == {n: ["p%d@people.net" % n] for n in range(1, 6)}
 
@@ -163,7 +165,8 @@ def test_bad_pe_id_refused(contacts, mail, db, sink):
 
 
 def test_a_list_of_pe_ids_is_one_message_each_all_or_none_in_one_savepoint(
-        contacts, mail, db, sink, monkeypatch):
+    contacts, mail, db, sink, monkeypatch
+):
     """A distribution list's expansion: one row a person, one savepoint for
     them all (one a person overflows PostgreSQL's cache of 64
     subtransactions), and nothing of it kept when one insert fails."""
@@ -172,8 +175,11 @@ def test_a_list_of_pe_ids_is_one_message_each_all_or_none_in_one_savepoint(
         add(contacts, pe_id, "p%d@people.net" % pe_id)
     db.commit()
     statements, execute = [], db._adapter.execute
-    monkeypatch.setattr(db._adapter, "execute",
-                        lambda sql, *a, **k: statements.append(sql) or execute(sql, *a, **k))
+    monkeypatch.setattr(
+        db._adapter,
+        "execute",
+        lambda sql, *a, **k: statements.append(sql) or execute(sql, *a, **k),
+    )
     assert mail.send(pe_id=people, subject="Alert", message="Go") is True, mail.error
     monkeypatch.undo()
     assert sum(sql.startswith("SAVEPOINT") for sql in statements) == 1, statements
@@ -194,8 +200,9 @@ def test_a_list_of_pe_ids_is_one_message_each_all_or_none_in_one_savepoint(
     assert db(mail.store.outbox.subject == "Partial").count() == 0
     assert db(mail.store.outbox.subject == "After").count() == 1
     mail.process_outbox()
-    assert sorted(r for _, rcpts, _ in sink.messages for r in rcpts
-                  if r.startswith("p")) == sorted("p%d@people.net" % p for p in people)
+    assert sorted(
+        r for _, rcpts, _ in sink.messages for r in rcpts if r.startswith("p")
+    ) == sorted("p%d@people.net" % p for p in people)
 
 
 def test_a_list_of_pe_ids_is_refused_beside_an_address_or_empty(contacts, mail, db):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Pipelined SMTP (RFC 2920, with RFC 3030 CHUNKING when offered): fewer round
 trips, and every fault of tests/test_faults.py classified as without it.
 
@@ -10,7 +9,6 @@ with DATA and once with BDAT; faults that need a DATA command run only with it.
 import datetime
 
 import pytest
-
 import test_faults
 from faultserver import DROP, STALL, FaultServer
 from test_faults import _check, _pass, _recovers
@@ -19,15 +17,19 @@ pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 PIPELINING = ("8BITMIME", "PIPELINING")
 CHUNKING = PIPELINING + ("CHUNKING",)
-MODES = pytest.mark.parametrize("extensions", [PIPELINING, CHUNKING],
-                                ids=["pipelining", "chunking"])
+MODES = pytest.mark.parametrize(
+    "extensions", [PIPELINING, CHUNKING], ids=["pipelining", "chunking"]
+)
 # The times a server waits for the client, for n messages in a row (the
 # fewest, the most): smtplib awaits each of 4 replies; pipelined, the client
 # waits once a message (and once for the first envelope), but it writes each
 # content and the next envelope (built meanwhile) apart, so the server may
 # wait for the second too; with BDAT, a message is one write.
-TRIPS = {(): lambda n: (4 * n, 4 * n), PIPELINING: lambda n: (n + 1, 2 * n),
-         CHUNKING: lambda n: (n, n)}
+TRIPS = {
+    (): lambda n: (4 * n, 4 * n),
+    PIPELINING: lambda n: (n + 1, 2 * n),
+    CHUNKING: lambda n: (n, n),
+}
 
 
 def _trips_within(turns, extensions, n):
@@ -35,23 +37,48 @@ def _trips_within(turns, extensions, n):
     fewest, most = TRIPS[extensions](n)
     return 1 + fewest + 1 <= turns <= 1 + most + 1
 
+
 FAULTS = [
     # (name, script, class, reason in last_error, needs a DATA command)
     ("451 on MAIL", {"MAIL": "451 4.3.0 try later"}, "retry", "451 4.3.0 try later", False),
-    ("553 on MAIL, our sender", {"MAIL": "553 5.7.1 sender not allowed"}, "held",
-     "553 5.7.1 sender not allowed", False),
-    ("552 on MAIL, too big", {"MAIL": "552 5.3.4 message too big"}, "failed",
-     "552 5.3.4 message too big", False),
+    (
+        "553 on MAIL, our sender",
+        {"MAIL": "553 5.7.1 sender not allowed"},
+        "held",
+        "553 5.7.1 sender not allowed",
+        False,
+    ),
+    (
+        "552 on MAIL, too big",
+        {"MAIL": "552 5.3.4 message too big"},
+        "failed",
+        "552 5.3.4 message too big",
+        False,
+    ),
     ("451 on RCPT", {"RCPT": "451 4.3.0 try later"}, "retry", "451 4.3.0 try later", False),
-    ("550 on RCPT", {"RCPT": "550 5.1.1 no such user"}, "failed", "550 5.1.1 no such user",
-     False),
+    ("550 on RCPT", {"RCPT": "550 5.1.1 no such user"}, "failed", "550 5.1.1 no such user", False),
     ("451 on DATA", {"DATA": "451 4.3.0 local error"}, "retry", "451 4.3.0 local error", True),
-    ("554 on DATA", {"DATA": "554 5.6.0 message refused"}, "failed",
-     "554 5.6.0 message refused", True),
-    ("451 after the content", {"END": "451 4.3.0 queue full"}, "retry",
-     "451 4.3.0 queue full", False),
-    ("554 after the content", {"END": "554 5.7.1 looks like spam"}, "failed",
-     "554 5.7.1 looks like spam", False),
+    (
+        "554 on DATA",
+        {"DATA": "554 5.6.0 message refused"},
+        "failed",
+        "554 5.6.0 message refused",
+        True,
+    ),
+    (
+        "451 after the content",
+        {"END": "451 4.3.0 queue full"},
+        "retry",
+        "451 4.3.0 queue full",
+        False,
+    ),
+    (
+        "554 after the content",
+        {"END": "554 5.7.1 looks like spam"},
+        "failed",
+        "554 5.7.1 looks like spam",
+        False,
+    ),
     ("dropped at MAIL", {"MAIL": DROP}, "retry", "connection dropped", False),
     ("dropped after MAIL", {"RCPT": DROP}, "retry", "connection dropped", False),
     ("dropped after RCPT", {"DATA": DROP}, "retry", "connection dropped", True),
@@ -66,8 +93,9 @@ def _cases():
     for extensions, mode in ((PIPELINING, "pipelining"), (CHUNKING, "chunking")):
         for name, script, expected, reason, needs_data in FAULTS:
             if not (needs_data and "CHUNKING" in extensions):
-                yield pytest.param(extensions, script, expected, reason,
-                                   id="%s, %s" % (mode, name))
+                yield pytest.param(
+                    extensions, script, expected, reason, id="%s, %s" % (mode, name)
+                )
 
 
 @pytest.mark.parametrize("extensions,script,expected,reason", list(_cases()))
@@ -83,8 +111,9 @@ def test_pipelined_fault(mail, db, extensions, script, expected, reason):
             # DATA or BDAT went out with MAIL and RCPT, before their replies
             # (without pipelining a refused MAIL or RCPT would stop it).
             verbs = [c.split()[0].upper() for c in server.commands[1:4]]
-            assert verbs == ["MAIL", "RCPT", "BDAT" if "CHUNKING" in extensions
-                             else "DATA"], server.commands
+            assert verbs == ["MAIL", "RCPT", "BDAT" if "CHUNKING" in extensions else "DATA"], (
+                server.commands
+            )
         if expected == "failed":
             return
         server.script.clear()  # the fault clears (or the admin repairs the sender)
@@ -95,32 +124,38 @@ def test_pipelined_fault(mail, db, extensions, script, expected, reason):
 
 
 @MODES
-@pytest.mark.parametrize("codes", [("550 5.1.1 no such user", "452 4.2.2 mailbox full")],
-                         ids=["550 and 452"])
+@pytest.mark.parametrize(
+    "codes", [("550 5.1.1 no such user", "452 4.2.2 mailbox full")], ids=["550 and 452"]
+)
 def test_some_recipients_of_several_refused(mail, db, extensions, codes):
-    with FaultServer({"RCPT": {"bob@people.net": codes[0], "cy@people.net": codes[1]}},
-                     extensions) as server:
+    with FaultServer(
+        {"RCPT": {"bob@people.net": codes[0], "cy@people.net": codes[1]}}, extensions
+    ) as server:
         mail.settings.server = server.server
         counts, row, attempts = _pass(
-            mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net"))
-        assert (counts["sent"], counts["refused"], counts["deferred"]) == (1, 1, 1), \
-            counts
-        assert row.status == "queued" and codes[0] in row.last_error and \
-            codes[1] in row.last_error
+            mail, db, to=("ann@people.net", "bob@people.net", "cy@people.net")
+        )
+        assert (counts["sent"], counts["refused"], counts["deferred"]) == (1, 1, 1), counts
+        assert row.status == "queued" and codes[0] in row.last_error and codes[1] in row.last_error
         assert attempts[0].outcome == "sent"
         assert [m[1] for m in server.messages] == [["ann@people.net"]]
 
 
 @MODES
-@pytest.mark.parametrize("codes,expected", [
-    (("550 5.1.1 no such user", "553 5.1.3 bad address"), "failed"),
-    (("550 5.1.1 no such user", "451 4.3.0 try later"), "retry"),
-], ids=["all 5xx", "5xx and 4xx"])
+@pytest.mark.parametrize(
+    "codes,expected",
+    [
+        (("550 5.1.1 no such user", "553 5.1.3 bad address"), "failed"),
+        (("550 5.1.1 no such user", "451 4.3.0 try later"), "retry"),
+    ],
+    ids=["all 5xx", "5xx and 4xx"],
+)
 def test_all_recipients_refused(mail, db, extensions, codes, expected):
     """The server refuses the pipelined DATA or BDAT too; the message is
     classified by the RCPT replies, as without pipelining."""
-    with FaultServer({"RCPT": {"ann@people.net": codes[0], "bob@people.net": codes[1]}},
-                     extensions) as server:
+    with FaultServer(
+        {"RCPT": {"ann@people.net": codes[0], "bob@people.net": codes[1]}}, extensions
+    ) as server:
         mail.settings.server = server.server
         counts, row, attempts = _pass(mail, db, to=("ann@people.net", "bob@people.net"))
         _check(expected, counts, row, attempts, codes[1])
@@ -131,8 +166,14 @@ def test_all_recipients_refused(mail, db, extensions, codes, expected):
 def test_data_taken_without_recipients_is_ended_empty(mail, db):
     """A server that answers 354 to a DATA with no recipient taken gets an
     empty message it must refuse (RFC 2920, 3.1), never the content."""
-    with FaultServer({"RCPT": "550 5.1.1 no such user", "DATA": "354 go on",
-                      "END": "554 5.5.1 no valid recipients"}, PIPELINING) as server:
+    with FaultServer(
+        {
+            "RCPT": "550 5.1.1 no such user",
+            "DATA": "354 go on",
+            "END": "554 5.5.1 no valid recipients",
+        },
+        PIPELINING,
+    ) as server:
         mail.settings.server = server.server
         counts, row, attempts = _pass(mail, db)
         _check("failed", counts, row, attempts, "550 5.1.1 no such user")
@@ -140,13 +181,18 @@ def test_data_taken_without_recipients_is_ended_empty(mail, db):
         assert b"Subject: Fault" not in b"".join(m[2] for m in server.messages)
 
 
-@pytest.mark.parametrize("extensions", [(), PIPELINING, CHUNKING],
-                         ids=["plain", "pipelining", "chunking"])
+@pytest.mark.parametrize(
+    "extensions", [(), PIPELINING, CHUNKING], ids=["plain", "pipelining", "chunking"]
+)
 def test_round_trips_and_a_batch_in_step(mail, db, extensions):
     """One session: 4 round trips a message, 1 pipelined (see TRIPS); then
     refusals in the middle of a batch leave the session in step."""
-    script = {"RCPT": {"gone@people.net": "550 5.1.1 no such user",
-                       "full@people.net": "452 4.2.2 mailbox full"}}
+    script = {
+        "RCPT": {
+            "gone@people.net": "550 5.1.1 no such user",
+            "full@people.net": "452 4.2.2 mailbox full",
+        }
+    }
     with FaultServer(script, extensions) as server:
         mail.settings.server = server.server
         for i in range(3):
@@ -155,26 +201,32 @@ def test_round_trips_and_a_batch_in_step(mail, db, extensions):
         assert mail.process_outbox()["sent"] == 3
         assert _trips_within(server.turns, extensions, 3), server.turns
         del server.messages[:]
-        to = ("a@people.net", "gone@people.net", "b@people.net", "full@people.net",
-              "c@people.net")
+        to = ("a@people.net", "gone@people.net", "b@people.net", "full@people.net", "c@people.net")
         for address in to:
             assert mail.send(address, "Batch", "Body for %s" % address), mail.error
         db.commit()
         counts = mail.process_outbox()
         assert (counts["sent"], counts["failed"], counts["retry"]) == (3, 1, 1), counts
         assert server.connections == 2  # one a pass
-        assert [m[1] for m in server.messages] == [["a@people.net"], ["b@people.net"],
-                                                   ["c@people.net"]]
-        for (_, rcpts, data) in server.messages:
+        assert [m[1] for m in server.messages] == [
+            ["a@people.net"],
+            ["b@people.net"],
+            ["c@people.net"],
+        ]
+        for _, rcpts, data in server.messages:
             assert b"Body for " + rcpts[0].encode() in data
 
 
 def test_pipelining_can_be_turned_off(mail, db):
     """With ``pipelining = false`` a server that offers PIPELINING and CHUNKING
     gets one command at a time: 4 round trips a message."""
-    from s3outbox.settings import apply_config, read_value
-    config = {"smtp.server": None, "smtp.sender": mail.settings.sender,
-              "outbox.pipelining": "false"}
+    from s3outbox.delivery.settings import apply_config, read_value
+
+    config = {
+        "smtp.server": None,
+        "smtp.sender": mail.settings.sender,
+        "outbox.pipelining": "false",
+    }
     with FaultServer({}, CHUNKING) as server:
         config["smtp.server"] = server.server
         apply_config(mail, config.get)
@@ -192,8 +244,13 @@ def test_faults_after_the_content_with_the_next_message_under_way(mail, db, exte
     message gets its own reply, and no RSET comes between (with DATA). A hang-up there
     leaves the message under way undelivered (the server never saw its end);
     it goes out once, later."""
-    script = {"END": {"b@people.net": "554 5.7.1 looks like spam",
-                      "c@people.net": "451 4.3.0 queue full", "e@people.net": DROP}}
+    script = {
+        "END": {
+            "b@people.net": "554 5.7.1 looks like spam",
+            "c@people.net": "451 4.3.0 queue full",
+            "e@people.net": DROP,
+        }
+    }
     with FaultServer(script, extensions) as server:
         mail.settings.server = server.server
         to = ["%s@people.net" % x for x in "abcdef"]
@@ -208,19 +265,28 @@ def test_faults_after_the_content_with_the_next_message_under_way(mail, db, exte
         assert status["b@people.net"] == ("failed", "554 5.7.1 looks like spam")
         assert status["c@people.net"] == ("queued", "451 4.3.0 queue full")
         assert "connection dropped" in status["e@people.net"][1]
-        assert [m[1] for m in server.messages] == [["a@people.net"], ["d@people.net"],
-                                                   ["f@people.net"]]
+        assert [m[1] for m in server.messages] == [
+            ["a@people.net"],
+            ["d@people.net"],
+            ["f@people.net"],
+        ]
         assert server.connections == 3
         if "CHUNKING" not in extensions:  # (BDAT messages go one at a time)
             assert "rset" not in [c.lower() for c in server.commands]
         server.script.clear()
         db(mail.store.outbox.status == "queued").update(
-            next_attempt_on=datetime.datetime(2000, 1, 1))
+            next_attempt_on=datetime.datetime(2000, 1, 1)
+        )
         db.commit()
         assert mail.process_outbox()["sent"] == 2
-        assert sorted(m[1][0] for m in server.messages) == \
-            ["a@people.net", "c@people.net", "d@people.net", "e@people.net", "f@people.net"]
-        for (_, rcpts, data) in server.messages:  # each content with its envelope
+        assert sorted(m[1][0] for m in server.messages) == [
+            "a@people.net",
+            "c@people.net",
+            "d@people.net",
+            "e@people.net",
+            "f@people.net",
+        ]
+        for _, rcpts, data in server.messages:  # each content with its envelope
             assert b"Body for " + rcpts[0].encode() in data
 
 
@@ -228,8 +294,10 @@ def test_a_transport_never_sends_other_content_under_way(mail, db):
     """Given a message other than the one whose envelope is under way, the
     SMTP transport hangs up rather than give it that one's recipients."""
     from helpers import snapshot
-    from s3outbox.smtp import SmtpTransport
-    from s3outbox.transport import Kind
+
+    from s3outbox.transport.base import Kind
+    from s3outbox.transport.smtp import SmtpTransport
+
     with FaultServer({}, PIPELINING) as server:
         transport = SmtpTransport(snapshot(server=server.server))
         assert transport.open() is None
@@ -240,8 +308,9 @@ def test_a_transport_never_sends_other_content_under_way(mail, db):
         out = transport.send(*other)
         assert out.kind == Kind.TRANSIENT and "out of step" in out.error
         assert not transport.is_open
-        assert [(m[1], m[2]) for m in server.messages] == [(["ann@people.net"],
-                                                            b"Subject: 1\r\n\r\nfor ann\r\n")]
+        assert [(m[1], m[2]) for m in server.messages] == [
+            (["ann@people.net"], b"Subject: 1\r\n\r\nfor ann\r\n")
+        ]
 
 
 def test_a_next_message_smtplib_would_refuse_does_not_fail_this_one(mail, db):
@@ -249,8 +318,10 @@ def test_a_next_message_smtplib_would_refuse_does_not_fail_this_one(mail, db):
     that is not ASCII, without SMTPUTF8) is not sent ahead; it fails on its
     own turn, as with smtplib."""
     from helpers import snapshot
-    from s3outbox.smtp import SmtpTransport
-    from s3outbox.transport import Kind
+
+    from s3outbox.transport.base import Kind
+    from s3outbox.transport.smtp import SmtpTransport
+
     with FaultServer({}, PIPELINING) as server:
         transport = SmtpTransport(snapshot(server=server.server))
         assert transport.open() is None
@@ -277,8 +348,11 @@ def test_aiosmtpd_takes_pipelined_input(mail, db, sink):
     assert _trips_within(sink.round_trips, PIPELINING, 5), sink.round_trips
 
 
-@pytest.mark.parametrize("name,script,expected,reason", test_faults.REPLY_FAULTS,
-                         ids=[f[0] for f in test_faults.REPLY_FAULTS])
+@pytest.mark.parametrize(
+    "name,script,expected,reason",
+    test_faults.REPLY_FAULTS,
+    ids=[f[0] for f in test_faults.REPLY_FAULTS],
+)
 def test_reply_code_on_pipelining_aiosmtpd(mail, db, sink, name, script, expected, reason):
     """The reply-code faults of test_faults.py, on aiosmtpd advertising PIPELINING."""
     sink.extensions.append("PIPELINING")
@@ -292,8 +366,10 @@ def test_pipelined_sessions_in_threads(mail, db, sink):
     delivered once, with its own content, and refusals are recorded."""
     sink.extensions.append("PIPELINING")
     sink.delay = 0.01
-    sink.script["RCPT"] = {"p7@people.net": "550 5.1.1 no such user",
-                           "p19@people.net": "451 4.3.0 try later"}
+    sink.script["RCPT"] = {
+        "p7@people.net": "550 5.1.1 no such user",
+        "p19@people.net": "451 4.3.0 try later",
+    }
     mail.settings.sessions = 4
     for i in range(40):
         assert mail.send("p%d@people.net" % i, "Threaded %d" % i, "Body %d" % i), mail.error

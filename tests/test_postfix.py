@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Against a real Postfix on loopback (tests/postfix.py), which advertises
 PIPELINING and CHUNKING: mail goes out pipelined, with BDAT or (for a big
 message) DATA, whole, and refusals are classified as with any server."""
@@ -6,12 +5,12 @@ message) DATA, whole, and refusals are classified as with any server."""
 import json
 
 import pytest
-
 from helpers import attachment, snapshot, wait_for
 from postfix import Postfix, unusable
-from s3outbox import pipeline
-from s3outbox.smtp import SmtpTransport
-from s3outbox.transport import Kind
+
+from s3outbox.transport import pipeline
+from s3outbox.transport.base import Kind
+from s3outbox.transport.smtp import SmtpTransport
 
 pytestmark = pytest.mark.skipif(unusable() is not None, reason=str(unusable()))
 MESSAGE = b"Subject: x\r\n\r\nx\r\n"
@@ -45,19 +44,30 @@ def test_outbox_through_postfix(mail, db, postfix):
     big = b"x" * (pipeline.CHUNK_LIMIT + 1000)
     sends = [
         dict(to="ann@people.net", subject="Plain", message="Hello Ann\n.dot line\n"),
-        dict(to=["bob@people.net", "refused@people.net"], subject="Partly refused",
-             message="Hello Bob"),
+        dict(
+            to=["bob@people.net", "refused@people.net"],
+            subject="Partly refused",
+            message="Hello Bob",
+        ),
         dict(to="refused@people.net", subject="Refused", message="Nobody"),
         dict(to="later@people.net", subject="Later", message="Try again"),
-        dict(to="cy@people.net", subject="Big", message="Hello Cy\n.dot line\n",
-             attachments=[attachment("big.bin", big)]),
+        dict(
+            to="cy@people.net",
+            subject="Big",
+            message="Hello Cy\n.dot line\n",
+            attachments=[attachment("big.bin", big)],
+        ),
     ]
     for kwargs in sends:
         assert mail.send(**kwargs), mail.error
     db.commit()
     counts = mail.process_outbox()
-    assert (counts["sent"], counts["failed"], counts["retry"], counts["refused"]) == \
-        (3, 1, 1, 1), counts
+    assert (counts["sent"], counts["failed"], counts["retry"], counts["refused"]) == (
+        3,
+        1,
+        1,
+        1,
+    ), counts
     rows = {r.subject: r for r in db(mail.store.outbox).select()}
     assert "550 5.1.1" in json.loads(rows["Partly refused"].refused)["refused@people.net"]
     assert rows["Refused"].status == "failed" and "550 5.1.1" in rows["Refused"].last_error

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Property tests of send() against hostile input, through to the wire.
 
 For generated recipients, display names, subjects, bodies, headers and
@@ -17,48 +16,112 @@ Each property runs EXAMPLES examples (OUTBOX_HYPOTHESIS_EXAMPLES overrides).
 import email
 import email.header
 import email.utils
-from email.headerregistry import HeaderRegistry
 import os
 import re
 import string
+from email.headerregistry import HeaderRegistry
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
-
 from helpers import attachment
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("OUTBOX_HYPOTHESIS_EXAMPLES", "200"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 # Headers send() sets itself and refuses in ``headers`` (its arguments set them).
-RESERVED = {"from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to",
-            "mime-version", "content-type", "content-transfer-encoding"}
+RESERVED = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+}
 # Headers send() itself writes (top level), and those a MIME part may carry.
-OWN_HEADERS = {"from", "to", "cc", "reply-to", "subject", "date", "message-id",
-               "mime-version", "content-type", "content-transfer-encoding"}
-PART_HEADERS = {"content-type", "content-transfer-encoding", "content-disposition",
-                "mime-version", "content-id"}
+OWN_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+}
+PART_HEADERS = {
+    "content-type",
+    "content-transfer-encoding",
+    "content-disposition",
+    "mime-version",
+    "content-id",
+}
 
 # ------------------------------------------------------------- strategies
 # Ways to end a line (or pretend to) and things to smuggle after them.
-BREAKS = ["\r\n", "\n", "\r", "\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e",
-          "\x85", "\u2028", "\u2029", "\r\n ", "\n\t"]
-SMUGGLE = ["Bcc: evil@evil.net", "To: evil@evil.net", "X-Evil: 1", ",", ";", "<", ">",
-           '"', "\\", "(", ")", "@", ":", "=?utf-8?q?=0D=0ABcc:_evil@evil.net?=",
-           "evil@evil.net", " ", "\t"]
-hostile = st.lists(st.one_of(st.characters(), st.sampled_from(BREAKS + SMUGGLE)),
-                   max_size=12).map("".join)
+BREAKS = [
+    "\r\n",
+    "\n",
+    "\r",
+    "\x00",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\r\n ",
+    "\n\t",
+]
+SMUGGLE = [
+    "Bcc: evil@evil.net",
+    "To: evil@evil.net",
+    "X-Evil: 1",
+    ",",
+    ";",
+    "<",
+    ">",
+    '"',
+    "\\",
+    "(",
+    ")",
+    "@",
+    ":",
+    "=?utf-8?q?=0D=0ABcc:_evil@evil.net?=",
+    "evil@evil.net",
+    " ",
+    "\t",
+]
+hostile = st.lists(st.one_of(st.characters(), st.sampled_from(BREAKS + SMUGGLE)), max_size=12).map(
+    "".join
+)
 
-_local = st.text(string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-",
-                 min_size=1, max_size=10)
-_label = st.one_of(st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True),
-                   st.sampled_from(["bücher", "пример", "例え", "xn--bcher-kva"]))
-address = st.builds(lambda local, labels, tld: "%s@%s.%s" % (local, ".".join(labels), tld),
-                    _local, st.lists(_label, min_size=1, max_size=2),
-                    st.sampled_from(["net", "org", "de", "рф"]))
+_local = st.text(
+    string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=10
+)
+_label = st.one_of(
+    st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True),
+    st.sampled_from(["bücher", "пример", "例え", "xn--bcher-kva"]),
+)
+address = st.builds(
+    lambda local, labels, tld: "%s@%s.%s" % (local, ".".join(labels), tld),
+    _local,
+    st.lists(_label, min_size=1, max_size=2),
+    st.sampled_from(["net", "org", "de", "рф"]),
+)
 # A recipient as the caller writes it: bare, or with a (hostile) display name
 # quoted the standard way; the address the caller asked for goes alongside.
 
@@ -69,11 +132,13 @@ def _named(name, addr):
         quoted = email.utils.formataddr((name, "x@x.x"))
     except UnicodeError:  # a lone surrogate: no caller can quote that name
         return addr
-    return quoted[:-len("<x@x.x>")] + "<%s>" % addr if quoted != "x@x.x" else addr
+    return quoted[: -len("<x@x.x>")] + "<%s>" % addr if quoted != "x@x.x" else addr
 
 
-recipient = st.one_of(address.map(lambda a: (a, a)),
-                      st.builds(lambda name, a: (_named(name, a), a), hostile, address))
+recipient = st.one_of(
+    address.map(lambda a: (a, a)),
+    st.builds(lambda name, a: (_named(name, a), a), hostile, address),
+)
 
 
 # ---------------------------------------------------------------- checking
@@ -91,7 +156,7 @@ def _same(addrs):
 
 def _header_lines(data):
     """Header section lines of raw bytes, split on every line end a reader might honour."""
-    head = re.split(rb"\r\n\r\n|\n\n", data, 1)[0]
+    head = re.split(rb"\r\n\r\n|\n\n", data, maxsplit=1)[0]
     return re.split(rb"\r\n|\r|\n", head)
 
 
@@ -132,7 +197,7 @@ def _addresses(message, name):
         return [a for _, a in email.utils.getaddresses([value]) if a]
 
 
-class Harness(object):
+class Harness:
     """send() then one pass; checks what reached the sink."""
 
     def __init__(self, mail, db, sink):
@@ -148,7 +213,7 @@ class Harness(object):
         try:
             ok = mail.send(**kwargs)
         except Exception as e:  # the property: never
-            raise AssertionError("send() raised %r for %r" % (e, kwargs))
+            raise AssertionError("send() raised %r for %r" % (e, kwargs)) from None
         assert ok or not must_queue, "send() refused %r: %s" % (kwargs, mail.error)
         if not ok:
             assert isinstance(mail.error, str) and mail.error, mail.error
@@ -161,16 +226,14 @@ class Harness(object):
         before = len(self.sink.messages)
         counts = mail.process_outbox()
         row = self.db(mail.store.outbox.id == mail.result["id"]).select().first()
-        assert counts.get("sent") == 1 and row.status == "sent", (counts, row.last_error,
-                                                                   kwargs)
+        assert counts.get("sent") == 1 and row.status == "sent", (counts, row.last_error, kwargs)
         assert len(self.sink.messages) == before + 1
         mail_from, rcpts, data = self.sink.messages[-1]
         message = email.message_from_bytes(data)
         wanted = _same(requested)
         assert {r.lower() for r in rcpts} <= wanted, (rcpts, requested)
         if exact:  # and every recipient asked for got it
-            assert len({r.lower() for r in rcpts}) == len({_idna(a).lower()
-                                                           for a in requested})
+            assert len({r.lower() for r in rcpts}) == len({_idna(a).lower() for a in requested})
         allowed = OWN_HEADERS | {h.lower() for h in extra_headers}
         _check_headers(message, data, allowed, "top")
         for name in ("to", "cc"):
@@ -210,97 +273,157 @@ def harness(mail, db, sink):
 # --------------------------------------------------------------- properties
 def test_recipients(harness):
     @SETTINGS
-    @given(to=st.lists(recipient, max_size=3), cc=st.lists(recipient, max_size=2),
-           bcc=st.lists(recipient, max_size=2), as_string=st.booleans())
-    @example(to=[("Jürgen <j@bücher.de>", "j@bücher.de")], cc=[], bcc=[],
-             as_string=False)  # found here: IDN domains failed at delivery
+    @given(
+        to=st.lists(recipient, max_size=3),
+        cc=st.lists(recipient, max_size=2),
+        bcc=st.lists(recipient, max_size=2),
+        as_string=st.booleans(),
+    )
+    @example(
+        to=[("Jürgen <j@bücher.de>", "j@bücher.de")], cc=[], bcc=[], as_string=False
+    )  # found here: IDN domains failed at delivery
     def prop(to, cc, bcc, as_string):
         to_arg = ", ".join(r for r, _ in to) if as_string else [r for r, _ in to]
         asked = [a for _, a in to + cc + bcc]
-        got = harness.send(asked, to=to_arg, cc=[r for r, _ in cc],
-                           bcc=[r for r, _ in bcc], subject="Recipients",
-                           message="Body")
+        got = harness.send(
+            asked,
+            to=to_arg,
+            cc=[r for r, _ in cc],
+            bcc=[r for r, _ in bcc],
+            subject="Recipients",
+            message="Body",
+        )
         if got is not None:
             assert "bcc" not in {k.lower() for k in got[1].keys()}
+
     prop()
     assert harness.queued > EXAMPLES // 4  # the property did reach the wire
 
 
 def test_hostile_recipient_strings(harness):
     """Arbitrary text as ``to``: whatever is delivered was written by the caller."""
+
     @SETTINGS
-    @given(to=st.one_of(hostile, st.lists(hostile, max_size=3),
-                        st.builds(lambda a, b, c: a + b + c, hostile, address, hostile),
-                        address.map(Plain)))
+    @given(
+        to=st.one_of(
+            hostile,
+            st.lists(hostile, max_size=3),
+            st.builds(lambda a, b, c: a + b + c, hostile, address, hostile),
+            address.map(Plain),
+        )
+    )
     @example(to=Plain("ann@people.net"))
     def prop(to):
         text = " ".join(to) if isinstance(to, list) else to
         found = re.findall(r"[^\s,;<>\"()\\:]+@[^\s,;<>\"()\\:]+", text)
-        harness.send(found, exact=False, to=to, subject="Hostile", message="Body",
-                     must_queue=isinstance(to, Plain))
+        harness.send(
+            found,
+            exact=False,
+            to=to,
+            subject="Hostile",
+            message="Body",
+            must_queue=isinstance(to, Plain),
+        )
+
     prop()
     reached_the_wire(harness, share=100)  # most hostile strings are refused
 
 
 def test_subject_body_and_reply_to(harness):
     @SETTINGS
-    @given(subject=st.one_of(hostile, st.text(), st.binary(max_size=20), st.none()),
-           body=st.one_of(hostile, st.text(), st.binary(max_size=50), st.none(),
-                          st.tuples(st.one_of(st.text(), st.none()),
-                                    st.one_of(st.text(), st.none()))),
-           reply_to=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
-           sender=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
-           raw=st.booleans())
+    @given(
+        subject=st.one_of(hostile, st.text(), st.binary(max_size=20), st.none()),
+        body=st.one_of(
+            hostile,
+            st.text(),
+            st.binary(max_size=50),
+            st.none(),
+            st.tuples(st.one_of(st.text(), st.none()), st.one_of(st.text(), st.none())),
+        ),
+        reply_to=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
+        sender=st.one_of(st.none(), recipient.map(lambda r: r[0]), hostile),
+        raw=st.booleans(),
+    )
     @example(subject="Plain", body="Body", reply_to=None, sender=None, raw=False)
     def prop(subject, body, reply_to, sender, raw):
-        plain = (subject is None or isinstance(subject, str) and one_line(subject)) and \
-            isinstance(body, str) and reply_to is None and sender is None
-        got = harness.send(["ann@people.net"], to="ann@people.net", subject=subject,
-                           message=body, reply_to=reply_to, sender=sender, raw=raw,
-                           must_queue=plain)
+        plain = (
+            (subject is None or isinstance(subject, str) and one_line(subject))
+            and isinstance(body, str)
+            and reply_to is None
+            and sender is None
+        )
+        got = harness.send(
+            ["ann@people.net"],
+            to="ann@people.net",
+            subject=subject,
+            message=body,
+            reply_to=reply_to,
+            sender=sender,
+            raw=raw,
+            must_queue=plain,
+        )
         if got is not None and sender is None:
             mail_from = harness.sink.messages[-1][0]
             assert mail_from == "outbox@outbox.localhost"
-        if got is not None and plain and subject and subject.isascii() and \
-                subject.isprintable():
+        if got is not None and plain and subject and subject.isascii() and subject.isprintable():
             assert _unfolded(got[1]["Subject"]).split() == subject.split()
+
     prop()
     reached_the_wire(harness, share=20)
 
 
 # What ``address`` draws, and nothing else: a List-Unsubscribe that send() must take.
-UNSUBSCRIBE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,10}@(?:(?:[a-z0-9]"
-                         r"(?:[a-z0-9-]{0,6}[a-z0-9])?|bücher|пример|例え|xn--bcher-kva)"
-                         r"\.){1,2}(?:net|org|de|рф)")
+UNSUBSCRIBE = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,10}@(?:(?:[a-z0-9]"
+    r"(?:[a-z0-9-]{0,6}[a-z0-9])?|bücher|пример|例え|xn--bcher-kva)"
+    r"\.){1,2}(?:net|org|de|рф)"
+)
 
 
 def test_headers(harness):
     @SETTINGS
-    @given(headers=st.dictionaries(st.one_of(hostile, st.from_regex(
-        r"X-[A-Za-z0-9-]{1,10}", fullmatch=True)), st.one_of(hostile, st.text(),
-                                                             st.integers()),
-        max_size=3), list_unsubscribe=st.one_of(st.none(), hostile, address))
+    @given(
+        headers=st.dictionaries(
+            st.one_of(hostile, st.from_regex(r"X-[A-Za-z0-9-]{1,10}", fullmatch=True)),
+            st.one_of(hostile, st.text(), st.integers()),
+            max_size=3,
+        ),
+        list_unsubscribe=st.one_of(st.none(), hostile, address),
+    )
     @example(headers={"X-A": "v\x0cBcc: evil@evil.net"}, list_unsubscribe=None)
     @example(headers={}, list_unsubscribe="\x0c")  # found here: FF became a line end
     @example(headers={"X-Plain": 1}, list_unsubscribe="leave@people.net")
     def prop(headers, list_unsubscribe):
         extra = list(headers) + (["List-Unsubscribe"] if list_unsubscribe else [])
-        plain = all(re.fullmatch(r"[!-9;-~]+", name) and name.lower() not in RESERVED
-                    and one_line(str(value)) for name, value in headers.items()) and \
-            (not list_unsubscribe or UNSUBSCRIBE.fullmatch(list_unsubscribe))
-        got = harness.send(["ann@people.net"], extra_headers=extra, to="ann@people.net",
-                           subject="Headers", message="Body", headers=headers,
-                           list_unsubscribe=list_unsubscribe, must_queue=plain)
+        plain = all(
+            re.fullmatch(r"[!-9;-~]+", name)
+            and name.lower() not in RESERVED
+            and one_line(str(value))
+            for name, value in headers.items()
+        ) and (not list_unsubscribe or UNSUBSCRIBE.fullmatch(list_unsubscribe))
+        got = harness.send(
+            ["ann@people.net"],
+            extra_headers=extra,
+            to="ann@people.net",
+            subject="Headers",
+            message="Body",
+            headers=headers,
+            list_unsubscribe=list_unsubscribe,
+            must_queue=plain,
+        )
         if got is not None:  # every header asked for arrived
             assert {h.lower() for h in extra} <= {k.lower() for k in got[1].keys()}
+
     prop()
     reached_the_wire(harness, share=20)
 
 
 def test_attachments(harness):
     @SETTINGS
-    @given(files=st.lists(st.tuples(hostile, st.binary(max_size=300)), max_size=3),
-           body=st.one_of(st.none(), st.text(max_size=50)))
+    @given(
+        files=st.lists(st.tuples(hostile, st.binary(max_size=300)), max_size=3),
+        body=st.one_of(st.none(), st.text(max_size=50)),
+    )
     @example(files=[("notes.txt", b"plain text")], body=None)  # found: came back as str
     @example(files=[("a\x1cb.txt", b"x")], body="x")
     def prop(files, body):
@@ -308,15 +431,24 @@ def test_attachments(harness):
             parts = [attachment(name, payload) for name, payload in files]
         except Exception:
             return  # Mail.Attachment itself refused: no send() call to judge
-        plain = (body is not None or files) and all(one_line(name) and len(name) <= 255
-                                                    for name, _ in files)
-        got = harness.send(["ann@people.net"], to="ann@people.net",
-                           subject="Attachments", message=body, attachments=parts,
-                           must_queue=plain)
+        plain = (body is not None or files) and all(
+            one_line(name) and len(name) <= 255 for name, _ in files
+        )
+        got = harness.send(
+            ["ann@people.net"],
+            to="ann@people.net",
+            subject="Attachments",
+            message=body,
+            attachments=parts,
+            must_queue=plain,
+        )
         if got is not None:
-            payloads = [p.get_payload(decode=True) for p in got[1].walk()
-                        if p.get_filename() is not None or
-                        p.get("Content-Disposition")]
+            payloads = [
+                p.get_payload(decode=True)
+                for p in got[1].walk()
+                if p.get_filename() is not None or p.get("Content-Disposition")
+            ]
             assert sorted(payloads) == sorted(payload for _, payload in files)
+
     prop()
     reached_the_wire(harness, share=20)

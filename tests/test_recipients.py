@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """No recipient a server defers is dropped (issue 19).
 
 Against the fault server, pipelined (with DATA and with BDAT) and not:
@@ -15,13 +14,19 @@ import email
 import json
 
 import pytest
-
 from faultserver import FaultServer
-from s3outbox.admin import OutboxAdmin
 
-MODES = pytest.mark.parametrize("extensions", [
-    ("8BITMIME",), ("8BITMIME", "PIPELINING"), ("8BITMIME", "PIPELINING", "CHUNKING"),
-], ids=["plain", "pipelined", "pipelined+bdat"])
+from s3outbox.admin.dashboard import OutboxAdmin
+
+MODES = pytest.mark.parametrize(
+    "extensions",
+    [
+        ("8BITMIME",),
+        ("8BITMIME", "PIPELINING"),
+        ("8BITMIME", "PIPELINING", "CHUNKING"),
+    ],
+    ids=["plain", "pipelined", "pipelined+bdat"],
+)
 GREY = "450 4.2.0 greylisted, try again later"
 
 
@@ -41,8 +46,7 @@ def _ids(server):
 
 
 @MODES
-def test_452_after_100_recipients_the_rest_go_in_the_next_transactions(
-        mail, db, extensions):
+def test_452_after_100_recipients_the_rest_go_in_the_next_transactions(mail, db, extensions):
     to = ["r%03d@people.net" % i for i in range(250)]
     with FaultServer({}, extensions, max_rcpts=100) as server:
         mail.settings.server = server.server
@@ -61,8 +65,7 @@ def test_452_after_100_recipients_the_rest_go_in_the_next_transactions(
 def test_452_limit_with_a_greylisted_recipient_among_the_rest(mail, db, extensions):
     """The limit and greylisting together: every recipient gets one copy."""
     to = ["r%03d@people.net" % i for i in range(120)]
-    with FaultServer({"RCPT": {"r110@people.net": GREY}}, extensions,
-                     max_rcpts=100) as server:
+    with FaultServer({"RCPT": {"r110@people.net": GREY}}, extensions, max_rcpts=100) as server:
         mail.settings.server = server.server
         assert mail.send(to, "Many", "Body") is True, mail.error
         db.commit()
@@ -90,19 +93,19 @@ def test_greylisted_recipient_gets_it_later_alone(mail, db, extensions):
         assert json.loads(row.deferred_rcpts) == {"grey@people.net": GREY}
         assert row.next_attempt_on > datetime.datetime.utcnow() and row.sent_on
         shown = OutboxAdmin(mail).message(row.id)["recipients"]
-        assert shown == [("ann@people.net", "accepted", None),
-                         ("grey@people.net", "deferred", GREY)]
+        assert shown == [
+            ("ann@people.net", "accepted", None),
+            ("grey@people.net", "deferred", GREY),
+        ]
         # not due yet: nothing is sent again
         assert mail.process_outbox()["sent"] == 0
         server.script.clear()  # the greylisting period is over
         _due(mail, db)
         assert mail.process_outbox()["sent"] == 1
-        assert [m[1] for m in server.messages] == [["ann@people.net"],
-                                                   ["grey@people.net"]]
+        assert [m[1] for m in server.messages] == [["ann@people.net"], ["grey@people.net"]]
         assert len(_ids(server)) == 1  # the same message: same Message-ID
     row = _row(mail, db)
-    assert (row.status, row.deferred_rcpts, row.refused, row.attempts) == \
-        ("sent", None, None, 2)
+    assert (row.status, row.deferred_rcpts, row.refused, row.attempts) == ("sent", None, None, 2)
 
 
 @MODES
@@ -111,8 +114,10 @@ def test_a_deferred_recipient_is_refused_after_max_attempts(mail, db, extensions
     script = {"RCPT": {"grey@people.net": GREY, "gone@people.net": "550 5.1.1 no such user"}}
     with FaultServer(script, extensions) as server:
         mail.settings.server = server.server
-        assert mail.send(["ann@people.net", "grey@people.net", "gone@people.net"],
-                         "Hi", "Body") is True
+        assert (
+            mail.send(["ann@people.net", "grey@people.net", "gone@people.net"], "Hi", "Body")
+            is True
+        )
         db.commit()
         for _ in range(3):
             mail.process_outbox()
@@ -153,11 +158,17 @@ def test_two_workers_send_a_deferred_delivery_once(make_db, tablename):
     """The deferred recipients are a delivery of the row: claimed with a
     lease like any message, so racing workers send it once."""
     from s3outbox import MailS3
+
     with FaultServer({"RCPT": {"grey@people.net": GREY}}) as server:
         mails = []
         for name in ("w1", "w2"):
-            m = MailS3(make_db(), server=server.server, tls=False,
-                       sender="Outbox <outbox@outbox.localhost>", tablename=tablename)
+            m = MailS3(
+                make_db(),
+                server=server.server,
+                tls=False,
+                sender="Outbox <outbox@outbox.localhost>",
+                tablename=tablename,
+            )
             m.settings.sessions, m.settings.worker_name = 1, name
             mails.append(m)
         assert mails[0].send(["ann@people.net", "grey@people.net"], "Hi", "Body")
@@ -166,10 +177,13 @@ def test_two_workers_send_a_deferred_delivery_once(make_db, tablename):
         server.script.clear()
         _due(mails[0], mails[0].db)
         import threading
+
         threads = [threading.Thread(target=m.process_outbox) for m in mails]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert sorted(r for m in server.messages for r in m[1]) == \
-            ["ann@people.net", "grey@people.net"]
+        assert sorted(r for m in server.messages for r in m[1]) == [
+            "ann@people.net",
+            "grey@people.net",
+        ]

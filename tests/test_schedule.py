@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The delivery task in a real web2py Scheduler: registered once however often
 the models run, brought back when it ended, as many as asked for.
 
@@ -15,7 +14,7 @@ from gluon.scheduler import Scheduler
 from gluon.storage import Storage
 from pydal import DAL
 
-from s3outbox.schedule import ensure_tasks
+from s3outbox.delivery.schedule import ensure_tasks
 
 PREFIX = "s3outbox-outbox_deliver-"
 
@@ -55,9 +54,9 @@ def sdb(db_uri, db, tmp_path):
 def scheduler(sdb, monkeypatch):
     """A Scheduler as the app's models make it (application name from the
     request, as in a web2py request or task run)."""
-    monkeypatch.setattr(current, "request", Storage(application="outbox",
-                                                    controller="default"),
-                        raising=False)
+    monkeypatch.setattr(
+        current, "request", Storage(application="outbox", controller="default"), raising=False
+    )
     return Scheduler(sdb, tasks=dict(outbox_deliver=lambda: None), use_spawn=True)
 
 
@@ -71,8 +70,7 @@ def test_registering_twice_makes_one_task(sdb, scheduler):
     assert ensure_tasks(sdb, scheduler, "outbox_deliver", 60) is True
     (task,) = tasks(sdb)
     assert task.uuid == PREFIX + "1" and task.function_name == "outbox_deliver"
-    assert (task.status, task.enabled, task.period, task.repeats) == \
-        ("QUEUED", True, 60, 0)
+    assert (task.status, task.enabled, task.period, task.repeats) == ("QUEUED", True, 60, 0)
     assert task.timeout > task.period and task.retry_failed == -1
     assert task.application_name == "outbox/default"
 
@@ -82,14 +80,22 @@ def test_ended_task_is_queued_again(sdb, scheduler, status):
     ensure_tasks(sdb, scheduler, "outbox_deliver", 60)
     (task,) = tasks(sdb)
     past = datetime.datetime.now() - datetime.timedelta(days=1)
-    task.update_record(status=status, times_failed=5, stop_time=past,
-                       next_run_time=past + datetime.timedelta(days=30))
+    task.update_record(
+        status=status,
+        times_failed=5,
+        stop_time=past,
+        next_run_time=past + datetime.timedelta(days=30),
+    )
     sdb.commit()
     assert ensure_tasks(sdb, scheduler, "outbox_deliver", 60) is True
     (again,) = tasks(sdb)
     assert again.id == task.id
-    assert (again.status, again.enabled, again.times_failed, again.stop_time) == \
-        ("QUEUED", True, 0, None)
+    assert (again.status, again.enabled, again.times_failed, again.stop_time) == (
+        "QUEUED",
+        True,
+        0,
+        None,
+    )
     assert again.next_run_time <= datetime.datetime.now()
 
 
@@ -135,6 +141,7 @@ def test_failed_registration_reports_and_is_not_cached(sdb, scheduler):
     assert ensure_tasks(sdb, scheduler, "no_such_function", 60) is False
     assert len(sdb(sdb.scheduler_task).select()) == 0
     from gluon.cache import CacheInRam
+
     cache = CacheInRam(Storage(application=uuid.uuid4().hex))  # not shared
     ensure_tasks(sdb, scheduler, "no_such_function", 60, cache=cache.__call__)
     key = "s3outbox-tasks-no_such_function-60-1"
@@ -151,7 +158,9 @@ def test_failed_registration_reports_and_is_not_cached(sdb, scheduler):
 def test_spawn_for_only_the_delivery_task(scheduler):
     """Eden's scheduler forks; only the delivery task's run is spawned."""
     from gluon.scheduler import Task
-    from s3outbox.schedule import spawn_for
+
+    from s3outbox.delivery.schedule import spawn_for
+
     seen = []
     scheduler.use_spawn = False
     scheduler.execute = lambda task: seen.append((task.function, scheduler.use_spawn))
@@ -159,5 +168,8 @@ def test_spawn_for_only_the_delivery_task(scheduler):
     spawn_for(scheduler, "s3outbox_deliver")  # once, however often models run
     for function in ("s3outbox_deliver", "msg_process_outbox", "s3outbox_deliver"):
         scheduler.execute(Task("eden", function, 60))
-    assert seen == [("s3outbox_deliver", True), ("msg_process_outbox", False),
-                    ("s3outbox_deliver", True)]
+    assert seen == [
+        ("s3outbox_deliver", True),
+        ("msg_process_outbox", False),
+        ("s3outbox_deliver", True),
+    ]

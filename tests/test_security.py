@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Issue 11, attacked end to end: a real web2py server and scheduler worker
 on a copy of the app, driven over HTTP as an attacker (and a careless admin)
 would, delivering to an aiosmtpd sink.
@@ -19,10 +18,9 @@ import time
 import uuid
 
 import pytest
-from pydal import DAL
-
 from conftest import DATABASES, need
 from helpers import flash, text, wait_for
+from pydal import DAL
 from webapp import WebApp
 
 SENDER = "Outbox <outbox@outbox.localhost>"
@@ -30,8 +28,10 @@ PASSWORD = "Secret123x"
 ADMIN = "admin@site.net"
 BOSS = "boss@approvers.net"
 NEUTRAL = "If an account matches what you entered"
-NEUTRAL_FULL = ("If an account matches what you entered, we have sent it a link to "
-                "reset the password. Please check your email.")
+NEUTRAL_FULL = (
+    "If an account matches what you entered, we have sent it a link to "
+    "reset the password. Please check your email."
+)
 LIMITED = "Too many account requests"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 FIGURES = []
@@ -47,10 +47,14 @@ def figures():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, inbox):
-    settings = {("scheduler", "period"): "600", ("auth", "approver"): BOSS,
-                ("outbox", "flow_window"): "100000000"}
-    with WebApp(tmp_path_factory.mktemp("security"), smtp=inbox.server, sender=SENDER,
-                settings=settings) as webapp:
+    settings = {
+        ("scheduler", "period"): "600",
+        ("auth", "approver"): BOSS,
+        ("outbox", "flow_window"): "100000000",
+    }
+    with WebApp(
+        tmp_path_factory.mktemp("security"), smtp=inbox.server, sender=SENDER, settings=settings
+    ) as webapp:
         yield webapp
         assert not webapp.errors()
 
@@ -58,10 +62,15 @@ def app(tmp_path_factory, inbox):
 def register(app, address, first="Test", session=None, headers=None):
     s = session or WebApp.session()
     _, hidden = app.form(s, "/default/user/register")
-    data = dict(hidden, first_name=first, last_name="User", email=address,
-                password=PASSWORD, password_two=PASSWORD)
-    return s.post(app.url("/default/user/register"), data=data, timeout=30,
-                  headers=headers or {})
+    data = dict(
+        hidden,
+        first_name=first,
+        last_name="User",
+        email=address,
+        password=PASSWORD,
+        password_two=PASSWORD,
+    )
+    return s.post(app.url("/default/user/register"), data=data, timeout=30, headers=headers or {})
 
 
 def verified(app, inbox, address):
@@ -69,8 +78,7 @@ def verified(app, inbox, address):
     assert register(app, address).ok
     link = re.search(r"(http://\S+/verify_email/\S+)", text(inbox.wait_count(address)[0]))
     WebApp.session().get(link.group(1), timeout=30)
-    assert app.query("SELECT registration_key FROM auth_user WHERE email=?",
-                     (address,)) == [("",)]
+    assert app.query("SELECT registration_key FROM auth_user WHERE email=?", (address,)) == [("",)]
 
 
 def login(app, address):
@@ -87,8 +95,12 @@ def ask_reset(app, address, headers=None, same_host=False, source=None):
     if same_host:
         s.headers.update(headers)
     _, hidden = app.form(s, "/default/user/request_reset_password")
-    return s.post(app.url("/default/user/request_reset_password"), timeout=30,
-                  data=dict(hidden, email=address), headers=headers or {})
+    return s.post(
+        app.url("/default/user/request_reset_password"),
+        timeout=30,
+        data=dict(hidden, email=address),
+        headers=headers or {},
+    )
 
 
 def outbox_count(app, address):
@@ -113,18 +125,40 @@ def admin(app, inbox):
 def cli(app, *args):
     """scripts/outbox.py in the app's environment: (exit code, stdout, stderr)."""
     p = subprocess.run(
-        [sys.executable, "web2py.py", "--no_gui", "--no_banner", "-S", "outbox", "-M",
-         "-R", "applications/outbox/scripts/outbox.py", "-A"] + list(args),
-        cwd=app.folder, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "web2py.py",
+            "--no_gui",
+            "--no_banner",
+            "-S",
+            "outbox",
+            "-M",
+            "-R",
+            "applications/outbox/scripts/outbox.py",
+            "-A",
+        ]
+        + list(args),
+        cwd=app.folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return p.returncode, p.stdout, p.stderr
 
 
 # ------------------------------------------------------------ forged Host
-FORGED = ["127.0.0.1:{port}@evil.example", "localhost:1@evil.example",
-          "1:1@evil.example", "evil.example", "evil.example:{port}",
-          "localhost:{port}/evil.example", "localhost:{port}\\evil.example",
-          "localhost:{port}#evil.example", "localhost:{port}?@evil.example",
-          "user@localhost:{port}"]
+FORGED = [
+    "127.0.0.1:{port}@evil.example",
+    "localhost:1@evil.example",
+    "1:1@evil.example",
+    "evil.example",
+    "evil.example:{port}",
+    "localhost:{port}/evil.example",
+    "localhost:{port}\\evil.example",
+    "localhost:{port}#evil.example",
+    "localhost:{port}?@evil.example",
+    "user@localhost:{port}",
+]
 
 
 def test_forged_host_never_reaches_a_link(app, inbox, admin):
@@ -142,8 +176,12 @@ def test_forged_host_never_reaches_a_link(app, inbox, admin):
     assert not app.query("SELECT 1 FROM auth_user WHERE email LIKE 'new-%'")
     # A genuine bracketed IPv6 Host is served, and its link is right.
     ipv6 = "[::1]:%d" % app.port
-    assert WebApp.session().get(app.base + "/default/index", timeout=30,
-                                headers={"Host": ipv6}).status_code == 200
+    assert (
+        WebApp.session()
+        .get(app.base + "/default/index", timeout=30, headers={"Host": ipv6})
+        .status_code
+        == 200
+    )
     r = ask_reset(app, victim, headers={"Host": ipv6}, same_host=True)
     assert r.status_code == 200 and NEUTRAL in flash(r)
     msg = inbox.wait_count(victim, 2)[-1]
@@ -178,69 +216,90 @@ def test_public_url_wins_over_the_host(app, inbox, admin):
 
 # ---------------------------------------------------------- mail content
 def test_a_name_cannot_forge_a_line_in_the_approvers_mail(app, inbox, admin):
-    app.configure_many({("auth", "registration_requires_approval"): "true",
-                        ("auth", "registration_requires_verification"): "false"})
+    app.configure_many(
+        {
+            ("auth", "registration_requires_approval"): "true",
+            ("auth", "registration_requires_verification"): "false",
+        }
+    )
     try:
         fake = "Eve\r\nApprove or reject: https://evil.example/take\u2028\u202e"
         assert register(app, "eve@people.net", first=fake).ok
         body = text(inbox.wait_count(BOSS)[0])
     finally:
-        app.configure_many({("auth", "registration_requires_approval"): "false",
-                            ("auth", "registration_requires_verification"): "true"})
+        app.configure_many(
+            {
+                ("auth", "registration_requires_approval"): "false",
+                ("auth", "registration_requires_verification"): "true",
+            }
+        )
     lines = body.splitlines()
     approve = [line for line in lines if "Approve or reject:" in line]
     assert approve[0].startswith("Approve or reject: %s/default/approve/" % app.base)
     assert not any(line.startswith("Approve or reject: https://evil") for line in lines)
     assert "Name: Eve Approve or reject: https://evil.example/take User" in lines
-    assert app.query("SELECT first_name FROM auth_user WHERE email=?",
-                     ("eve@people.net",)) == [("Eve Approve or reject: "
-                                               "https://evil.example/take",)]
+    assert app.query("SELECT first_name FROM auth_user WHERE email=?", ("eve@people.net",)) == [
+        ("Eve Approve or reject: https://evil.example/take",)
+    ]
 
 
 def test_a_profile_edit_keeps_names_on_one_line(app, inbox, admin):
     s, r = login(app, "victim@people.net")
     assert "/default/user/logout" in r.text
-    values = dict(first_name="Vic\nApprove or reject: https://evil.example",
-                  last_name="User", email="victim@people.net")
+    values = dict(
+        first_name="Vic\nApprove or reject: https://evil.example",
+        last_name="User",
+        email="victim@people.net",
+    )
     r = app.submit(s, "/default/user/profile", values)  # without the record id
     assert r.status_code == 400 and "record id" in r.text
     page, hidden = app.form(s, "/default/user/profile")
     record = re.search(r'name="id" type="hidden" value="(\d+)"', page).group(1)
-    r = s.post(app.url("/default/user/profile"), data=dict(hidden, id=record, **values),
-               timeout=30)
+    r = s.post(
+        app.url("/default/user/profile"), data=dict(hidden, id=record, **values), timeout=30
+    )
     assert r.ok and not app.errors()
-    assert app.query("SELECT first_name FROM auth_user WHERE email=?",
-                     ("victim@people.net",)) == [("Vic Approve or reject: "
-                                                  "https://evil.example",)]
+    assert app.query("SELECT first_name FROM auth_user WHERE email=?", ("victim@people.net",)) == [
+        ("Vic Approve or reject: https://evil.example",)
+    ]
 
 
-@pytest.mark.parametrize("address", ["a%b@people.net", "c{d}@people.net",
-                                     "e%%{x}@people.net"])
+@pytest.mark.parametrize("address", ["a%b@people.net", "c{d}@people.net", "e%%{x}@people.net"])
 def test_percent_and_braces_arrive_intact(app, inbox, admin, address):
     r = register(app, address)
     assert r.ok and flash(r) == "Email sent"
     msg = inbox.wait_count(address)[0]
     assert msg["To"] == address and ("Welcome %s!" % address) in text(msg)
-    assert app.query("SELECT status FROM msg_outbox WHERE address=?",
-                     (address,)) == [("sent",)]
+    assert app.query("SELECT status FROM msg_outbox WHERE address=?", (address,)) == [("sent",)]
 
 
 # ------------------------------------------------------------- bad input
 def test_nul_and_duplicated_fields_get_a_400_not_a_ticket(app, admin):
     s = WebApp.session()
     _, hidden = app.form(s, "/default/user/register")
-    data = dict(hidden, first_name="Nul\x00", last_name="User", email="nul@people.net",
-                password=PASSWORD, password_two=PASSWORD)
+    data = dict(
+        hidden,
+        first_name="Nul\x00",
+        last_name="User",
+        email="nul@people.net",
+        password=PASSWORD,
+        password_two=PASSWORD,
+    )
     r = s.post(app.url("/default/user/register"), data=data, timeout=30)
     assert r.status_code == 400
-    assert r.text.strip() == "The field first_name contains a control character " \
-                             "(U+0000), which is not accepted."
+    assert (
+        r.text.strip() == "The field first_name contains a control character "
+        "(U+0000), which is not accepted."
+    )
     r = ask_reset(app, "nul\x00@people.net")
     assert r.status_code == 400 and "control character" in r.text
     r = s.get(app.url("/default/user/login?_next=%00"), timeout=30)
     assert r.status_code == 400
-    r = s.post(app.url("/default/user/register"), timeout=30,
-               data=list(dict(data, first_name="Nul").items()) + [("email", "x@y.net")])
+    r = s.post(
+        app.url("/default/user/register"),
+        timeout=30,
+        data=list(dict(data, first_name="Nul").items()) + [("email", "x@y.net")],
+    )
     assert r.status_code == 400 and "given more than once" in r.text
     assert not app.query("SELECT 1 FROM auth_user WHERE email='nul@people.net'")
     assert not app.errors()
@@ -249,28 +308,56 @@ def test_nul_and_duplicated_fields_get_a_400_not_a_ticket(app, admin):
 def test_bytes_that_are_not_utf8_get_a_400(app, admin):
     r = admin.get(app.url("/outbox/messages?address=%ff%fe"), timeout=30)
     assert r.status_code == 400, r.text
-    assert r.text.strip() == "The field address contains bytes that are not " \
-                             "UTF-8, which is not accepted."
+    assert (
+        r.text.strip() == "The field address contains bytes that are not "
+        "UTF-8, which is not accepted."
+    )
     s = WebApp.session()
     _, hidden = app.form(s, "/default/user/register")
-    body = "&".join("%s=%s" % (k, v) for k, v in dict(
-        hidden, last_name="User", email="bytes@people.net", password=PASSWORD,
-        password_two=PASSWORD).items()).encode() + b"&first_name=\xff\xfe"
-    r = s.post(app.url("/default/user/register"), data=body, timeout=30, headers={
-        "Content-Type": "application/x-www-form-urlencoded"})
+    body = (
+        "&".join(
+            "%s=%s" % (k, v)
+            for k, v in dict(
+                hidden,
+                last_name="User",
+                email="bytes@people.net",
+                password=PASSWORD,
+                password_two=PASSWORD,
+            ).items()
+        ).encode()
+        + b"&first_name=\xff\xfe"
+    )
+    r = s.post(
+        app.url("/default/user/register"),
+        data=body,
+        timeout=30,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 400 and "not UTF-8" in r.text
     assert not app.query("SELECT 1 FROM auth_user WHERE email='bytes@people.net'")
     assert not app.errors()
 
 
 def test_every_page_forbids_framing(app, admin):
-    pages = [WebApp.session().get(app.url(p), timeout=30) for p in (
-        "/default/index", "/default/user/login", "/default/user/register",
-        "/default/user/request_reset_password", "/default/user/login?_next=%00")]
-    pages += [admin.get(app.url(p), timeout=30) for p in (
-        "/outbox/index", "/outbox/messages", "/outbox/messages?size=7")]
-    pages.append(WebApp.session().get(app.url("/default/index"), timeout=30,
-                                      headers={"Host": "evil.example"}))
+    pages = [
+        WebApp.session().get(app.url(p), timeout=30)
+        for p in (
+            "/default/index",
+            "/default/user/login",
+            "/default/user/register",
+            "/default/user/request_reset_password",
+            "/default/user/login?_next=%00",
+        )
+    ]
+    pages += [
+        admin.get(app.url(p), timeout=30)
+        for p in ("/outbox/index", "/outbox/messages", "/outbox/messages?size=7")
+    ]
+    pages.append(
+        WebApp.session().get(
+            app.url("/default/index"), timeout=30, headers={"Host": "evil.example"}
+        )
+    )
     assert [p.status_code for p in pages] == [200] * 4 + [400] + [200] * 2 + [400, 403]
     assert "3 an address, 30 a client, 300 the site" in pages[5].text  # the limits
     for page in pages:
@@ -291,13 +378,12 @@ def test_keys_and_codes_are_redacted_then_scrubbed(app, inbox, admin):
         code = re.search(r"\b(\d{6})\b", text(inbox.wait_count(user, 3)[-1])).group(1)
     finally:
         app.configure("auth", "two_factor", "false")
-    ids = [i for (i,) in app.query("SELECT id FROM msg_outbox WHERE address=? "
-                                   "ORDER BY id", (user,))]
-    verify_key = app.query("SELECT registration_key FROM auth_user WHERE email=?",
-                           (user,))[0][0]
+    ids = [
+        i for (i,) in app.query("SELECT id FROM msg_outbox WHERE address=? ORDER BY id", (user,))
+    ]
+    verify_key = app.query("SELECT registration_key FROM auth_user WHERE email=?", (user,))[0][0]
     verify_id, reset_id, code_id = ids
-    shown = {i: admin.get(app.url("/outbox/message/%d" % i), timeout=30).text
-             for i in ids}
+    shown = {i: admin.get(app.url("/outbox/message/%d" % i), timeout=30).text for i in ids}
     assert "[redacted]" in shown[reset_id] and key not in shown[reset_id]
     assert key.split("-", 1)[1] not in shown[reset_id]
     assert "[redacted]" in shown[code_id] and code not in shown[code_id]
@@ -309,31 +395,47 @@ def test_keys_and_codes_are_redacted_then_scrubbed(app, inbox, admin):
     # Scrubbed once the (shortened) retention has passed.
     app.configure("outbox", "secret_retention", "1")
     try:
+
         def scrubbed():
-            bodies = [b for (b,) in app.query("SELECT body FROM msg_outbox WHERE "
-                                              "address=?", (user,))]
+            bodies = [
+                b for (b,) in app.query("SELECT body FROM msg_outbox WHERE address=?", (user,))
+            ]
             return all("Removed from the outbox" in b for b in bodies) and bodies
+
         assert wait_for(scrubbed, 60)
     finally:
         app.configure("outbox", "secret_retention", "")
     assert key not in admin.get(app.url("/outbox/message/%d" % reset_id)).text
-    assert not app.query("SELECT 1 FROM msg_outbox WHERE body LIKE ?",
-                         ("%" + key + "%",))
+    assert not app.query("SELECT 1 FROM msg_outbox WHERE body LIKE ?", ("%" + key + "%",))
 
 
 # ------------------------------------------------------- bad parameters
-BAD_GETS = ["/outbox/messages?before=%C2%B2", "/outbox/messages?before=99999999999",
-            "/outbox/messages?after=-1", "/outbox/messages?size=7",
-            "/outbox/messages?status=bogus", "/outbox/messages?address=%00",
-            "/outbox/messages?status=sent&status=failed",
-            "/outbox/messages?address=a&address=b", "/outbox/index?chart=year",
-            "/outbox/message/99999999999", "/outbox/message/abc",
-            "/outbox/messages?before=+5", "/outbox/messages?before=5%20",
-            "/outbox/messages?after=%2B5", "/outbox/message/1/2"]
-BAD_POSTS = [("purge", dict(days="800000")), ("purge", dict(days="\u00b2")),
-             ("purge", dict(days="-1")), ("purge", [("days", "1"), ("days", "2")]),
-             ("retry", dict(ids="\u00b2")), ("cancel", dict(ids="99999999999")),
-             ("test", dict(to="a@b.net\x00"))]
+BAD_GETS = [
+    "/outbox/messages?before=%C2%B2",
+    "/outbox/messages?before=99999999999",
+    "/outbox/messages?after=-1",
+    "/outbox/messages?size=7",
+    "/outbox/messages?status=bogus",
+    "/outbox/messages?address=%00",
+    "/outbox/messages?status=sent&status=failed",
+    "/outbox/messages?address=a&address=b",
+    "/outbox/index?chart=year",
+    "/outbox/message/99999999999",
+    "/outbox/message/abc",
+    "/outbox/messages?before=+5",
+    "/outbox/messages?before=5%20",
+    "/outbox/messages?after=%2B5",
+    "/outbox/message/1/2",
+]
+BAD_POSTS = [
+    ("purge", dict(days="800000")),
+    ("purge", dict(days="\u00b2")),
+    ("purge", dict(days="-1")),
+    ("purge", [("days", "1"), ("days", "2")]),
+    ("retry", dict(ids="\u00b2")),
+    ("cancel", dict(ids="99999999999")),
+    ("test", dict(to="a@b.net\x00")),
+]
 
 
 def test_bad_dashboard_parameters_get_a_400_and_a_sentence(app, admin):
@@ -345,18 +447,33 @@ def test_bad_dashboard_parameters_get_a_400_and_a_sentence(app, admin):
     formkey = re.search(r'name="_formkey" type="hidden" value="([^"]+)"', page).group(1)
     for action, data in BAD_POSTS:
         data = list(data.items()) if isinstance(data, dict) else data
-        r = admin.post(app.url("/outbox/" + action), data=data + [("_formkey", formkey)],
-                       timeout=30, allow_redirects=False)
+        r = admin.post(
+            app.url("/outbox/" + action),
+            data=data + [("_formkey", formkey)],
+            timeout=30,
+            allow_redirects=False,
+        )
         assert r.status_code == 400, (action, data, r.status_code)
         assert r.text.endswith(".\n") and len(r.text) < 200, (action, r.text)
     assert not app.errors()
 
 
-@pytest.mark.parametrize("args", [
-    ("purge", "99999999999"), ("purge", "\u00b2"), ("purge", "-1"),
-    ("list", "--limit", "0"), ("list", "--limit", "-1"), ("list", "--before", "0"),
-    ("list", "--address", "a\x01"), ("show", "\u00b2"), ("retry", "abc"),
-    ("cancel", "1", "--status", "held"), ("frobnicate",)])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("purge", "99999999999"),
+        ("purge", "\u00b2"),
+        ("purge", "-1"),
+        ("list", "--limit", "0"),
+        ("list", "--limit", "-1"),
+        ("list", "--before", "0"),
+        ("list", "--address", "a\x01"),
+        ("show", "\u00b2"),
+        ("retry", "abc"),
+        ("cancel", "1", "--status", "held"),
+        ("frobnicate",),
+    ],
+)
 def test_bad_command_line_arguments_exit_2_with_one_line(app, admin, args):
     status, out, err = cli(app, *args)
     assert status == 2, (args, status, out, err)
@@ -384,9 +501,11 @@ def test_account_mail_flood(app, inbox, admin):
     created = app.query("SELECT COUNT(*) FROM auth_user WHERE email LIKE '%@flood.net'")
     queued = app.query("SELECT COUNT(*) FROM msg_outbox WHERE address LIKE '%@flood.net'")
     assert created == queued == [(left,)] and refused == 200 - left
-    FIGURES.append("registration flood: 200 requests from one client in %.1f s, %d "
-                   "accounts created, %d mails queued, %d refused" % (
-                       took, created[0][0], queued[0][0], refused))
+    FIGURES.append(
+        "registration flood: 200 requests from one client in %.1f s, %d "
+        "accounts created, %d mails queued, %d refused"
+        % (took, created[0][0], queued[0][0], refused)
+    )
 
     start = time.time()
     answers = set()
@@ -399,8 +518,9 @@ def test_account_mail_flood(app, inbox, admin):
     queued = outbox_count(app, target) - before
     assert queued == 1
     assert client_units(app) == 30 + 30  # this client's and the other's
-    FIGURES.append("reset flood: 200 requests for one address in %.1f s, %d mail "
-                   "queued" % (took, queued))
+    FIGURES.append(
+        "reset flood: 200 requests for one address in %.1f s, %d mail queued" % (took, queued)
+    )
     inbox.wait_count(target, 2)
     # Each client's limit is its own, and stays spent.
     assert LIMITED in register(app, "late@people.net").text
@@ -423,39 +543,45 @@ def server_db(request):
     raw.cursor().execute("CREATE DATABASE %s" % name)
     head, _, tail = DATABASES[engine].partition("?")
     yield "%s/%s%s" % (head.rpartition("/")[0], name, "?" + tail if tail else "")
-    raw.cursor().execute("DROP DATABASE %s%s" % (
-        name, " WITH (FORCE)" if engine == "postgres" else ""))
+    raw.cursor().execute(
+        "DROP DATABASE %s%s" % (name, " WITH (FORCE)" if engine == "postgres" else "")
+    )
     admin.close()
 
 
 def test_limits_hold_across_two_web_processes(tmp_path, inbox, server_db):
     """Two web2py servers on one PostgreSQL or MariaDB database, requests
     alternating between them: the limits are counted once, in the database."""
-    settings = {("auth", "registration_requires_verification"): "false",
-                ("outbox", "flow_window"): "100000000"}
-    first = WebApp(tmp_path / "one", smtp=inbox.server, db_uri=server_db, worker=False,
-                   settings=settings)
+    settings = {
+        ("auth", "registration_requires_verification"): "false",
+        ("outbox", "flow_window"): "100000000",
+    }
+    first = WebApp(
+        tmp_path / "one", smtp=inbox.server, db_uri=server_db, worker=False, settings=settings
+    )
     settings[("db", "migrate")] = "false"  # the first server made the tables
-    second = WebApp(tmp_path / "two", smtp=inbox.server, db_uri=server_db,
-                    worker=False, settings=settings)
+    second = WebApp(
+        tmp_path / "two", smtp=inbox.server, db_uri=server_db, worker=False, settings=settings
+    )
     with first:
         r = register(first, "known@people.net")
         assert r.ok and "/default/index" in r.url
         with second:
             apps = (first, second)
-            answers = {flash(ask_reset(apps[n % 2], address))
-                       for n in range(10) for address in ("known@people.net",
-                                                         "unknown@people.net")}
+            answers = {
+                flash(ask_reset(apps[n % 2], address))
+                for n in range(10)
+                for address in ("known@people.net", "unknown@people.net")
+            }
             made = [register(apps[n % 2], "two%02d@flood.net" % n) for n in range(40)]
             assert not first.errors() and not second.errors()
     db = DAL(server_db, migrate=False, folder=None)
     try:
-        queued = dict(db.executesql("SELECT address, COUNT(*) FROM msg_outbox "
-                                    "GROUP BY address"))
-        users = db.executesql("SELECT COUNT(*) FROM auth_user WHERE email LIKE "
-                              "'%@flood.net'")[0][0]
-        hits = db.executesql("SELECT hits FROM msg_outbox_flowlimit WHERE bucket "
-                             "LIKE 'client:%'")
+        queued = dict(db.executesql("SELECT address, COUNT(*) FROM msg_outbox GROUP BY address"))
+        users = db.executesql("SELECT COUNT(*) FROM auth_user WHERE email LIKE '%@flood.net'")[0][
+            0
+        ]
+        hits = db.executesql("SELECT hits FROM msg_outbox_flowlimit WHERE bucket LIKE 'client:%'")
     finally:
         db.close()
     assert answers == {NEUTRAL_FULL}

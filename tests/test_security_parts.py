@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The parts behind issue 11, on real databases: the strict Host check, the
 account-mail limiter shared by several connections (as by several web
 processes), redaction, and retention (scrub and purge). The end-to-end
@@ -11,11 +10,12 @@ import pytest
 from pydal import DAL
 
 from s3outbox import MailS3
-from s3outbox.dialects import open_store
-from s3outbox.flowlimit import FlowLimiter, client_key
-from s3outbox.hostnames import LOOPBACK_NAMES, HostNames, parse
-from s3outbox import retention
-from s3outbox.store import Status
+from s3outbox.accounts import retention
+from s3outbox.accounts.flowlimit import FlowLimiter, client_key
+from s3outbox.accounts.hostnames import LOOPBACK_NAMES, HostNames, parse
+from s3outbox.delivery.dialects import open_store
+from s3outbox.delivery.store import Status
+
 
 @pytest.fixture
 def own_tables(db_uri, tablename):
@@ -33,25 +33,55 @@ def own_tables(db_uri, tablename):
 NAMES = HostNames(list(LOOPBACK_NAMES) + ["Example.NET", "www.example.net:8443"])
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1:8000@evil.example", "localhost:1@evil.example", "1:1@evil.example",
-    "evil.example", "localhost:8000/evil", "localhost\\evil", "localhost#evil",
-    "localhost?x", "user@localhost", "localhost:", "localhost:99999", "localhost:²",
-    "localhost:8000 ", " localhost", "[::1", "[::1]x", "[::g]:80", "::1",
-    "[::2]:8000", "example.net.evil", "www.example.net", "www.example.net:8444",
-    "example.net:8080", "1.2.3.999", "-a.example.net", "", "local host",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:8000@evil.example",
+        "localhost:1@evil.example",
+        "1:1@evil.example",
+        "evil.example",
+        "localhost:8000/evil",
+        "localhost\\evil",
+        "localhost#evil",
+        "localhost?x",
+        "user@localhost",
+        "localhost:",
+        "localhost:99999",
+        "localhost:²",
+        "localhost:8000 ",
+        " localhost",
+        "[::1",
+        "[::1]x",
+        "[::g]:80",
+        "::1",
+        "[::2]:8000",
+        "example.net.evil",
+        "www.example.net",
+        "www.example.net:8444",
+        "example.net:8080",
+        "1.2.3.999",
+        "-a.example.net",
+        "",
+        "local host",
+    ],
+)
 def test_forged_or_unlisted_hosts_are_refused(host):
     assert NAMES.match(host) is None
 
 
-@pytest.mark.parametrize("host, checked", [
-    ("[::1]:8000", "[::1]:8000"), ("[0:0::1]:8000", "[::1]:8000"),
-    ("localhost:8000", "localhost:8000"), ("LOCALHOST:8000", "localhost:8000"),
-    ("127.0.0.1:1", "127.0.0.1:1"), ("example.net", "example.net"),
-    ("example.net:443", "example.net:443"), ("www.example.net:8443",
-                                               "www.example.net:8443"),
-])
+@pytest.mark.parametrize(
+    "host, checked",
+    [
+        ("[::1]:8000", "[::1]:8000"),
+        ("[0:0::1]:8000", "[::1]:8000"),
+        ("localhost:8000", "localhost:8000"),
+        ("LOCALHOST:8000", "localhost:8000"),
+        ("127.0.0.1:1", "127.0.0.1:1"),
+        ("example.net", "example.net"),
+        ("example.net:443", "example.net:443"),
+        ("www.example.net:8443", "www.example.net:8443"),
+    ],
+)
 def test_configured_hosts_match_exactly(host, checked):
     assert NAMES.match(host) == checked
 
@@ -69,8 +99,11 @@ def test_client_key_ignores_forwarded_for_unless_trusted():
     env = dict(remote_addr="10.0.0.5", http_x_forwarded_for="1.2.3.4, 5.6.7.8")
     assert client_key(env) == "10.0.0.5"
     assert client_key(env, trust_forwarded=True) == "5.6.7.8"
-    assert client_key(dict(remote_addr="2001:db8::1")) == \
-        client_key(dict(remote_addr="2001:db8::ffff:1")) == "2001:db8::/64"
+    assert (
+        client_key(dict(remote_addr="2001:db8::1"))
+        == client_key(dict(remote_addr="2001:db8::ffff:1"))
+        == "2001:db8::/64"
+    )
     assert client_key(dict(remote_addr="::ffff:10.0.0.5")) == "10.0.0.5"
 
 
@@ -113,6 +146,7 @@ def test_no_unit_is_taken_twice_under_concurrency(own_tables, make_db, tablename
         ok = limiter.allow([("site", "", 5)], 100000000, now)
         limiter.db.commit()
         got.append(ok)
+
     threads = [threading.Thread(target=ask, args=(lim,)) for lim in limiters]
     for t in threads:
         t.start()
@@ -124,38 +158,51 @@ def test_no_unit_is_taken_twice_under_concurrency(own_tables, make_db, tablename
 
 # ----------------------------------------------------------- redaction
 def test_redaction_of_keys_and_codes():
-    body = ("Click on the link http://h/outbox/default/user/verify_email/"
-            "262bffcd-30e5-4fcd-8579-c61b84cf7d7a to verify\n"
-            "reset: http://h/user/reset_password?key=1795941517-6a0f1c8e-0b6e-4c43-"
-            "9a43-2d5e1b3c4d5e&x=1\nhttp://h/x?a=1&key=abc;def")
+    body = (
+        "Click on the link http://h/outbox/default/user/verify_email/"
+        "262bffcd-30e5-4fcd-8579-c61b84cf7d7a to verify\n"
+        "reset: http://h/user/reset_password?key=1795941517-6a0f1c8e-0b6e-4c43-"
+        "9a43-2d5e1b3c4d5e&x=1\nhttp://h/x?a=1&key=abc;def"
+    )
     out = retention.redact(body)
     assert "262bffcd" not in out and "1795941517" not in out and "abc" not in out
     assert out.count("[redacted]") == 3 and "&x=1" in out and ";def" in out
-    assert retention.redact("Your temporary login code is 123456", "login") == \
-        "Your temporary login code is [redacted]"
+    assert (
+        retention.redact("Your temporary login code is 123456", "login")
+        == "Your temporary login code is [redacted]"
+    )
     assert retention.redact("Order 123456 shipped") == "Order 123456 shipped"
 
 
 # ----------------------------------------------------------- retention
-def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, sink,
-                                                               tablename):
-    mail = MailS3(db, server=sink.server, sender="Outbox <outbox@outbox.localhost>",
-                  tls=False, tablename=tablename)
+def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, sink, tablename):
+    mail = MailS3(
+        db,
+        server=sink.server,
+        sender="Outbox <outbox@outbox.localhost>",
+        tls=False,
+        tablename=tablename,
+    )
     mail.settings.secret_retention = 600
     mail.settings.sent_retention_days = 30
     o = mail.store.outbox
     now = datetime.datetime(2026, 11, 29, 10, 0)
     ids = {}
     for name in ("reset", "plain", "old", "fresh_reset"):
-        assert mail.send(to="%s@x.net" % name, subject=name,
-                         message="key=1795941517-6a0f1c8e-0b6e-4c43-9a43-2d5e1b3c4d5e")
+        assert mail.send(
+            to="%s@x.net" % name,
+            subject=name,
+            message="key=1795941517-6a0f1c8e-0b6e-4c43-9a43-2d5e1b3c4d5e",
+        )
         ids[name] = mail.result["id"]
     retention.mark(mail.store, ids["reset"], "request_reset_password")
     retention.mark(mail.store, ids["fresh_reset"], "request_reset_password")
-    sent_on = {"reset": now - datetime.timedelta(minutes=11),
-               "plain": now - datetime.timedelta(days=29),
-               "old": now - datetime.timedelta(days=31),
-               "fresh_reset": now - datetime.timedelta(minutes=9)}
+    sent_on = {
+        "reset": now - datetime.timedelta(minutes=11),
+        "plain": now - datetime.timedelta(days=29),
+        "old": now - datetime.timedelta(days=31),
+        "fresh_reset": now - datetime.timedelta(minutes=9),
+    }
     for name, when in sent_on.items():
         db(o.id == ids[name]).update(status=Status.SENT, sent_on=when, created_on=when)
     db.commit()
@@ -166,6 +213,7 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, 
     def text(name):
         row = db(o.id == ids[name]).select(o.body).first()
         return row and mail.store.content(row)["text"]
+
     assert text("reset") == retention.SCRUBBED
     assert "1795941517" in text("fresh_reset") and "1795941517" in text("plain")
     assert text("old") is None
@@ -181,17 +229,24 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, 
 
 # ------------------------------------------------------- settings check
 def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
-    from s3outbox.admin import findings, settings_summary
-    from s3outbox.settings import apply_config
+    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.delivery.settings import apply_config
+
     mail = MailS3(db, tablename=tablename)
-    config = {"smtp.server": "127.0.0.1:8025", "smtp.sender": "site@people.net",
-              "host.names": "localhost:*, [::1]:*", "outbox.flow_per_client": "-5",
-              "outbox.flow_global": "0"}
+    config = {
+        "smtp.server": "127.0.0.1:8025",
+        "smtp.sender": "site@people.net",
+        "host.names": "localhost:*, [::1]:*",
+        "outbox.flow_per_client": "-5",
+        "outbox.flow_global": "0",
+    }
     apply_config(mail, config.get)
     keys = {f["key"]: f["problem"] for f in findings(mail.settings)}
     assert "[app] public_url" not in keys  # loopback only: a development site
-    assert "flow_per_client = '-5' cannot be used: expected a whole number" in \
-        keys["[outbox] flow_per_client"]
+    assert (
+        "flow_per_client = '-5' cannot be used: expected a whole number"
+        in keys["[outbox] flow_per_client"]
+    )
     assert "that limit on account mail is off" in keys["[outbox] flow_global"]
     assert mail.settings.flow_per_client == 30 and mail.settings.flow_global == 0
     assert "30 a client, no limit the site" in settings_summary(mail.settings)["limits"]

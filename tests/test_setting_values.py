@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """No setting value stops mail (issue 19).
 
 A property over every setting delivery and send() read (settings._READERS),
@@ -20,27 +19,57 @@ import logging
 import os
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from s3outbox.settings import _READERS, DEFAULTS, apply_config, read_value
+from s3outbox.delivery.settings import _READERS, DEFAULTS, apply_config, read_value
 
 EXAMPLES = int(os.environ.get("OUTBOX_HYPOTHESIS_EXAMPLES", "300"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 KEYS = sorted(_READERS)
 VALUES = st.one_of(
-    st.none(), st.just(0), st.just(""), st.just(" "),
-    st.integers(-10, 10), st.integers(), st.integers(min_value=10 ** 6),
+    st.none(),
+    st.just(0),
+    st.just(""),
+    st.just(" "),
+    st.integers(-10, 10),
+    st.integers(),
+    st.integers(min_value=10**6),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(-10, 100), st.booleans(),
-    st.integers(-1000, 100000).map(str), st.floats(-10, 1000).map(repr),
+    st.floats(-10, 100),
+    st.booleans(),
+    st.integers(-1000, 100000).map(str),
+    st.floats(-10, 1000).map(repr),
     st.floats(0.001, 1e6).map(lambda f: " %s " % f),
-    st.sampled_from(["fast", "0/hour", "100/hour", "5/minute", "0", "-1", "1e400",
-                     "nan", "inf", "true", "false", "yes", "off", "10", "2.5", "1_000",
-                     "１０", "30s", "host#1", "x" * 200]),
+    st.sampled_from(
+        [
+            "fast",
+            "0/hour",
+            "100/hour",
+            "5/minute",
+            "0",
+            "-1",
+            "1e400",
+            "nan",
+            "inf",
+            "true",
+            "false",
+            "yes",
+            "off",
+            "10",
+            "2.5",
+            "1_000",
+            "１０",
+            "30s",
+            "host#1",
+            "x" * 200,
+        ]
+    ),
     st.text(max_size=12),
 )
 
@@ -97,28 +126,36 @@ def _one(mail, db, sink, records, key, value):
         db.commit()
         counts = mail.process_outbox()
         assert "error" not in counts, (key, value, counts)
-        assert not [r for r in records if r.exc_info], \
-            (key, value, [r.getMessage() for r in records if r.exc_info])
+        assert not [r for r in records if r.exc_info], (
+            key,
+            value,
+            [r.getMessage() for r in records if r.exc_info],
+        )
         row = db(mail.store.outbox).select().first()
         if row.status == "sent":
             assert sink.count == before + 1
-        elif key == "timeout" and problem is None and used < 5 and \
-                "timed out" in (row.last_error or ""):
+        elif (
+            key == "timeout"
+            and problem is None
+            and used < 5
+            and "timed out" in (row.last_error or "")
+        ):
             pass  # a short timeout on a busy machine: held, correctly
         else:
             assert row.status == "held", (key, value, row.status, row.last_error)
-            assert _named(key, row.last_error, mail) or \
-                key in ("tls", "ssl") and ("tls" in row.last_error or
-                                           "TLS" in row.last_error), \
-                (key, value, row.last_error)
+            assert (
+                _named(key, row.last_error, mail)
+                or key in ("tls", "ssl")
+                and ("tls" in row.last_error or "TLS" in row.last_error)
+            ), (key, value, row.last_error)
         if problem is not None:
-            from s3outbox.admin import findings
+            from s3outbox.admin.dashboard import findings
+
             section = "smtp" if key in ("tls", "ssl", "self_signed_certificate") else "outbox"
             found = [f for f in findings(mail.settings) if f["key"] == "[%s] %s" % (section, key)]
             assert found and repr(value)[:20] in found[0]["problem"], (key, value)
     finally:
-        mail.settings[key] = DEFAULTS.get(key, None) if key not in ("tls", "ssl") \
-            else False
+        mail.settings[key] = DEFAULTS.get(key, None) if key not in ("tls", "ssl") else False
 
 
 @given(key=st.sampled_from(KEYS), value=VALUES)
@@ -153,35 +190,55 @@ def test_probe_interval_with_a_fraction_while_the_server_is_down(mail, db, sink)
     # the probe turn comes after probe_interval: make it due
     held, _ = store.hosts()
     for key, state in held.items():
-        store.set_state("held:" + key, dict(state, probe_after=str(
-            datetime.datetime.utcnow() - datetime.timedelta(seconds=0.25))))
+        store.set_state(
+            "held:" + key,
+            dict(
+                state,
+                probe_after=str(datetime.datetime.utcnow() - datetime.timedelta(seconds=0.25)),
+            ),
+        )
     db.commit()
     counts = mail.process_outbox()
     assert "error" not in counts, counts
     assert sink.count == 3, counts
 
 
-@pytest.mark.parametrize("key,value", [
-    ("timeout", "10"), ("lease", "600"), ("batch_size", "50"), ("max_size", "1000000"),
-    ("max_attempts", "3"), ("retry_base", "0.5"), ("probe_interval", "2.5"),
-    ("default_priority", "3"), ("sessions", "2"), ("pipelining", "false"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("timeout", "10"),
+        ("lease", "600"),
+        ("batch_size", "50"),
+        ("max_size", "1000000"),
+        ("max_attempts", "3"),
+        ("retry_base", "0.5"),
+        ("probe_interval", "2.5"),
+        ("default_priority", "3"),
+        ("sessions", "2"),
+        ("pipelining", "false"),
+    ],
+)
 def test_appconfig_outbox_keys_as_text(mail, db, sink, key, value):
     """[outbox] keys as AppConfig gives them (text) are used, not refused."""
-    config = {"smtp.server": mail.settings.server, "smtp.sender": mail.settings.sender,
-              "outbox." + key: value}
+    config = {
+        "smtp.server": mail.settings.server,
+        "smtp.sender": mail.settings.sender,
+        "outbox." + key: value,
+    }
     apply_config(mail, config.get)
     used, problem = read_value(mail.settings, key)
-    assert problem is None and (used is False if key == "pipelining" else
-                                str(used) == value), (used, problem)
+    assert problem is None and (used is False if key == "pipelining" else str(used) == value), (
+        used,
+        problem,
+    )
     assert mail.send("ann@people.net", "Text", "Body"), mail.error
     db.commit()
     assert mail.process_outbox()["sent"] == 1
 
 
-def test_bad_values_are_reported_in_the_settings_check_and_logged_once(
-        mail, db, sink, records):
-    from s3outbox.admin import findings
+def test_bad_values_are_reported_in_the_settings_check_and_logged_once(mail, db, sink, records):
+    from s3outbox.admin.dashboard import findings
+
     mail.settings.batch_size = 0
     mail.settings.default_priority = "high"
     for _ in range(3):
@@ -204,15 +261,15 @@ def test_a_rate_limit_that_cannot_be_used_holds_until_fixed(mail, db, sink):
     counts = mail.process_outbox()
     assert counts["held"] == 1, counts
     row = db(mail.store.outbox).select().first()
-    assert "rate_limit = 'fast'" in row.last_error and "[outbox] rate_limit" in \
-        row.last_error
+    assert "rate_limit = 'fast'" in row.last_error and "[outbox] rate_limit" in row.last_error
     mail.settings.rate_limit = "100/hour"
     counts = mail.process_outbox()
     assert counts["sent"] == 1, counts
 
 
-@pytest.mark.parametrize("sender", [42, 4.5, ["ann@people.net"], b"ann@people.net",
-                                    "x@%s.org" % ("a" * 64)])
+@pytest.mark.parametrize(
+    "sender", [42, 4.5, ["ann@people.net"], b"ann@people.net", "x@%s.org" % ("a" * 64)]
+)
 def test_a_sender_of_any_type_never_stops_send(mail, db, sink, sender):
     """settings.mail.sender = 42 in Eden's 000_config.py (or a domain DNS
     cannot carry) made send() refuse every mail (a TypeError building the
@@ -229,14 +286,15 @@ def test_a_sender_of_any_type_never_stops_send(mail, db, sink, sender):
     assert counts["sent"] == 1 and sink.count == 1, counts
 
 
-@pytest.mark.parametrize("value", ["not an address", "u@x>, <http://evil.example/",
-                                   "u@x\r\nBcc: e@evil.example", 42])
-def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink,
-                                                                  value):
+@pytest.mark.parametrize(
+    "value", ["not an address", "u@x>, <http://evil.example/", "u@x\r\nBcc: e@evil.example", 42]
+)
+def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink, value):
     """mail.settings.list_unsubscribe is a setting like any other: a value
     that cannot be used is named in the settings check and the mail goes out
     without the header, never refused by send()."""
-    from s3outbox.admin import findings
+    from s3outbox.admin.dashboard import findings
+
     mail.settings.list_unsubscribe = value
     assert mail.send("ann@people.net", "Unsubscribe", "Body") is True, mail.error
     db.commit()
@@ -255,10 +313,14 @@ def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink
 def test_nonsense_smtp_flags_in_appconfig_are_named(mail, key):
     """[smtp] tls = maybe was read as false without a word: the settings
     check names it, the dashboard and the bounce reader use what delivery uses."""
-    from s3outbox.admin import findings, settings_summary
-    from s3outbox.bounces import _context
-    config = {"smtp.server": mail.settings.server, "smtp.sender": mail.settings.sender,
-              "smtp." + key: "maybe"}
+    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.bounces.reader import _context
+
+    config = {
+        "smtp.server": mail.settings.server,
+        "smtp.sender": mail.settings.sender,
+        "smtp." + key: "maybe",
+    }
     apply_config(mail, config.get)
     assert read_value(mail.settings, key)[0] is False
     found = {f["key"]: f["problem"] for f in findings(mail.settings)}
@@ -276,8 +338,11 @@ def test_nonsense_tls_or_ssl_holds_mail_until_fixed(mail, db, sink, key):
     """Whether to encrypt is not guessed from a typo: with tls = maybe the
     mail is held with the key named (not sent in clear), and goes out once
     the value is fixed."""
-    config = {"smtp.server": mail.settings.server, "smtp.sender": mail.settings.sender,
-              "smtp." + key: "maybe"}
+    config = {
+        "smtp.server": mail.settings.server,
+        "smtp.sender": mail.settings.sender,
+        "smtp." + key: "maybe",
+    }
     apply_config(mail, config.get)
     assert mail.send("ann@people.net", "TLS", "Body") is True, mail.error
     db.commit()
@@ -289,20 +354,36 @@ def test_nonsense_tls_or_ssl_holds_mail_until_fixed(mail, db, sink, key):
     apply_config(mail, config.get)
     assert mail.process_outbox()["sent"] == 1 and sink.count == 1
 
+
 def test_a_flow_window_of_zero_is_named(mail):
     """flow_window = 0 made every limit a one-second window (no limit) silently."""
-    from s3outbox.admin import findings
-    apply_config(mail, {"smtp.server": mail.settings.server, "smtp.sender":
-                        mail.settings.sender, "outbox.flow_window": "0"}.get)
+    from s3outbox.admin.dashboard import findings
+
+    apply_config(
+        mail,
+        {
+            "smtp.server": mail.settings.server,
+            "smtp.sender": mail.settings.sender,
+            "outbox.flow_window": "0",
+        }.get,
+    )
     assert mail.settings.flow_window == 3600
     found = {f["key"]: f["problem"] for f in findings(mail.settings)}
     assert "flow_window = '0' cannot be used" in found["[outbox] flow_window"], found
 
 
 def test_a_bad_bounce_interval_is_named_with_its_value(mail):
-    from s3outbox.admin import findings
-    apply_config(mail, {"smtp.server": mail.settings.server, "smtp.sender":
-                        mail.settings.sender, "outbox.bounce_interval": "nonsense"}.get)
+    from s3outbox.admin.dashboard import findings
+
+    apply_config(
+        mail,
+        {
+            "smtp.server": mail.settings.server,
+            "smtp.sender": mail.settings.sender,
+            "outbox.bounce_interval": "nonsense",
+        }.get,
+    )
     found = {f["key"]: f["problem"] for f in findings(mail.settings)}
-    assert "bounce_interval = 'nonsense' cannot be used" in \
-        found["[outbox] bounce_interval"], found
+    assert "bounce_interval = 'nonsense' cannot be used" in found["[outbox] bounce_interval"], (
+        found
+    )

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The shortest path through the outbox on every database: queue, deliver."""
 
 

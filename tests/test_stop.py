@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Stopping a real scheduler worker while its delivery task runs.
 
 The task runs for nearly its whole period, so a stop signal almost always
@@ -13,7 +12,6 @@ import signal
 import subprocess
 
 import pytest
-
 from helpers import wait_for
 from webapp import WebApp
 
@@ -25,8 +23,9 @@ WAYS = {
 
 
 def running_task(app):
-    return app.query("SELECT 1 FROM scheduler_task WHERE status='RUNNING' "
-                     "AND uuid LIKE 's3outbox-%'")
+    return app.query(
+        "SELECT 1 FROM scheduler_task WHERE status='RUNNING' AND uuid LIKE 's3outbox-%'"
+    )
 
 
 @pytest.mark.parametrize("way", sorted(WAYS))
@@ -37,9 +36,17 @@ def test_a_stop_signal_ends_the_worker_and_its_run_cleanly(tmp_path, sink, way):
         app.wait_worker()
         proc = app.procs["worker"]
         # A registration's mail at the sink: the task's work() is under way.
-        r = app.submit(app.session(), "/default/user/register", dict(
-            first_name="Ann", last_name="Lee", email="ann@people.net",
-            password="Secret123x", password_two="Secret123x"))
+        r = app.submit(
+            app.session(),
+            "/default/user/register",
+            dict(
+                first_name="Ann",
+                last_name="Lee",
+                email="ann@people.net",
+                password="Secret123x",
+                password_two="Secret123x",
+            ),
+        )
         assert r.status_code == 200
         assert wait_for(lambda: sink.count, timeout=90), app.log("worker")
         if to_group:
@@ -49,11 +56,12 @@ def test_a_stop_signal_ends_the_worker_and_its_run_cleanly(tmp_path, sink, way):
         try:
             proc.wait(30)  # a deadline, not a measure: unfixed, it never exits
         except subprocess.TimeoutExpired:
-            pytest.fail("the worker still runs 30 s after %s:\n%s"
-                        % (way, app.log("worker")))
+            pytest.fail("the worker still runs 30 s after %s:\n%s" % (way, app.log("worker")))
         app.procs.pop("worker")
         runs = app.query("SELECT status FROM scheduler_run ORDER BY id")
         assert runs[-1][0] == "COMPLETED", (runs, app.log("worker"))
-        assert app.query("SELECT status FROM scheduler_task WHERE uuid LIKE "
-                         "'s3outbox-%'")[0][0] == "QUEUED"
+        assert (
+            app.query("SELECT status FROM scheduler_task WHERE uuid LIKE 's3outbox-%'")[0][0]
+            == "QUEUED"
+        )
         assert app.query("SELECT status FROM msg_outbox") == [("sent",)]

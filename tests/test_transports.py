@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The transports through MailS3: web2py's ``server='logging'`` (to the log
 or to a file) and a site's own transport in ``settings.transport``."""
 
@@ -6,7 +5,7 @@ import logging
 
 import pytest
 
-from s3outbox.transport import Kind, Outcome, memory
+from s3outbox.transport.base import Kind, Outcome, memory
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
@@ -17,8 +16,11 @@ def _status(mail, db):
 
 def test_logging_server_logs_the_message(mail, db, caplog):
     mail.settings.server = "logging"
-    assert mail.send(to="ann@people.net", subject="Verify", message="Click "
-                     "https://example.net/verify?key=" + "k" * 80)
+    assert mail.send(
+        to="ann@people.net",
+        subject="Verify",
+        message="Click https://example.net/verify?key=" + "k" * 80,
+    )
     db.commit()
     with caplog.at_level(logging.WARNING, "s3outbox"):
         counts = mail.process_outbox()
@@ -60,9 +62,11 @@ def test_logging_server_still_needs_a_sender(mail, db):
 def test_a_sites_own_transport(mail, db):
     """What an HTTP-API transport does: settings.transport makes sessions;
     outcomes it reports are recorded as SMTP's are."""
+
     def on_send(sender, recipients, data):
         if recipients == ["nobody@people.net"]:
             return Outcome(Kind.PERMANENT, 404, "no such mailbox")
+
     transport = memory(on_send=on_send)
     mail.settings.transport = transport
     mail.settings.server = None  # no SMTP server needed
@@ -72,5 +76,5 @@ def test_a_sites_own_transport(mail, db):
     counts = mail.process_outbox()
     assert (counts["sent"], counts["failed"]) == (1, 1)
     assert _status(mail, db) == ["sent", "failed"]
-    (sender, recipients, data), = transport.sent
+    ((sender, recipients, data),) = transport.sent
     assert recipients == ["ann@people.net"] and b"Subject: One" in data

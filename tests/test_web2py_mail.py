@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Every case of web2py master's own Mail tests (gluon/tests/test_tools.py,
 TestMail), re-done for MailS3: each message goes through ``send()`` into the
 outbox and out through ``process_outbox()`` to a real SMTP server on
@@ -20,12 +19,11 @@ import ssl
 import pytest
 from gluon.languages import TranslatorFactory
 from gluon.tools import Mail
+from test_direct import PASSWORD, USER, authenticator, ca, client_tls, server_tls, smtp_server  # noqa: F401 (ca, client_tls, server_tls: fixtures)
 
 from s3outbox import MailS3
-from s3outbox.settings import Snapshot
-from s3outbox.smtp import SmtpTransport
-from test_direct import (  # noqa: F401 (ca, client_tls, server_tls: fixtures)
-    PASSWORD, USER, authenticator, ca, client_tls, server_tls, smtp_server)
+from s3outbox.delivery.settings import Snapshot
+from s3outbox.transport.smtp import SmtpTransport
 
 pytestmark = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
@@ -53,8 +51,9 @@ def parsed(data):
 
 
 def one(**kwargs):
-    return dict(dict(to=[TO], subject="hello", reply_to="us@people.net",
-                     message="world"), **kwargs)
+    return dict(
+        dict(to=[TO], subject="hello", reply_to="us@people.net", message="world"), **kwargs
+    )
 
 
 def only_row(mail):
@@ -77,8 +76,9 @@ def test_hello_world(mail, sink):
 def test_failed_login(mail):
     """Stock send() returns False; MailS3 queues, and delivery holds the
     message with the server's refusal (no password in it)."""
-    with smtp_server(authenticator=authenticator([]), auth_required=True,
-                     auth_require_tls=False) as server:
+    with smtp_server(
+        authenticator=authenticator([]), auth_required=True, auth_require_tls=False
+    ) as server:
         mail.settings.login = "%s:wrong-password" % USER
         counts, data = deliver(mail, server, **one())
     assert counts["held"] == 1 and data is None
@@ -90,8 +90,9 @@ def test_failed_login(mail):
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_login(mail):
     seen = []
-    with smtp_server(authenticator=authenticator(seen), auth_required=True,
-                     auth_require_tls=False) as server:
+    with smtp_server(
+        authenticator=authenticator(seen), auth_required=True, auth_require_tls=False
+    ) as server:
         mail.settings.login = "%s:%s" % (USER, PASSWORD)
         counts, data = deliver(mail, server, **one())
     assert counts["sent"] == 1 and data is not None
@@ -104,8 +105,9 @@ def test_html(mail, sink):
 
 
 def test_alternative(mail, sink):
-    _, data = deliver(mail, sink, to=[TO], message=(
-        "Text only", "<html><pre>HTML Only</pre></html>"))
+    _, data = deliver(
+        mail, sink, to=[TO], message=("Text only", "<html><pre>HTML Only</pre></html>")
+    )
     msg = parsed(data)
     assert msg.is_multipart() and msg.get_content_type() == "multipart/alternative"
     first, second = msg.get_payload()
@@ -124,32 +126,36 @@ def _context(mail):
     return SmtpTransport(Snapshot(mail.settings))._context()
 
 
-@pytest.mark.parametrize("tls,ssl_on", [(True, False), (False, True)],
-                         ids=["starttls", "ssl"])
+@pytest.mark.parametrize("tls,ssl_on", [(True, False), (False, True)], ids=["starttls", "ssl"])
 def test_uses_verifying_context(mail, server_tls, tls, ssl_on):
     """No ssl_context set: the certificate is checked (here signed by a CA
     the system does not trust, so the message is held, not sent)."""
     mail.settings.tls, mail.settings.ssl = tls, ssl_on
     ctx = _context(mail)
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
-    kwargs = dict(tls_context=server_tls, require_starttls=True) if tls else \
-        dict(ssl_context=server_tls)
+    kwargs = (
+        dict(tls_context=server_tls, require_starttls=True)
+        if tls
+        else dict(ssl_context=server_tls)
+    )
     with smtp_server(**kwargs) as server:
         counts, data = deliver(mail, server, **one())
     assert counts["held"] == 1 and data is None
     assert "CERTIFICATE_VERIFY_FAILED" in only_row(mail).last_error
 
 
-@pytest.mark.parametrize("tls,ssl_on", [(True, False), (False, True)],
-                         ids=["starttls", "ssl"])
+@pytest.mark.parametrize("tls,ssl_on", [(True, False), (False, True)], ids=["starttls", "ssl"])
 def test_self_signed_certificate_opts_out(mail, server_tls, tls, ssl_on):
     assert mail.settings.self_signed_certificate is False  # a Mail settings key
     mail.settings.tls, mail.settings.ssl = tls, ssl_on
     mail.settings.self_signed_certificate = True
     ctx = _context(mail)
     assert not ctx.check_hostname and ctx.verify_mode == ssl.CERT_NONE
-    kwargs = dict(tls_context=server_tls, require_starttls=True) if tls else \
-        dict(ssl_context=server_tls)
+    kwargs = (
+        dict(tls_context=server_tls, require_starttls=True)
+        if tls
+        else dict(ssl_context=server_tls)
+    )
     with smtp_server(**kwargs) as server:
         counts, data = deliver(mail, server, **one())
     assert counts["sent"] == 1 and data is not None
@@ -163,8 +169,12 @@ def test_given_ssl_context_is_used_as_it_is(mail, client_tls):
 
 def test_tls(mail, server_tls, client_tls):
     seen = []
-    with smtp_server(tls_context=server_tls, require_starttls=True,
-                     authenticator=authenticator(seen), auth_required=True) as server:
+    with smtp_server(
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=authenticator(seen),
+        auth_required=True,
+    ) as server:
         mail.settings.tls, mail.settings.ssl_context = True, client_tls
         mail.settings.login = "%s:%s" % (USER, PASSWORD)
         counts, data = deliver(mail, server, **one())
@@ -176,15 +186,21 @@ def test_attachment(mail, sink):
     here = os.path.abspath(__file__)
     with open(here, "rb") as f:
         content = f.read()
-    _, data = deliver(mail, sink, to=[TO], subject="hello", message="world",
-                      attachments=MailS3.Attachment(here))
+    _, data = deliver(
+        mail, sink, to=[TO], subject="hello", message="world", attachments=MailS3.Attachment(here)
+    )
     assert parsed(data).get_payload(1).get_payload(decode=True) == content
     with open(here) as stream:  # a stream without a file name is refused
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (gluon's own error, whatever it is)
             MailS3.Attachment(stream)
-    _, data = deliver(mail, sink, to=[TO], subject="hello", message="world",
-                      attachments=Mail.Attachment(here, content_id="trololo",
-                                                  content_type="tra/lala"))
+    _, data = deliver(
+        mail,
+        sink,
+        to=[TO],
+        subject="hello",
+        message="world",
+        attachments=Mail.Attachment(here, content_id="trololo", content_type="tra/lala"),
+    )
     assert "Content-Type: tra/lala" in text(data)
     assert "Content-Id: <trololo>" in text(data)
 
@@ -194,41 +210,62 @@ def test_nonascii_subject(mail, sink):
     _, data = deliver(mail, sink, to=[TO], subject=subject, message="world")
     assert "=?utf-8?" in text(data)
     decoded = email.header.decode_header(parsed(data)["Subject"])
-    assert "".join(part.decode(charset or "utf-8") if isinstance(part, bytes) else part
-                   for part, charset in decoded) == subject
+    assert (
+        "".join(
+            part.decode(charset or "utf-8") if isinstance(part, bytes) else part
+            for part, charset in decoded
+        )
+        == subject
+    )
 
 
 def test_nonascii_from(mail, sink):
-    _, data = deliver(mail, sink, to=[TO], subject="hello", message="world",
-                      from_address="Ünïcödé Sender <you@people.net>")
+    _, data = deliver(
+        mail,
+        sink,
+        to=[TO],
+        subject="hello",
+        message="world",
+        from_address="Ünïcödé Sender <you@people.net>",
+    )
     assert "=?utf-8?" in text(data)
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert str(msg["From"]) == "Ünïcödé Sender <you@people.net>"
 
 
 def test_nonascii_custom_header(mail, sink):
-    _, data = deliver(mail, sink, to=[TO], subject="hello", message="world",
-                      headers={"X-Custom": "Héllo"})
+    _, data = deliver(
+        mail, sink, to=[TO], subject="hello", message="world", headers={"X-Custom": "Héllo"}
+    )
     assert "=?utf-8?" in text(data)
 
 
 def test_lazyt_message(mail, sink):
     T = TranslatorFactory("", "en")
-    _, data = deliver(mail, sink, to=[TO], subject=T("Email verification"),
-                      message=T("Hello, please verify your email"))
+    _, data = deliver(
+        mail,
+        sink,
+        to=[TO],
+        subject=T("Email verification"),
+        message=T("Hello, please verify your email"),
+    )
     assert "Hello, please verify your email" in text(data)
     assert parsed(data)["Subject"] == "Email verification"
 
 
 def test_lazyt_html_message(mail, sink):
     T = TranslatorFactory("", "en")
-    _, data = deliver(mail, sink, to=[TO], subject=T("Email verification"),
-                      message=(None, T("<html><body>Verify your email</body></html>")))
+    _, data = deliver(
+        mail,
+        sink,
+        to=[TO],
+        subject=T("Email verification"),
+        message=(None, T("<html><body>Verify your email</body></html>")),
+    )
     assert "Content-Type: text/html" in text(data)
 
 
 def test_lazyt_raw_message(mail, sink):
     T = TranslatorFactory("", "en")
-    _, data = deliver(mail, sink, to=[TO], subject="hello",
-                      message=T("raw body text"), raw=True)
+    _, data = deliver(mail, sink, to=[TO], subject="hello", message=T("raw body text"), raw=True)
     assert "raw body text" in text(data)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Several worker processes on one database, as several scheduler workers on
 several hosts would be: every message goes out exactly once, and the rate
 limit holds across all of them.
@@ -10,19 +9,20 @@ and its own MailS3 on the same tables, like a web2py scheduler worker does.
 import multiprocessing
 import time
 
-from s3outbox.store import utcnow
+from s3outbox.delivery.store import utcnow
 
 SENDER = "Outbox <outbox@outbox.localhost>"
 
 
-def _worker(uri, folder, tablename, server, settings, seconds, drain, start,
-            results):
+def _worker(uri, folder, tablename, server, settings, seconds, drain, start, results):
     """Run delivery passes; report (name, summed counts, errors).
 
     With ``drain`` stop once nothing is left to send; else run ``seconds``.
     """
     from pydal import DAL
+
     from s3outbox import MailS3
+
     kwargs = dict(driver_args={"timeout": 30}) if uri.startswith("sqlite") else {}
     db = DAL(uri, folder=folder, **kwargs)
     mail = MailS3(db, server=server, sender=SENDER, tls=False, tablename=tablename)
@@ -53,7 +53,9 @@ def _worker(uri, folder, tablename, server, settings, seconds, drain, start,
 def _work(uri, folder, tablename, server, seconds, start, results):
     """A worker as the scheduler task runs it: MailS3.work() polling."""
     from pydal import DAL
+
     from s3outbox import MailS3
+
     kwargs = dict(driver_args={"timeout": 30}) if uri.startswith("sqlite") else {}
     db = DAL(uri, folder=folder, **kwargs)
     mail = MailS3(db, server=server, sender=SENDER, tls=False, tablename=tablename)
@@ -62,16 +64,17 @@ def _work(uri, folder, tablename, server, seconds, start, results):
     db.close()
 
 
-def run_workers(db_uri, folder, tablename, server, n, settings, seconds,
-                drain=True):
+def run_workers(db_uri, folder, tablename, server, n, settings, seconds, drain=True):
     """Start ``n`` spawned workers together; return their reports."""
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(n), ctx.Queue()
     procs = []
     for i in range(n):
         mine = dict(settings, worker_name="worker-%d" % (i + 1))
-        p = ctx.Process(target=_worker, args=(db_uri, folder, tablename, server,
-                                              mine, seconds, drain, start, results))
+        p = ctx.Process(
+            target=_worker,
+            args=(db_uri, folder, tablename, server, mine, seconds, drain, start, results),
+        )
         p.start()
         procs.append(p)
     reports = [results.get(timeout=seconds + 120) for _ in procs]
@@ -83,21 +86,23 @@ def run_workers(db_uri, folder, tablename, server, n, settings, seconds,
 
 def enqueue(mail, n):
     for i in range(n):
-        assert mail.send("reader%d@people.net" % i, "Bulletin %d" % i,
-                         "Body of bulletin %d" % i), mail.error
+        assert mail.send(
+            "reader%d@people.net" % i, "Bulletin %d" % i, "Body of bulletin %d" % i
+        ), mail.error
     mail.db.commit()
 
 
-def test_four_workers_send_every_message_exactly_once(mail, db, sink, db_uri,
-                                                      tablename, tmp_path,
-                                                      record_property):
+def test_four_workers_send_every_message_exactly_once(
+    mail, db, sink, db_uri, tablename, tmp_path, record_property
+):
     n = 2000
     began = time.monotonic()
     enqueue(mail, n)
     queued_in = time.monotonic() - began
     began = time.monotonic()
-    reports = run_workers(db_uri, str(tmp_path), tablename, sink.server, 4,
-                          dict(batch_size=50), seconds=150)
+    reports = run_workers(
+        db_uri, str(tmp_path), tablename, sink.server, 4, dict(batch_size=50), seconds=150
+    )
     elapsed = time.monotonic() - began
     errors = [e for _, _, errs in reports for e in errs]
     assert errors == []
@@ -108,11 +113,15 @@ def test_four_workers_send_every_message_exactly_once(mail, db, sink, db_uri,
     duplicated = sum(times - 1 for times in received.values())
     lost = len(queued - set(received))
     connections = sum(total.get("connections", 0) for _, total, _ in reports)
-    figures = dict(engine=db._adapter.dbengine, lost=lost, duplicated=duplicated,
-                   connections=connections, seconds=round(elapsed, 1),
-                   enqueue_seconds=round(queued_in, 1),
-                   per_worker={name: total.get("sent", 0)
-                               for name, total, _ in reports})
+    figures = dict(
+        engine=db._adapter.dbengine,
+        lost=lost,
+        duplicated=duplicated,
+        connections=connections,
+        seconds=round(elapsed, 1),
+        enqueue_seconds=round(queued_in, 1),
+        per_worker={name: total.get("sent", 0) for name, total, _ in reports},
+    )
     record_property("four_workers", figures)
     print("four workers:", figures)
     assert lost == 0 and duplicated == 0
@@ -125,15 +134,21 @@ def test_four_workers_send_every_message_exactly_once(mail, db, sink, db_uri,
     assert db(o.lease_owner != None).count() == 0  # noqa: E711
 
 
-def test_rate_limit_holds_across_two_workers(mail, db, sink, db_uri, tablename,
-                                             tmp_path):
+def test_rate_limit_holds_across_two_workers(mail, db, sink, db_uri, tablename, tmp_path):
     """20/minute between two workers polling for three seconds: 20 go out,
     the rest wait for the next minute."""
     enqueue(mail, 50)
     started = utcnow()
-    reports = run_workers(db_uri, str(tmp_path), tablename, sink.server, 2,
-                          dict(batch_size=3, rate_limit="20/minute"), seconds=3,
-                          drain=False)
+    reports = run_workers(
+        db_uri,
+        str(tmp_path),
+        tablename,
+        sink.server,
+        2,
+        dict(batch_size=3, rate_limit="20/minute"),
+        seconds=3,
+        drain=False,
+    )
     assert [e for _, _, errs in reports for e in errs] == []
     assert sum(total["sent"] for _, total, _ in reports) == 20
     assert sink.count == 20 and not sink.duplicates()
@@ -146,15 +161,16 @@ def test_rate_limit_holds_across_two_workers(mail, db, sink, db_uri, tablename,
     print("rate limit shares:", {name: total["sent"] for name, total, _ in reports})
 
 
-def test_mail_queued_while_a_worker_runs_goes_out_promptly(mail, sink, db_uri,
-                                                           tablename, tmp_path,
-                                                           record_property):
+def test_mail_queued_while_a_worker_runs_goes_out_promptly(
+    mail, sink, db_uri, tablename, tmp_path, record_property
+):
     """Enqueue-to-accepted time with a worker polling every second (the
     scheduler task's setting). Reported, not asserted: only that it arrives."""
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(2), ctx.Queue()
-    worker = ctx.Process(target=_work, args=(db_uri, str(tmp_path), tablename,
-                                             sink.server, 7, start, results))
+    worker = ctx.Process(
+        target=_work, args=(db_uri, str(tmp_path), tablename, sink.server, 7, start, results)
+    )
     worker.start()
     start.wait(60)
     latencies = []
@@ -169,7 +185,10 @@ def test_mail_queued_while_a_worker_runs_goes_out_promptly(mail, sink, db_uri,
     total = results.get(timeout=60)
     worker.join(30)
     assert total["sent"] == 4 and sink.count == 4 and not sink.duplicates()
-    figures = dict(engine=db_uri.partition(":")[0], max=round(max(latencies), 3),
-                   mean=round(sum(latencies) / len(latencies), 3))
+    figures = dict(
+        engine=db_uri.partition(":")[0],
+        max=round(max(latencies), 3),
+        mean=round(sum(latencies) / len(latencies), 3),
+    )
     record_property("enqueue_to_accepted", figures)
     print("enqueue to accepted:", figures)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A real web2py server and scheduler worker on a copy of this app, for
 end-to-end tests: ``with WebApp(tmp_path, smtp="127.0.0.1:2525") as app``.
 
@@ -20,22 +19,28 @@ import threading
 import time
 
 import requests
-from requests.adapters import HTTPAdapter
-
 import runtime
 from helpers import free_port
+from requests.adapters import HTTPAdapter
 
 FORMKEY_RE = re.compile(r'name="_formkey" type="hidden" value="([^"]+)"')
 FORMNAME_RE = re.compile(r'name="_formname" type="hidden" value="([^"]+)"')
 
 
-class WebApp(object):
+class WebApp:
     # How long the server may take to answer its first page (wait_up), and
     # what it is called when it does not.
     start_timeout, page_timeout, title = 30, 2, "web2py"
 
-    def __init__(self, folder, smtp, sender="Outbox <outbox@outbox.localhost>",
-                 db_uri=None, worker=True, settings=None):
+    def __init__(
+        self,
+        folder,
+        smtp,
+        sender="Outbox <outbox@outbox.localhost>",
+        db_uri=None,
+        worker=True,
+        settings=None,
+    ):
         self.folder = str(folder)
         self.port = free_port()
         self.base = "http://127.0.0.1:%d/outbox" % self.port
@@ -46,9 +51,12 @@ class WebApp(object):
         self.want_worker = worker
         values = {
             ("db", "uri"): self.db_uri,
-            ("smtp", "server"): smtp, ("smtp", "sender"): sender,
-            ("smtp", "tls"): "false", ("smtp", "ssl"): "false",
-            ("scheduler", "period"): "20", ("scheduler", "heartbeat"): "1",
+            ("smtp", "server"): smtp,
+            ("smtp", "sender"): sender,
+            ("smtp", "tls"): "false",
+            ("smtp", "ssl"): "false",
+            ("scheduler", "period"): "20",
+            ("scheduler", "heartbeat"): "1",
         }
         values.update(settings or {})  # {(section, key): value}
         self.configure_many(values)
@@ -81,12 +89,14 @@ class WebApp(object):
         self.logs[name] = log.name
         self.procs[name] = subprocess.Popen(
             [sys.executable, os.path.join(self.folder, "web2py.py"), "--no_gui"] + args,
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=new_session)
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
 
     def start(self):
-        self._start("web", ["-i", "127.0.0.1", "-p", str(self.port),
-                            "-a", secrets.token_hex(8)])
+        self._start("web", ["-i", "127.0.0.1", "-p", str(self.port), "-a", secrets.token_hex(8)])
         self.wait_up()
         if self.want_worker:
             self.start_worker()
@@ -96,8 +106,7 @@ class WebApp(object):
     def start_worker(self, name="worker", new_session=False, group="s3outbox"):
         """A worker of the delivery task's group (as ./dev run starts it),
         or with ``group=None`` the plain ``-K outbox``."""
-        self._start(name, ["-K", "outbox:" + group if group else "outbox"],
-                    new_session)
+        self._start(name, ["-K", "outbox:" + group if group else "outbox"], new_session)
 
     def wait_worker(self, timeout=60):
         """Wait until the delivery task runs, so mail goes out within seconds.
@@ -111,15 +120,21 @@ class WebApp(object):
         deadline = time.time() + timeout
         poked = 0
         while time.time() < deadline:
-            if self.query("SELECT 1 FROM scheduler_task WHERE status='RUNNING' "
-                          "AND uuid LIKE 's3outbox-%'"):
+            if self.query(
+                "SELECT 1 FROM scheduler_task WHERE status='RUNNING' AND uuid LIKE 's3outbox-%'"
+            ):
                 return
             # Once, then again only after a few heartbeats: a worker whose
             # status reads PICK is not ACTIVE, so it cannot be assigned work.
             if time.time() - poked > 5:
-                poked = time.time() if self.query(
-                    "UPDATE scheduler_worker SET status='PICK' WHERE is_ticker='T' "
-                    "AND status='ACTIVE' RETURNING 1") else 0
+                poked = (
+                    time.time()
+                    if self.query(
+                        "UPDATE scheduler_worker SET status='PICK' WHERE is_ticker='T' "
+                        "AND status='ACTIVE' RETURNING 1"
+                    )
+                    else 0
+                )
             time.sleep(0.2)
         raise RuntimeError("the delivery task did not start:\n" + self.log("worker"))
 
@@ -144,8 +159,7 @@ class WebApp(object):
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             try:
-                if requests.get(self.base + "/default/index",
-                                timeout=self.page_timeout).ok:
+                if requests.get(self.base + "/default/index", timeout=self.page_timeout).ok:
                     return
             except requests.RequestException:
                 pass
@@ -161,8 +175,9 @@ class WebApp(object):
     def stop(self):
         """Stop the server and the workers, side by side (each takes a second
         or two to shut down)."""
-        stoppers = [threading.Thread(target=self.stop_worker, args=(name,))
-                    for name in list(self.procs)]
+        stoppers = [
+            threading.Thread(target=self.stop_worker, args=(name,)) for name in list(self.procs)
+        ]
         for t in stoppers:
             t.start()
         for t in stoppers:
@@ -209,8 +224,9 @@ class WebApp(object):
     def submit(self, session, path, data):
         """Fill in the form at ``path`` with ``data`` and post it."""
         _, hidden = self.form(session, path)
-        return session.post(self.url(path), data=dict(hidden, **data), timeout=30,
-                            headers={"Connection": "close"})
+        return session.post(
+            self.url(path), data=dict(hidden, **data), timeout=30, headers={"Connection": "close"}
+        )
 
     @property
     def db_path(self):
@@ -223,6 +239,7 @@ class WebApp(object):
         if self.db_uri.startswith("postgres"):
             import psycopg2
             from conftest import libpq_dsn
+
             db = psycopg2.connect(libpq_dsn(self.db_uri))
             if args:
                 sql = sql.replace("%", "%%").replace("?", "%s")
@@ -245,15 +262,13 @@ class WebApp(object):
         return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-
-
 class _FromAddress(HTTPAdapter):
     """Connections from one local address."""
 
     def __init__(self, address):
         self.address = address
-        super(_FromAddress, self).__init__()
+        super().__init__()
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["source_address"] = (self.address, 0)
-        super(_FromAddress, self).init_poolmanager(*args, **kwargs)
+        super().init_poolmanager(*args, **kwargs)

@@ -1,19 +1,18 @@
-# -*- coding: utf-8 -*-
 """s3outbox: the mail outbox dashboard in Sahana Eden, for Eden's ADMIN role.
 
 scripts/eden_install.py installs this file with the outbox app's own
 controllers/outbox.py in place of the INCLUDE line below, so that Eden's
 dashboard has exactly the app's pages, actions and parameter checks (the
-logic is s3outbox/admin.py). Only what is here is Eden's: the access check,
+logic is s3outbox/admin/dashboard.py). Only what is here is Eden's: the access check,
 Eden's admin menu, the site name, the headers that forbid framing (the
-app's models add them to its pages; in Eden, s3outbox/edenauth.py adds them
+app's models add them to its pages; in Eden, s3outbox/accounts/edenguard.py adds them
 to the account pages), a note in the settings check, and on the bounces page
 the persons whose e-mail contact bounced, each linked to the contacts tab of
 their record.
 """
 
+from s3outbox.accounts.requestcheck import FRAME_HEADERS
 from s3outbox.eden import CONFIG_FILE, bounced_persons
-from s3outbox.requestcheck import FRAME_HEADERS
 
 # Every function: Eden's ADMIN role only, refused as Eden refuses (the login
 # page for anonymous users, the home page with an error for the others).
@@ -38,19 +37,25 @@ def index():
     out["checked"] = ("settings.mail.*", CONFIG_FILE)
     if not mail.settings.public_url and not mail.settings.host_names:
         key = "settings.base.public_url"
-        o["findings"].append(dict(
-            key=key, file=CONFIG_FILE, blocking=False,
-            where="%s in %s" % (key, CONFIG_FILE),
-            problem="no public URL is set: Eden answers only to localhost, "
-                    "127.0.0.1 and [::1] (settings.base.host_names adds names) "
-                    "and its mail links to the one a request used"))
+        o["findings"].append(
+            dict(
+                key=key,
+                file=CONFIG_FILE,
+                blocking=False,
+                where="%s in %s" % (key, CONFIG_FILE),
+                problem="no public URL is set: Eden answers only to localhost, "
+                "127.0.0.1 and [::1] (settings.base.host_names adds names) "
+                "and its mail links to the one a request used",
+            )
+        )
     return out
 
 
 def bounces():
     """The app's bounces page, with the persons whose e-mail bounced."""
     out = _app_bounces()
-    out["persons"] = [dict(p, url=URL(c="pr", f="person", args=[p["person_id"],
-                                                                "contacts"]))
-                      for p in bounced_persons(mail)]
+    out["persons"] = [
+        dict(p, url=URL(c="pr", f="person", args=[p["person_id"], "contacts"]))
+        for p in bounced_persons(mail)
+    ]
     return out

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The outbox inside Sahana Eden: ``EdenMail`` is Eden's ``current.mail``.
 
 What differs from a plain web2py app (scripts/eden_install.py wires it in):
@@ -21,12 +20,13 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
   Eden file changes): Sent means handed over, as to a local mail server's
   queue; after each delivery pass the link sets it Failed (5) if the mail
   failed (or bounced later, bounces.py), Unsent (1) while it is held (the
-  reason is on the dashboard), Sent (2) again once it went out. A row Eden hands over again (two runners of
-  process_outbox, or a held row) is never queued twice: the link has a
-  unique key on Eden's row, inserted or nothing, in the transaction that
-  queued the mail. A group, forum or organisation row that Eden expands into
-  rows of its own is claimed the same way; a second process's expansion of
-  it is undone, and the first hands all its rows over at once.
+  reason is on the dashboard), Sent (2) again once it went out. A row Eden
+  hands over again (two runners of process_outbox, or a held row) is never
+  queued twice: the link has a unique key on Eden's row, inserted or
+  nothing, in the transaction that queued the mail. A group, forum or
+  organisation row that Eden expands into rows of its own is claimed the
+  same way; a second process's expansion of it is undone, and the first
+  hands all its rows over at once.
 """
 
 import inspect
@@ -38,11 +38,11 @@ from gluon import current
 from gluon.storage import Storage
 from pydal import Field
 
-from . import bounces
+from .bounces import reader as bounces
+from .delivery.schedule import deliver_when_idle, ensure_tasks, spawn_for
+from .delivery.settings import OUTBOX_KEYS, SAFETY_DEFAULTS, apply_config
+from .delivery.store import Status, utcnow
 from .mailer import MailS3
-from .schedule import deliver_when_idle, ensure_tasks, spawn_for
-from .settings import OUTBOX_KEYS, SAFETY_DEFAULTS, apply_config
-from .store import Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
@@ -68,8 +68,11 @@ NAMES = {
     "[outbox] flow_*": "settings.mail.flow_*",
     "[outbox] bounce_*": "settings.mail.bounce_*",
 }
-NAMES.update(("[outbox] %s" % key, "settings.mail.%s" % key)
-             for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS) if key != "rate_limit")
+NAMES.update(
+    ("[outbox] %s" % key, "settings.mail.%s" % key)
+    for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS)
+    if key != "rate_limit"
+)
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
 LISTS = {
@@ -79,8 +82,13 @@ LISTS = {
 }
 # Eden's msg_outbox status for an outcome here (1 Unsent, 2 Sent, 5 Failed):
 # Sent from the hand-over on, as with a local mail server's queue.
-EDEN_STATUS = {Status.SENT: 2, Status.FAILED: 5, Status.CANCELLED: 5,
-               Status.BOUNCED: 5, Status.HELD: 1}
+EDEN_STATUS = {
+    Status.SENT: 2,
+    Status.FAILED: 5,
+    Status.CANCELLED: 5,
+    Status.BOUNCED: 5,
+    Status.HELD: 1,
+}
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
 EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
 UNIQUE_STATE = "eden_link_unique"
@@ -126,14 +134,18 @@ class EdenMail(MailS3):
         MailS3.__init__(self, db, tablename=tablename, migrate=migrate)
         self.settings.config_names = NAMES
         self._config = (self._config_stamp(), cfg)
-        self._pending = []      # outbox ids queued since Eden's last hand-over
-        self._inserted = []     # Eden's msg_outbox rows inserted since then
+        self._pending = []  # outbox ids queued since Eden's last hand-over
+        self._inserted = []  # Eden's msg_outbox rows inserted since then
         self._synced_at = 0
         name = tablename + "_eden"
         if name not in db.tables:
-            db.define_table(name, Field("outbox_id", "integer"),
-                            Field("eden_outbox_id", "integer"),
-                            Field("status", length=16), migrate=migrate)
+            db.define_table(
+                name,
+                Field("outbox_id", "integer"),
+                Field("eden_outbox_id", "integer"),
+                Field("status", length=16),
+                migrate=migrate,
+            )
         self.link = db[name]
         self._unique_links()
         self._watch_eden_outbox()
@@ -174,21 +186,32 @@ class EdenMail(MailS3):
             try:
                 cfg = self._reread()
             except Exception:
-                logger.exception("could not re-read %s; keeping the settings "
-                                 "read before", CONFIG_FILE)
+                logger.exception(
+                    "could not re-read %s; keeping the settings read before", CONFIG_FILE
+                )
             self._config = (now, cfg)
         return cfg
 
     @staticmethod
     def _reread():
         from s3cfg import S3Config  # Eden's own settings class
+
         cfg = S3Config()
         path = os.path.join(current.request.folder, "models", "000_config.py")
         with open(path, encoding="utf-8") as f:
             code = compile(f.read(), path, "exec")
-        exec(code, dict(settings=cfg, T=current.T, current=current,
-                        request=current.request, response=current.response,
-                        session=current.session, Storage=Storage))
+        exec(
+            code,
+            dict(
+                settings=cfg,
+                T=current.T,
+                current=current,
+                request=current.request,
+                response=current.response,
+                session=current.session,
+                Storage=Storage,
+            ),
+        )
         return cfg
 
     # ------------------------------------------------------------------ queue
@@ -212,8 +235,7 @@ class EdenMail(MailS3):
             self.error = str(e)
             return False
         except Exception as e:
-            self.error = "could not look up pe_id %s: %s: %s" % (
-                pe_id, type(e).__name__, e)
+            self.error = "could not look up pe_id %s: %s: %s" % (pe_id, type(e).__name__, e)
             logger.exception("pe_id lookup")
             return False
         call["pe_id"] = persons
@@ -225,12 +247,11 @@ class EdenMail(MailS3):
         try:
             call = _SEND.bind(self, *args, **kwargs).arguments
         except TypeError as e:
-            raise LookupError("send() arguments: %s" % e)
+            raise LookupError("send() arguments: %s" % e) from None
         call.pop("self")
         call.update(call.pop("unknown", {}))
         if call.pop("extra", ()):
-            raise LookupError("send() got positional arguments more than Mail.send "
-                              "takes")
+            raise LookupError("send() got positional arguments more than Mail.send takes")
         pe_id = call.get("pe_id")
         if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
             raise LookupError("pe_id must be an integer, not %r" % (pe_id,))
@@ -245,31 +266,37 @@ class EdenMail(MailS3):
         try:
             pe_id = int(pe_id)
         except (TypeError, ValueError):
-            raise LookupError("pe_id %r is not a number" % (pe_id,))
-        row = db(pentity.pe_id == pe_id).select(pentity.instance_type,
-                                                limitby=(0, 1)).first()
+            raise LookupError("pe_id %r is not a number" % (pe_id,)) from None
+        row = db(pentity.pe_id == pe_id).select(pentity.instance_type, limitby=(0, 1)).first()
         if row is None:
             raise LookupError("there is no person entity %s" % pe_id)
         kind = row.instance_type
         if kind == "pr_person":
             return [pe_id]
         if kind not in LISTS:
-            raise LookupError("person entity %s is a %s: mail goes to persons, "
-                              "groups, forums and organisations" % (pe_id, kind))
+            raise LookupError(
+                "person entity %s is a %s: mail goes to persons, "
+                "groups, forums and organisations" % (pe_id, kind)
+            )
         entity, person = s3db.table(kind), s3db.table("pr_person")
         members = s3db.table(LISTS[kind][0])
         if members is None:
-            raise LookupError("person entity %s (%s) has no members: %s is not "
-                              "enabled" % (pe_id, kind, LISTS[kind][0]))
-        query = (entity.pe_id == pe_id) & \
-                (members[LISTS[kind][1]] == entity.id) & \
-                (members.deleted == False) & (person.id == members.person_id) & \
-                (person.deleted == False)  # noqa: E712
-        found = [r.pe_id for r in db(query).select(person.pe_id, distinct=True,
-                                                   orderby=person.pe_id)]
+            raise LookupError(
+                "person entity %s (%s) has no members: %s is not "
+                "enabled" % (pe_id, kind, LISTS[kind][0])
+            )
+        query = (
+            (entity.pe_id == pe_id)
+            & (members[LISTS[kind][1]] == entity.id)
+            & (members.deleted == False)  # noqa: E712 (a pydal query)
+            & (person.id == members.person_id)
+            & (person.deleted == False)  # noqa: E712
+        )
+        found = [
+            r.pe_id for r in db(query).select(person.pe_id, distinct=True, orderby=person.pe_id)
+        ]
         if not found:
-            raise LookupError("person entity %s (%s) has no members to send to"
-                              % (pe_id, kind))
+            raise LookupError("person entity %s (%s) has no members to send to" % (pe_id, kind))
         return found
 
     # --------------------------------------------- Eden's msg_outbox, honest
@@ -285,6 +312,7 @@ class EdenMail(MailS3):
             if tablename == "msg_outbox":
                 kwargs["on_define"] = _chain(kwargs.get("on_define"), self._watch)
             return define(tablename, *fields, **kwargs)
+
         db.define_table = define_table
 
     def _watch(self, table):
@@ -319,15 +347,21 @@ class EdenMail(MailS3):
         if len(rows) != 1:
             return False
         row = rows.first()
-        claimed = self.store.insert_or_nothing(self.link._tablename, dict(
-            outbox_id=pending[-1] if pending else None, eden_outbox_id=row.id,
-            status=Status.QUEUED.value if pending else EXPANDED))
+        claimed = self.store.insert_or_nothing(
+            self.link._tablename,
+            dict(
+                outbox_id=pending[-1] if pending else None,
+                eden_outbox_id=row.id,
+                status=Status.QUEUED.value if pending else EXPANDED,
+            ),
+        )
         if pending:  # pending[-1] is what Eden's send_email() just queued
             if not claimed:
                 self.store.drop(pending[-1:])  # handed over before: the copy goes
             return not claimed
-        members = self.db(eden.id.belongs(inserted) &
-                          (eden.message_id == row.message_id) & (eden.id != row.id))
+        members = self.db(
+            eden.id.belongs(inserted) & (eden.message_id == row.message_id) & (eden.id != row.id)
+        )
         if not claimed:  # another process expanded this list: undo our copy
             members.delete()
         else:
@@ -342,27 +376,37 @@ class EdenMail(MailS3):
         db, s3db = self.db, current.s3db
         s3db.table("pr_contact")  # defines it: delivery reads it
         email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
-        if attached is not None and not db(
+        if (
+            attached is not None
+            and not db(
                 (attached.message_id == message_id) & (attached.deleted == False)  # noqa: E712
-        ).isempty():
+            ).isempty()
+        ):
             return
-        found = db(email.message_id == message_id).select(
-            email.subject, email.body, email.from_address, limitby=(0, 1)).first()
-        rows = members.select(db.msg_outbox.id, db.msg_outbox.pe_id,
-                              orderby=db.msg_outbox.id)
+        found = (
+            db(email.message_id == message_id)
+            .select(email.subject, email.body, email.from_address, limitby=(0, 1))
+            .first()
+        )
+        rows = members.select(db.msg_outbox.id, db.msg_outbox.pe_id, orderby=db.msg_outbox.id)
         if found is None or not rows:
             return
         try:
             with self.store.savepoint():  # the messages and their links, or neither
-                if not MailS3.send(self, pe_id=[r.pe_id for r in rows],
-                                   subject=found.subject or "",
-                                   message=found.body or "",
-                                   sender=found.from_address or None):
+                if not MailS3.send(
+                    self,
+                    pe_id=[r.pe_id for r in rows],
+                    subject=found.subject or "",
+                    message=found.body or "",
+                    sender=found.from_address or None,
+                ):
                     raise ValueError(self.error)
-                self.link.bulk_insert([
-                    dict(outbox_id=outbox_id, eden_outbox_id=r.id,
-                         status=Status.QUEUED.value)
-                    for r, outbox_id in zip(rows, self.result["ids"])])
+                self.link.bulk_insert(
+                    [
+                        dict(outbox_id=outbox_id, eden_outbox_id=r.id, status=Status.QUEUED.value)
+                        for r, outbox_id in zip(rows, self.result["ids"], strict=False)
+                    ]
+                )
                 members.update(status=2)  # handed over: Eden's loop skips them
         except Exception:
             logger.exception("mail to the list left to Eden's own loop")
@@ -371,19 +415,21 @@ class EdenMail(MailS3):
         """Copy outcomes to the linked rows of Eden's msg_outbox (Failed,
         Unsent while held, Sent again once out); commits."""
         link, o, db = self.link, self.store.outbox, self.db
-        rows = db((link.outbox_id == o.id) & (link.status != o.status) &
-                  o.status.belongs(list(EDEN_STATUS))).select(
-                      link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
+        rows = db(
+            (link.outbox_id == o.id)
+            & (link.status != o.status)
+            & o.status.belongs(list(EDEN_STATUS))
+        ).select(link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
         if rows:
             eden, outcomes = current.s3db.table("msg_outbox"), {}
             for r in rows:
                 outcomes.setdefault(r[o.status], []).append(r)
             with self.store.transaction():  # two statements an outcome
                 for status, found in outcomes.items():
-                    db(eden.id.belongs([r[link.eden_outbox_id] for r in found])
-                       ).update(status=EDEN_STATUS[status])
-                    db(link.id.belongs([r[link.id] for r in found])).update(
-                        status=status)
+                    db(eden.id.belongs([r[link.eden_outbox_id] for r in found])).update(
+                        status=EDEN_STATUS[status]
+                    )
+                    db(link.id.belongs([r[link.id] for r in found])).update(status=status)
         return len(rows)
 
     # ----------------------------------------------------------------- worker
@@ -414,6 +460,7 @@ def _chain(first, then):
     def both(table):
         first(table)
         then(table)
+
     return both
 
 
@@ -424,24 +471,39 @@ def bounced_persons(mail, limit=200):
     matched to the persons that have it as an EMAIL contact."""
     b, o = bounces.define_table(mail.store), mail.store.outbox
     rows = mail.db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
-        b.recipient, b.status, b.diagnostic, b.received_on, o.pe_id, orderby=~b.id,
-        limitby=(0, limit))
-    by_address = _contacts(mail.db, {r[b.recipient] for r in rows
-                                     if not r[o.pe_id] and r[b.recipient]})
-    persons = _persons(mail.db, {r[o.pe_id] for r in rows if r[o.pe_id]} |
-                       {pe for found in by_address.values() for pe in found})
+        b.recipient,
+        b.status,
+        b.diagnostic,
+        b.received_on,
+        o.pe_id,
+        orderby=~b.id,
+        limitby=(0, limit),
+    )
+    by_address = _contacts(
+        mail.db, {r[b.recipient] for r in rows if not r[o.pe_id] and r[b.recipient]}
+    )
+    persons = _persons(
+        mail.db,
+        {r[o.pe_id] for r in rows if r[o.pe_id]}
+        | {pe for found in by_address.values() for pe in found},
+    )
     out, seen = [], set()
     for r in rows:
         for pe_id in [r[o.pe_id]] if r[o.pe_id] else by_address.get(r[b.recipient], []):
             p = persons.get(pe_id)
             if p is not None and p.id not in seen:
                 seen.add(p.id)
-                name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name)
-                                if n)
-                out.append(dict(person_id=p.id, name=name or "person %d" % p.id,
-                                address=r[b.recipient], status=r[b.status],
-                                diagnostic=r[b.diagnostic],
-                                received_on=r[b.received_on]))
+                name = " ".join(n for n in (p.first_name, p.middle_name, p.last_name) if n)
+                out.append(
+                    dict(
+                        person_id=p.id,
+                        name=name or "person %d" % p.id,
+                        address=r[b.recipient],
+                        status=r[b.status],
+                        diagnostic=r[b.diagnostic],
+                        received_on=r[b.received_on],
+                    )
+                )
     return out
 
 
@@ -450,8 +512,11 @@ def _contacts(db, addresses):
     found = {}
     if addresses:
         c = current.s3db.table("pr_contact")
-        for row in db((c.contact_method == "EMAIL") & (c.deleted == False) &  # noqa: E712
-                      c.value.lower().belongs(addresses)).select(c.value, c.pe_id):
+        for row in db(
+            (c.contact_method == "EMAIL")
+            & (c.deleted == False)  # noqa: E712
+            & c.value.lower().belongs(addresses)
+        ).select(c.value, c.pe_id):
             found.setdefault(row.value.lower(), []).append(row.pe_id)
     return found
 
@@ -462,8 +527,10 @@ def _persons(db, pe_ids):
         return {}
     p = current.s3db.table("pr_person")
     query = p.pe_id.belongs(pe_ids) & (p.deleted == False)  # noqa: E712
-    return {r.pe_id: r for r in db(query).select(p.id, p.pe_id, p.first_name,
-                                                 p.middle_name, p.last_name)}
+    return {
+        r.pe_id: r
+        for r in db(query).select(p.id, p.pe_id, p.first_name, p.middle_name, p.last_name)
+    }
 
 
 def register_task(tasks, s3task, period=60):
@@ -477,10 +544,12 @@ def register_task(tasks, s3task, period=60):
     (``-K eden``) delivers between Eden's tasks while no ``s3outbox`` worker
     is alive, so mail still goes out on a site that runs only that one.
     """
+
     def s3outbox_deliver(user_id=None):
         counts = current.mail.work()
         current.db.commit()
         return counts
+
     tasks[TASK] = s3outbox_deliver
     scheduler = getattr(s3task, "scheduler", None)
     if scheduler is None:
@@ -489,14 +558,16 @@ def register_task(tasks, s3task, period=60):
     # The scheduler checks function names against the tasks it was given;
     # it was made just before this one was added.
     from gluon.validators import IS_IN_SET
+
     db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
     if db._adapter.dbengine == "sqlite":
         # A forked task process can hang opening an SQLite connection; Eden's
         # own tasks keep Eden's fork (a spawned one loads all of Eden again).
         spawn_for(scheduler, TASK)
     ensure_tasks(db, scheduler, TASK, period, 1, current.cache.ram)
-    deliver_when_idle(scheduler, lambda: current.mail.deliver_some(
-        limit=current.mail.settings.batch_size))
+    deliver_when_idle(
+        scheduler, lambda: current.mail.deliver_some(limit=current.mail.settings.batch_size)
+    )
 
 
 def retire(mail, force=False):
@@ -512,11 +583,9 @@ def retire(mail, force=False):
     db, o, link = mail.db, mail.store.outbox, mail.link
     waiting = o.status.belongs((Status.QUEUED, Status.SENDING, Status.HELD))
     n = o.id.count()
-    counts = {r[o.status]: r[n] for r in db(waiting).select(o.status, n,
-                                                             groupby=o.status)}
+    counts = {r[o.status]: r[n] for r in db(waiting).select(o.status, n, groupby=o.status)}
     from_eden = db(waiting & (link.outbox_id == o.id)).count()
-    report = dict(waiting=counts, from_eden=from_eden, paused=bool(mail.paused()),
-                  removed=0)
+    report = dict(waiting=counts, from_eden=from_eden, paused=bool(mail.paused()), removed=0)
     if counts and not force:
         return report
     with mail.store.transaction():
@@ -524,9 +593,12 @@ def retire(mail, force=False):
         eden = current.s3db.table("msg_outbox")
         db(eden.id.belongs(linked._select(link.eden_outbox_id))).update(status=1)
         linked.delete()  # Eden's rows: Unsent, Eden's again
-        db(waiting).update(status=Status.CANCELLED, lease_owner=None,
-                           lease_until=None,
-                           last_error="cancelled: the outbox was uninstalled")
+        db(waiting).update(
+            status=Status.CANCELLED,
+            lease_owner=None,
+            lease_until=None,
+            last_error="cancelled: the outbox was uninstalled",
+        )
         st = db.scheduler_task
         tasks = db(st.uuid.startswith("s3outbox-"))
         db(db.scheduler_run.task_id.belongs(tasks._select(st.id))).delete()

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """MailS3: web2py's Mail, except that send() queues and nothing raises.
 
 - ``send()`` checks its arguments and writes the message to the outbox in the
@@ -17,19 +16,17 @@ import time
 
 from gluon.tools import Mail
 
-from . import bounces
-from . import message as mime
-from .wire import message_bytes
-from .delivery import Pass
-from .settings import DEFAULTS, Snapshot, read_value
-from .dialects import open_store
-from .store import PAUSE, utcnow
-from .schedule import restore, taken_signals
-from .transport import Kind, Outcome
+from .bounces import reader as bounces
+from .delivery import message as mime
+from .delivery.dialects import open_store
+from .delivery.engine import Pass
+from .delivery.schedule import restore, taken_signals
+from .delivery.settings import DEFAULTS, Snapshot, read_value
+from .delivery.store import PAUSE, utcnow
+from .delivery.wire import message_bytes
+from .transport.base import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
-
-PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW = 1, 5, 9
 
 
 def _pe_ids(pe_id, addressed):
@@ -54,8 +51,16 @@ class MailS3(Mail):
     module can live beside Sahana Eden's own ``msg_outbox``.
     """
 
-    def __init__(self, db, server=None, sender=None, login=None, tls=True,
-                 tablename="msg_outbox", migrate=True):
+    def __init__(
+        self,
+        db,
+        server=None,
+        sender=None,
+        login=None,
+        tls=True,
+        tablename="msg_outbox",
+        migrate=True,
+    ):
         Mail.__init__(self, server, sender, login, tls)
         settings = self.settings
         settings.lock_keys = False
@@ -67,14 +72,38 @@ class MailS3(Mail):
         self.store = open_store(db, tablename, migrate)
 
     # ------------------------------------------------------------------ queue
-    def send(self, to=None, subject="[no subject]", message="[no message]",
-             attachments=None, cc=None, bcc=None, reply_to=None, sender=None,
-             encoding="utf-8", raw=False, headers={}, from_address=None, dkim=None,
-             list_unsubscribe=None, cipher_type=None, sign=None, sign_passphrase=None,
-             encrypt=None, x509_sign_keyfile=None, x509_sign_chainfile=None,
-             x509_sign_certfile=None, x509_crypt_certfiles=None, x509_nocerts=None,
-             pe_id=None, priority=None, not_before=None, expires_on=None, *extra,
-             **unknown):
+    def send(
+        self,
+        to=None,
+        subject="[no subject]",
+        message="[no message]",
+        attachments=None,
+        cc=None,
+        bcc=None,
+        reply_to=None,
+        sender=None,
+        encoding="utf-8",
+        raw=False,
+        headers={},  # noqa: B006 (Mail.send's default; never changed here)
+        from_address=None,
+        dkim=None,
+        list_unsubscribe=None,
+        cipher_type=None,
+        sign=None,
+        sign_passphrase=None,
+        encrypt=None,
+        x509_sign_keyfile=None,
+        x509_sign_chainfile=None,
+        x509_sign_certfile=None,
+        x509_crypt_certfiles=None,
+        x509_nocerts=None,
+        pe_id=None,
+        priority=None,
+        not_before=None,
+        expires_on=None,
+        *extra,
+        **unknown,
+    ):
         """Queue a message; True when queued, False (see ``self.error``) if not.
 
         Extra keywords: ``pe_id`` (send to a person entity's e-mail contact,
@@ -88,16 +117,34 @@ class MailS3(Mail):
         try:
             self._no_extra(extra, unknown)
             if dkim is not None:
-                raise mime.InvalidMessage("a per-message dkim key is not kept in the "
-                                          "outbox; set mail.settings.dkim instead")
+                raise mime.InvalidMessage(
+                    "a per-message dkim key is not kept in the "
+                    "outbox; set mail.settings.dkim instead"
+                )
             pe_ids = _pe_ids(pe_id, to or cc or bcc)
-            msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
-                                sender, encoding, raw, headers, from_address,
-                                list_unsubscribe, cipher_type, pe_ids[0])
+            msg = self._message(
+                to,
+                subject,
+                message,
+                attachments,
+                cc,
+                bcc,
+                reply_to,
+                sender,
+                encoding,
+                raw,
+                headers,
+                from_address,
+                list_unsubscribe,
+                cipher_type,
+                pe_ids[0],
+            )
             priority = self._schedule(priority, not_before, expires_on)
             if not (msg.to or msg.cc or msg.bcc) and "pr_contact" not in self.db.tables:
-                raise mime.InvalidMessage("pe_id %s given without an address, and this "
-                                          "app defines no pr_contact table" % pe_ids[0])
+                raise mime.InvalidMessage(
+                    "pe_id %s given without an address, and this "
+                    "app defines no pr_contact table" % pe_ids[0]
+                )
             result = self._enqueue(msg, pe_id, priority, not_before, expires_on)
         except mime.InvalidMessage as e:
             self.error = str(e)
@@ -114,8 +161,9 @@ class MailS3(Mail):
         """Queue ``msg`` once, or once for each of a list of pe_ids; the
         result dict of send()."""
         sender = msg.sender or self.settings.sender
-        schedule = dict(sender=msg.sender, priority=priority, not_before=not_before,
-                        expires_on=expires_on)
+        schedule = dict(
+            sender=msg.sender, priority=priority, not_before=not_before, expires_on=expires_on
+        )
         if not isinstance(pe_id, (list, tuple)):
             message_id = mime.make_message_id(sender)
             row_id = self.store.enqueue(msg, message_id, pe_id=pe_id, **schedule)
@@ -128,11 +176,13 @@ class MailS3(Mail):
     def _no_extra(extra, unknown):
         """Arguments Mail.send does not take: refused, not a TypeError."""
         if extra:
-            raise mime.InvalidMessage("send() got %d positional argument(s) more "
-                                      "than Mail.send takes" % len(extra))
+            raise mime.InvalidMessage(
+                "send() got %d positional argument(s) more than Mail.send takes" % len(extra)
+            )
         if unknown:
-            raise mime.InvalidMessage("send() got unknown keyword argument(s): %s"
-                                      % ", ".join(sorted(unknown)))
+            raise mime.InvalidMessage(
+                "send() got unknown keyword argument(s): %s" % ", ".join(sorted(unknown))
+            )
 
     def _schedule(self, priority, not_before, expires_on):
         """The priority to queue with, after checking send()'s scheduling
@@ -142,31 +192,71 @@ class MailS3(Mail):
                 raise mime.InvalidMessage("%s must be a datetime" % name)
         if priority is None:  # a bad setting: its default (the check says so)
             priority = read_value(self.settings, "default_priority")[0]
-        if isinstance(priority, bool) or not isinstance(priority, int) or \
-                not 1 <= priority <= 9:
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 9:
             raise mime.InvalidMessage("priority must be an integer from 1 to 9")
         return priority
 
-    def _message(self, to, subject, message, attachments, cc, bcc, reply_to, sender,
-                 encoding, raw, headers, from_address, list_unsubscribe, cipher_type,
-                 pe_id):
+    def _message(
+        self,
+        to,
+        subject,
+        message,
+        attachments,
+        cc,
+        bcc,
+        reply_to,
+        sender,
+        encoding,
+        raw,
+        headers,
+        from_address,
+        list_unsubscribe,
+        cipher_type,
+        pe_id,
+    ):
         """The checked message as data, with Mail's settings as defaults;
         raises InvalidMessage. Shared by send() and send_direct_email()."""
         if cipher_type or self.settings.cipher_type:
-            raise mime.InvalidMessage("encrypted or signed mail (cipher_type) is "
-                                      "not supported by the outbox")
-        return mime.normalize(to, subject, message, attachments, cc, bcc, reply_to,
-                              sender, encoding, raw, headers, from_address,
-                              list_unsubscribe or
-                              read_value(self.settings, "list_unsubscribe")[0],
-                              pe_id, read_value(self.settings, "max_size")[0])
+            raise mime.InvalidMessage(
+                "encrypted or signed mail (cipher_type) is not supported by the outbox"
+            )
+        return mime.normalize(
+            to,
+            subject,
+            message,
+            attachments,
+            cc,
+            bcc,
+            reply_to,
+            sender,
+            encoding,
+            raw,
+            headers,
+            from_address,
+            list_unsubscribe or read_value(self.settings, "list_unsubscribe")[0],
+            pe_id,
+            read_value(self.settings, "max_size")[0],
+        )
 
     # ----------------------------------------------------------------- direct
-    def send_direct_email(self, to, subject="[no subject]", message="[no message]",
-                          attachments=None, cc=None, bcc=None, reply_to=None,
-                          sender=None, encoding="utf-8", raw=False, headers={},
-                          from_address=None, dkim=None, list_unsubscribe=None,
-                          **ignored):
+    def send_direct_email(
+        self,
+        to,
+        subject="[no subject]",
+        message="[no message]",
+        attachments=None,
+        cc=None,
+        bcc=None,
+        reply_to=None,
+        sender=None,
+        encoding="utf-8",
+        raw=False,
+        headers={},  # noqa: B006 (Mail.send's default; never changed here)
+        from_address=None,
+        dkim=None,
+        list_unsubscribe=None,
+        **ignored,
+    ):
         """Send now with the current settings (SMTP, or the configured
         transport); True or False.
 
@@ -176,9 +266,23 @@ class MailS3(Mail):
         """
         self.error, self.result, self.reply = None, {}, None
         try:
-            msg = self._message(to, subject, message, attachments, cc, bcc, reply_to,
-                                sender, encoding, raw, headers, from_address,
-                                list_unsubscribe, ignored.get("cipher_type"), None)
+            msg = self._message(
+                to,
+                subject,
+                message,
+                attachments,
+                cc,
+                bcc,
+                reply_to,
+                sender,
+                encoding,
+                raw,
+                headers,
+                from_address,
+                list_unsubscribe,
+                ignored.get("cipher_type"),
+                None,
+            )
             outcome = self._send_now(msg, dkim)
         except mime.InvalidMessage as e:
             outcome = Outcome(Kind.PERMANENT, None, str(e))
@@ -200,9 +304,8 @@ class MailS3(Mail):
         if problem:  # before building: an unset sender cannot make a From
             return Outcome(Kind.CONFIG, None, problem)
         sender = msg.sender or snapshot.sender
-        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-        data = message_bytes(msg, sender, mime.make_message_id(sender), now,
-                             dkim or snapshot.dkim)
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        data = message_bytes(msg, sender, mime.make_message_id(sender), now, dkim or snapshot.dkim)
         session = snapshot.transport()
         failed = session.open()
         if failed is not None:
@@ -228,8 +331,17 @@ class MailS3(Mail):
             if error != self._pass_error:  # once per outage, not once per poll
                 logger.exception("delivery pass failed")
             self._pass_error = error
-            return dict(sent=0, retry=0, failed=0, held=0, refused=0, deferred=0,
-                        released=0, connections=0, error=error)
+            return dict(
+                sent=0,
+                retry=0,
+                failed=0,
+                held=0,
+                refused=0,
+                deferred=0,
+                released=0,
+                connections=0,
+                error=error,
+            )
         if self._pass_error is not None:
             logger.info("delivery passes work again after: %s", self._pass_error)
             self._pass_error = None
@@ -296,8 +408,7 @@ class MailS3(Mail):
         with self.store.transaction():
             if self.store.get_state(PAUSE):
                 return False
-            self.store.set_state(PAUSE, dict(by=who, since=str(
-                utcnow())))
+            self.store.set_state(PAUSE, dict(by=who, since=str(utcnow())))
         logger.warning("delivery paused by %s", who)
         return True
 
@@ -329,6 +440,7 @@ def stop_signals():
         if not stopped:
             logger.info("delivery stopping after this pass (signal %d)", signum)
         stopped.append(signum)
+
     for signum in previous:
         signal.signal(signum, stop)
     try:

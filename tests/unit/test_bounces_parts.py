@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The bounce reader's parts without servers: the TOKEN (returnpath.py), the
 report parser (dsn.py), the mailbox URL (mailboxes.py) and the settings
 check of the bounce settings. Reports from real servers are in
@@ -7,8 +6,10 @@ tests/test_bounces_live.py."""
 import pytest
 from gluon.storage import Storage
 
-from s3outbox import bounces, dsn, mailboxes, returnpath
-from s3outbox.settings import DEFAULTS, Snapshot, apply_bounces
+from s3outbox.bounces import dsn, mailboxes
+from s3outbox.bounces import reader as bounces
+from s3outbox.delivery import returnpath
+from s3outbox.delivery.settings import DEFAULTS, Snapshot, apply_bounces
 
 SECRET = bytes(range(32))
 BOUNCE = "bounces@relief-ops.org"
@@ -36,12 +37,17 @@ def test_envelope_and_pattern_round_trip():
     assert pattern.findall("bounces+%s@relief-ops.org.evil" % tok) == []
 
 
-@pytest.mark.parametrize("address, usable", [
-    ("bounces@relief-ops.org", "bounces@relief-ops.org"),
-    ("Bounces <bounces@relief-ops.org>", "bounces@relief-ops.org"),
-    ("not an address", None), ("", None), (None, None),
-    ("%s@relief-ops.org" % ("b" * 40), None),   # no room for a TOKEN in 64
-])
+@pytest.mark.parametrize(
+    "address, usable",
+    [
+        ("bounces@relief-ops.org", "bounces@relief-ops.org"),
+        ("Bounces <bounces@relief-ops.org>", "bounces@relief-ops.org"),
+        ("not an address", None),
+        ("", None),
+        (None, None),
+        ("%s@relief-ops.org" % ("b" * 40), None),  # no room for a TOKEN in 64
+    ],
+)
 def test_usable_bounce_address(address, usable):
     assert returnpath.usable(address) == usable
 
@@ -105,10 +111,16 @@ def test_an_rfc_3464_report():
     assert report.standard and report.tokens == [(5, "a" * 20)]
     assert report.message_ids == ["<orig.1@relief-ops.org>"]
     ann, bob = report.failures
-    assert (ann.recipient, ann.status, ann.code, ann.permanent) == \
-        ("ann@people.net", "5.1.1", 550, True)
-    assert ann.diagnostic == "smtp; 550 5.1.1 <ann@people.net>: Recipient address " \
+    assert (ann.recipient, ann.status, ann.code, ann.permanent) == (
+        "ann@people.net",
+        "5.1.1",
+        550,
+        True,
+    )
+    assert (
+        ann.diagnostic == "smtp; 550 5.1.1 <ann@people.net>: Recipient address "
         "rejected: User unknown in virtual mailbox table"
+    )
     assert (bob.recipient, bob.status, bob.permanent) == ("bob@people.net", "4.2.2", False)
 
 
@@ -152,41 +164,55 @@ Message-ID: <orig.3@relief-ops.org>
 
 def test_an_exchange_style_bounce():
     (f,) = dsn.read(EXCHANGE, None).failures
-    assert f.status == "5.7.1" and f.recipient == "" and "authentication required" in \
-        f.diagnostic
+    assert f.status == "5.7.1" and f.recipient == "" and "authentication required" in f.diagnostic
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"\r\n", b"Subject: hello\r\n\r\nhi\r\n",
-    b"From: MAILER-DAEMON@x\r\nSubject: failure notice\r\n\r\nno code here\r\n",
-    b"From: friend@x\r\nSubject: Re: 550 reasons\r\n\r\n550 5.1.1 things\r\n",
-    bytes(range(256)) * 20,
-    b"Content-Type: multipart/report; boundary=\r\n\r\n--\r\n",
-    b"From: MAILER-DAEMON@x\r\n" + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-    b"--b\r\n" * 2000,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\r\n",
+        b"Subject: hello\r\n\r\nhi\r\n",
+        b"From: MAILER-DAEMON@x\r\nSubject: failure notice\r\n\r\nno code here\r\n",
+        b"From: friend@x\r\nSubject: Re: 550 reasons\r\n\r\n550 5.1.1 things\r\n",
+        bytes(range(256)) * 20,
+        b"Content-Type: multipart/report; boundary=\r\n\r\n--\r\n",
+        b"From: MAILER-DAEMON@x\r\n" + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\n" * 2000,
+    ],
+)
 def test_not_a_report_or_malformed_gives_none(data):
     assert dsn.read(data, returnpath.token_pattern(BOUNCE)) is None
 
 
 def test_diagnostic_is_one_line_without_controls():
-    data = POSTFIX.replace(b"Diagnostic-Code: smtp; 550",
-                           b"Diagnostic-Code: smtp; \xe2\x80\xae\x1b[31m 550")
+    data = POSTFIX.replace(
+        b"Diagnostic-Code: smtp; 550", b"Diagnostic-Code: smtp; \xe2\x80\xae\x1b[31m 550"
+    )
     (ann, _) = dsn.read(data, None).failures
     assert "\u202e" not in ann.diagnostic and "\x1b" not in ann.diagnostic
 
 
 # ---------------------------------------------------------------- mailbox
 def test_mailbox_url():
-    assert mailboxes.parse("imaps://bo%40x:p%3Ass@mail.x.org/Bounces") == \
-        ("imaps", "mail.x.org", 993, "bo@x", "p:ss", "Bounces")
+    assert mailboxes.parse("imaps://bo%40x:p%3Ass@mail.x.org/Bounces") == (
+        "imaps",
+        "mail.x.org",
+        993,
+        "bo@x",
+        "p:ss",
+        "Bounces",
+    )
     assert mailboxes.parse("pop3://u:p@h:1100") == ("pop3", "h", 1100, "u", "p", "INBOX")
     assert mailboxes.label("imaps://u:s3cret@h/") == "imaps://u@h:993/INBOX"
     assert mailboxes.password("imaps://u:s%23cret@h/") == "s#cret"
-    for bad, words in (("http://u:p@h", "must start"), ("imaps://h", "needs a user"),
-                       ("imaps://u@h", "needs a user"), ("pop3s://u:p@h/Other",
-                                                         "no folders"),
-                       ("imaps://u:p@h:99999", "not a URL")):
+    for bad, words in (
+        ("http://u:p@h", "must start"),
+        ("imaps://h", "needs a user"),
+        ("imaps://u@h", "needs a user"),
+        ("pop3s://u:p@h/Other", "no folders"),
+        ("imaps://u:p@h:99999", "not a URL"),
+    ):
         with pytest.raises(ValueError) as e:
             mailboxes.parse(bad)
         assert words in str(e.value) and "p@" not in str(e.value)
@@ -202,18 +228,22 @@ def _settings(**values):
 
 def test_bounce_settings_check():
     assert bounces.findings(_settings()) == []
-    ok = _settings(bounce_address=BOUNCE, bounce_mailbox="imaps://u:p@h/",
-                   bounce_interval="60")
+    ok = _settings(bounce_address=BOUNCE, bounce_mailbox="imaps://u:p@h/", bounce_interval="60")
     assert bounces.findings(ok) == [] and ok.bounce_interval == 60
-    bad = _settings(bounce_address="nope", bounce_mailbox="http://u:secret@h",
-                    bounce_interval="soon")
+    bad = _settings(
+        bounce_address="nope", bounce_mailbox="http://u:secret@h", bounce_interval="soon"
+    )
     found = {key: text for key, text, blocking in bounces.findings(bad)}
-    assert set(found) == {"[outbox] bounce_address", "[outbox] bounce_mailbox",
-                          "[outbox] bounce_interval"}
+    assert set(found) == {
+        "[outbox] bounce_address",
+        "[outbox] bounce_mailbox",
+        "[outbox] bounce_interval",
+    }
     assert bad.bounce_interval == 300 and "secret" not in repr(found)
     alone = bounces.findings(_settings(bounce_address=BOUNCE))
     assert [k for k, _, _ in alone] == ["[outbox] bounce_mailbox"]
     assert "nobody reads them" in alone[0][1]
-    summary = bounces.summary(_settings(bounce_address=BOUNCE,
-                                        bounce_mailbox="imaps://u:secret@h/"))
+    summary = bounces.summary(
+        _settings(bounce_address=BOUNCE, bounce_mailbox="imaps://u:secret@h/")
+    )
     assert "secret" not in summary and "imaps://u@h:993/INBOX" in summary

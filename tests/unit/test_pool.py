@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """SessionPool on the in-memory transport: one session while the server is
 fast, threads once it is slow, one connection for a broken setup, and a
 message that cannot be built fails alone."""
@@ -7,20 +6,24 @@ import logging
 import threading
 
 from helpers import snapshot
-from s3outbox.pool import Job, SessionPool
-from s3outbox.transport import Kind, MemoryTransport, Outcome, memory
+
+from s3outbox.delivery.pool import Job, SessionPool
+from s3outbox.transport.base import Kind, MemoryTransport, Outcome, memory
 
 SENDER = "outbox@outbox.net"
 
 
 def jobs(n, sender=SENDER, bad=()):
     """``n`` jobs to r<i>@people.net; those numbered in ``bad`` cannot be built."""
+
     def builder(i):
         def build():
             if i in bad:
                 raise ValueError("broken attachment %d" % i)
             return b"Subject: %d\r\n\r\nbody\r\n" % i
+
         return build
+
     return [Job(i, sender, ["r%d@people.net" % i], builder(i)) for i in range(n)]
 
 
@@ -62,6 +65,7 @@ def test_a_messages_own_sender_refused_fails_alone():
     def on_send(sender, recipients, data):
         if sender == "other@people.net":
             return Outcome(Kind.CONFIG, 553, "sender other@people.net refused")
+
     p, sent = pool(on_send=on_send)
     batch = jobs(1, sender="other@people.net") + jobs(2)
     p.deliver(batch)
@@ -78,6 +82,7 @@ def test_dropped_session_is_reopened_once_for_the_job():
         session = MemoryTransport(snap, sent, on_send=drop_first)
         sessions.append(session)
         return session
+
     sent, calls = [], []
 
     def drop_first(sender, recipients, data):
@@ -85,6 +90,7 @@ def test_dropped_session_is_reopened_once_for_the_job():
         if len(calls) == 1:
             sessions[0].drop()
             return Outcome(Kind.TRANSIENT, None, "connection dropped")
+
     p = SessionPool(snapshot(transport=transport))
     batch = jobs(2)
     p.deliver(batch)
@@ -110,7 +116,9 @@ def test_unbuildable_messages_fail_alone_and_retire_no_session(caplog):
 
     def on_send(sender, recipients, data):
         by_thread.setdefault(threading.current_thread().name, []).append(
-            int(recipients[0][1:].partition("@")[0]))
+            int(recipients[0][1:].partition("@")[0])
+        )
+
     p, sent = pool(size=2, delay=0.02, on_send=on_send)
     p.threaded = True
     bad = {3, 4, 5}
@@ -134,12 +142,12 @@ def test_session_the_server_will_not_take_hands_its_job_back():
     """A server that caps sessions per client: the extra session hands its
     job to the connected one and retires; nothing fails."""
     opened = []
-    limit = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many "
-                    "connections")
+    limit = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many connections")
 
     def on_open():
         opened.append(1)
         return limit if len(opened) > 1 else None
+
     p, sent = pool(size=3, delay=0.03, on_open=on_open)
     p.threaded = True
     batch = jobs(12)
@@ -152,6 +160,7 @@ def test_session_the_server_will_not_take_hands_its_job_back():
 def test_a_bug_in_the_transport_is_a_retry_with_a_traceback(caplog):
     def on_send(sender, recipients, data):
         raise AttributeError("a programming error")
+
     p, sent = pool(on_send=on_send)
     batch = jobs(1)
     with caplog.at_level(logging.ERROR, "s3outbox"):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Issue 20: the body check that runs before web2py parses a form, on real
 gluon Request objects, and the dashboard's parameters (``_next``, files)."""
 
@@ -8,18 +7,20 @@ import pytest
 from gluon.globals import Request
 from gluon.http import HTTP
 
-from s3outbox.admin import BadParameter, local_next, one_text, whole_number
-from s3outbox.requestcheck import MAX_FIELDS, check_body
+from s3outbox.accounts.requestcheck import MAX_FIELDS, check_body
+from s3outbox.admin.dashboard import BadParameter, local_next, one_text, whole_number
 
 BOUNDARY = "b0undary"
 
 
-def request(body, kind="application/x-www-form-urlencoded", method="POST",
-            length=None):
+def request(body, kind="application/x-www-form-urlencoded", method="POST", length=None):
     """A gluon Request as web2py builds it (lower-case keys in env)."""
-    env = {"REQUEST_METHOD": method, "CONTENT_TYPE": kind,
-           "CONTENT_LENGTH": str(len(body) if length is None else length),
-           "wsgi.input": io.BytesIO(body)}
+    env = {
+        "REQUEST_METHOD": method,
+        "CONTENT_TYPE": kind,
+        "CONTENT_LENGTH": str(len(body) if length is None else length),
+        "wsgi.input": io.BytesIO(body),
+    }
     env.update({k.lower(): v for k, v in env.items()})
     return Request(env)
 
@@ -33,12 +34,17 @@ def part(name, value=b"v", filename=None):
     if filename:
         disposition += '; filename="%s"' % filename
     return b"--%s\r\nContent-Disposition: %s\r\n\r\n%s\r\n" % (
-        BOUNDARY.encode(), disposition.encode(), value)
+        BOUNDARY.encode(),
+        disposition.encode(),
+        value,
+    )
 
 
 def multipart(parts):
-    return (request(b"".join(parts) + b"--%s--\r\n" % BOUNDARY.encode(),
-                    "multipart/form-data; boundary=%s" % BOUNDARY))
+    return request(
+        b"".join(parts) + b"--%s--\r\n" % BOUNDARY.encode(),
+        "multipart/form-data; boundary=%s" % BOUNDARY,
+    )
 
 
 def refused(req, **kwargs):
@@ -66,19 +72,19 @@ def test_a_real_form_passes_and_is_parsed():
 
 
 def test_a_separator_cut_by_the_read_chunk_is_counted(monkeypatch):
-    from s3outbox import requestcheck
+    from s3outbox.accounts import requestcheck
+
     monkeypatch.setattr(requestcheck, "_CHUNK", 7)
-    assert refused(multipart([part("f%d" % i) for i in range(50)]),
-                   max_fields=50)[0] == 413
+    assert refused(multipart([part("f%d" % i) for i in range(50)]), max_fields=50)[0] == 413
     check_body(multipart([part("f%d" % i) for i in range(40)]), max_fields=50)
 
 
 def test_too_large_a_body_is_refused_unread():
-    req = request(b"", length=2 ** 20 + 1)
+    req = request(b"", length=2**20 + 1)
     status, text = refused(req)
     assert status == 413 and "at most 1048576" in text
     assert refused(request(b"x=1", length="12x"))[0] == 400
-    check_body(request(b"x" * 2 ** 20))  # one field, at the limit
+    check_body(request(b"x" * 2**20))  # one field, at the limit
 
 
 def test_other_bodies_are_not_counted():
@@ -92,8 +98,7 @@ def test_a_file_in_a_text_field_is_a_400():
     assert status == 400 and "password was sent as a file" in text
     # Where uploads are taken (Eden), only the account and dashboard fields.
     check_body(multipart([part("image", b"\x89PNG", filename="a.png")]), uploads=True)
-    assert refused(multipart([part("_next", b"/x", filename="n")]), uploads=True)[0] \
-        == 400
+    assert refused(multipart([part("_next", b"/x", filename="n")]), uploads=True)[0] == 400
     # An upload field left empty by the browser comes as text.
     check_body(multipart([part("image", b"", filename="")]))
 
@@ -107,16 +112,20 @@ def test_dashboard_parameters_refuse_a_file():
     assert one_text("failed", "status") == "failed" and whole_number("7", "d") == 7
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("/outbox/outbox/messages?status=failed", "/outbox/outbox/messages?status=failed"),
-    ("/outbox/outbox/./message/5", "/outbox/outbox/message/5"),
-    ("/outbox/outbox/../../evil", "/outbox/outbox/index"),
-    ("/outbox/outbox/%2e%2e/%2E%2E/evil", "/outbox/outbox/index"),
-    ("/outbox/outbox/..%2f..%2fevil", "/outbox/outbox/index"),
-    ("/outbox/outbox\\..\\..\\evil", "/outbox/outbox/index"),
-    ("//evil.example/outbox/outbox/", "/outbox/outbox/index"),
-    ("http://evil.example/outbox/outbox/", "/outbox/outbox/index"),
-    ("/outbox/outboxevil", "/outbox/outbox/index"),
-    (None, "/outbox/outbox/index")])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("/outbox/outbox/messages?status=failed", "/outbox/outbox/messages?status=failed"),
+        ("/outbox/outbox/./message/5", "/outbox/outbox/message/5"),
+        ("/outbox/outbox/../../evil", "/outbox/outbox/index"),
+        ("/outbox/outbox/%2e%2e/%2E%2E/evil", "/outbox/outbox/index"),
+        ("/outbox/outbox/..%2f..%2fevil", "/outbox/outbox/index"),
+        ("/outbox/outbox\\..\\..\\evil", "/outbox/outbox/index"),
+        ("//evil.example/outbox/outbox/", "/outbox/outbox/index"),
+        ("http://evil.example/outbox/outbox/", "/outbox/outbox/index"),
+        ("/outbox/outboxevil", "/outbox/outbox/index"),
+        (None, "/outbox/outbox/index"),
+    ],
+)
 def test_next_stays_in_the_dashboard_after_normalising(value, expected):
     assert local_next(value, "/outbox/outbox/", "/outbox/outbox/index") == expected

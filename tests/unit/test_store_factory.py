@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """open_store(): a store per dialect; an engine without a safe claim is
 refused when the mailer is built, with the supported engines named."""
 
@@ -6,8 +5,13 @@ import pytest
 from pydal import DAL
 
 from s3outbox import MailS3
-from s3outbox.dialects import MysqlStore, PostgresStore, SqliteStore, \
-    UnsupportedDatabase, open_store
+from s3outbox.delivery.dialects import (
+    MysqlStore,
+    PostgresStore,
+    SqliteStore,
+    UnsupportedDatabase,
+    open_store,
+)
 
 
 def test_sqlite_gets_its_store(tmp_path):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The message: what send() accepts, how it is checked, and how it is rebuilt.
 
 ``normalize()`` turns the arguments of ``Mail.send`` into a ``Message`` of
@@ -51,13 +50,24 @@ _HEADER_NAME_RE = re.compile(r"\A[!-9;-~]+\Z")  # printable ASCII without ':'
 # List-Unsubscribe's one <mailto:...>: an address, then optionally RFC 6068's
 # ?hfields in URI characters, without '<', '>', ',' or spaces, which would
 # end the URI or start another one.
-_UNSUBSCRIBE_RE = re.compile(r"%s@%s(?:\.%s)+(?:\?[A-Za-z0-9._~%%!$'()*+;:@=&/?-]*)?"
-                             % (_LOCAL, _LABEL, _LABEL), re.UNICODE)
+_UNSUBSCRIBE_RE = re.compile(
+    r"%s@%s(?:\.%s)+(?:\?[A-Za-z0-9._~%%!$'()*+;:@=&/?-]*)?" % (_LOCAL, _LABEL, _LABEL), re.UNICODE
+)
 
 # Headers send() sets itself; a caller's ``headers`` may not override them.
-_RESERVED_HEADERS = {"from", "to", "cc", "bcc", "subject", "date", "message-id",
-                     "reply-to", "mime-version", "content-type",
-                     "content-transfer-encoding"}
+_RESERVED_HEADERS = {
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+}
 
 
 def _text(value, encoding, what):
@@ -72,7 +82,7 @@ def _text(value, encoding, what):
         try:
             value = value.decode(encoding)
         except (UnicodeDecodeError, LookupError) as e:
-            raise InvalidMessage("%s is not valid %s: %s" % (what, encoding, e))
+            raise InvalidMessage("%s is not valid %s: %s" % (what, encoding, e)) from None
     if value is not None and not isinstance(value, str):
         raise InvalidMessage("%s must be text, not %s" % (what, type(value).__name__))
     return value
@@ -83,8 +93,7 @@ def _header_value(value, encoding, what):
         return None
     value = _text(value, encoding, what)
     if value is not None and _BAD_HEADER_CHARS.search(value):
-        raise InvalidMessage("%s contains a line break or NUL, which could inject "
-                             "headers" % what)
+        raise InvalidMessage("%s contains a line break or NUL, which could inject headers" % what)
     return value
 
 
@@ -111,11 +120,14 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
             if not addr or not ADDRESS_RE.match(addr) or addr not in item:
                 raise InvalidMessage("%s %r is not a valid e-mail address" % (what, item))
             if len(addr) > 254 or len(addr.rpartition("@")[0]) > 64:
-                raise InvalidMessage("%s %r is longer than SMTP allows (254 characters, "
-                                     "64 before the @)" % (what, item))
+                raise InvalidMessage(
+                    "%s %r is longer than SMTP allows (254 characters, "
+                    "64 before the @)" % (what, item)
+                )
             if not bare(addr).isascii():
-                raise InvalidMessage("%s %r has a domain that cannot be written in "
-                                     "ASCII (IDNA)" % (what, item))
+                raise InvalidMessage(
+                    "%s %r has a domain that cannot be written in ASCII (IDNA)" % (what, item)
+                )
             out.append(email.utils.formataddr((name, bare(addr))) if name else addr)
     return out
 
@@ -127,7 +139,8 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
 _PLAIN_ADDRESS_RE = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
 
 
 def bare(address):
@@ -158,36 +171,44 @@ def _parsed(address):
 def _fits(value, limit, what):
     """Refuse what its column cannot hold: MySQL would cut it silently."""
     if value is not None and len(value) > limit:
-        raise InvalidMessage("%s is too long (%d characters, at most %d)"
-                             % (what, len(value), limit))
+        raise InvalidMessage(
+            "%s is too long (%d characters, at most %d)" % (what, len(value), limit)
+        )
     return value
 
 
 def _attachment(part, encoding):
     """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
     if not isinstance(part, email.message.Message):
-        raise InvalidMessage("attachments must be Mail.Attachment objects, not %s"
-                             % type(part).__name__)
+        raise InvalidMessage(
+            "attachments must be Mail.Attachment objects, not %s" % type(part).__name__
+        )
     if hasattr(part, "my_payload") and hasattr(part, "my_filename"):
         payload = part.my_payload
         if isinstance(payload, str):
             payload = payload.encode(encoding)
         cid = _header_value(part.get("Content-Id"), encoding, "attachment content_id")
-        return dict(kind="file",
-                    filename=_fits(_header_value(part.my_filename, encoding,
-                                                 "attachment filename"),
-                                   255, "attachment file name"),
-                    # the whole value: Mail.Attachment puts a charset on text
-                    content_type=_fits(part.get("Content-Type"), 128,
-                                       "attachment content type"),
-                    content_id=_fits(cid[1:-1] if cid and cid.startswith("<") else cid,
-                                     255, "attachment content_id"),
-                    payload=payload)
-    return dict(kind="part",
-                filename=_fits(part.get_filename(), 255, "attachment file name"),
-                content_type=_fits(part.get_content_type(), 128,
-                                   "attachment content type"),
-                content_id=None, payload=part.as_bytes())
+        return dict(
+            kind="file",
+            filename=_fits(
+                _header_value(part.my_filename, encoding, "attachment filename"),
+                255,
+                "attachment file name",
+            ),
+            # the whole value: Mail.Attachment puts a charset on text
+            content_type=_fits(part.get("Content-Type"), 128, "attachment content type"),
+            content_id=_fits(
+                cid[1:-1] if cid and cid.startswith("<") else cid, 255, "attachment content_id"
+            ),
+            payload=payload,
+        )
+    return dict(
+        kind="part",
+        filename=_fits(part.get_filename(), 255, "attachment file name"),
+        content_type=_fits(part.get_content_type(), 128, "attachment content type"),
+        content_id=None,
+        payload=part.as_bytes(),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +216,7 @@ class Message:
     """A checked message, as plain data: never changed once ``normalize()``
     made it (``dataclasses.replace`` makes another, as delivery does when it
     resolves a pe_id's address). Addresses are 'Name <addr>' strings."""
+
     to: tuple
     cc: tuple
     bcc: tuple
@@ -207,7 +229,7 @@ class Message:
     headers: dict
     raw: bool
     attachments: tuple = ()  # stored attachment dicts; rows of their own
-    size: int = 0            # bytes of bodies and attachments, for max_size
+    size: int = 0  # bytes of bodies and attachments, for max_size
 
     def recipients(self):
         """Every envelope recipient (to, cc and bcc), as SMTP takes them."""
@@ -220,11 +242,21 @@ class Message:
 
     def to_json(self):
         """The stored form: the fields above but attachments and size."""
-        return dumps({"to": self.to, "cc": self.cc, "bcc": self.bcc,
-                      "reply_to": self.reply_to, "sender": self.sender,
-                      "from_address": self.from_address, "subject": self.subject,
-                      "text": self.text, "html": self.html, "headers": self.headers,
-                      "raw": self.raw})
+        return dumps(
+            {
+                "to": self.to,
+                "cc": self.cc,
+                "bcc": self.bcc,
+                "reply_to": self.reply_to,
+                "sender": self.sender,
+                "from_address": self.from_address,
+                "subject": self.subject,
+                "text": self.text,
+                "html": self.html,
+                "headers": self.headers,
+                "raw": self.raw,
+            }
+        )
 
     @classmethod
     def from_json(cls, text):
@@ -242,14 +274,38 @@ class Message:
         return cls(**values)
 
 
-_STORED = ("to", "cc", "bcc", "reply_to", "sender", "from_address", "subject",
-           "text", "html", "headers", "raw")
+_STORED = (
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "sender",
+    "from_address",
+    "subject",
+    "text",
+    "html",
+    "headers",
+    "raw",
+)
 
 
-def normalize(to=None, subject="[no subject]", message="[no message]",
-              attachments=None, cc=None, bcc=None, reply_to=None, sender=None,
-              encoding="utf-8", raw=False, headers=None, from_address=None,
-              list_unsubscribe=None, pe_id=None, max_size=None):
+def normalize(
+    to=None,
+    subject="[no subject]",
+    message="[no message]",
+    attachments=None,
+    cc=None,
+    bcc=None,
+    reply_to=None,
+    sender=None,
+    encoding="utf-8",
+    raw=False,
+    headers=None,
+    from_address=None,
+    list_unsubscribe=None,
+    pe_id=None,
+    max_size=None,
+):
     """Check send() arguments and return the Message.
 
     Raises InvalidMessage with a sentence a site admin can act on.
@@ -258,7 +314,7 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
         try:
             "".encode(encoding)
         except (LookupError, TypeError):
-            raise InvalidMessage("unknown encoding %r" % (encoding,))
+            raise InvalidMessage("unknown encoding %r" % (encoding,)) from None
     to_list, cc_list, bcc_list = _recipients(to, cc, bcc, pe_id, encoding)
     reply_list = tuple(parse_addresses(reply_to, encoding, "reply_to address"))
     sender = _fits(_header_value(sender, encoding, "sender") or None, 512, "sender")
@@ -276,10 +332,25 @@ def normalize(to=None, subject="[no subject]", message="[no message]",
     if parts:
         size += sum(len(p["payload"]) for p in parts)
     if max_size and size > max_size:
-        raise InvalidMessage("the message is %d bytes, over the outbox limit of %d "
-                             "bytes (mail.settings.max_size)" % (size, max_size))
-    return Message(to_list, cc_list, bcc_list, reply_list, sender, from_address,
-                   subject, text, html, extra, bool(raw), parts, size)
+        raise InvalidMessage(
+            "the message is %d bytes, over the outbox limit of %d "
+            "bytes (mail.settings.max_size)" % (size, max_size)
+        )
+    return Message(
+        to_list,
+        cc_list,
+        bcc_list,
+        reply_list,
+        sender,
+        from_address,
+        subject,
+        text,
+        html,
+        extra,
+        bool(raw),
+        parts,
+        size,
+    )
 
 
 def _utf8_size(text):
@@ -291,9 +362,11 @@ def _utf8_size(text):
 
 def _recipients(to, cc, bcc, pe_id, encoding):
     """(to, cc, bcc) checked; at least one address, or an integer pe_id."""
-    found = (tuple(parse_addresses(to, encoding, "recipient")),
-             tuple(parse_addresses(cc, encoding, "cc address")),
-             tuple(parse_addresses(bcc, encoding, "bcc address")))
+    found = (
+        tuple(parse_addresses(to, encoding, "recipient")),
+        tuple(parse_addresses(cc, encoding, "cc address")),
+        tuple(parse_addresses(bcc, encoding, "bcc address")),
+    )
     if not any(found) and pe_id is None:
         raise InvalidMessage("no recipient: give 'to' (or cc/bcc) or a pe_id")
     if pe_id is not None and (isinstance(pe_id, bool) or not isinstance(pe_id, int)):
@@ -308,15 +381,16 @@ def _headers(headers, list_unsubscribe, encoding):
     list_unsubscribe = unsubscribe_header(list_unsubscribe, encoding)
     extra = {}
     for name, value in (headers or {}).items():
-        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name) or \
-                len(name) > 70:
-            raise InvalidMessage("header name %r is not a valid header name (printable "
-                                 "ASCII without ':', at most 70 characters)" % (name,))
+        if not isinstance(name, str) or not _HEADER_NAME_RE.match(name) or len(name) > 70:
+            raise InvalidMessage(
+                "header name %r is not a valid header name (printable "
+                "ASCII without ':', at most 70 characters)" % (name,)
+            )
         if name.lower() in _RESERVED_HEADERS:
-            raise InvalidMessage("header %r is set by send() itself; use its argument"
-                                 % name)
-        extra[name] = _header_value(value if isinstance(value, (str, bytes))
-                                    else str(value), encoding, "header %s" % name)
+            raise InvalidMessage("header %r is set by send() itself; use its argument" % name)
+        extra[name] = _header_value(
+            value if isinstance(value, (str, bytes)) else str(value), encoding, "header %s" % name
+        )
     if list_unsubscribe:
         extra["List-Unsubscribe"] = list_unsubscribe
     return extra
@@ -327,9 +401,10 @@ def unsubscribe_header(list_unsubscribe, encoding="utf-8"):
     raises InvalidMessage unless it is one address."""
     list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
     if list_unsubscribe and not _UNSUBSCRIBE_RE.fullmatch(list_unsubscribe):
-        raise InvalidMessage("list_unsubscribe %r must be one e-mail address "
-                             "(optionally ?subject=...): it becomes <mailto:...>"
-                             % list_unsubscribe)
+        raise InvalidMessage(
+            "list_unsubscribe %r must be one e-mail address "
+            "(optionally ?subject=...): it becomes <mailto:...>" % list_unsubscribe
+        )
     return "<mailto:%s>" % list_unsubscribe if list_unsubscribe else None
 
 
@@ -362,8 +437,11 @@ def make_message_id(sender):
     Its randomness comes from ``secrets``: make_msgid takes it from the
     ``random`` module, which an application (or a test framework) may
     reseed, and two messages then got the same id."""
-    return "<%d.%s@%s>" % (time.time() * 100, secrets.token_hex(10),
-                           _domain(sender if isinstance(sender, str) else ""))
+    return "<%d.%s@%s>" % (
+        time.time() * 100,
+        secrets.token_hex(10),
+        _domain(sender if isinstance(sender, str) else ""),
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -432,9 +510,13 @@ def _rebuild_attachment(stored):
     if stored["kind"] != "file":
         raise ValueError("unknown attachment kind %r" % (stored["kind"],))
     from gluon.tools import Mail
-    return Mail.Attachment(io.BytesIO(stored["payload"]), filename=stored["filename"],
-                           content_id=stored["content_id"],
-                           content_type=stored["content_type"])
+
+    return Mail.Attachment(
+        io.BytesIO(stored["payload"]),
+        filename=stored["filename"],
+        content_id=stored["content_id"],
+        content_type=stored["content_type"],
+    )
 
 
 def build(msg, sender, message_id, date, dkim=None):
@@ -447,6 +529,7 @@ def build(msg, sender, message_id, date, dkim=None):
         payload[name] = value
     if dkim:
         from gluon.tools import dkim_sign
+
         payload["DKIM-Signature"] = dkim_sign(payload, dkim.key, dkim.selector)
     return payload
 
@@ -533,9 +616,11 @@ class _WirePolicy(Compat32):
     messages are such values."""
 
     def _fold(self, name, value, sanitize):
-        if isinstance(value, str) and _PLAIN_HEADER_RE.fullmatch(value) and (
-                not self.max_line_length or
-                len(name) + 2 + len(value) <= self.max_line_length):
+        if (
+            isinstance(value, str)
+            and _PLAIN_HEADER_RE.fullmatch(value)
+            and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
+        ):
             return "%s: %s%s" % (name, value, self.linesep)
         return super()._fold(name, value, sanitize)
 
@@ -550,8 +635,9 @@ def wire(payload):
     return payload.as_bytes(policy=_WIRE)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
-                            check_circular=False)  # stored values are plain data
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+)  # stored values are plain data
 
 
 def dumps(value):

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """RFC 2920 PIPELINING and RFC 3030 CHUNKING on an ``smtplib.SMTP`` connection.
 
 smtplib awaits each reply: MAIL, every RCPT, DATA and the end of data cost a
@@ -30,8 +29,7 @@ _DOT_RE = re.compile(rb"^\.", re.M)
 # either side of the @): written so directly, since quoteaddr's parseaddr()
 # was a tenth of the CPU a message takes.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS_RE = re.compile(r"{0}(?:\.{0})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*".format(
-    _ATOM))
+_PLAIN_ADDRESS_RE = re.compile(r"{0}(?:\.{0})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*".format(_ATOM))
 
 
 def supported(conn):
@@ -39,7 +37,7 @@ def supported(conn):
     return bool(conn.does_esmtp and conn.has_extn("pipelining"))
 
 
-class Pipeline(object):
+class Pipeline:
     """Pipelined sending on one connection.
 
     ``ahead`` is the message (sender, recipients, data) whose MAIL, RCPTs and
@@ -120,8 +118,7 @@ def _command(conn, verb, args):
     """One command line as smtplib's putcmd() makes it (same checks)."""
     line = "%s %s" % (verb, args)
     if "\r" in line or "\n" in line:
-        raise ValueError("command and arguments contain prohibited newline "
-                         "characters: %r" % line)
+        raise ValueError("command and arguments contain prohibited newline characters: %r" % line)
     return (line + "\r\n").encode(conn.command_encoding)
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The Host header, checked before it can reach a link in a mail.
 
 web2py's Auth matches ``Host`` against its ``host_names`` with ``fnmatch``:
@@ -17,8 +16,10 @@ import re
 # One DNS label: letters, digits, inner hyphens (underscores: some intranets).
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _NAME_RE = re.compile(r"^%s(?:\.%s)*\.?$" % (_LABEL, _LABEL))
-_HOST_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
-                      r"(?::(?P<port>[0-9]{1,5}|\*))?$")
+_HOST_RE = re.compile(
+    r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+    r"(?::(?P<port>[0-9]{1,5}|\*))?$"
+)
 
 LOOPBACK_NAMES = ("localhost:*", "127.0.0.1:*", "[::1]:*")
 
@@ -41,8 +42,7 @@ def parse(value, wildcard=False):
             host = "[%s]" % ipaddress.IPv6Address(host[1:-1]).compressed
         except ValueError:
             return None
-    elif not _NAME_RE.match(host) or host.replace(".", "").isdigit() and \
-            not _is_ipv4(host):
+    elif not _NAME_RE.match(host) or host.replace(".", "").isdigit() and not _is_ipv4(host):
         return None
     if port == "*":
         if not wildcard:
@@ -62,7 +62,7 @@ def _is_ipv4(text):
         return False
 
 
-class HostNames(object):
+class HostNames:
     """The names a site answers to; ``match(host)`` is the checked Host or None."""
 
     def __init__(self, names):
@@ -79,8 +79,9 @@ class HostNames(object):
             return None
         host, port = parsed
         for name, want in self.names:
-            if name == host and (want == "*" or want == port or
-                                 want is None and port in (None, 80, 443)):
+            if name == host and (
+                want == "*" or want == port or want is None and port in (None, 80, 443)
+            ):
                 return host if port is None else "%s:%d" % (host, port)
         return None
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Limits on account-flow mail (verification, password reset, username),
 shared by every web process through the database.
 
@@ -56,7 +55,7 @@ def client_key(env, trust_forwarded=False):
     return str(address)
 
 
-class FlowLimiter(object):
+class FlowLimiter:
     """Counters in the store's ``<tablename>_flowlimit`` table (defined here
     when missing); the statements are the store's (store.take_unit)."""
 
@@ -82,7 +81,8 @@ class FlowLimiter(object):
             with self.store.savepoint():
                 for scope, key, limit in limits:
                     if limit and not self.store.take_unit(
-                            self._bucket(scope, key, slot), int(limit), expires):
+                        self._bucket(scope, key, slot), int(limit), expires
+                    ):
                         raise _Refused(scope)
         except _Refused as e:
             return e.args[0]

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """What the site admin sees and does: the queries and actions behind the
 outbox dashboard (controllers/outbox.py) and the command line
 (scripts/outbox.py), so both behave the same.
@@ -27,11 +26,12 @@ from xml.sax.saxutils import escape
 
 from gluon.storage import Storage
 
-from . import bounces, retention
-from .message import bare
-from .requestcheck import bad_character
-from .settings import SAFETY_DEFAULTS, Snapshot, read_value, safety_findings
-from .store import PAUSE, STATUSES, Logged, Status, utcnow
+from ..accounts import retention
+from ..accounts.requestcheck import bad_character
+from ..bounces import reader as bounces
+from ..delivery.message import bare
+from ..delivery.settings import SAFETY_DEFAULTS, Snapshot, read_value, safety_findings
+from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
 
@@ -39,9 +39,9 @@ WAITING = (Status.QUEUED, Status.SENDING, Status.HELD)
 RETRYABLE = (Status.FAILED, Status.HELD)
 CANCELLABLE = (Status.QUEUED, Status.HELD, Status.FAILED)
 CONFIG_FILE = "private/appconfig.ini"
-MAX_ID = 2 ** 31 - 1     # ids are 32-bit integers on PostgreSQL and MariaDB
-MAX_DAYS = 36500         # a century; beyond it the cutoff date overflows
-MAX_LIST = 1000          # messages one command-line listing shows at most
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL and MariaDB
+MAX_DAYS = 36500  # a century; beyond it the cutoff date overflows
+MAX_LIST = 1000  # messages one command-line listing shows at most
 
 
 # ------------------------------------------------------------- parameters
@@ -57,8 +57,7 @@ def whole_number(value, name, low=0, high=MAX_ID):
         raise BadParameter("%s was given more than once" % name)
     text = _text(value, name)
     if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise BadParameter("%s must be a whole number from %d to %d"
-                           % (name, low, high))
+        raise BadParameter("%s must be a whole number from %d to %d" % (name, low, high))
     return int(text)
 
 
@@ -98,6 +97,7 @@ def local_next(value, prefix, default):
         return default
     path = urllib.parse.quote(path + ("/" if parts.path.endswith("/") else ""))
     return path + ("?" + parts.query if parts.query else "")
+
 
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
@@ -170,16 +170,23 @@ def settings_summary(settings):
     login = settings.login if isinstance(settings.login, str) else ""
     user = login.partition(":")[0]
     names = settings.config_names or {}
-    keys = dict((k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
-                for k in ("server", "sender", "login", "tls", "ssl"))
+    keys = dict(
+        (k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
+        for k in ("server", "sender", "login", "tls", "ssl")
+    )
     keys["limits"] = names.get("[outbox] flow_*", "[outbox] flow_* (account mail)")
     keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
-    return dict(server=settings.server or "", sender=settings.sender or "",
-                login=("%s (password set)" % user) if user else "(none)",
-                tls=read_value(settings, "tls")[0], ssl=read_value(settings, "ssl")[0],
-                keys=keys,
-                file=config_file(settings), limits=limits_summary(settings),
-                bounces=bounces.summary(settings))
+    return dict(
+        server=settings.server or "",
+        sender=settings.sender or "",
+        login=("%s (password set)" % user) if user else "(none)",
+        tls=read_value(settings, "tls")[0],
+        ssl=read_value(settings, "ssl")[0],
+        keys=keys,
+        file=config_file(settings),
+        limits=limits_summary(settings),
+        bounces=bounces.summary(settings),
+    )
 
 
 def findings(settings):
@@ -187,29 +194,46 @@ def findings(settings):
     with the setting and the file to edit as the host app names them
     (``settings.config_names``)."""
     names, where = settings.config_names or {}, config_file(settings)
-    found = [(names.get(key, key), problem, blocking) for key, problem, blocking
-             in Snapshot(settings).findings() + safety_findings(settings)]
-    return [dict(key=key, problem=scrub(problem, settings), blocking=blocking,
-                 file=where, where="%s in %s" % (key, where))
-            for key, problem, blocking in found]
+    found = [
+        (names.get(key, key), problem, blocking)
+        for key, problem, blocking in Snapshot(settings).findings() + safety_findings(settings)
+    ]
+    return [
+        dict(
+            key=key,
+            problem=scrub(problem, settings),
+            blocking=blocking,
+            file=where,
+            where="%s in %s" % (key, where),
+        )
+        for key, problem, blocking in found
+    ]
 
 
 def limits_summary(settings):
     """The account-mail limits and retention, in words, for the settings check."""
-    s = dict((key, default if settings.get(key) is None else settings.get(key))
-             for key, default in SAFETY_DEFAULTS.items())
+    s = dict(
+        (key, default if settings.get(key) is None else settings.get(key))
+        for key, default in SAFETY_DEFAULTS.items()
+    )
     s = Storage(s)
-    return ("account mail per %d s: %s an address, %s a client, %s the site, "
-            "%s registrations the site; login codes: %s an address; "
-            "one reset link per %d s; account mail scrubbed %d s after delivery; "
-            "sent mail purged after %s" % (
-                s.flow_window, s.flow_per_address or "no limit",
-                s.flow_per_client or "no limit", s.flow_global or "no limit",
-                s.flow_global_register or "no limit",
-                s.flow_codes_per_address or "no limit",
-                s.flow_reset_pending, s.secret_retention,
-                "%d days" % s.sent_retention_days if s.sent_retention_days
-                else "never"))
+    return (
+        "account mail per %d s: %s an address, %s a client, %s the site, "
+        "%s registrations the site; login codes: %s an address; "
+        "one reset link per %d s; account mail scrubbed %d s after delivery; "
+        "sent mail purged after %s"
+        % (
+            s.flow_window,
+            s.flow_per_address or "no limit",
+            s.flow_per_client or "no limit",
+            s.flow_global or "no limit",
+            s.flow_global_register or "no limit",
+            s.flow_codes_per_address or "no limit",
+            s.flow_reset_pending,
+            s.secret_retention,
+            "%d days" % s.sent_retention_days if s.sent_retention_days else "never",
+        )
+    )
 
 
 # --------------------------------------------------------- settings logging
@@ -225,8 +249,9 @@ def log_settings_check(mail):
     The caller's transaction commits the state row.
     """
     found = findings(mail.settings)
-    digest = hashlib.sha256(json.dumps(
-        [[f["key"], f["problem"]] for f in found]).encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps([[f["key"], f["problem"]] for f in found]).encode("utf-8")
+    ).hexdigest()[:16]
     store = mail.store
     where = (mail.db._uri_hash, store.tablename)
     if _checked.get(where) == digest:
@@ -268,19 +293,20 @@ def first_user_admin(auth, role="admin", store=None):
             return
         auth.add_membership(ensure_group(auth, role), user_id)
         logger.info("first user %s is now a member of %r", fields.get("email"), role)
+
     table._after_insert.append(promote)
 
 
 def ensure_group(auth, role="admin"):
-    return auth.id_group(role) or auth.add_group(
-        role, "Site administrators: the outbox dashboard")
+    return auth.id_group(role) or auth.add_group(role, "Site administrators: the outbox dashboard")
 
 
 def make_admin(auth, email, role="admin"):
     """Add the user with ``email`` to ``role``; return a sentence saying what."""
     table = auth.table_user()
-    user = auth.db(table.email.lower() == email.strip().lower()).select(
-        table.id, table.email).first()
+    user = (
+        auth.db(table.email.lower() == email.strip().lower()).select(table.id, table.email).first()
+    )
     if user is None:
         raise LookupError("no user with e-mail %s; register first" % email)
     group_id = ensure_group(auth, role)
@@ -291,7 +317,7 @@ def make_admin(auth, email, role="admin"):
 
 
 # --------------------------------------------------------------- the outbox
-class Page(object):
+class Page:
     """One page of the message list: ``rows`` newest first, and the ids to
     pass as ``after`` (newer page) or ``before`` (older page), or None."""
 
@@ -299,12 +325,23 @@ class Page(object):
         self.rows, self.newer, self.older = rows, newer, older
 
 
-class OutboxAdmin(object):
+class OutboxAdmin:
     """The admin's view of one MailS3's outbox."""
 
-    LIST_FIELDS = ("id", "created_on", "status", "address", "pe_id", "subject",
-                   "priority", "attempts", "next_attempt_on", "sent_on",
-                   "last_code", "last_error")
+    LIST_FIELDS = (
+        "id",
+        "created_on",
+        "status",
+        "address",
+        "pe_id",
+        "subject",
+        "priority",
+        "attempts",
+        "next_attempt_on",
+        "sent_on",
+        "last_code",
+        "last_error",
+    )
 
     def __init__(self, mail):
         self.mail = mail
@@ -337,12 +374,13 @@ class OutboxAdmin(object):
         out = {}
         for name, seconds in (("hour", 3600), ("day", 86400)):
             since = now - datetime.timedelta(seconds=seconds)
-            found = {r[a.outcome]: r[n] for r in self.db(
-                (a.attempted_on > since) &
-                a.outcome.belongs((Logged.SENT, Logged.FAILED))).select(
-                    a.outcome, n, groupby=a.outcome)}
-            out[name] = dict(sent=found.get(Logged.SENT, 0),
-                             failed=found.get(Logged.FAILED, 0))
+            found = {
+                r[a.outcome]: r[n]
+                for r in self.db(
+                    (a.attempted_on > since) & a.outcome.belongs((Logged.SENT, Logged.FAILED))
+                ).select(a.outcome, n, groupby=a.outcome)
+            }
+            out[name] = dict(sent=found.get(Logged.SENT, 0), failed=found.get(Logged.FAILED, 0))
         return out
 
     def held(self):
@@ -357,27 +395,39 @@ class OutboxAdmin(object):
         if not state:
             return None
         reason = scrub(state.get("reason"), self.settings)
-        return dict(reason=reason, edit=edit_hint(reason), file=CONFIG_FILE,
-                    count=count, settings_changed=state.get("fp") != current)
+        return dict(
+            reason=reason,
+            edit=edit_hint(reason),
+            file=CONFIG_FILE,
+            count=count,
+            settings_changed=state.get("fp") != current,
+        )
 
     def overview(self, now=None):
         now = now or utcnow()
         counts = self.counts()
         oldest = self.oldest_waiting()
-        return dict(counts=counts, total=sum(counts.values()),
-                    waiting=sum(counts[s] for s in WAITING), oldest=oldest,
-                    oldest_age=(now - oldest) if oldest else None,
-                    recent=self.recent(now), held=self.named(self.held()),
-                    paused=self.store.get_state(PAUSE),
-                    findings=findings(self.settings),
-                    settings=settings_summary(self.settings))
+        return dict(
+            counts=counts,
+            total=sum(counts.values()),
+            waiting=sum(counts[s] for s in WAITING),
+            oldest=oldest,
+            oldest_age=(now - oldest) if oldest else None,
+            recent=self.recent(now),
+            held=self.named(self.held()),
+            paused=self.store.get_state(PAUSE),
+            findings=findings(self.settings),
+            settings=settings_summary(self.settings),
+        )
 
     def named(self, held):
         """``held`` with the setting and file to edit as the host app names
         them (``settings.config_names``; Sahana Eden: models/000_config.py)."""
         if held:
-            held.update(edit=edit_hint(held["reason"], self.settings.config_names),
-                        file=config_file(self.settings))
+            held.update(
+                edit=edit_hint(held["reason"], self.settings.config_names),
+                file=config_file(self.settings),
+            )
         return held
 
     # ---------------------------------------------------------------- list
@@ -396,8 +446,11 @@ class OutboxAdmin(object):
             query &= self.store.address_contains(address.strip())
         fields = [o[f] for f in self.LIST_FIELDS]
         if after is not None:
-            rows = list(self.db(query & (o.id > after)).select(
-                *fields, orderby=o.id, limitby=(0, size + 1)))
+            rows = list(
+                self.db(query & (o.id > after)).select(
+                    *fields, orderby=o.id, limitby=(0, size + 1)
+                )
+            )
             more_newer = len(rows) > size
             rows = rows[:size][::-1]
             more_older = bool(rows) and self._exists(query & (o.id < rows[-1].id))
@@ -406,18 +459,21 @@ class OutboxAdmin(object):
                 query_page = query & (o.id < before)
             else:
                 query_page = query
-            rows = list(self.db(query_page).select(
-                *fields, orderby=~o.id, limitby=(0, size + 1)))
+            rows = list(self.db(query_page).select(*fields, orderby=~o.id, limitby=(0, size + 1)))
             more_older = len(rows) > size
             rows = rows[:size]
-            more_newer = before is not None and bool(rows) and \
-                self._exists(query & (o.id > rows[0].id))
+            more_newer = (
+                before is not None and bool(rows) and self._exists(query & (o.id > rows[0].id))
+            )
         tries = self.tries([row.id for row in rows])
         for row in rows:
             row.last_error = scrub(row.last_error, self.settings)
             row.tries = tries.get(row.id, 0)
-        return Page(rows, rows[0].id if rows and more_newer else None,
-                    rows[-1].id if rows and more_older else None)
+        return Page(
+            rows,
+            rows[0].id if rows and more_newer else None,
+            rows[-1].id if rows and more_older else None,
+        )
 
     def _exists(self, query):
         return bool(self.db(query).select(self.outbox.id, limitby=(0, 1)))
@@ -430,8 +486,10 @@ class OutboxAdmin(object):
             return {}
         a = self.store.attempt
         n = a.id.count()
-        return {r[a.outbox_id]: r[n] for r in self.db(a.outbox_id.belongs(ids)).select(
-            a.outbox_id, n, groupby=a.outbox_id)}
+        return {
+            r[a.outbox_id]: r[n]
+            for r in self.db(a.outbox_id.belongs(ids)).select(a.outbox_id, n, groupby=a.outbox_id)
+        }
 
     def message(self, message_id):
         """(row, content, attempts, attachments) for one message, or None."""
@@ -450,13 +508,19 @@ class OutboxAdmin(object):
             attempt.error = scrub(attempt.error, self.settings)
         row.tries = len(attempts)
         files = self.db(t.outbox_id == row.id).select(
-            t.seq, t.kind, t.filename, t.content_type, orderby=t.seq)
+            t.seq, t.kind, t.filename, t.content_type, orderby=t.seq
+        )
         refused = json.loads(row.refused) if row.refused else {}
-        sender = (self.settings.config_names or {}).get("[smtp] sender",
-                                                        "[smtp] sender")
-        return dict(row=row, content=content, attempts=attempts, attachments=files,
-                    refused=refused, sender_setting=sender,
-                    recipients=self.recipients(row, content))
+        sender = (self.settings.config_names or {}).get("[smtp] sender", "[smtp] sender")
+        return dict(
+            row=row,
+            content=content,
+            attempts=attempts,
+            attachments=files,
+            refused=refused,
+            sender_setting=sender,
+            recipients=self.recipients(row, content),
+        )
 
     def recipients(self, row, content):
         """[(address, outcome, reply)] for each envelope recipient: refused
@@ -465,8 +529,9 @@ class OutboxAdmin(object):
         refused = json.loads(row.refused) if row.refused else {}
         deferred = json.loads(row.deferred_rcpts) if row.deferred_rcpts else {}
         listed = [a for key in ("to", "cc", "bcc") for a in content.get(key) or ()]
-        addresses = [bare(a) for a in listed if isinstance(a, str)] or \
-            ([row.address] if row.address else [])
+        addresses = [bare(a) for a in listed if isinstance(a, str)] or (
+            [row.address] if row.address else []
+        )
         addresses += [a for a in list(refused) + list(deferred) if a not in addresses]
         out = []
         for address in addresses:
@@ -534,8 +599,9 @@ class OutboxAdmin(object):
         days = whole_number(days, "days", 0, MAX_DAYS)
         cutoff = (now or utcnow()) - datetime.timedelta(days=days)
         totals = self.store.purge_sent(cutoff, chunk)
-        logger.info("%s: purged %d sent message(s) older than %d day(s)",
-                    who or "admin", totals[0], days)
+        logger.info(
+            "%s: purged %d sent message(s) older than %d day(s)", who or "admin", totals[0], days
+        )
         return totals
 
     def test_mail(self, to, site="the outbox"):
@@ -546,20 +612,21 @@ class OutboxAdmin(object):
         """
         mail, s = self.mail, self.settings
         ok = mail.send_direct_email(
-            to=to, subject="Test mail from %s" % site,
+            to=to,
+            subject="Test mail from %s" % site,
             message="This is a test message sent from %s at %s UTC with the "
-                    "settings in %s." % (site, utcnow(), config_file(s)))
+            "settings in %s." % (site, utcnow(), config_file(s)),
+        )
         host, port = Snapshot(s).host_port
         where = "%s:%s" % (host, port) if host else "(no server)"
         if ok:
-            text = "The server %s accepted the test mail to %s: %s" % (
-                where, to, mail.reply)
+            text = "The server %s accepted the test mail to %s: %s" % (where, to, mail.reply)
             if mail.result:
                 text += " It refused: %s" % "; ".join(
-                    "%s: %s" % item for item in sorted(mail.result.items()))
+                    "%s: %s" % item for item in sorted(mail.result.items())
+                )
         else:
-            text = "The test mail to %s was not sent. Server %s: %s" % (
-                to, where, mail.error)
+            text = "The test mail to %s was not sent. Server %s: %s" % (to, where, mail.error)
         return ok, scrub(text, s)
 
     # --------------------------------------------------------------- chart
@@ -572,54 +639,64 @@ class OutboxAdmin(object):
         """
         now = now or utcnow()
         buckets = int(hours * 3600 // bucket)
-        end = now.replace(minute=0, second=0) + datetime.timedelta(hours=1) \
-            if bucket % 3600 == 0 else now
+        end = (
+            now.replace(minute=0, second=0) + datetime.timedelta(hours=1)
+            if bucket % 3600 == 0
+            else now
+        )
         start = end - datetime.timedelta(seconds=buckets * bucket)
         series = [dict((key, 0) for key, _, _ in COLOURS) for _ in range(buckets)]
         for slot_no, outcome, count in self.store.attempts_by_slot(start, end, bucket):
             slot_no = int(slot_no)
             if outcome in series[0] and 0 <= slot_no < buckets:
                 series[slot_no][outcome] += int(count)
-        return [(start + datetime.timedelta(seconds=i * bucket), series[i])
-                for i in range(buckets)]
+        return [
+            (start + datetime.timedelta(seconds=i * bucket), series[i]) for i in range(buckets)
+        ]
 
 
 # ------------------------------------------------------------------ chart
 # (attempt outcome, colour, label): each series counts the attempts of its
 # outcome in the attempt log, and says so.
-COLOURS = ((Logged.SENT, "#2e8540", "sent"),
-           (Logged.RETRY, "#e0a526", "deferred, retried"),
-           (Logged.HELD, "#7f8c8d", "held"), (Logged.FAILED, "#c0392b", "failed"))
+COLOURS = (
+    (Logged.SENT, "#2e8540", "sent"),
+    (Logged.RETRY, "#e0a526", "deferred, retried"),
+    (Logged.HELD, "#7f8c8d", "held"),
+    (Logged.FAILED, "#c0392b", "failed"),
+)
 
 
-def chart_svg(activity, width=720, height=180,
-              title="Delivery attempts per hour (UTC)"):
+def chart_svg(activity, width=720, height=180, title="Delivery attempts per hour (UTC)"):
     """Stacked bars of attempts by outcome per bucket, as inline SVG.
 
     Plain SVG text with a <title> per bar (the browser shows it on hover);
     no script, no external file.
     """
-    box = _Box(width, height, len(activity),
-               _nice(max([sum(v.values()) for _, v in activity] + [1])))
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-           'viewBox="0 0 %d %d" width="100%%" aria-label="%s">'
-           % (width, height, escape(title)),
-           '<text x="%d" y="14" class="chart-title">%s</text>'
-           % (box.left, escape(title))]
+    box = _Box(
+        width, height, len(activity), _nice(max([sum(v.values()) for _, v in activity] + [1]))
+    )
+    out = [
+        '<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+        'viewBox="0 0 %d %d" width="100%%" aria-label="%s">' % (width, height, escape(title)),
+        '<text x="%d" y="14" class="chart-title">%s</text>' % (box.left, escape(title)),
+    ]
     out += _grid(box) + _legend(box)
     every = max(1, box.n // 8)
     for i, (start, values) in enumerate(activity):
         out += _bar(box, i, start, values)
         if i % every == 0:
-            out.append('<text x="%.1f" y="%d" text-anchor="middle" class="chart-axis">'
-                       '%s</text>' % (box.left + (i + 0.5) * box.slot, height - 6,
-                                      start.strftime("%H:%M")))
-    out.append('</svg>')
+            out.append(
+                '<text x="%.1f" y="%d" text-anchor="middle" class="chart-axis">'
+                "%s</text>"
+                % (box.left + (i + 0.5) * box.slot, height - 6, start.strftime("%H:%M"))
+            )
+    out.append("</svg>")
     return "".join(out)
 
 
-class _Box(object):
+class _Box:
     """The chart's geometry: margins, plot size, bar slots and the axis top."""
+
     left, right, top, bottom = 40, 10, 24, 24
 
     def __init__(self, width, height, n, scale):
@@ -635,21 +712,27 @@ def _grid(box):
     out = []
     for frac in (0, 0.5, 1):
         y = box.top + box.plot_h * (1 - frac)
-        out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#d5d9de"/>'
-                   % (box.left, box.width - box.right, y, y))
-        out.append('<text x="%d" y="%.1f" text-anchor="end" class="chart-axis">%s'
-                   '</text>' % (box.left - 4, y + 4, _num(box.scale * frac)))
+        out.append(
+            '<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#d5d9de"/>'
+            % (box.left, box.width - box.right, y, y)
+        )
+        out.append(
+            '<text x="%d" y="%.1f" text-anchor="end" class="chart-axis">%s'
+            "</text>" % (box.left - 4, y + 4, _num(box.scale * frac))
+        )
     return out
 
 
 def _legend(box):
     out = []
     legend_x = box.width - box.right
-    for key, colour, label in reversed(COLOURS):
+    for _key, colour, label in reversed(COLOURS):
         legend_x -= 8 + 7 * len(label) + 14
-        out.append('<rect x="%d" y="5" width="10" height="10" fill="%s"/>'
-                   '<text x="%d" y="14" class="chart-axis">%s</text>'
-                   % (legend_x, colour, legend_x + 14, escape(label)))
+        out.append(
+            '<rect x="%d" y="5" width="10" height="10" fill="%s"/>'
+            '<text x="%d" y="14" class="chart-axis">%s</text>'
+            % (legend_x, colour, legend_x + 14, escape(label))
+        )
     return out
 
 
@@ -657,17 +740,23 @@ def _bar(box, i, start, values):
     """Bucket ``i``: its stacked rectangles under one hover title."""
     x = box.left + i * box.slot + (box.slot - box.bar) / 2
     y = box.top + box.plot_h
-    tip = "%s: %s" % (start.strftime("%Y-%m-%d %H:%M"), ", ".join(
-        "%d %s" % (values[k], label) for k, _, label in COLOURS))
-    out = ['<g><title>%s</title>' % escape(tip)]
+    tip = "%s: %s" % (
+        start.strftime("%Y-%m-%d %H:%M"),
+        ", ".join("%d %s" % (values[k], label) for k, _, label in COLOURS),
+    )
+    out = ["<g><title>%s</title>" % escape(tip)]
     for key, colour, _ in COLOURS:
         h = box.plot_h * values[key] / float(box.scale)
         if h > 0:
             y -= h
-            out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
-                       'fill="%s" class="bar-%s"/>' % (x, y, box.bar, h, colour, key))
-    out.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="transparent"/>'
-               '</g>' % (box.left + i * box.slot, box.top, box.slot, box.plot_h))
+            out.append(
+                '<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
+                'fill="%s" class="bar-%s"/>' % (x, y, box.bar, h, colour, key)
+            )
+    out.append(
+        '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="transparent"/>'
+        "</g>" % (box.left + i * box.slot, box.top, box.slot, box.plot_h)
+    )
     return out
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Registering the delivery task with the web2py scheduler, idempotently.
 
 The task runs in a scheduler group of its own (GROUP), served by a worker of
@@ -38,6 +37,7 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GRO
     tasks stops on SIGTERM or SIGINT (see stop_between_runs).
     """
     stop_between_runs(scheduler)
+
     def check():
         try:
             _ensure(db, scheduler, function, period, count, group)
@@ -47,6 +47,7 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GRO
             logger.exception("could not register the outbox delivery task")
             return False
         return True
+
     if cache is None:
         return check()
     key = "s3outbox-tasks-%s-%s-%s" % (function, period, count)
@@ -85,12 +86,14 @@ def stop_between_runs(scheduler):
                     os.kill(process.pid, signal.SIGTERM)
                 except OSError:
                     pass  # it just ended
+
         for signum in previous:
             signal.signal(signum, stop)
         try:
             return execute(task)
         finally:
             restore(previous)
+
     scheduler.execute = execute_until_stopped
     scheduler._s3outbox_stops = True
 
@@ -111,9 +114,11 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
     sleep = scheduler.sleep
 
     def sleep_or_deliver():
-        if threading.current_thread() is not threading.main_thread() or \
-                group in scheduler.group_names or \
-                scheduler.w_stats.status == "DISABLED":
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or group in scheduler.group_names
+            or scheduler.w_stats.status == "DISABLED"
+        ):
             return sleep()  # the heartbeat thread, or a worker of the group
         started = time.monotonic()
         try:
@@ -123,6 +128,7 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
             scheduler.db.rollback()
             logger.exception("delivery between tasks failed")
         time.sleep(max(0.0, scheduler.w_stats.sleep - (time.monotonic() - started)))
+
     scheduler.sleep = sleep_or_deliver
     scheduler._s3outbox_idle = True
 
@@ -138,6 +144,7 @@ def spawn_for(scheduler, function):
     def execute_spawning(task):
         scheduler.use_spawn = default or task.function == function
         return execute(task)
+
     scheduler.execute = execute_spawning
     scheduler._s3outbox_spawns = True
 
@@ -148,8 +155,11 @@ def group_alive(scheduler, group):
     db = scheduler.db
     sw = db.scheduler_worker
     since = scheduler.now() - datetime.timedelta(seconds=3 * scheduler.heartbeat)
-    found = db(sw.group_names.contains(group) & (sw.last_heartbeat > since)).select(
-        sw.id, limitby=(0, 1)).first()
+    found = (
+        db(sw.group_names.contains(group) & (sw.last_heartbeat > since))
+        .select(sw.id, limitby=(0, 1))
+        .first()
+    )
     db.commit()
     return found is not None
 
@@ -188,18 +198,32 @@ def _ensure(db, scheduler, function, period, count, group):
     wanted = ["%s%d" % (prefix, n) for n in range(1, count + 1)]
     existing = {r.uuid: r for r in db(st.uuid.startswith(prefix)).select()}
     now = datetime.datetime.now()  # the scheduler's own times are local (request.now)
-    settings = dict(period=period, timeout=FOREVER, repeats=0, retry_failed=-1,
-                    prevent_drift=True, group_name=group, sync_output=SYNC_OUTPUT)
+    settings = dict(
+        period=period,
+        timeout=FOREVER,
+        repeats=0,
+        retry_failed=-1,
+        prevent_drift=True,
+        group_name=group,
+        sync_output=SYNC_OUTPUT,
+    )
     for uuid in wanted:
         row = existing.get(uuid)
         if row is None:
-            result = scheduler.queue_task(function, task_name=uuid, uuid=uuid,
-                                          immediate=True, **settings)
+            result = scheduler.queue_task(
+                function, task_name=uuid, uuid=uuid, immediate=True, **settings
+            )
             if result.errors:
                 raise ValueError("queue_task: %s" % dict(result.errors))
         elif row.status not in _LIVE or not row.enabled:
-            row.update_record(status="QUEUED", enabled=True, next_run_time=now,
-                              times_failed=0, stop_time=None, **settings)
+            row.update_record(
+                status="QUEUED",
+                enabled=True,
+                next_run_time=now,
+                times_failed=0,
+                stop_time=None,
+                **settings,
+            )
         elif any(row[k] != v for k, v in settings.items()):
             row.update_record(**settings)
     extra = [uuid for uuid in existing if uuid not in wanted]

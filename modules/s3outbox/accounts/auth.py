@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Auth glue: web2py's account flows, sending through the outbox.
 
 ``OutboxAuth`` is ``gluon.tools.Auth`` with ``OutboxAuthMixin`` in front (mix
@@ -49,11 +48,11 @@ from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
 from pydal import Field
 from pydal.objects import Row
 
+from ..delivery.message import ADDRESS_RE
+from ..delivery.store import PRIORITY_HIGH
 from . import retention
 from .flowlimit import FlowLimiter, client_key
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
-from .mailer import PRIORITY_HIGH
-from .message import ADDRESS_RE
 from .requestcheck import refuse
 
 logger = logging.getLogger("s3outbox")
@@ -64,37 +63,37 @@ PENDING = "pending"
 MESSAGES = dict(
     # One answer whether or not the account exists.
     reset_password_requested="If an account matches what you entered, we have sent "
-                             "it a link to reset the password. Please check your email.",
+    "it a link to reset the password. Please check your email.",
     username_requested="If an account uses this address, we have sent it the "
-                       "username. Please check your email.",
+    "username. Please check your email.",
     approval_subject="Registration waiting for approval: %(email)s",
     # The link comes first, the values the person typed after their labels.
     approval_body="A registration is waiting for approval.\n\n"
-                  "Approve or reject: %(link)s\n\n"
-                  "Name: %(first_name)s %(last_name)s\nEmail: %(email)s\n",
+    "Approve or reject: %(link)s\n\n"
+    "Name: %(first_name)s %(last_name)s\nEmail: %(email)s\n",
     approved_subject="Your account is approved",
-    approved_body="Welcome %(first_name)s! Your account is approved. "
-                  "Log in at %(link)s\n",
+    approved_body="Welcome %(first_name)s! Your account is approved. Log in at %(link)s\n",
     approved_flash="Approved: %(email)s",
     rejected_flash="Rejected: %(email)s",
     not_pending="This registration is not waiting for approval",
     flow_limited="Too many account requests from your network or for this "
-                 "address just now. Please try again in an hour.",
+    "address just now. Please try again in an hour.",
     code_limited="Too many login codes were sent to this address just now; no new "
-                 "one was sent. Please try again in an hour.",
+    "one was sent. Please try again in an hour.",
 )
 # The log line for each limit used up (no address: logs are kept).
 _LIMIT_LOG = dict(
     client="account mail limit reached: flow_per_client (the requests of client "
-           "network %(client)s) is used up; nothing queued",
+    "network %(client)s) is used up; nothing queued",
     address="account mail limit reached: flow_per_address (the mails of this flow "
-            "to one address) is used up; nothing queued",
+    "to one address) is used up; nothing queued",
     site="account mail limit reached: flow_global (the site's reset and username "
-         "mails) is used up; nothing queued",
+    "mails) is used up; nothing queued",
     register="account mail limit reached: flow_global_register (the site's "
-             "registrations) is used up; nothing queued",
+    "registrations) is used up; nothing queued",
     code="login code limit reached: flow_codes_per_address (the codes to one "
-         "address) is used up; nothing queued")
+    "address) is used up; nothing queued",
+)
 # Form fields whose values are names that end up in mail text.
 NAME_FIELDS = ("first_name", "last_name")
 # Control, format (bidi overrides, zero-width), line and paragraph separators,
@@ -107,8 +106,7 @@ def clean_name(value):
     """A name on one line: control and separator characters become spaces."""
     if value is None:
         return value
-    text = "".join(" " if unicodedata.category(c) in _STRIP_CATEGORIES else c
-                   for c in str(value))
+    text = "".join(" " if unicodedata.category(c) in _STRIP_CATEGORIES else c for c in str(value))
     return _SPACES.sub(" ", text).strip()
 
 
@@ -150,7 +148,7 @@ class _SafeLazyT(lazyT):
 copyreg.pickle(_SafeLazyT, pickle_lazyT)
 
 
-class _SafeT(object):
+class _SafeT:
     """Wraps a translator so the messages it makes are ``_SafeLazyT``."""
 
     def __init__(self, T):
@@ -166,7 +164,7 @@ class _SafeT(object):
         return getattr(self._T, name)
 
 
-class _FlowMailer(object):
+class _FlowMailer:
     """Stands in for the mailer during an account flow: every message it
     queues is marked with the flow (retention.py redacts and scrubs it).
     ``allowed(address)``, when given, may refuse a message before it is
@@ -188,7 +186,7 @@ class _FlowMailer(object):
         return True
 
 
-class _KeepRegistration(object):
+class _KeepRegistration:
     """Stands in for the mailer during ``register``: a False from ``send``
     must not make web2py roll the new user back."""
 
@@ -201,12 +199,15 @@ class _KeepRegistration(object):
     def send(self, *args, **kwargs):
         if self._mailer.send(*args, **kwargs):
             return True
-        logger.error("registration kept, but its verification mail to %s was not "
-                     "queued: %s", kwargs.get("to"), self._mailer.error)
+        logger.error(
+            "registration kept, but its verification mail to %s was not queued: %s",
+            kwargs.get("to"),
+            self._mailer.error,
+        )
         return True
 
 
-class OutboxAuthMixin(object):
+class OutboxAuthMixin:
     """Put before ``Auth`` (or ``AuthS3``) in the bases; call
     ``configure_outbox(get)`` after ``define_tables``."""
 
@@ -217,14 +218,13 @@ class OutboxAuthMixin(object):
         """``public_url`` (keyword): with it, any well-formed Host is served
         when ``host_names`` is empty, since links do not use the Host."""
         self._init_public_url = kwargs.pop("public_url", None)
-        super(OutboxAuthMixin, self).__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)
 
     def select_host(self, host, host_names=None):
         """The request's Host, checked (hostnames.py): 400 if it is not
         ``host[:port]``, 403 if it is not a configured name. Without names,
         the loopback names, or any Host when ``public_url`` is set."""
-        names = HostNames(host_names or ([] if self._init_public_url
-                                         else LOOPBACK_NAMES))
+        names = HostNames(host_names or ([] if self._init_public_url else LOOPBACK_NAMES))
         if not host:
             return names.default()
         if parse(host) is None:
@@ -233,8 +233,7 @@ class OutboxAuthMixin(object):
             return host
         checked = names.match(host)
         if checked is None:
-            refuse(403, "Invalid Hostname: this site does not answer to %s."
-                   % host)
+            refuse(403, "Invalid Hostname: this site does not answer to %s." % host)
         return checked
 
     def configure_outbox(self, get):
@@ -249,14 +248,12 @@ class OutboxAuthMixin(object):
             self.settings.auth_two_factor_enabled = True
         self.configure_flows()
         s = self.settings
-        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + \
-            [self._check_deliverable]
-        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + \
-            [self._check_values]
-        s.register_onaccept = _as_callbacks(s.register_onaccept) + \
-            [self._after_register]
-        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + \
-            [self._after_verify]
+        s.register_onvalidation = _as_callbacks(s.register_onvalidation) + [
+            self._check_deliverable
+        ]
+        s.profile_onvalidation = _as_callbacks(s.profile_onvalidation) + [self._check_values]
+        s.register_onaccept = _as_callbacks(s.register_onaccept) + [self._after_register]
+        s.verify_email_onaccept = _as_callbacks(s.verify_email_onaccept) + [self._after_verify]
 
     def configure_flows(self):
         """The answers, the translator, the mailer and the limits of the
@@ -280,18 +277,21 @@ class OutboxAuthMixin(object):
     def url(self, f=None, args=None, vars=None, scheme=False):
         """Auth's links; absolute ones (those that go in mail) use public_url."""
         if scheme and self.outbox_public_url:
-            return public_link(self.outbox_public_url, URL(
-                c=self.settings.controller, f=f, args=args or [], vars=vars or {}))
-        return super(OutboxAuthMixin, self).url(f=f, args=args, vars=vars,
-                                                scheme=scheme)
+            return public_link(
+                self.outbox_public_url,
+                URL(c=self.settings.controller, f=f, args=args or [], vars=vars or {}),
+            )
+        return super().url(f=f, args=args, vars=vars, scheme=scheme)
 
     def link(self, c, f, args=None, vars=None):
         """An absolute link for a mail body: public_url, else this request's host."""
         if self.outbox_public_url:
-            return public_link(self.outbox_public_url, URL(c=c, f=f, args=args or [],
-                                                           vars=vars or {}))
-        return URL(c=c, f=f, args=args or [], vars=vars or {}, scheme=True,
-                   host=self.settings.host)  # checked by select_host
+            return public_link(
+                self.outbox_public_url, URL(c=c, f=f, args=args or [], vars=vars or {})
+            )
+        return URL(
+            c=c, f=f, args=args or [], vars=vars or {}, scheme=True, host=self.settings.host
+        )  # checked by select_host
 
     # ------------------------------------------------------ account flows
     def __call__(self):
@@ -303,7 +303,7 @@ class OutboxAuthMixin(object):
             allowed = self._code_allowed if flow == "login" else None
             self.settings.mailer = _FlowMailer(mailer, flow, allowed)
         try:
-            return super(OutboxAuthMixin, self).__call__()
+            return super().__call__()
         finally:
             self.settings.mailer = mailer
 
@@ -325,9 +325,12 @@ class OutboxAuthMixin(object):
             return True
         get = self._flow_setting
         return self._take_units(
-            [("client", self._client(), get("flow_per_client")),
-             ("address", "register:" + _address_key(address), get("flow_per_address")),
-             ("register", "", get("flow_global_register"))])
+            [
+                ("client", self._client(), get("flow_per_client")),
+                ("address", "register:" + _address_key(address), get("flow_per_address")),
+                ("register", "", get("flow_global_register")),
+            ]
+        )
 
     def _flow_mail(self, flow, address, known, queue):
         """Reset or username recovery: ``queue(real)`` queues the mail, real
@@ -342,13 +345,22 @@ class OutboxAuthMixin(object):
             with self._savepoint(keep=known):
                 return queue(known)
         get = self._flow_setting
-        real = self._take_units(
-            [("client", self._client(), get("flow_per_client"))]) and known
+        real = self._take_units([("client", self._client(), get("flow_per_client"))]) and known
         with self._savepoint(keep=real):
-            real = self._take_units(
-                [("address", "%s:%s" % (flow, _address_key(address)),
-                  get("flow_per_address")),
-                 ("site", "", get("flow_global"))], quiet=not real) and real
+            real = (
+                self._take_units(
+                    [
+                        (
+                            "address",
+                            "%s:%s" % (flow, _address_key(address)),
+                            get("flow_per_address"),
+                        ),
+                        ("site", "", get("flow_global")),
+                    ],
+                    quiet=not real,
+                )
+                and real
+            )
             with self._savepoint(keep=real):
                 queue(real)
 
@@ -363,7 +375,8 @@ class OutboxAuthMixin(object):
         if self.flow_limiter is None:
             return True
         allowed = self._take_units(
-            [("code", _address_key(address), self._flow_setting("flow_codes_per_address"))])
+            [("code", _address_key(address), self._flow_setting("flow_codes_per_address"))]
+        )
         if not allowed:
             current.response.flash = self.messages.code_limited
         return allowed
@@ -382,7 +395,7 @@ class OutboxAuthMixin(object):
         if mailer:
             self.settings.mailer = _KeepRegistration(mailer)
         try:
-            return super(OutboxAuthMixin, self).register(*args, **kwargs)
+            return super().register(*args, **kwargs)
         finally:
             self.settings.mailer = mailer
 
@@ -390,12 +403,13 @@ class OutboxAuthMixin(object):
         """web2py's profile; a post whose record id was changed or left out
         gets a 400 (SQLFORM raises SyntaxError, which was a ticket)."""
         try:
-            return super(OutboxAuthMixin, self).profile(*args, **kwargs)
+            return super().profile(*args, **kwargs)
         except SyntaxError as e:
             if "tampering" not in str(e):
                 raise
-            refuse(400, "The form's record id is missing or changed: reload the "
-                        "page and try again.")
+            refuse(
+                400, "The form's record id is missing or changed: reload the page and try again."
+            )
 
     def _check_deliverable(self, form):
         """Names on one line; an address the outbox can deliver to; and the
@@ -452,10 +466,11 @@ class OutboxAuthMixin(object):
                     logger.warning("approver %s: no such group", item)
                     continue
                 m = self.table_membership()
-                rows = db((m.group_id == group_id) & (m.user_id == users.id) &
-                          ((users.registration_key == "") |
-                           (users.registration_key == None))  # noqa: E711
-                          ).select(users.email)
+                rows = db(
+                    (m.group_id == group_id)
+                    & (m.user_id == users.id)
+                    & ((users.registration_key == "") | (users.registration_key == None))  # noqa: E711
+                ).select(users.email)
                 found.extend(r.email for r in rows)
             else:
                 found.append(item)
@@ -471,21 +486,25 @@ class OutboxAuthMixin(object):
         mail = self.settings.mailer
         addresses = self.approver_addresses()
         if not addresses:
-            logger.error("registration %s waits for approval but no approver is "
-                         "configured ([auth] approver)", user.email)
+            logger.error(
+                "registration %s waits for approval but no approver is "
+                "configured ([auth] approver)",
+                user.email,
+            )
             return 0
-        d = _render_values(user, self.link(self.settings.controller, "approve",
-                                           args=[user.id]))
+        d = _render_values(user, self.link(self.settings.controller, "approve", args=[user.id]))
         mail = _FlowMailer(self.outbox_mail, "approve")
         queued = 0
         for address in addresses:
-            if mail.send(to=address, subject=self.messages.approval_subject % d,
-                         message=self.messages.approval_body % d,
-                         priority=PRIORITY_HIGH):
+            if mail.send(
+                to=address,
+                subject=self.messages.approval_subject % d,
+                message=self.messages.approval_body % d,
+                priority=PRIORITY_HIGH,
+            ):
                 queued += 1
             else:
-                logger.error("approval request to %s not queued: %s", address,
-                             mail.error)
+                logger.error("approval request to %s not queued: %s", address, mail.error)
         return queued
 
     def can_approve(self):
@@ -507,8 +526,14 @@ class OutboxAuthMixin(object):
         ``approve/ID`` shows one with Approve and Reject buttons."""
         request, session = current.request, current.session
         if not self.user:
-            redirect(URL(self.settings.controller, self.settings.function,
-                         args="login", vars=dict(_next=URL(args=request.args))))
+            redirect(
+                URL(
+                    self.settings.controller,
+                    self.settings.function,
+                    args="login",
+                    vars=dict(_next=URL(args=request.args)),
+                )
+            )
         if not self.can_approve():
             redirect(self.settings.on_failed_authorization)
         users = self.table_user()
@@ -519,9 +544,11 @@ class OutboxAuthMixin(object):
         if user is None:
             session.flash = self.messages.not_pending
             redirect(URL(args=[]))
-        form = FORM(INPUT(_type="submit", _name="decision", _value="approve",
-                          _class="button"), " ",
-                    INPUT(_type="submit", _name="decision", _value="reject"))
+        form = FORM(
+            INPUT(_type="submit", _name="decision", _value="approve", _class="button"),
+            " ",
+            INPUT(_type="submit", _name="decision", _value="reject"),
+        )
         if form.accepts(request, session, formname="approve-%s" % user.id):
             who = dict(email=user.email)
             if request.post_vars.decision == "reject":
@@ -535,17 +562,22 @@ class OutboxAuthMixin(object):
         return dict(pending=None, user=user, form=form)
 
     def notify_approved(self, user):
-        d = _render_values(user, self.link(self.settings.controller,
-                                           self.settings.function, args=["login"]))
+        d = _render_values(
+            user, self.link(self.settings.controller, self.settings.function, args=["login"])
+        )
         mail = _FlowMailer(self.outbox_mail, "approve")
-        if not mail.send(to=user.email, subject=self.messages.approved_subject,
-                         message=self.messages.approved_body % d,
-                         priority=PRIORITY_HIGH):
+        if not mail.send(
+            to=user.email,
+            subject=self.messages.approved_subject,
+            message=self.messages.approved_body % d,
+            priority=PRIORITY_HIGH,
+        ):
             logger.error("approval notice to %s not queued: %s", user.email, mail.error)
 
     # ------------------------------------------------- no account enumeration
-    def request_reset_password(self, next=DEFAULT, onvalidation=DEFAULT,
-                               onaccept=DEFAULT, log=DEFAULT):
+    def request_reset_password(
+        self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT
+    ):
         """Ask for a reset link; the same answer, and the same work, whether
         or not the account exists.
 
@@ -555,26 +587,30 @@ class OutboxAuthMixin(object):
         """
         users = self.table_user()
         s = self.settings
-        field = "username" if "username" in users.fields and \
-            (s.login_userfield or "username") == "username" else "email"
+        field = (
+            "username"
+            if "username" in users.fields and (s.login_userfield or "username") == "username"
+            else "email"
+        )
         if field == "username":
             requires = [IS_NOT_EMPTY(error_message=self.messages.invalid_username)]
         else:
             requires = [IS_EMAIL(error_message=self.messages.invalid_email)]
-        if not (s.username_case_sensitive if field == "username"
-                else s.email_case_sensitive):
+        if not (s.username_case_sensitive if field == "username" else s.email_case_sensitive):
             requires.insert(0, IS_LOWER())
         log = _given(log, self.messages["reset_password_log"])
         return self._same_answer(
-            "reset_password", Field(field, label=users[field].label, requires=requires),
+            "reset_password",
+            Field(field, label=users[field].label, requires=requires),
             lambda value: self._reset_one(users, field, value, log),
             self.messages.reset_password_requested,
             self.messages.password_reset_button,
             _given(next, self.get_vars_next() or s.request_reset_password_next),
             _given(onvalidation, s.request_reset_password_onvalidation),
             _given(onaccept, s.request_reset_password_onaccept),
-            s.retrieve_password_captcha is not False and
-            (s.retrieve_password_captcha or s.captcha))
+            s.retrieve_password_captcha is not False
+            and (s.retrieve_password_captcha or s.captcha),
+        )
 
     def _reset_one(self, users, field, value, log):
         """The work of one reset request: a real mail, or a decoy's."""
@@ -587,21 +623,24 @@ class OutboxAuthMixin(object):
         def queue(real):
             target = user if real else decoy
             if not self.email_reset_password(target) and real:
-                logger.error("password reset mail not queued: %s",
-                             self.settings.mailer.error)
+                logger.error("password reset mail not queued: %s", self.settings.mailer.error)
             self.log_event(log, target)
+
         self._flow_mail("reset", user.email if user else value, why is None, queue)
 
     def _reset_refusal(self, user, field):
         """Why no reset mail goes to ``user``, or None when one may."""
         if user is None:
             return "unknown %s" % field
-        if (user.registration_key or "").startswith(PENDING) or \
-                user.registration_key in ("disabled", "blocked"):
+        if (user.registration_key or "").startswith(PENDING) or user.registration_key in (
+            "disabled",
+            "blocked",
+        ):
             return "account %s cannot log in" % user.id
         issued = (user.reset_password_key or "").partition("-")[0]
-        if issued.isdigit() and \
-                time.time() - int(issued) < self._flow_setting("flow_reset_pending"):
+        if issued.isdigit() and time.time() - int(issued) < self._flow_setting(
+            "flow_reset_pending"
+        ):
             return "account %s has a pending reset link" % user.id
         return None
 
@@ -616,8 +655,7 @@ class OutboxAuthMixin(object):
         decoy.update_record = lambda **values: self.db(users.id == 0).update(**values)
         return decoy
 
-    def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT,
-                          log=DEFAULT):
+    def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT):
         """Mail the username(s) of an address; the same answer and work either way."""
         users = self.table_user()
         s = self.settings
@@ -636,46 +674,69 @@ class OutboxAuthMixin(object):
             decoy = self._decoy(users, "email", email)
 
             def queue(real):
-                if not s.mailer.send(to=email,
-                                     subject=self.messages.retrieve_username_subject,
-                                     message=self.messages.retrieve_username % dict(
-                                         username=names)) and real:
+                if (
+                    not s.mailer.send(
+                        to=email,
+                        subject=self.messages.retrieve_username_subject,
+                        message=self.messages.retrieve_username % dict(username=names),
+                    )
+                    and real
+                ):
                     logger.error("username mail not queued: %s", s.mailer.error)
                 self.log_event(log, rows.first() if real else decoy)
+
             self._flow_mail("username", email, bool(rows), queue)
+
         return self._same_answer(
-            "retrieve_username", Field("email", label=users.email.label,
-                                       requires=requires),
-            act, self.messages.username_requested, self.messages.submit_button,
+            "retrieve_username",
+            Field("email", label=users.email.label, requires=requires),
+            act,
+            self.messages.username_requested,
+            self.messages.submit_button,
             _given(next, self.get_vars_next() or s.retrieve_username_next),
             _given(onvalidation, s.retrieve_username_onvalidation),
             _given(onaccept, s.retrieve_username_onaccept),
-            s.retrieve_username_captcha is not False and
-            (s.retrieve_username_captcha or s.captcha))
+            s.retrieve_username_captcha is not False
+            and (s.retrieve_username_captcha or s.captcha),
+        )
 
-    def _same_answer(self, formname, field, act, answer, button, next, onvalidation,
-                     onaccept, captcha):
+    def _same_answer(
+        self, formname, field, act, answer, button, next, onvalidation, onaccept, captcha
+    ):
         """A one-field form whose answer never depends on the account:
         ``act(value)`` does the flow's work (real or rolled back)."""
         request, session = current.request, current.session
         if not self.settings.mailer:
             current.response.flash = self.messages.function_disabled
             return ""
-        form = SQLFORM.factory(field, submit_button=button, hidden=dict(_next=next),
-                               formstyle=self.settings.formstyle,
-                               separator=self.settings.label_separator,
-                               table_name="auth_" + formname)
+        form = SQLFORM.factory(
+            field,
+            submit_button=button,
+            hidden=dict(_next=next),
+            formstyle=self.settings.formstyle,
+            separator=self.settings.label_separator,
+            table_name="auth_" + formname,
+        )
         if captcha:
-            addrow(form, captcha.label, captcha, captcha.comment,
-                   self.settings.formstyle, "captcha__row")
-        if form.accepts(request, session if self.csrf_prevention else None,
-                        formname=formname, onvalidation=onvalidation,
-                        hideerror=self.settings.hideerror):
+            addrow(
+                form,
+                captcha.label,
+                captcha,
+                captcha.comment,
+                self.settings.formstyle,
+                "captcha__row",
+            )
+        if form.accepts(
+            request,
+            session if self.csrf_prevention else None,
+            formname=formname,
+            onvalidation=onvalidation,
+            hideerror=self.settings.hideerror,
+        ):
             act(form.vars[field.name])
             callback(onaccept, form)
             session.flash = answer
-            redirect(next or self.url(args=request.args),
-                     client_side=self.settings.client_side)
+            redirect(next or self.url(args=request.args), client_side=self.settings.client_side)
         return form
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Sahana Eden's own account flows, protected as the app's are.
 
 scripts/eden_install.py adds ``guard(auth, mail)`` to Eden's models/00_db.py,
@@ -29,8 +28,7 @@ right after Eden makes its ``AuthS3``. For every request it then:
 from gluon import current, redirect
 from gluon.tools import DEFAULT
 
-from .authglue import (NAME_FIELDS, OutboxAuthMixin, _as_callbacks, _FlowMailer,
-                       as_list, clean_name)
+from .auth import NAME_FIELDS, OutboxAuthMixin, _as_callbacks, _FlowMailer, as_list, clean_name
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
 from .requestcheck import FRAME_HEADERS, check_request, refuse
 
@@ -72,10 +70,12 @@ def check_host(settings, env):
     names = HostNames(as_list(settings.base.get("host_names")) or LOOPBACK_NAMES)
     checked = names.match(host)
     if checked is None:
-        refuse(403, "Invalid Hostname: this site does not answer to %s. Its "
-                    "administrator sets settings.base.public_url (or lists the "
-                    "site's names in settings.base.host_names) in %s."
-               % (host, CONFIG))
+        refuse(
+            403,
+            "Invalid Hostname: this site does not answer to %s. Its "
+            "administrator sets settings.base.public_url (or lists the "
+            "site's names in settings.base.host_names) in %s." % (host, CONFIG),
+        )
     scheme = (env.get("wsgi_url_scheme") or "http").lower()
     settings.base.public_url = "%s://%s" % (scheme, checked)
 
@@ -99,17 +99,18 @@ class EdenAuthMixin(OutboxAuthMixin):
 
     outbox_public_url = None  # Eden's links: settings.base.public_url, checked
 
-    def register(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT,
-                 log=DEFAULT, **kwargs):
+    def register(
+        self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT, **kwargs
+    ):
         """Eden's register; the limits and the name cleaning join the
         onvalidation Eden's controller has just set."""
         if onvalidation is DEFAULT:
             onvalidation = self.settings.register_onvalidation
         onvalidation = _as_callbacks(onvalidation) + [self._check_deliverable]
         with self._flow("register"):
-            return super(EdenAuthMixin, self).register(
-                next=next, onvalidation=onvalidation, onaccept=onaccept, log=log,
-                **kwargs)
+            return super().register(
+                next=next, onvalidation=onvalidation, onaccept=onaccept, log=log, **kwargs
+            )
 
     def reset_password(self, *args, **kwargs):
         """Eden's; without a key in the link or the session Eden redirects
@@ -117,7 +118,7 @@ class EdenAuthMixin(OutboxAuthMixin):
         if not (current.request.vars.key or current.session._reset_password_key):
             current.session.flash = self.messages.invalid_reset_password
             redirect(self.url(args="retrieve_password"))
-        return super(EdenAuthMixin, self).reset_password(*args, **kwargs)
+        return super().reset_password(*args, **kwargs)
 
     def s3_verify_user(self, user):
         """Eden's; the names it puts in the approver's mail on one line (also
@@ -126,7 +127,7 @@ class EdenAuthMixin(OutboxAuthMixin):
             if user.get(name) is not None:
                 user[name] = clean_name(user[name])
         with self._flow("approve"):
-            return super(EdenAuthMixin, self).s3_verify_user(user)
+            return super().s3_verify_user(user)
 
     def _flow(self, flow):
         """While the block runs, mail is marked as account mail of ``flow``."""
@@ -135,15 +136,14 @@ class EdenAuthMixin(OutboxAuthMixin):
     def _same_answer(self, *args, **kwargs):
         """The app's one-answer form, in Eden's formstyle."""
         s = self.settings
-        style, s.formstyle = s.formstyle, \
-            current.deployment_settings.get_ui_formstyle()
+        style, s.formstyle = s.formstyle, current.deployment_settings.get_ui_formstyle()
         try:
-            return super(EdenAuthMixin, self)._same_answer(*args, **kwargs)
+            return super()._same_answer(*args, **kwargs)
         finally:
             s.formstyle = style
 
 
-class _Marked(object):
+class _Marked:
     """Context: ``auth.settings.mailer`` marks what it queues (unless already
     marking, as inside ``auth()``)."""
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Reading delivery reports: RFC 3464 delivery status notifications, and the
 common non-standard bounces (qmail, Exim and Exchange styles) that quote the
 original message's Message-ID and an SMTP or enhanced status code.
@@ -18,8 +17,8 @@ import re
 
 logger = logging.getLogger("s3outbox")
 
-MAX_PARTS = 200          # MIME parts looked at; a report has three
-MAX_TEXT = 1000          # characters of a diagnostic kept
+MAX_PARTS = 200  # MIME parts looked at; a report has three
+MAX_TEXT = 1000  # characters of a diagnostic kept
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_CODE = re.compile(r"(?:^|said:|:)\s*([45][0-5]\d)(?=[\s-])", re.M)
 _MESSAGE_ID = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]{3,250}>)", re.I | re.M)
@@ -27,20 +26,29 @@ _RECIPIENT = re.compile(r"<([^<>\s@]{1,64}@[^<>\s]{1,255})>:")
 _ADDRESS = re.compile(r"[^\s<>;\"]{1,64}@[^\s<>;\"]{1,255}")
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|delivery (status|fail|notification|has failed|problem)|returned "
-    r"mail|failure notice|mail delivery|non.?delivery|could not be delivered", re.I)
+    r"mail|failure notice|mail delivery|non.?delivery|could not be delivered",
+    re.I,
+)
 _DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon")
 # Headers of the report itself that carry the address it was sent to.
-_ENVELOPE_HEADERS = ("to", "delivered-to", "x-original-to", "envelope-to",
-                     "x-envelope-to", "x-rcpt-to")
+_ENVELOPE_HEADERS = (
+    "to",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "x-envelope-to",
+    "x-rcpt-to",
+)
 
 
 @dataclasses.dataclass
 class Failure:
     """One recipient's failure as a report states it."""
-    recipient: str      # '' when the report names none
-    status: str         # enhanced status code, e.g. '5.1.1'
-    diagnostic: str     # the remote server's words, trimmed
-    code: int = None    # the SMTP reply code in the diagnostic, when there is one
+
+    recipient: str  # '' when the report names none
+    status: str  # enhanced status code, e.g. '5.1.1'
+    diagnostic: str  # the remote server's words, trimmed
+    code: int = None  # the SMTP reply code in the diagnostic, when there is one
 
     @property
     def permanent(self):
@@ -50,10 +58,11 @@ class Failure:
 @dataclasses.dataclass
 class Report:
     """What a report claims: the messages it is about and the failures."""
-    tokens: list        # [(row id, mac)] found in the addresses it was sent to
-    message_ids: list   # Message-IDs of the original, as quoted
-    failures: list      # [Failure]
-    standard: bool      # an RFC 3464 report, or a non-standard bounce
+
+    tokens: list  # [(row id, mac)] found in the addresses it was sent to
+    message_ids: list  # Message-IDs of the original, as quoted
+    failures: list  # [Failure]
+    standard: bool  # an RFC 3464 report, or a non-standard bounce
 
 
 def read(data, tokens):
@@ -62,8 +71,9 @@ def read(data, tokens):
     try:
         return _read(data, tokens)
     except Exception as e:  # hostile MIME must never stop the reader
-        logger.info("bounces: a message could not be parsed: %s: %s",
-                    type(e).__name__, str(e)[:200])
+        logger.info(
+            "bounces: a message could not be parsed: %s: %s", type(e).__name__, str(e)[:200]
+        )
         return None
 
 
@@ -77,8 +87,12 @@ def _read(data, tokens):
             text = _text(part)
             status_text.append(text)
             failures += _status_part(text)
-        elif kind in ("message/rfc822", "text/rfc822-headers", "message/global",
-                      "message/global-headers"):
+        elif kind in (
+            "message/rfc822",
+            "text/rfc822-headers",
+            "message/global",
+            "message/global-headers",
+        ):
             found_ids += _MESSAGE_ID.findall(_text(part))
         elif kind.startswith("text/") and not part.is_multipart():
             texts.append(_text(part))
@@ -92,12 +106,21 @@ def _read(data, tokens):
     if not failures:
         return None
     where = [str(v) for h in _ENVELOPE_HEADERS for v in msg.get_all(h) or ()]
-    where += status_text + [_text(p) for p in parts if p.get_content_type() in
-                            ("message/rfc822", "text/rfc822-headers")][:1]
+    where += (
+        status_text
+        + [
+            _text(p)
+            for p in parts
+            if p.get_content_type() in ("message/rfc822", "text/rfc822-headers")
+        ][:1]
+    )
     found = [] if tokens is None else tokens.findall("\n".join(where))
-    return Report(tokens=_unique([(int(i), mac.lower()) for i, mac in found]),
-                  message_ids=_unique(found_ids), failures=failures,
-                  standard=standard)
+    return Report(
+        tokens=_unique([(int(i), mac.lower()) for i, mac in found]),
+        message_ids=_unique(found_ids),
+        failures=failures,
+        standard=standard,
+    )
 
 
 def _parts(msg):
@@ -138,8 +161,10 @@ def _fields(msg):
 def _value(value):
     """A header value as text; 8-bit bytes read as UTF-8."""
     if isinstance(value, email.header.Header):
-        return "".join(part.decode("utf-8", "replace") if isinstance(part, bytes)
-                       else part for part, _ in email.header.decode_header(value))
+        return "".join(
+            part.decode("utf-8", "replace") if isinstance(part, bytes) else part
+            for part, _ in email.header.decode_header(value)
+        )
     return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -149,8 +174,7 @@ def _status_part(text):
     blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
     failures = []
     for block in blocks[1:] if len(blocks) > 1 else blocks:
-        fields = email.message_from_string(block.strip() + "\n\n",
-                                           policy=email.policy.compat32)
+        fields = email.message_from_string(block.strip() + "\n\n", policy=email.policy.compat32)
         action = str(fields.get("Action", "")).strip().lower()
         if action not in ("failed", "delayed"):
             continue
@@ -159,8 +183,9 @@ def _status_part(text):
         if action == "delayed" and status.startswith("5"):
             status = "4" + status[1:]
         diagnostic = _one_line(fields.get("Diagnostic-Code", "") or status)
-        recipient = _address(fields.get("Original-Recipient")) or \
-            _address(fields.get("Final-Recipient"))
+        recipient = _address(fields.get("Original-Recipient")) or _address(
+            fields.get("Final-Recipient")
+        )
         failures.append(Failure(recipient, status, diagnostic, _code(diagnostic)))
     return failures
 
@@ -179,7 +204,7 @@ def _plain_failures(body):
         status = m.group(0)
     start = body.rfind("\n", 0, m.start()) + 1
     end = body.find("\n", m.end())
-    line = _one_line(body[start:end if end >= 0 else len(body)])
+    line = _one_line(body[start : end if end >= 0 else len(body)])
     who = _RECIPIENT.search(body)
     return [Failure(who.group(1).lower() if who else "", status, line, _code(line))]
 
@@ -187,8 +212,9 @@ def _plain_failures(body):
 def _looks_like_bounce(msg):
     """A message from a mailer daemon, or whose subject says it is one."""
     sender = str(msg.get("From", "")).lower()
-    return any(d in sender for d in _DAEMONS) or \
-        bool(_BOUNCE_SUBJECT.search(str(msg.get("Subject", ""))))
+    return any(d in sender for d in _DAEMONS) or bool(
+        _BOUNCE_SUBJECT.search(str(msg.get("Subject", "")))
+    )
 
 
 def _address(value):
@@ -205,8 +231,7 @@ def _code(diagnostic):
 def _one_line(text):
     """``text`` on one line, without control or direction-changing characters
     (which could make a page say something else), at most MAX_TEXT long."""
-    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+",
-                  " ", str(text))
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+", " ", str(text))
     return re.sub(r"\s{2,}", " ", text).strip()[:MAX_TEXT]
 
 

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Checks every request gets before a form or page sees it, and the headers
 every page carries.
 
@@ -21,22 +20,38 @@ from email.message import Message
 
 from gluon.http import HTTP
 
-FRAME_HEADERS = {"X-Frame-Options": "DENY",
-                 "Content-Security-Policy": "frame-ancestors 'none'"}
+FRAME_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 _ALLOWED_CONTROLS = "\t\n\r"
 # Far above any real form (the dashboard's longest list is 200 ticked
 # messages), far below a costly parse (see above).
 MAX_FIELDS = 1000
-MAX_BODY = 2 ** 20
+MAX_BODY = 2**20
 # Eden takes uploads (photos, documents, spreadsheets to import).
-EDEN_MAX_BODY = 64 * 2 ** 20
+EDEN_MAX_BODY = 64 * 2**20
 # Fields of the account pages and the dashboard: never a file, whatever page
 # they come to (where other fields may carry an upload, as in Eden).
-TEXT_FIELDS = frozenset((
-    "_next", "_formkey", "_formname", "email", "username", "password",
-    "password_two", "old_password", "new_password", "new_password2",
-    "first_name", "last_name", "status", "days", "to", "ids", "decision"))
-_CHUNK = 2 ** 20
+TEXT_FIELDS = frozenset(
+    (
+        "_next",
+        "_formkey",
+        "_formname",
+        "email",
+        "username",
+        "password",
+        "password_two",
+        "old_password",
+        "new_password",
+        "new_password2",
+        "first_name",
+        "last_name",
+        "status",
+        "days",
+        "to",
+        "ids",
+        "decision",
+    )
+)
+_CHUNK = 2**20
 
 
 def refuse(status, text):
@@ -82,8 +97,10 @@ def check_request(request, multi=()):
             for item in values:
                 problem = isinstance(item, str) and bad_character(item)
                 if problem:
-                    refuse(400, "The field %s contains %s, which is not accepted."
-                           % (name[:40], problem))
+                    refuse(
+                        400,
+                        "The field %s contains %s, which is not accepted." % (name[:40], problem),
+                    )
 
 
 def check_body(request, max_fields=MAX_FIELDS, max_body=MAX_BODY, uploads=False):
@@ -95,19 +112,24 @@ def check_body(request, max_fields=MAX_FIELDS, max_body=MAX_BODY, uploads=False)
     if not (length.isascii() and length.isdigit()):
         refuse(400, "Bad Content-Length header: it must be a number of bytes.")
     if max_body and int(length) > max_body:
-        refuse(413, "The request is %s bytes; this site takes at most %d."
-               % (length, max_body))
+        refuse(413, "The request is %s bytes; this site takes at most %d." % (length, max_body))
     separator = _field_separator(env)
-    if separator and max_fields and int(length) > max_fields and \
-            _count(request.body, separator) >= max_fields:
-        refuse(413, "The request has more than %d form fields; no form here has "
-                    "that many." % max_fields)
+    if (
+        separator
+        and max_fields
+        and int(length) > max_fields
+        and _count(request.body, separator) >= max_fields
+    ):
+        refuse(
+            413,
+            "The request has more than %d form fields; no form here has that many." % max_fields,
+        )
     for name, value in request.post_vars.items():
         values = value if isinstance(value, list) else [value]
-        if any(getattr(v, "filename", None) is not None for v in values) and \
-                (not uploads or name in TEXT_FIELDS):
-            refuse(400, "The field %s was sent as a file; it takes text."
-                   % str(name)[:40])
+        if any(getattr(v, "filename", None) is not None for v in values) and (
+            not uploads or name in TEXT_FIELDS
+        ):
+            refuse(400, "The field %s was sent as a file; it takes text." % str(name)[:40])
 
 
 def _field_separator(env):
@@ -137,6 +159,6 @@ def _count(body, separator):
         data = tail + chunk
         found += data.count(separator)
         # Keep what could be the start of a separator cut by the chunk edge.
-        tail = data[-(len(separator) - 1):] if len(separator) > 1 else b""
+        tail = data[-(len(separator) - 1) :] if len(separator) > 1 else b""
     body.seek(0)
     return found

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The wire bytes of a message, written directly for the common shapes.
 
 Building a MIME tree and running the email generator over it was about 40%
@@ -19,8 +18,10 @@ from .message import _UTF8, _WIRE, _header, build, headers, wire
 
 # The MIME headers MIMENonMultipart sets on a text part, and the
 # Content-Transfer-Encoding _text_part adds, as the generator writes them.
-_PART = ('Content-Type: text/%s; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
-         'Content-Transfer-Encoding: quoted-printable\r\n')
+_PART = (
+    'Content-Type: text/%s; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n"
+)
 _PLAIN, _HTML = _PART % "plain", _PART % "html"
 
 
@@ -65,18 +66,28 @@ def _alternative(parts, own):
     quoted-printable writes '=' as '=3D' and so never has the '==' that
     starts every boundary)."""
     boundary = Generator._make_boundary()
-    mime = _WIRE._fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary,
-                       False)
+    mime = _WIRE._fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False)
     delimiter = "--" + boundary
     return "%sMIME-Version: 1.0\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s--\r\n" % (
-        mime, own, delimiter, parts[0], delimiter, parts[1], delimiter)
+        mime,
+        own,
+        delimiter,
+        parts[0],
+        delimiter,
+        parts[1],
+        delimiter,
+    )
 
 
 def _folded(pairs):
     """The header lines as the generator writes them with the wire policy
     (its fold_binary is this fold, encoded at the end here)."""
-    return "".join(_fold_encoded(name, str(value)) if value.__class__ is Header
-                   else _WIRE._fold(name, value, False) for name, value in pairs)
+    return "".join(
+        _fold_encoded(name, str(value))
+        if value.__class__ is Header
+        else _WIRE._fold(name, value, False)
+        for name, value in pairs
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The SMTP transport, and what every SMTP error means for a message.
 
 ``classify()`` decides from the reply code wherever there is one; without a
@@ -12,7 +11,7 @@ import socket
 import ssl
 
 from . import pipeline
-from .transport import Kind, Outcome, Transport
+from .base import Kind, Outcome, Transport
 
 logger = logging.getLogger("s3outbox")
 
@@ -35,8 +34,9 @@ def classify(exc, stage):
     """
     outcome = _on_the_wire(exc)
     if stage == "connect" and outcome.kind != Kind.CONFIG:
-        return Outcome(Kind.CONFIG, outcome.code, "cannot open an SMTP session: %s"
-                       % outcome.error)
+        return Outcome(
+            Kind.CONFIG, outcome.code, "cannot open an SMTP session: %s" % outcome.error
+        )
     return outcome
 
 
@@ -47,16 +47,21 @@ def _on_the_wire(exc):
     if isinstance(exc, smtplib.SMTPSenderRefused):
         return _sender_refused(exc)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return Outcome(Kind.CONFIG, exc.smtp_code, "authentication refused: " +
-                       _reply(exc.smtp_code, exc.smtp_error))
+        return Outcome(
+            Kind.CONFIG,
+            exc.smtp_code,
+            "authentication refused: " + _reply(exc.smtp_code, exc.smtp_error),
+        )
     if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return Outcome(Kind.CONFIG, None, "the server does not support this: %s "
-                       "(check tls, ssl and login)" % exc)
+        return Outcome(
+            Kind.CONFIG,
+            None,
+            "the server does not support this: %s (check tls, ssl and login)" % exc,
+        )
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_code(exc)
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return Outcome(Kind.TRANSIENT, None, "connection dropped: %s" % (
-            str(exc) or "no reply"))
+        return Outcome(Kind.TRANSIENT, None, "connection dropped: %s" % (str(exc) or "no reply"))
     if isinstance(exc, (OSError, EOFError)):  # smtplib.SMTPException is an OSError
         return _network(exc)
     return Outcome(Kind.PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
@@ -72,22 +77,28 @@ def _recipients_refused(exc):
     5xx and some 4xx: the 5xx are final (``refused``) and only the others
     are tried again (``deferred``)."""
     codes = [c for c, _ in exc.recipients.values()]
-    text = "; ".join("%s: %s" % (rcpt, _reply(c, m))
-                     for rcpt, (c, m) in exc.recipients.items())
+    text = "; ".join("%s: %s" % (rcpt, _reply(c, m)) for rcpt, (c, m) in exc.recipients.items())
     if codes and all(c == 421 for c in codes):
         return _unavailable(421, text)
     kind = Kind.PERMANENT if codes and all(c >= 500 for c in codes) else Kind.TRANSIENT
     final, later = _split({r: (c, _reply(c, m)) for r, (c, m) in exc.recipients.items()})
     mixed = kind == Kind.TRANSIENT and final
-    return Outcome(kind, max(codes) if codes else None, "all recipients refused: " + text,
-                   refused=final if mixed else None, deferred=later if mixed else None)
+    return Outcome(
+        kind,
+        max(codes) if codes else None,
+        "all recipients refused: " + text,
+        refused=final if mixed else None,
+        deferred=later if mixed else None,
+    )
 
 
 def _split(refused):
     """({address: reply} refused for good (5xx), {address: reply} for now)
     from {address: (code, reply)}."""
-    return ({r: why for r, (c, why) in refused.items() if c >= 500},
-            {r: why for r, (c, why) in refused.items() if c < 500})
+    return (
+        {r: why for r, (c, why) in refused.items() if c >= 500},
+        {r: why for r, (c, why) in refused.items() if c < 500},
+    )
 
 
 def _sender_refused(exc):
@@ -99,8 +110,7 @@ def _sender_refused(exc):
         return Outcome(Kind.TRANSIENT, exc.smtp_code, "sender deferred: " + text)
     if exc.smtp_code == 552:  # message too big for this server
         return Outcome(Kind.PERMANENT, 552, text)
-    return Outcome(Kind.CONFIG, exc.smtp_code, "sender %s refused: %s" % (
-        exc.sender, text))
+    return Outcome(Kind.CONFIG, exc.smtp_code, "sender %s refused: %s" % (exc.sender, text))
 
 
 def _reply_code(exc):
@@ -137,12 +147,13 @@ def _classified(exc, stage):
     return classify(exc, stage)
 
 
-class _KeepsReply(object):
+class _KeepsReply:
     """smtplib's sendmail() drops the reply to the message; keep it."""
+
     reply = None
 
     def data(self, msg):
-        self.reply = super(_KeepsReply, self).data(msg)
+        self.reply = super().data(msg)
         return self.reply
 
 
@@ -180,8 +191,9 @@ class SmtpTransport(Transport):
         s = self.snapshot
         host, port = s.host_port
         if s.ssl:
-            return _SMTP_SSL(host, port, local_hostname=s.hostname, timeout=s.timeout,
-                             context=self._context())
+            return _SMTP_SSL(
+                host, port, local_hostname=s.hostname, timeout=s.timeout, context=self._context()
+            )
         return _SMTP(host, port, local_hostname=s.hostname, timeout=s.timeout)
 
     def _start(self):
@@ -191,9 +203,13 @@ class SmtpTransport(Transport):
         if s.tls and not s.ssl:
             if not conn.has_extn("starttls"):
                 self._close()
-                return Outcome(Kind.CONFIG, None, "tls is on but %s does not offer "
-                               "STARTTLS (set tls = false, or use port 465 with "
-                               "ssl = true)" % s.server)
+                return Outcome(
+                    Kind.CONFIG,
+                    None,
+                    "tls is on but %s does not offer "
+                    "STARTTLS (set tls = false, or use port 465 with "
+                    "ssl = true)" % s.server,
+                )
             conn.starttls(context=self._context())
             conn.ehlo()
         if s.login:
@@ -228,18 +244,22 @@ class SmtpTransport(Transport):
         except Exception as e:
             outcome = _classified(e, "send")
             if outcome.kind != Kind.CONFIG:  # a 4xx to our sender: not answering yet
-                outcome = Outcome(Kind.CONFIG, outcome.code, "the server does not "
-                                  "take mail now: %s" % outcome.error)
+                outcome = Outcome(
+                    Kind.CONFIG,
+                    outcome.code,
+                    "the server does not take mail now: %s" % outcome.error,
+                )
             return outcome
         return None
 
     def _send(self, sender, recipients, data, then=None):
-        if self.pipeline is not None and not self.pipeline.expects(
-                sender, recipients, data):
+        if self.pipeline is not None and not self.pipeline.expects(sender, recipients, data):
             # Another message is under way: this content would go to its
             # recipients. Never: hang up, so the server drops that one.
-            logger.error("pipelining out of step: a message other than the one "
-                         "under way; the session is closed")
+            logger.error(
+                "pipelining out of step: a message other than the one "
+                "under way; the session is closed"
+            )
             self.close()
             return Outcome(Kind.TRANSIENT, None, "session closed: pipelining out of step")
         try:
@@ -251,9 +271,15 @@ class SmtpTransport(Transport):
             refused = self._rest(sender, data, refused)
         if refused:
             final, later = _split(refused)
-            return Outcome(Kind.SENT, code, "refused some recipients: " + "; ".join(
-                "%s: %s" % (r, why) for r, (_, why) in refused.items()),
-                refused=final or None, reply=reply, deferred=later or None)
+            return Outcome(
+                Kind.SENT,
+                code,
+                "refused some recipients: "
+                + "; ".join("%s: %s" % (r, why) for r, (_, why) in refused.items()),
+                refused=final or None,
+                reply=reply,
+                deferred=later or None,
+            )
         return Outcome(Kind.SENT, code, reply=reply)
 
     def _transaction(self, sender, recipients, data, then=None):

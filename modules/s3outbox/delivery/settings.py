@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Mail settings: the outbox's own defaults, a snapshot taken at pass time,
 the check for example values, and the fingerprint that tells when the admin
 changed something.
@@ -13,74 +12,72 @@ import math
 import re
 import ssl
 
-from .bounces import findings as bounce_findings
+from ..bounces.reader import findings as bounce_findings
+from ..transport.base import LoggingTransport
+from ..transport.smtp import SmtpTransport
 from .message import ADDRESS_RE, InvalidMessage, bare, unsubscribe_header
 from .returnpath import usable
-from .smtp import SmtpTransport
-from .transport import LoggingTransport
 
 # Defaults MailS3 adds to web2py's Mail.settings (documented in docs/settings.md).
 DEFAULTS = dict(
-    timeout=30,               # seconds for each SMTP connect and reply
-    batch_size=100,           # messages claimed by one worker at a time
-    sessions=8,               # SMTP sessions one worker runs at once
-    lease=600,                # seconds a claim is valid before others may retry it
-    max_attempts=8,           # transient failures before a message fails for good
-    max_age=3 * 24 * 3600,    # seconds after queueing before retries stop
-    retry_base=60,            # first retry delay in seconds; doubles each attempt
-    retry_max=6 * 3600,       # longest retry delay in seconds
-    probe_interval=300,       # seconds between re-tries of mail held by an outage
-    rate_limit=None,          # e.g. "100/hour" or "30/minute", across all workers
-    config_names=None,        # {"[smtp] sender": its name, "file": file} where
-                              # the admin edits it (Sahana Eden: settings.mail.*)
+    timeout=30,  # seconds for each SMTP connect and reply
+    batch_size=100,  # messages claimed by one worker at a time
+    sessions=8,  # SMTP sessions one worker runs at once
+    lease=600,  # seconds a claim is valid before others may retry it
+    max_attempts=8,  # transient failures before a message fails for good
+    max_age=3 * 24 * 3600,  # seconds after queueing before retries stop
+    retry_base=60,  # first retry delay in seconds; doubles each attempt
+    retry_max=6 * 3600,  # longest retry delay in seconds
+    probe_interval=300,  # seconds between re-tries of mail held by an outage
+    rate_limit=None,  # e.g. "100/hour" or "30/minute", across all workers
+    config_names=None,  # {"[smtp] sender": its name, "file": file} where
+    # the admin edits it (Sahana Eden: settings.mail.*)
     max_size=25 * 1024 * 1024,  # bytes; larger mail is refused by send()
-    default_priority=5,       # 1 urgent ... 9 bulk; lower goes first
-    worker_name=None,         # shown in the attempt log; default host#pid
+    default_priority=5,  # 1 urgent ... 9 bulk; lower goes first
+    worker_name=None,  # shown in the attempt log; default host#pid
     # An ssl.SSLContext for tls/ssl, used as it is; None: verify the server's
     # certificate unless self_signed_certificate (web2py master's Mail setting,
     # for a relay with a self-signed certificate).
     ssl_context=None,
     self_signed_certificate=False,
-    transport=None,           # callable(Snapshot) -> Transport; default SMTP
-    pipelining=True,          # False: one command at a time even where the
-                              # server offers PIPELINING (RFC 2920), for a relay
-                              # that offers it and then mishandles it
+    transport=None,  # callable(Snapshot) -> Transport; default SMTP
+    pipelining=True,  # False: one command at a time even where the
+    # server offers PIPELINING (RFC 2920), for a relay
+    # that offers it and then mishandles it
 )
 
 # Bounces (returnpath.py, bounces.py); docs/bounces.md.
 BOUNCE_DEFAULTS = dict(
-    bounce_address=None,      # envelope sender local+TOKEN@domain of each message
-    bounce_mailbox=None,      # imaps:// or pop3s:// URL of the mailbox reports reach
-    bounce_interval=300,      # seconds between reads of that mailbox
-    bounce_errors=(),         # Problems: values above that were refused
+    bounce_address=None,  # envelope sender local+TOKEN@domain of each message
+    bounce_mailbox=None,  # imaps:// or pop3s:// URL of the mailbox reports reach
+    bounce_interval=300,  # seconds between reads of that mailbox
+    bounce_errors=(),  # Problems: values above that were refused
 )
 DEFAULTS.update(BOUNCE_DEFAULTS)
 
 # Account-flow safety (authglue.py, flowlimit.py, retention.py); docs/settings.md.
 SAFETY_DEFAULTS = dict(
-    flow_window=3600,         # seconds of one rate-limit window
-    flow_per_address=3,       # account mails of one flow to one address a window (0: no limit)
-    flow_per_client=30,       # account-flow requests from one client network a window
-    flow_global=300,          # reset and username mails of the whole site a window
+    flow_window=3600,  # seconds of one rate-limit window
+    flow_per_address=3,  # account mails of one flow to one address a window (0: no limit)
+    flow_per_client=30,  # account-flow requests from one client network a window
+    flow_global=300,  # reset and username mails of the whole site a window
     flow_global_register=300,  # registrations of the whole site a window
     flow_codes_per_address=10,  # two-step login codes to one address a window
-    flow_reset_pending=900,   # seconds a reset link stays the only one for its account
+    flow_reset_pending=900,  # seconds a reset link stays the only one for its account
     flow_trust_forwarded=False,  # client = last X-Forwarded-For (behind own proxy)
-    secret_retention=3600,    # seconds after delivery before account mail is scrubbed
-    sent_retention_days=30,   # sent mail is purged after this many days (0: never)
-    public_url=None,          # [app] public_url: links in mail
-    host_names=None,          # [host] names: the Host values the site answers to
-    safety_errors=(),         # Problems: [outbox] values above that were refused
+    secret_retention=3600,  # seconds after delivery before account mail is scrubbed
+    sent_retention_days=30,  # sent mail is purged after this many days (0: never)
+    public_url=None,  # [app] public_url: links in mail
+    host_names=None,  # [host] names: the Host values the site answers to
+    safety_errors=(),  # Problems: [outbox] values above that were refused
 )
 DEFAULTS.update(SAFETY_DEFAULTS)
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
-EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com",
-                   "you@example.com"}
+EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com", "you@example.com"}
 EXAMPLE_LOGINS = {"username:password"}
 EXAMPLE_SERVERS = {"smtp.gmail.com:587"}  # web2py's example, with the login above
-EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example",
-                   "invalid", "test")
+EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example", "invalid", "test")
 _SERVER_RE = re.compile(r"\A(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\Z")
 
 
@@ -88,10 +85,11 @@ def _is_example_address(address):
     addr = bare(address or "").lower()
     domain = addr.rpartition("@")[2]
     return addr in EXAMPLE_SENDERS or any(
-        domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS)
+        domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS
+    )
 
 
-class Snapshot(object):
+class Snapshot:
     """The SMTP settings in force for one delivery pass."""
 
     def __init__(self, settings):
@@ -125,8 +123,7 @@ class Snapshot(object):
     def logging(self):
         """web2py's development mode: server 'logging' or 'logging:PATH'."""
         server = self.server
-        return isinstance(server, str) and (server == "logging" or
-                                            server.startswith("logging:"))
+        return isinstance(server, str) and (server == "logging" or server.startswith("logging:"))
 
     @property
     def smtp(self):
@@ -148,11 +145,9 @@ class Snapshot(object):
         login = self.login if isinstance(self.login, str) else str(self.login or "")
         user, _, password = login.partition(":")
         secret = hashlib.sha256(password.encode("utf-8")).hexdigest()
-        parts = [str(self.server), str(self.sender), user, secret, str(self.tls),
-                 str(self.ssl)]
+        parts = [str(self.server), str(self.sender), user, secret, str(self.tls), str(self.ssl)]
         if self.custom is not None:  # another transport: other settings
-            parts.append(getattr(self.custom, "__qualname__",
-                                 type(self.custom).__qualname__))
+            parts.append(getattr(self.custom, "__qualname__", type(self.custom).__qualname__))
         if self.self_signed_certificate:  # it can end a TLS failure: a change
             parts.append("self_signed_certificate")
         if self.return_path:  # the relay may refuse it as the envelope sender
@@ -171,8 +166,7 @@ class Snapshot(object):
         for key, problem, blocking in self.findings():
             if blocking:
                 key, where = self.names.get(key, key), self.names.get("file")
-                return "%s (edit %s)" % (problem, "%s in %s" % (key, where)
-                                         if where else key)
+                return "%s (edit %s)" % (problem, "%s in %s" % (key, where) if where else key)
         return None
 
     def findings(self):
@@ -183,8 +177,7 @@ class Snapshot(object):
         """
         out = self._sender_findings()
         if self.smtp:
-            out = self._server_findings() + out + self._login_findings() + \
-                self._port_findings()
+            out = self._server_findings() + out + self._login_findings() + self._port_findings()
         return out + [p.finding() for p in self.problems]
 
     def _server_findings(self):
@@ -192,18 +185,29 @@ class Snapshot(object):
         if not isinstance(server, str) or not server.strip():
             return [("[smtp] server", "no SMTP server is configured", True)]
         if server in ("gae", "aws"):
-            return [("[smtp] server", "server %r is not an SMTP server; the outbox "
-                     "delivers over SMTP (or 'logging')" % server, True)]
+            return [
+                (
+                    "[smtp] server",
+                    "server %r is not an SMTP server; the outbox "
+                    "delivers over SMTP (or 'logging')" % server,
+                    True,
+                )
+            ]
         if not _SERVER_RE.match(server):
-            return [("[smtp] server", "server %r is not of the form host:port"
-                     % server, True)]
+            return [("[smtp] server", "server %r is not of the form host:port" % server, True)]
         if not 0 < self.host_port[1] < 65536:
-            return [("[smtp] server", "server %r has a port outside 1-65535"
-                     % server, True)]
-        if server in EXAMPLE_SERVERS and (self.login in EXAMPLE_LOGINS or
-                                          _is_example_address(self.sender)):
-            return [("[smtp] server", "server %r is web2py's example value, left "
-                     "with the example login or sender" % server, True)]
+            return [("[smtp] server", "server %r has a port outside 1-65535" % server, True)]
+        if server in EXAMPLE_SERVERS and (
+            self.login in EXAMPLE_LOGINS or _is_example_address(self.sender)
+        ):
+            return [
+                (
+                    "[smtp] server",
+                    "server %r is web2py's example value, left "
+                    "with the example login or sender" % server,
+                    True,
+                )
+            ]
         return []
 
     def _sender_findings(self):
@@ -211,11 +215,9 @@ class Snapshot(object):
         if not isinstance(sender, str) or not sender.strip():
             return [("[smtp] sender", "no sender address is configured", True)]
         if not ADDRESS_RE.match(bare(sender)):
-            return [("[smtp] sender", "sender %r is not a valid e-mail address"
-                     % sender, True)]
+            return [("[smtp] sender", "sender %r is not a valid e-mail address" % sender, True)]
         if _is_example_address(sender):
-            return [("[smtp] sender", "sender %r is the unedited example address"
-                     % sender, True)]
+            return [("[smtp] sender", "sender %r is the unedited example address" % sender, True)]
         return []
 
     def _login_findings(self):
@@ -223,8 +225,7 @@ class Snapshot(object):
         if login is not None and not isinstance(login, str):
             return [("[smtp] login", "login must be text, user:password", True)]
         if login in EXAMPLE_LOGINS:
-            return [("[smtp] login", "login is the unedited example "
-                     "'username:password'", True)]
+            return [("[smtp] login", "login is the unedited example 'username:password'", True)]
         if login and ":" not in login:
             return [("[smtp] login", "login must be user:password", True)]
         if login and not login.partition(":")[0]:
@@ -240,17 +241,29 @@ class Snapshot(object):
         out = []
         port = self.host_port[1]
         if self.ssl and port == 587:
-            out.append(("[smtp] ssl", "ssl is on but port 587 expects STARTTLS: "
-                        "set ssl = false and tls = true", False))
+            out.append(
+                (
+                    "[smtp] ssl",
+                    "ssl is on but port 587 expects STARTTLS: set ssl = false and tls = true",
+                    False,
+                )
+            )
         if self.ssl and port == 25:
             out.append(("[smtp] ssl", "ssl is on but port 25 is plain SMTP", False))
         if not self.ssl and port == 465:
-            out.append(("[smtp] ssl", "port 465 expects implicit TLS: set "
-                        "ssl = true", False))
-        if self.login and not (self.tls or self.ssl) and \
-                self.host_port[0] not in ("localhost", "127.0.0.1", "::1"):
-            out.append(("[smtp] tls", "a password would cross the network "
-                        "unencrypted: turn on tls or ssl", False))
+            out.append(("[smtp] ssl", "port 465 expects implicit TLS: set ssl = true", False))
+        if (
+            self.login
+            and not (self.tls or self.ssl)
+            and self.host_port[0] not in ("localhost", "127.0.0.1", "::1")
+        ):
+            out.append(
+                (
+                    "[smtp] tls",
+                    "a password would cross the network unencrypted: turn on tls or ssl",
+                    False,
+                )
+            )
         return out
 
 
@@ -271,9 +284,21 @@ def _flag(value):
 
 # appconfig.ini [outbox] keys (Eden: settings.mail.<key>), copied as they are:
 # read_values() reads them.
-OUTBOX_KEYS = ("batch_size", "sessions", "lease", "max_attempts", "max_age",
-                "retry_base", "retry_max", "probe_interval", "rate_limit", "max_size",
-                "timeout", "pipelining", "default_priority")
+OUTBOX_KEYS = (
+    "batch_size",
+    "sessions",
+    "lease",
+    "max_attempts",
+    "max_age",
+    "retry_base",
+    "retry_max",
+    "probe_interval",
+    "rate_limit",
+    "max_size",
+    "timeout",
+    "pipelining",
+    "default_priority",
+)
 
 
 def apply_config(mail, get):
@@ -287,8 +312,9 @@ def apply_config(mail, get):
     turns them into what delivery uses and reports those it cannot use.
     """
     s = mail.settings
-    s.server, s.sender, s.login = [_text(get("smtp." + key))
-                                   for key in ("server", "sender", "login")]
+    s.server, s.sender, s.login = [
+        _text(get("smtp." + key)) for key in ("server", "sender", "login")
+    ]
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
     s.self_signed_certificate = _flag(get("smtp.self_signed_certificate"))
@@ -307,8 +333,7 @@ def apply_bounces(s, get):
     number of seconds keeps its default and is reported (bounces.findings)."""
     s.bounce_address = _text(get("outbox.bounce_address"))
     s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
-    s.bounce_interval, problem = _read("bounce_interval",
-                                       get("outbox.bounce_interval"))
+    s.bounce_interval, problem = _read("bounce_interval", get("outbox.bounce_interval"))
     s.bounce_errors = [problem] if problem else []
 
 
@@ -335,21 +360,39 @@ def apply_safety(s, get):
 def safety_findings(s):
     """(appconfig key, advice, False) for the account-flow settings: never
     blocking, shown with the SMTP findings."""
-    from .hostnames import HostNames  # here: settings must not import authglue
+    from ..accounts.hostnames import HostNames  # here: settings must not import authglue
+
     out = [p.finding() for p in s.get("safety_errors") or ()] + bounce_findings(s)
     names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
     for item in names.bad:
-        out.append(("[host] names", "%r is not host, host:port or host:*; it is "
-                    "ignored" % item.strip(), False))
+        out.append(
+            (
+                "[host] names",
+                "%r is not host, host:port or host:*; it is ignored" % item.strip(),
+                False,
+            )
+        )
     if not s.public_url and names.names and not names.loopback_only():
-        out.append(("[app] public_url", "public_url is empty on a site that is not "
-                    "on loopback: links in mail use the request's Host (checked "
-                    "against [host] names); set the site's address", False))
-    for key in ("flow_per_address", "flow_per_client", "flow_global",
-                "flow_global_register", "flow_codes_per_address"):
+        out.append(
+            (
+                "[app] public_url",
+                "public_url is empty on a site that is not "
+                "on loopback: links in mail use the request's Host (checked "
+                "against [host] names); set the site's address",
+                False,
+            )
+        )
+    for key in (
+        "flow_per_address",
+        "flow_per_client",
+        "flow_global",
+        "flow_global_register",
+        "flow_codes_per_address",
+    ):
         if s.get(key) == 0:
-            out.append(("[outbox] %s" % key, "%s is 0: that limit on account mail is "
-                        "off" % key, False))
+            out.append(
+                ("[outbox] %s" % key, "%s is 0: that limit on account mail is off" % key, False)
+            )
     return out
 
 
@@ -370,7 +413,7 @@ def _number(value):
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (ValueError, OverflowError):
-        raise _Bad()
+        raise _Bad() from None
     if not math.isfinite(number):
         raise _Bad()
     return number
@@ -378,13 +421,17 @@ def _number(value):
 
 def _seconds(high, low=None):
     """Seconds above 0 (from ``low``), at most ``high``."""
+
     def read(value):
         number = _number(value)
         if not (number >= low if low else number > 0) or number > high:
             raise _Bad()
         return int(number) if number == int(number) else number
+
     read.expected = "a number of seconds %s, at most %d" % (
-        "from %s" % low if low else "above 0", high)
+        "from %s" % low if low else "above 0",
+        high,
+    )
     return read
 
 
@@ -394,6 +441,7 @@ def _whole(low, high):
         if number != int(number) or not low <= number <= high:
             raise _Bad()
         return int(number)
+
     read.expected = "a whole number from %d to %d" % (low, high)
     return read
 
@@ -424,19 +472,20 @@ def _rate(value):
     unit = unit.strip().lower()
     unit = unit[:-1] if unit.endswith("s") else unit
     count = count.strip()
-    if (unit or "hour") not in _UNITS or not (count.isascii() and count.isdigit()) \
-            or not 0 < int(count) <= 10 ** 9:
+    if (
+        (unit or "hour") not in _UNITS
+        or not (count.isascii() and count.isdigit())
+        or not 0 < int(count) <= 10**9
+    ):
         raise _Bad()
     return int(count), _UNITS[unit or "hour"]
 
 
-_rate.expected = ("like 100/hour: a whole number above 0 per second, minute, hour "
-                  "or day")
+_rate.expected = "like 100/hour: a whole number above 0 per second, minute, hour or day"
 
 
 def _name(value):
-    if not isinstance(value, str) or not 0 < len(value) <= 100 or \
-            not value.isprintable():
+    if not isinstance(value, str) or not 0 < len(value) <= 100 or not value.isprintable():
         raise _Bad()
     return value
 
@@ -449,8 +498,7 @@ _HOSTNAME_RE = re.compile(r"%s(?:\.%s)*|\[[0-9A-Fa-f:.]{2,45}\]" % (_LABEL, _LAB
 
 
 def _hostname(value):
-    if not isinstance(value, str) or len(value) > 255 or \
-            not _HOSTNAME_RE.fullmatch(value):
+    if not isinstance(value, str) or len(value) > 255 or not _HOSTNAME_RE.fullmatch(value):
         raise _Bad()
     return value
 
@@ -463,6 +511,7 @@ def _instance(kind, expected):
         if not kind(value):
             raise _Bad()
         return value
+
     read.expected = expected
     return read
 
@@ -486,7 +535,7 @@ def _unsubscribe(value):
     try:
         unsubscribe_header(value)
     except (InvalidMessage, TypeError, ValueError):
-        raise _Bad()
+        raise _Bad() from None
     return value
 
 
@@ -498,7 +547,9 @@ def _cannot_sign(key, selector):
     """Why a test message cannot be signed with this key, or None: a key
     that cannot sign would otherwise fail every message as it is built."""
     from email.mime.text import MIMEText
+
     from gluon.tools import dkim_sign
+
     sample = MIMEText("test")
     sample["From"] = "test@example.net"
     try:
@@ -520,7 +571,7 @@ _READERS = dict(
     retry_max=(_seconds(365 * 86400), DEFAULTS["retry_max"], False),
     probe_interval=(_seconds(7 * 86400), DEFAULTS["probe_interval"], False),
     rate_limit=(_rate, None, True),
-    max_size=(_whole(1, 2 ** 31 - 1), DEFAULTS["max_size"], False),
+    max_size=(_whole(1, 2**31 - 1), DEFAULTS["max_size"], False),
     default_priority=(_whole(1, 9), DEFAULTS["default_priority"], False),
     worker_name=(_name, None, False),
     hostname=(_hostname, None, False),
@@ -529,25 +580,29 @@ _READERS = dict(
     # Neither off (a password in clear) nor on is safe to guess for a typo.
     tls=(_boolean, False, True),
     ssl=(_boolean, False, True),
-    ssl_context=(_instance(lambda v: isinstance(v, ssl.SSLContext),
-                           "an ssl.SSLContext"), None, False),
+    ssl_context=(
+        _instance(lambda v: isinstance(v, ssl.SSLContext), "an ssl.SSLContext"),
+        None,
+        False,
+    ),
     transport=(_instance(callable, "a callable that makes a Transport"), None, True),
     dkim=(_dkim, None, True),
     list_unsubscribe=(_unsubscribe, None, False),
 )
-_READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"],
-                               False)
+_READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"], False)
 for _key in SAFETY_DEFAULTS:
     if _key not in ("public_url", "host_names", "safety_errors"):
-        _READERS[_key] = ((_boolean, False, False) if _key == "flow_trust_forwarded"
-                          else (_whole(1 if _key == "flow_window" else 0, 10 ** 9),
-                                SAFETY_DEFAULTS[_key], False))
+        _READERS[_key] = (
+            (_boolean, False, False)
+            if _key == "flow_trust_forwarded"
+            else (_whole(1 if _key == "flow_window" else 0, 10**9), SAFETY_DEFAULTS[_key], False)
+        )
 
 
 _SMTP_FLAGS = ("tls", "ssl", "self_signed_certificate")  # [smtp] keys, not [outbox]
 
 
-class Problem(object):
+class Problem:
     """A setting's value that cannot be used: its key, the value, what is
     expected, and the default used instead (or, ``blocking``, mail held)."""
 
@@ -560,11 +615,17 @@ class Problem(object):
         shown = repr(self.value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        then = ("mail is held until it is fixed" if self.blocking else
-                "the default %r is used" % (self.default,))
+        then = (
+            "mail is held until it is fixed"
+            if self.blocking
+            else "the default %r is used" % (self.default,)
+        )
         section = "smtp" if self.key in _SMTP_FLAGS else "outbox"
-        return ("[%s] %s" % (section, self.key), "%s = %s cannot be used: expected %s; %s"
-                % (self.key, shown, self.expected, then), self.blocking)
+        return (
+            "[%s] %s" % (section, self.key),
+            "%s = %s cannot be used: expected %s; %s" % (self.key, shown, self.expected, then),
+            self.blocking,
+        )
 
 
 def read_value(settings, key):
@@ -595,6 +656,7 @@ def _read(key, raw):
 def read_values(settings):
     """(Storage of every value above as delivery uses it, [Problem])."""
     from gluon.storage import Storage
+
     values, problems = Storage(), []
     for key in _READERS:
         values[key], problem = read_value(settings, key)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The bounce reader: delivery reports from the ``bounce_mailbox`` onto the
 outbox, and what the admin sees of them.
 
@@ -28,18 +27,19 @@ import time
 
 from pydal import Field
 
-from . import dsn, mailboxes, returnpath
-from .message import bare, loads
-from .store import Logged, Status, utcnow
+from ..delivery import returnpath
+from ..delivery.message import bare, loads
+from ..delivery.store import Logged, Status, utcnow
+from . import dsn, mailboxes
 
 logger = logging.getLogger("s3outbox")
 
-MAX_PER_PASS = 2000   # messages looked at in one pass
-MAX_SKIPPED = 5000    # references of mail not understood, remembered (newest)
+MAX_PER_PASS = 2000  # messages looked at in one pass
+MAX_SKIPPED = 5000  # references of mail not understood, remembered (newest)
 MAX_SKIPPED_TEXT = 60000  # characters those references may take in the state row
-SUSPECT_TIMES = 3     # passes broken at the same message before it is skipped
+SUSPECT_TIMES = 3  # passes broken at the same message before it is skipped
 KINDS = (Logged.BOUNCED, Logged.DELAYED)
-_next_look = {}       # (database, table) -> monotonic time to look at the turn again
+_next_look = {}  # (database, table) -> monotonic time to look at the turn again
 
 
 # ------------------------------------------------------------------ table
@@ -48,11 +48,17 @@ def define_table(store, migrate=True):
     name = store.tablename + "_bounce"
     if name not in store.db.tables:
         store.db.define_table(
-            name, Field("outbox_id", "integer", notnull=True),
-            Field("recipient", length=255), Field("kind", length=16),
-            Field("status", length=16), Field("code", "integer"),
-            Field("diagnostic", "text"), Field("received_on", "datetime"),
-            Field("digest", length=64, notnull=True, unique=True), migrate=migrate)
+            name,
+            Field("outbox_id", "integer", notnull=True),
+            Field("recipient", length=255),
+            Field("kind", length=16),
+            Field("status", length=16),
+            Field("code", "integer"),
+            Field("diagnostic", "text"),
+            Field("received_on", "datetime"),
+            Field("digest", length=64, notnull=True, unique=True),
+            migrate=migrate,
+        )
         if migrate and store.engine == "mysql":
             _utf8mb4(store.db, name)
     return store.db[name]
@@ -61,11 +67,15 @@ def define_table(store, migrate=True):
 def _utf8mb4(db, name):
     """A report's text may hold any character: MariaDB tables are made utf8
     (3 bytes) by pydal; convert this one, once (as the store does its own)."""
-    if db.executesql("SELECT 1 FROM information_schema.tables WHERE table_schema="
-                     "DATABASE() AND table_name=%s AND LEFT(table_collation, 7) "
-                     "<> 'utf8mb4'", placeholders=[name]):
-        db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE "
-                      "utf8mb4_unicode_ci" % name)
+    if db.executesql(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema="
+        "DATABASE() AND table_name=%s AND LEFT(table_collation, 7) "
+        "<> 'utf8mb4'",
+        placeholders=[name],
+    ):
+        db.executesql(
+            "ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" % name
+        )
 
 
 # ------------------------------------------------------------ scheduling
@@ -100,7 +110,7 @@ def read_bounces(mail):
     return Reader(mail).run()
 
 
-class Reader(object):
+class Reader:
     """One pass of the bounce reader."""
 
     def __init__(self, mail):
@@ -108,17 +118,24 @@ class Reader(object):
         self.table = define_table(self.store)
         self.address = returnpath.usable(self.settings.bounce_address)
         self.tokens = self.address and returnpath.token_pattern(self.address)
-        self.counts = dict(read=0, matched=0, bounced=0, delayed=0, skipped=0,
-                           marked=0, error=None)
-        self.state_name = "bounce_skipped:" + hashlib.sha256(mailboxes.label(
-            self.settings.bounce_mailbox).encode("utf-8")).hexdigest()[:16]
+        self.counts = dict(
+            read=0, matched=0, bounced=0, delayed=0, skipped=0, marked=0, error=None
+        )
+        self.state_name = (
+            "bounce_skipped:"
+            + hashlib.sha256(
+                mailboxes.label(self.settings.bounce_mailbox).encode("utf-8")
+            ).hexdigest()[:16]
+        )
 
     def run(self):
         url = self.settings.bounce_mailbox
         try:
-            box = mailboxes.open_mailbox(url, self.settings.timeout or 30,
-                                         self.settings.ssl_context or _context(
-                                             self.settings))
+            box = mailboxes.open_mailbox(
+                url,
+                self.settings.timeout or 30,
+                self.settings.ssl_context or _context(self.settings),
+            )
         except (mailboxes.MailboxError, ValueError) as e:
             return self._failed(e)
         memory = self.store.get_state(self.state_name) or {}
@@ -136,9 +153,11 @@ class Reader(object):
             box.close()
             self._remember(skipped, memory, now)
         if self.counts["matched"] or self.counts["skipped"]:
-            logger.info("bounces: %(read)d read, %(matched)d matched (%(bounced)d "
-                        "bounced, %(delayed)d delayed), %(skipped)d left in the "
-                        "mailbox" % self.counts)
+            logger.info(
+                "bounces: %(read)d read, %(matched)d matched (%(bounced)d "
+                "bounced, %(delayed)d delayed), %(skipped)d left in the "
+                "mailbox" % self.counts
+            )
         return self.counts
 
     def _messages(self, box, skipped, memory):
@@ -164,8 +183,7 @@ class Reader(object):
             else:
                 skipped.add(ref)
                 self.counts["skipped"] += 1
-                logger.info("bounces: left in the mailbox (%s, %d bytes): %s",
-                            ref, size, why)
+                logger.info("bounces: left in the mailbox (%s, %d bytes): %s", ref, size, why)
 
     @staticmethod
     def _suspect(ref, e, skipped, memory):
@@ -176,14 +194,14 @@ class Reader(object):
         times = times + 1 if ref_before == ref else 1
         if isinstance(e, mailboxes.Unreadable) or times >= SUSPECT_TIMES:
             skipped.add(ref)
-            logger.info("bounces: left in the mailbox (%s): reading it breaks the "
-                        "connection", ref)
+            logger.info("bounces: left in the mailbox (%s): reading it breaks the connection", ref)
         memory["suspect"] = [ref, times]
 
     def _failed(self, e):
         text = admin_text(str(e), self.settings)
-        logger.warning("bounces: cannot read %s: %s",
-                       mailboxes.label(self.settings.bounce_mailbox), text)
+        logger.warning(
+            "bounces: cannot read %s: %s", mailboxes.label(self.settings.bounce_mailbox), text
+        )
         self.counts["error"] = text
         return self.counts
 
@@ -192,7 +210,7 @@ class Reader(object):
         MAX_SKIPPED) and the message that broke the last pass, if changed."""
         refs = sorted(skipped, key=_ref_order)[-MAX_SKIPPED:]
         while len(json.dumps(refs)) > MAX_SKIPPED_TEXT:  # MariaDB's TEXT: 64 KiB
-            refs = refs[len(refs) // 10 + 1:]
+            refs = refs[len(refs) // 10 + 1 :]
         doc = dict(refs=refs, suspect=now["suspect"])
         if doc != before:
             try:
@@ -234,8 +252,11 @@ class Reader(object):
         if report.tokens:
             secret = returnpath.key(self.store)
             for row_id, mac in report.tokens:
-                row = self.store.db(o.id == row_id).select(*fields).first() \
-                    if row_id < 2 ** 31 else None  # ids are 32-bit integers
+                row = (
+                    self.store.db(o.id == row_id).select(*fields).first()
+                    if row_id < 2**31
+                    else None
+                )  # ids are 32-bit integers
                 if row and returnpath.verify(secret, row_id, row.message_id, mac):
                     return self._ours(row, report.failures, True)
             return "its TOKEN does not name a message of this outbox"
@@ -250,8 +271,9 @@ class Reader(object):
         rcpts = recipients(row)
         kept = []
         for f in failures:
-            if f.recipient == self.address or \
-                    (self.tokens and self.tokens.search(f.recipient or "")):
+            if f.recipient == self.address or (
+                self.tokens and self.tokens.search(f.recipient or "")
+            ):
                 continue  # a report on mail to the bounce address: a loop
             single = len(rcpts) == 1 and (by_token or not f.recipient)
             if f.recipient in rcpts or single:
@@ -268,36 +290,51 @@ class Reader(object):
         worker = "bounce reader"
         for f in failures:
             kind = Logged.BOUNCED if f.permanent else Logged.DELAYED
-            digest = hashlib.sha256(json.dumps([row.id, f.recipient, f.status,
-                                                f.diagnostic]).encode("utf-8"))
+            digest = hashlib.sha256(
+                json.dumps([row.id, f.recipient, f.status, f.diagnostic]).encode("utf-8")
+            )
             digest = digest.hexdigest()
             if not self._insert(row.id, f, kind, now, digest):
                 continue  # read before (a copy, or a pass that broke off)
-            error = "%s %s: %s" % (f.status, f.recipient or "(recipient not named)",
-                                   f.diagnostic)
-            store.attempt.insert(outbox_id=row.id, attempted_on=now, worker=worker,
-                                 outcome=kind, code=f.code, error=error)
+            error = "%s %s: %s" % (f.status, f.recipient or "(recipient not named)", f.diagnostic)
+            store.attempt.insert(
+                outbox_id=row.id,
+                attempted_on=now,
+                worker=worker,
+                outcome=kind,
+                code=f.code,
+                error=error,
+            )
             self.counts[kind] += 1
         self._mark(row)
 
     def _insert(self, outbox_id, f, kind, now, digest):
         """Insert-or-nothing on the digest: True when this row is new."""
-        into = ("%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
-                "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)"
-                % self.table._tablename)
+        into = (
+            "%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
+            "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)" % self.table._tablename
+        )
         # PostgreSQL's dialect names the state table's key; any key here.
-        sql = "INSERT INTO %s ON CONFLICT DO NOTHING" % into \
-            if self.store.engine == "postgres" else self.store._insert_ignore_sql(into)
-        self.store._sql(sql, [outbox_id, f.recipient[:255], kind, f.status, f.code,
-                              f.diagnostic, now, digest])
+        sql = (
+            "INSERT INTO %s ON CONFLICT DO NOTHING" % into
+            if self.store.engine == "postgres"
+            else self.store._insert_ignore_sql(into)
+        )
+        self.store._sql(
+            sql, [outbox_id, f.recipient[:255], kind, f.status, f.code, f.diagnostic, now, digest]
+        )
         return self.store.db._adapter.cursor.rowcount == 1
 
     def _mark(self, row):
         """Mark a sent message ``bounced`` once all its recipients failed for
         good (here, or refused when it was sent)."""
         b = self.table
-        gone = {r.recipient for r in self.store.db(
-            (b.outbox_id == row.id) & (b.kind == Logged.BOUNCED)).select(b.recipient)}
+        gone = {
+            r.recipient
+            for r in self.store.db((b.outbox_id == row.id) & (b.kind == Logged.BOUNCED)).select(
+                b.recipient
+            )
+        }
         if not gone:
             return
         rcpts = recipients(row)
@@ -305,15 +342,19 @@ class Reader(object):
         if len(rcpts) > 1 and not rcpts <= (gone | refused):
             return
         mine = (b.outbox_id == row.id) & (b.kind == Logged.BOUNCED)
-        last = self.store.db(mine).select(
-            b.status, b.recipient, b.diagnostic, b.code, orderby=~b.id,
-            limitby=(0, 1)).first()
+        last = (
+            self.store.db(mine)
+            .select(b.status, b.recipient, b.diagnostic, b.code, orderby=~b.id, limitby=(0, 1))
+            .first()
+        )
         o = self.store.outbox
-        self.counts["marked"] += self.store.db((o.id == row.id) &
-                                               (o.status == Status.SENT)).update(
-            status=Status.BOUNCED, last_code=last.code,
-            last_error="bounced: %s %s: %s" % (last.status, last.recipient,
-                                               last.diagnostic))
+        self.counts["marked"] += self.store.db(
+            (o.id == row.id) & (o.status == Status.SENT)
+        ).update(
+            status=Status.BOUNCED,
+            last_code=last.code,
+            last_error="bounced: %s %s: %s" % (last.status, last.recipient, last.diagnostic),
+        )
 
 
 def recipients(row):
@@ -340,7 +381,8 @@ def _ref_order(ref):
 def _context(settings):
     """None (certificates verified), or a context that skips the check when
     ``self_signed_certificate`` is set, as for the SMTP relay."""
-    from .settings import read_value  # here: settings imports this module
+    from ..delivery.settings import read_value  # here: settings imports this module
+
     if not read_value(settings, "self_signed_certificate")[0]:
         return None
     context = ssl.create_default_context()
@@ -361,28 +403,40 @@ def summary(s):
     if not (s.bounce_address or s.bounce_mailbox):
         return "off (no bounce_address, no bounce_mailbox)"
     return "return path %s; reports read from %s every %d s" % (
-        "%s (+TOKEN)" % s.bounce_address if returnpath.usable(s.bounce_address)
-        else "the sender", mailboxes.label(s.bounce_mailbox)
-        if s.bounce_mailbox else "(no mailbox)", s.bounce_interval)
+        "%s (+TOKEN)" % s.bounce_address if returnpath.usable(s.bounce_address) else "the sender",
+        mailboxes.label(s.bounce_mailbox) if s.bounce_mailbox else "(no mailbox)",
+        s.bounce_interval,
+    )
 
 
 def findings(s):
     """(setting, advice, False) for the bounce settings: never blocking."""
     out = [p.finding() for p in s.get("bounce_errors") or ()]
     if s.bounce_address and not returnpath.usable(s.bounce_address):
-        out.append(("[outbox] bounce_address", "bounce_address %r is not an address "
-                    "whose local part leaves room for a TOKEN (at most %d characters "
-                    "before the @); mail keeps the sender as its return path"
-                    % (s.bounce_address, returnpath.MAX_LOCAL - 32), False))
+        out.append(
+            (
+                "[outbox] bounce_address",
+                "bounce_address %r is not an address "
+                "whose local part leaves room for a TOKEN (at most %d characters "
+                "before the @); mail keeps the sender as its return path"
+                % (s.bounce_address, returnpath.MAX_LOCAL - 32),
+                False,
+            )
+        )
     if s.bounce_mailbox:
         try:
             mailboxes.parse(s.bounce_mailbox)
         except ValueError as e:
             out.append(("[outbox] bounce_mailbox", str(e), False))
     elif s.bounce_address and returnpath.usable(s.bounce_address):
-        out.append(("[outbox] bounce_mailbox", "bounce_address is set but no "
-                    "bounce_mailbox: reports reach %s and nobody reads them"
-                    % s.bounce_address, False))
+        out.append(
+            (
+                "[outbox] bounce_mailbox",
+                "bounce_address is set but no "
+                "bounce_mailbox: reports reach %s and nobody reads them" % s.bounce_address,
+                False,
+            )
+        )
     return out
 
 
@@ -393,7 +447,7 @@ def page(mail, address=None, kind=None, before=None, size=50):
     recipient, ``kind`` is bounced or delayed; ``older`` is the id to pass
     as ``before`` for the next page, or None."""
     b, o = define_table(mail.store), mail.store.outbox
-    query = (b.outbox_id == o.id)
+    query = b.outbox_id == o.id
     if address:
         query &= b.recipient.contains(address.strip().lower())
     if kind:
@@ -401,14 +455,36 @@ def page(mail, address=None, kind=None, before=None, size=50):
     if before:
         query &= b.id < before
     found = mail.db(query).select(
-        b.id, b.outbox_id, b.recipient, b.kind, b.status, b.code, b.diagnostic,
-        b.received_on, o.subject, o.status, o.pe_id, orderby=~b.id,
-        limitby=(0, size + 1))
-    rows = [dict(id=r[b.id], outbox_id=r[b.outbox_id], recipient=r[b.recipient],
-                 kind=r[b.kind], status=r[b.status], code=r[b.code],
-                 diagnostic=r[b.diagnostic], received_on=r[b.received_on],
-                 subject=r[o.subject], message_status=r[o.status], pe_id=r[o.pe_id])
-            for r in found]
+        b.id,
+        b.outbox_id,
+        b.recipient,
+        b.kind,
+        b.status,
+        b.code,
+        b.diagnostic,
+        b.received_on,
+        o.subject,
+        o.status,
+        o.pe_id,
+        orderby=~b.id,
+        limitby=(0, size + 1),
+    )
+    rows = [
+        dict(
+            id=r[b.id],
+            outbox_id=r[b.outbox_id],
+            recipient=r[b.recipient],
+            kind=r[b.kind],
+            status=r[b.status],
+            code=r[b.code],
+            diagnostic=r[b.diagnostic],
+            received_on=r[b.received_on],
+            subject=r[o.subject],
+            message_status=r[o.status],
+            pe_id=r[o.pe_id],
+        )
+        for r in found
+    ]
     older = rows[size - 1]["id"] if len(rows) > size else None
     return rows[:size], older
 

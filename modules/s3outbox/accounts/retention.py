@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Secrets at rest: account-flow mail is marked when queued, shown redacted,
 its body scrubbed once sent, and sent mail purged after a retention period.
 
@@ -16,21 +15,22 @@ import datetime
 import logging
 import re
 
-from .store import utcnow
+from ..delivery.store import utcnow
 
 logger = logging.getLogger("s3outbox")
 
 TIDY_EVERY = 300
 PURGE_EVERY = 3600
 REDACTED = "[redacted]"
-SCRUBBED = "[Removed from the outbox after delivery: this account mail held a " \
-           "one-time key.]"
+SCRUBBED = "[Removed from the outbox after delivery: this account mail held a one-time key.]"
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # web2py's keys: reset "<unix time>-<uuid>", verification "<uuid>"; any key=
 # in a link; the two-factor code is six digits (redacted in that flow only).
-_SECRETS = (re.compile(r"\b(?:\d{1,12}-)?%s\b" % _UUID),
-            re.compile(r"(?<=[?&;]key=)[^&;\s\"'<>]+"),
-            re.compile(r"(?<=/verify_email/)[^/?#\s\"'<>]+"))
+_SECRETS = (
+    re.compile(r"\b(?:\d{1,12}-)?%s\b" % _UUID),
+    re.compile(r"(?<=[?&;]key=)[^&;\s\"'<>]+"),
+    re.compile(r"(?<=/verify_email/)[^/?#\s\"'<>]+"),
+)
 _CODE = re.compile(r"\b\d{4,10}\b")
 CODE_FLOWS = ("login",)
 _tidied = {}  # (database, table) -> time this process may look again
@@ -95,14 +95,15 @@ def _tidy(mail, limiter=None, now=None):
         new["purge"] = str(now + datetime.timedelta(seconds=PURGE_EVERY))
     if not store.take_turn("tidy", old or None, new, now):
         return None  # another process is on it
-    done = dict(scrubbed=scrub_sent(mail, s.secret_retention, now), forgotten=0,
-                purged=0)
+    done = dict(scrubbed=scrub_sent(mail, s.secret_retention, now), forgotten=0, purged=0)
     if limiter is not None:
         done["forgotten"] = limiter.forget_expired(now)
     if purge_due:
-        from .admin import OutboxAdmin  # here: admin imports this module
-        done["purged"] = OutboxAdmin(mail).purge(
-            s.sent_retention_days, now=now, who="retention")[0]
+        from ..admin.dashboard import OutboxAdmin  # here: admin imports this module
+
+        done["purged"] = OutboxAdmin(mail).purge(s.sent_retention_days, now=now, who="retention")[
+            0
+        ]
     if done["scrubbed"]:
         logger.info("retention: scrubbed %d sent account mail(s)", done["scrubbed"])
     return done

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The mailbox that delivery reports reach, over IMAP or POP3, always with TLS.
 
 One setting names it as a URL: ``imaps://user:password@host[:993][/FOLDER]``
@@ -16,7 +15,7 @@ import ssl
 import urllib.parse
 
 READ_LIMIT = 512 * 1024  # bytes of a message read: a report's status part is early
-POP_LINES = 500           # POP3 TOP: lines of the body read of a bigger message
+POP_LINES = 500  # POP3 TOP: lines of the body read of a bigger message
 SCHEMES = {"imaps": 993, "imap": 143, "pop3s": 995, "pop3": 110}
 
 
@@ -40,18 +39,27 @@ def parse(url):
         u = urllib.parse.urlsplit(url or "")
         port = u.port
     except ValueError:
-        raise ValueError("bounce_mailbox is not a URL like imaps://user:password@host")
+        raise ValueError("bounce_mailbox is not a URL like imaps://user:password@host") from None
     if u.scheme not in SCHEMES:
-        raise ValueError("bounce_mailbox must start imaps://, imap://, pop3s:// or "
-                         "pop3:// (got %r)" % u.scheme)
+        raise ValueError(
+            "bounce_mailbox must start imaps://, imap://, pop3s:// or pop3:// (got %r)" % u.scheme
+        )
     if not u.hostname or not u.username or u.password is None:
-        raise ValueError("bounce_mailbox needs a user, a password and a host: "
-                         "%s://user:password@host" % u.scheme)
+        raise ValueError(
+            "bounce_mailbox needs a user, a password and a host: "
+            "%s://user:password@host" % u.scheme
+        )
     folder = urllib.parse.unquote(u.path.lstrip("/")) or "INBOX"
     if u.scheme.startswith("pop3") and folder != "INBOX":
         raise ValueError("bounce_mailbox: POP3 has no folders (%r)" % folder)
-    return (u.scheme, u.hostname, port or SCHEMES[u.scheme],
-            urllib.parse.unquote(u.username), urllib.parse.unquote(u.password), folder)
+    return (
+        u.scheme,
+        u.hostname,
+        port or SCHEMES[u.scheme],
+        urllib.parse.unquote(u.username),
+        urllib.parse.unquote(u.password),
+        folder,
+    )
 
 
 def label(url):
@@ -80,7 +88,7 @@ def open_mailbox(url, timeout=30, context=None):
         box.login(user, secret, folder)
     except (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto) as e:
         box.close()
-        raise MailboxError("%s: %s" % (label(url), _clean(e, secret)))
+        raise MailboxError("%s: %s" % (label(url), _clean(e, secret))) from None
     return box
 
 
@@ -89,7 +97,7 @@ def _clean(exc, secret):
     return text.replace(secret, "********") if secret else text
 
 
-class Imap(object):
+class Imap:
     """A folder over IMAP; a message is ``UIDVALIDITY:UID``."""
 
     def __init__(self, url, timeout):
@@ -98,8 +106,7 @@ class Imap(object):
 
     def connect(self, scheme, host, port, context):
         if scheme == "imaps":
-            self.conn = imaplib.IMAP4_SSL(host, port, ssl_context=context,
-                                          timeout=self.timeout)
+            self.conn = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=self.timeout)
         else:
             self.conn = imaplib.IMAP4(host, port, timeout=self.timeout)
             self.conn.starttls(context)
@@ -124,8 +131,7 @@ class Imap(object):
             m = re.search(rb"UID (\d+)", item or b"")
             n = re.search(rb"RFC822\.SIZE (\d+)", item or b"")
             if m and n:
-                found.append(("%s:%s" % (self.validity, m.group(1).decode()),
-                              int(n.group(1))))
+                found.append(("%s:%s" % (self.validity, m.group(1).decode()), int(n.group(1))))
         return found
 
     def head(self, ref, size):
@@ -155,7 +161,7 @@ class Imap(object):
         self.conn = None
 
 
-class Pop(object):
+class Pop:
     """A POP3 mailbox; a message is its UIDL. Deletions happen at QUIT only,
     so a connection lost mid-read deletes nothing."""
 
@@ -164,8 +170,7 @@ class Pop(object):
 
     def connect(self, scheme, host, port, context):
         if scheme == "pop3s":
-            self.conn = poplib.POP3_SSL(host, port, context=context,
-                                        timeout=self.timeout)
+            self.conn = poplib.POP3_SSL(host, port, context=context, timeout=self.timeout)
         else:
             self.conn = poplib.POP3(host, port, timeout=self.timeout)
             self.conn.stls(context)
@@ -195,7 +200,7 @@ class Pop(object):
                     lines = self.conn.top(number, POP_LINES)[1]
         except Broken as e:
             if "line too long" in str(e):
-                raise Unreadable(str(e))
+                raise Unreadable(str(e)) from None
             raise
         return b"\r\n".join(lines)[:READ_LIMIT]
 
@@ -213,15 +218,16 @@ class Pop(object):
         self.conn = None
 
 
-class _broken(object):
+class _broken:
     """Turn a failure of the connection into Broken (the pass stops)."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is not None and isinstance(exc, (OSError, EOFError, imaplib.IMAP4.error,
-                                                poplib.error_proto)):
+        if exc is not None and isinstance(
+            exc, (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto)
+        ):
             raise Broken("%s: %s" % (type(exc).__name__, exc)) from exc
         return False
 

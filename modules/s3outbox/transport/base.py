@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The transport interface: how delivery hands messages to the world.
 
 A transport is one session with a mail service: ``open()``, ``send()`` as
@@ -31,6 +30,7 @@ logger = logging.getLogger("s3outbox")
 
 class Kind(enum.StrEnum):
     """What an outcome means for the message (see the module docstring)."""
+
     SENT = "sent"
     CONFIG = "config"
     TRANSIENT = "transient"
@@ -43,6 +43,7 @@ class Outcome:
     recipients refused for good ({address: reply}: a 5xx), those refused for
     now (``deferred``, a 4xx: tried again later, only them), and the service's
     whole final reply to an accepted message."""
+
     kind: Kind
     code: int = None
     error: str = None
@@ -54,7 +55,7 @@ class Outcome:
 ACCEPTED = Outcome(Kind.SENT, 250)
 
 
-class Transport(object):
+class Transport:
     """One session with a mail service, opened once and used for many messages.
 
     Subclasses implement ``_open``, ``_send`` and ``_close``, and count in
@@ -133,8 +134,11 @@ class LoggingTransport(Transport):
                 with open(path, "a", encoding="utf-8") as out:
                     out.write(entry)
             except OSError as e:  # the setting names a file we cannot write
-                return Outcome(Kind.CONFIG, None, "cannot write the mail log %s: %s "
-                               "(edit [smtp] server)" % (path, e))
+                return Outcome(
+                    Kind.CONFIG,
+                    None,
+                    "cannot write the mail log %s: %s (edit [smtp] server)" % (path, e),
+                )
         else:
             logger.warning(entry)
         return ACCEPTED
@@ -143,15 +147,21 @@ class LoggingTransport(Transport):
 def _entry(sender, recipients, data):
     """The message as web2py's logging mode writes it, bodies decoded."""
     message = email.message_from_bytes(data)
-    bodies = [part.get_payload(decode=True).decode(part.get_content_charset() or
-                                                   "utf-8", "replace")
-              for part in message.walk()
-              if part.get_content_maintype() == "text" and not part.get_filename()]
-    subject = str(email.header.make_header(email.header.decode_header(
-        message.get("Subject", ""))))
+    bodies = [
+        part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8", "replace")
+        for part in message.walk()
+        if part.get_content_maintype() == "text" and not part.get_filename()
+    ]
+    subject = str(email.header.make_header(email.header.decode_header(message.get("Subject", ""))))
     line = "-" * 40
     return "email not sent\n%s\nFrom: %s\nTo: %s\nSubject: %s\n\n%s\n%s\n" % (
-        line, sender, ", ".join(recipients), subject, "\n\n".join(bodies), line)
+        line,
+        sender,
+        ", ".join(recipients),
+        subject,
+        "\n\n".join(bodies),
+        line,
+    )
 
 
 class MemoryTransport(Transport):
@@ -194,5 +204,6 @@ def memory(sent=None, **options):
 
     def make(snapshot):
         return MemoryTransport(snapshot, sent, **options)
+
     make.sent = sent
     return make

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """What an outcome does to a message: the record decision and the backoff,
 as pure functions of the row, the outcome, the settings and the time.
 
@@ -18,9 +17,9 @@ import dataclasses
 import datetime
 import random
 
+from ..transport.base import Kind
 from .message import dumps, loads
 from .store import SENT_PLAIN, Logged, Status
-from .transport import Kind
 
 # ``logged`` is the attempt log's outcome and the pass's count to add to;
 # ``changes`` the new values of the row (SENT_PLAIN: a plain success, which
@@ -41,12 +40,12 @@ def give_up(row, settings, now, held_seconds=None):
     if row.attempts + 1 >= settings.max_attempts:
         return True
     age = (now - row.created_on).total_seconds()
-    return age >= settings.max_age and \
-        (held_seconds is None or age - held_seconds() >= settings.max_age)
+    return age >= settings.max_age and (
+        held_seconds is None or age - held_seconds() >= settings.max_age
+    )
 
 
-def decide(row, outcome, settings, now, fp, address=None, held_seconds=None,
-           rng=random):
+def decide(row, outcome, settings, now, fp, address=None, held_seconds=None, rng=random):
     """The Decision for ``outcome`` of claimed ``row`` at ``now``.
 
     ``fp``: the fingerprint of the settings used (kept on held mail);
@@ -66,10 +65,15 @@ def _sent(row, outcome, now):
     """A message accepted for its recipients now, or refused for good for
     some of them (earlier refusals kept)."""
     refused = _merged(row.refused, outcome.refused)
-    return dict(status=Status.SENT, sent_on=row.sent_on or now, attempts=row.attempts + 1,
-                last_code=outcome.code, last_error=outcome.error,
-                refused=dumps(refused) if refused else None,
-                deferred_rcpts=None)
+    return dict(
+        status=Status.SENT,
+        sent_on=row.sent_on or now,
+        attempts=row.attempts + 1,
+        last_code=outcome.code,
+        last_error=outcome.error,
+        refused=dumps(refused) if refused else None,
+        deferred_rcpts=None,
+    )
 
 
 def _merged(stored, more):
@@ -86,30 +90,34 @@ def _decide(row, outcome, settings, now, fp, held_seconds, rng):
     if outcome.kind == Kind.SENT and plain:
         return Decision(Logged.SENT, SENT_PLAIN, dict(tried, outcome=Logged.SENT))
     if outcome.kind == Kind.SENT and not outcome.deferred:
-        return Decision(Logged.SENT, _sent(row, outcome, now),
-                        dict(tried, outcome=Logged.SENT))
+        return Decision(Logged.SENT, _sent(row, outcome, now), dict(tried, outcome=Logged.SENT))
     if outcome.kind == Kind.SENT:
         return _deferred(row, outcome, settings, now, held_seconds, rng)
     if outcome.kind == Kind.CONFIG:
-        return Decision(Logged.HELD, dict(
-            status=Status.HELD, held_fp=fp, last_error=outcome.error,
-            last_code=outcome.code), dict(tried, outcome=Logged.HELD))
+        return Decision(
+            Logged.HELD,
+            dict(status=Status.HELD, held_fp=fp, last_error=outcome.error, last_code=outcome.code),
+            dict(tried, outcome=Logged.HELD),
+        )
     if outcome.kind == Kind.TRANSIENT and not give_up(row, settings, now, held_seconds):
-        return Decision(Logged.RETRY, _later(row, outcome, settings, now, rng),
-                        dict(tried, outcome=Logged.RETRY))
+        return Decision(
+            Logged.RETRY,
+            _later(row, outcome, settings, now, rng),
+            dict(tried, outcome=Logged.RETRY),
+        )
     error = outcome.error
     if outcome.kind == Kind.TRANSIENT:
         error = "gave up after %d attempts: %s" % (attempts, error)
     if row.sent_on is not None:  # the others have it: these recipients fail
         return _recipients_failed(row, outcome, now, error)
-    changes = dict(status=Status.FAILED, attempts=attempts, last_error=error,
-                   last_code=outcome.code)
+    changes = dict(
+        status=Status.FAILED, attempts=attempts, last_error=error, last_code=outcome.code
+    )
     if outcome.refused or outcome.deferred or row.refused:
         refused = _merged(row.refused, outcome.refused)
         refused.update(dict.fromkeys(outcome.deferred or (), error))
         changes.update(refused=dumps(refused), deferred_rcpts=None)
-    return Decision(Logged.FAILED, changes,
-                    dict(tried, outcome=Logged.FAILED, error=error))
+    return Decision(Logged.FAILED, changes, dict(tried, outcome=Logged.FAILED, error=error))
 
 
 def _later(row, outcome, settings, now, rng):
@@ -118,8 +126,13 @@ def _later(row, outcome, settings, now, rng):
     next time."""
     attempts = row.attempts + 1
     later = now + datetime.timedelta(seconds=backoff(settings, attempts, rng))
-    changes = dict(status=Status.QUEUED, attempts=attempts, last_error=outcome.error,
-                   last_code=outcome.code, next_attempt_on=later)
+    changes = dict(
+        status=Status.QUEUED,
+        attempts=attempts,
+        last_error=outcome.error,
+        last_code=outcome.code,
+        next_attempt_on=later,
+    )
     if outcome.refused:
         changes["refused"] = dumps(_merged(row.refused, outcome.refused))
     if outcome.deferred:
@@ -135,12 +148,17 @@ def _deferred(row, outcome, settings, now, held_seconds, rng):
     if give_up(row, settings, now, held_seconds):
         error = "gave up after %d attempts" % (row.attempts + 1)
         gave_up = {r: "%s: %s" % (error, why) for r, why in outcome.deferred.items()}
-        done = _sent(row, dataclasses.replace(outcome, refused=dict(
-            outcome.refused or {}, **gave_up)), now)
+        done = _sent(
+            row, dataclasses.replace(outcome, refused=dict(outcome.refused or {}, **gave_up)), now
+        )
         return Decision(Logged.SENT, done, tried)
     changes = _later(row, outcome, settings, now, rng)
-    changes.update(sent_on=row.sent_on or now, refused=dumps(_merged(
-        row.refused, outcome.refused)) if outcome.refused or row.refused else None)
+    changes.update(
+        sent_on=row.sent_on or now,
+        refused=dumps(_merged(row.refused, outcome.refused))
+        if outcome.refused or row.refused
+        else None,
+    )
     return Decision(Logged.SENT, changes, tried)
 
 
@@ -151,7 +169,14 @@ def _recipients_failed(row, outcome, now, error):
     left = outcome.deferred or loads(row.deferred_rcpts) or {}
     refused = _merged(row.refused, outcome.refused)
     refused.update((r, error) for r in left if r not in refused)
-    changes = dict(status=Status.SENT, attempts=row.attempts + 1, last_error=error,
-                   last_code=outcome.code, refused=dumps(refused), deferred_rcpts=None)
-    return Decision(Logged.FAILED, changes,
-                    dict(code=outcome.code, error=error, outcome=Logged.FAILED))
+    changes = dict(
+        status=Status.SENT,
+        attempts=row.attempts + 1,
+        last_error=error,
+        last_code=outcome.code,
+        refused=dumps(refused),
+        deferred_rcpts=None,
+    )
+    return Decision(
+        Logged.FAILED, changes, dict(code=outcome.code, error=error, outcome=Logged.FAILED)
+    )

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """A return path per message (VERP): with ``bounce_address`` set, each
 message's envelope sender is ``local+TOKEN@domain``, where TOKEN is the
 outbox row id and a keyed MAC over that id and the row's Message-ID.
@@ -20,8 +19,8 @@ from .store import utcnow
 
 KEY_STATE = "bounce_key"
 MAC_LENGTH = 20  # hex digits: 80 bits
-MAX_LOCAL = 64   # RFC 5321's limit on a local part
-_keys = {}       # (database, table) -> key bytes, read once a process
+MAX_LOCAL = 64  # RFC 5321's limit on a local part
+_keys = {}  # (database, table) -> key bytes, read once a process
 
 
 def usable(address):
@@ -72,5 +71,8 @@ def token_pattern(bounce_address):
     """A regex finding (row id, mac) in text that holds the bounce address
     with a TOKEN, ignoring case (some servers lower an address's case)."""
     local, _, domain = bounce_address.rpartition("@")
-    return re.compile(r"(?<![\w.+-])%s\+(\d{1,11})-([0-9a-f]{%d})@%s(?!\.?[\w-])"
-                      % (re.escape(local), MAC_LENGTH, re.escape(domain)), re.I)
+    return re.compile(
+        r"(?<![\w.+-])%s\+(\d{1,11})-([0-9a-f]{%d})@%s(?!\.?[\w-])"
+        % (re.escape(local), MAC_LENGTH, re.escape(domain)),
+        re.I,
+    )

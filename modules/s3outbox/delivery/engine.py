@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """One delivery pass: claim due mail in batches, send it over a pool of
 transport sessions, and record what happened to every message.
 
@@ -28,15 +27,15 @@ import socket
 import time
 import uuid
 
+from ..admin.dashboard import log_settings_check
+from ..transport.base import Kind, Outcome
 from . import message as mime
-from .admin import log_settings_check
 from . import returnpath
-from .wire import message_bytes
 from .policy import decide
 from .pool import Job, SessionPool
 from .settings import Snapshot
 from .store import Logged, utcnow
-from .transport import Kind, Outcome
+from .wire import message_bytes
 
 logger = logging.getLogger("s3outbox")
 
@@ -75,15 +74,17 @@ def _contact(pe_id, contacts):
     if not address:
         raise NoAddress("no e-mail address for person entity %s" % pe_id)
     if not mime.ADDRESS_RE.match(mime.bare(address)):
-        raise NoAddress("the e-mail contact %r of person entity %s is not an "
-                        "address" % (address, pe_id))
+        raise NoAddress(
+            "the e-mail contact %r of person entity %s is not an address" % (address, pe_id)
+        )
     return address
 
 
 def _unreadable(exc):
     logger.warning("a stored message cannot be read", exc_info=exc)
-    return Outcome(Kind.PERMANENT, None, "cannot read the stored message: %s: %s"
-                   % (type(exc).__name__, exc))
+    return Outcome(
+        Kind.PERMANENT, None, "cannot read the stored message: %s: %s" % (type(exc).__name__, exc)
+    )
 
 
 def _time(text):
@@ -92,7 +93,7 @@ def _time(text):
     return datetime.datetime.fromisoformat(str(text).replace("T", " "))
 
 
-class Pass(object):
+class Pass:
     """A delivery pass for one MailS3; ``run(limit)`` returns its counts."""
 
     def __init__(self, mail):
@@ -109,9 +110,10 @@ class Pass(object):
         self.host = hashlib.sha256(host).hexdigest()[:8]
         self.key = "%s:%s" % (self.fp, self.host)
         self._resolved = {}  # {row id: address found for its pe_id}
-        self._seen = None    # {key: when it last reached the server}, read once
-        self.counts = dict(sent=0, retry=0, failed=0, held=0, refused=0,
-                           deferred=0, released=0, connections=0)
+        self._seen = None  # {key: when it last reached the server}, read once
+        self.counts = dict(
+            sent=0, retry=0, failed=0, held=0, refused=0, deferred=0, released=0, connections=0
+        )
 
     def run(self, limit=None):
         """Run the pass; its counts. Commits its own work."""
@@ -130,8 +132,7 @@ class Pass(object):
             with self.store.transaction():
                 log_settings_check(self.mail)
         except Exception as e:
-            logger.info("settings check left to another process: %s: %s",
-                        type(e).__name__, e)
+            logger.info("settings check left to another process: %s: %s", type(e).__name__, e)
 
     def _run(self, limit):
         """Decide whether this worker can send (``_reason``), then claim and
@@ -162,8 +163,11 @@ class Pass(object):
         rate = self.settings.rate_limit
         done = 0
         while limit is None or done < limit:
-            size = self.settings.batch_size if limit is None else \
-                min(self.settings.batch_size, limit - done)
+            size = (
+                self.settings.batch_size
+                if limit is None
+                else min(self.settings.batch_size, limit - done)
+            )
             owner = "%s/%s" % (self.worker, uuid.uuid4().hex[:12])
             if done:  # a long pass takes back the rows of workers that died
                 self.store.requeue_expired(utcnow(), self.settings.max_attempts)
@@ -205,8 +209,7 @@ class Pass(object):
                 return mine["reason"]
             return self._probe(now, held_mail)
         last = self._seen.get(self.key)
-        if (last is None or self._stale(last, now)) and \
-                (held_mail or self._others_work(now)):
+        if (last is None or self._stale(last, now)) and (held_mail or self._others_work(now)):
             return self._probe(now, held_mail)
         if held_mail:
             self._release(now)
@@ -228,16 +231,14 @@ class Pass(object):
     def _release(self, now):
         released = self.store.release_held(now=now)
         if released:
-            logger.info("mail is going out again: %d held message(s) released",
-                        released)
+            logger.info("mail is going out again: %d held message(s) released", released)
         self.counts["released"] += released
 
     def _reached(self, now):
         """Note that these settings reached the server; written at most every
         tenth of ``probe_interval``, not on every pass of a busy worker."""
         last = (self._seen or {}).get(self.key)
-        if last is None or (now - last).total_seconds() >= \
-                self.settings.probe_interval / 10.0:
+        if last is None or (now - last).total_seconds() >= self.settings.probe_interval / 10.0:
             self.store.mark_reached(self.key, now)
 
     def _stale(self, when, now):
@@ -249,13 +250,16 @@ class Pass(object):
         admin changed them)."""
         if self._seen is None:
             self._seen = self.store.hosts()[1]
-        return any(not key.endswith(":" + self.host) and not self._stale(when, now)
-                   for key, when in self._seen.items())
+        return any(
+            not key.endswith(":" + self.host) and not self._stale(when, now)
+            for key, when in self._seen.items()
+        )
 
     def _claim_probe(self, held, now):
         """Take the probe turn (one worker wins) and push the next one out."""
-        later = dict(held, probe_after=str(now + datetime.timedelta(
-            seconds=self.settings.probe_interval)))
+        later = dict(
+            held, probe_after=str(now + datetime.timedelta(seconds=self.settings.probe_interval))
+        )
         return self.store.take_probe(self.key, held, later, now)
 
     def _hold(self, reason, probe):
@@ -264,8 +268,11 @@ class Pass(object):
         it only a change of the settings helps."""
         now = utcnow()
         old = self.store.get_state("held:" + self.key)
-        after = now + datetime.timedelta(seconds=self.settings.probe_interval) \
-            if probe else datetime.datetime(9999, 12, 31)
+        after = (
+            now + datetime.timedelta(seconds=self.settings.probe_interval)
+            if probe
+            else datetime.datetime(9999, 12, 31)
+        )
         if old is None or old.get("reason") != reason:
             logger.error("outgoing mail is held: %s", reason)
             # The rows and the banner follow the problem of the settings now.
@@ -334,8 +341,9 @@ class Pass(object):
             return _unreadable(e)
         sender = row.sender or self.snapshot.sender
         recipients = list(left) if left else msg.recipients()
-        return Job(row.id, self._envelope(row, sender), recipients,
-                   self._builder(row, msg, sender))
+        return Job(
+            row.id, self._envelope(row, sender), recipients, self._builder(row, msg, sender)
+        )
 
     def _envelope(self, row, sender):
         """The envelope sender: ``local+TOKEN@domain`` of the bounce address
@@ -344,18 +352,18 @@ class Pass(object):
         if address is None:
             return mime.bare(sender)
         secret = returnpath.key(self.store)
-        return returnpath.envelope(address, returnpath.token(secret, row.id,
-                                                             row.message_id))
+        return returnpath.envelope(address, returnpath.token(secret, row.id, row.message_id))
 
     def _builder(self, row, msg, sender):
         """A function that makes the wire bytes; attachments load lazily here."""
         store, dkim = self.store, self.snapshot.dkim
         if row.attachment_count:
             msg = dataclasses.replace(msg, attachments=store.attachments(row.id))
-        date = row.created_on.replace(tzinfo=datetime.timezone.utc)
+        date = row.created_on.replace(tzinfo=datetime.UTC)
 
         def build():
             return message_bytes(msg, sender, row.message_id, date, dkim)
+
         return build
 
     def _contacts(self, pe_ids):
@@ -366,7 +374,7 @@ class Pass(object):
         c = db.pr_contact
         query = (c.pe_id.belongs(set(pe_ids))) & (c.contact_method == "EMAIL")
         if "deleted" in c.fields:
-            query &= (c.deleted == False)  # noqa: E712
+            query &= c.deleted == False  # noqa: E712
         found = {}
         order = c.priority | c.id if "priority" in c.fields else c.id
         for r in db(query).select(c.pe_id, c.value, orderby=order):
@@ -379,18 +387,26 @@ class Pass(object):
         now = utcnow()
         results = []
         for row, out in outcomes:
-            decision = decide(row, out, self.settings, now, self.fp,
-                              address=self._resolved.pop(row.id, None),  # see _job
-                              held_seconds=functools.partial(self.store.held_seconds,
-                                                             row.id, now))
+            decision = decide(
+                row,
+                out,
+                self.settings,
+                now,
+                self.fp,
+                address=self._resolved.pop(row.id, None),  # see _job
+                held_seconds=functools.partial(self.store.held_seconds, row.id, now),
+            )
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
             if out.deferred and decision.changes.get("deferred_rcpts"):
                 self.counts["deferred"] += len(out.deferred)
             if decision.logged == Logged.FAILED:
-                logger.warning("message %s to %s failed: %s", row.message_id,
-                               row.address or "pe_id %s" % row.pe_id,
-                               decision.attempt["error"])
+                logger.warning(
+                    "message %s to %s failed: %s",
+                    row.message_id,
+                    row.address or "pe_id %s" % row.pe_id,
+                    decision.attempt["error"],
+                )
             results.append((row.id, decision.changes, decision.attempt))
         self.store.record(owner, now, self.worker, results)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """One store per database dialect, and ``open_store()`` that picks it.
 
 What differs between the databases: how a claim takes rows safely while
@@ -15,6 +14,7 @@ from .store import OutboxStore, savepoint_name
 class SqliteStore(OutboxStore):
     """SQLite runs one writer at a time, so the claiming UPDATE is atomic
     without row locks."""
+
     engine = "sqlite"
     mark = "?"
     atomic_statements = True
@@ -27,8 +27,7 @@ class SqliteStore(OutboxStore):
             adapter.execute("BEGIN")
 
     def _claim(self, owner, limit, until, now):
-        self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")",
-                  [owner, until, now])
+        self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")", [owner, until, now])
 
     def _insert_ignore_sql(self, into):
         return "INSERT OR IGNORE INTO " + into
@@ -39,8 +38,7 @@ class SqliteStore(OutboxStore):
         self.db._adapter.cursor.executemany(head + row, values)
 
     def _slot_sql(self):
-        return "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) " \
-               "AS INTEGER) / ?"
+        return "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) AS INTEGER) / ?"
 
     def _slot_start(self, start):
         return str(start)
@@ -49,6 +47,7 @@ class SqliteStore(OutboxStore):
 class PostgresStore(OutboxStore):
     """PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` inside the UPDATE:
     concurrent claimers skip each other's rows instead of waiting."""
+
     engine = "postgres"
 
     def _insert_row(self, values):
@@ -67,10 +66,15 @@ class PostgresStore(OutboxStore):
         name = savepoint_name()
         cursor = self._cursor()
         try:
-            cursor.execute("SAVEPOINT {0}; {1}; RELEASE SAVEPOINT {0}; SELECT lastval()"
-                           .format(name, self._insert_sql), values)
+            cursor.execute(
+                "SAVEPOINT {0}; {1}; RELEASE SAVEPOINT {0}; SELECT lastval()".format(
+                    name, self._insert_sql
+                ),
+                values,
+            )
         except Exception:
             from psycopg2.extensions import TRANSACTION_STATUS_INERROR
+
             # Only a failure on the server has a savepoint to go back to.
             if cursor.connection.get_transaction_status() == TRANSACTION_STATUS_INERROR:
                 self._back_to(name)
@@ -78,8 +82,10 @@ class PostgresStore(OutboxStore):
         return cursor.fetchone()[0]
 
     def _claim(self, owner, limit, until, now):
-        self._sql(self._claim_sql() + "(" + self._pick_sql(limit) +
-                  " FOR UPDATE SKIP LOCKED)", [owner, until, now])
+        self._sql(
+            self._claim_sql() + "(" + self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED)",
+            [owner, until, now],
+        )
 
     def _insert_ignore_sql(self, into):
         return "INSERT INTO " + into + " ON CONFLICT DO NOTHING"
@@ -95,6 +101,7 @@ class PostgresStore(OutboxStore):
 class MysqlStore(OutboxStore):
     """MariaDB/MySQL selects ``FOR UPDATE SKIP LOCKED`` and then updates by
     id: MariaDB refuses LIMIT inside an IN subquery."""
+
     engine = "mysql"
     atomic_statements = True
 
@@ -109,17 +116,23 @@ class MysqlStore(OutboxStore):
         rows = self.db.executesql(
             "SELECT table_name FROM information_schema.tables WHERE table_schema="
             "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "
-            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)), placeholders=names)
+            "<> 'utf8mb4'" % ",".join(["%s"] * len(names)),
+            placeholders=names,
+        )
         for (name,) in rows:
-            self.db.executesql("ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 "
-                               "COLLATE utf8mb4_unicode_ci" % name)
+            self.db.executesql(
+                "ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" % name
+            )
 
     def _claim(self, owner, limit, until, now):
-        ids = [r[0] for r in self._sql(self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED",
-                                       [now], rows=True)]
+        ids = [
+            r[0]
+            for r in self._sql(self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED", [now], rows=True)
+        ]
         if ids:
-            self._sql(self._claim_sql() + "(%s)" % ",".join(str(int(i)) for i in ids),
-                      [owner, until])
+            self._sql(
+                self._claim_sql() + "(%s)" % ",".join(str(int(i)) for i in ids), [owner, until]
+            )
 
     def _insert_ignore_sql(self, into):
         return "INSERT IGNORE INTO " + into
@@ -127,9 +140,10 @@ class MysqlStore(OutboxStore):
     def _take_unit_sql(self):
         # Affected rows: 1 inserted, 2 updated, 0 left as it was. (An INSERT
         # IGNORE and an UPDATE deadlocked when many asked for a new counter.)
-        return ("INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
-                "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)").format(
-                    t=self.flowlimit._tablename, m=self.mark)
+        return (
+            "INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
+            "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)"
+        ).format(t=self.flowlimit._tablename, m=self.mark)
 
     def _slot_sql(self):
         return "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"
@@ -149,5 +163,6 @@ def open_store(db, tablename="msg_outbox", migrate=True):
         raise UnsupportedDatabase(
             "the outbox supports SQLite, PostgreSQL and MariaDB/MySQL (pydal engines "
             "%s), not %r: it has no safe way to claim mail there, and two workers "
-            "could send the same message twice" % (", ".join(sorted(STORES)), engine))
+            "could send the same message twice" % (", ".join(sorted(STORES)), engine)
+        )
     return STORES[engine](db, tablename, migrate)

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """The session pool: up to ``size`` transport sessions kept open for a whole
 delivery pass, sending jobs inline while the server is fast and over
 threads once it is slow. It uses only the transport interface.
@@ -10,8 +9,8 @@ import queue
 import threading
 import time
 
+from ..transport.base import Kind, Outcome
 from .message import bare
-from .transport import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
@@ -19,7 +18,7 @@ logger = logging.getLogger("s3outbox")
 SLOW_JOBS = 3
 
 
-class Job(object):
+class Job:
     """One message to send: envelope, a builder for its bytes, and the result.
 
     ``data`` holds the bytes from when they are built (``build`` is dropped
@@ -27,6 +26,7 @@ class Job(object):
     turns True once ``outcome`` is final (a retry on a new connection may
     replace an earlier outcome), so another thread may record it then.
     """
+
     __slots__ = ("key", "sender", "recipients", "build", "data", "outcome", "done")
 
     def __init__(self, key, sender, recipients, build):
@@ -43,12 +43,13 @@ _NOTHING_YET = object()
 
 class Step(enum.Enum):
     """What became of a job on one session (``SessionPool._run``)."""
-    DONE = "done"              # job.outcome is final
+
+    DONE = "done"  # job.outcome is final
     HANDED_BACK = "handed back"  # this session cannot open while others are
     #                            connected: the job waits for them, the session retires
 
 
-class SessionPool(object):
+class SessionPool:
     """Up to ``size`` sessions, kept open for a whole delivery pass.
 
     ``deliver(jobs)`` sends every job and fills in ``job.outcome``. After an
@@ -70,7 +71,7 @@ class SessionPool(object):
         self.orphans = []  # jobs handed back by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self.threaded = False  # True once jobs were slow: sessions run in threads
-        self._slow = 0         # consecutive jobs that took longer than patience
+        self._slow = 0  # consecutive jobs that took longer than patience
         self._lock = threading.Lock()
 
     @property
@@ -131,8 +132,11 @@ class SessionPool(object):
                 job.data = build()
             except Exception as e:
                 logger.warning("message %s cannot be built", job.key, exc_info=True)
-                job.outcome = Outcome(Kind.PERMANENT, None, "cannot build the "
-                                      "message: %s: %s" % (type(e).__name__, e))
+                job.outcome = Outcome(
+                    Kind.PERMANENT,
+                    None,
+                    "cannot build the message: %s: %s" % (type(e).__name__, e),
+                )
         return job.data
 
     def _ahead(self, then):
@@ -145,6 +149,7 @@ class SessionPool(object):
             if self._build(then) is None:
                 return None
             return then.sender, then.recipients, then.data
+
         return build
 
     def _send(self, session, job, data, ahead):
@@ -153,8 +158,11 @@ class SessionPool(object):
             return outcome
         if job.sender != self.sender and (outcome.code or 0) >= 500:
             # The server refused this message's own sender, not ours.
-            return Outcome(Kind.PERMANENT, outcome.code, outcome.error +
-                           " (the sender given to send() for this message)")
+            return Outcome(
+                Kind.PERMANENT,
+                outcome.code,
+                outcome.error + " (the sender given to send() for this message)",
+            )
         self._stop(outcome)
         return outcome
 
@@ -247,8 +255,7 @@ class SessionPool(object):
         if len(threads) == len(self.sessions):
             self.sessions.append(self.snapshot.transport())
         session = self.sessions[len(threads)]
-        thread = threading.Thread(target=self._worker, args=(session, work, threads),
-                                  daemon=True)
+        thread = threading.Thread(target=self._worker, args=(session, work, threads), daemon=True)
         threads.append(thread)
         thread.start()
 

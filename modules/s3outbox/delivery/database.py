@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """Opening a database that several hosts and the web2py scheduler share.
 
 - ``AdoptingMigrator`` never creates a table that exists already. A second host
@@ -21,8 +20,7 @@ from pydal.migrator import Migrator
 _CATALOG = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type='table'",
     "postgres": "SELECT tablename FROM pg_tables WHERE schemaname=current_schema()",
-    "mysql": "SELECT table_name FROM information_schema.tables "
-             "WHERE table_schema=DATABASE()",
+    "mysql": "SELECT table_name FROM information_schema.tables WHERE table_schema=DATABASE()",
 }
 
 
@@ -54,17 +52,20 @@ class AdoptingMigrator(Migrator):
     def create_table(self, table, migrate=True, fake_migrate=False, polymodel=None):
         if migrate is True and not fake_migrate and self._exists_unmigrated(table):
             fake_migrate = True
-        return Migrator.create_table(self, table, migrate=migrate,
-                                     fake_migrate=fake_migrate, polymodel=polymodel)
+        return Migrator.create_table(
+            self, table, migrate=migrate, fake_migrate=fake_migrate, polymodel=polymodel
+        )
 
     def _exists_unmigrated(self, table):
         db, uri = table._db, self.adapter.uri
-        if db._uri in (None, "None") or uri.startswith(("sqlite:memory",
-                                                        "spatialite:memory")):
+        if db._uri in (None, "None") or uri.startswith(("sqlite:memory", "spatialite:memory")):
             return False
         # Where pydal's create_table keeps the migration file.
-        folder = uri[9:uri.rfind("/")] if uri.startswith(
-            ("sqlite:///", "spatialite:///")) else self.adapter.folder
+        folder = (
+            uri[9 : uri.rfind("/")]
+            if uri.startswith(("sqlite:///", "spatialite:///"))
+            else self.adapter.folder
+        )
         if not folder:
             return False
         name = "%s_%s.table" % (db._uri_hash, table._tablename)
