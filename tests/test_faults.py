@@ -16,6 +16,7 @@ from faultserver import DROP, STALL, FaultServer
 from helpers import attachment, free_port
 
 from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.store import utcnow
 
 sqlite_only = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
@@ -43,7 +44,7 @@ def _pass(mail, db, to=("ann@people.net",)):
 
 def _check(expected, counts, row, attempts, reason):
     """Assert class, counts and the recorded reason for one faulted message."""
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     assert counts[expected] == 1, counts
     assert sum(counts[k] for k in ("sent", "retry", "failed", "held")) == 1, counts
     assert reason in (row.last_error or ""), row.last_error

@@ -14,7 +14,7 @@ from s3outbox.accounts import retention
 from s3outbox.accounts.flowlimit import FlowLimiter, client_key
 from s3outbox.accounts.hostnames import LOOPBACK_NAMES, HostNames, parse
 from s3outbox.delivery.dialects import open_store
-from s3outbox.delivery.store import Status
+from s3outbox.delivery.store import Status, utcnow
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_no_unit_is_taken_twice_under_concurrency(own_tables, make_db, tablename
     setup = FlowLimiter(open_store(make_db(), tablename))
     setup.db.commit()
     limiters = [FlowLimiter(open_store(make_db(), tablename)) for _ in range(12)]
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     start, got = threading.Barrier(len(limiters)), []
 
     def ask(limiter):

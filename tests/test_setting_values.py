@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from s3outbox.delivery.settings import _READERS, DEFAULTS, apply_config, read_value
+from s3outbox.delivery.store import utcnow
 
 EXAMPLES = int(os.environ.get("OUTBOX_HYPOTHESIS_EXAMPLES", "300"))
 SETTINGS = settings(
@@ -194,7 +195,7 @@ def test_probe_interval_with_a_fraction_while_the_server_is_down(mail, db, sink)
             "held:" + key,
             dict(
                 state,
-                probe_after=str(datetime.datetime.utcnow() - datetime.timedelta(seconds=0.25)),
+                probe_after=str(utcnow() - datetime.timedelta(seconds=0.25)),
             ),
         )
     db.commit()

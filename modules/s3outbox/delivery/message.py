@@ -27,10 +27,12 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 
+from ..transport.base import PLAIN_ADDRESS_RE
+
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
 add_charset("utf-8", QP, QP, "utf-8")
-_UTF8 = Charset("utf-8")
+UTF8 = Charset("utf-8")
 
 
 class InvalidMessage(ValueError):
@@ -108,7 +110,7 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
     items = value if isinstance(value, (list, tuple)) else [value]
     out = []
     for item in items:
-        if type(item) is str and _PLAIN_ADDRESS_RE.fullmatch(item):
+        if type(item) is str and PLAIN_ADDRESS_RE.fullmatch(item):
             out.append(item)  # what the checks below make of it, at a tenth the cost
             continue
         item = _header_value(item, encoding, what)
@@ -132,17 +134,6 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
     return out
 
 
-# A dot-atom address that ADDRESS_RE accepts and parseaddr() returns as it
-# is (ASCII, labels neither starting nor ending with a hyphen): taken as it
-# is by parse_addresses() when queueing and by bare() and _addresses() when
-# delivering, which otherwise parse it. tests/unit/test_message.py compares.
-_PLAIN_ADDRESS_RE = re.compile(
-    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
-)
-
-
 def bare(address):
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
     with an internationalised domain in its ASCII (IDNA) form, since SMTP
@@ -150,7 +141,7 @@ def bare(address):
     the settings check names it."""
     if not isinstance(address, str):
         return ""
-    if _PLAIN_ADDRESS_RE.fullmatch(address):
+    if PLAIN_ADDRESS_RE.fullmatch(address):
         return address
     addr = _parsed(address)[1]
     local, at, domain = addr.rpartition("@")
@@ -461,7 +452,7 @@ def _domain(sender):
 _LONG_WORD_RE = re.compile(r"\S{78}")
 
 
-def _header(value):
+def header(value):
     """Header text as Mail.send would set it; non-ASCII becomes RFC 2047, and
     so does a word too long to fit on a line (a 2,000-character subject would
     otherwise go out as one line, past SMTP's limit of 998)."""
@@ -476,12 +467,12 @@ def _addresses(values):
     all, which RFC 2047 forbids: strict parsers then find no address."""
     out = []
     for value in values:
-        if _PLAIN_ADDRESS_RE.fullmatch(value):
+        if PLAIN_ADDRESS_RE.fullmatch(value):
             out.append(value)  # what formataddr(("", value)) gives
             continue
         formatted = _formatted(value)
         if formatted is None:
-            return _header(", ".join(values))
+            return header(", ".join(values))
         out.append(formatted)
     return ", ".join(out)
 
@@ -558,11 +549,11 @@ def headers(msg, sender, message_id, date):
         yield "Reply-To", _addresses(msg.reply_to)
     if msg.cc:
         yield "Cc", _addresses(msg.cc)
-    yield "Subject", _header(msg.subject)
+    yield "Subject", header(msg.subject)
     yield "Date", _date(date)
     yield "Message-ID", message_id
     for name, value in msg.headers.items():
-        yield name, _header(value)
+        yield name, header(value)
 
 
 def _payload(msg):
@@ -598,8 +589,8 @@ def _text_part(text, subtype="plain"):
     compares the bytes)."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     data = text.encode("utf-8")
-    part._charset = _UTF8
-    part._payload = _UTF8.body_encode(data) if data else ""
+    part._charset = UTF8
+    part._payload = UTF8.body_encode(data) if data else ""
     part["Content-Transfer-Encoding"] = "quoted-printable"
     return part
 
@@ -627,12 +618,12 @@ class _WirePolicy(Compat32):
 
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
 # reads a body with bare LF as one line (aiosmtpd: "500 Line too long").
-_WIRE = _WirePolicy(linesep="\r\n")
+WIRE_POLICY = _WirePolicy(linesep="\r\n")
 
 
 def wire(payload):
     """The bytes to hand to smtplib for a built message."""
-    return payload.as_bytes(policy=_WIRE)
+    return payload.as_bytes(policy=WIRE_POLICY)
 
 
 _ENCODER = json.JSONEncoder(

@@ -67,7 +67,8 @@ PAUSE = "paused"  # the state row of an admin's pause of delivery: {by, since} o
 
 
 def utcnow():
-    return datetime.datetime.utcnow().replace(microsecond=0)
+    """Now as the outbox stores times: a naive UTC datetime, to the second."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 # The columns send() writes, in the order of store.enqueue()'s values.
@@ -394,14 +395,15 @@ class OutboxStore:
     def _pick_sql(self, limit):
         """SELECT of the ids of up to ``limit`` due rows, in send order."""
         return (
-            "SELECT id FROM %s WHERE status='queued' AND next_attempt_on<=%%s "
-            "ORDER BY priority, next_attempt_on, id LIMIT %d" % (self.tablename, limit)
+            "SELECT id FROM %s WHERE status='%s' AND next_attempt_on<=%%s "
+            "ORDER BY priority, next_attempt_on, id LIMIT %d"
+            % (self.tablename, Status.QUEUED, limit)
         )
 
     def _claim_sql(self):
-        return (
-            "UPDATE %s SET status='sending', lease_owner=%%s, lease_until=%%s "
-            "WHERE id IN " % self.tablename
+        return "UPDATE %s SET status='%s', lease_owner=%%s, lease_until=%%s WHERE id IN " % (
+            self.tablename,
+            Status.SENDING,
         )
 
     def _claim(self, owner, limit, until, now):
@@ -436,8 +438,8 @@ class OutboxStore:
         since = now - datetime.timedelta(seconds=window)
         sql = (
             "SELECT (SELECT COUNT(*) FROM %s_attempt WHERE attempted_on>=%%s AND "
-            "outcome='sent') + (SELECT COUNT(*) FROM %s WHERE status='sending')"
-            % (self.tablename, self.tablename)
+            "outcome='%s') + (SELECT COUNT(*) FROM %s WHERE status='%s')"
+            % (self.tablename, Logged.SENT, self.tablename, Status.SENDING)
         )
         return int(self._sql(sql, [since], rows=True)[0][0])
 
@@ -514,10 +516,10 @@ class OutboxStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             self._sql(
-                "UPDATE %s SET status='sent', sent_on=%%s, attempts=attempts+1, "
+                "UPDATE %s SET status='%s', sent_on=%%s, attempts=attempts+1, "
                 "last_error=NULL, last_code=250, lease_owner=NULL, lease_until=NULL "
                 "WHERE lease_owner=%%s AND id IN (%s)"
-                % (self.tablename, ",".join(["%s"] * len(chunk))),
+                % (self.tablename, Status.SENT, ",".join(["%s"] * len(chunk))),
                 [now, owner] + chunk,
             )
 
@@ -549,9 +551,9 @@ class OutboxStore:
         """(mail is due, mail is held): one statement for an idle pass."""
         t = self.tablename
         due, held = self._sql(
-            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='queued' "
+            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='%s' "
             "AND next_attempt_on<=%%s LIMIT 1) d), (SELECT COUNT(*) FROM (SELECT id "
-            "FROM %s WHERE status='held' LIMIT 1) h)" % (t, t),
+            "FROM %s WHERE status='%s' LIMIT 1) h)" % (t, Status.QUEUED, t, Status.HELD),
             [now],
             rows=True,
         )[0]

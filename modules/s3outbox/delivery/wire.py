@@ -15,7 +15,7 @@ import logging
 from email.generator import Generator
 from email.header import Header
 
-from .message import _UTF8, _WIRE, _header, build, headers, wire
+from .message import UTF8, WIRE_POLICY, build, header, headers, wire
 
 logger = logging.getLogger("s3outbox")
 
@@ -75,7 +75,9 @@ def _alternative(parts, own):
     quoted-printable writes '=' as '=3D' and so never has the '==' that
     starts every boundary)."""
     boundary = Generator._make_boundary()
-    mime = _WIRE._fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False)
+    mime = WIRE_POLICY._fold(
+        "Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False
+    )
     delimiter = "--" + boundary
     return "%sMIME-Version: 1.0\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s--\r\n" % (
         mime,
@@ -94,7 +96,7 @@ def _folded(pairs):
     return "".join(
         _fold_encoded(name, str(value))
         if value.__class__ is Header
-        else _WIRE._fold(name, value, False)
+        else WIRE_POLICY._fold(name, value, False)
         for name, value in pairs
     )
 
@@ -103,8 +105,8 @@ def _folded(pairs):
 def _fold_encoded(name, text):
     """The folded RFC 2047 header of non-ASCII ``text``, 40 us for a short
     subject, kept for the bulk mail that sends one subject many times. The
-    Header values of headers() are all _header(text), whose str() is text."""
-    return _WIRE._fold(name, _header(text), False)
+    Header values of headers() are all header(text), whose str() is text."""
+    return WIRE_POLICY._fold(name, header(text), False)
 
 
 def _body(text):
@@ -113,4 +115,4 @@ def _body(text):
     body that needs no quoting as it is saves only 1.5 of the 4.5 us that
     encoding a 1,000-byte one costs.)"""
     data = text.encode("utf-8")
-    return _UTF8.body_encode(data).replace("\n", "\r\n") if data else ""
+    return UTF8.body_encode(data).replace("\n", "\r\n") if data else ""
