@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from s3outbox.admin.dashboard import make_admin
+from s3outbox.accounts.admins import make_admin
 from s3outbox.admin.outbox import CANCELLABLE, RETRYABLE, OutboxAdmin, format_age
 from s3outbox.admin.params import MAX_DAYS, MAX_LIST, BadParameter, one_text, whole_number
 from s3outbox.bounces import reader as outbox_bounces

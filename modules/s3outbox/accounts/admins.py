@@ -1,5 +1,7 @@
-"""Becoming admin: the first user of an empty site, or one named on the
-command line, joins the group that sees the dashboard.
+"""Who is a site admin: the first user on an empty database (``[app]
+first_user_admin``), and any user the command line's ``make-admin`` names.
+
+These are Auth's groups and memberships; the admin pages only check them.
 """
 
 import logging
@@ -33,6 +35,7 @@ def first_user_admin(auth, role="admin", store=None):
 
 
 def ensure_group(auth, role="admin"):
+    """The id of group ``role``, made when missing."""
     return auth.id_group(role) or auth.add_group(role, "Site administrators: the outbox dashboard")
 
 
