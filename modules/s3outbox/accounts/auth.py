@@ -25,7 +25,7 @@ it into Sahana's ``AuthS3`` the same way). What it changes, and why:
   ``%``, ``{`` or ``}`` in a form's values (it edits the dict it is given);
 - account-flow mail is marked so that it is shown redacted and scrubbed
   after delivery (retention.py);
-- an admin (see admin.first_user_admin) needs no approval.
+- an admin (see admins.first_user_admin) needs no approval.
 
 Everything is queued with ``mail.send`` to raw addresses (no ``pe_id``): a new
 registrant or an approver may have no person entity.
@@ -429,7 +429,7 @@ class OutboxAuthMixin:
             form.errors.email = self.messages.invalid_email
 
     def _after_register(self, form):
-        """An admin (the first user, see admin.first_user_admin) needs no
+        """An admin (the first user, see admins.first_user_admin) needs no
         approval. Without verification the
         registration is pending now, so approvers are told now."""
         user = self.table_user()(form.vars.id)
