@@ -6,10 +6,11 @@
   process (web server or scheduler worker) meets the change first.
 """
 
+from s3outbox.accounts import admins as outbox_admins
 from s3outbox.admin import dashboard as outbox_admin
 
 if configuration.get("app.first_user_admin"):
     # The outbox's state table decides the winner of simultaneous first
     # registrations (see first_user_admin).
-    outbox_admin.first_user_admin(auth, "admin", store=mail.store)
+    outbox_admins.first_user_admin(auth, "admin", store=mail.store)
 outbox_admin.log_settings_check(mail)

@@ -385,7 +385,12 @@ def public_url_note(app):
     to its host_names (loopback by default)."""
     path = os.path.join(app, "models", "000_config.py")
     if not os.path.isfile(path):
-        return None
+        return (
+            "Note: there is no models/000_config.py yet. When you create it from "
+            "modules/templates/000_config.py, set settings.base.public_url, e.g. "
+            '"https://eden.example.org": without it Eden answers only to localhost, '
+            "127.0.0.1 and [::1] (any other Host gets 403)."
+        )
     for line in read(path).splitlines():
         if line.strip().startswith(("settings.base.public_url", "settings.base.host_names")):
             return None

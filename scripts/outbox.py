@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 
+from s3outbox.accounts.admins import make_admin
 from s3outbox.admin.dashboard import (
     CANCELLABLE,
     MAX_DAYS,
@@ -27,7 +28,6 @@ from s3outbox.admin.dashboard import (
     BadParameter,
     OutboxAdmin,
     format_age,
-    make_admin,
     one_text,
     whole_number,
 )

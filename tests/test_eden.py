@@ -108,6 +108,8 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
         "modules/core/ui/menus.py",
     ):
         assert "edited    %s" % edited in first, first
+    # A fresh Eden has no models/000_config.py yet: the note says what to set in it.
+    assert "no models/000_config.py yet" in first and "settings.base.public_url" in first, first
     installed = tree_digest(app.app)
     second = app.installer()
     assert "edited" not in second and "copied" not in second, second

@@ -5,6 +5,7 @@ mail cannot go out, reset and username recovery without account
 enumeration, approval, links, account mail marked), the Host check
 (hostnames), the account-flow limits (flowlimit), the per-request checks
 (requestcheck), account mail kept redacted and scrubbed (retention) and the
-same flows on Sahana Eden's AuthS3 (edenguard). It may import ``delivery``
+same flows on Sahana Eden's AuthS3 (edenguard), and who is a site admin
+(admins: the first user, make-admin). It may import ``delivery``
 and ``transport``; it knows nothing of the admin pages.
 """

@@ -109,7 +109,7 @@ class RegistrationMixin:
             form.errors.email = self.messages.invalid_email
 
     def _after_register(self, form):
-        """An admin (the first user, see admin.first_user_admin) needs no
+        """An admin (the first user, see admins.first_user_admin) needs no
         approval. Without verification the
         registration is pending now, so approvers are told now."""
         user = self.table_user()(form.vars.id)

@@ -273,49 +273,6 @@ def log_settings_check(mail):
     return True
 
 
-# ------------------------------------------------------------ becoming admin
-def first_user_admin(auth, role="admin", store=None):
-    """Make the first user inserted on an empty user table a member of ``role``.
-
-    Hooked on the table itself, so it holds for the registration form and for
-    users created any other way; it runs in the inserting transaction.
-    Registrations at the same instant each see only their own row; with
-    ``store`` (the outbox's OutboxStore) the one whose transaction inserts
-    the state row ``first_user_admin`` wins (a unique name: the others wait
-    for it, then find it), so exactly one becomes admin.
-    """
-    table = auth.table_user()
-
-    def promote(fields, user_id):
-        if auth.db(table.id != user_id).select(table.id, limitby=(0, 1)):
-            return
-        if store is not None and not store.claim_name("first_user_admin", utcnow()):
-            return
-        auth.add_membership(ensure_group(auth, role), user_id)
-        logger.info("first user %s is now a member of %r", fields.get("email"), role)
-
-    table._after_insert.append(promote)
-
-
-def ensure_group(auth, role="admin"):
-    return auth.id_group(role) or auth.add_group(role, "Site administrators: the outbox dashboard")
-
-
-def make_admin(auth, email, role="admin"):
-    """Add the user with ``email`` to ``role``; return a sentence saying what."""
-    table = auth.table_user()
-    user = (
-        auth.db(table.email.lower() == email.strip().lower()).select(table.id, table.email).first()
-    )
-    if user is None:
-        raise LookupError("no user with e-mail %s; register first" % email)
-    group_id = ensure_group(auth, role)
-    if auth.has_membership(group_id, user.id):
-        return "%s is already a member of %r" % (user.email, role)
-    auth.add_membership(group_id, user.id)
-    return "%s is now a member of %r" % (user.email, role)
-
-
 # --------------------------------------------------------------- the outbox
 class Page:
     """One page of the message list: ``rows`` newest first, and the ids to

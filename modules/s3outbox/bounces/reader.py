@@ -97,7 +97,7 @@ def when_due(mail, now=None):
         if not mail.store.take_turn("bounce_turn", old, new, now):
             return None
         return read_bounces(mail)
-    except Exception:
+    except Exception:  # reading bounces never stops the delivery pass that calls it
         mail.store.rollback()
         logger.exception("bounces: the reader pass failed")
         return None
@@ -216,7 +216,7 @@ class Reader:
             try:
                 with self.store.transaction():
                     self.store.set_state(self.state_name, doc)
-            except Exception:
+            except Exception:  # the driver's own error class; the next pass reads them again
                 logger.exception("bounces: could not remember the mail left unread")
 
     # ------------------------------------------------------------ matching
@@ -363,10 +363,7 @@ def recipients(row):
     found = set()
     for key in ("to", "cc", "bcc"):
         for value in content.get(key) or ():
-            try:
-                found.add(bare(value).lower())
-            except Exception:
-                continue
+            found.add(bare(value).lower())
     if row.address and not found:
         found.add(row.address.lower())
     return found

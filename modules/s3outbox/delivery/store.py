@@ -149,7 +149,8 @@ class OutboxStore:
             adapter = self.db._adapter
             try:
                 adapter.close("rollback")
-            except Exception:
+            except Exception:  # the driver's own error class, whatever the driver
+                logger.info("closing it failed too; the connection is forgotten", exc_info=True)
                 adapter.set_connection(None)
 
     # ---------------------------------------------------------------- tables
@@ -281,13 +282,13 @@ class OutboxStore:
 
     def _back_to(self, name):
         """After a failure: undo the work since savepoint ``name`` and drop
-        it, quietly, since the failure is the error to report."""
+        it; the failure, raised on, is the error to report."""
         adapter = self.db._adapter
         try:
             adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
             adapter.execute("RELEASE SAVEPOINT %s" % name)
-        except Exception:
-            pass
+        except Exception:  # the driver's own error class, whatever the driver
+            logger.info("rolling back to savepoint %s failed too", name, exc_info=True)
 
     def _begin_if_idle(self):
         """Start a transaction where a savepoint would not (see SQLite's)."""

@@ -11,10 +11,13 @@ email package's byte for byte.
 """
 
 import functools
+import logging
 from email.generator import Generator
 from email.header import Header
 
 from .message import _UTF8, _WIRE, _header, build, headers, wire
+
+logger = logging.getLogger("s3outbox")
 
 # The MIME headers MIMENonMultipart sets on a text part, and the
 # Content-Transfer-Encoding _text_part adds, as the generator writes them.
@@ -30,11 +33,17 @@ def message_bytes(msg, sender, message_id, date, dkim=None):
 
     A stored message the writer does not expect (a value of the wrong type,
     text that cannot be UTF-8) goes to the email package too, which raises
-    its own error for it."""
+    its own error for it; so does a message the writer fails on for a bug,
+    logged."""
     if not (dkim or msg.raw or msg.attachments):
         try:
             text = _written(msg, sender, message_id, date)
-        except Exception:
+        except Exception:  # never lose a message to the writer: the package writes it
+            logger.warning(
+                "the wire writer failed on %s; the email package writes it",
+                message_id,
+                exc_info=True,
+            )
             text = None
         if text is not None:
             # as BytesGenerator.write encodes what it writes
