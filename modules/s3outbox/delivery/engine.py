@@ -27,10 +27,10 @@ import socket
 import time
 import uuid
 
-from ..admin.dashboard import log_settings_check
 from ..transport.base import Kind, Outcome
 from . import message as mime
 from . import returnpath
+from .check import log_settings_check
 from .policy import decide
 from .pool import Job, SessionPool
 from .settings import Snapshot

@@ -25,10 +25,15 @@ import enum
 import itertools
 import json
 import logging
+from typing import Any, Final, Literal
 
 from pydal import Field
 
 from .message import Message, dumps, loads
+
+# pydal's rows, tables and databases: pydal has no type information.
+Row = Any
+DAL = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
@@ -983,5 +988,12 @@ def _bytes(payload):
     return payload or b""
 
 
-# Marker for a plain success, so record() can update those rows in one statement.
-SENT_PLAIN = object()
+class _Plain(enum.Enum):
+    """Marker for a plain success, so record() can update those rows in one statement."""
+
+    SENT = "sent"
+
+
+SENT_PLAIN: Final = _Plain.SENT
+# A row's new values: its columns, or SENT_PLAIN.
+Changes = dict[str, object] | Literal[_Plain.SENT]
