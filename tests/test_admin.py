@@ -146,7 +146,7 @@ def test_overview_actions_and_detail(mail, sink):
     assert (row.status, row.attempts, row.expires_on) == ("queued", 0, None)
     assert row.next_attempt_on <= utcnow() and _status(mail, a1) == "sent"
     assert admin.retry(status="held") == 2
-    assert mail.store.get_state("held:" + bad_key)["probe_after"] <= str(utcnow())
+    assert mail.store.get_hold(bad_key).due(utcnow())
     with pytest.raises(ValueError):
         admin.retry(status="sent")
     counts = mail.process_outbox()

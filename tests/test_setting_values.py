@@ -188,16 +188,10 @@ def test_probe_interval_with_a_fraction_while_the_server_is_down(mail, db, sink)
     mail.settings.server = server
     store = mail.store
     # the probe turn comes after probe_interval: make it due
-    held, _ = store.hosts()
-    for key, state in held.items():
-        store.set_state(
-            "held:" + key,
-            dict(
-                state,
-                probe_after=str(datetime.datetime.utcnow() - datetime.timedelta(seconds=0.25)),
-            ),
-        )
-    db.commit()
+    held, _ = store.read_holds()
+    now = datetime.datetime.utcnow()
+    for hold in held.values():
+        store.put_hold(hold.probing_at(now - datetime.timedelta(seconds=0.25)), now)
     counts = mail.process_outbox()
     assert "error" not in counts, counts
     assert sink.count == 3, counts

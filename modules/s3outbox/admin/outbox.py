@@ -18,6 +18,7 @@ import logging
 
 from ..accounts import retention
 from ..delivery.check import CONFIG_FILE, config_file, findings, scrub
+from ..delivery.holds import in_force
 from ..delivery.message import bare
 from ..delivery.settings import Snapshot
 from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
@@ -115,21 +116,18 @@ class OutboxAdmin:
     def held(self):
         """The hold in force, for the banner, or None: the hold of the
         current settings, else (while mail is held) the latest other one."""
-        holds, _ = self.store.hosts()
         current = Snapshot(self.settings).fingerprint()
         count = self.store.count_held()
-        mine = [h for h in holds.values() if h.get("fp") == current]
-        others = sorted(holds.values(), key=lambda h: h["probe_after"]) if count else []
-        state = (mine or others or [None])[-1]
-        if not state:
+        hold = in_force(self.store.read_holds()[0].values(), current, count > 0)
+        if hold is None:
             return None
-        reason = scrub(state.get("reason"), self.settings)
+        reason = scrub(hold.reason, self.settings)
         return dict(
             reason=reason,
             edit=edit_hint(reason),
             file=CONFIG_FILE,
             count=count,
-            settings_changed=state.get("fp") != current,
+            settings_changed=hold.fp != current,
         )
 
     def overview(self, now=None):
