@@ -27,7 +27,7 @@ def _closed_port():
 
 def _hold(mail):
     """The hold of mail's current settings, or None."""
-    return mail.store.get_state("held:" + Pass(mail).key)
+    return mail.store.get_hold(Pass(mail).key)
 
 
 def _pass(mail, db, to=("ann@people.net",)):
@@ -274,7 +274,7 @@ def test_sender_refused_holds_the_queue_until_the_settings_change(mail, db, sink
     db.commit()
     counts = mail.process_outbox()
     assert (counts["held"], counts["sent"]) == (3, 0), counts
-    assert _hold(mail)["reason"].startswith("sender")
+    assert _hold(mail).reason.startswith("sender")
     mail.settings.sender = "Outbox <post@outbox.localhost>"
     counts = mail.process_outbox()
     assert (counts["released"], counts["sent"]) == (3, 3), counts

@@ -227,9 +227,36 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, 
     assert text("fresh_reset") == retention.SCRUBBED
 
 
+def test_tidy_compares_its_times_as_times(own_tables, db, sink, tablename):
+    """The tidy row's times are read as times: written with a "T" (which
+    sorts after " " as text) the next turn is not yet due, a purge is."""
+    mail = MailS3(
+        db,
+        server=sink.server,
+        sender="Outbox <outbox@outbox.localhost>",
+        tls=False,
+        tablename=tablename,
+    )
+    mail.settings.sent_retention_days = 30
+    now = datetime.datetime(2026, 11, 29, 10, 0)
+    mail.store.set_state("tidy", dict(next="2026-11-29T10:04:00", purge="2026-11-29T09:00:00"))
+    db.commit()
+    retention._tidied.clear()
+    assert retention.tidy(mail, None, now) is None
+    retention._tidied.clear()
+    later = now + datetime.timedelta(minutes=5)
+    assert retention.tidy(mail, None, later) == dict(scrubbed=0, forgotten=0, purged=0)
+    assert mail.store.get_state("tidy") == dict(
+        next=str(later + datetime.timedelta(seconds=retention.TIDY_EVERY)),
+        purge=str(later + datetime.timedelta(seconds=retention.PURGE_EVERY)),
+    )
+    retention._tidied.clear()
+
+
 # ------------------------------------------------------- settings check
 def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
-    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.admin.summary import settings_summary
+    from s3outbox.delivery.check import findings
     from s3outbox.delivery.settings import apply_config
 
     mail = MailS3(db, tablename=tablename)

@@ -150,7 +150,7 @@ def _one(mail, db, sink, records, key, value):
                 and ("tls" in row.last_error or "TLS" in row.last_error)
             ), (key, value, row.last_error)
         if problem is not None:
-            from s3outbox.admin.dashboard import findings
+            from s3outbox.delivery.check import findings
 
             section = "smtp" if key in ("tls", "ssl", "self_signed_certificate") else "outbox"
             found = [f for f in findings(mail.settings) if f["key"] == "[%s] %s" % (section, key)]
@@ -189,16 +189,10 @@ def test_probe_interval_with_a_fraction_while_the_server_is_down(mail, db, sink)
     mail.settings.server = server
     store = mail.store
     # the probe turn comes after probe_interval: make it due
-    held, _ = store.hosts()
-    for key, state in held.items():
-        store.set_state(
-            "held:" + key,
-            dict(
-                state,
-                probe_after=str(utcnow() - datetime.timedelta(seconds=0.25)),
-            ),
-        )
-    db.commit()
+    held, _ = store.read_holds()
+    now = utcnow()
+    for hold in held.values():
+        store.put_hold(hold.probing_at(now - datetime.timedelta(seconds=0.25)), now)
     counts = mail.process_outbox()
     assert "error" not in counts, counts
     assert sink.count == 3, counts
@@ -238,7 +232,7 @@ def test_appconfig_outbox_keys_as_text(mail, db, sink, key, value):
 
 
 def test_bad_values_are_reported_in_the_settings_check_and_logged_once(mail, db, sink, records):
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     mail.settings.batch_size = 0
     mail.settings.default_priority = "high"
@@ -294,7 +288,7 @@ def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink
     """mail.settings.list_unsubscribe is a setting like any other: a value
     that cannot be used is named in the settings check and the mail goes out
     without the header, never refused by send()."""
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     mail.settings.list_unsubscribe = value
     assert mail.send("ann@people.net", "Unsubscribe", "Body") is True, mail.error
@@ -314,8 +308,9 @@ def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink
 def test_nonsense_smtp_flags_in_appconfig_are_named(mail, key):
     """[smtp] tls = maybe was read as false without a word: the settings
     check names it, the dashboard and the bounce reader use what delivery uses."""
-    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.admin.summary import settings_summary
     from s3outbox.bounces.reader import _context
+    from s3outbox.delivery.check import findings
 
     config = {
         "smtp.server": mail.settings.server,
@@ -358,7 +353,7 @@ def test_nonsense_tls_or_ssl_holds_mail_until_fixed(mail, db, sink, key):
 
 def test_a_flow_window_of_zero_is_named(mail):
     """flow_window = 0 made every limit a one-second window (no limit) silently."""
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     apply_config(
         mail,
@@ -374,7 +369,7 @@ def test_a_flow_window_of_zero_is_named(mail):
 
 
 def test_a_bad_bounce_interval_is_named_with_its_value(mail):
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     apply_config(
         mail,

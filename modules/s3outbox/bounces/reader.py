@@ -28,6 +28,7 @@ import time
 from pydal import Field
 
 from ..delivery import returnpath
+from ..delivery.check import masked, scrub
 from ..delivery.message import bare, loads
 from ..delivery.store import Logged, Status, utcnow
 from . import dsn, mailboxes
@@ -198,7 +199,7 @@ class Reader:
         memory["suspect"] = [ref, times]
 
     def _failed(self, e):
-        text = admin_text(str(e), self.settings)
+        text = scrub(e, self.settings)
         logger.warning(
             "bounces: cannot read %s: %s", mailboxes.label(self.settings.bounce_mailbox), text
         )
@@ -388,10 +389,10 @@ def _context(settings):
     return context
 
 
-def admin_text(text, settings):
-    """``text`` with the mailbox password masked."""
-    secret = mailboxes.password(settings.bounce_mailbox)
-    return text.replace(secret, "********") if secret else text
+@masked
+def mailbox_password(settings):
+    """The bounce mailbox password: scrub() masks it in every shown text."""
+    return mailboxes.password(settings.bounce_mailbox)
 
 
 # --------------------------------------------------------- settings check

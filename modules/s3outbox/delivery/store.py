@@ -25,10 +25,16 @@ import enum
 import itertools
 import json
 import logging
+from typing import Any, Final, Literal
 
 from pydal import Field
 
+from . import holds
 from .message import Message, dumps, loads
+
+# pydal's rows, tables and databases: pydal has no type information.
+Row = Any
+DAL = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
@@ -542,11 +548,9 @@ class OutboxStore:
             )
 
     # ---------------------------------------------------------- hold/release
-    # Per settings fingerprint and host ("<fp>:<host>", the key), two state
-    # rows: "held:<key>" {fp, reason, probe_after}: cannot deliver now;
-    # "reached:<key>": its updated_on is when it last reached the server.
-    # Only a worker whose own settings reached the server releases held mail
-    # (delivery.py decides when).
+    # The hold and reach of each settings fingerprint and host are state rows
+    # whose names, documents and times holds.py owns. Only a worker whose own
+    # settings reached the server releases held mail (engine.py decides when).
     def pending(self, now):
         """(mail is due, mail is held): one statement for an idle pass."""
         t = self.tablename
@@ -559,23 +563,25 @@ class OutboxStore:
         )[0]
         return bool(due), bool(held)
 
-    def hosts(self):
-        """({key: held state}, {key: when it last reached the server}), one read."""
-        s, held, reached = self.state, {}, {}
-        for row in self.db(s.name.startswith("held:") | s.name.startswith("reached:")).select(
-            s.name, s.doc, s.updated_on
-        ):
-            kind, _, key = row.name.partition(":")
-            if kind == "reached":
-                reached[key] = _datetime(row.updated_on)
-            elif row.doc:
-                held[key] = json.loads(row.doc)
-        return held, reached
+    def read_holds(self):
+        """({key: Hold}, {key: when its settings last reached the server}), one read."""
+        s = self.state
+        query = s.name.startswith(holds.HELD) | s.name.startswith(holds.REACHED)
+        return holds.read_rows(
+            (row.name, json.loads(row.doc) if row.doc else None, _datetime(row.updated_on))
+            for row in self.db(query).select(s.name, s.doc, s.updated_on)
+        )
 
-    def hold(self, key, state, now):
-        """Remember why the settings ``key`` cannot deliver; commits."""
+    def get_hold(self, key):
+        """The hold of the settings ``key``, or None."""
+        name = holds.held_name(key)
+        doc = self.get_state(name)
+        return holds.Hold.read(name, doc) if doc else None
+
+    def put_hold(self, hold, now):
+        """Remember why the settings of ``hold`` cannot deliver; commits."""
         with self.transaction():
-            self.set_state("held:" + key, state, now=now)
+            self.set_state(hold.name, hold.doc(), now=now)
 
     def reword_held(self, reason):
         """Give every held message ``reason`` as its last error (the settings
@@ -584,27 +590,27 @@ class OutboxStore:
             o = self.outbox
             self.db((o.status == Status.HELD) & (o.last_error != reason)).update(last_error=reason)
 
-    def take_probe(self, key, held, later, now):
-        """Replace the hold ``held`` of ``key`` by ``later`` unless another
-        worker did first: True when this worker won the probe turn. Commits."""
+    def take_probe(self, hold, later, now):
+        """Replace ``hold`` by ``later`` unless another worker changed it
+        first: True when this worker won the probe turn. Commits."""
         with self.transaction():
-            return self.set_state("held:" + key, later, expect=held, now=now)
+            return self.set_state(hold.name, later.doc(), expect=hold.expected(), now=now)
 
     def mark_reached(self, key, now, unhold=False):
         """The settings ``key`` reached the server now (``unhold``: and their
         hold is over); commits."""
         with self.transaction():
             if unhold:
-                self.set_state("held:" + key, None, now=now)
-            self._ensure_state("reached:" + key, now)
-            self.db(self.state.name == "reached:" + key).update(updated_on=now)
+                self.set_state(holds.held_name(key), None, now=now)
+            name = holds.reached_name(key)
+            self._ensure_state(name, now)
+            self.db(self.state.name == name).update(updated_on=now)
 
     def hurry_probes(self, now):
         """Every hold probes on the next pass (the admin asked for a retry);
         the caller's transaction commits."""
-        held, _ = self.hosts()
-        for key, state in held.items():
-            self.set_state("held:" + key, dict(state, probe_after=str(now)), expect=state, now=now)
+        for hold in self.read_holds()[0].values():
+            self.set_state(hold.name, hold.probing_at(now).doc(), expect=hold.expected(), now=now)
 
     def release_held(self, now=None):
         """Queue all held mail again, whoever held it; commits."""
@@ -985,5 +991,12 @@ def _bytes(payload):
     return payload or b""
 
 
-# Marker for a plain success, so record() can update those rows in one statement.
-SENT_PLAIN = object()
+class _Plain(enum.Enum):
+    """Marker for a plain success, so record() can update those rows in one statement."""
+
+    SENT = "sent"
+
+
+SENT_PLAIN: Final = _Plain.SENT
+# A row's new values: its columns, or SENT_PLAIN.
+Changes = dict[str, object] | Literal[_Plain.SENT]

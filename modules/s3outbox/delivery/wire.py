@@ -10,12 +10,14 @@ the generator does. tests/unit/test_wire.py checks the bytes against the
 email package's byte for byte.
 """
 
+import datetime
 import functools
 import logging
+from collections.abc import Iterable
 from email.generator import Generator
 from email.header import Header
 
-from .message import UTF8, WIRE_POLICY, build, header, headers, wire
+from .message import UTF8, WIRE_POLICY, DkimKey, Message, build, header, headers, wire
 
 logger = logging.getLogger("s3outbox")
 
@@ -28,7 +30,13 @@ _PART = (
 _PLAIN, _HTML = _PART % "plain", _PART % "html"
 
 
-def message_bytes(msg, sender, message_id, date, dkim=None):
+def message_bytes(
+    msg: Message,
+    sender: str,
+    message_id: str,
+    date: datetime.datetime,
+    dkim: DkimKey | None = None,
+) -> bytes:
     """``wire(build(msg, sender, message_id, date, dkim))``, the same bytes.
 
     A stored message the writer does not expect (a value of the wrong type,
@@ -51,7 +59,7 @@ def message_bytes(msg, sender, message_id, date, dkim=None):
     return wire(build(msg, sender, message_id, date, dkim))
 
 
-def _written(msg, sender, message_id, date):
+def _written(msg: Message, sender: str, message_id: str, date: datetime.datetime) -> str | None:
     """The text of a text, HTML or text-and-HTML message; None for other
     shapes (no body at all)."""
     text, html = msg.text, msg.html
@@ -67,14 +75,14 @@ def _written(msg, sender, message_id, date):
     return "%s%s\r\n%s" % (mime, _folded(headers(msg, sender, message_id, date)), body)
 
 
-def _alternative(parts, own):
+def _alternative(parts: tuple[str, str], own: str) -> str:
     """A multipart/alternative of the two written parts, with ``own`` headers.
 
     The boundary is the generator's own (Generator._make_boundary, without
     the text: the check it makes against the text cannot fail here, since
     quoted-printable writes '=' as '=3D' and so never has the '==' that
     starts every boundary)."""
-    boundary = Generator._make_boundary()
+    boundary = Generator._make_boundary()  # type: ignore[attr-defined]
     mime = WIRE_POLICY._fold(
         "Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False
     )
@@ -90,7 +98,7 @@ def _alternative(parts, own):
     )
 
 
-def _folded(pairs):
+def _folded(pairs: Iterable[tuple[str, str | Header]]) -> str:
     """The header lines as the generator writes them with the wire policy
     (its fold_binary is this fold, encoded at the end here)."""
     return "".join(
@@ -102,14 +110,14 @@ def _folded(pairs):
 
 
 @functools.lru_cache(maxsize=256)
-def _fold_encoded(name, text):
+def _fold_encoded(name: str, text: str) -> str:
     """The folded RFC 2047 header of non-ASCII ``text``, 40 us for a short
     subject, kept for the bulk mail that sends one subject many times. The
     Header values of headers() are all header(text), whose str() is text."""
     return WIRE_POLICY._fold(name, header(text), False)
 
 
-def _body(text):
+def _body(text: str) -> str:
     """A text part's body as the generator writes it: the quoted-printable
     of its UTF-8 (as _text_part makes it) with CRLF line ends. (Writing a
     body that needs no quoting as it is saves only 1.5 of the 4.5 us that

@@ -1,0 +1,92 @@
+"""The settings as the dashboard and the command line show them: the SMTP
+settings without the password, the account-mail limits in words, and which
+setting to edit for a hold (the settings check itself is delivery/check.py).
+"""
+
+import re
+
+from gluon.storage import Storage
+
+from ..bounces import reader as bounces
+from ..delivery.check import config_file
+from ..delivery.settings import SAFETY_DEFAULTS, read_value
+
+# What to edit for the configuration errors the transport reports; the
+# first pattern found in the reason wins.
+_HINTS = (
+    ("authentication", "[smtp] login"),
+    ("sender", "[smtp] sender"),
+    ("tls", "[smtp] tls and [smtp] ssl"),
+    ("ssl", "[smtp] tls and [smtp] ssl"),
+    ("resolve", "[smtp] server"),
+    ("refused", "[smtp] server"),
+    ("reach", "[smtp] server"),
+    ("server", "[smtp] server"),
+)
+
+_NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
+
+
+def edit_hint(reason, names=None):
+    """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
+    named = _NAMED_KEY.search(reason or "")
+    if named:  # blocking_problem() ends with "(edit [smtp] sender)"
+        return named.group(1)
+    text = (reason or "").lower()
+    key = "[smtp] server, sender and login"
+    for pattern, hint in _HINTS:
+        if pattern in text:
+            key = hint
+            break
+    return (names or {}).get(key, key)
+
+
+def settings_summary(settings):
+    """The SMTP settings as the dashboard shows them: no password; ``keys``
+    and ``file`` say where the admin edits them."""
+    login = settings.login if isinstance(settings.login, str) else ""
+    user = login.partition(":")[0]
+    names = settings.config_names or {}
+    keys = dict(
+        (k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
+        for k in ("server", "sender", "login", "tls", "ssl")
+    )
+    keys["limits"] = names.get("[outbox] flow_*", "[outbox] flow_* (account mail)")
+    keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
+    return dict(
+        server=settings.server or "",
+        sender=settings.sender or "",
+        login=("%s (password set)" % user) if user else "(none)",
+        tls=read_value(settings, "tls")[0],
+        ssl=read_value(settings, "ssl")[0],
+        keys=keys,
+        file=config_file(settings),
+        limits=limits_summary(settings),
+        bounces=bounces.summary(settings),
+    )
+
+
+def limits_summary(settings):
+    """The account-mail limits and retention, in words, for the settings check."""
+    s = dict(
+        (key, default if settings.get(key) is None else settings.get(key))
+        for key, default in SAFETY_DEFAULTS.items()
+    )
+    s = Storage(s)
+    return (
+        "account mail per %d s: %s an address, %s a client, %s the site, "
+        "%s registrations the site; login codes: %s an address; "
+        "one reset link per %d s; account mail scrubbed %d s after delivery; "
+        "sent mail purged after %s"
+        % (
+            s.flow_window,
+            s.flow_per_address or "no limit",
+            s.flow_per_client or "no limit",
+            s.flow_global or "no limit",
+            s.flow_global_register or "no limit",
+            s.flow_codes_per_address or "no limit",
+            s.flow_reset_pending,
+            s.secret_retention,
+            "%d days" % s.sent_retention_days if s.sent_retention_days else "never",
+        )
+    )
