@@ -16,6 +16,7 @@ from smtpsink import Sink, SinkController
 
 from s3outbox import MailS3
 from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.holds import held_name
 from s3outbox.delivery.store import utcnow
 
 ANN, BOB = "ann@people.net", "bob@people.net"
@@ -255,6 +256,31 @@ def test_failed_probe_waits_another_interval(mail):
     assert {r.status for r in rows(mail)} == {"held"}
     assert all(r.attempts == 0 for r in rows(mail))
     assert len(attempts(mail)) == 3  # the probe touched no message
+
+
+def test_one_worker_takes_a_probe_turn_also_from_a_row_in_another_form(mail):
+    """Workers that read the same due hold: one takes the probe turn. A row
+    whose time is written in another form (here with a "T") gives a turn too,
+    so its mail is still probed."""
+    mail.settings.server = "127.0.0.1:%d" % free_port()
+    mail.settings.probe_interval = 300
+    queue(mail, 2)
+    mail.process_outbox()
+    key, store = Pass(mail).key, mail.store
+    due = (utcnow() - datetime.timedelta(seconds=1)).isoformat()
+    store.set_state(held_name(key), dict(held_state(mail).doc(), probe_after=due))
+    mail.db.commit()
+    first, second = store.get_hold(key), store.get_hold(key)
+    assert first.due(utcnow()) and first.expected()["probe_after"] == due
+    later = first.probing_at(utcnow() + datetime.timedelta(seconds=300))
+    assert store.take_probe(first, later, utcnow())
+    assert not store.take_probe(second, later, utcnow())
+    assert held_state(mail) == later
+    # The pass itself: it takes the turn and the next probe waits an interval.
+    store.set_state(held_name(key), dict(later.doc(), probe_after=due))
+    mail.db.commit()
+    assert mail.process_outbox()["held"] == 0
+    assert 290 <= (held_state(mail).probe_after - utcnow()).total_seconds() <= 300
 
 
 # ---------------------------------------------------------------- transient

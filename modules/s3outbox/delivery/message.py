@@ -29,7 +29,7 @@ from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
-from typing import Any, Protocol, TypedDict
+from typing import IO, Any, Protocol, TypedDict
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
@@ -39,6 +39,16 @@ _UTF8 = Charset("utf-8")
 
 class InvalidMessage(ValueError):
     """send() arguments that cannot become a message; the text is for people."""
+
+
+# send()'s arguments as Mail.send takes them (normalize() checks whatever
+# comes). Text: a str, bytes in the message's encoding, or a file to read.
+Text = str | bytes | IO[str] | IO[bytes]
+Addresses = str | Sequence[str] | None
+# The body: its text (an <html> document is the HTML), (text, html), or
+# None for attachments alone.
+Body = Text | tuple[Text | None, Text | None] | None
+Attachments = email.message.Message | Sequence[email.message.Message] | None
 
 
 # A deliberately plain address check: one @, no spaces or specials, a dotted
@@ -316,7 +326,7 @@ def normalize(
     sender: object = None,
     encoding: str = "utf-8",
     raw: object = False,
-    headers: Mapping[object, object] | None = None,
+    headers: Mapping[str, object] | None = None,
     from_address: object = None,
     list_unsubscribe: object = None,
     pe_id: object = None,
@@ -393,7 +403,7 @@ def _recipients(
 
 
 def _headers(
-    headers: Mapping[object, object] | None, list_unsubscribe: object, encoding: str
+    headers: Mapping[str, object] | None, list_unsubscribe: object, encoding: str
 ) -> dict[str, str]:
     """The caller's extra headers, checked, with List-Unsubscribe."""
     if not headers and list_unsubscribe is None:
