@@ -25,7 +25,6 @@ ALLOWED = {
 
 # Arrows that are being moved (issue 21): this must be empty when it closes.
 KNOWN = {
-    "accounts.retention": {"admin.outbox"},
     "delivery.settings": {"accounts.hostnames", "bounces.reader"},
 }
 

@@ -100,11 +100,7 @@ def _tidy(mail, limiter=None, now=None):
     if limiter is not None:
         done["forgotten"] = limiter.forget_expired(now)
     if purge_due:
-        from ..admin.outbox import OutboxAdmin  # here: admin imports this module
-
-        done["purged"] = OutboxAdmin(mail).purge(s.sent_retention_days, now=now, who="retention")[
-            0
-        ]
+        done["purged"] = store.purge_sent(s.sent_retention_days, now, who="retention")[0]
     if done["scrubbed"]:
         logger.info("retention: scrubbed %d sent account mail(s)", done["scrubbed"])
     return done

@@ -324,12 +324,7 @@ class OutboxAdmin:
         Returns (messages, attempts, attachments) deleted.
         """
         days = whole_number(days, "days", 0, MAX_DAYS)
-        cutoff = (now or utcnow()) - datetime.timedelta(days=days)
-        totals = self.store.purge_sent(cutoff, chunk)
-        logger.info(
-            "%s: purged %d sent message(s) older than %d day(s)", who or "admin", totals[0], days
-        )
-        return totals
+        return self.store.purge_sent(days, now or utcnow(), chunk, who or "admin")
 
     def test_mail(self, to, site="the outbox"):
         """Send a test message now with the current settings.

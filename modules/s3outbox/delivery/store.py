@@ -660,9 +660,12 @@ class OutboxStore:
                 status=Status.CANCELLED, lease_owner=None, lease_until=None
             )
 
-    def purge_sent(self, cutoff, chunk=500):
-        """Delete mail sent before ``cutoff`` with its attempts and attachments,
-        committing every ``chunk`` messages; (messages, attempts, attachments)."""
+    def purge_sent(self, days, now, chunk=500, who="admin"):
+        """Delete mail sent more than ``days`` days before ``now`` with its
+        attempts and attachments, committing every ``chunk`` messages, and log
+        it for ``who`` (the admin's purge and retention's both come here).
+        Returns (messages, attempts, attachments) deleted."""
+        cutoff = now - datetime.timedelta(days=days)
         o, a, t = self.outbox, self.attempt, self.attachment
         # created_on <= sent_on always; it lets the (status, created_on) index work.
         query = (o.status == Status.SENT) & (o.created_on < cutoff) & (o.sent_on < cutoff)
@@ -675,6 +678,7 @@ class OutboxStore:
                 totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
                 totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
                 totals[0] += self.db(o.id.belongs(ids) & (o.status == Status.SENT)).delete()
+        logger.info("%s: purged %d sent message(s) older than %d day(s)", who, totals[0], days)
         return tuple(totals)
 
     # ----------------------------------------------------------- admin reads
