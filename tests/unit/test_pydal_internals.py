@@ -26,12 +26,17 @@ def test_driver_names_the_db_api_module(db):
     assert internals.driver_name(db) == "sqlite3"
 
 
+def test_execute_runs_as_executesql_and_keeps_the_rowcount(db):
+    internals.execute(db, "INSERT INTO t_note (body) VALUES (?)", ["a"])
+    assert internals.driver_cursor(db).rowcount == 1
+    assert db._timings[-1][0] == "INSERT INTO t_note (body) VALUES (?)"  # pydal's handlers ran
+    internals.execute(db, "UPDATE t_note SET body=? WHERE body=?", ["b", "none"])
+    assert internals.driver_cursor(db).rowcount == 0
+
+
 def test_cursor_is_the_one_executesql_ran_on(db):
     db.executesql("INSERT INTO t_note (body) VALUES (?)", placeholders=["a"])
-    assert internals.driver_cursor(db).rowcount == 1
     assert internals.driver_cursor(db).lastrowid == db(db.t_note).select().first().id
-    db.executesql("UPDATE t_note SET body='b' WHERE body='none'")
-    assert internals.driver_cursor(db).rowcount == 0
 
 
 def test_uri_hash_is_one_database_and_its_migration_files(tmp_path, db):

@@ -23,6 +23,14 @@ def driver_name(db: Any) -> str:
     return db._adapter.driver_name
 
 
+def execute(db: Any, sql: str, args: list[Any]) -> None:
+    """Run ``sql`` with ``args`` as ``db.executesql`` runs it (through pydal's
+    execution handlers: its log and timings), without fetching a result:
+    psycopg2's failed fetch after an INSERT or UPDATE resets ``rowcount``,
+    which insert-or-nothing reads."""
+    db._adapter.execute(sql, args)
+
+
 def driver_cursor(db: Any) -> Any:
     """The DB-API cursor of this thread's connection to ``db`` (opened if there
     is none), the one ``db.executesql`` runs on: for ``rowcount``,

@@ -31,7 +31,7 @@ from pydal import Field
 
 from . import holds
 from .message import Message, dumps, loads
-from .pydal_internals import driver_cursor, forget_connection, uri_hash
+from .pydal_internals import driver_cursor, execute, forget_connection, uri_hash
 
 # pydal's rows, tables and databases: pydal has no type information.
 Row = Any
@@ -212,7 +212,7 @@ class OutboxStore:
         return (
             self.db.executesql(sql, placeholders=list(args))
             if rows
-            else self.db.executesql(sql, placeholders=list(args))
+            else execute(self.db, sql, list(args))
         )
 
     # --------------------------------------------------------------- enqueue
