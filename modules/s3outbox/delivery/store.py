@@ -35,6 +35,8 @@ from .message import Message, dumps, loads
 # pydal's rows, tables and databases: pydal has no type information.
 Row = Any
 DAL = Any
+Table = Any
+Query = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
