@@ -36,6 +36,8 @@ from .pydal_internals import driver_cursor, execute, forget_connection, uri_hash
 # pydal's rows, tables and databases: pydal has no type information.
 Row = Any
 DAL = Any
+Table = Any
+Query = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
