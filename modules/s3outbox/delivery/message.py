@@ -165,7 +165,7 @@ def bare(address: object) -> str:
         try:
             return "%s@%s" % (local, domain.encode("idna").decode("ascii"))
         except UnicodeError:
-            pass
+            pass  # no ASCII form: parse_addresses() refuses such an address
     return addr
 
 

@@ -178,7 +178,7 @@ def _close_or_reset(conn: smtplib.SMTP, code: int | None) -> None:
     try:
         conn.rset()
     except smtplib.SMTPServerDisconnected:
-        pass
+        pass  # gone: the next message opens a new session
 
 
 def _dot_stuffed(data: bytes) -> bytes:

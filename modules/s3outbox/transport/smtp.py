@@ -373,4 +373,4 @@ class SmtpTransport(Transport):
             try:
                 conn.close()
             except EXPECTED:
-                pass
+                pass  # the line is gone already: nothing is left to close
