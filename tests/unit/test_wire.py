@@ -8,6 +8,7 @@ is drawn from ``random`` by both, so each side starts from the same seed.
 
 import datetime
 import email.utils
+import logging
 import random
 import sys
 from email.mime.text import MIMEText
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from s3outbox.delivery import message as mime
+from s3outbox.delivery import wire
 from s3outbox.delivery.message import Message, normalize
 from s3outbox.delivery.wire import message_bytes
 
@@ -262,3 +264,13 @@ def test_the_boundary_is_the_generators():
         and len(boundary) == 15 + len(repr(sys.maxsize - 1)) + 2
     )
     assert email.message_from_bytes(second).get_boundary() != boundary
+
+
+def test_a_writer_that_fails_is_logged_and_the_package_writes(monkeypatch, caplog):
+    """A bug in the writer costs speed, not the message, and says so."""
+    monkeypatch.setattr(wire, "_written", mock.Mock(side_effect=RuntimeError("a bug")))
+    with caplog.at_level(logging.WARNING, logger="s3outbox"):
+        data = same(PLAIN)
+    assert b"\r\n\r\nhello" in data
+    assert "the wire writer failed on <1.ab@people.net>" in caplog.text
+    assert "RuntimeError: a bug" in caplog.text
