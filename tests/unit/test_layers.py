@@ -27,7 +27,6 @@ ALLOWED = {
 KNOWN = {
     "accounts.retention": {"admin.dashboard"},
     "delivery.engine": {"admin.dashboard"},
-    "delivery.settings": {"accounts.hostnames", "bounces.reader"},
 }
 
 

@@ -268,9 +268,8 @@ class OutboxAuthMixin:
         self.outbox_mail = self.settings.mailer
         self.flow_limiter = None
         if self.outbox_mail:
-            # Both tables now (FlowLimiter defines them): creating one later,
-            # inside a savepoint, would commit (a migration commits) and end
-            # the savepoint.
+            # Its table is defined with the store (tables.py), never later:
+            # inside a savepoint a migration would commit and end it.
             self.flow_limiter = FlowLimiter(self.outbox_mail.store)
 
     # --------------------------------------------------------------- links

@@ -24,13 +24,13 @@ import re
 import urllib.parse
 from xml.sax.saxutils import escape
 
-from gluon.storage import Storage
-
-from ..accounts import retention
+from ..accounts import retention, tables
+from ..accounts import settings as account_settings
 from ..accounts.requestcheck import bad_character
 from ..bounces import reader as bounces
+from ..bounces import settings as bounce_settings
 from ..delivery.message import bare
-from ..delivery.settings import SAFETY_DEFAULTS, Snapshot, read_value, safety_findings
+from ..delivery.settings import Snapshot, part_findings, read_value
 from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -184,19 +184,19 @@ def settings_summary(settings):
         ssl=read_value(settings, "ssl")[0],
         keys=keys,
         file=config_file(settings),
-        limits=limits_summary(settings),
-        bounces=bounces.summary(settings),
+        limits=account_settings.summary(settings),
+        bounces=bounce_settings.summary(settings),
     )
 
 
 def findings(settings):
-    """Snapshot(settings).findings() and the safety findings as dicts, scrubbed,
-    with the setting and the file to edit as the host app names them
+    """Snapshot(settings).findings() and the registered parts' (accounts,
+    bounces) as dicts, scrubbed, with the setting and the file to edit as the host app names them
     (``settings.config_names``)."""
     names, where = settings.config_names or {}, config_file(settings)
     found = [
         (names.get(key, key), problem, blocking)
-        for key, problem, blocking in Snapshot(settings).findings() + safety_findings(settings)
+        for key, problem, blocking in Snapshot(settings).findings() + part_findings(settings)
     ]
     return [
         dict(
@@ -208,32 +208,6 @@ def findings(settings):
         )
         for key, problem, blocking in found
     ]
-
-
-def limits_summary(settings):
-    """The account-mail limits and retention, in words, for the settings check."""
-    s = dict(
-        (key, default if settings.get(key) is None else settings.get(key))
-        for key, default in SAFETY_DEFAULTS.items()
-    )
-    s = Storage(s)
-    return (
-        "account mail per %d s: %s an address, %s a client, %s the site, "
-        "%s registrations the site; login codes: %s an address; "
-        "one reset link per %d s; account mail scrubbed %d s after delivery; "
-        "sent mail purged after %s"
-        % (
-            s.flow_window,
-            s.flow_per_address or "no limit",
-            s.flow_per_client or "no limit",
-            s.flow_global or "no limit",
-            s.flow_global_register or "no limit",
-            s.flow_codes_per_address or "no limit",
-            s.flow_reset_pending,
-            s.secret_retention,
-            "%d days" % s.sent_retention_days if s.sent_retention_days else "never",
-        )
-    )
 
 
 # --------------------------------------------------------- settings logging
@@ -456,7 +430,7 @@ class OutboxAdmin:
             return None
         row.last_error = scrub(row.last_error, self.settings)
         content = self.store.content(row) or {}
-        flow = self.store.flows([row.id]).get(row.id)
+        flow = tables.flows(self.store, [row.id]).get(row.id)
         for key in ("text", "html"):
             if isinstance(content.get(key), str):
                 content[key] = retention.redact(content[key], flow)

@@ -137,13 +137,13 @@ class MysqlStore(OutboxStore):
     def _insert_ignore_sql(self, into):
         return "INSERT IGNORE INTO " + into
 
-    def _take_unit_sql(self):
+    def _take_unit_sql(self, table):
         # Affected rows: 1 inserted, 2 updated, 0 left as it was. (An INSERT
         # IGNORE and an UPDATE deadlocked when many asked for a new counter.)
         return (
             "INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
             "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)"
-        ).format(t=self.flowlimit._tablename, m=self.mark)
+        ).format(t=table, m=self.mark)
 
     def _slot_sql(self):
         return "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"

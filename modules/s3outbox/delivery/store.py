@@ -12,9 +12,10 @@ Transactions: the store's methods that change rows are units of work and
 commit (``transaction()``, the one place that commits or rolls back outbox
 work), except those whose docstring says the caller's transaction commits
 (``enqueue()``, ``enqueue_many()``, ``drop()``, ``set_state()``, ``claim_name()``,
-``insert_or_nothing()``, ``hurry_probes()``,
-``mark_flow()``, ``take_unit()``): their rows belong to the caller's work,
-and send() must not commit for its caller.
+``insert_or_nothing()``, ``hurry_probes()``, ``take_unit()``): their rows
+belong to the caller's work, and send() must not commit for its caller.
+An upper part's tables (the account flows') are defined with the store
+through ``add_tables()``; the statements on them are that part's.
 All times are naive UTC datetimes, to the second.
 """
 
@@ -28,7 +29,7 @@ import logging
 
 from pydal import Field
 
-from .message import Message, dumps, loads
+from .message import Message, loads
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
@@ -91,6 +92,14 @@ _ENQUEUED = (
 
 # (database URI, table name) whose charset and indexes this process checked.
 _SCHEMA_DONE = set()
+# Upper parts' tables: part name -> define(store, migrate) (settings.register).
+_PART_TABLES = {}
+
+
+def add_tables(name, define):
+    """Have every store from now on call ``define(store, migrate)`` to define
+    part ``name``'s tables beside its own; idempotent, one entry a part."""
+    _PART_TABLES[name] = define
 
 
 def savepoint_name():
@@ -167,6 +176,8 @@ class OutboxStore:
         self.attachment = db[name + "_attachment"]
         self.attempt = db[name + "_attempt"]
         self.state = db[name + "_state"]
+        for part in sorted(_PART_TABLES):
+            _PART_TABLES[part](self, migrate)
         key = (db._uri, name)
         if migrate and key not in _SCHEMA_DONE:
             # Once a process: web2py runs the models on every request.
@@ -698,92 +709,22 @@ class OutboxStore:
     def _slot_start(self, start):
         return start
 
-    # --------------------------------------------------------- account flows
-    # Two tables for Auth's account flows (authglue.py), defined when an app
-    # uses them: <name>_flowmail marks the messages of account flows
-    # (retention.py redacts and scrubs them); <name>_flowlimit holds the
-    # rate-limit counters (flowlimit.py; keys are hashes).
-    def define_flow_tables(self, migrate=True):
-        db, name = self.db, self.tablename
-        if name + "_flowmail" not in db.tables:
-            db.define_table(
-                name + "_flowmail",
-                Field("outbox_id", "integer", notnull=True, unique=True),
-                Field("flow", length=32),
-                migrate=migrate,
-            )
-        if name + "_flowlimit" not in db.tables:
-            db.define_table(
-                name + "_flowlimit",
-                Field("bucket", length=80, notnull=True, unique=True),
-                Field("hits", "integer", notnull=True, default=0),
-                Field("expires_on", "datetime", notnull=True),
-                migrate=migrate,
-            )
-        self.flowmail = db[name + "_flowmail"]
-        self.flowlimit = db[name + "_flowlimit"]
-
-    def mark_flow(self, outbox_id, flow):
-        """Mark message ``outbox_id`` as mail of account flow ``flow``; the
-        caller's transaction commits it with the message."""
-        self.flowmail.insert(outbox_id=outbox_id, flow=(flow or "")[:32])
-
-    def flows(self, ids):
-        """{outbox id: flow} for the marked messages among ``ids`` (none
-        while the app has not defined the flow tables)."""
-        marks = (
-            self.db[self.tablename + "_flowmail"]
-            if self.tablename + "_flowmail" in self.db.tables
-            else None
-        )
-        if not ids or marks is None:
-            return {}
-        return {
-            r.outbox_id: r.flow
-            for r in self.db(marks.outbox_id.belongs(list(ids))).select(
-                marks.outbox_id, marks.flow
-            )
-        }
-
-    def scrub_sent(self, cutoff, text, limit=500):
-        """Replace the bodies of marked messages sent before ``cutoff`` by
-        ``text`` and forget their marks; commits; how many."""
-        o, marks = self.outbox, self.flowmail
-        with self.transaction():
-            rows = self.db(
-                (marks.outbox_id == o.id) & (o.status == Status.SENT) & (o.sent_on < cutoff)
-            ).select(o.id, o.body, limitby=(0, limit))
-            for row in rows:
-                content = self.content(row) or {}
-                content.update(text=text, html=None)
-                self.db((o.id == row.id) & (o.status == Status.SENT)).update(body=dumps(content))
-            if rows:
-                self.db(marks.outbox_id.belongs([r.id for r in rows])).delete()
-        return len(rows)
-
-    def take_unit(self, bucket, limit, expires):
-        """Add one to counter ``bucket`` (made at 1) while it is below
+    # -------------------------------------------------------------- counters
+    def take_unit(self, table, bucket, limit, expires):
+        """Add one to counter ``bucket`` of the table named ``table`` (columns
+        bucket, unique, hits and expires_on; made at 1) while it is below
         ``limit``: True if it was. One statement, so the row lock covers the
         check; the caller's transaction commits."""
         adapter = self.db._adapter
-        adapter.execute(self._take_unit_sql(), [bucket, expires, limit])
+        adapter.execute(self._take_unit_sql(table), [bucket, expires, limit])
         return adapter.cursor.rowcount in (1, 2)
 
-    def _take_unit_sql(self):
+    def _take_unit_sql(self, table):
         return (
             "INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
             "ON CONFLICT (bucket) DO UPDATE SET hits = {t}.hits + 1 "
             "WHERE {t}.hits < {m}"
-        ).format(t=self.flowlimit._tablename, m=self.mark)
-
-    def units_used(self, bucket):
-        row = self.db(self.flowlimit.bucket == bucket).select(self.flowlimit.hits).first()
-        return row.hits if row else 0
-
-    def forget_units(self, now):
-        """Delete the counters of past windows; commits; how many."""
-        with self.transaction():
-            return self.db(self.flowlimit.expires_on <= now).delete()
+        ).format(t=table, m=self.mark)
 
     def take_turn(self, name, old, new, now):
         """Replace state ``name`` by ``new`` if it still is ``old`` (None: no
