@@ -4,25 +4,19 @@ Pages (GET): index (counts, hold banner, settings check, chart), messages
 (the list), message/<id> (one message and its attempts), bounces (the
 failures that delivery reports stated, filtered by address and kind). Actions (POST with
 the session's form key, then back with a flash saying what happened): retry,
-cancel, purge, test, pause, resume. The logic lives in modules/s3outbox/admin/dashboard.py, shared
-with scripts/outbox.py. A bad parameter is answered with a 400 and a sentence.
+cancel, purge, test, pause, resume. The logic lives in
+modules/s3outbox/admin/ (outbox.py: queries and actions, params.py: the
+parameter checks, chart.py), shared with scripts/outbox.py. A bad parameter
+is answered with a 400 and a sentence.
 """
 
 import hmac
 import secrets
 
 from s3outbox.accounts.requestcheck import refuse
-from s3outbox.admin.dashboard import (
-    MAX_DAYS,
-    RETRYABLE,
-    BadParameter,
-    OutboxAdmin,
-    chart_svg,
-    format_age,
-    local_next,
-    one_text,
-    whole_number,
-)
+from s3outbox.admin.chart import chart_svg
+from s3outbox.admin.outbox import RETRYABLE, OutboxAdmin, format_age
+from s3outbox.admin.params import MAX_DAYS, BadParameter, local_next, one_text, whole_number
 from s3outbox.bounces import reader as outbox_bounces
 from s3outbox.delivery.store import STATUSES
 

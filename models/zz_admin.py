@@ -7,10 +7,10 @@
 """
 
 from s3outbox.accounts import admins as outbox_admins
-from s3outbox.admin import dashboard as outbox_admin
+from s3outbox.delivery.check import log_settings_check
 
 if configuration.get("app.first_user_admin"):
     # The outbox's state table decides the winner of simultaneous first
     # registrations (see first_user_admin).
     outbox_admins.first_user_admin(auth, "admin", store=mail.store)
-outbox_admin.log_settings_check(mail)
+log_settings_check(mail)

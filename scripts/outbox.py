@@ -20,17 +20,8 @@ import os
 import sys
 
 from s3outbox.accounts.admins import make_admin
-from s3outbox.admin.dashboard import (
-    CANCELLABLE,
-    MAX_DAYS,
-    MAX_LIST,
-    RETRYABLE,
-    BadParameter,
-    OutboxAdmin,
-    format_age,
-    one_text,
-    whole_number,
-)
+from s3outbox.admin.outbox import CANCELLABLE, RETRYABLE, OutboxAdmin, format_age
+from s3outbox.admin.params import MAX_DAYS, MAX_LIST, BadParameter, one_text, whole_number
 from s3outbox.bounces import reader as outbox_bounces
 from s3outbox.delivery.store import STATUSES, utcnow
 
@@ -44,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _checked(check, name, *args):
-    """An argparse type from an admin.py check (one sentence when refused)."""
+    """An argparse type from a check of admin/params.py (one sentence when refused)."""
 
     def convert(text):
         try:

@@ -130,7 +130,7 @@ def main(command, *args):
     elif command == "organisation":
         out["pe_id"] = _organisation(*args)
     elif command == "settings":
-        from s3outbox.admin.dashboard import findings
+        from s3outbox.delivery.check import findings
 
         for key in (
             "server",

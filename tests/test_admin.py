@@ -24,8 +24,11 @@ from gluon.tools import Mail
 from helpers import flash
 from smtpsink import Sink, SinkController
 
-from s3outbox.admin import dashboard as outbox_admin
-from s3outbox.admin.dashboard import OutboxAdmin, chart_svg, findings, scrub, settings_summary
+from s3outbox.admin.chart import chart_svg
+from s3outbox.admin.outbox import OutboxAdmin
+from s3outbox.admin.summary import edit_hint, settings_summary
+from s3outbox.delivery import check
+from s3outbox.delivery.check import findings, scrub
 from s3outbox.delivery.engine import Pass
 from s3outbox.delivery.store import utcnow
 
@@ -116,6 +119,14 @@ def test_summary_and_scrub_hide_the_password():
     assert settings_summary(settings(login=None))["login"] == "(none)"
 
 
+def test_scrub_masks_the_bounce_mailbox_password_too():
+    """bounces/ registers its secret with the settings check (delivery/check.py)."""
+    s = settings(bounce_mailbox="imaps://reports:B0unce-P4ss@imap.people.net", bounce_interval=300)
+    text = scrub("login failed for reports:B0unce-P4ss; site:%s" % SECRET, s)
+    assert text == "login failed for reports:********; site:********"
+    assert "B0unce-P4ss" not in repr(settings_summary(s))
+
+
 @pytest.mark.parametrize(
     "reason, key",
     [
@@ -135,14 +146,14 @@ def test_summary_and_scrub_hide_the_password():
     ],
 )
 def test_hold_reason_says_what_to_edit(reason, key):
-    assert outbox_admin.edit_hint(reason) == key
+    assert edit_hint(reason) == key
 
 
 def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
     from s3outbox import MailS3
 
     caplog.set_level(logging.INFO, logger="s3outbox")
-    outbox_admin._checked.clear()
+    check._checked.clear()
     mail = MailS3(
         make_db(), server="127.0.0.1:25", sender="you@gmail.com", tls=False, tablename=tablename
     )
@@ -150,7 +161,7 @@ def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
     def errors():
         return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
 
-    assert outbox_admin.log_settings_check(mail)
+    assert check.log_settings_check(mail)
     mail.db.commit()
     assert errors() == [
         "mail settings: sender 'you@gmail.com' is the unedited example "
@@ -158,9 +169,9 @@ def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
     ]
     caplog.clear()
     for _ in range(3):
-        assert not outbox_admin.log_settings_check(mail)
+        assert not check.log_settings_check(mail)
     # Another process (same database, nothing cached) sees it was logged.
-    outbox_admin._checked.clear()
+    check._checked.clear()
     other = MailS3(
         make_db(),
         server="127.0.0.1:25",
@@ -169,16 +180,16 @@ def test_settings_check_logged_once_per_change(make_db, tablename, caplog):
         tablename=tablename,
         migrate=False,
     )
-    assert not outbox_admin.log_settings_check(other)
+    assert not check.log_settings_check(other)
     assert not caplog.records
     # A change is logged once: both findings now.
     mail.settings.login = "username:password"
-    assert outbox_admin.log_settings_check(mail)
+    assert check.log_settings_check(mail)
     mail.db.commit()
     assert len(errors()) == 2 and "[smtp] login" in errors()[1]
     caplog.clear()
     mail.settings.login, mail.settings.sender = None, "ops@people.net"
-    assert outbox_admin.log_settings_check(mail)
+    assert check.log_settings_check(mail)
     assert not errors() and "no problem" in caplog.records[0].getMessage()
 
 

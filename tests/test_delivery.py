@@ -97,7 +97,7 @@ def test_config_error_holds_without_network(mail, sink, setting, value, text):
 def test_the_held_reason_follows_the_current_settings(mail, sink):
     """One bad setting replacing another: the rows, the hold of the current
     settings and the banner name the problem of now, not the first one."""
-    from s3outbox.admin.dashboard import OutboxAdmin
+    from s3outbox.admin.outbox import OutboxAdmin
 
     ids = queue(mail, 3)
     mail.settings.sender = "you@gmail.com"

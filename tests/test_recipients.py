@@ -16,7 +16,7 @@ import json
 import pytest
 from faultserver import FaultServer
 
-from s3outbox.admin.dashboard import OutboxAdmin
+from s3outbox.admin.outbox import OutboxAdmin
 
 MODES = pytest.mark.parametrize(
     "extensions",

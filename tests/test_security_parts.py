@@ -214,7 +214,8 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(db, sink, tablen
 
 # ------------------------------------------------------- settings check
 def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
-    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.admin.summary import settings_summary
+    from s3outbox.delivery.check import findings
     from s3outbox.delivery.settings import apply_config
 
     mail = MailS3(db, tablename=tablename)

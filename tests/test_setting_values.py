@@ -149,7 +149,7 @@ def _one(mail, db, sink, records, key, value):
                 and ("tls" in row.last_error or "TLS" in row.last_error)
             ), (key, value, row.last_error)
         if problem is not None:
-            from s3outbox.admin.dashboard import findings
+            from s3outbox.delivery.check import findings
 
             section = "smtp" if key in ("tls", "ssl", "self_signed_certificate") else "outbox"
             found = [f for f in findings(mail.settings) if f["key"] == "[%s] %s" % (section, key)]
@@ -237,7 +237,7 @@ def test_appconfig_outbox_keys_as_text(mail, db, sink, key, value):
 
 
 def test_bad_values_are_reported_in_the_settings_check_and_logged_once(mail, db, sink, records):
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     mail.settings.batch_size = 0
     mail.settings.default_priority = "high"
@@ -293,7 +293,7 @@ def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink
     """mail.settings.list_unsubscribe is a setting like any other: a value
     that cannot be used is named in the settings check and the mail goes out
     without the header, never refused by send()."""
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     mail.settings.list_unsubscribe = value
     assert mail.send("ann@people.net", "Unsubscribe", "Body") is True, mail.error
@@ -313,8 +313,9 @@ def test_a_bad_list_unsubscribe_setting_queues_without_the_header(mail, db, sink
 def test_nonsense_smtp_flags_in_appconfig_are_named(mail, key):
     """[smtp] tls = maybe was read as false without a word: the settings
     check names it, the dashboard and the bounce reader use what delivery uses."""
-    from s3outbox.admin.dashboard import findings, settings_summary
+    from s3outbox.admin.summary import settings_summary
     from s3outbox.bounces.reader import _context
+    from s3outbox.delivery.check import findings
 
     config = {
         "smtp.server": mail.settings.server,
@@ -357,7 +358,7 @@ def test_nonsense_tls_or_ssl_holds_mail_until_fixed(mail, db, sink, key):
 
 def test_a_flow_window_of_zero_is_named(mail):
     """flow_window = 0 made every limit a one-second window (no limit) silently."""
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     apply_config(
         mail,
@@ -373,7 +374,7 @@ def test_a_flow_window_of_zero_is_named(mail):
 
 
 def test_a_bad_bounce_interval_is_named_with_its_value(mail):
-    from s3outbox.admin.dashboard import findings
+    from s3outbox.delivery.check import findings
 
     apply_config(
         mail,

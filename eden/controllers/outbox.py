@@ -3,7 +3,7 @@
 scripts/eden_install.py installs this file with the outbox app's own
 controllers/outbox.py in place of the INCLUDE line below, so that Eden's
 dashboard has exactly the app's pages, actions and parameter checks (the
-logic is s3outbox/admin/dashboard.py). Only what is here is Eden's: the access check,
+logic is in s3outbox/admin/). Only what is here is Eden's: the access check,
 Eden's admin menu, the site name, the headers that forbid framing (the
 app's models add them to its pages; in Eden, s3outbox/accounts/edenguard.py adds them
 to the account pages), a note in the settings check, and on the bounces page

@@ -183,7 +183,7 @@ class EdenMail(MailS3):
         if now != stamp:
             try:
                 cfg = self._reread()
-            except Exception:
+            except Exception:  # 000_config.py is code: anything; the pass goes on
                 logger.exception(
                     "could not re-read %s; keeping the settings read before", CONFIG_FILE
                 )
@@ -232,7 +232,7 @@ class EdenMail(MailS3):
         except LookupError as e:
             self.error = str(e)
             return False
-        except Exception as e:
+        except Exception as e:  # send() never raises: a database error is mail.error
             self.error = "could not look up pe_id %s: %s: %s" % (pe_id, type(e).__name__, e)
             logger.exception("pe_id lookup")
             return False
@@ -406,7 +406,7 @@ class EdenMail(MailS3):
                     ]
                 )
                 members.update(status=2)  # handed over: Eden's loop skips them
-        except Exception:
+        except Exception:  # Eden's loop sends what we could not take
             logger.exception("mail to the list left to Eden's own loop")
 
     def sync_eden(self):
@@ -436,7 +436,7 @@ class EdenMail(MailS3):
         try:
             self.refresh()
             current.s3db.table("pr_contact")  # so delivery can resolve pe_id
-        except Exception:
+        except Exception:  # Eden's code: anything; the pass goes on with the settings it has
             logger.exception("could not read Eden's mail settings")
         counts = MailS3.process_outbox(self, limit)
         busy = counts.get("sent") or counts.get("failed") or counts.get("held")
@@ -444,7 +444,7 @@ class EdenMail(MailS3):
             self._synced_at = time.monotonic()
             try:
                 counts["eden_updated"] = self.sync_eden()
-            except Exception:
+            except Exception:  # a pass never raises: the next one copies them
                 self.store.rollback()
                 logger.exception("could not update Eden's msg_outbox")
         return counts

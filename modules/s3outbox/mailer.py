@@ -286,7 +286,7 @@ class MailS3(Mail):
             outcome = self._send_now(msg, dkim)
         except mime.InvalidMessage as e:
             outcome = Outcome(Kind.PERMANENT, None, str(e))
-        except Exception as e:
+        except Exception as e:  # send_direct_email() never raises: False and mail.error
             logger.warning("direct mail failed unexpectedly", exc_info=True)
             outcome = Outcome(Kind.PERMANENT, None, "%s: %s" % (type(e).__name__, e))
         self.result = dict(outcome.refused or {}, **(outcome.deferred or {}))
@@ -326,7 +326,7 @@ class MailS3(Mail):
         """
         try:
             counts = Pass(self).run(limit)
-        except Exception as e:
+        except Exception as e:  # a pass never raises: the counts carry the error
             error = "%s: %s" % (type(e).__name__, e)
             if error != self._pass_error:  # once per outage, not once per poll
                 logger.exception("delivery pass failed")
@@ -382,14 +382,14 @@ class MailS3(Mail):
         try:
             if self.paused():
                 return dict(paused=True)
-        except Exception:
+        except Exception:  # the worker goes on: the database may be back next time
             self.store.rollback()
             logger.exception("could not read whether delivery is paused")
             return dict(error="pause state unreadable")
         if refresh is not None:
             try:
                 refresh(self)
-            except Exception:
+            except Exception:  # the app's code: anything; the settings read before stay
                 logger.exception("could not re-read the mail settings")
         counts = self.process_outbox(limit)
         bounces.when_due(self)  # every bounce_interval, one worker at a time

@@ -1,6 +1,7 @@
 """The Message value type: recipients(), frozen, and its stored JSON form."""
 
 import dataclasses
+import datetime
 import json
 
 import pytest
@@ -84,6 +85,29 @@ def test_a_stored_form_that_is_not_a_message_is_refused(body):
 def test_normalize_refuses_what_cannot_be_a_message():
     with pytest.raises(InvalidMessage, match="no recipient"):
         normalize(message="hi")
+
+
+class _NothingYet:
+    """A file that reads as None, as a non-blocking raw stream with no data does."""
+
+    def read(self):
+        return None
+
+
+@pytest.mark.parametrize("field", ["message", "subject"])
+def test_a_file_that_reads_as_nothing_is_refused(field):
+    """Found by mypy: such a subject was queued as None and failed at delivery,
+    such a body raised AttributeError inside send()."""
+    with pytest.raises(InvalidMessage, match="%s must be text, not NoneType" % field):
+        normalize(to="ann@people.net", **{field: _NothingYet()})
+
+
+def test_a_stored_message_without_a_body_is_refused_when_built():
+    from s3outbox.delivery.message import build
+
+    msg = dataclasses.replace(normalize(to="ann@people.net", message="hi"), text=None)
+    with pytest.raises(ValueError, match="no body"):
+        build(msg, "outbox@people.net", "<1@people.net>", datetime.datetime(2026, 12, 4))
 
 
 def test_message_ids_stay_unique_when_random_is_reseeded():

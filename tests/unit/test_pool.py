@@ -75,6 +75,16 @@ def test_a_messages_own_sender_refused_fails_alone():
     assert p.config_error is None and len(sent) == 2
 
 
+def test_a_messages_own_sender_refused_without_a_reply_fails_alone():
+    """Found by mypy: a site's own transport that gave no error text made the
+    pool add None and a string (a TypeError, taken as an internal error)."""
+    p, sent = pool(on_send=lambda s, r, d: Outcome(Kind.CONFIG, 550) if s != SENDER else None)
+    batch = jobs(1, sender="other@people.net")
+    p.deliver(batch)
+    assert batch[0].outcome.kind == Kind.PERMANENT
+    assert batch[0].outcome.error == "sender refused (the sender given to send() for this message)"
+
+
 def test_dropped_session_is_reopened_once_for_the_job():
     sessions = []
 

@@ -8,7 +8,7 @@ from gluon.globals import Request
 from gluon.http import HTTP
 
 from s3outbox.accounts.requestcheck import MAX_FIELDS, check_body
-from s3outbox.admin.dashboard import BadParameter, local_next, one_text, whole_number
+from s3outbox.admin.params import BadParameter, local_next, one_text, whole_number
 
 BOUNDARY = "b0undary"
 

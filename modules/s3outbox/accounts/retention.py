@@ -98,7 +98,7 @@ def _tidy(mail, limiter=None, now=None):
     if limiter is not None:
         done["forgotten"] = limiter.forget_expired(now)
     if purge_due:
-        from ..admin.dashboard import OutboxAdmin  # here: admin imports this module
+        from ..admin.outbox import OutboxAdmin  # here: admin imports this module
 
         done["purged"] = OutboxAdmin(mail).purge(s.sent_retention_days, now=now, who="retention")[
             0

@@ -72,7 +72,10 @@ def read(data, tokens):
         return _read(data, tokens)
     except Exception as e:  # hostile MIME must never stop the reader
         logger.info(
-            "bounces: a message could not be parsed: %s: %s", type(e).__name__, str(e)[:200]
+            "bounces: a message could not be parsed: %s: %s",
+            type(e).__name__,
+            str(e)[:200],
+            exc_info=True,
         )
         return None
 

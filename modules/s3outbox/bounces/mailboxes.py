@@ -17,6 +17,8 @@ import urllib.parse
 READ_LIMIT = 512 * 1024  # bytes of a message read: a report's status part is early
 POP_LINES = 500  # POP3 TOP: lines of the body read of a bigger message
 SCHEMES = {"imaps": 993, "imap": 143, "pop3s": 995, "pop3": 110}
+# What a failing line or server raises through imaplib and poplib.
+LINE_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto)
 
 
 class MailboxError(Exception):
@@ -86,7 +88,7 @@ def open_mailbox(url, timeout=30, context=None):
     try:
         box.connect(scheme, host, port, context or ssl.create_default_context())
         box.login(user, secret, folder)
-    except (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto) as e:
+    except LINE_ERRORS as e:
         box.close()
         raise MailboxError("%s: %s" % (label(url), _clean(e, secret))) from None
     return box
@@ -156,7 +158,7 @@ class Imap:
             if self.conn.state == "SELECTED":
                 self.conn.expunge()
             self.conn.logout()
-        except Exception:
+        except LINE_ERRORS:
             _shut(self.conn)
         self.conn = None
 
@@ -213,7 +215,7 @@ class Pop:
             return
         try:
             self.conn.quit()
-        except Exception:
+        except LINE_ERRORS:
             _shut(self.conn)
         self.conn = None
 
@@ -225,18 +227,17 @@ class _broken:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is not None and isinstance(
-            exc, (OSError, EOFError, imaplib.IMAP4.error, poplib.error_proto)
-        ):
+        if exc is not None and isinstance(exc, LINE_ERRORS):
             raise Broken("%s: %s" % (type(exc).__name__, exc)) from exc
         return False
 
 
 def _shut(conn):
+    """Close the socket of a session that could not end politely."""
     try:
         conn.sock.close()
-    except Exception:
-        pass
+    except OSError:
+        pass  # already gone: nothing is left to close
 
 
 def _quoted(folder):

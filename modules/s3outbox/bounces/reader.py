@@ -28,6 +28,7 @@ import time
 from pydal import Field
 
 from ..delivery import returnpath
+from ..delivery.check import scrub
 from ..delivery.message import bare, loads
 from ..delivery.settings import read_value
 from ..delivery.store import Logged, Status, utcnow
@@ -98,7 +99,7 @@ def when_due(mail, now=None):
         if not mail.store.take_turn("bounce_turn", old, new, now):
             return None
         return read_bounces(mail)
-    except Exception:
+    except Exception:  # reading bounces never stops the delivery pass that calls it
         mail.store.rollback()
         logger.exception("bounces: the reader pass failed")
         return None
@@ -199,7 +200,7 @@ class Reader:
         memory["suspect"] = [ref, times]
 
     def _failed(self, e):
-        text = admin_text(str(e), self.settings)
+        text = scrub(e, self.settings)
         logger.warning(
             "bounces: cannot read %s: %s", mailboxes.label(self.settings.bounce_mailbox), text
         )
@@ -217,7 +218,7 @@ class Reader:
             try:
                 with self.store.transaction():
                     self.store.set_state(self.state_name, doc)
-            except Exception:
+            except Exception:  # the driver's own error class; the next pass reads them again
                 logger.exception("bounces: could not remember the mail left unread")
 
     # ------------------------------------------------------------ matching
@@ -364,10 +365,7 @@ def recipients(row):
     found = set()
     for key in ("to", "cc", "bcc"):
         for value in content.get(key) or ():
-            try:
-                found.add(bare(value).lower())
-            except Exception:
-                continue
+            found.add(bare(value).lower())
     if row.address and not found:
         found.add(row.address.lower())
     return found
@@ -388,12 +386,6 @@ def _context(settings):
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def admin_text(text, settings):
-    """``text`` with the mailbox password masked."""
-    secret = mailboxes.password(settings.bounce_mailbox)
-    return text.replace(secret, "********") if secret else text
 
 
 # ------------------------------------------------------------ admin reads

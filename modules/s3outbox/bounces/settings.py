@@ -69,6 +69,11 @@ def findings(s):
     return out
 
 
+def mailbox_password(settings):
+    """The bounce mailbox password: scrub() masks it in every shown text."""
+    return mailboxes.password(settings.bounce_mailbox)
+
+
 register(
     Part(
         name="bounces",
@@ -77,5 +82,6 @@ register(
         keys=("bounce_address", "bounce_mailbox", "bounce_interval"),
         apply=apply,
         findings=findings,
+        secret=mailbox_password,
     )
 )

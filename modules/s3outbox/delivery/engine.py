@@ -27,10 +27,10 @@ import socket
 import time
 import uuid
 
-from ..admin.dashboard import log_settings_check
 from ..transport.base import Kind, Outcome
 from . import message as mime
 from . import returnpath
+from .check import log_settings_check
 from .policy import decide
 from .pool import Job, SessionPool
 from .settings import Snapshot
@@ -131,8 +131,13 @@ class Pass:
         try:
             with self.store.transaction():
                 log_settings_check(self.mail)
-        except Exception as e:
-            logger.info("settings check left to another process: %s: %s", type(e).__name__, e)
+        except Exception as e:  # the pass goes on; a lost race raises the driver's own error
+            logger.info(
+                "settings check left to another process: %s: %s",
+                type(e).__name__,
+                e,
+                exc_info=True,
+            )
 
     def _run(self, limit):
         """Decide whether this worker can send (``_reason``), then claim and
@@ -337,7 +342,7 @@ class Pass:
                 self._resolved[row.id] = msg.first_address()[:255]
         except NoAddress as e:
             return Outcome(Kind.PERMANENT, None, str(e))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (a row that cannot be read fails alone, logged)
             return _unreadable(e)
         sender = row.sender or self.snapshot.sender
         recipients = list(left) if left else msg.recipients()

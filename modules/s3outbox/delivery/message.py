@@ -12,6 +12,7 @@ A parser reads the same headers from both.
 """
 
 import dataclasses
+import datetime
 import email.message
 import email.utils
 import functools
@@ -20,12 +21,15 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from email._policybase import Compat32
 from email.charset import QP, Charset, add_charset
 from email.header import Header, decode_header, make_header
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
+from typing import Any, Protocol, TypedDict
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
@@ -70,11 +74,12 @@ _RESERVED_HEADERS = {
 }
 
 
-def _text(value, encoding, what):
-    """A str from str, bytes or a file-like object (Mail.send reads those)."""
-    if type(value) is str:
+def _text(value: object, encoding: str, what: str) -> str | None:
+    """A str from str, bytes or a file-like object (Mail.send reads those);
+    None for None. A file that reads as neither text nor bytes is refused."""
+    if type(value) is str or value is None:
         return value
-    if value is not None and not isinstance(value, (str, bytes)):
+    if not isinstance(value, (str, bytes)):
         if not hasattr(value, "read"):
             raise InvalidMessage("%s must be text, not %s" % (what, type(value).__name__))
         value = value.read()
@@ -83,12 +88,12 @@ def _text(value, encoding, what):
             value = value.decode(encoding)
         except (UnicodeDecodeError, LookupError) as e:
             raise InvalidMessage("%s is not valid %s: %s" % (what, encoding, e)) from None
-    if value is not None and not isinstance(value, str):
+    if not isinstance(value, str):
         raise InvalidMessage("%s must be text, not %s" % (what, type(value).__name__))
     return value
 
 
-def _header_value(value, encoding, what):
+def _header_value(value: object, encoding: str, what: str) -> str | None:
     if value is None:
         return None
     value = _text(value, encoding, what)
@@ -97,7 +102,7 @@ def _header_value(value, encoding, what):
     return value
 
 
-def parse_addresses(value, encoding="utf-8", what="recipient"):
+def parse_addresses(value: object, encoding: str = "utf-8", what: str = "recipient") -> list[str]:
     """A list of 'Name <addr>' strings from a str or a list of str.
 
     A string may hold several comma-separated addresses. Each must be a single
@@ -106,7 +111,7 @@ def parse_addresses(value, encoding="utf-8", what="recipient"):
     if value is None or value == "" or value == [] or value == ():
         return []
     items = value if isinstance(value, (list, tuple)) else [value]
-    out = []
+    out: list[str] = []
     for item in items:
         if type(item) is str and _PLAIN_ADDRESS_RE.fullmatch(item):
             out.append(item)  # what the checks below make of it, at a tenth the cost
@@ -143,7 +148,7 @@ _PLAIN_ADDRESS_RE = re.compile(
 )
 
 
-def bare(address):
+def bare(address: object) -> str:
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
     with an internationalised domain in its ASCII (IDNA) form, since SMTP
     commands are ASCII. A setting of another type (sender = 42) has none:
@@ -163,12 +168,12 @@ def bare(address):
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed(address):
+def _parsed(address: str) -> tuple[str, str]:
     """parseaddr(), kept for the few senders that send nearly all the mail."""
     return email.utils.parseaddr(address)
 
 
-def _fits(value, limit, what):
+def _fits(value: str | None, limit: int, what: str) -> str | None:
     """Refuse what its column cannot hold: MySQL would cut it silently."""
     if value is not None and len(value) > limit:
         raise InvalidMessage(
@@ -177,7 +182,18 @@ def _fits(value, limit, what):
     return value
 
 
-def _attachment(part, encoding):
+class Attachment(TypedDict):
+    """A stored attachment: a Mail.Attachment (``file``) or any MIME part
+    (``part``, kept whole as its bytes)."""
+
+    kind: str
+    filename: str | None
+    content_type: str | None
+    content_id: str | None
+    payload: bytes
+
+
+def _attachment(part: object, encoding: str) -> Attachment:
     """A stored attachment (dict) from a Mail.Attachment or any MIME part."""
     if not isinstance(part, email.message.Message):
         raise InvalidMessage(
@@ -188,7 +204,7 @@ def _attachment(part, encoding):
         if isinstance(payload, str):
             payload = payload.encode(encoding)
         cid = _header_value(part.get("Content-Id"), encoding, "attachment content_id")
-        return dict(
+        return Attachment(
             kind="file",
             filename=_fits(
                 _header_value(part.my_filename, encoding, "attachment filename"),
@@ -202,7 +218,7 @@ def _attachment(part, encoding):
             ),
             payload=payload,
         )
-    return dict(
+    return Attachment(
         kind="part",
         filename=_fits(part.get_filename(), 255, "attachment file name"),
         content_type=_fits(part.get_content_type(), 128, "attachment content type"),
@@ -217,30 +233,30 @@ class Message:
     made it (``dataclasses.replace`` makes another, as delivery does when it
     resolves a pe_id's address). Addresses are 'Name <addr>' strings."""
 
-    to: tuple
-    cc: tuple
-    bcc: tuple
-    reply_to: tuple
-    sender: str
-    from_address: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    reply_to: tuple[str, ...]
+    sender: str | None
+    from_address: str | None
     subject: str
-    text: str
-    html: str
-    headers: dict
+    text: str | None
+    html: str | None
+    headers: dict[str, str]
     raw: bool
-    attachments: tuple = ()  # stored attachment dicts; rows of their own
+    attachments: tuple[Attachment, ...] = ()  # rows of their own
     size: int = 0  # bytes of bodies and attachments, for max_size
 
-    def recipients(self):
+    def recipients(self) -> list[str]:
         """Every envelope recipient (to, cc and bcc), as SMTP takes them."""
         return [bare(a) for a in self.to + self.cc + self.bcc]
 
-    def first_address(self):
+    def first_address(self) -> str | None:
         """The first recipient's address, or None: what an admin searches for."""
         first = (self.to or self.cc or self.bcc or (None,))[0]
         return first and bare(first)
 
-    def to_json(self):
+    def to_json(self) -> str:
         """The stored form: the fields above but attachments and size."""
         return dumps(
             {
@@ -259,7 +275,7 @@ class Message:
         )
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text: str | bytes) -> "Message":
         """The Message stored as ``text``; ValueError (or KeyError) if it
         is not one."""
         data = json.loads(text)
@@ -290,22 +306,22 @@ _STORED = (
 
 
 def normalize(
-    to=None,
-    subject="[no subject]",
-    message="[no message]",
-    attachments=None,
-    cc=None,
-    bcc=None,
-    reply_to=None,
-    sender=None,
-    encoding="utf-8",
-    raw=False,
-    headers=None,
-    from_address=None,
-    list_unsubscribe=None,
-    pe_id=None,
-    max_size=None,
-):
+    to: object = None,
+    subject: object = "[no subject]",
+    message: object = "[no message]",
+    attachments: object = None,
+    cc: object = None,
+    bcc: object = None,
+    reply_to: object = None,
+    sender: object = None,
+    encoding: str = "utf-8",
+    raw: object = False,
+    headers: Mapping[object, object] | None = None,
+    from_address: object = None,
+    list_unsubscribe: object = None,
+    pe_id: object = None,
+    max_size: int | None = None,
+) -> Message:
     """Check send() arguments and return the Message.
 
     Raises InvalidMessage with a sentence a site admin can act on.
@@ -321,10 +337,10 @@ def normalize(
     if sender and not parse_addresses(sender, encoding, "sender"):
         raise InvalidMessage("sender %r is not a valid e-mail address" % sender)
     from_address = _header_value(from_address, encoding, "from_address") or None
-    subject = _header_value("" if subject is None else subject, encoding, "subject")
+    subject = _header_value(subject, encoding, "subject") or ""
     extra = _headers(headers, list_unsubscribe, encoding)
     text, html = _bodies(message, raw, attachments, encoding)
-    parts = ()
+    parts: tuple[Attachment, ...] = ()
     if attachments is not None and not raw:
         items = attachments if isinstance(attachments, (list, tuple)) else [attachments]
         parts = tuple(_attachment(a, encoding) for a in items)
@@ -353,14 +369,16 @@ def normalize(
     )
 
 
-def _utf8_size(text):
+def _utf8_size(text: str | None) -> int:
     """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII."""
     if not text:
         return 0
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
-def _recipients(to, cc, bcc, pe_id, encoding):
+def _recipients(
+    to: object, cc: object, bcc: object, pe_id: object, encoding: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """(to, cc, bcc) checked; at least one address, or an integer pe_id."""
     found = (
         tuple(parse_addresses(to, encoding, "recipient")),
@@ -374,12 +392,14 @@ def _recipients(to, cc, bcc, pe_id, encoding):
     return found
 
 
-def _headers(headers, list_unsubscribe, encoding):
+def _headers(
+    headers: Mapping[object, object] | None, list_unsubscribe: object, encoding: str
+) -> dict[str, str]:
     """The caller's extra headers, checked, with List-Unsubscribe."""
     if not headers and list_unsubscribe is None:
         return {}
-    list_unsubscribe = unsubscribe_header(list_unsubscribe, encoding)
-    extra = {}
+    unsubscribe = unsubscribe_header(list_unsubscribe, encoding)
+    extra: dict[str, str] = {}
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not _HEADER_NAME_RE.match(name) or len(name) > 70:
             raise InvalidMessage(
@@ -388,27 +408,28 @@ def _headers(headers, list_unsubscribe, encoding):
             )
         if name.lower() in _RESERVED_HEADERS:
             raise InvalidMessage("header %r is set by send() itself; use its argument" % name)
-        extra[name] = _header_value(
-            value if isinstance(value, (str, bytes)) else str(value), encoding, "header %s" % name
-        )
-    if list_unsubscribe:
-        extra["List-Unsubscribe"] = list_unsubscribe
+        text = value if isinstance(value, (str, bytes)) else str(value)
+        extra[name] = _header_value(text, encoding, "header %s" % name) or ""
+    if unsubscribe:
+        extra["List-Unsubscribe"] = unsubscribe
     return extra
 
 
-def unsubscribe_header(list_unsubscribe, encoding="utf-8"):
+def unsubscribe_header(list_unsubscribe: object, encoding: str = "utf-8") -> str | None:
     """The List-Unsubscribe value for ``list_unsubscribe`` (None for none);
     raises InvalidMessage unless it is one address."""
-    list_unsubscribe = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
-    if list_unsubscribe and not _UNSUBSCRIBE_RE.fullmatch(list_unsubscribe):
+    address = _header_value(list_unsubscribe, encoding, "list_unsubscribe")
+    if address and not _UNSUBSCRIBE_RE.fullmatch(address):
         raise InvalidMessage(
             "list_unsubscribe %r must be one e-mail address "
-            "(optionally ?subject=...): it becomes <mailto:...>" % list_unsubscribe
+            "(optionally ?subject=...): it becomes <mailto:...>" % address
         )
-    return "<mailto:%s>" % list_unsubscribe if list_unsubscribe else None
+    return "<mailto:%s>" % address if address else None
 
 
-def _bodies(message, raw, attachments, encoding):
+def _bodies(
+    message: object, raw: object, attachments: object, encoding: str
+) -> tuple[str | None, str | None]:
     """(text, html) from Mail.send's ``message``: a str (HTML when it is an
     <html> document), a (text, html) pair, or, raw, the whole text."""
     text = html = None
@@ -422,7 +443,7 @@ def _bodies(message, raw, attachments, encoding):
         text = _text(message[0], encoding, "text body")
         html = _text(message[1], encoding, "html body") or None
     elif message is not None:
-        body = _text(message, encoding, "message")
+        body = _text(message, encoding, "message") or ""
         if body.strip().startswith("<html") and body.strip().endswith("</html>"):
             html = body
         else:
@@ -432,7 +453,7 @@ def _bodies(message, raw, attachments, encoding):
     return text, html
 
 
-def make_message_id(sender):
+def make_message_id(sender: object) -> str:
     """A new Message-ID in the sender's domain, shaped as make_msgid's.
     Its randomness comes from ``secrets``: make_msgid takes it from the
     ``random`` module, which an application (or a test framework) may
@@ -445,7 +466,7 @@ def make_message_id(sender):
 
 
 @functools.lru_cache(maxsize=64)
-def _domain(sender):
+def _domain(sender: str) -> str:
     """The Message-ID domain for ``sender``: the few senders of a site repeat.
     A sender no domain can be made of (a label too long for DNS) gives
     localhost: a setting never stops send(); the settings check names it."""
@@ -461,7 +482,7 @@ def _domain(sender):
 _LONG_WORD_RE = re.compile(r"\S{78}")
 
 
-def _header(value):
+def _header(value: str) -> str | Header:
     """Header text as Mail.send would set it; non-ASCII becomes RFC 2047, and
     so does a word too long to fit on a line (a 2,000-character subject would
     otherwise go out as one line, past SMTP's limit of 998)."""
@@ -470,7 +491,7 @@ def _header(value):
     return value
 
 
-def _addresses(values):
+def _addresses(values: Sequence[str]) -> str | Header:
     """An address header: each display name RFC 2047-encoded on its own and
     each domain in IDNA form. Mail.send encodes the whole value, addresses and
     all, which RFC 2047 forbids: strict parsers then find no address."""
@@ -487,7 +508,7 @@ def _addresses(values):
 
 
 @functools.lru_cache(maxsize=256)
-def _formatted(value):
+def _formatted(value: str) -> str | None:
     """'Name <addr>' as an address header writes it, or None if it is not
     one address; kept, as _parsed, for the senders that send most mail."""
     name, addr = _parsed(value)
@@ -504,7 +525,7 @@ def _formatted(value):
     return formatted
 
 
-def _rebuild_attachment(stored):
+def _rebuild_attachment(stored: Attachment) -> email.message.Message:
     if stored["kind"] == "part":
         return email.message_from_bytes(stored["payload"])
     if stored["kind"] != "file":
@@ -519,14 +540,27 @@ def _rebuild_attachment(stored):
     )
 
 
-def build(msg, sender, message_id, date, dkim=None):
+class DkimKey(Protocol):
+    """The DKIM setting: a Storage(key=..., selector=...) that signs."""
+
+    key: str | bytes
+    selector: str
+
+
+def build(
+    msg: Message,
+    sender: str,
+    message_id: str,
+    date: datetime.datetime,
+    dkim: DkimKey | None = None,
+) -> email.message.Message:
     """The MIME message for Message ``msg``, shaped as Mail.send shapes it.
 
     ``date`` is an aware or UTC datetime fixed when the message was queued.
     """
     payload = _payload(msg)
     for name, value in headers(msg, sender, message_id, date):
-        payload[name] = value
+        payload[name] = value  # type: ignore[assignment]  # compat32 takes a Header too
     if dkim:
         from gluon.tools import dkim_sign
 
@@ -534,7 +568,7 @@ def build(msg, sender, message_id, date, dkim=None):
     return payload
 
 
-def _date(date):
+def _date(date: datetime.datetime) -> str:
     """format_datetime(date): a drain sends runs of messages queued in the
     same second (created_on has no microseconds). The key holds the zone:
     12:00 UTC equals 13:00+01:00 but is written otherwise."""
@@ -542,11 +576,13 @@ def _date(date):
 
 
 @functools.lru_cache(maxsize=64)
-def _formatted_date(date, tzinfo):
+def _formatted_date(date: datetime.datetime, tzinfo: datetime.tzinfo | None) -> str:
     return email.utils.format_datetime(date)
 
 
-def headers(msg, sender, message_id, date):
+def headers(
+    msg: Message, sender: str, message_id: str, date: datetime.datetime
+) -> Iterator[tuple[str, str | Header]]:
     """The message's own headers (not the MIME ones) as build() sets them,
     in its order: (name, str or Header) pairs, made one at a time as build()
     made them (so a bad stored value fails as it did). Shared with
@@ -565,13 +601,14 @@ def headers(msg, sender, message_id, date):
         yield name, _header(value)
 
 
-def _payload(msg):
+def _payload(msg: Message) -> email.message.Message:
     """The MIME tree: one text part (raw), or the body (text, html or an
     alternative of both) followed by the attachments in a mixed part."""
     text, html = msg.text, msg.html
+    body: MIMEBase | None = None
     if msg.raw:
-        return MIMEText(text)
-    if text is not None and html:
+        body = None if text is None else MIMEText(text)
+    elif text is not None and html:
         body = MIMEMultipart("alternative")
         body.attach(_text_part(text))
         body.attach(_text_part(html, "html"))
@@ -579,9 +616,9 @@ def _payload(msg):
         body = _text_part(text)
     elif html:
         body = _text_part(html, "html")
-    else:
-        body = None
-    if not msg.attachments:
+    if msg.raw or not msg.attachments:
+        if body is None:  # normalize() never stores such a message
+            raise ValueError("the stored message has no body")
         return body
     payload = MIMEMultipart("mixed")
     if body is not None:
@@ -591,15 +628,15 @@ def _payload(msg):
     return payload
 
 
-def _text_part(text, subtype="plain"):
+def _text_part(text: str, subtype: str = "plain") -> MIMENonMultipart:
     """MIMEText(text, subtype, _charset="utf-8"), the same object made
     directly: its set_charset() parses and rewrites the Content-Type it has
     just written, a third of the part's cost (tests/unit/test_message.py
     compares the bytes)."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     data = text.encode("utf-8")
-    part._charset = _UTF8
-    part._payload = _UTF8.body_encode(data) if data else ""
+    part._charset = _UTF8  # type: ignore[attr-defined]
+    part._payload = _UTF8.body_encode(data) if data else ""  # type: ignore[attr-defined]
     part["Content-Transfer-Encoding"] = "quoted-printable"
     return part
 
@@ -615,14 +652,14 @@ class _WirePolicy(Compat32):
     unchanged: the bytes are what compat32 writes, and most headers of most
     messages are such values."""
 
-    def _fold(self, name, value, sanitize):
+    def _fold(self, name: str, value: str | Header, sanitize: bool) -> str:
         if (
             isinstance(value, str)
             and _PLAIN_HEADER_RE.fullmatch(value)
             and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
         ):
             return "%s: %s%s" % (name, value, self.linesep)
-        return super()._fold(name, value, sanitize)
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]
 
 
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
@@ -630,7 +667,7 @@ class _WirePolicy(Compat32):
 _WIRE = _WirePolicy(linesep="\r\n")
 
 
-def wire(payload):
+def wire(payload: email.message.Message) -> bytes:
     """The bytes to hand to smtplib for a built message."""
     return payload.as_bytes(policy=_WIRE)
 
@@ -640,10 +677,10 @@ _ENCODER = json.JSONEncoder(
 )  # stored values are plain data
 
 
-def dumps(value):
+def dumps(value: object) -> str:
     """Compact JSON that keeps non-ASCII text readable in the database."""
     return _ENCODER.encode(value)
 
 
-def loads(value):
+def loads(value: str | bytes | None) -> Any:
     return json.loads(value) if value else None

@@ -12,28 +12,54 @@ as pure functions of the row, the outcome, the settings and the time.
 - permanent: ``failed`` at once with the reply.
 """
 
-import collections
 import dataclasses
 import datetime
 import random
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
-from ..transport.base import Kind
+from ..transport.base import Kind, Outcome
 from .message import dumps, loads
-from .store import SENT_PLAIN, Logged, Status
-
-# ``logged`` is the attempt log's outcome and the pass's count to add to;
-# ``changes`` the new values of the row (SENT_PLAIN: a plain success, which
-# the store writes for many rows in one statement); ``attempt`` the log entry.
-Decision = collections.namedtuple("Decision", "logged changes attempt")
+from .store import SENT_PLAIN, Changes, Logged, Row, Status
 
 
-def backoff(settings, attempts, rng=random):
+class Decision(NamedTuple):
+    """``logged`` is the attempt log's outcome and the pass's count to add to;
+    ``changes`` the new values of the row (SENT_PLAIN: a plain success, which
+    the store writes for many rows in one statement); ``attempt`` the log entry."""
+
+    logged: Logged
+    changes: Changes
+    attempt: dict[str, object]
+
+
+class Retries(Protocol):
+    """The settings a decision reads (mail.settings, DEFAULTS' keys)."""
+
+    retry_base: float
+    retry_max: float
+    max_attempts: int
+    max_age: float
+
+
+class Jitter(Protocol):
+    """Where the backoff's jitter comes from: the random module, or a Random."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def backoff(settings: Retries, attempts: int, rng: Jitter = random) -> float:
     """Seconds to wait after the ``attempts``-th transient failure, jittered."""
     delay = min(settings.retry_max, settings.retry_base * 2 ** max(0, attempts - 1))
     return delay * rng.uniform(0.75, 1.25)
 
 
-def give_up(row, settings, now, held_seconds=None):
+def give_up(
+    row: Row,
+    settings: Retries,
+    now: datetime.datetime,
+    held_seconds: Callable[[], float] | None = None,
+) -> bool:
     """True when a transient failure of ``row`` now is its last: past
     max_attempts, or past max_age not counting the time it spent held
     (``held_seconds()``, asked only when the age alone is past)."""
@@ -45,7 +71,16 @@ def give_up(row, settings, now, held_seconds=None):
     )
 
 
-def decide(row, outcome, settings, now, fp, address=None, held_seconds=None, rng=random):
+def decide(
+    row: Row,
+    outcome: Outcome,
+    settings: Retries,
+    now: datetime.datetime,
+    fp: str,
+    address: str | None = None,
+    held_seconds: Callable[[], float] | None = None,
+    rng: Jitter = random,
+) -> Decision:
     """The Decision for ``outcome`` of claimed ``row`` at ``now``.
 
     ``fp``: the fingerprint of the settings used (kept on held mail);
@@ -61,7 +96,7 @@ def decide(row, outcome, settings, now, fp, address=None, held_seconds=None, rng
     return decision
 
 
-def _sent(row, outcome, now):
+def _sent(row: Row, outcome: Outcome, now: datetime.datetime) -> dict[str, object]:
     """A message accepted for its recipients now, or refused for good for
     some of them (earlier refusals kept)."""
     refused = _merged(row.refused, outcome.refused)
@@ -76,15 +111,24 @@ def _sent(row, outcome, now):
     )
 
 
-def _merged(stored, more):
-    """{address: reply} of the JSON ``stored`` with the dict ``more`` added."""
-    out = loads(stored) or {}
+def _merged(stored: str | None, more: dict[str, str] | None) -> dict[str, str | None]:
+    """{address: reply} of the JSON ``stored`` with the dict ``more`` added
+    (a site's own transport may give no reply)."""
+    out: dict[str, str | None] = loads(stored) or {}
     out.update(more or {})
     return out
 
 
-def _decide(row, outcome, settings, now, fp, held_seconds, rng):
-    tried = dict(code=outcome.code, error=outcome.error)
+def _decide(
+    row: Row,
+    outcome: Outcome,
+    settings: Retries,
+    now: datetime.datetime,
+    fp: str,
+    held_seconds: Callable[[], float] | None,
+    rng: Jitter,
+) -> Decision:
+    tried: dict[str, object] = dict(code=outcome.code, error=outcome.error)
     attempts = row.attempts + 1
     plain = not (outcome.refused or outcome.deferred or row.refused or row.deferred_rcpts)
     if outcome.kind == Kind.SENT and plain:
@@ -110,7 +154,7 @@ def _decide(row, outcome, settings, now, fp, held_seconds, rng):
         error = "gave up after %d attempts: %s" % (attempts, error)
     if row.sent_on is not None:  # the others have it: these recipients fail
         return _recipients_failed(row, outcome, now, error)
-    changes = dict(
+    changes: dict[str, object] = dict(
         status=Status.FAILED, attempts=attempts, last_error=error, last_code=outcome.code
     )
     if outcome.refused or outcome.deferred or row.refused:
@@ -120,13 +164,15 @@ def _decide(row, outcome, settings, now, fp, held_seconds, rng):
     return Decision(Logged.FAILED, changes, dict(tried, outcome=Logged.FAILED, error=error))
 
 
-def _later(row, outcome, settings, now, rng):
+def _later(
+    row: Row, outcome: Outcome, settings: Retries, now: datetime.datetime, rng: Jitter
+) -> dict[str, object]:
     """The changes that queue ``row`` again after the backoff; recipients
     refused for good are kept, and with ``outcome.deferred`` only those go
     next time."""
     attempts = row.attempts + 1
     later = now + datetime.timedelta(seconds=backoff(settings, attempts, rng))
-    changes = dict(
+    changes: dict[str, object] = dict(
         status=Status.QUEUED,
         attempts=attempts,
         last_error=outcome.error,
@@ -140,14 +186,21 @@ def _later(row, outcome, settings, now, rng):
     return changes
 
 
-def _deferred(row, outcome, settings, now, held_seconds, rng):
+def _deferred(
+    row: Row,
+    outcome: Outcome,
+    settings: Retries,
+    now: datetime.datetime,
+    held_seconds: Callable[[], float] | None,
+    rng: Jitter,
+) -> Decision:
     """Accepted for some recipients, refused with a 4xx for others: those
     are delivered again on their own (same message, only to them), with the
     backoff, max_attempts and max_age of a whole message."""
-    tried = dict(code=outcome.code, error=outcome.error, outcome=Logged.SENT)
+    tried: dict[str, object] = dict(code=outcome.code, error=outcome.error, outcome=Logged.SENT)
     if give_up(row, settings, now, held_seconds):
         error = "gave up after %d attempts" % (row.attempts + 1)
-        gave_up = {r: "%s: %s" % (error, why) for r, why in outcome.deferred.items()}
+        gave_up = {r: "%s: %s" % (error, why) for r, why in (outcome.deferred or {}).items()}
         done = _sent(
             row, dataclasses.replace(outcome, refused=dict(outcome.refused or {}, **gave_up)), now
         )
@@ -162,7 +215,9 @@ def _deferred(row, outcome, settings, now, held_seconds, rng):
     return Decision(Logged.SENT, changes, tried)
 
 
-def _recipients_failed(row, outcome, now, error):
+def _recipients_failed(
+    row: Row, outcome: Outcome, now: datetime.datetime, error: str | None
+) -> Decision:
     """A delivery to the recipients left of a message that others have
     (``row.deferred_rcpts``) ended for good: they are refused with ``error``; the
     message stays sent."""

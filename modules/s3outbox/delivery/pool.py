@@ -8,8 +8,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
-from ..transport.base import Kind, Outcome
+from ..transport.base import Envelope, Kind, Next, Outcome, Transport
 from .message import bare
 
 logger = logging.getLogger("s3outbox")
@@ -29,16 +31,22 @@ class Job:
 
     __slots__ = ("key", "sender", "recipients", "build", "data", "outcome", "done")
 
-    def __init__(self, key, sender, recipients, build):
+    def __init__(
+        self, key: int, sender: str, recipients: list[str], build: Callable[[], bytes] | None
+    ) -> None:
         self.key, self.sender, self.recipients = key, sender, recipients
         self.build = build
-        self.data = None
-        self.outcome = None
+        self.data: bytes | None = None
+        self.outcome: Outcome | None = None
         self.done = False
 
 
-# A worker's look at the queue found nothing waiting (see SessionPool._worker).
-_NOTHING_YET = object()
+class Sessions(Protocol):
+    """What the pool needs of the settings in force (delivery's Snapshot)."""
+
+    sender: str | None
+
+    def transport(self) -> Transport: ...
 
 
 class Step(enum.Enum):
@@ -61,35 +69,37 @@ class SessionPool:
     With size 1 everything runs in the calling thread.
     """
 
-    def __init__(self, snapshot, size=1):
+    def __init__(self, snapshot: Sessions, size: int | None = 1) -> None:
         self.snapshot = snapshot
         self.size = max(1, int(size or 1))
-        self.sessions = []
+        self.sessions: list[Transport] = []
         self.sender = bare(snapshot.sender or "")
-        self.config_error = None
+        self.config_error: Outcome | None = None
         self.reached = False
-        self.orphans = []  # jobs handed back by sessions the server would not take
+        self.orphans: list[Job] = []  # jobs handed back by sessions the server would not take
         self.patience = 0.01  # seconds a full queue may wait before a new session
         self.threaded = False  # True once jobs were slow: sessions run in threads
         self._slow = 0  # consecutive jobs that took longer than patience
         self._lock = threading.Lock()
 
     @property
-    def connections(self):
+    def connections(self) -> int:
         return sum(s.opened for s in self.sessions)
 
-    def __enter__(self):
+    def __enter__(self) -> "SessionPool":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         for session in self.sessions:
             session.close()
 
     # ------------------------------------------------------------- one job
-    def _run(self, session, job, alone=True, then=None):
+    def _run(
+        self, session: Transport, job: Job, alone: bool = True, then: Job | None = None
+    ) -> Step:
         """Send ``job`` on ``session``, opening or re-opening it once; a Step.
 
         Not ``alone``, a session that cannot open while others are connected
@@ -123,7 +133,7 @@ class SessionPool:
         return Step.DONE
 
     @staticmethod
-    def _build(job):
+    def _build(job: Job) -> bytes | None:
         """The job's bytes, built once, or None with a permanent outcome: a
         message that cannot be built fails alone."""
         if job.build is not None:
@@ -139,20 +149,21 @@ class SessionPool:
                 )
         return job.data
 
-    def _ahead(self, then):
+    def _ahead(self, then: Job | None) -> Next | None:
         """For the transport, a function that builds the next job (built
         while this one is on the wire): (sender, recipients, data) or None."""
         if then is None:
             return None
 
-        def build():
-            if self._build(then) is None:
+        def build() -> Envelope | None:
+            data = self._build(then)
+            if data is None:
                 return None
-            return then.sender, then.recipients, then.data
+            return then.sender, then.recipients, data
 
         return build
 
-    def _send(self, session, job, data, ahead):
+    def _send(self, session: Transport, job: Job, data: bytes, ahead: Next | None) -> Outcome:
         outcome = session.send(job.sender, job.recipients, data, ahead)
         if outcome.kind != Kind.CONFIG:
             return outcome
@@ -161,12 +172,15 @@ class SessionPool:
             return Outcome(
                 Kind.PERMANENT,
                 outcome.code,
-                outcome.error + " (the sender given to send() for this message)",
+                "%s (the sender given to send() for this message)"
+                % (outcome.error or "sender refused"),
             )
         self._stop(outcome)
         return outcome
 
-    def _run_safely(self, session, job, alone=True, then=None):
+    def _run_safely(
+        self, session: Transport, job: Job, alone: bool = True, then: Job | None = None
+    ) -> Step:
         """_run(), turning a bug into a retry with its traceback logged."""
         try:
             step = self._run(session, job, alone, then)
@@ -178,16 +192,16 @@ class SessionPool:
             job.data = None  # its bytes are not needed again
         return step
 
-    def _others_connected(self, session):
+    def _others_connected(self, session: Transport) -> bool:
         return any(s.is_open for s in self.sessions if s is not session)
 
-    def _stop(self, outcome):
+    def _stop(self, outcome: Outcome) -> None:
         """No more connections in this pool after ``outcome`` (not about a message)."""
         with self._lock:
             self.config_error = self.config_error or outcome
 
     # ------------------------------------------------------------ many jobs
-    def deliver(self, jobs):
+    def deliver(self, jobs: Iterable[Job]) -> None:
         """Send ``jobs`` (an iterable, consumed lazily) over the pool.
 
         Jobs go over one session in the calling thread while they take less
@@ -198,15 +212,15 @@ class SessionPool:
         can wait tens of milliseconds for a CPU, and threads would then only
         add contention for good.
         """
-        jobs = iter(jobs)
+        remaining = iter(jobs)
         if not self.sessions:
             self.sessions.append(self.snapshot.transport())
         if not self.threaded:
-            self._deliver_inline(jobs)
+            self._deliver_inline(remaining)
         if self.threaded:
-            self._deliver_threaded(jobs)
+            self._deliver_threaded(remaining)
 
-    def _deliver_inline(self, jobs):
+    def _deliver_inline(self, jobs: Iterator[Job]) -> None:
         """Send jobs in this thread until they run out or turn slow, each
         with the next one as ``then``."""
         session = self.sessions[0]
@@ -226,10 +240,10 @@ class SessionPool:
                 return
             job = following
 
-    def _deliver_threaded(self, jobs):
+    def _deliver_threaded(self, jobs: Iterator[Job]) -> None:
         """Send jobs over up to ``size`` sessions, each in its own thread."""
-        work = queue.Queue(maxsize=self.size * 2)  # bounds messages in memory
-        threads = []
+        work: queue.Queue[Job | None] = queue.Queue(maxsize=self.size * 2)  # bounds memory
+        threads: list[threading.Thread] = []
         # Sessions opened by earlier batches of this pool go back to work at once.
         for _ in range(min(len(self.sessions), self.size)):
             self._add_thread(work, threads)
@@ -251,7 +265,9 @@ class SessionPool:
                 t.join()
         self._finish_orphans()
 
-    def _add_thread(self, work, threads):
+    def _add_thread(
+        self, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
+    ) -> None:
         if len(threads) == len(self.sessions):
             self.sessions.append(self.snapshot.transport())
         session = self.sessions[len(threads)]
@@ -259,7 +275,9 @@ class SessionPool:
         threads.append(thread)
         thread.start()
 
-    def _worker(self, session, work, threads):
+    def _worker(
+        self, session: Transport, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
+    ) -> None:
         """A thread's loop: jobs from ``work`` on ``session`` until told to end,
         or until the server will not take this session (then it retires).
         A job already waiting goes with the one before as its ``then``."""
@@ -267,18 +285,19 @@ class SessionPool:
         while job is not None:
             try:
                 following = work.get_nowait()  # a Job, or None: the end
+                waiting = True
             except queue.Empty:
-                following = _NOTHING_YET
-            then = following if isinstance(following, Job) else None
+                following, waiting = None, False
+            then = following
             if self._run_safely(session, job, False, then) is Step.HANDED_BACK:
                 with self._lock:
                     self.orphans.extend([job] + ([then] if then else []))
                     self.size = len(threads)  # as many as the server takes
                 return
             job.done = True
-            job = work.get() if following is _NOTHING_YET else following
+            job = following if waiting else work.get()
 
-    def _finish_orphans(self):
+    def _finish_orphans(self) -> None:
         """Send the jobs handed back, on a session that is still connected."""
         for job in self.orphans:
             live = [s for s in self.sessions if s.is_open]

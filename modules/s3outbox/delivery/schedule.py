@@ -42,7 +42,7 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GRO
         try:
             _ensure(db, scheduler, function, period, count, group)
             db.commit()
-        except Exception:
+        except Exception:  # the driver's own error class; the next check tries again
             db.rollback()  # another process registered it first
             logger.exception("could not register the outbox delivery task")
             return False
@@ -124,7 +124,7 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
         try:
             if not group_alive(scheduler, group):
                 with_signals_deferred(deliver)
-        except Exception:
+        except Exception:  # the worker's loop goes on whatever a pass did
             scheduler.db.rollback()
             logger.exception("delivery between tasks failed")
         time.sleep(max(0.0, scheduler.w_stats.sleep - (time.monotonic() - started)))

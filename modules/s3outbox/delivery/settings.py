@@ -468,7 +468,7 @@ def _cannot_sign(key, selector):
     sample["From"] = "test@example.net"
     try:
         dkim_sign(sample, key, selector)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 (whatever a bad key raises is the answer, shown)
         return "%s: %s" % (type(e).__name__, e)
     return None
 
@@ -586,7 +586,8 @@ class Part:
     Eden: ``settings.mail.<key>``); ``apply(settings, get)``: its part of
     ``apply_config()``; ``findings(settings)``: its (key, advice, blocking)
     for the settings check; ``tables(store, migrate)``, optional: defines its
-    tables with every store (store.add_tables).
+    tables with every store (store.add_tables); ``secret(settings)``,
+    optional: a password its settings hold, which check.scrub() masks.
     """
 
     name: str
@@ -596,6 +597,7 @@ class Part:
     apply: Callable
     findings: Callable
     tables: Callable | None = None
+    secret: Callable | None = None
 
 
 _PARTS = {}  # name -> Part

@@ -26,10 +26,15 @@ import enum
 import itertools
 import json
 import logging
+from typing import Any, Final, Literal
 
 from pydal import Field
 
 from .message import Message, loads
+
+# pydal's rows, tables and databases: pydal has no type information.
+Row = Any
+DAL = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
@@ -158,7 +163,8 @@ class OutboxStore:
             adapter = self.db._adapter
             try:
                 adapter.close("rollback")
-            except Exception:
+            except Exception:  # the driver's own error class, whatever the driver
+                logger.info("closing it failed too; the connection is forgotten", exc_info=True)
                 adapter.set_connection(None)
 
     # ---------------------------------------------------------------- tables
@@ -292,13 +298,13 @@ class OutboxStore:
 
     def _back_to(self, name):
         """After a failure: undo the work since savepoint ``name`` and drop
-        it, quietly, since the failure is the error to report."""
+        it; the failure, raised on, is the error to report."""
         adapter = self.db._adapter
         try:
             adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
             adapter.execute("RELEASE SAVEPOINT %s" % name)
-        except Exception:
-            pass
+        except Exception:  # the driver's own error class, whatever the driver
+            logger.info("rolling back to savepoint %s failed too", name, exc_info=True)
 
     def _begin_if_idle(self):
         """Start a transaction where a savepoint would not (see SQLite's)."""
@@ -923,5 +929,12 @@ def _bytes(payload):
     return payload or b""
 
 
-# Marker for a plain success, so record() can update those rows in one statement.
-SENT_PLAIN = object()
+class _Plain(enum.Enum):
+    """Marker for a plain success, so record() can update those rows in one statement."""
+
+    SENT = "sent"
+
+
+SENT_PLAIN: Final = _Plain.SENT
+# A row's new values: its columns, or SENT_PLAIN.
+Changes = dict[str, object] | Literal[_Plain.SENT]

@@ -10,11 +10,16 @@ the generator does. tests/unit/test_wire.py checks the bytes against the
 email package's byte for byte.
 """
 
+import datetime
 import functools
+import logging
+from collections.abc import Iterable
 from email.generator import Generator
 from email.header import Header
 
-from .message import _UTF8, _WIRE, _header, build, headers, wire
+from .message import _UTF8, _WIRE, DkimKey, Message, _header, build, headers, wire
+
+logger = logging.getLogger("s3outbox")
 
 # The MIME headers MIMENonMultipart sets on a text part, and the
 # Content-Transfer-Encoding _text_part adds, as the generator writes them.
@@ -25,16 +30,28 @@ _PART = (
 _PLAIN, _HTML = _PART % "plain", _PART % "html"
 
 
-def message_bytes(msg, sender, message_id, date, dkim=None):
+def message_bytes(
+    msg: Message,
+    sender: str,
+    message_id: str,
+    date: datetime.datetime,
+    dkim: DkimKey | None = None,
+) -> bytes:
     """``wire(build(msg, sender, message_id, date, dkim))``, the same bytes.
 
     A stored message the writer does not expect (a value of the wrong type,
     text that cannot be UTF-8) goes to the email package too, which raises
-    its own error for it."""
+    its own error for it; so does a message the writer fails on for a bug,
+    logged."""
     if not (dkim or msg.raw or msg.attachments):
         try:
             text = _written(msg, sender, message_id, date)
-        except Exception:
+        except Exception:  # never lose a message to the writer: the package writes it
+            logger.warning(
+                "the wire writer failed on %s; the email package writes it",
+                message_id,
+                exc_info=True,
+            )
             text = None
         if text is not None:
             # as BytesGenerator.write encodes what it writes
@@ -42,7 +59,7 @@ def message_bytes(msg, sender, message_id, date, dkim=None):
     return wire(build(msg, sender, message_id, date, dkim))
 
 
-def _written(msg, sender, message_id, date):
+def _written(msg: Message, sender: str, message_id: str, date: datetime.datetime) -> str | None:
     """The text of a text, HTML or text-and-HTML message; None for other
     shapes (no body at all)."""
     text, html = msg.text, msg.html
@@ -58,14 +75,14 @@ def _written(msg, sender, message_id, date):
     return "%s%s\r\n%s" % (mime, _folded(headers(msg, sender, message_id, date)), body)
 
 
-def _alternative(parts, own):
+def _alternative(parts: tuple[str, str], own: str) -> str:
     """A multipart/alternative of the two written parts, with ``own`` headers.
 
     The boundary is the generator's own (Generator._make_boundary, without
     the text: the check it makes against the text cannot fail here, since
     quoted-printable writes '=' as '=3D' and so never has the '==' that
     starts every boundary)."""
-    boundary = Generator._make_boundary()
+    boundary = Generator._make_boundary()  # type: ignore[attr-defined]
     mime = _WIRE._fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False)
     delimiter = "--" + boundary
     return "%sMIME-Version: 1.0\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s--\r\n" % (
@@ -79,7 +96,7 @@ def _alternative(parts, own):
     )
 
 
-def _folded(pairs):
+def _folded(pairs: Iterable[tuple[str, str | Header]]) -> str:
     """The header lines as the generator writes them with the wire policy
     (its fold_binary is this fold, encoded at the end here)."""
     return "".join(
@@ -91,14 +108,14 @@ def _folded(pairs):
 
 
 @functools.lru_cache(maxsize=256)
-def _fold_encoded(name, text):
+def _fold_encoded(name: str, text: str) -> str:
     """The folded RFC 2047 header of non-ASCII ``text``, 40 us for a short
     subject, kept for the bulk mail that sends one subject many times. The
     Header values of headers() are all _header(text), whose str() is text."""
     return _WIRE._fold(name, _header(text), False)
 
 
-def _body(text):
+def _body(text: str) -> str:
     """A text part's body as the generator writes it: the quoted-printable
     of its UTF-8 (as _text_part makes it) with CRLF line ends. (Writing a
     body that needs no quoting as it is saves only 1.5 of the 4.5 us that

@@ -24,6 +24,9 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
+from ssl import SSLContext
+from typing import Any, Protocol
 
 logger = logging.getLogger("s3outbox")
 
@@ -45,14 +48,39 @@ class Outcome:
     whole final reply to an accepted message."""
 
     kind: Kind
-    code: int = None
-    error: str = None
-    refused: dict = None
-    reply: str = None
-    deferred: dict = None
+    code: int | None = None
+    error: str | None = None
+    refused: dict[str, str] | None = None
+    reply: str | None = None
+    deferred: dict[str, str] | None = None
 
 
 ACCEPTED = Outcome(Kind.SENT, 250)
+
+# A message as a transport takes it: (sender, recipients, its bytes).
+Envelope = tuple[str, Sequence[str], bytes]
+# ``then`` of Transport.send: makes the message sent next, or None.
+Next = Callable[[], Envelope | None]
+
+
+class Settings(Protocol):
+    """What a transport reads of the settings in force (delivery's
+    ``Snapshot``, which checks them first: ``blocking_problem()``)."""
+
+    server: str | None
+    login: str | None
+    tls: bool
+    ssl: bool
+    timeout: float
+    hostname: str | None
+    ssl_context: SSLContext | None
+    self_signed_certificate: bool
+    pipelining: bool
+
+    @property
+    def host_port(self) -> tuple[str, int]: ...
+
+    def blocking_problem(self) -> str | None: ...
 
 
 class Transport:
@@ -63,18 +91,20 @@ class Transport:
     then fails to log in counts too); ``is_open`` is kept here.
     """
 
-    def __init__(self, snapshot):
+    def __init__(self, snapshot: Settings) -> None:
         self.snapshot = snapshot
         self.opened = 0
         self.is_open = False
 
-    def open(self):
+    def open(self) -> Outcome | None:
         """Start a session; None, or the Outcome that stopped it."""
         failed = self._open()
         self.is_open = failed is None
         return failed
 
-    def send(self, sender, recipients, data, then=None):
+    def send(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> Outcome:
         """Hand over one message (``data``: its bytes); its Outcome.
 
         ``then``, when the caller knows it, is a function that makes the
@@ -86,13 +116,13 @@ class Transport:
         """
         return self._send(sender, recipients, data, then)
 
-    def close(self):
+    def close(self) -> None:
         """End the session, quietly: it may already be gone."""
         if self.is_open:
             self.is_open = False
             self._close()
 
-    def probe(self, sender):
+    def probe(self, sender: str) -> Outcome | None:
         """Whether the service takes mail from ``sender`` now, touching no
         message: None, or the Outcome that says why not. This is how held
         mail learns that the server answers again."""
@@ -104,16 +134,18 @@ class Transport:
         finally:
             self.close()
 
-    def _open(self):
+    def _open(self) -> Outcome | None:
         raise NotImplementedError
 
-    def _send(self, sender, recipients, data, then=None):
+    def _send(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> Outcome:
         raise NotImplementedError
 
-    def _close(self):
+    def _close(self) -> None:
         pass
 
-    def _probe(self, sender):
+    def _probe(self, sender: str) -> Outcome | None:
         return None  # a session that opens is a service that answers
 
 
@@ -122,11 +154,13 @@ class LoggingTransport(Transport):
     ``'logging:PATH'``, append it to the file PATH) instead of sending it.
     For development; the message counts as sent."""
 
-    def _open(self):
+    def _open(self) -> Outcome | None:
         self.opened += 1
         return None
 
-    def _send(self, sender, recipients, data, then=None):
+    def _send(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> Outcome:
         entry = _entry(sender, recipients, data)
         path = (self.snapshot.server or "").partition(":")[2]
         if path:
@@ -144,13 +178,16 @@ class LoggingTransport(Transport):
         return ACCEPTED
 
 
-def _entry(sender, recipients, data):
+def _entry(sender: str, recipients: Sequence[str], data: bytes) -> str:
     """The message as web2py's logging mode writes it, bodies decoded."""
     message = email.message_from_bytes(data)
     bodies = [
-        part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8", "replace")
+        payload.decode(part.get_content_charset() or "utf-8", "replace")
         for part in message.walk()
-        if part.get_content_maintype() == "text" and not part.get_filename()
+        if part.get_content_maintype() == "text"
+        and not part.get_filename()
+        # a text part is never multipart: decoded, its payload is bytes
+        and isinstance(payload := part.get_payload(decode=True), bytes)
     ]
     subject = str(email.header.make_header(email.header.decode_header(message.get("Subject", ""))))
     line = "-" * 40
@@ -173,17 +210,26 @@ class MemoryTransport(Transport):
     refuse; ``delay`` seconds pass per message, as with a far server.
     """
 
-    def __init__(self, snapshot, sent=None, on_open=None, on_send=None, delay=0):
+    def __init__(
+        self,
+        snapshot: Settings,
+        sent: list[Envelope] | None = None,
+        on_open: Callable[[], Outcome | None] | None = None,
+        on_send: Callable[[str, Sequence[str], bytes], Outcome | None] | None = None,
+        delay: float = 0,
+    ) -> None:
         super().__init__(snapshot)
-        self.sent = [] if sent is None else sent
+        self.sent: list[Envelope] = [] if sent is None else sent
         self.on_open, self.on_send, self.delay = on_open, on_send, delay
         self._lock = threading.Lock()
 
-    def _open(self):
+    def _open(self) -> Outcome | None:
         self.opened += 1
         return self.on_open() if self.on_open else None
 
-    def _send(self, sender, recipients, data, then=None):
+    def _send(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> Outcome:
         if self.delay:
             time.sleep(self.delay)
         refused = self.on_send(sender, recipients, data) if self.on_send else None
@@ -193,17 +239,22 @@ class MemoryTransport(Transport):
             self.sent.append((sender, list(recipients), data))
         return ACCEPTED
 
-    def drop(self):
+    def drop(self) -> None:
         """The service hangs up, as a server closing the connection would."""
         self.is_open = False
 
 
-def memory(sent=None, **options):
+class _Memory:
+    """Makes MemoryTransports that share ``sent``."""
+
+    def __init__(self, sent: list[Envelope], options: dict[str, Any]) -> None:
+        self.sent = sent
+        self.options = options
+
+    def __call__(self, snapshot: Settings) -> MemoryTransport:
+        return MemoryTransport(snapshot, self.sent, **self.options)
+
+
+def memory(sent: list[Envelope] | None = None, **options: Any) -> _Memory:
     """A ``settings.transport`` that makes MemoryTransports sharing ``sent``."""
-    sent = [] if sent is None else sent
-
-    def make(snapshot):
-        return MemoryTransport(snapshot, sent, **options)
-
-    make.sent = sent
-    return make
+    return _Memory([] if sent is None else sent, options)

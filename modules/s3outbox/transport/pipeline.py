@@ -17,6 +17,12 @@ recipients), so ``smtp.classify`` treats every error as before.
 
 import re
 import smtplib
+from collections.abc import Sequence
+
+from .base import Next
+
+# What the server said: (code, text), as smtplib's getreply() returns it.
+Reply = tuple[int, bytes]
 
 # Bigger messages go with DATA: BDAT sends the content before the replies to
 # MAIL and RCPT are read, so a refused message would cross the wire in vain,
@@ -32,7 +38,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS_RE = re.compile(r"{0}(?:\.{0})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*".format(_ATOM))
 
 
-def supported(conn):
+def supported(conn: smtplib.SMTP) -> bool:
     """True when the server (as its last EHLO reply said) takes pipelining."""
     return bool(conn.does_esmtp and conn.has_extn("pipelining"))
 
@@ -48,17 +54,19 @@ class Pipeline:
     message, as it never saw its end.
     """
 
-    def __init__(self, conn):
+    def __init__(self, conn: smtplib.SMTP) -> None:
         self.conn = conn
         self.chunking = conn.has_extn("chunking")
-        self.ahead = None
-        self.reply = None  # (code, text) the server gave the last message
+        self.ahead: tuple[str, list[str], bytes] | None = None
+        self.reply: Reply | None = None  # what the server said to the last message
 
-    def expects(self, sender, recipients, data):
+    def expects(self, sender: str, recipients: Sequence[str], data: bytes) -> bool:
         """True when nothing is under way, or this very message is."""
         return self.ahead is None or self.ahead == (sender, list(recipients), data)
 
-    def sendmail(self, sender, recipients, data, then=None):
+    def sendmail(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> dict[str, Reply]:
         """Send ``data`` (bytes, CRLF line ends); {refused: (code, text)}.
         ``then``: a function making the (sender, recipients, data) the caller
         sends next, or None (see transport.Transport.send)."""
@@ -88,17 +96,17 @@ class Pipeline:
         self.reply = code, text
         return refused
 
-    def _chunked(self, data):
+    def _chunked(self, data: bytes) -> bool:
         return self.chunking and len(data) <= CHUNK_LIMIT
 
-    def _start(self, sender, recipients, data):
+    def _start(self, sender: str, recipients: Sequence[str], data: bytes) -> bytes:
         """What opens a message: its envelope, then DATA, or BDAT and all of it."""
         envelope = _envelope(self.conn, sender, recipients, len(data))
         if self._chunked(data):
             return envelope + b"BDAT %d LAST\r\n" % len(data) + data
         return envelope + b"data\r\n"
 
-    def _content(self, data, then):
+    def _content(self, data: bytes, then: Next | None) -> Reply:
         """Send the content, then make the next message while the server
         reads it and send its start (unless it goes with BDAT, whole, so on
         its own); the reply to the content."""
@@ -114,7 +122,7 @@ class Pipeline:
         return self.conn.getreply()
 
 
-def _command(conn, verb, args):
+def _command(conn: smtplib.SMTP, verb: str, args: str) -> bytes:
     """One command line as smtplib's putcmd() makes it (same checks)."""
     line = "%s %s" % (verb, args)
     if "\r" in line or "\n" in line:
@@ -122,7 +130,7 @@ def _command(conn, verb, args):
     return (line + "\r\n").encode(conn.command_encoding)
 
 
-def _envelope(conn, sender, recipients, size):
+def _envelope(conn: smtplib.SMTP, sender: str, recipients: Sequence[str], size: int) -> bytes:
     """MAIL FROM (with SIZE when offered, as smtplib) and a RCPT TO each."""
     option = " size=%d" % size if conn.has_extn("size") else ""
     lines = [_command(conn, "mail", "FROM:%s%s" % (quoteaddr(sender), option))]
@@ -130,17 +138,17 @@ def _envelope(conn, sender, recipients, size):
     return b"".join(lines)
 
 
-def quoteaddr(address):
+def quoteaddr(address: str) -> str:
     """smtplib.quoteaddr(address), quicker for plain addresses."""
     if _PLAIN_ADDRESS_RE.fullmatch(address):
         return "<%s>" % address
     return smtplib.quoteaddr(address)
 
 
-def _recipients(conn, recipients):
+def _recipients(conn: smtplib.SMTP, recipients: Sequence[str]) -> dict[str, Reply]:
     """Read a reply per RCPT: the refused ones. A 421 ends the session, as
     smtplib ends it (SMTPRecipientsRefused with those refused so far)."""
-    refused = {}
+    refused: dict[str, Reply] = {}
     for address in recipients:
         code, text = conn.getreply()
         if code not in (250, 251):
@@ -151,7 +159,7 @@ def _recipients(conn, recipients):
     return refused
 
 
-def _end_early(conn, code, pending):
+def _end_early(conn: smtplib.SMTP, code: int | None, pending: int) -> None:
     """The message stops before its content: read the ``pending`` replies
     still due (to the RCPTs, then to DATA or BDAT) so the session stays in
     step, then close (421) or reset it, as smtplib does."""
@@ -169,7 +177,7 @@ def _end_early(conn, code, pending):
     _close_or_reset(conn, code)
 
 
-def _close_or_reset(conn, code):
+def _close_or_reset(conn: smtplib.SMTP, code: int | None) -> None:
     if code == 421:
         conn.close()
         return
@@ -179,7 +187,7 @@ def _close_or_reset(conn, code):
         pass
 
 
-def _dot_stuffed(data):
+def _dot_stuffed(data: bytes) -> bytes:
     """The content as smtplib.SMTP.data() sends it: dots doubled, CRLF.CRLF.
     The search for a line that starts with a dot costs a tenth of what the
     substitution's scan does, and most mail has none."""

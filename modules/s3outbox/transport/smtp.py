@@ -9,9 +9,15 @@ import logging
 import smtplib
 import socket
 import ssl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import pipeline
-from .base import Kind, Outcome, Transport
+from .base import Kind, Next, Outcome, Settings, Transport
+from .pipeline import Reply
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 logger = logging.getLogger("s3outbox")
 
@@ -20,13 +26,13 @@ logger = logging.getLogger("s3outbox")
 EXPECTED = (OSError, EOFError, smtplib.SMTPException)
 
 
-def _reply(code, text):
+def _reply(code: int | None, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return "%s %s" % (code, text) if code else str(text)
 
 
-def classify(exc, stage):
+def classify(exc: BaseException, stage: str) -> Outcome:
     """The Outcome for an exception raised at ``stage`` ('connect' or 'send').
 
     Whatever stops a session from opening (greeting, EHLO, STARTTLS, login)
@@ -40,7 +46,7 @@ def classify(exc, stage):
     return outcome
 
 
-def _on_the_wire(exc):
+def _on_the_wire(exc: BaseException) -> Outcome:
     """The Outcome of an exception while a message is on the wire."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return _recipients_refused(exc)
@@ -67,12 +73,12 @@ def _on_the_wire(exc):
     return Outcome(Kind.PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
 
 
-def _unavailable(code, text):
+def _unavailable(code: int, text: str) -> Outcome:
     """421, "service not available": about the server, not the message."""
     return Outcome(Kind.CONFIG, code, "the server is not available: " + text)
 
 
-def _recipients_refused(exc):
+def _recipients_refused(exc: smtplib.SMTPRecipientsRefused) -> Outcome:
     """Every recipient refused: permanent only if every code is 5xx. Some
     5xx and some 4xx: the 5xx are final (``refused``) and only the others
     are tried again (``deferred``)."""
@@ -92,7 +98,7 @@ def _recipients_refused(exc):
     )
 
 
-def _split(refused):
+def _split(refused: dict[str, tuple[int, str]]) -> tuple[dict[str, str], dict[str, str]]:
     """({address: reply} refused for good (5xx), {address: reply} for now)
     from {address: (code, reply)}."""
     return (
@@ -101,7 +107,7 @@ def _split(refused):
     )
 
 
-def _sender_refused(exc):
+def _sender_refused(exc: smtplib.SMTPSenderRefused) -> Outcome:
     """MAIL FROM refused: later (4xx), too big (552), or our sender (config)."""
     text = _reply(exc.smtp_code, exc.smtp_error)
     if exc.smtp_code == 421:
@@ -113,7 +119,7 @@ def _sender_refused(exc):
     return Outcome(Kind.CONFIG, exc.smtp_code, "sender %s refused: %s" % (exc.sender, text))
 
 
-def _reply_code(exc):
+def _reply_code(exc: smtplib.SMTPResponseException) -> Outcome:
     """Any other reply: 421 is the server; other 4xx later; 5xx for good."""
     code = exc.smtp_code
     text = _reply(code, exc.smtp_error)
@@ -124,7 +130,7 @@ def _reply_code(exc):
     return Outcome(Kind.PERMANENT, code, text)
 
 
-def _network(exc):
+def _network(exc: OSError | EOFError) -> Outcome:
     """An OSError (or EOF): TLS, DNS and refusals are the settings; timeouts
     and drops are temporary."""
     if isinstance(exc, ssl.SSLError):
@@ -140,28 +146,24 @@ def _network(exc):
     return Outcome(Kind.TRANSIENT, None, "network error: %s" % exc)
 
 
-def _classified(exc, stage):
+def _classified(exc: BaseException, stage: str) -> Outcome:
     """classify(), logging the traceback of an exception no network raises."""
     if not isinstance(exc, EXPECTED):
         logger.error("unexpected error in the SMTP %s stage", stage, exc_info=exc)
     return classify(exc, stage)
 
 
-class _KeepsReply:
+class _SMTP(smtplib.SMTP):
     """smtplib's sendmail() drops the reply to the message; keep it."""
 
-    reply = None
+    reply: Reply | None = None
 
-    def data(self, msg):
+    def data(self, msg: "ReadableBuffer | str") -> Reply:
         self.reply = super().data(msg)
         return self.reply
 
 
-class _SMTP(_KeepsReply, smtplib.SMTP):
-    pass
-
-
-class _SMTP_SSL(_KeepsReply, smtplib.SMTP_SSL):
+class _SMTP_SSL(_SMTP, smtplib.SMTP_SSL):
     pass
 
 
@@ -169,25 +171,25 @@ class SmtpTransport(Transport):
     """One SMTP connection: connect, STARTTLS and log in once, send many;
     pipelined (pipeline.py) when the server offers it."""
 
-    def __init__(self, snapshot):
+    def __init__(self, snapshot: Settings) -> None:
         super().__init__(snapshot)
-        self.connection = None
-        self.pipeline = None  # a pipeline.Pipeline when the server offers it
+        self.connection: _SMTP | None = None
+        self.pipeline: pipeline.Pipeline | None = None  # when the server offers it
 
-    def _open(self):
+    def _open(self) -> Outcome | None:
         s = self.snapshot
         problem = s.blocking_problem()
         if problem:
             return Outcome(Kind.CONFIG, None, problem)
         try:
-            self.connection = self._connect()
+            conn = self.connection = self._connect()
             self.opened += 1
-            return self._start()
-        except Exception as e:
+            return self._start(conn)
+        except Exception as e:  # noqa: BLE001 (an Outcome, never a raise; _classified logs bugs)
             self._close()
             return _classified(e, "connect")
 
-    def _connect(self):
+    def _connect(self) -> _SMTP:
         s = self.snapshot
         host, port = s.host_port
         if s.ssl:
@@ -196,9 +198,9 @@ class SmtpTransport(Transport):
             )
         return _SMTP(host, port, local_hostname=s.hostname, timeout=s.timeout)
 
-    def _start(self):
+    def _start(self, conn: _SMTP) -> Outcome | None:
         """EHLO, STARTTLS and login on a new connection; None or the Outcome."""
-        s, conn = self.snapshot, self.connection
+        s = self.snapshot
         conn.ehlo()
         if s.tls and not s.ssl:
             if not conn.has_extn("starttls"):
@@ -218,11 +220,12 @@ class SmtpTransport(Transport):
         if s.pipelining and pipeline.supported(conn):
             # A content and the next envelope go in two writes: Nagle would
             # hold the second until the server acknowledged the first.
+            assert conn.sock is not None  # EHLO was answered
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.pipeline = pipeline.Pipeline(conn)
         return None
 
-    def _context(self):
+    def _context(self) -> ssl.SSLContext:
         """The settings' ssl_context; else, as web2py's Mail, one that
         verifies the certificate unless self_signed_certificate is set."""
         s = self.snapshot
@@ -234,14 +237,15 @@ class SmtpTransport(Transport):
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    def _probe(self, sender):
+    def _probe(self, sender: str) -> Outcome | None:
         """MAIL FROM, then RSET: does the server take mail from ``sender``?"""
         try:
-            code, text = self.connection.mail(sender)
+            conn = self._connected()
+            code, text = conn.mail(sender)
             if code != 250:
                 raise smtplib.SMTPSenderRefused(code, text, sender)
-            self.connection.rset()
-        except Exception as e:
+            conn.rset()
+        except Exception as e:  # noqa: BLE001 (an Outcome, never a raise; _classified logs bugs)
             outcome = _classified(e, "send")
             if outcome.kind != Kind.CONFIG:  # a 4xx to our sender: not answering yet
                 outcome = Outcome(
@@ -252,7 +256,9 @@ class SmtpTransport(Transport):
             return outcome
         return None
 
-    def _send(self, sender, recipients, data, then=None):
+    def _send(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> Outcome:
         if self.pipeline is not None and not self.pipeline.expects(sender, recipients, data):
             # Another message is under way: this content would go to its
             # recipients. Never: hang up, so the server drops that one.
@@ -264,36 +270,40 @@ class SmtpTransport(Transport):
             return Outcome(Kind.TRANSIENT, None, "session closed: pipelining out of step")
         try:
             refused, code, text = self._transaction(sender, recipients, data, then)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (an Outcome, never a raise; _failed logs bugs)
             return self._failed(e)
         reply = _reply(code, text)
-        if refused:
-            refused = self._rest(sender, data, refused)
-        if refused:
-            final, later = _split(refused)
+        left = self._rest(sender, data, refused) if refused else {}
+        if left:
+            final, later = _split(left)
             return Outcome(
                 Kind.SENT,
                 code,
                 "refused some recipients: "
-                + "; ".join("%s: %s" % (r, why) for r, (_, why) in refused.items()),
+                + "; ".join("%s: %s" % (r, why) for r, (_, why) in left.items()),
                 refused=final or None,
                 reply=reply,
                 deferred=later or None,
             )
         return Outcome(Kind.SENT, code, reply=reply)
 
-    def _transaction(self, sender, recipients, data, then=None):
+    def _transaction(
+        self, sender: str, recipients: Sequence[str], data: bytes, then: Next | None = None
+    ) -> tuple[dict[str, Reply], int, bytes]:
         """One mail transaction: (refused {address: (code, text)}, code, text
         of the reply to the data); raises as smtplib's sendmail()."""
         if self.pipeline is not None:
             refused = self.pipeline.sendmail(sender, recipients, data, then)
-            code, text = self.pipeline.reply
+            code, text = self.pipeline.reply or (250, b"")
         else:
-            refused = self.connection.sendmail(sender, recipients, data)
-            code, text = self.connection.reply or (250, b"")
+            conn = self._connected()
+            refused = conn.sendmail(sender, recipients, data)
+            code, text = conn.reply or (250, b"")
         return refused, code, text
 
-    def _rest(self, sender, data, refused):
+    def _rest(
+        self, sender: str, data: bytes, refused: dict[str, Reply]
+    ) -> dict[str, tuple[int, str]]:
         """{address: (code, reply)} refused in the end. Recipients turned away
         with 452 (too many recipients for one transaction, RFC 5321 4.5.3.1.10)
         go in the next transaction of this session, as long as each takes some."""
@@ -305,10 +315,10 @@ class SmtpTransport(Transport):
             except smtplib.SMTPRecipientsRefused as e:  # none taken: they wait
                 out.update((r, (c, _reply(c, m))) for r, (c, m) in e.recipients.items())
                 return out
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 (as in _send: _failed logs bugs)
                 failed = self._failed(e)
                 code = 500 if failed.kind == Kind.PERMANENT else 400
-                out.update((r, (failed.code or code, failed.error)) for r in more)
+                out.update((r, (failed.code or code, failed.error or "")) for r in more)
                 return out
             for r in more:
                 out.pop(r)
@@ -316,14 +326,14 @@ class SmtpTransport(Transport):
             more = [r for r, (c, _) in refused.items() if c == 452]
         return out
 
-    def _failed(self, exc):
+    def _failed(self, exc: BaseException) -> Outcome:
         """The Outcome of a failed send; the session reset, or closed."""
         outcome = _classified(exc, "send")
         if self.pipeline is not None and self.pipeline.ahead is not None:
             # The next message is under way (its envelope went out with this
             # content): nothing may come between, and a reply just came, so
             # the session is alive unless the server hung up (421).
-            if self.connection.sock is None:
+            if self._connected().sock is None:
                 self.close()
             return outcome
         if outcome.kind != Kind.TRANSIENT or self._alive():
@@ -332,19 +342,25 @@ class SmtpTransport(Transport):
             self.close()
         return outcome
 
-    def _alive(self):
+    def _alive(self) -> bool:
         try:
-            return self.connection.noop()[0] == 250
+            return self._connected().noop()[0] == 250
         except EXPECTED:
             return False
 
-    def _reset(self):
+    def _reset(self) -> None:
         try:
-            self.connection.rset()
+            self._connected().rset()
         except EXPECTED:
             self.close()
 
-    def _close(self):
+    def _connected(self) -> _SMTP:
+        """The session's connection; smtplib's error when there is none."""
+        if self.connection is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        return self.connection
+
+    def _close(self) -> None:
         conn, self.connection = self.connection, None
         under_way, self.pipeline = self.pipeline and self.pipeline.ahead, None
         if conn is None:

@@ -5,135 +5,31 @@ outbox dashboard (controllers/outbox.py) and the command line
 Queries stay fast on a large outbox: counts are one GROUP BY, the oldest
 waiting message is a MIN per status on the (status, created_on) index, the
 list pages by id (keyset: ``before``/``after`` an id, never OFFSET), and the
-activity chart is one GROUP BY over the attempt log's time index.
-Nothing here ever shows the SMTP password: the login is shown as its user
-name only, and text that reaches the admin passes through ``scrub()``.
-Account mail is shown with its keys and codes redacted (retention.py).
-Parameters from the dashboard and the command line are checked here
-(``whole_number``, ``one_text``): a bad one raises ``BadParameter`` with a
-sentence, which the dashboard answers with a 400 and the command line with
-a one-line error.
+activity chart (drawn by chart.py) is one GROUP BY over the attempt log's
+time index.
+Nothing here ever shows a password the settings hold: text that reaches
+the admin passes through ``scrub()``. Account mail is shown with its keys and codes
+redacted (accounts/retention.py).
 """
 
 import datetime
-import hashlib
 import json
 import logging
-import posixpath
-import re
-import urllib.parse
-from xml.sax.saxutils import escape
 
 from ..accounts import retention, tables
-from ..accounts import settings as account_settings
-from ..accounts.requestcheck import bad_character
-from ..bounces import reader as bounces
-from ..bounces import settings as bounce_settings
+from ..delivery.check import CONFIG_FILE, config_file, findings, scrub
 from ..delivery.message import bare
-from ..delivery.settings import Snapshot, part_findings, read_value
+from ..delivery.settings import Snapshot
 from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
+from .chart import COLOURS
+from .params import MAX_DAYS, whole_number
+from .summary import edit_hint, settings_summary
 
 logger = logging.getLogger("s3outbox")
 
 WAITING = (Status.QUEUED, Status.SENDING, Status.HELD)
 RETRYABLE = (Status.FAILED, Status.HELD)
 CANCELLABLE = (Status.QUEUED, Status.HELD, Status.FAILED)
-CONFIG_FILE = "private/appconfig.ini"
-MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL and MariaDB
-MAX_DAYS = 36500  # a century; beyond it the cutoff date overflows
-MAX_LIST = 1000  # messages one command-line listing shows at most
-
-
-# ------------------------------------------------------------- parameters
-class BadParameter(ValueError):
-    """A dashboard or command-line parameter that is refused, with why."""
-
-
-def whole_number(value, name, low=0, high=MAX_ID):
-    """``value`` (text from a form or a command line) as an int from ``low``
-    to ``high``: ASCII digits only (``str.isdigit`` also takes '²'), no sign
-    or space (in a URL ``?before=+5`` is ' 5')."""
-    if isinstance(value, (list, tuple)):
-        raise BadParameter("%s was given more than once" % name)
-    text = _text(value, name)
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise BadParameter("%s must be a whole number from %d to %d" % (name, low, high))
-    return int(text)
-
-
-def one_text(value, name, max_length=255):
-    """``value`` as one line of text; None when empty."""
-    if isinstance(value, (list, tuple)):
-        raise BadParameter("%s was given more than once" % name)
-    text = _text("" if value is None else value, name).strip()
-    problem = bad_character(text)
-    if problem or "\n" in text or "\r" in text:
-        raise BadParameter("%s contains %s" % (name, problem or "a line break"))
-    if len(text) > max_length:
-        raise BadParameter("%s is longer than %d characters" % (name, max_length))
-    return text or None
-
-
-def _text(value, name):
-    """A parameter as text; a file part (a form field sent as an upload) is
-    refused: its truth value and str() are not its content."""
-    if not isinstance(value, (str, int)):
-        raise BadParameter("%s must be text, not a file" % name)
-    return str(value)
-
-
-def local_next(value, prefix, default):
-    """``value`` (a ``_next`` from a form) if it is a path on this site
-    under ``prefix``, judged after normalising it as a browser would (``..``
-    and ``.`` segments, also percent-encoded; a backslash is a slash);
-    otherwise ``default``. Returned normalised, with its query."""
-    if not isinstance(value, str) or not value.startswith("/") or "\\" in value:
-        return default
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return default
-    path = posixpath.normpath(urllib.parse.unquote(parts.path))
-    if not (path + "/").startswith(prefix) or path.startswith("//"):
-        return default
-    path = urllib.parse.quote(path + ("/" if parts.path.endswith("/") else ""))
-    return path + ("?" + parts.query if parts.query else "")
-
-
-# What to edit for the configuration errors the transport reports; the
-# first pattern found in the reason wins.
-_HINTS = (
-    ("authentication", "[smtp] login"),
-    ("sender", "[smtp] sender"),
-    ("tls", "[smtp] tls and [smtp] ssl"),
-    ("ssl", "[smtp] tls and [smtp] ssl"),
-    ("resolve", "[smtp] server"),
-    ("refused", "[smtp] server"),
-    ("reach", "[smtp] server"),
-    ("server", "[smtp] server"),
-)
-
-
-_NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
-
-
-def config_file(settings):
-    """The file the admin edits: private/appconfig.ini, or as the host app
-    names it in ``settings.config_names`` (Sahana Eden: models/000_config.py)."""
-    return (settings.config_names or {}).get("file", CONFIG_FILE)
-
-
-def edit_hint(reason, names=None):
-    """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
-    named = _NAMED_KEY.search(reason or "")
-    if named:  # blocking_problem() ends with "(edit [smtp] sender)"
-        return named.group(1)
-    text = (reason or "").lower()
-    key = "[smtp] server, sender and login"
-    for pattern, hint in _HINTS:
-        if pattern in text:
-            key = hint
-            break
-    return (names or {}).get(key, key)
 
 
 def format_age(delta):
@@ -147,104 +43,6 @@ def format_age(delta):
     if hours < 24:
         return "%d h %d min" % (hours, minutes % 60)
     return "%d d %d h" % (days, hours % 24)
-
-
-def password_of(settings):
-    login = settings.login
-    return login.partition(":")[2] if isinstance(login, str) else ""
-
-
-def scrub(text, settings):
-    """``text`` with the SMTP password (if it occurs at all) masked."""
-    if text is None:
-        return None
-    text = str(text)
-    secret = password_of(settings)
-    text = text.replace(secret, "********") if secret else text
-    return bounces.admin_text(text, settings)
-
-
-def settings_summary(settings):
-    """The SMTP settings as the dashboard shows them: no password; ``keys``
-    and ``file`` say where the admin edits them."""
-    login = settings.login if isinstance(settings.login, str) else ""
-    user = login.partition(":")[0]
-    names = settings.config_names or {}
-    keys = dict(
-        (k, names.get("[smtp] %s" % k, "[smtp] %s" % k))
-        for k in ("server", "sender", "login", "tls", "ssl")
-    )
-    keys["limits"] = names.get("[outbox] flow_*", "[outbox] flow_* (account mail)")
-    keys["bounces"] = names.get("[outbox] bounce_*", "[outbox] bounce_*")
-    return dict(
-        server=settings.server or "",
-        sender=settings.sender or "",
-        login=("%s (password set)" % user) if user else "(none)",
-        tls=read_value(settings, "tls")[0],
-        ssl=read_value(settings, "ssl")[0],
-        keys=keys,
-        file=config_file(settings),
-        limits=account_settings.summary(settings),
-        bounces=bounce_settings.summary(settings),
-    )
-
-
-def findings(settings):
-    """Snapshot(settings).findings() and the registered parts' (accounts,
-    bounces) as dicts, scrubbed, with the setting and the file to edit as the host app names them
-    (``settings.config_names``)."""
-    names, where = settings.config_names or {}, config_file(settings)
-    found = [
-        (names.get(key, key), problem, blocking)
-        for key, problem, blocking in Snapshot(settings).findings() + part_findings(settings)
-    ]
-    return [
-        dict(
-            key=key,
-            problem=scrub(problem, settings),
-            blocking=blocking,
-            file=where,
-            where="%s in %s" % (key, where),
-        )
-        for key, problem, blocking in found
-    ]
-
-
-# --------------------------------------------------------- settings logging
-_checked = {}  # (database, table) -> digest of the findings last checked here
-
-
-def log_settings_check(mail):
-    """Log the settings findings at ERROR once per change, across processes.
-
-    Cheap on every request: a process reads the outbox's ``settings_check``
-    state row only when its own findings changed; the row decides which
-    process logs, so a change is logged once, not once per process or message.
-    The caller's transaction commits the state row.
-    """
-    found = findings(mail.settings)
-    digest = hashlib.sha256(
-        json.dumps([[f["key"], f["problem"]] for f in found]).encode("utf-8")
-    ).hexdigest()[:16]
-    store = mail.store
-    where = (mail.db._uri_hash, store.tablename)
-    if _checked.get(where) == digest:
-        return False
-    old = store.get_state("settings_check")
-    new = dict(digest=digest)
-    if old == new:
-        _checked[where] = digest
-        return False
-    if old is None:  # insert-or-nothing: processes meeting a change at once
-        store._ensure_state("settings_check", utcnow())
-    if not store.set_state("settings_check", new, expect=old):
-        return False  # another process took this change and logs it
-    _checked[where] = digest
-    for f in found:
-        logger.error("mail settings: %s (edit %s)", f["problem"], f["where"])
-    if not found and old is not None:
-        logger.info("mail settings: the check finds no problem any more")
-    return True
 
 
 # --------------------------------------------------------------- the outbox
@@ -584,122 +382,3 @@ class OutboxAdmin:
         return [
             (start + datetime.timedelta(seconds=i * bucket), series[i]) for i in range(buckets)
         ]
-
-
-# ------------------------------------------------------------------ chart
-# (attempt outcome, colour, label): each series counts the attempts of its
-# outcome in the attempt log, and says so.
-COLOURS = (
-    (Logged.SENT, "#2e8540", "sent"),
-    (Logged.RETRY, "#e0a526", "deferred, retried"),
-    (Logged.HELD, "#7f8c8d", "held"),
-    (Logged.FAILED, "#c0392b", "failed"),
-)
-
-
-def chart_svg(activity, width=720, height=180, title="Delivery attempts per hour (UTC)"):
-    """Stacked bars of attempts by outcome per bucket, as inline SVG.
-
-    Plain SVG text with a <title> per bar (the browser shows it on hover);
-    no script, no external file.
-    """
-    box = _Box(
-        width, height, len(activity), _nice(max([sum(v.values()) for _, v in activity] + [1]))
-    )
-    out = [
-        '<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
-        'viewBox="0 0 %d %d" width="100%%" aria-label="%s">' % (width, height, escape(title)),
-        '<text x="%d" y="14" class="chart-title">%s</text>' % (box.left, escape(title)),
-    ]
-    out += _grid(box) + _legend(box)
-    every = max(1, box.n // 8)
-    for i, (start, values) in enumerate(activity):
-        out += _bar(box, i, start, values)
-        if i % every == 0:
-            out.append(
-                '<text x="%.1f" y="%d" text-anchor="middle" class="chart-axis">'
-                "%s</text>"
-                % (box.left + (i + 0.5) * box.slot, height - 6, start.strftime("%H:%M"))
-            )
-    out.append("</svg>")
-    return "".join(out)
-
-
-class _Box:
-    """The chart's geometry: margins, plot size, bar slots and the axis top."""
-
-    left, right, top, bottom = 40, 10, 24, 24
-
-    def __init__(self, width, height, n, scale):
-        self.width, self.height, self.n, self.scale = width, height, max(1, n), scale
-        self.plot_w = width - self.left - self.right
-        self.plot_h = height - self.top - self.bottom
-        self.slot = self.plot_w / float(self.n)
-        self.bar = max(1.0, self.slot * 0.8)
-
-
-def _grid(box):
-    """Horizontal lines at 0, half and the top, with their values."""
-    out = []
-    for frac in (0, 0.5, 1):
-        y = box.top + box.plot_h * (1 - frac)
-        out.append(
-            '<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#d5d9de"/>'
-            % (box.left, box.width - box.right, y, y)
-        )
-        out.append(
-            '<text x="%d" y="%.1f" text-anchor="end" class="chart-axis">%s'
-            "</text>" % (box.left - 4, y + 4, _num(box.scale * frac))
-        )
-    return out
-
-
-def _legend(box):
-    out = []
-    legend_x = box.width - box.right
-    for _key, colour, label in reversed(COLOURS):
-        legend_x -= 8 + 7 * len(label) + 14
-        out.append(
-            '<rect x="%d" y="5" width="10" height="10" fill="%s"/>'
-            '<text x="%d" y="14" class="chart-axis">%s</text>'
-            % (legend_x, colour, legend_x + 14, escape(label))
-        )
-    return out
-
-
-def _bar(box, i, start, values):
-    """Bucket ``i``: its stacked rectangles under one hover title."""
-    x = box.left + i * box.slot + (box.slot - box.bar) / 2
-    y = box.top + box.plot_h
-    tip = "%s: %s" % (
-        start.strftime("%Y-%m-%d %H:%M"),
-        ", ".join("%d %s" % (values[k], label) for k, _, label in COLOURS),
-    )
-    out = ["<g><title>%s</title>" % escape(tip)]
-    for key, colour, _ in COLOURS:
-        h = box.plot_h * values[key] / float(box.scale)
-        if h > 0:
-            y -= h
-            out.append(
-                '<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
-                'fill="%s" class="bar-%s"/>' % (x, y, box.bar, h, colour, key)
-            )
-    out.append(
-        '<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="transparent"/>'
-        "</g>" % (box.left + i * box.slot, box.top, box.slot, box.plot_h)
-    )
-    return out
-
-
-def _nice(peak):
-    """The smallest of 1, 2, 2.5, 5 x 10^k that is >= peak: a readable axis top."""
-    step = 1
-    while True:
-        for m in (1, 2, 2.5, 5):
-            if m * step >= peak:
-                return m * step
-        step *= 10
-
-
-def _num(value):
-    return ("%d" % value) if value == int(value) else ("%.1f" % value)
