@@ -42,6 +42,7 @@ for _path in (os.path.join(ROOT, "modules"), os.path.join(ROOT, "scripts"), HERE
 from wireproxy import WireProxy  # noqa: E402
 
 import s3outbox.delivery.message  # noqa: E402,F401
+from s3outbox.delivery.store import utcnow  # noqa: E402
 
 SENDER = "Bench <bench@bench.localhost>"
 POSTGRES = os.environ.get("OUTBOX_TEST_POSTGRES", "postgres://postgres:@127.0.0.1:5432/test")
@@ -1069,7 +1070,7 @@ def main(argv=None):
     if args.no_postgres and args.backlog_db == "postgres":
         parser.error("--backlog-db postgres needs PostgreSQL")
 
-    started = datetime.datetime.utcnow().replace(microsecond=0)
+    started = utcnow()
     bench = Bench(args)
     try:
         raw = bench.run()

@@ -335,7 +335,9 @@ def main(argv=None):
         bench.close()
     print(table(bench.results))
     path = args.json or os.path.join(
-        HERE, "results", "eden-%s.json" % (datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ"))
+        HERE,
+        "results",
+        "eden-%s.json" % datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ"),
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

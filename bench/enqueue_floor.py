@@ -13,7 +13,6 @@ process starts again with cold caches), not of send()'s checks.
 """
 
 import argparse
-import datetime
 import json
 import os
 import secrets
@@ -77,7 +76,7 @@ def _measure(folder, args):
 
 def _least(mail, body):
     """An insert of send()'s row with only what any send() must compute."""
-    from s3outbox.delivery.store import _ENQUEUED
+    from s3outbox.delivery.store import _ENQUEUED, utcnow
 
     sql = "INSERT INTO msg_outbox (%s) VALUES (%s)" % (
         ", ".join(_ENQUEUED),
@@ -87,7 +86,7 @@ def _least(mail, body):
     size = len(body.encode("utf-8"))
 
     def insert():
-        now = datetime.datetime.utcnow().replace(microsecond=0)
+        now = utcnow()
         message_id = "<%d.%s@bench.localhost>" % (time.time() * 100, secrets.token_hex(10))
         text = json.dumps(
             {

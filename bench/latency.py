@@ -29,7 +29,6 @@ Prints a table and writes JSON to bench/results/latency-<UTC time>.json.
 """
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -54,6 +53,8 @@ from helpers import wait_for  # noqa: E402
 from pydal import DAL  # noqa: E402
 from smtpsink import Sink, SinkController  # noqa: E402
 from webapp import WebApp  # noqa: E402
+
+from s3outbox.delivery.store import utcnow  # noqa: E402
 
 SENDER = "Bench <bench@bench.localhost>"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -236,7 +237,7 @@ def main(argv=None):
     if tarball() is None:
         parts = [x for x in parts if x == "app"]
     rnd = random.Random(args.seed)
-    results = dict(when=datetime.datetime.utcnow().isoformat(), args=vars(args))
+    results = dict(when=utcnow().isoformat(), args=vars(args))
     handler = Arrivals()
     with (
         SinkController(handler) as controller,
@@ -266,9 +267,7 @@ def main(argv=None):
                 "%.2f s" % cpu if cpu is not None else "-",
             )
         )
-    out = os.path.join(
-        HERE, "results", "latency-%s.json" % datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%S")
-    )
+    out = os.path.join(HERE, "results", "latency-%s.json" % utcnow().strftime("%Y%m%dT%H%M%S"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)

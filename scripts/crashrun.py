@@ -172,8 +172,10 @@ class Controller:
         return slots
 
     def sample_overdue(self):
+        from s3outbox.delivery.store import utcnow
+
         o = self.store.outbox
-        now = _utcnow()
+        now = utcnow()
         row = self.q(
             lambda db: (
                 db((o.status == "sending") & (o.lease_until < now))
@@ -282,12 +284,6 @@ class Controller:
                     db.commit(),
                 )
             )
-
-
-def _utcnow():
-    import datetime
-
-    return datetime.datetime.utcnow().replace(microsecond=0)
 
 
 def check(f, pg_restart):

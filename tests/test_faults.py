@@ -16,6 +16,7 @@ from faultserver import DROP, STALL, FaultServer
 from helpers import attachment, free_port
 
 from s3outbox.delivery.engine import Pass
+from s3outbox.delivery.store import utcnow
 
 sqlite_only = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
@@ -26,7 +27,7 @@ def _closed_port():
 
 def _hold(mail):
     """The hold of mail's current settings, or None."""
-    return mail.store.get_state("held:" + Pass(mail).key)
+    return mail.store.get_hold(Pass(mail).key)
 
 
 def _pass(mail, db, to=("ann@people.net",)):
@@ -43,7 +44,7 @@ def _pass(mail, db, to=("ann@people.net",)):
 
 def _check(expected, counts, row, attempts, reason):
     """Assert class, counts and the recorded reason for one faulted message."""
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     assert counts[expected] == 1, counts
     assert sum(counts[k] for k in ("sent", "retry", "failed", "held")) == 1, counts
     assert reason in (row.last_error or ""), row.last_error
@@ -273,7 +274,7 @@ def test_sender_refused_holds_the_queue_until_the_settings_change(mail, db, sink
     db.commit()
     counts = mail.process_outbox()
     assert (counts["held"], counts["sent"]) == (3, 0), counts
-    assert _hold(mail)["reason"].startswith("sender")
+    assert _hold(mail).reason.startswith("sender")
     mail.settings.sender = "Outbox <post@outbox.localhost>"
     counts = mail.process_outbox()
     assert (counts["released"], counts["sent"]) == (3, 3), counts

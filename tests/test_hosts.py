@@ -59,7 +59,7 @@ def test_server_that_accepts_nothing_for_longer_than_retries_allow(mail, db):
     mail.settings.server = "127.0.0.1:%d" % port
     for key, value in TINY.items():
         mail.settings[key] = value
-    key = "held:" + Pass(mail).key
+    key = Pass(mail).key
     began = utcnow()
     probes, passes = set(), 0
     try:
@@ -72,9 +72,9 @@ def test_server_that_accepts_nothing_for_longer_than_retries_allow(mail, db):
             passes += 1
             if passes == 3:
                 queue(mail, 5, first=5)  # mail queued during the outage
-            state = mail.store.get_state(key)
-            if state:
-                probes.add(state["probe_after"])
+            hold = mail.store.get_hold(key)
+            if hold:
+                probes.add(hold.probe_after)
             time.sleep(0.1)
         outage = (utcnow() - began).total_seconds()
         assert statuses(mail) == [("held", 0)] * 10
@@ -98,7 +98,7 @@ def test_server_that_accepts_nothing_for_longer_than_retries_allow(mail, db):
     assert outage > TINY["max_age"] and len(probes) > TINY["max_attempts"]
     assert sink.count == 10 and not sink.duplicates()
     assert all(history == ["held", "sent"] for history in log.values()), log
-    assert mail.store.get_state(key) is None
+    assert mail.store.get_hold(key) is None
 
 
 def test_time_held_is_not_charged_to_max_age(mail, db, sink):

@@ -17,6 +17,7 @@ import pytest
 from faultserver import FaultServer
 
 from s3outbox.admin.outbox import OutboxAdmin
+from s3outbox.delivery.store import utcnow
 
 MODES = pytest.mark.parametrize(
     "extensions",
@@ -91,7 +92,7 @@ def test_greylisted_recipient_gets_it_later_alone(mail, db, extensions):
         row = _row(mail, db)
         assert (row.status, row.attempts) == ("queued", 1)
         assert json.loads(row.deferred_rcpts) == {"grey@people.net": GREY}
-        assert row.next_attempt_on > datetime.datetime.utcnow() and row.sent_on
+        assert row.next_attempt_on > utcnow() and row.sent_on
         shown = OutboxAdmin(mail).message(row.id)["recipients"]
         assert shown == [
             ("ann@people.net", "accepted", None),

@@ -13,7 +13,7 @@ from s3outbox.accounts import retention
 from s3outbox.accounts.flowlimit import FlowLimiter, client_key
 from s3outbox.accounts.hostnames import LOOPBACK_NAMES, HostNames, parse
 from s3outbox.delivery.dialects import open_store
-from s3outbox.delivery.store import Status
+from s3outbox.delivery.store import Status, utcnow
 
 NAMES = HostNames(list(LOOPBACK_NAMES) + ["Example.NET", "www.example.net:8443"])
 
@@ -123,7 +123,7 @@ def test_no_unit_is_taken_twice_under_concurrency(make_db, tablename):
     setup = FlowLimiter(open_store(make_db(), tablename))
     setup.db.commit()
     limiters = [FlowLimiter(open_store(make_db(), tablename)) for _ in range(12)]
-    now = datetime.datetime.utcnow()
+    now = utcnow()
     start, got = threading.Barrier(len(limiters)), []
 
     def ask(limiter):
@@ -210,6 +210,32 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(db, sink, tablen
     later = now + datetime.timedelta(seconds=retention.TIDY_EVERY + 1)
     assert retention.tidy(mail, limiter, later)["scrubbed"] == 1  # fresh_reset now
     assert text("fresh_reset") == retention.SCRUBBED
+
+
+def test_tidy_compares_its_times_as_times(own_tables, db, sink, tablename):
+    """The tidy row's times are read as times: written with a "T" (which
+    sorts after " " as text) the next turn is not yet due, a purge is."""
+    mail = MailS3(
+        db,
+        server=sink.server,
+        sender="Outbox <outbox@outbox.localhost>",
+        tls=False,
+        tablename=tablename,
+    )
+    mail.settings.sent_retention_days = 30
+    now = datetime.datetime(2026, 11, 29, 10, 0)
+    mail.store.set_state("tidy", dict(next="2026-11-29T10:04:00", purge="2026-11-29T09:00:00"))
+    db.commit()
+    retention._tidied.clear()
+    assert retention.tidy(mail, None, now) is None
+    retention._tidied.clear()
+    later = now + datetime.timedelta(minutes=5)
+    assert retention.tidy(mail, None, later) == dict(scrubbed=0, forgotten=0, purged=0)
+    assert mail.store.get_state("tidy") == dict(
+        next=str(later + datetime.timedelta(seconds=retention.TIDY_EVERY)),
+        purge=str(later + datetime.timedelta(seconds=retention.PURGE_EVERY)),
+    )
+    retention._tidied.clear()
 
 
 # ------------------------------------------------------- settings check

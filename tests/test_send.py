@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from s3outbox import MailS3
 from s3outbox.delivery import message as mime
+from s3outbox.delivery.store import utcnow
 from s3outbox.delivery.wire import message_bytes
 
 EMOJI = "\U0001f600"  # 4 bytes in UTF-8: needs utf8mb4 on MariaDB
@@ -373,7 +374,7 @@ def test_example_sender_queues_and_holds(mail, db, sink):
 
 
 def test_priority_and_schedule_keywords(mail, db, sink):
-    later = datetime.datetime.utcnow().replace(microsecond=0) + datetime.timedelta(hours=1)
+    later = utcnow() + datetime.timedelta(hours=1)
     assert mail.send("ann@people.net", "Later", "Body", not_before=later) is True
     assert mail.send("ann@people.net", "Now", "Body", priority=1) is True
     db.commit()

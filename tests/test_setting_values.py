@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from s3outbox.delivery.settings import _READERS, DEFAULTS, apply_config, read_value
+from s3outbox.delivery.store import utcnow
 
 EXAMPLES = int(os.environ.get("OUTBOX_HYPOTHESIS_EXAMPLES", "300"))
 SETTINGS = settings(
@@ -188,16 +189,10 @@ def test_probe_interval_with_a_fraction_while_the_server_is_down(mail, db, sink)
     mail.settings.server = server
     store = mail.store
     # the probe turn comes after probe_interval: make it due
-    held, _ = store.hosts()
-    for key, state in held.items():
-        store.set_state(
-            "held:" + key,
-            dict(
-                state,
-                probe_after=str(datetime.datetime.utcnow() - datetime.timedelta(seconds=0.25)),
-            ),
-        )
-    db.commit()
+    held, _ = store.read_holds()
+    now = utcnow()
+    for hold in held.values():
+        store.put_hold(hold.probing_at(now - datetime.timedelta(seconds=0.25)), now)
     counts = mail.process_outbox()
     assert "error" not in counts, counts
     assert sink.count == 3, counts

@@ -41,7 +41,7 @@ from pydal import Field
 from .bounces import reader as bounces
 from .delivery.schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .delivery.settings import apply_config, outbox_keys
-from .delivery.store import Status, utcnow
+from .delivery.store import Logged, Status, utcnow
 from .mailer import MailS3
 
 logger = logging.getLogger("s3outbox")
@@ -468,7 +468,7 @@ def bounced_persons(mail, limit=200):
     message queued by pe_id names its person; one queued to an address is
     matched to the persons that have it as an EMAIL contact."""
     b, o = bounces.define_table(mail.store), mail.store.outbox
-    rows = mail.db((b.outbox_id == o.id) & (b.kind == "bounced")).select(
+    rows = mail.db((b.outbox_id == o.id) & (b.kind == Logged.BOUNCED)).select(
         b.recipient,
         b.status,
         b.diagnostic,

@@ -13,6 +13,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from types import FrameType
 
 from gluon.tools import Mail
 
@@ -20,16 +22,23 @@ from .bounces import reader as bounces
 from .delivery import message as mime
 from .delivery.dialects import open_store
 from .delivery.engine import Pass
+from .delivery.message import Addresses, Attachments, Body, DkimKey, Message
 from .delivery.schedule import restore, taken_signals
 from .delivery.settings import DEFAULTS, Snapshot, read_value
-from .delivery.store import PAUSE, utcnow
+from .delivery.store import DAL, PAUSE, utcnow
 from .delivery.wire import message_bytes
 from .transport.base import Kind, Outcome
 
 logger = logging.getLogger("s3outbox")
 
 
-def _pe_ids(pe_id, addressed):
+# send()'s pe_id: a person entity, or a list of them (one message each).
+PeIds = int | list[int] | tuple[int, ...] | None
+# A pass's counts (sent, retry, ...), with ``error`` (a str) when it failed.
+Counts = dict[str, int | str]
+
+
+def _pe_ids(pe_id: PeIds, addressed: object) -> list[int | None]:
     """send()'s ``pe_id`` as a list: a list of person entities gets one
     message each, and no address beside them; raises InvalidMessage."""
     if not isinstance(pe_id, (list, tuple)):
@@ -53,14 +62,14 @@ class MailS3(Mail):
 
     def __init__(
         self,
-        db,
-        server=None,
-        sender=None,
-        login=None,
-        tls=True,
-        tablename="msg_outbox",
-        migrate=True,
-    ):
+        db: DAL,
+        server: str | None = None,
+        sender: str | None = None,
+        login: str | None = None,
+        tls: bool = True,
+        tablename: str = "msg_outbox",
+        migrate: bool = True,
+    ) -> None:
         Mail.__init__(self, server, sender, login, tls)
         settings = self.settings
         settings.lock_keys = False
@@ -68,42 +77,42 @@ class MailS3(Mail):
             settings[key] = value
         settings.lock_keys = True
         self.db = db
-        self._pass_error = None  # the last failure of a whole pass, logged once
+        self._pass_error: str | None = None  # the last failure of a whole pass, logged once
         self.store = open_store(db, tablename, migrate)
 
     # ------------------------------------------------------------------ queue
     def send(
         self,
-        to=None,
-        subject="[no subject]",
-        message="[no message]",
-        attachments=None,
-        cc=None,
-        bcc=None,
-        reply_to=None,
-        sender=None,
-        encoding="utf-8",
-        raw=False,
-        headers={},  # noqa: B006 (Mail.send's default; never changed here)
-        from_address=None,
-        dkim=None,
-        list_unsubscribe=None,
-        cipher_type=None,
-        sign=None,
-        sign_passphrase=None,
-        encrypt=None,
-        x509_sign_keyfile=None,
-        x509_sign_chainfile=None,
-        x509_sign_certfile=None,
-        x509_crypt_certfiles=None,
-        x509_nocerts=None,
-        pe_id=None,
-        priority=None,
-        not_before=None,
-        expires_on=None,
-        *extra,
-        **unknown,
-    ):
+        to: Addresses = None,
+        subject: str | None = "[no subject]",
+        message: Body = "[no message]",
+        attachments: Attachments = None,
+        cc: Addresses = None,
+        bcc: Addresses = None,
+        reply_to: Addresses = None,
+        sender: str | None = None,
+        encoding: str = "utf-8",
+        raw: bool = False,
+        headers: Mapping[str, object] | None = {},  # noqa: B006 (Mail.send's; never changed)
+        from_address: str | None = None,
+        dkim: DkimKey | None = None,
+        list_unsubscribe: str | None = None,
+        cipher_type: str | None = None,
+        sign: object = None,
+        sign_passphrase: object = None,
+        encrypt: object = None,
+        x509_sign_keyfile: object = None,
+        x509_sign_chainfile: object = None,
+        x509_sign_certfile: object = None,
+        x509_crypt_certfiles: object = None,
+        x509_nocerts: object = None,
+        pe_id: PeIds = None,
+        priority: int | None = None,
+        not_before: datetime.datetime | None = None,
+        expires_on: datetime.datetime | None = None,
+        *extra: object,
+        **unknown: object,
+    ) -> bool:
         """Queue a message; True when queued, False (see ``self.error``) if not.
 
         Extra keywords: ``pe_id`` (send to a person entity's e-mail contact,
@@ -157,7 +166,14 @@ class MailS3(Mail):
         self.result = result
         return True
 
-    def _enqueue(self, msg, pe_id, priority, not_before, expires_on):
+    def _enqueue(
+        self,
+        msg: Message,
+        pe_id: PeIds,
+        priority: int,
+        not_before: datetime.datetime | None,
+        expires_on: datetime.datetime | None,
+    ) -> dict[str, object]:
         """Queue ``msg`` once, or once for each of a list of pe_ids; the
         result dict of send()."""
         sender = msg.sender or self.settings.sender
@@ -173,7 +189,7 @@ class MailS3(Mail):
         return dict(id=ids[0], ids=ids, message_id=recipients[0][0])
 
     @staticmethod
-    def _no_extra(extra, unknown):
+    def _no_extra(extra: tuple[object, ...], unknown: dict[str, object]) -> None:
         """Arguments Mail.send does not take: refused, not a TypeError."""
         if extra:
             raise mime.InvalidMessage(
@@ -184,7 +200,12 @@ class MailS3(Mail):
                 "send() got unknown keyword argument(s): %s" % ", ".join(sorted(unknown))
             )
 
-    def _schedule(self, priority, not_before, expires_on):
+    def _schedule(
+        self,
+        priority: int | None,
+        not_before: datetime.datetime | None,
+        expires_on: datetime.datetime | None,
+    ) -> int:
         """The priority to queue with, after checking send()'s scheduling
         keywords; raises InvalidMessage."""
         for name, value in (("not_before", not_before), ("expires_on", expires_on)):
@@ -198,22 +219,22 @@ class MailS3(Mail):
 
     def _message(
         self,
-        to,
-        subject,
-        message,
-        attachments,
-        cc,
-        bcc,
-        reply_to,
-        sender,
-        encoding,
-        raw,
-        headers,
-        from_address,
-        list_unsubscribe,
-        cipher_type,
-        pe_id,
-    ):
+        to: Addresses,
+        subject: str | None,
+        message: Body,
+        attachments: Attachments,
+        cc: Addresses,
+        bcc: Addresses,
+        reply_to: Addresses,
+        sender: str | None,
+        encoding: str,
+        raw: bool,
+        headers: Mapping[str, object] | None,
+        from_address: str | None,
+        list_unsubscribe: str | None,
+        cipher_type: object,
+        pe_id: int | None,
+    ) -> Message:
         """The checked message as data, with Mail's settings as defaults;
         raises InvalidMessage. Shared by send() and send_direct_email()."""
         if cipher_type or self.settings.cipher_type:
@@ -241,22 +262,22 @@ class MailS3(Mail):
     # ----------------------------------------------------------------- direct
     def send_direct_email(
         self,
-        to,
-        subject="[no subject]",
-        message="[no message]",
-        attachments=None,
-        cc=None,
-        bcc=None,
-        reply_to=None,
-        sender=None,
-        encoding="utf-8",
-        raw=False,
-        headers={},  # noqa: B006 (Mail.send's default; never changed here)
-        from_address=None,
-        dkim=None,
-        list_unsubscribe=None,
-        **ignored,
-    ):
+        to: Addresses,
+        subject: str | None = "[no subject]",
+        message: Body = "[no message]",
+        attachments: Attachments = None,
+        cc: Addresses = None,
+        bcc: Addresses = None,
+        reply_to: Addresses = None,
+        sender: str | None = None,
+        encoding: str = "utf-8",
+        raw: bool = False,
+        headers: Mapping[str, object] | None = {},  # noqa: B006 (Mail.send's; never changed)
+        from_address: str | None = None,
+        dkim: DkimKey | None = None,
+        list_unsubscribe: str | None = None,
+        **ignored: object,
+    ) -> bool:
         """Send now with the current settings (SMTP, or the configured
         transport); True or False.
 
@@ -297,7 +318,7 @@ class MailS3(Mail):
             return False
         return True
 
-    def _send_now(self, msg, dkim):
+    def _send_now(self, msg: Message, dkim: DkimKey | None) -> Outcome:
         """Build ``msg`` and send it over a new session; its Outcome."""
         snapshot = Snapshot(self.settings)
         problem = snapshot.blocking_problem()
@@ -316,7 +337,7 @@ class MailS3(Mail):
             session.close()
 
     # ----------------------------------------------------------------- worker
-    def process_outbox(self, limit=None):
+    def process_outbox(self, limit: int | None = None) -> Counts:
         """One delivery pass over due mail; commits; returns counts.
 
         Keys: sent, retry, failed, held (this pass), refused and deferred
@@ -347,7 +368,12 @@ class MailS3(Mail):
             self._pass_error = None
         return counts
 
-    def work(self, seconds=None, poll=0.5, refresh=None):
+    def work(
+        self,
+        seconds: float | None = None,
+        poll: float = 0.5,
+        refresh: Callable[["MailS3"], object] | None = None,
+    ) -> dict[str, int]:
         """Run passes for ``seconds`` (None: until a stop signal), looking
         for new mail every ``poll`` s when idle; the summed counts.
 
@@ -360,8 +386,14 @@ class MailS3(Mail):
         with stop_signals() as stopped:
             return self._work(seconds, poll, refresh, stopped)
 
-    def _work(self, seconds, poll, refresh, stopped):
-        total = {}
+    def _work(
+        self,
+        seconds: float | None,
+        poll: float,
+        refresh: Callable[["MailS3"], object] | None,
+        stopped: list[int],
+    ) -> dict[str, int]:
+        total: dict[str, int] = {}
         deadline = None if seconds is None else time.monotonic() + seconds
         while not stopped:
             counts = self.deliver_some(refresh, limit=None)
@@ -376,7 +408,9 @@ class MailS3(Mail):
                 time.sleep(min(poll, left))
         return total
 
-    def deliver_some(self, refresh=None, limit=None):
+    def deliver_some(
+        self, refresh: Callable[["MailS3"], object] | None = None, limit: int | None = None
+    ) -> Counts:
         """``refresh(mail)`` then one pass of at most ``limit`` messages,
         unless delivery is paused (then counts with ``paused`` True)."""
         try:
@@ -396,13 +430,13 @@ class MailS3(Mail):
         return counts
 
     # ------------------------------------------------------------ pausing
-    def paused(self):
+    def paused(self) -> dict[str, str] | None:
         """The pause in force ({by, since}), or None. Ends the transaction
         it reads in, so that a pause made elsewhere is seen at once."""
         with self.store.transaction():
             return self.store.get_state(PAUSE)
 
-    def pause(self, who):
+    def pause(self, who: str) -> bool:
         """Stop delivery by every worker until resume(); commits. Mail is
         still queued meanwhile. False if it was paused already."""
         with self.store.transaction():
@@ -412,7 +446,7 @@ class MailS3(Mail):
         logger.warning("delivery paused by %s", who)
         return True
 
-    def resume(self, who):
+    def resume(self, who: str) -> bool:
         """Let delivery go on after pause(); commits. False if not paused."""
         with self.store.transaction():
             if not self.store.get_state(PAUSE):
@@ -423,20 +457,20 @@ class MailS3(Mail):
 
 
 @contextlib.contextmanager
-def stop_signals():
+def stop_signals() -> Iterator[list[int]]:
     """A list that gets an item when SIGTERM or SIGINT arrives, meanwhile.
 
     Only the main thread can take signals (a scheduler's task process); in
     any other thread the list stays empty. The previous handlers come back
     afterwards.
     """
-    stopped = []
+    stopped: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield stopped
         return
     previous = taken_signals()
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         if not stopped:
             logger.info("delivery stopping after this pass (signal %d)", signum)
         stopped.append(signum)

@@ -1,7 +1,8 @@
 """Account flows: web2py's Auth with mail that queues, and their protection.
 
-Owns ``OutboxAuth`` (registration kept when mail cannot go out, reset and
-username recovery without account enumeration, approval), the Host check
+Owns ``OutboxAuth`` (auth.py, one mixin per flow: registration kept when
+mail cannot go out, reset and username recovery without account
+enumeration, approval, links, account mail marked), the Host check
 (hostnames), the account-flow limits (flowlimit), the per-request checks
 (requestcheck), account mail kept redacted and scrubbed (retention), the
 same flows on Sahana Eden's AuthS3 (edenguard), who is a site admin

@@ -17,7 +17,7 @@ right after Eden makes its ``AuthS3``. For every request it then:
   forbid framing. Eden's other forms repeat fields on purpose (checkboxes,
   multi-selects) and some pages are meant to be embedded, so those two stay
   on the account pages;
-- gives Eden's ``AuthS3`` the app's account-flow behaviour (authglue.py):
+- gives Eden's ``AuthS3`` the app's account-flow behaviour (auth.py):
   reset and username recovery answer and work the same for known and unknown
   addresses, registration and both of those take the account-mail limits
   (flowlimit.py), names reach no mail with a line break, and account mail is
@@ -28,8 +28,10 @@ right after Eden makes its ``AuthS3``. For every request it then:
 from gluon import current, redirect
 from gluon.tools import DEFAULT
 
-from .auth import NAME_FIELDS, OutboxAuthMixin, _as_callbacks, _FlowMailer, as_list, clean_name
+from .auth import OutboxAuthMixin, as_callbacks, as_list
+from .flowmail import FlowMailer
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
+from .mailtext import NAME_FIELDS, clean_name
 from .requestcheck import FRAME_HEADERS, check_request, refuse
 
 CONFIG = "models/000_config.py"
@@ -106,7 +108,7 @@ class EdenAuthMixin(OutboxAuthMixin):
         onvalidation Eden's controller has just set."""
         if onvalidation is DEFAULT:
             onvalidation = self.settings.register_onvalidation
-        onvalidation = _as_callbacks(onvalidation) + [self._check_deliverable]
+        onvalidation = as_callbacks(onvalidation) + [self._check_deliverable]
         with self._flow("register"):
             return super().register(
                 next=next, onvalidation=onvalidation, onaccept=onaccept, log=log, **kwargs
@@ -154,7 +156,7 @@ class _Marked:
         s = self.auth.settings
         self.mailer = s.mailer
         if s.mailer is not None and s.mailer is self.auth.outbox_mail:
-            s.mailer = _FlowMailer(s.mailer, self.flow)
+            s.mailer = FlowMailer(s.mailer, self.flow)
 
     def __exit__(self, *exc):
         self.auth.settings.mailer = self.mailer

@@ -15,6 +15,7 @@ import datetime
 import logging
 import re
 
+from ..delivery.holds import read_time, write_time
 from ..delivery.store import utcnow
 from . import tables
 
@@ -86,23 +87,19 @@ def _tidy(mail, limiter=None, now=None):
         return None  # (a time beyond now + every: the retention was shortened)
     _tidied[where] = now + every
     old = store.get_state("tidy") or {}
-    if str(now) < old.get("next", "") <= str(now + every):
+    if "next" in old and now < read_time(old["next"]) <= now + every:
         return None
-    new = dict(old, next=str(now + every))
-    purge_due = old.get("purge", "") <= str(now) and s.sent_retention_days
+    new = dict(old, next=write_time(now + every))
+    purge_due = ("purge" not in old or read_time(old["purge"]) <= now) and s.sent_retention_days
     if purge_due:
-        new["purge"] = str(now + datetime.timedelta(seconds=PURGE_EVERY))
+        new["purge"] = write_time(now + datetime.timedelta(seconds=PURGE_EVERY))
     if not store.take_turn("tidy", old or None, new, now):
         return None  # another process is on it
     done = dict(scrubbed=scrub_sent(mail, s.secret_retention, now), forgotten=0, purged=0)
     if limiter is not None:
         done["forgotten"] = limiter.forget_expired(now)
     if purge_due:
-        from ..admin.outbox import OutboxAdmin  # here: admin imports this module
-
-        done["purged"] = OutboxAdmin(mail).purge(s.sent_retention_days, now=now, who="retention")[
-            0
-        ]
+        done["purged"] = store.purge_sent(s.sent_retention_days, now, who="retention")[0]
     if done["scrubbed"]:
         logger.info("retention: scrubbed %d sent account mail(s)", done["scrubbed"])
     return done

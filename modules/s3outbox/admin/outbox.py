@@ -18,6 +18,7 @@ import logging
 
 from ..accounts import retention, tables
 from ..delivery.check import CONFIG_FILE, config_file, findings, scrub
+from ..delivery.holds import in_force
 from ..delivery.message import bare
 from ..delivery.settings import Snapshot
 from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
@@ -115,21 +116,18 @@ class OutboxAdmin:
     def held(self):
         """The hold in force, for the banner, or None: the hold of the
         current settings, else (while mail is held) the latest other one."""
-        holds, _ = self.store.hosts()
         current = Snapshot(self.settings).fingerprint()
         count = self.store.count_held()
-        mine = [h for h in holds.values() if h.get("fp") == current]
-        others = sorted(holds.values(), key=lambda h: h["probe_after"]) if count else []
-        state = (mine or others or [None])[-1]
-        if not state:
+        hold = in_force(self.store.read_holds()[0].values(), current, count > 0)
+        if hold is None:
             return None
-        reason = scrub(state.get("reason"), self.settings)
+        reason = scrub(hold.reason, self.settings)
         return dict(
             reason=reason,
             edit=edit_hint(reason),
             file=CONFIG_FILE,
             count=count,
-            settings_changed=state.get("fp") != current,
+            settings_changed=hold.fp != current,
         )
 
     def overview(self, now=None):
@@ -326,12 +324,7 @@ class OutboxAdmin:
         Returns (messages, attempts, attachments) deleted.
         """
         days = whole_number(days, "days", 0, MAX_DAYS)
-        cutoff = (now or utcnow()) - datetime.timedelta(days=days)
-        totals = self.store.purge_sent(cutoff, chunk)
-        logger.info(
-            "%s: purged %d sent message(s) older than %d day(s)", who or "admin", totals[0], days
-        )
-        return totals
+        return self.store.purge_sent(days, now or utcnow(), chunk, who or "admin")
 
     def test_mail(self, to, site="the outbox"):
         """Send a test message now with the current settings.

@@ -7,14 +7,14 @@ max_attempts/max_age). Anything about the settings or the server (unreachable,
 connect timeout, refused, DNS, TLS, authentication, 421) holds the mail with
 the reason, never charging its attempts or its age.
 
-Holds are per settings fingerprint and host (state row ``held:<fp>:<host>``:
-reason and ``probe_after``); ``reached:<fp>:<host>`` says when those settings
-last reached the server from that host. While held, new mail is held too
-without touching the network; after ``probe_after`` one worker probes the
-server without a message. Only a worker whose own settings reached the server
-releases held mail, and a worker whose settings fail claims nothing while
-another host's settings work, so hosts with different settings do not flip
-mail between held and queued.
+Holds are per settings fingerprint and host (a ``Hold``, holds.py, with its
+reason and ``probe_after``), and so is the time those settings last reached
+the server from that host. While held, new mail is held too without touching
+the network; after ``probe_after`` one worker probes the server without a
+message. Only a worker whose own settings reached the server releases held
+mail, and a worker whose settings fail claims nothing while another host's
+settings work, so hosts with different settings do not flip mail between
+held and queued.
 """
 
 import dataclasses
@@ -28,8 +28,8 @@ import time
 import uuid
 
 from ..transport.base import Kind, Outcome
+from . import holds, returnpath
 from . import message as mime
-from . import returnpath
 from .check import log_settings_check
 from .policy import decide
 from .pool import Job, SessionPool
@@ -87,12 +87,6 @@ def _unreadable(exc):
     )
 
 
-def _time(text):
-    """A time the outbox stored as text, whatever its precision (a hold's
-    probe_after is now plus probe_interval, which may have a fraction)."""
-    return datetime.datetime.fromisoformat(str(text).replace("T", " "))
-
-
 class Pass:
     """A delivery pass for one MailS3; ``run(limit)`` returns its counts."""
 
@@ -108,7 +102,7 @@ class Pass:
         # '#'): the same settings may reach the server from one host only.
         host = self.worker.partition("#")[0].encode("utf-8")
         self.host = hashlib.sha256(host).hexdigest()[:8]
-        self.key = "%s:%s" % (self.fp, self.host)
+        self.key = holds.key(self.fp, self.host)
         self._resolved = {}  # {row id: address found for its pe_id}
         self._seen = None  # {key: when it last reached the server}, read once
         self.counts = dict(
@@ -207,11 +201,11 @@ class Pass:
             if held_mail:  # held for an earlier problem maybe: name this one
                 self._hold(reason, probe=False)
             return reason
-        held, self._seen = self.store.hosts()
+        held, self._seen = self.store.read_holds()
         mine = held.get(self.key)
         if mine is not None:
-            if now < _time(mine["probe_after"]) or not self._claim_probe(mine, now):
-                return mine["reason"]
+            if not mine.due(now) or not self._claim_probe(mine, now):
+                return mine.reason
             return self._probe(now, held_mail)
         last = self._seen.get(self.key)
         if (last is None or self._stale(last, now)) and (held_mail or self._others_work(now)):
@@ -254,39 +248,37 @@ class Pass:
         ``probe_interval`` (this host's earlier settings do not count: the
         admin changed them)."""
         if self._seen is None:
-            self._seen = self.store.hosts()[1]
+            self._seen = self.store.read_holds()[1]
         return any(
-            not key.endswith(":" + self.host) and not self._stale(when, now)
+            holds.host_of(key) != self.host and not self._stale(when, now)
             for key, when in self._seen.items()
         )
 
-    def _claim_probe(self, held, now):
+    def _claim_probe(self, hold, now):
         """Take the probe turn (one worker wins) and push the next one out."""
-        later = dict(
-            held, probe_after=str(now + datetime.timedelta(seconds=self.settings.probe_interval))
-        )
-        return self.store.take_probe(self.key, held, later, now)
+        later = hold.probing_at(now + datetime.timedelta(seconds=self.settings.probe_interval))
+        return self.store.take_probe(hold, later, now)
 
     def _hold(self, reason, probe):
         """Record why these settings cannot deliver; logged once per reason.
         ``probe``: try again after probe_interval (an outage may end); without
         it only a change of the settings helps."""
         now = utcnow()
-        old = self.store.get_state("held:" + self.key)
+        old = self.store.get_hold(self.key)
         after = (
             now + datetime.timedelta(seconds=self.settings.probe_interval)
             if probe
-            else datetime.datetime(9999, 12, 31)
+            else holds.NEVER
         )
-        if old is None or old.get("reason") != reason:
+        if old is None or old.reason != reason:
             logger.error("outgoing mail is held: %s", reason)
             # The rows and the banner follow the problem of the settings now.
             self.store.reword_held(reason)
-        elif probe and now < _time(old["probe_after"]):
-            after = _time(old["probe_after"])  # the probe turn already set stands
-        state = dict(fp=self.fp, reason=reason, probe_after=str(after))
-        if state != old:
-            self.store.hold(self.key, state, now)
+        elif probe and not old.due(now):
+            after = old.probe_after  # the probe turn already set stands
+        hold = holds.Hold(self.fp, self.host, reason, after)
+        if hold != old:
+            self.store.put_hold(hold, now)
 
     # ------------------------------------------------------------ sending
     def _send(self, pool, rows, owner):

@@ -29,16 +29,28 @@ from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
-from typing import Any, Protocol, TypedDict
+from typing import IO, Any, Protocol, TypedDict
+
+from ..transport.base import PLAIN_ADDRESS_RE
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
 add_charset("utf-8", QP, QP, "utf-8")
-_UTF8 = Charset("utf-8")
+UTF8 = Charset("utf-8")
 
 
 class InvalidMessage(ValueError):
     """send() arguments that cannot become a message; the text is for people."""
+
+
+# send()'s arguments as Mail.send takes them (normalize() checks whatever
+# comes). Text: a str, bytes in the message's encoding, or a file to read.
+Text = str | bytes | IO[str] | IO[bytes]
+Addresses = str | Sequence[str] | None
+# The body: its text (an <html> document is the HTML), (text, html), or
+# None for attachments alone.
+Body = Text | tuple[Text | None, Text | None] | None
+Attachments = email.message.Message | Sequence[email.message.Message] | None
 
 
 # A deliberately plain address check: one @, no spaces or specials, a dotted
@@ -113,7 +125,7 @@ def parse_addresses(value: object, encoding: str = "utf-8", what: str = "recipie
     items = value if isinstance(value, (list, tuple)) else [value]
     out: list[str] = []
     for item in items:
-        if type(item) is str and _PLAIN_ADDRESS_RE.fullmatch(item):
+        if type(item) is str and PLAIN_ADDRESS_RE.fullmatch(item):
             out.append(item)  # what the checks below make of it, at a tenth the cost
             continue
         item = _header_value(item, encoding, what)
@@ -137,17 +149,6 @@ def parse_addresses(value: object, encoding: str = "utf-8", what: str = "recipie
     return out
 
 
-# A dot-atom address that ADDRESS_RE accepts and parseaddr() returns as it
-# is (ASCII, labels neither starting nor ending with a hyphen): taken as it
-# is by parse_addresses() when queueing and by bare() and _addresses() when
-# delivering, which otherwise parse it. tests/unit/test_message.py compares.
-_PLAIN_ADDRESS_RE = re.compile(
-    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@"
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
-)
-
-
 def bare(address: object) -> str:
     """The addr-spec of 'Name <addr>': what goes into MAIL FROM and RCPT TO,
     with an internationalised domain in its ASCII (IDNA) form, since SMTP
@@ -155,7 +156,7 @@ def bare(address: object) -> str:
     the settings check names it."""
     if not isinstance(address, str):
         return ""
-    if _PLAIN_ADDRESS_RE.fullmatch(address):
+    if PLAIN_ADDRESS_RE.fullmatch(address):
         return address
     addr = _parsed(address)[1]
     local, at, domain = addr.rpartition("@")
@@ -316,7 +317,7 @@ def normalize(
     sender: object = None,
     encoding: str = "utf-8",
     raw: object = False,
-    headers: Mapping[object, object] | None = None,
+    headers: Mapping[str, object] | None = None,
     from_address: object = None,
     list_unsubscribe: object = None,
     pe_id: object = None,
@@ -393,7 +394,7 @@ def _recipients(
 
 
 def _headers(
-    headers: Mapping[object, object] | None, list_unsubscribe: object, encoding: str
+    headers: Mapping[str, object] | None, list_unsubscribe: object, encoding: str
 ) -> dict[str, str]:
     """The caller's extra headers, checked, with List-Unsubscribe."""
     if not headers and list_unsubscribe is None:
@@ -482,7 +483,7 @@ def _domain(sender: str) -> str:
 _LONG_WORD_RE = re.compile(r"\S{78}")
 
 
-def _header(value: str) -> str | Header:
+def header(value: str) -> str | Header:
     """Header text as Mail.send would set it; non-ASCII becomes RFC 2047, and
     so does a word too long to fit on a line (a 2,000-character subject would
     otherwise go out as one line, past SMTP's limit of 998)."""
@@ -497,12 +498,12 @@ def _addresses(values: Sequence[str]) -> str | Header:
     all, which RFC 2047 forbids: strict parsers then find no address."""
     out = []
     for value in values:
-        if _PLAIN_ADDRESS_RE.fullmatch(value):
+        if PLAIN_ADDRESS_RE.fullmatch(value):
             out.append(value)  # what formataddr(("", value)) gives
             continue
         formatted = _formatted(value)
         if formatted is None:
-            return _header(", ".join(values))
+            return header(", ".join(values))
         out.append(formatted)
     return ", ".join(out)
 
@@ -594,11 +595,11 @@ def headers(
         yield "Reply-To", _addresses(msg.reply_to)
     if msg.cc:
         yield "Cc", _addresses(msg.cc)
-    yield "Subject", _header(msg.subject)
+    yield "Subject", header(msg.subject)
     yield "Date", _date(date)
     yield "Message-ID", message_id
     for name, value in msg.headers.items():
-        yield name, _header(value)
+        yield name, header(value)
 
 
 def _payload(msg: Message) -> email.message.Message:
@@ -635,8 +636,8 @@ def _text_part(text: str, subtype: str = "plain") -> MIMENonMultipart:
     compares the bytes)."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     data = text.encode("utf-8")
-    part._charset = _UTF8  # type: ignore[attr-defined]
-    part._payload = _UTF8.body_encode(data) if data else ""  # type: ignore[attr-defined]
+    part._charset = UTF8  # type: ignore[attr-defined]
+    part._payload = UTF8.body_encode(data) if data else ""  # type: ignore[attr-defined]
     part["Content-Transfer-Encoding"] = "quoted-printable"
     return part
 
@@ -664,12 +665,12 @@ class _WirePolicy(Compat32):
 
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server
 # reads a body with bare LF as one line (aiosmtpd: "500 Line too long").
-_WIRE = _WirePolicy(linesep="\r\n")
+WIRE_POLICY = _WirePolicy(linesep="\r\n")
 
 
 def wire(payload: email.message.Message) -> bytes:
     """The bytes to hand to smtplib for a built message."""
-    return payload.as_bytes(policy=_WIRE)
+    return payload.as_bytes(policy=WIRE_POLICY)
 
 
 _ENCODER = json.JSONEncoder(

@@ -16,6 +16,7 @@ import math
 import re
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from ..transport.base import LoggingTransport
 from ..transport.smtp import SmtpTransport
@@ -591,19 +592,19 @@ class Part:
     """
 
     name: str
-    defaults: dict
-    readers: dict
-    keys: tuple
-    apply: Callable
-    findings: Callable
-    tables: Callable | None = None
-    secret: Callable | None = None
+    defaults: dict[str, Any]
+    readers: dict[str, tuple[Callable[[Any], Any], Any, bool]]
+    keys: tuple[str, ...]
+    apply: Callable[[Any, Callable[[str], Any]], None]
+    findings: Callable[[Any], list[tuple[str, str, bool]]]
+    tables: Callable[[Any, bool], None] | None = None
+    secret: Callable[[Any], str] | None = None
 
 
-_PARTS = {}  # name -> Part
+_PARTS: dict[str, Part] = {}
 
 
-def register(part):
+def register(part: Part) -> None:
     """Join ``part`` to the core. A part registers when it is imported (its
     ``__init__`` imports the module that calls this), so once a process:
     web2py imports modules once and runs the models again on every request.
@@ -617,17 +618,17 @@ def register(part):
         add_tables(part.name, part.tables)
 
 
-def parts():
+def parts() -> list[Part]:
     """The registered parts, in name order."""
     return [_PARTS[name] for name in sorted(_PARTS)]
 
 
-def part_findings(settings):
+def part_findings(settings: Any) -> list[tuple[str, str, bool]]:
     """(key, advice, blocking) of every registered part, for the settings
     check beside ``Snapshot(settings).findings()``."""
     return [found for part in parts() for found in part.findings(settings)]
 
 
-def outbox_keys():
+def outbox_keys() -> tuple[str, ...]:
     """Every ``[outbox]`` key: the core's and the registered parts'."""
     return OUTBOX_KEYS + tuple(key for part in parts() for key in part.keys)

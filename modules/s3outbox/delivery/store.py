@@ -26,10 +26,12 @@ import enum
 import itertools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from pydal import Field
 
+from . import holds
 from .message import Message, loads
 
 # pydal's rows, tables and databases: pydal has no type information.
@@ -73,7 +75,8 @@ PAUSE = "paused"  # the state row of an admin's pause of delivery: {by, since} o
 
 
 def utcnow():
-    return datetime.datetime.utcnow().replace(microsecond=0)
+    """Now as the outbox stores times: a naive UTC datetime, to the second."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None, microsecond=0)
 
 
 # The columns send() writes, in the order of store.enqueue()'s values.
@@ -98,10 +101,10 @@ _ENQUEUED = (
 # (database URI, table name) whose charset and indexes this process checked.
 _SCHEMA_DONE = set()
 # Upper parts' tables: part name -> define(store, migrate) (settings.register).
-_PART_TABLES = {}
+_PART_TABLES: dict[str, Callable[["OutboxStore", bool], None]] = {}
 
 
-def add_tables(name, define):
+def add_tables(name: str, define: Callable[["OutboxStore", bool], None]) -> None:
     """Have every store from now on call ``define(store, migrate)`` to define
     part ``name``'s tables beside its own; idempotent, one entry a part."""
     _PART_TABLES[name] = define
@@ -410,14 +413,15 @@ class OutboxStore:
     def _pick_sql(self, limit):
         """SELECT of the ids of up to ``limit`` due rows, in send order."""
         return (
-            "SELECT id FROM %s WHERE status='queued' AND next_attempt_on<=%%s "
-            "ORDER BY priority, next_attempt_on, id LIMIT %d" % (self.tablename, limit)
+            "SELECT id FROM %s WHERE status='%s' AND next_attempt_on<=%%s "
+            "ORDER BY priority, next_attempt_on, id LIMIT %d"
+            % (self.tablename, Status.QUEUED, limit)
         )
 
     def _claim_sql(self):
-        return (
-            "UPDATE %s SET status='sending', lease_owner=%%s, lease_until=%%s "
-            "WHERE id IN " % self.tablename
+        return "UPDATE %s SET status='%s', lease_owner=%%s, lease_until=%%s WHERE id IN " % (
+            self.tablename,
+            Status.SENDING,
         )
 
     def _claim(self, owner, limit, until, now):
@@ -452,8 +456,8 @@ class OutboxStore:
         since = now - datetime.timedelta(seconds=window)
         sql = (
             "SELECT (SELECT COUNT(*) FROM %s_attempt WHERE attempted_on>=%%s AND "
-            "outcome='sent') + (SELECT COUNT(*) FROM %s WHERE status='sending')"
-            % (self.tablename, self.tablename)
+            "outcome='%s') + (SELECT COUNT(*) FROM %s WHERE status='%s')"
+            % (self.tablename, Logged.SENT, self.tablename, Status.SENDING)
         )
         return int(self._sql(sql, [since], rows=True)[0][0])
 
@@ -530,10 +534,10 @@ class OutboxStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             self._sql(
-                "UPDATE %s SET status='sent', sent_on=%%s, attempts=attempts+1, "
+                "UPDATE %s SET status='%s', sent_on=%%s, attempts=attempts+1, "
                 "last_error=NULL, last_code=250, lease_owner=NULL, lease_until=NULL "
                 "WHERE lease_owner=%%s AND id IN (%s)"
-                % (self.tablename, ",".join(["%s"] * len(chunk))),
+                % (self.tablename, Status.SENT, ",".join(["%s"] * len(chunk))),
                 [now, owner] + chunk,
             )
 
@@ -556,40 +560,40 @@ class OutboxStore:
             )
 
     # ---------------------------------------------------------- hold/release
-    # Per settings fingerprint and host ("<fp>:<host>", the key), two state
-    # rows: "held:<key>" {fp, reason, probe_after}: cannot deliver now;
-    # "reached:<key>": its updated_on is when it last reached the server.
-    # Only a worker whose own settings reached the server releases held mail
-    # (delivery.py decides when).
+    # The hold and reach of each settings fingerprint and host are state rows
+    # whose names, documents and times holds.py owns. Only a worker whose own
+    # settings reached the server releases held mail (engine.py decides when).
     def pending(self, now):
         """(mail is due, mail is held): one statement for an idle pass."""
         t = self.tablename
         due, held = self._sql(
-            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='queued' "
+            "SELECT (SELECT COUNT(*) FROM (SELECT id FROM %s WHERE status='%s' "
             "AND next_attempt_on<=%%s LIMIT 1) d), (SELECT COUNT(*) FROM (SELECT id "
-            "FROM %s WHERE status='held' LIMIT 1) h)" % (t, t),
+            "FROM %s WHERE status='%s' LIMIT 1) h)" % (t, Status.QUEUED, t, Status.HELD),
             [now],
             rows=True,
         )[0]
         return bool(due), bool(held)
 
-    def hosts(self):
-        """({key: held state}, {key: when it last reached the server}), one read."""
-        s, held, reached = self.state, {}, {}
-        for row in self.db(s.name.startswith("held:") | s.name.startswith("reached:")).select(
-            s.name, s.doc, s.updated_on
-        ):
-            kind, _, key = row.name.partition(":")
-            if kind == "reached":
-                reached[key] = _datetime(row.updated_on)
-            elif row.doc:
-                held[key] = json.loads(row.doc)
-        return held, reached
+    def read_holds(self):
+        """({key: Hold}, {key: when its settings last reached the server}), one read."""
+        s = self.state
+        query = s.name.startswith(holds.HELD) | s.name.startswith(holds.REACHED)
+        return holds.read_rows(
+            (row.name, json.loads(row.doc) if row.doc else None, _datetime(row.updated_on))
+            for row in self.db(query).select(s.name, s.doc, s.updated_on)
+        )
 
-    def hold(self, key, state, now):
-        """Remember why the settings ``key`` cannot deliver; commits."""
+    def get_hold(self, key):
+        """The hold of the settings ``key``, or None."""
+        name = holds.held_name(key)
+        doc = self.get_state(name)
+        return holds.Hold.read(name, doc) if doc else None
+
+    def put_hold(self, hold, now):
+        """Remember why the settings of ``hold`` cannot deliver; commits."""
         with self.transaction():
-            self.set_state("held:" + key, state, now=now)
+            self.set_state(hold.name, hold.doc(), now=now)
 
     def reword_held(self, reason):
         """Give every held message ``reason`` as its last error (the settings
@@ -598,27 +602,27 @@ class OutboxStore:
             o = self.outbox
             self.db((o.status == Status.HELD) & (o.last_error != reason)).update(last_error=reason)
 
-    def take_probe(self, key, held, later, now):
-        """Replace the hold ``held`` of ``key`` by ``later`` unless another
-        worker did first: True when this worker won the probe turn. Commits."""
+    def take_probe(self, hold, later, now):
+        """Replace ``hold`` by ``later`` unless another worker changed it
+        first: True when this worker won the probe turn. Commits."""
         with self.transaction():
-            return self.set_state("held:" + key, later, expect=held, now=now)
+            return self.set_state(hold.name, later.doc(), expect=hold.expected(), now=now)
 
     def mark_reached(self, key, now, unhold=False):
         """The settings ``key`` reached the server now (``unhold``: and their
         hold is over); commits."""
         with self.transaction():
             if unhold:
-                self.set_state("held:" + key, None, now=now)
-            self._ensure_state("reached:" + key, now)
-            self.db(self.state.name == "reached:" + key).update(updated_on=now)
+                self.set_state(holds.held_name(key), None, now=now)
+            name = holds.reached_name(key)
+            self._ensure_state(name, now)
+            self.db(self.state.name == name).update(updated_on=now)
 
     def hurry_probes(self, now):
         """Every hold probes on the next pass (the admin asked for a retry);
         the caller's transaction commits."""
-        held, _ = self.hosts()
-        for key, state in held.items():
-            self.set_state("held:" + key, dict(state, probe_after=str(now)), expect=state, now=now)
+        for hold in self.read_holds()[0].values():
+            self.set_state(hold.name, hold.probing_at(now).doc(), expect=hold.expected(), now=now)
 
     def release_held(self, now=None):
         """Queue all held mail again, whoever held it; commits."""
@@ -668,9 +672,12 @@ class OutboxStore:
                 status=Status.CANCELLED, lease_owner=None, lease_until=None
             )
 
-    def purge_sent(self, cutoff, chunk=500):
-        """Delete mail sent before ``cutoff`` with its attempts and attachments,
-        committing every ``chunk`` messages; (messages, attempts, attachments)."""
+    def purge_sent(self, days, now, chunk=500, who="admin"):
+        """Delete mail sent more than ``days`` days before ``now`` with its
+        attempts and attachments, committing every ``chunk`` messages, and log
+        it for ``who`` (the admin's purge and retention's both come here).
+        Returns (messages, attempts, attachments) deleted."""
+        cutoff = now - datetime.timedelta(days=days)
         o, a, t = self.outbox, self.attempt, self.attachment
         # created_on <= sent_on always; it lets the (status, created_on) index work.
         query = (o.status == Status.SENT) & (o.created_on < cutoff) & (o.sent_on < cutoff)
@@ -683,6 +690,7 @@ class OutboxStore:
                 totals[1] += self.db(a.outbox_id.belongs(ids)).delete()
                 totals[2] += self.db(t.outbox_id.belongs(ids)).delete()
                 totals[0] += self.db(o.id.belongs(ids) & (o.status == Status.SENT)).delete()
+        logger.info("%s: purged %d sent message(s) older than %d day(s)", who, totals[0], days)
         return tuple(totals)
 
     # ----------------------------------------------------------- admin reads

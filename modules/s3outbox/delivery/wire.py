@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from email.generator import Generator
 from email.header import Header
 
-from .message import _UTF8, _WIRE, DkimKey, Message, _header, build, headers, wire
+from .message import UTF8, WIRE_POLICY, DkimKey, Message, build, header, headers, wire
 
 logger = logging.getLogger("s3outbox")
 
@@ -83,7 +83,9 @@ def _alternative(parts: tuple[str, str], own: str) -> str:
     quoted-printable writes '=' as '=3D' and so never has the '==' that
     starts every boundary)."""
     boundary = Generator._make_boundary()  # type: ignore[attr-defined]
-    mime = _WIRE._fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False)
+    mime = WIRE_POLICY._fold(
+        "Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False
+    )
     delimiter = "--" + boundary
     return "%sMIME-Version: 1.0\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s--\r\n" % (
         mime,
@@ -102,7 +104,7 @@ def _folded(pairs: Iterable[tuple[str, str | Header]]) -> str:
     return "".join(
         _fold_encoded(name, str(value))
         if value.__class__ is Header
-        else _WIRE._fold(name, value, False)
+        else WIRE_POLICY._fold(name, value, False)
         for name, value in pairs
     )
 
@@ -111,8 +113,8 @@ def _folded(pairs: Iterable[tuple[str, str | Header]]) -> str:
 def _fold_encoded(name: str, text: str) -> str:
     """The folded RFC 2047 header of non-ASCII ``text``, 40 us for a short
     subject, kept for the bulk mail that sends one subject many times. The
-    Header values of headers() are all _header(text), whose str() is text."""
-    return _WIRE._fold(name, _header(text), False)
+    Header values of headers() are all header(text), whose str() is text."""
+    return WIRE_POLICY._fold(name, header(text), False)
 
 
 def _body(text: str) -> str:
@@ -121,4 +123,4 @@ def _body(text: str) -> str:
     body that needs no quoting as it is saves only 1.5 of the 4.5 us that
     encoding a 1,000-byte one costs.)"""
     data = text.encode("utf-8")
-    return _UTF8.body_encode(data).replace("\n", "\r\n") if data else ""
+    return UTF8.body_encode(data).replace("\n", "\r\n") if data else ""

@@ -19,7 +19,7 @@ import re
 import smtplib
 from collections.abc import Sequence
 
-from .base import Next
+from .base import PLAIN_ADDRESS_RE, Next
 
 # What the server said: (code, text), as smtplib's getreply() returns it.
 Reply = tuple[int, bytes]
@@ -30,12 +30,6 @@ Reply = tuple[int, bytes]
 CHUNK_LIMIT = 256 * 1024
 
 _DOT_RE = re.compile(rb"^\.", re.M)
-
-# An address that smtplib.quoteaddr() returns as "<address>" (a dot-atom on
-# either side of the @): written so directly, since quoteaddr's parseaddr()
-# was a tenth of the CPU a message takes.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS_RE = re.compile(r"{0}(?:\.{0})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*".format(_ATOM))
 
 
 def supported(conn: smtplib.SMTP) -> bool:
@@ -140,7 +134,7 @@ def _envelope(conn: smtplib.SMTP, sender: str, recipients: Sequence[str], size: 
 
 def quoteaddr(address: str) -> str:
     """smtplib.quoteaddr(address), quicker for plain addresses."""
-    if _PLAIN_ADDRESS_RE.fullmatch(address):
+    if PLAIN_ADDRESS_RE.fullmatch(address):
         return "<%s>" % address
     return smtplib.quoteaddr(address)
 
