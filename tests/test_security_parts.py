@@ -212,7 +212,7 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(db, sink, tablen
     assert text("fresh_reset") == retention.SCRUBBED
 
 
-def test_tidy_compares_its_times_as_times(own_tables, db, sink, tablename):
+def test_tidy_compares_its_times_as_times(db, sink, tablename):
     """The tidy row's times are read as times: written with a "T" (which
     sorts after " " as text) the next turn is not yet due, a purge is."""
     mail = MailS3(
