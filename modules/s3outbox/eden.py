@@ -33,16 +33,19 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from gluon import current
 from gluon.storage import Storage
 from pydal import Field
 
 from .bounces import reader as bounces
+from .delivery.pydal_internals import db_engine, uri_hash
 from .delivery.schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .delivery.settings import apply_config, outbox_keys
-from .delivery.store import Logged, Status, utcnow
-from .mailer import MailS3
+from .delivery.store import DAL, Logged, Query, Row, Status, Table, utcnow
+from .mailer import Counts, MailS3
 
 logger = logging.getLogger("s3outbox")
 
@@ -74,7 +77,7 @@ LISTS = {
 }
 # Eden's msg_outbox status for an outcome here (1 Unsent, 2 Sent, 5 Failed):
 # Sent from the hand-over on, as with a local mail server's queue.
-EDEN_STATUS = {
+EDEN_STATUS: dict[str, int] = {
     Status.SENT: 2,
     Status.FAILED: 5,
     Status.CANCELLED: 5,
@@ -84,12 +87,16 @@ EDEN_STATUS = {
 SYNC_EVERY = 30  # seconds between checks for outcomes to copy when idle
 EXPANDED = "expanded"  # a link's status for a list's row Eden expanded
 UNIQUE_STATE = "eden_link_unique"
-_UNIQUE_DONE = set()  # (database URI, link table) whose unique key this process saw
+# (database URI, link table) whose unique key this process saw
+_UNIQUE_DONE: set[tuple[str, str]] = set()
 
 _SEND = inspect.signature(MailS3.send)
 
+# Eden's deployment settings (S3Config) and scheduler (S3Task): no type information.
+Config = Any
 
-def eden_get(cfg):
+
+def eden_get(cfg: Config) -> Callable[[str], object]:
     """A ``get(key)`` over Eden's deployment settings, for apply_config()."""
     limit = cfg.get_mail_limit()
     values = {
@@ -115,7 +122,7 @@ def eden_get(cfg):
     return values.get
 
 
-def config_names():
+def config_names() -> dict[str, str]:
     """NAMES, and each ``[outbox] key`` as ``settings.mail.key``: the core's
     keys and those of the parts registered with it (accounts, bounces)."""
     names = {"[outbox] %s" % key: "settings.mail.%s" % key for key in outbox_keys()}
@@ -126,15 +133,15 @@ def config_names():
 class EdenMail(MailS3):
     """MailS3 configured by, and reporting to, Sahana Eden."""
 
-    def __init__(self, db, tablename="msg_mail_outbox"):
+    def __init__(self, db: DAL, tablename: str = "msg_mail_outbox") -> None:
         cfg = current.deployment_settings
         migrate = cfg.get_base_migrate()
         MailS3.__init__(self, db, tablename=tablename, migrate=migrate)
         self.settings.config_names = config_names()
         self._config = (self._config_stamp(), cfg)
-        self._pending = []  # outbox ids queued since Eden's last hand-over
-        self._inserted = []  # Eden's msg_outbox rows inserted since then
-        self._synced_at = 0
+        self._pending: list[int] = []  # outbox ids queued since Eden's last hand-over
+        self._inserted: list[int] = []  # Eden's msg_outbox rows inserted since then
+        self._synced_at: float = 0
         name = tablename + "_eden"
         if name not in db.tables:
             db.define_table(
@@ -149,25 +156,25 @@ class EdenMail(MailS3):
         self._watch_eden_outbox()
         self.refresh()
 
-    def _unique_links(self):
+    def _unique_links(self) -> None:
         """The unique key that makes a hand-over insert-or-nothing: one link,
         so one message, an Eden row. Once a database (a state row says so)
         and a process; links an older version doubled lose their copies."""
-        table, store = self.link._tablename, self.store
-        if (self.db._uri, table) in _UNIQUE_DONE:
+        table, store = str(self.link), self.store
+        if (uri_hash(self.db), table) in _UNIQUE_DONE:
             return
         if store.get_state(UNIQUE_STATE) != table:
             store.make_unique(table, "eden_outbox_id", table + "_row")
             store.take_turn(UNIQUE_STATE, None, table, utcnow())
-        _UNIQUE_DONE.add((self.db._uri, table))
+        _UNIQUE_DONE.add((uri_hash(self.db), table))
 
     # --------------------------------------------------------------- settings
-    def refresh(self):
+    def refresh(self) -> None:
         """Copy Eden's current mail settings onto ``self.settings``."""
         apply_config(self, eden_get(self._deployment_settings()))
 
     @staticmethod
-    def _config_stamp():
+    def _config_stamp() -> tuple[int, int, int] | None:
         path = os.path.join(current.request.folder, "models", "000_config.py")
         try:
             st = os.stat(path)
@@ -175,7 +182,7 @@ class EdenMail(MailS3):
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _deployment_settings(self):
+    def _deployment_settings(self) -> Config:
         """Eden's settings, from a fresh run of 000_config.py if it changed
         since this process ran the models (a worker's task runs a minute)."""
         stamp, cfg = self._config
@@ -191,7 +198,7 @@ class EdenMail(MailS3):
         return cfg
 
     @staticmethod
-    def _reread():
+    def _reread() -> Config:
         from s3cfg import S3Config  # Eden's own settings class
 
         cfg = S3Config()
@@ -213,8 +220,8 @@ class EdenMail(MailS3):
         return cfg
 
     # ------------------------------------------------------------------ queue
-    def send(self, *args, **kwargs):
-        """MailS3.send, with ``pe_id`` resolved through Eden's tables."""
+    def send(self, *args: object, **kwargs: object) -> bool:
+        """MailS3.send (the same arguments), with ``pe_id`` resolved through Eden's tables."""
         self.error, self.result = None, {}
         try:
             call = self._arguments(args, kwargs)
@@ -239,7 +246,7 @@ class EdenMail(MailS3):
         call["pe_id"] = persons
         return MailS3.send(self, **call)  # one savepoint: all or none
 
-    def _arguments(self, args, kwargs):
+    def _arguments(self, args: tuple[object, ...], kwargs: dict[str, object]) -> dict[str, Any]:
         """send()'s arguments by name; LookupError with the reason for those
         it cannot take (MailS3.send refuses unknown keywords itself)."""
         try:
@@ -255,7 +262,7 @@ class EdenMail(MailS3):
             raise LookupError("pe_id must be an integer, not %r" % (pe_id,))
         return call
 
-    def persons(self, pe_id):
+    def persons(self, pe_id: int) -> list[int]:
         """The person pe_ids that mail for entity ``pe_id`` goes to; raises
         LookupError with the reason when there are none."""
         s3db, db = current.s3db, self.db
@@ -298,7 +305,7 @@ class EdenMail(MailS3):
         return found
 
     # --------------------------------------------- Eden's msg_outbox, honest
-    def _watch_eden_outbox(self):
+    def _watch_eden_outbox(self) -> None:
         """Eden defines its msg_outbox lazily, in some requests only: the
         callbacks below go on it when it is defined (pydal's ``on_define``,
         added to the definition), so Eden's code stays as it is."""
@@ -306,32 +313,32 @@ class EdenMail(MailS3):
         if "msg_outbox" in db.tables:
             return self._watch(db.msg_outbox)
 
-        def define_table(tablename, *fields, **kwargs):
+        def define_table(tablename: str, *fields: object, **kwargs: Any) -> Table:
             if tablename == "msg_outbox":
                 kwargs["on_define"] = _chain(kwargs.get("on_define"), self._watch)
             return define(tablename, *fields, **kwargs)
 
         db.define_table = define_table
 
-    def _watch(self, table):
+    def _watch(self, table: Table) -> None:
         table._after_insert.append(self._eden_row_insert)
         table._before_update.append(self._eden_row_update)
 
-    def _handed_over(self, ids):
+    def _handed_over(self, ids: list[int]) -> None:
         """Remember queued ids while Eden's msg_outbox is loaded: its
         process_outbox marks the row it handed over (to one address) Sent
         right after send()."""
         if "msg_outbox" in self.db.tables:
             self._pending.extend(ids)
 
-    def _eden_row_insert(self, fields, row_id):
+    def _eden_row_insert(self, fields: dict[str, object], row_id: int) -> None:
         """After an insert into Eden's msg_outbox: its process_outbox inserts
         a row a member when it expands a list, then marks the list Sent (mail
         queued before is no hand-over of that list)."""
         self._inserted.append(row_id)
         self._pending = []
 
-    def _eden_row_update(self, dbset, fields):
+    def _eden_row_update(self, dbset: Query, fields: dict[str, object]) -> bool:
         """Before an update of Eden's msg_outbox to Sent: a hand-over is
         linked, or its copy dropped and the update cancelled (True) when the
         row was handed over before; a list's expansion is kept only by the
@@ -346,7 +353,7 @@ class EdenMail(MailS3):
             return False
         row = rows.first()
         claimed = self.store.insert_or_nothing(
-            self.link._tablename,
+            str(self.link),
             dict(
                 outbox_id=pending[-1] if pending else None,
                 eden_outbox_id=row.id,
@@ -366,7 +373,7 @@ class EdenMail(MailS3):
             self._hand_over_members(row.message_id, members)
         return False
 
-    def _hand_over_members(self, message_id, members):
+    def _hand_over_members(self, message_id: str, members: Query) -> None:
         """Queue the rows of a list Eden just expanded, all at once: one
         message, one insert a member, one savepoint, one link a row, and the
         rows Sent, so Eden's loop has none of them left to hand over. Mail
@@ -409,7 +416,7 @@ class EdenMail(MailS3):
         except Exception:  # Eden's loop sends what we could not take
             logger.exception("mail to the list left to Eden's own loop")
 
-    def sync_eden(self):
+    def sync_eden(self) -> int:
         """Copy outcomes to the linked rows of Eden's msg_outbox (Failed,
         Unsent while held, Sent again once out); commits."""
         link, o, db = self.link, self.store.outbox, self.db
@@ -419,7 +426,8 @@ class EdenMail(MailS3):
             & o.status.belongs(list(EDEN_STATUS))
         ).select(link.id, link.eden_outbox_id, o.status, limitby=(0, 500))
         if rows:
-            eden, outcomes = current.s3db.table("msg_outbox"), {}
+            eden = current.s3db.table("msg_outbox")
+            outcomes: dict[str, list[Row]] = {}
             for r in rows:
                 outcomes.setdefault(r[o.status], []).append(r)
             with self.store.transaction():  # two statements an outcome
@@ -431,7 +439,7 @@ class EdenMail(MailS3):
         return len(rows)
 
     # ----------------------------------------------------------------- worker
-    def process_outbox(self, limit=None):
+    def process_outbox(self, limit: int | None = None) -> Counts:
         """A delivery pass with Eden's settings of now, then Eden's records."""
         try:
             self.refresh()
@@ -450,19 +458,21 @@ class EdenMail(MailS3):
         return counts
 
 
-def _chain(first, then):
+def _chain(
+    first: Callable[[Table], object] | None, then: Callable[[Table], object]
+) -> Callable[[Table], object]:
     """One on_define callback that runs ``first`` (if any), then ``then``."""
     if first is None:
         return then
 
-    def both(table):
+    def both(table: Table) -> None:
         first(table)
         then(table)
 
     return both
 
 
-def bounced_persons(mail, limit=200):
+def bounced_persons(mail: EdenMail, limit: int = 200) -> list[dict[str, object]]:
     """The persons whose e-mail bounced, newest first, once each: a dict with
     the person's id and name, the address, status, diagnostic and date. A
     message queued by pe_id names its person; one queued to an address is
@@ -485,7 +495,8 @@ def bounced_persons(mail, limit=200):
         {r[o.pe_id] for r in rows if r[o.pe_id]}
         | {pe for found in by_address.values() for pe in found},
     )
-    out, seen = [], set()
+    out: list[dict[str, object]] = []
+    seen: set[int] = set()
     for r in rows:
         for pe_id in [r[o.pe_id]] if r[o.pe_id] else by_address.get(r[b.recipient], []):
             p = persons.get(pe_id)
@@ -505,9 +516,9 @@ def bounced_persons(mail, limit=200):
     return out
 
 
-def _contacts(db, addresses):
+def _contacts(db: DAL, addresses: set[str]) -> dict[str, list[int]]:
     """{lower-case address: [pe_id]} of Eden's EMAIL contacts."""
-    found = {}
+    found: dict[str, list[int]] = {}
     if addresses:
         c = current.s3db.table("pr_contact")
         for row in db(
@@ -519,7 +530,7 @@ def _contacts(db, addresses):
     return found
 
 
-def _persons(db, pe_ids):
+def _persons(db: DAL, pe_ids: set[int]) -> dict[int, Row]:
     """{pe_id: pr_person row} of the persons (not deleted) among ``pe_ids``."""
     if not pe_ids:
         return {}
@@ -531,7 +542,9 @@ def _persons(db, pe_ids):
     }
 
 
-def register_task(tasks, s3task, period=60):
+def register_task(
+    tasks: dict[str, Callable[..., object]], s3task: Config, period: int = 60
+) -> None:
     """Add the delivery task to Eden's ``tasks`` and keep it scheduled.
 
     The task runs in the scheduler group ``s3outbox`` (its worker:
@@ -543,7 +556,7 @@ def register_task(tasks, s3task, period=60):
     is alive, so mail still goes out on a site that runs only that one.
     """
 
-    def s3outbox_deliver(user_id=None):
+    def s3outbox_deliver(user_id: int | None = None) -> dict[str, int]:
         counts = current.mail.work()
         current.db.commit()
         return counts
@@ -558,7 +571,7 @@ def register_task(tasks, s3task, period=60):
     from gluon.validators import IS_IN_SET
 
     db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
-    if db._adapter.dbengine == "sqlite":
+    if db_engine(db) == "sqlite":
         # A forked task process can hang opening an SQLite connection; Eden's
         # own tasks keep Eden's fork (a spawned one loads all of Eden again).
         spawn_for(scheduler, TASK)
@@ -568,7 +581,7 @@ def register_task(tasks, s3task, period=60):
     )
 
 
-def retire(mail, force=False):
+def retire(mail: EdenMail, force: bool = False) -> dict[str, object]:
     """Take the outbox out of Eden's scheduler, for eden_install.py --uninstall;
     commits. A report: {waiting: {status: n}, from_eden: n, paused, removed}.
 

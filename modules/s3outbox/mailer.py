@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
+from typing import Any
 
 from gluon.tools import Mail
 
@@ -59,6 +60,11 @@ class MailS3(Mail):
     ``tablename`` names the outbox table (and prefixes its companions), so the
     module can live beside Sahana Eden's own ``msg_outbox``.
     """
+
+    # What the last send() or send_direct_email() did (Mail's own attributes).
+    error: str | None
+    result: dict[str, Any]  # send(): id, message_id (ids); direct: refused recipients
+    reply: str | None
 
     def __init__(
         self,
@@ -177,15 +183,14 @@ class MailS3(Mail):
         """Queue ``msg`` once, or once for each of a list of pe_ids; the
         result dict of send()."""
         sender = msg.sender or self.settings.sender
-        schedule = dict(
-            sender=msg.sender, priority=priority, not_before=not_before, expires_on=expires_on
-        )
+        # the store's sender, priority, not_before and expires_on
+        schedule = (msg.sender, priority, not_before, expires_on)
         if not isinstance(pe_id, (list, tuple)):
             message_id = mime.make_message_id(sender)
-            row_id = self.store.enqueue(msg, message_id, pe_id=pe_id, **schedule)
+            row_id = self.store.enqueue(msg, message_id, pe_id, *schedule)
             return dict(id=row_id, message_id=message_id)
         recipients = [(mime.make_message_id(sender), p) for p in pe_id]
-        ids = self.store.enqueue_many(msg, recipients, **schedule)
+        ids = self.store.enqueue_many(msg, recipients, *schedule)
         return dict(id=ids[0], ids=ids, message_id=recipients[0][0])
 
     @staticmethod

@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import ipaddress
 
+from ..delivery.store import utcnow
 from . import tables
 
 _EPOCH = datetime.datetime(1970, 1, 1)
@@ -29,7 +30,7 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 
 def _slot(now, window):
     """The number of the ``window``-second window that holds ``now`` (UTC)."""
-    now = now or datetime.datetime.utcnow()
+    now = now or utcnow()
     return int((now - _EPOCH).total_seconds()) // window
 
 
@@ -100,4 +101,4 @@ class FlowLimiter:
 
     def forget_expired(self, now=None):
         """Delete counters of past windows (commits); returns how many."""
-        return tables.forget_units(self.store, now or datetime.datetime.utcnow())
+        return tables.forget_units(self.store, now or utcnow())

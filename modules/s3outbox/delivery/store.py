@@ -33,10 +33,13 @@ from pydal import Field
 
 from . import holds
 from .message import Message, loads
+from .pydal_internals import driver_cursor, execute, forget_connection, uri_hash
 
 # pydal's rows, tables and databases: pydal has no type information.
 Row = Any
 DAL = Any
+Table = Any
+Query = Any
 
 logger = logging.getLogger("s3outbox")
 _savepoints = itertools.count()
@@ -163,12 +166,11 @@ class OutboxStore:
             self.db.rollback()
         except Exception:
             logger.warning("rollback failed; dropping the database connection", exc_info=True)
-            adapter = self.db._adapter
             try:
-                adapter.close("rollback")
+                self.db.recycle_connection_in_pool_or_close("rollback")
             except Exception:  # the driver's own error class, whatever the driver
                 logger.info("closing it failed too; the connection is forgotten", exc_info=True)
-                adapter.set_connection(None)
+                forget_connection(self.db)
 
     # ---------------------------------------------------------------- tables
     def _define(self, migrate):
@@ -187,7 +189,7 @@ class OutboxStore:
         self.state = db[name + "_state"]
         for part in sorted(_PART_TABLES):
             _PART_TABLES[part](self, migrate)
-        key = (db._uri, name)
+        key = (uri_hash(db), name)
         if migrate and key not in _SCHEMA_DONE:
             # Once a process: web2py runs the models on every request.
             self._schema()
@@ -224,7 +226,7 @@ class OutboxStore:
         return (
             self.db.executesql(sql, placeholders=list(args))
             if rows
-            else self.db._adapter.execute(sql, list(args))
+            else execute(self.db, sql, list(args))
         )
 
     # --------------------------------------------------------------- enqueue
@@ -286,26 +288,25 @@ class OutboxStore:
     def savepoint(self, keep=True):
         """Run the block in a savepoint of the caller's transaction: rolled
         back if it raises, or always when ``keep`` is False."""
-        adapter = self.db._adapter
+        db = self.db
         name = savepoint_name()
         self._begin_if_idle()
-        adapter.execute("SAVEPOINT %s" % name)
+        db.executesql("SAVEPOINT %s" % name)
         try:
             yield
         except BaseException:
             self._back_to(name)
             raise
         if not keep:
-            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
-        adapter.execute("RELEASE SAVEPOINT %s" % name)
+            db.executesql("ROLLBACK TO SAVEPOINT %s" % name)
+        db.executesql("RELEASE SAVEPOINT %s" % name)
 
     def _back_to(self, name):
         """After a failure: undo the work since savepoint ``name`` and drop
         it; the failure, raised on, is the error to report."""
-        adapter = self.db._adapter
         try:
-            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
-            adapter.execute("RELEASE SAVEPOINT %s" % name)
+            self.db.executesql("ROLLBACK TO SAVEPOINT %s" % name)
+            self.db.executesql("RELEASE SAVEPOINT %s" % name)
         except Exception:  # the driver's own error class, whatever the driver
             logger.info("rolling back to savepoint %s failed too", name, exc_info=True)
 
@@ -330,9 +331,7 @@ class OutboxStore:
         makes its logging handlers anew for each statement, a sixth of
         send()'s own time (the INSERT is then missing from web2py's list of
         a request's queries, db._timings)."""
-        adapter = self.db._adapter
-        adapter.get_connection()  # as execute() would: opens one where there is none
-        return adapter.cursor
+        return driver_cursor(self.db)
 
     @staticmethod
     def content(row):
@@ -490,7 +489,7 @@ class OutboxStore:
             ),
             [values[name] for name in names],
         )
-        return self.db._adapter.cursor.rowcount == 1
+        return driver_cursor(self.db).rowcount == 1
 
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another
@@ -552,7 +551,7 @@ class OutboxStore:
         """One statement per 100 attempts: psycopg2's executemany runs one
         INSERT, one round trip, per row (SQLite's dialect overrides this)."""
         head, row = self._attempt_sql()
-        cursor = self.db._adapter.cursor
+        cursor = driver_cursor(self.db)
         for start in range(0, len(values), 100):
             chunk = values[start : start + 100]
             cursor.execute(
@@ -729,9 +728,8 @@ class OutboxStore:
         bucket, unique, hits and expires_on; made at 1) while it is below
         ``limit``: True if it was. One statement, so the row lock covers the
         check; the caller's transaction commits."""
-        adapter = self.db._adapter
-        adapter.execute(self._take_unit_sql(table), [bucket, expires, limit])
-        return adapter.cursor.rowcount in (1, 2)
+        execute(self.db, self._take_unit_sql(table), [bucket, expires, limit])
+        return driver_cursor(self.db).rowcount in (1, 2)
 
     def _take_unit_sql(self, table):
         return (
