@@ -119,7 +119,7 @@ class Controller:
                 return fn(self.db)
             except Exception:
                 try:
-                    self.db._adapter.close("rollback")
+                    self.db.recycle_connection_in_pool_or_close("rollback")
                 except Exception:
                     pass
                 time.sleep(0.5)

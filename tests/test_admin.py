@@ -135,6 +135,12 @@ def test_overview_actions_and_detail(mail, sink):
     held = admin.held()
     assert held["count"] == 2 and "[smtp] sender" in held["reason"]
     assert held["edit"] == "[smtp] sender" and not held["settings_changed"]
+    assert held["file"] == "private/appconfig.ini"
+    # As the host app names the setting and its file (Sahana Eden's names).
+    mail.settings.config_names = {"[smtp] sender": "settings.mail.sender", "file": "000_config.py"}
+    held = admin.held()
+    assert (held["edit"], held["file"]) == ("settings.mail.sender", "000_config.py")
+    mail.settings.config_names = None
     bad_key = Pass(mail).key
     mail.settings.sender = "Outbox <outbox@outbox.localhost>"
     assert admin.held()["settings_changed"]

@@ -41,6 +41,7 @@ from gluon.storage import Storage
 from pydal import Field
 
 from .bounces import reader as bounces
+from .delivery.pydal_internals import db_engine, uri_hash
 from .delivery.schedule import deliver_when_idle, ensure_tasks, spawn_for
 from .delivery.settings import OUTBOX_KEYS, SAFETY_DEFAULTS, apply_config
 from .delivery.store import DAL, Logged, Query, Row, Status, Table, utcnow
@@ -161,13 +162,13 @@ class EdenMail(MailS3):
         """The unique key that makes a hand-over insert-or-nothing: one link,
         so one message, an Eden row. Once a database (a state row says so)
         and a process; links an older version doubled lose their copies."""
-        table, store = self.link._tablename, self.store
-        if (self.db._uri, table) in _UNIQUE_DONE:
+        table, store = str(self.link), self.store
+        if (uri_hash(self.db), table) in _UNIQUE_DONE:
             return
         if store.get_state(UNIQUE_STATE) != table:
             store.make_unique(table, "eden_outbox_id", table + "_row")
             store.take_turn(UNIQUE_STATE, None, table, utcnow())
-        _UNIQUE_DONE.add((self.db._uri, table))
+        _UNIQUE_DONE.add((uri_hash(self.db), table))
 
     # --------------------------------------------------------------- settings
     def refresh(self) -> None:
@@ -354,7 +355,7 @@ class EdenMail(MailS3):
             return False
         row = rows.first()
         claimed = self.store.insert_or_nothing(
-            self.link._tablename,
+            str(self.link),
             dict(
                 outbox_id=pending[-1] if pending else None,
                 eden_outbox_id=row.id,
@@ -572,7 +573,7 @@ def register_task(
     from gluon.validators import IS_IN_SET
 
     db.scheduler_task.function_name.requires = IS_IN_SET(sorted(tasks))
-    if db._adapter.dbengine == "sqlite":
+    if db_engine(db) == "sqlite":
         # A forked task process can hang opening an SQLite connection; Eden's
         # own tasks keep Eden's fork (a spawned one loads all of Eden again).
         spawn_for(scheduler, TASK)

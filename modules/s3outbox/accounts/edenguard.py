@@ -30,6 +30,7 @@ from gluon.tools import DEFAULT
 
 from .auth import OutboxAuthMixin, as_callbacks, as_list
 from .flowmail import FlowMailer
+from .gluon_internals import reset_password_key
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
 from .mailtext import NAME_FIELDS, clean_name
 from .requestcheck import FRAME_HEADERS, check_request, refuse
@@ -117,7 +118,7 @@ class EdenAuthMixin(OutboxAuthMixin):
     def reset_password(self, *args, **kwargs):
         """Eden's; without a key in the link or the session Eden redirects
         to nowhere and fails on (a ticket): the reset request instead."""
-        if not (current.request.vars.key or current.session._reset_password_key):
+        if not (current.request.vars.key or reset_password_key(current.session)):
             current.session.flash = self.messages.invalid_reset_password
             redirect(self.url(args="retrieve_password"))
         return super().reset_password(*args, **kwargs)

@@ -22,12 +22,14 @@ import datetime
 import hashlib
 import ipaddress
 
+from ..delivery.store import utcnow
+
 _EPOCH = datetime.datetime(1970, 1, 1)
 
 
 def _slot(now, window):
     """The number of the ``window``-second window that holds ``now`` (UTC)."""
-    now = now or datetime.datetime.utcnow()
+    now = now or utcnow()
     return int((now - _EPOCH).total_seconds()) // window
 
 
@@ -100,4 +102,4 @@ class FlowLimiter:
 
     def forget_expired(self, now=None):
         """Delete counters of past windows (commits); returns how many."""
-        return self.store.forget_units(now or datetime.datetime.utcnow())
+        return self.store.forget_units(now or utcnow())

@@ -16,6 +16,7 @@ import logging
 import re
 
 from ..delivery.holds import read_time, write_time
+from ..delivery.pydal_internals import uri_hash
 from ..delivery.store import utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -83,7 +84,7 @@ def _tidy(mail, limiter=None, now=None):
     now = now or utcnow()
     store, s = mail.store, mail.settings
     every = datetime.timedelta(seconds=max(1, min(TIDY_EVERY, s.secret_retention)))
-    where = (mail.db._uri_hash, mail.store.tablename)
+    where = (uri_hash(mail.db), mail.store.tablename)
     if now < _tidied.get(where, now) <= now + every:
         return None  # (a time beyond now + every: the retention was shortened)
     _tidied[where] = now + every

@@ -17,7 +17,7 @@ import json
 import logging
 
 from ..accounts import retention
-from ..delivery.check import CONFIG_FILE, config_file, findings, scrub
+from ..delivery.check import config_file, findings, scrub
 from ..delivery.holds import in_force
 from ..delivery.message import bare
 from ..delivery.settings import Snapshot
@@ -115,7 +115,9 @@ class OutboxAdmin:
 
     def held(self):
         """The hold in force, for the banner, or None: the hold of the
-        current settings, else (while mail is held) the latest other one."""
+        current settings, else (while mail is held) the latest other one,
+        with the setting and file to edit as the host app names them
+        (``settings.config_names``; Sahana Eden: models/000_config.py)."""
         current = Snapshot(self.settings).fingerprint()
         count = self.store.count_held()
         hold = in_force(self.store.read_holds()[0].values(), current, count > 0)
@@ -124,8 +126,8 @@ class OutboxAdmin:
         reason = scrub(hold.reason, self.settings)
         return dict(
             reason=reason,
-            edit=edit_hint(reason),
-            file=CONFIG_FILE,
+            edit=edit_hint(reason, self.settings.config_names),
+            file=config_file(self.settings),
             count=count,
             settings_changed=hold.fp != current,
         )
@@ -141,21 +143,11 @@ class OutboxAdmin:
             oldest=oldest,
             oldest_age=(now - oldest) if oldest else None,
             recent=self.recent(now),
-            held=self.named(self.held()),
+            held=self.held(),
             paused=self.store.get_state(PAUSE),
             findings=findings(self.settings),
             settings=settings_summary(self.settings),
         )
-
-    def named(self, held):
-        """``held`` with the setting and file to edit as the host app names
-        them (``settings.config_names``; Sahana Eden: models/000_config.py)."""
-        if held:
-            held.update(
-                edit=edit_hint(held["reason"], self.settings.config_names),
-                file=config_file(self.settings),
-            )
-        return held
 
     # ---------------------------------------------------------------- list
     def page(self, status=None, address=None, before=None, after=None, size=50):

@@ -24,6 +24,7 @@ _HINTS = (
     ("server", "[smtp] server"),
 )
 
+_ANY = "[smtp] server, sender and login"  # when no pattern is found
 _NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
 
 
@@ -31,13 +32,10 @@ def edit_hint(reason, names=None):
     """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
     named = _NAMED_KEY.search(reason or "")
     if named:  # blocking_problem() ends with "(edit [smtp] sender)"
-        return named.group(1)
-    text = (reason or "").lower()
-    key = "[smtp] server, sender and login"
-    for pattern, hint in _HINTS:
-        if pattern in text:
-            key = hint
-            break
+        key = named.group(1)
+    else:
+        text = (reason or "").lower()
+        key = next((hint for pattern, hint in _HINTS if pattern in text), _ANY)
     return (names or {}).get(key, key)
 
 

@@ -30,6 +30,7 @@ from pydal import Field
 from ..delivery import returnpath
 from ..delivery.check import masked, scrub
 from ..delivery.message import bare, loads
+from ..delivery.pydal_internals import driver_cursor, uri_hash
 from ..delivery.store import Logged, Status, utcnow
 from . import dsn, mailboxes
 
@@ -85,7 +86,7 @@ def when_due(mail, now=None):
     s = mail.settings
     if not s.bounce_mailbox:
         return None
-    where = (mail.db._uri_hash, mail.store.tablename)
+    where = (uri_hash(mail.db), mail.store.tablename)
     if time.monotonic() < _next_look.get(where, 0):
         return None
     _next_look[where] = time.monotonic() + min(60, s.bounce_interval)
@@ -313,7 +314,7 @@ class Reader:
         """Insert-or-nothing on the digest: True when this row is new."""
         into = (
             "%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
-            "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)" % self.table._tablename
+            "digest) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s)" % str(self.table)
         )
         # PostgreSQL's dialect names the state table's key; any key here.
         sql = (
@@ -324,7 +325,7 @@ class Reader:
         self.store._sql(
             sql, [outbox_id, f.recipient[:255], kind, f.status, f.code, f.diagnostic, now, digest]
         )
-        return self.store.db._adapter.cursor.rowcount == 1
+        return driver_cursor(self.store.db).rowcount == 1
 
     def _mark(self, row):
         """Mark a sent message ``bounced`` once all its recipients failed for

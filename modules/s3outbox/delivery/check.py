@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 
+from .pydal_internals import uri_hash
 from .store import utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -93,7 +94,7 @@ def log_settings_check(mail):
         json.dumps([[f["key"], f["problem"]] for f in found]).encode("utf-8")
     ).hexdigest()[:16]
     store = mail.store
-    where = (mail.db._uri_hash, store.tablename)
+    where = (uri_hash(mail.db), store.tablename)
     if _checked.get(where) == digest:
         return False
     old = store.get_state("settings_check")

@@ -16,6 +16,8 @@ import os
 
 from pydal.migrator import Migrator
 
+from .pydal_internals import uri_hash
+
 # Tables in the current database/schema, one query per engine.
 _CATALOG = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type='table'",
@@ -57,8 +59,8 @@ class AdoptingMigrator(Migrator):
         )
 
     def _exists_unmigrated(self, table):
-        db, uri = table._db, self.adapter.uri
-        if db._uri in (None, "None") or uri.startswith(("sqlite:memory", "spatialite:memory")):
+        uri = self.adapter.uri
+        if uri == "None" or uri.startswith(("sqlite:memory", "spatialite:memory")):
             return False
         # Where pydal's create_table keeps the migration file.
         folder = (
@@ -68,10 +70,10 @@ class AdoptingMigrator(Migrator):
         )
         if not folder:
             return False
-        name = "%s_%s.table" % (db._uri_hash, table._tablename)
+        name = "%s_%s.table" % (uri_hash(self.db), str(table))
         if self.file_exists(os.path.join(folder, name)):
             return False
-        return table._tablename.lower() in self._tables_in_database()
+        return str(table).lower() in self._tables_in_database()
 
     def _tables_in_database(self):
         found = getattr(self, "_existing_tables", None)

@@ -8,6 +8,7 @@ A database without a safe claim is refused: two workers could send the same
 mail twice.
 """
 
+from .pydal_internals import db_engine, driver_cursor, driver_name
 from .store import OutboxStore, savepoint_name
 
 
@@ -22,9 +23,8 @@ class SqliteStore(OutboxStore):
     def _begin_if_idle(self):
         # Outside a transaction SQLite makes the savepoint the transaction
         # and its RELEASE a commit; the caller's transaction must decide.
-        adapter = self.db._adapter
-        if not adapter.connection.in_transaction:
-            adapter.execute("BEGIN")
+        if not driver_cursor(self.db).connection.in_transaction:
+            self.db.executesql("BEGIN")
 
     def _claim(self, owner, limit, until, now):
         self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")", [owner, until, now])
@@ -35,7 +35,7 @@ class SqliteStore(OutboxStore):
     def _insert_attempts(self, values):
         """SQLite runs in-process: executemany costs no round trips."""
         head, row = self._attempt_sql()
-        self.db._adapter.cursor.executemany(head + row, values)
+        driver_cursor(self.db).executemany(head + row, values)
 
     def _slot_sql(self):
         return "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) AS INTEGER) / ?"
@@ -61,7 +61,7 @@ class PostgresStore(OutboxStore):
         the id from lastval(). Three round trips were half of send()'s time.
         A failed INSERT leaves the transaction in error, past its savepoint:
         rolled back to it, so the caller's transaction goes on."""
-        if self.db._adapter.driver_name != "psycopg2":
+        if driver_name(self.db) != "psycopg2":
             return super()._insert_alone(values)
         name = savepoint_name()
         cursor = self._cursor()
@@ -158,7 +158,7 @@ class UnsupportedDatabase(ValueError):
 
 def open_store(db, tablename="msg_outbox", migrate=True):
     """The store for ``db``'s engine; refuses an engine it has no safe claim for."""
-    engine = db._adapter.dbengine
+    engine = db_engine(db)
     if engine not in STORES:
         raise UnsupportedDatabase(
             "the outbox supports SQLite, PostgreSQL and MariaDB/MySQL (pydal engines "

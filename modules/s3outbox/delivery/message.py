@@ -22,16 +22,17 @@ import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from email._policybase import Compat32
 from email.charset import QP, Charset, add_charset
 from email.header import Header, decode_header, make_header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from typing import IO, Any, Protocol, TypedDict
 
 from ..transport.base import PLAIN_ADDRESS_RE
+from .email_internals import set_encoded_payload
 
 # web2py's Mail.send registers this so that UTF-8 bodies use quoted-printable
 # rather than base64; do the same so our MIME matches theirs.
@@ -632,12 +633,11 @@ def _payload(msg: Message) -> email.message.Message:
 def _text_part(text: str, subtype: str = "plain") -> MIMENonMultipart:
     """MIMEText(text, subtype, _charset="utf-8"), the same object made
     directly: its set_charset() parses and rewrites the Content-Type it has
-    just written, a third of the part's cost (tests/unit/test_message.py
+    just written, two thirds of the part's cost (tests/unit/test_message.py
     compares the bytes)."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     data = text.encode("utf-8")
-    part._charset = UTF8  # type: ignore[attr-defined]
-    part._payload = UTF8.body_encode(data) if data else ""  # type: ignore[attr-defined]
+    set_encoded_payload(part, UTF8.body_encode(data) if data else "", UTF8)
     part["Content-Transfer-Encoding"] = "quoted-printable"
     return part
 
@@ -653,14 +653,26 @@ class _WirePolicy(Compat32):
     unchanged: the bytes are what compat32 writes, and most headers of most
     messages are such values."""
 
-    def _fold(self, name: str, value: str | Header, sanitize: bool) -> str:
+    def _plain(self, name: str, value: str | Header) -> str | None:
         if (
             isinstance(value, str)
             and _PLAIN_HEADER_RE.fullmatch(value)
             and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)
         ):
             return "%s: %s%s" % (name, value, self.linesep)
-        return super()._fold(name, value, sanitize)  # type: ignore[misc]
+        return None
+
+    def fold(self, name: str, value: str | Header) -> str:
+        """What Generator writes for a header."""
+        plain = self._plain(name, value)
+        return plain if plain is not None else super().fold(name, value)  # type: ignore[arg-type]
+
+    def fold_binary(self, name: str, value: str | Header) -> bytes:
+        """What BytesGenerator (as_bytes) writes for a header."""
+        plain = self._plain(name, value)
+        if plain is not None:
+            return plain.encode("ascii", "surrogateescape")  # as compat32 encodes its own
+        return super().fold_binary(name, value)  # type: ignore[arg-type]
 
 
 # SMTP needs CRLF line ends: smtplib sends bytes as they are, and a server

@@ -15,6 +15,7 @@ import re
 import secrets
 
 from .message import ADDRESS_RE, bare
+from .pydal_internals import uri_hash
 from .store import utcnow
 
 KEY_STATE = "bounce_key"
@@ -35,7 +36,7 @@ def usable(address):
 def key(store):
     """The site's bounce key (bytes), made on first use; one for all workers:
     the first to insert it wins, the others read it."""
-    where = (store.db._uri_hash, store.tablename)
+    where = (uri_hash(store.db), store.tablename)
     found = _keys.get(where)
     if found is None:
         doc = store.get_state(KEY_STATE)

@@ -31,6 +31,7 @@ from pydal import Field
 
 from . import holds
 from .message import Message, dumps, loads
+from .pydal_internals import driver_cursor, execute, forget_connection, uri_hash
 
 # pydal's rows, tables and databases: pydal has no type information.
 Row = Any
@@ -155,12 +156,11 @@ class OutboxStore:
             self.db.rollback()
         except Exception:
             logger.warning("rollback failed; dropping the database connection", exc_info=True)
-            adapter = self.db._adapter
             try:
-                adapter.close("rollback")
+                self.db.recycle_connection_in_pool_or_close("rollback")
             except Exception:  # the driver's own error class, whatever the driver
                 logger.info("closing it failed too; the connection is forgotten", exc_info=True)
-                adapter.set_connection(None)
+                forget_connection(self.db)
 
     # ---------------------------------------------------------------- tables
     def _define(self, migrate):
@@ -177,7 +177,7 @@ class OutboxStore:
         self.attachment = db[name + "_attachment"]
         self.attempt = db[name + "_attempt"]
         self.state = db[name + "_state"]
-        key = (db._uri, name)
+        key = (uri_hash(db), name)
         if migrate and key not in _SCHEMA_DONE:
             # Once a process: web2py runs the models on every request.
             self._schema()
@@ -214,7 +214,7 @@ class OutboxStore:
         return (
             self.db.executesql(sql, placeholders=list(args))
             if rows
-            else self.db._adapter.execute(sql, list(args))
+            else execute(self.db, sql, list(args))
         )
 
     # --------------------------------------------------------------- enqueue
@@ -276,26 +276,25 @@ class OutboxStore:
     def savepoint(self, keep=True):
         """Run the block in a savepoint of the caller's transaction: rolled
         back if it raises, or always when ``keep`` is False."""
-        adapter = self.db._adapter
+        db = self.db
         name = savepoint_name()
         self._begin_if_idle()
-        adapter.execute("SAVEPOINT %s" % name)
+        db.executesql("SAVEPOINT %s" % name)
         try:
             yield
         except BaseException:
             self._back_to(name)
             raise
         if not keep:
-            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
-        adapter.execute("RELEASE SAVEPOINT %s" % name)
+            db.executesql("ROLLBACK TO SAVEPOINT %s" % name)
+        db.executesql("RELEASE SAVEPOINT %s" % name)
 
     def _back_to(self, name):
         """After a failure: undo the work since savepoint ``name`` and drop
         it; the failure, raised on, is the error to report."""
-        adapter = self.db._adapter
         try:
-            adapter.execute("ROLLBACK TO SAVEPOINT %s" % name)
-            adapter.execute("RELEASE SAVEPOINT %s" % name)
+            self.db.executesql("ROLLBACK TO SAVEPOINT %s" % name)
+            self.db.executesql("RELEASE SAVEPOINT %s" % name)
         except Exception:  # the driver's own error class, whatever the driver
             logger.info("rolling back to savepoint %s failed too", name, exc_info=True)
 
@@ -320,9 +319,7 @@ class OutboxStore:
         makes its logging handlers anew for each statement, a sixth of
         send()'s own time (the INSERT is then missing from web2py's list of
         a request's queries, db._timings)."""
-        adapter = self.db._adapter
-        adapter.get_connection()  # as execute() would: opens one where there is none
-        return adapter.cursor
+        return driver_cursor(self.db)
 
     @staticmethod
     def content(row):
@@ -480,7 +477,7 @@ class OutboxStore:
             ),
             [values[name] for name in names],
         )
-        return self.db._adapter.cursor.rowcount == 1
+        return driver_cursor(self.db).rowcount == 1
 
     def _ensure_state(self, name, now):
         """Create the state row ``name`` unless it exists, even if another
@@ -542,7 +539,7 @@ class OutboxStore:
         """One statement per 100 attempts: psycopg2's executemany runs one
         INSERT, one round trip, per row (SQLite's dialect overrides this)."""
         head, row = self._attempt_sql()
-        cursor = self.db._adapter.cursor
+        cursor = driver_cursor(self.db)
         for start in range(0, len(values), 100):
             chunk = values[start : start + 100]
             cursor.execute(

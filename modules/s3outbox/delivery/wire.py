@@ -14,9 +14,9 @@ import datetime
 import functools
 import logging
 from collections.abc import Iterable
-from email.generator import Generator
 from email.header import Header
 
+from .email_internals import boundary as draw_boundary
 from .message import UTF8, WIRE_POLICY, DkimKey, Message, build, header, headers, wire
 
 logger = logging.getLogger("s3outbox")
@@ -78,14 +78,12 @@ def _written(msg: Message, sender: str, message_id: str, date: datetime.datetime
 def _alternative(parts: tuple[str, str], own: str) -> str:
     """A multipart/alternative of the two written parts, with ``own`` headers.
 
-    The boundary is the generator's own (Generator._make_boundary, without
-    the text: the check it makes against the text cannot fail here, since
-    quoted-printable writes '=' as '=3D' and so never has the '==' that
-    starts every boundary)."""
-    boundary = Generator._make_boundary()  # type: ignore[attr-defined]
-    mime = WIRE_POLICY._fold(
-        "Content-Type", 'multipart/alternative; boundary="%s"' % boundary, False
-    )
+    The boundary is drawn as the generator draws it, without the text: the
+    check it makes against the text cannot fail here, since quoted-printable
+    writes '=' as '=3D' and so never has the '==' that starts every
+    boundary."""
+    boundary = draw_boundary()
+    mime = WIRE_POLICY.fold("Content-Type", 'multipart/alternative; boundary="%s"' % boundary)
     delimiter = "--" + boundary
     return "%sMIME-Version: 1.0\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s\r\n%s--\r\n" % (
         mime,
@@ -104,7 +102,7 @@ def _folded(pairs: Iterable[tuple[str, str | Header]]) -> str:
     return "".join(
         _fold_encoded(name, str(value))
         if value.__class__ is Header
-        else WIRE_POLICY._fold(name, value, False)
+        else WIRE_POLICY.fold(name, value)
         for name, value in pairs
     )
 
@@ -114,7 +112,7 @@ def _fold_encoded(name: str, text: str) -> str:
     """The folded RFC 2047 header of non-ASCII ``text``, 40 us for a short
     subject, kept for the bulk mail that sends one subject many times. The
     Header values of headers() are all header(text), whose str() is text."""
-    return WIRE_POLICY._fold(name, header(text), False)
+    return WIRE_POLICY.fold(name, header(text))
 
 
 def _body(text: str) -> str:
