@@ -99,7 +99,15 @@ def make_db(db_uri, tmp_path, tablename):
             pass
     cleanup = opened[0] if opened else None
     if cleanup is not None and not db_uri.startswith("sqlite"):
-        for suffix in ("_attempt", "_attachment", "_state", "_bounce", ""):
+        for suffix in (
+            "_attempt",
+            "_attachment",
+            "_state",
+            "_bounce",
+            "_flowmail",
+            "_flowlimit",
+            "",
+        ):
             try:
                 cleanup.executesql("DROP TABLE IF EXISTS %s%s" % (tablename, suffix))
                 cleanup.commit()

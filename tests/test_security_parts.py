@@ -7,7 +7,6 @@ import datetime
 import threading
 
 import pytest
-from pydal import DAL
 
 from s3outbox import MailS3
 from s3outbox.accounts import retention
@@ -15,20 +14,6 @@ from s3outbox.accounts.flowlimit import FlowLimiter, client_key
 from s3outbox.accounts.hostnames import LOOPBACK_NAMES, HostNames, parse
 from s3outbox.delivery.dialects import open_store
 from s3outbox.delivery.store import Status, utcnow
-
-
-@pytest.fixture
-def own_tables(db_uri, tablename):
-    """conftest drops the outbox tables; the limiter and mark tables go here."""
-    yield
-    if db_uri.startswith("sqlite"):
-        return
-    db = DAL(db_uri, migrate=False, folder=None)
-    for suffix in ("_flowlimit", "_flowmail"):
-        db.executesql("DROP TABLE IF EXISTS %s%s" % (tablename, suffix))
-        db.commit()
-    db.close()
-
 
 NAMES = HostNames(list(LOOPBACK_NAMES) + ["Example.NET", "www.example.net:8443"])
 
@@ -108,7 +93,7 @@ def test_client_key_ignores_forwarded_for_unless_trusted():
 
 
 # ------------------------------------------------------------- limiter
-def test_limits_are_shared_between_connections(own_tables, make_db, tablename):
+def test_limits_are_shared_between_connections(make_db, tablename):
     """Two connections (two web processes) draw on the same counters; a
     refused request changes no counter."""
     first, second = [FlowLimiter(open_store(make_db(), tablename)) for _ in range(2)]
@@ -133,7 +118,7 @@ def test_limits_are_shared_between_connections(own_tables, make_db, tablename):
     assert first.used("site", "", 3600, later) == 1
 
 
-def test_no_unit_is_taken_twice_under_concurrency(own_tables, make_db, tablename):
+def test_no_unit_is_taken_twice_under_concurrency(make_db, tablename):
     """Twelve connections ask at once for a limit of 5: exactly 5 succeed."""
     setup = FlowLimiter(open_store(make_db(), tablename))
     setup.db.commit()
@@ -175,7 +160,7 @@ def test_redaction_of_keys_and_codes():
 
 
 # ----------------------------------------------------------- retention
-def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, sink, tablename):
+def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(db, sink, tablename):
     mail = MailS3(
         db,
         server=sink.server,
@@ -227,7 +212,7 @@ def test_tidy_scrubs_sent_account_mail_and_purges_old_sent_mail(own_tables, db, 
     assert text("fresh_reset") == retention.SCRUBBED
 
 
-def test_tidy_compares_its_times_as_times(own_tables, db, sink, tablename):
+def test_tidy_compares_its_times_as_times(db, sink, tablename):
     """The tidy row's times are read as times: written with a "T" (which
     sorts after " " as text) the next turn is not yet due, a purge is."""
     mail = MailS3(

@@ -4,7 +4,7 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
 
 - Settings come from Eden's deployment settings (``settings.mail.server``,
   ``.sender``, ``.login``, ``.tls``, ``.limit`` a day, the account-flow
-  limits ``.flow_per_address`` and the other SAFETY_DEFAULTS keys,
+  limits ``.flow_per_address`` and every other ``[outbox]`` key,
   ``settings.base.public_url`` and ``.host_names``),
   read before every delivery pass. A worker re-executes models/000_config.py
   when the file changed, so an edit takes effect on the next pass.
@@ -43,7 +43,7 @@ from pydal import Field
 from .bounces import reader as bounces
 from .delivery.pydal_internals import db_engine, uri_hash
 from .delivery.schedule import deliver_when_idle, ensure_tasks, spawn_for
-from .delivery.settings import OUTBOX_KEYS, SAFETY_DEFAULTS, apply_config
+from .delivery.settings import apply_config, outbox_keys
 from .delivery.store import DAL, Logged, Query, Row, Status, Table, utcnow
 from .mailer import Counts, MailS3
 
@@ -65,17 +65,9 @@ NAMES = {
     "[outbox] rate_limit": "settings.mail.limit",
     "[outbox] pipelining": "settings.mail.pipelining",
     "[host] names": "settings.base.host_names",
-    "[outbox] bounce_address": "settings.mail.bounce_address",
-    "[outbox] bounce_mailbox": "settings.mail.bounce_mailbox",
-    "[outbox] bounce_interval": "settings.mail.bounce_interval",
     "[outbox] flow_*": "settings.mail.flow_*",
     "[outbox] bounce_*": "settings.mail.bounce_*",
 }
-NAMES.update(
-    ("[outbox] %s" % key, "settings.mail.%s" % key)
-    for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS)
-    if key != "rate_limit"
-)
 # Distribution lists: entity table -> (membership table, its key to the entity),
 # as Eden's S3Msg.process_outbox expands them.
 LISTS = {
@@ -117,19 +109,25 @@ def eden_get(cfg: Config) -> Callable[[str], object]:
         "outbox.pipelining": cfg.mail.get("pipelining", True),
         "outbox.rate_limit": "%s/day" % limit if limit else None,
         "app.public_url": cfg.base.get("public_url"),
-        "host.names": cfg.base.get("host_names"),  # edenauth.check_host
-        # not Eden's own either: bounces (docs/bounces.md); the mailbox's
-        # certificate is checked unless self_signed_certificate, as in web2py
-        "outbox.bounce_address": cfg.mail.get("bounce_address"),
-        "outbox.bounce_mailbox": cfg.mail.get("bounce_mailbox"),
-        "outbox.bounce_interval": cfg.mail.get("bounce_interval"),
+        "host.names": cfg.base.get("host_names"),  # edenguard.check_host
+        # not Eden's own either: the bounce mailbox's certificate is checked
+        # unless self_signed_certificate, as in web2py
         "smtp.self_signed_certificate": cfg.mail.get("self_signed_certificate"),
     }
     # The delivery settings (settings.mail.batch_size, .timeout...), the
-    # account-flow limits and retention (settings.mail.flow_per_address...)
-    for key in OUTBOX_KEYS + tuple(SAFETY_DEFAULTS):
+    # account-flow limits and retention (settings.mail.flow_per_address...),
+    # the bounce settings (settings.mail.bounce_address..., docs/bounces.md)
+    for key in outbox_keys():
         values.setdefault("outbox." + key, cfg.mail.get(key))
     return values.get
+
+
+def config_names() -> dict[str, str]:
+    """NAMES, and each ``[outbox] key`` as ``settings.mail.key``: the core's
+    keys and those of the parts registered with it (accounts, bounces)."""
+    names = {"[outbox] %s" % key: "settings.mail.%s" % key for key in outbox_keys()}
+    names.update(NAMES)
+    return names
 
 
 class EdenMail(MailS3):
@@ -139,7 +137,7 @@ class EdenMail(MailS3):
         cfg = current.deployment_settings
         migrate = cfg.get_base_migrate()
         MailS3.__init__(self, db, tablename=tablename, migrate=migrate)
-        self.settings.config_names = NAMES
+        self.settings.config_names = config_names()
         self._config = (self._config_stamp(), cfg)
         self._pending: list[int] = []  # outbox ids queued since Eden's last hand-over
         self._inserted: list[int] = []  # Eden's msg_outbox rows inserted since then

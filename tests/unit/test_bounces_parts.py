@@ -7,9 +7,9 @@ import pytest
 from gluon.storage import Storage
 
 from s3outbox.bounces import dsn, mailboxes
-from s3outbox.bounces import reader as bounces
+from s3outbox.bounces import settings as bounce_settings
 from s3outbox.delivery import returnpath
-from s3outbox.delivery.settings import DEFAULTS, Snapshot, apply_bounces
+from s3outbox.delivery.settings import DEFAULTS, Snapshot
 
 SECRET = bytes(range(32))
 BOUNCE = "bounces@relief-ops.org"
@@ -222,28 +222,28 @@ def test_mailbox_url():
 # --------------------------------------------------------- settings check
 def _settings(**values):
     s = Storage(DEFAULTS)
-    apply_bounces(s, lambda key: values.get(key.partition(".")[2]))
+    bounce_settings.apply(s, lambda key: values.get(key.partition(".")[2]))
     return s
 
 
 def test_bounce_settings_check():
-    assert bounces.findings(_settings()) == []
+    assert bounce_settings.findings(_settings()) == []
     ok = _settings(bounce_address=BOUNCE, bounce_mailbox="imaps://u:p@h/", bounce_interval="60")
-    assert bounces.findings(ok) == [] and ok.bounce_interval == 60
+    assert bounce_settings.findings(ok) == [] and ok.bounce_interval == 60
     bad = _settings(
         bounce_address="nope", bounce_mailbox="http://u:secret@h", bounce_interval="soon"
     )
-    found = {key: text for key, text, blocking in bounces.findings(bad)}
+    found = {key: text for key, text, blocking in bounce_settings.findings(bad)}
     assert set(found) == {
         "[outbox] bounce_address",
         "[outbox] bounce_mailbox",
         "[outbox] bounce_interval",
     }
     assert bad.bounce_interval == 300 and "secret" not in repr(found)
-    alone = bounces.findings(_settings(bounce_address=BOUNCE))
+    alone = bounce_settings.findings(_settings(bounce_address=BOUNCE))
     assert [k for k, _, _ in alone] == ["[outbox] bounce_mailbox"]
     assert "nobody reads them" in alone[0][1]
-    summary = bounces.summary(
+    summary = bounce_settings.summary(
         _settings(bounce_address=BOUNCE, bounce_mailbox="imaps://u:secret@h/")
     )
     assert "secret" not in summary and "imaps://u@h:993/INBOX" in summary

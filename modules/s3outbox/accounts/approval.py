@@ -11,12 +11,14 @@ Every mail goes to a raw address: an approver may have no person entity.
 """
 
 import logging
+from collections.abc import Sequence
 
 from gluon import current
 from gluon.html import FORM, INPUT, URL
 from gluon.http import redirect
 
-from ..delivery.store import PRIORITY_HIGH
+from ..delivery.store import PRIORITY_HIGH, Row
+from .authbase import AuthBase
 from .flowmail import FlowMailer
 from .mailtext import render_values
 
@@ -39,14 +41,14 @@ MESSAGES = dict(
 )
 
 
-class ApprovalMixin:
+class ApprovalMixin(AuthBase):
     """Who approves, the mail they get, and the ``approve`` page."""
 
-    outbox_approvers = ()
+    outbox_approvers: Sequence[str] = ()
 
-    def approver_addresses(self):
+    def approver_addresses(self) -> list[str]:
         """Raw addresses from ``auth.approver``: addresses and group:NAME."""
-        found = []
+        found: list[str] = []
         db, users = self.db, self.table_user()
         for item in self.outbox_approvers:
             if item.lower().startswith("group:"):
@@ -63,14 +65,15 @@ class ApprovalMixin:
                 found.extend(r.email for r in rows)
             else:
                 found.append(item)
-        seen, out = set(), []
+        seen: set[str] = set()
+        out: list[str] = []
         for address in found:
             if address and address.lower() not in seen:
                 seen.add(address.lower())
                 out.append(address)
         return out
 
-    def notify_approvers(self, user):
+    def notify_approvers(self, user: Row) -> int:
         """Queue one mail per approver with a link to the pending registration."""
         addresses = self.approver_addresses()
         if not addresses:
@@ -79,6 +82,9 @@ class ApprovalMixin:
                 "configured ([auth] approver)",
                 user.email,
             )
+            return 0
+        if self.outbox_mail is None:  # found by mypy: this raised, undoing the registration
+            logger.error("registration %s waits for approval but Auth has no mailer", user.email)
             return 0
         d = render_values(user, self.link(self.settings.controller, "approve", args=[user.id]))
         mail = FlowMailer(self.outbox_mail, "approve")
@@ -95,7 +101,7 @@ class ApprovalMixin:
                 logger.error("approval request to %s not queued: %s", address, mail.error)
         return queued
 
-    def can_approve(self):
+    def can_approve(self) -> bool:
         """Admins, members of an approver group, and approver addresses."""
         if not self.user:
             return False
@@ -109,7 +115,7 @@ class ApprovalMixin:
                 return True
         return False
 
-    def approval(self):
+    def approval(self) -> dict[str, object]:
         """The approve page: ``approve`` lists pending registrations,
         ``approve/ID`` shows one with Approve and Reject buttons."""
         request, session = current.request, current.session
@@ -149,7 +155,10 @@ class ApprovalMixin:
             redirect(URL(args=[]))
         return dict(pending=None, user=user, form=form)
 
-    def notify_approved(self, user):
+    def notify_approved(self, user: Row) -> None:
+        if self.outbox_mail is None:
+            logger.error("approval notice to %s not sent: Auth has no mailer", user.email)
+            return
         d = render_values(
             user, self.link(self.settings.controller, self.settings.function, args=["login"])
         )

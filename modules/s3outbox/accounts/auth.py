@@ -14,6 +14,8 @@ addresses (no ``pe_id``): a new registrant or an approver may have no
 person entity.
 """
 
+from collections.abc import Callable
+
 from gluon.tools import Auth
 
 from . import approval, flowmail, recovery, registration
@@ -34,7 +36,7 @@ MESSAGES = {
 }
 
 
-def as_list(value):
+def as_list(value: object) -> list[str]:
     """AppConfig gives a str, a number, or a ``map`` for "a, b"; make a list."""
     if value in (None, "", False):
         return []
@@ -45,7 +47,12 @@ def as_list(value):
     return [str(v).strip() for v in value if str(v).strip()]
 
 
-def as_callbacks(value):
+# An Auth callback setting: None, one callable or a list of them.
+Callback = Callable[..., object]
+Callbacks = Callback | list[Callback] | tuple[Callback, ...] | None
+
+
+def as_callbacks(value: Callbacks) -> list[Callback]:
     """An Auth callback setting (None, one callable or a list) as a list."""
     if not value:
         return []
@@ -56,7 +63,7 @@ class OutboxAuthMixin(LinksMixin, FlowMailMixin, RegistrationMixin, ApprovalMixi
     """Put before ``Auth`` (or ``AuthS3``) in the bases; call
     ``configure_outbox(get)`` after ``define_tables``."""
 
-    def configure_outbox(self, get):
+    def configure_outbox(self, get: Callable[[str], object]) -> None:
         """Read the settings (``get`` is ``AppConfig.get``) and hook the flows.
 
         Keys: app.public_url, auth.approver,
@@ -73,7 +80,7 @@ class OutboxAuthMixin(LinksMixin, FlowMailMixin, RegistrationMixin, ApprovalMixi
         s.register_onaccept = as_callbacks(s.register_onaccept) + [self._after_register]
         s.verify_email_onaccept = as_callbacks(s.verify_email_onaccept) + [self._after_verify]
 
-    def configure_flows(self):
+    def configure_flows(self) -> None:
         """The answers, the translator, the mailer and the limits of the
         account flows (Sahana Eden's glue, edenguard.py, calls this alone:
         Eden's own flows do the rest)."""
@@ -86,9 +93,8 @@ class OutboxAuthMixin(LinksMixin, FlowMailMixin, RegistrationMixin, ApprovalMixi
         self.outbox_mail = self.settings.mailer
         self.flow_limiter = None
         if self.outbox_mail:
-            # Both tables now (FlowLimiter defines them): creating one later,
-            # inside a savepoint, would commit (a migration commits) and end
-            # the savepoint.
+            # Its table is defined with the store (tables.py), never later:
+            # inside a savepoint a migration would commit and end it.
             self.flow_limiter = FlowLimiter(self.outbox_mail.store)
 
 

@@ -5,7 +5,7 @@ Each limit is a counter row per (scope, key, time window): per address, per
 client network and one for the whole site. ``allow()`` takes one unit from
 each in one savepoint; if any is spent, the savepoint is rolled back, so a
 refused request changes nothing and costs the flooder's target nothing. The
-counters live in a table of the store (its statements are there).
+counters live in the ``<tablename>_flowlimit`` table (tables.py).
 
 The increment is one upsert (insert at 1, or ``hits + 1`` while below the
 limit): the database's row lock makes the check and the increment one step,
@@ -23,6 +23,7 @@ import hashlib
 import ipaddress
 
 from ..delivery.store import utcnow
+from . import tables
 
 _EPOCH = datetime.datetime(1970, 1, 1)
 
@@ -58,12 +59,10 @@ def client_key(env, trust_forwarded=False):
 
 
 class FlowLimiter:
-    """Counters in the store's ``<tablename>_flowlimit`` table (defined here
-    when missing); the statements are the store's (store.take_unit)."""
+    """Counters in the store's ``<tablename>_flowlimit`` table (tables.py)."""
 
     def __init__(self, store):
         self.store, self.db = store, store.db
-        store.define_flow_tables()
 
     def allow(self, limits, window=3600, now=None):
         """Take one unit from every ``(scope, key, limit)``; True if all had one.
@@ -82,8 +81,8 @@ class FlowLimiter:
         try:
             with self.store.savepoint():
                 for scope, key, limit in limits:
-                    if limit and not self.store.take_unit(
-                        self._bucket(scope, key, slot), int(limit), expires
+                    if limit and not tables.take_unit(
+                        self.store, self._bucket(scope, key, slot), int(limit), expires
                     ):
                         raise _Refused(scope)
         except _Refused as e:
@@ -98,8 +97,8 @@ class FlowLimiter:
     def used(self, scope, key, window=3600, now=None):
         """How many units ``(scope, key)`` has used in the current window."""
         slot = _slot(now, max(1, int(window)))
-        return self.store.units_used(self._bucket(scope, key, slot))
+        return tables.units_used(self.store, self._bucket(scope, key, slot))
 
     def forget_expired(self, now=None):
         """Delete counters of past windows (commits); returns how many."""
-        return self.store.forget_units(now or utcnow())
+        return tables.forget_units(self.store, now or utcnow())

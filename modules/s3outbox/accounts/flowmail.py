@@ -12,10 +12,13 @@ account mails of their address or network.
 """
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from gluon import current
 
 from . import retention
+from .authbase import AuthBase, Mailer
 from .flowlimit import client_key
 
 logger = logging.getLogger("s3outbox")
@@ -39,7 +42,7 @@ _LIMIT_LOG = dict(
 )
 
 
-def address_key(address):
+def address_key(address: object) -> str:
     """An address as the limits count it: one counter whatever its case."""
     return str(address or "").strip().lower()
 
@@ -50,13 +53,15 @@ class FlowMailer:
     ``allowed(address)``, when given, may refuse a message before it is
     queued (a limit spent)."""
 
-    def __init__(self, mailer, flow, allowed=None):
+    def __init__(
+        self, mailer: Mailer, flow: str, allowed: Callable[[object], bool] | None = None
+    ) -> None:
         self._mailer, self._flow, self._allowed = mailer, flow, allowed
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._mailer, name)
 
-    def send(self, *args, **kwargs):
+    def send(self, *args: Any, **kwargs: Any) -> bool:
         if self._allowed is not None and not self._allowed(kwargs.get("to")):
             self._mailer.error = "account mail limit reached"
             return False
@@ -66,23 +71,23 @@ class FlowMailer:
         return True
 
 
-class FlowMailMixin:
+class FlowMailMixin(AuthBase):
     """Auth's pages with their mail marked, and the limits' units."""
 
-    def __call__(self):
+    def __call__(self) -> object:
         """Auth's pages; mail queued by them is marked as account mail."""
-        mailer = self.settings.mailer
-        if mailer and self.outbox_mail is mailer:
+        mailer, outbox = self.settings.mailer, self.outbox_mail
+        if outbox is not None and mailer is outbox:
             flow = current.request.args(0)
             # The only mail of login is the two-step code (web2py's Auth).
             allowed = self._code_allowed if flow == "login" else None
-            self.settings.mailer = FlowMailer(mailer, flow, allowed)
+            self.settings.mailer = FlowMailer(outbox, flow, allowed)
         try:
             return super().__call__()
         finally:
             self.settings.mailer = mailer
 
-    def _code_allowed(self, address):
+    def _code_allowed(self, address: object) -> bool:
         """A two-step login code goes out only ``flow_codes_per_address``
         times a window to one address: whoever knows a password cannot flood
         its owner's mailbox with codes. Its own counter: a person's logins
@@ -96,16 +101,19 @@ class FlowMailMixin:
             current.response.flash = self.messages.code_limited
         return allowed
 
-    def _take_units(self, limits, quiet=False):
+    def _take_units(self, limits: list[tuple[str, str, int]], quiet: bool = False) -> bool:
         """One unit of each limit in this window, or none and the limit that
         was used up logged (unless ``quiet``: a decoy's)."""
+        if self.flow_limiter is None:  # no limits without the outbox's mailer
+            return True
         spent = self.flow_limiter.spent(limits, self._flow_setting("flow_window"))
         if spent and not quiet:
             logger.warning(_LIMIT_LOG[spent], dict(client=self._client()))
         return spent is None
 
-    def _client(self):
+    def _client(self) -> str:
         return client_key(current.request.env, self._flow_setting("flow_trust_forwarded"))
 
-    def _flow_setting(self, key):
+    def _flow_setting(self, key: str) -> int:
+        assert self.outbox_mail is not None  # asked only while the limits are on
         return self.outbox_mail.settings[key]

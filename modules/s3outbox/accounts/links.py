@@ -8,13 +8,17 @@ configured; without it, with the request's Host, and only after
 against the configured names (hostnames.py).
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from gluon.html import URL
 
+from .authbase import AuthBase
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
 from .requestcheck import refuse
 
 
-def public_link(public_url, path):
+def public_link(public_url: str, path: str) -> str:
     """``path`` (from URL()) on the configured public address, e.g.
     ``https://eden.example.net`` or ``https://example.net/prefix``; a bare
     host name means https."""
@@ -23,18 +27,18 @@ def public_link(public_url, path):
     return public_url.rstrip("/") + path
 
 
-class LinksMixin:
+class LinksMixin(AuthBase):
     """Auth's absolute links on ``outbox_public_url``, else a checked Host."""
 
-    outbox_public_url = None
+    outbox_public_url: str | None = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         """``public_url`` (keyword): with it, any well-formed Host is served
         when ``host_names`` is empty, since links do not use the Host."""
-        self._init_public_url = kwargs.pop("public_url", None)
+        self._init_public_url: str | None = kwargs.pop("public_url", None)
         super().__init__(*args, **kwargs)
 
-    def select_host(self, host, host_names=None):
+    def select_host(self, host: str | None, host_names: Sequence[str] | None = None) -> str | None:
         """The request's Host, checked (hostnames.py): 400 if it is not
         ``host[:port]``, 403 if it is not a configured name. Without names,
         the loopback names, or any Host when ``public_url`` is set."""
@@ -50,7 +54,9 @@ class LinksMixin:
             refuse(403, "Invalid Hostname: this site does not answer to %s." % host)
         return checked
 
-    def url(self, f=None, args=None, vars=None, scheme=False):
+    def url(
+        self, f: str | None = None, args: Any = None, vars: Any = None, scheme: Any = False
+    ) -> str:
         """Auth's links; absolute ones (those that go in mail) use public_url."""
         if scheme and self.outbox_public_url:
             return public_link(
@@ -59,7 +65,13 @@ class LinksMixin:
             )
         return super().url(f=f, args=args, vars=vars, scheme=scheme)
 
-    def link(self, c, f, args=None, vars=None):
+    def link(
+        self,
+        c: str,
+        f: str,
+        args: Sequence[object] | None = None,
+        vars: dict[str, object] | None = None,
+    ) -> str:
         """An absolute link for a mail body: public_url, else this request's host."""
         if self.outbox_public_url:
             return public_link(

@@ -12,9 +12,12 @@ so an address such as ``a%b@x.net`` reaches the mail as it was typed.
 import copyreg
 import re
 import unicodedata
+from typing import Any
 
 from gluon.languages import lazyT, pickle_lazyT
 from pydal.objects import Row
+
+from ..delivery.store import Row as StoredRow
 
 # Form fields whose values are names that end up in mail text.
 NAME_FIELDS = ("first_name", "last_name")
@@ -24,7 +27,7 @@ _STRIP_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 _SPACES = re.compile(r"\s+")
 
 
-def clean_name(value):
+def clean_name(value: object) -> str | None:
     """A name on one line: control and separator characters become spaces."""
     if value is None:
         return value
@@ -32,7 +35,7 @@ def clean_name(value):
     return _SPACES.sub(" ", text).strip()
 
 
-def render_values(user, link):
+def render_values(user: StoredRow, link: str) -> dict[str, object]:
     """A user's fields for a mail template: names on one line, and the link."""
     values = dict(user.as_dict(), link=link)
     for name in NAME_FIELDS:
@@ -46,7 +49,7 @@ class _SafeLazyT(lazyT):
     ``form.vars`` itself, so ``a%b@x.net`` became ``a\x1db@x.net`` before
     the verification mail was addressed."""
 
-    def __mod__(self, symbols):
+    def __mod__(self, symbols: object) -> lazyT:
         # A pydal Row too (Eden's verify_email logs ``message % user``): the
         # translator takes anything but a dict as positional values.
         if isinstance(symbols, (dict, Row)):
@@ -61,14 +64,14 @@ copyreg.pickle(_SafeLazyT, pickle_lazyT)
 class SafeT:
     """Wraps a translator so the messages it makes are ``_SafeLazyT``."""
 
-    def __init__(self, T):
+    def __init__(self, T: Any) -> None:
         self._T = T
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> object:
         value = self._T(*args, **kwargs)
         if isinstance(value, lazyT):  # lazyT(value) would be a copy, which drops %
             return _SafeLazyT(value.m, value.s, value.T, value.f, value.t, value.M)
         return value
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._T, name)

@@ -14,6 +14,8 @@ networks need, and no budget tells which accounts exist.
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from gluon import current
 from gluon.http import HTTP, redirect
@@ -23,7 +25,9 @@ from gluon.validators import IS_EMAIL, IS_LOWER, IS_NOT_EMPTY
 from pydal import Field
 from pydal.objects import Row
 
+from ..delivery.store import Table
 from .approval import PENDING
+from .authbase import AuthBase
 from .flowmail import address_key
 
 logger = logging.getLogger("s3outbox")
@@ -37,13 +41,17 @@ MESSAGES = dict(
 )
 
 
-class RecoveryMixin:
+class RecoveryMixin(AuthBase):
     """``request_reset_password`` and ``retrieve_username`` without
     account enumeration."""
 
     def request_reset_password(
-        self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT
-    ):
+        self,
+        next: str | None = DEFAULT,
+        onvalidation: object = DEFAULT,
+        onaccept: object = DEFAULT,
+        log: object = DEFAULT,
+    ) -> object:
         """Ask for a reset link; the same answer, and the same work, whether
         or not the account exists.
 
@@ -78,7 +86,7 @@ class RecoveryMixin:
             and (s.retrieve_password_captcha or s.captcha),
         )
 
-    def _reset_one(self, users, field, value, log):
+    def _reset_one(self, users: Table, field: str, value: str, log: object) -> None:
         """The work of one reset request: a real mail, or a decoy's."""
         user = users(**{field: value})
         why = self._reset_refusal(user, field)
@@ -86,7 +94,7 @@ class RecoveryMixin:
             logger.info("password reset: %s; nothing sent", why)
         decoy = self._decoy(users, field, value)
 
-        def queue(real):
+        def queue(real: bool) -> None:
             target = user if real else decoy
             if not self.email_reset_password(target) and real:
                 logger.error("password reset mail not queued: %s", self.settings.mailer.error)
@@ -94,7 +102,7 @@ class RecoveryMixin:
 
         self._flow_mail("reset", user.email if user else value, why is None, queue)
 
-    def _reset_refusal(self, user, field):
+    def _reset_refusal(self, user: Row | None, field: str) -> str | None:
         """Why no reset mail goes to ``user``, or None when one may."""
         if user is None:
             return "unknown %s" % field
@@ -110,7 +118,7 @@ class RecoveryMixin:
             return "account %s has a pending reset link" % user.id
         return None
 
-    def _decoy(self, users, field, value):
+    def _decoy(self, users: Table, field: str, value: str) -> Row:
         """A stand-in user for work that will be rolled back: the same
         fields, id 0 (its UPDATE matches no row), the address as typed."""
         decoy = Row(dict((name, None) for name in users.fields))
@@ -121,7 +129,13 @@ class RecoveryMixin:
         decoy.update_record = lambda **values: self.db(users.id == 0).update(**values)
         return decoy
 
-    def retrieve_username(self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT):
+    def retrieve_username(
+        self,
+        next: str | None = DEFAULT,
+        onvalidation: object = DEFAULT,
+        onaccept: object = DEFAULT,
+        log: object = DEFAULT,
+    ) -> object:
         """Mail the username(s) of an address; the same answer and work either way."""
         users = self.table_user()
         s = self.settings
@@ -132,14 +146,14 @@ class RecoveryMixin:
             requires.insert(0, IS_LOWER())
         log = _given(log, self.messages["retrieve_username_log"])
 
-        def act(email):
+        def act(email: str) -> None:
             rows = self.db(users.email == email).select()
             if not rows:
                 logger.info("username asked for an unknown address; nothing sent")
             names = ", ".join(r.username for r in rows) if rows else "x" * 12
             decoy = self._decoy(users, "email", email)
 
-            def queue(real):
+            def queue(real: bool) -> None:
                 if (
                     not s.mailer.send(
                         to=email,
@@ -166,7 +180,9 @@ class RecoveryMixin:
             and (s.retrieve_username_captcha or s.captcha),
         )
 
-    def _flow_mail(self, flow, address, known, queue):
+    def _flow_mail(
+        self, flow: str, address: str, known: bool, queue: Callable[[bool], None]
+    ) -> None:
         """Reset or username recovery: ``queue(real)`` queues the mail, real
         or a decoy that is rolled back, with the same work either way.
 
@@ -198,7 +214,7 @@ class RecoveryMixin:
             with self._savepoint(keep=real):
                 queue(real)
 
-    def _savepoint(self, keep):
+    def _savepoint(self, keep: bool) -> contextlib.AbstractContextManager[None]:
         """A savepoint of the outbox's transaction (see store.savepoint): a
         decoy's mail and log entry are rolled back, a real one's kept."""
         if self.outbox_mail:
@@ -206,8 +222,17 @@ class RecoveryMixin:
         return contextlib.nullcontext()
 
     def _same_answer(
-        self, formname, field, act, answer, button, next, onvalidation, onaccept, captcha
-    ):
+        self,
+        formname: str,
+        field: Any,
+        act: Callable[[str], None],
+        answer: object,
+        button: object,
+        next: str | None,
+        onvalidation: object,
+        onaccept: object,
+        captcha: Any,
+    ) -> object:
         """A one-field form whose answer never depends on the account:
         ``act(value)`` does the flow's work (real or rolled back)."""
         request, session = current.request, current.session
@@ -245,6 +270,9 @@ class RecoveryMixin:
         return form
 
 
-def _given(value, default):
+T = TypeVar("T")
+
+
+def _given(value: T, default: T) -> T:
     """Auth's convention: the DEFAULT marker means "use the setting"."""
     return default if value is DEFAULT else value

@@ -13,11 +13,14 @@ email verification, once verified with it.
 """
 
 import logging
+from typing import Any
 
 from gluon import current
 
 from ..delivery.message import ADDRESS_RE
+from ..delivery.store import Row
 from .approval import ADMIN_ROLE, PENDING
+from .authbase import AuthBase, Form, Mailer
 from .flowmail import address_key
 from .mailtext import NAME_FIELDS, clean_name
 from .requestcheck import refuse
@@ -34,13 +37,13 @@ class KeepRegistration:
     """Stands in for the mailer during ``register``: a False from ``send``
     must not make web2py roll the new user back."""
 
-    def __init__(self, mailer):
+    def __init__(self, mailer: Mailer) -> None:
         self._mailer = mailer
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._mailer, name)
 
-    def send(self, *args, **kwargs):
+    def send(self, *args: Any, **kwargs: Any) -> bool:
         if self._mailer.send(*args, **kwargs):
             return True
         logger.error(
@@ -51,11 +54,11 @@ class KeepRegistration:
         return True
 
 
-class RegistrationMixin:
+class RegistrationMixin(AuthBase):
     """Registration and profile forms; ``configure_outbox`` hooks the
     ``_check_*`` and ``_after_*`` callbacks."""
 
-    def register(self, *args, **kwargs):
+    def register(self, *args: Any, **kwargs: Any) -> object:
         mailer = self.settings.mailer
         if mailer:
             self.settings.mailer = KeepRegistration(mailer)
@@ -64,7 +67,7 @@ class RegistrationMixin:
         finally:
             self.settings.mailer = mailer
 
-    def profile(self, *args, **kwargs):
+    def profile(self, *args: Any, **kwargs: Any) -> object:
         """web2py's profile; a post whose record id was changed or left out
         gets a 400 (SQLFORM raises SyntaxError, which was a ticket)."""
         try:
@@ -76,7 +79,7 @@ class RegistrationMixin:
                 400, "The form's record id is missing or changed: reload the page and try again."
             )
 
-    def flow_allowed(self, address):
+    def flow_allowed(self, address: object) -> bool:
         """Registration: one unit of this network's requests, of the
         address's registration mails and of the site's registrations; False
         (nothing taken) when one is spent."""
@@ -91,14 +94,14 @@ class RegistrationMixin:
             ]
         )
 
-    def _check_deliverable(self, form):
+    def _check_deliverable(self, form: Form) -> None:
         """Names on one line; an address the outbox can deliver to; and the
         account-flow limits, checked last so a refused form takes nothing."""
         self._check_values(form)
         if not form.errors and not self.flow_allowed(form.vars.get("email")):
             form.errors.email = self.messages.flow_limited
 
-    def _check_values(self, form):
+    def _check_values(self, form: Form) -> None:
         """Names on one line and an address the outbox can deliver to (registration
         and profile edits)."""
         for name in NAME_FIELDS:
@@ -108,7 +111,7 @@ class RegistrationMixin:
         if email and not ADDRESS_RE.match(email):
             form.errors.email = self.messages.invalid_email
 
-    def _after_register(self, form):
+    def _after_register(self, form: Form) -> None:
         """An admin (the first user, see admins.first_user_admin) needs no
         approval. Without verification the
         registration is pending now, so approvers are told now."""
@@ -123,7 +126,7 @@ class RegistrationMixin:
         if user.registration_key == PENDING:
             self.notify_approvers(user)
 
-    def _after_verify(self, user):
+    def _after_verify(self, user: Row) -> None:
         """Verified and waiting for approval: tell the approvers (an admin
         made by first_user_admin is approved at once)."""
         if user.registration_key != PENDING:

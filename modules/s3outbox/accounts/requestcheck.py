@@ -17,6 +17,7 @@ it is refused too.
 """
 
 from email.message import Message
+from typing import NoReturn
 
 from gluon.http import HTTP
 
@@ -54,7 +55,7 @@ TEXT_FIELDS = frozenset(
 _CHUNK = 2**20
 
 
-def refuse(status, text):
+def refuse(status: int, text: str) -> NoReturn:
     """Stop the request with ``status`` and ``text`` (plain text), framing
     headers included."""
     headers = dict(FRAME_HEADERS)

@@ -2,8 +2,8 @@
 its body scrubbed once sent, and sent mail purged after a retention period.
 
 Account-flow mail (verification, reset, username, two-factor code, approval)
-carries live keys. A mark row (table ``<tablename>_flowmail``, defined when
-missing) names each such message and its flow, so the dashboard and command
+carries live keys. A mark row (table ``<tablename>_flowmail``, tables.py)
+names each such message and its flow, so the dashboard and command
 line redact it and ``tidy()`` empties its body ``secret_retention`` seconds
 after delivery. ``tidy()`` runs from the delivery task; it does its work at
 most every ``TIDY_EVERY`` seconds per database (sooner when the retention is
@@ -18,6 +18,7 @@ import re
 from ..delivery.holds import read_time, write_time
 from ..delivery.pydal_internals import uri_hash
 from ..delivery.store import utcnow
+from . import tables
 
 logger = logging.getLogger("s3outbox")
 
@@ -40,8 +41,7 @@ _tidied = {}  # (database, table) -> time this process may look again
 
 def mark(store, outbox_id, flow):
     """Record that message ``outbox_id`` belongs to an account flow."""
-    store.define_flow_tables()
-    store.mark_flow(outbox_id, flow)
+    tables.mark(store, outbox_id, flow)
 
 
 def redact(text, flow=None):
@@ -60,8 +60,7 @@ def scrub_sent(mail, retention, now=None):
     """Empty the bodies of marked messages sent more than ``retention``
     seconds ago; their marks go. Returns how many."""
     cutoff = (now or utcnow()) - datetime.timedelta(seconds=int(retention))
-    mail.store.define_flow_tables()
-    return mail.store.scrub_sent(cutoff, SCRUBBED)
+    return tables.scrub_sent(mail.store, cutoff, SCRUBBED)
 
 
 def tidy(mail, limiter=None, now=None):

@@ -16,7 +16,7 @@ import datetime
 import json
 import logging
 
-from ..accounts import retention
+from ..accounts import retention, tables
 from ..delivery.check import config_file, findings, scrub
 from ..delivery.holds import in_force
 from ..delivery.message import bare
@@ -218,7 +218,7 @@ class OutboxAdmin:
             return None
         row.last_error = scrub(row.last_error, self.settings)
         content = self.store.content(row) or {}
-        flow = self.store.flows([row.id]).get(row.id)
+        flow = tables.flows(self.store, [row.id]).get(row.id)
         for key in ("text", "html"):
             if isinstance(content.get(key), str):
                 content[key] = retention.redact(content[key], flow)

@@ -1,15 +1,15 @@
 """The settings as the dashboard and the command line show them: the SMTP
-settings without the password, the account-mail limits in words, and which
-setting to edit for a hold (the settings check itself is delivery/check.py).
+settings without the password, the account-mail limits and the bounce
+settings in words (accounts/ and bounces/ settings.py), and which setting to
+edit for a hold (the settings check itself is delivery/check.py).
 """
 
 import re
 
-from gluon.storage import Storage
-
-from ..bounces import reader as bounces
+from ..accounts import settings as account_settings
+from ..bounces import settings as bounce_settings
 from ..delivery.check import config_file
-from ..delivery.settings import SAFETY_DEFAULTS, read_value
+from ..delivery.settings import read_value
 
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
@@ -59,32 +59,6 @@ def settings_summary(settings):
         ssl=read_value(settings, "ssl")[0],
         keys=keys,
         file=config_file(settings),
-        limits=limits_summary(settings),
-        bounces=bounces.summary(settings),
-    )
-
-
-def limits_summary(settings):
-    """The account-mail limits and retention, in words, for the settings check."""
-    s = dict(
-        (key, default if settings.get(key) is None else settings.get(key))
-        for key, default in SAFETY_DEFAULTS.items()
-    )
-    s = Storage(s)
-    return (
-        "account mail per %d s: %s an address, %s a client, %s the site, "
-        "%s registrations the site; login codes: %s an address; "
-        "one reset link per %d s; account mail scrubbed %d s after delivery; "
-        "sent mail purged after %s"
-        % (
-            s.flow_window,
-            s.flow_per_address or "no limit",
-            s.flow_per_client or "no limit",
-            s.flow_global or "no limit",
-            s.flow_global_register or "no limit",
-            s.flow_codes_per_address or "no limit",
-            s.flow_reset_pending,
-            s.secret_retention,
-            "%d days" % s.sent_retention_days if s.sent_retention_days else "never",
-        )
+        limits=account_settings.summary(settings),
+        bounces=bounce_settings.summary(settings),
     )

@@ -28,9 +28,10 @@ import time
 from pydal import Field
 
 from ..delivery import returnpath
-from ..delivery.check import masked, scrub
+from ..delivery.check import scrub
 from ..delivery.message import bare, loads
 from ..delivery.pydal_internals import driver_cursor, uri_hash
+from ..delivery.settings import read_value
 from ..delivery.store import Logged, Status, utcnow
 from . import dsn, mailboxes
 
@@ -380,63 +381,12 @@ def _ref_order(ref):
 def _context(settings):
     """None (certificates verified), or a context that skips the check when
     ``self_signed_certificate`` is set, as for the SMTP relay."""
-    from ..delivery.settings import read_value  # here: settings imports this module
-
     if not read_value(settings, "self_signed_certificate")[0]:
         return None
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
-
-
-@masked
-def mailbox_password(settings):
-    """The bounce mailbox password: scrub() masks it in every shown text."""
-    return mailboxes.password(settings.bounce_mailbox)
-
-
-# --------------------------------------------------------- settings check
-def summary(s):
-    """The bounce settings in words, without the mailbox password."""
-    if not (s.bounce_address or s.bounce_mailbox):
-        return "off (no bounce_address, no bounce_mailbox)"
-    return "return path %s; reports read from %s every %d s" % (
-        "%s (+TOKEN)" % s.bounce_address if returnpath.usable(s.bounce_address) else "the sender",
-        mailboxes.label(s.bounce_mailbox) if s.bounce_mailbox else "(no mailbox)",
-        s.bounce_interval,
-    )
-
-
-def findings(s):
-    """(setting, advice, False) for the bounce settings: never blocking."""
-    out = [p.finding() for p in s.get("bounce_errors") or ()]
-    if s.bounce_address and not returnpath.usable(s.bounce_address):
-        out.append(
-            (
-                "[outbox] bounce_address",
-                "bounce_address %r is not an address "
-                "whose local part leaves room for a TOKEN (at most %d characters "
-                "before the @); mail keeps the sender as its return path"
-                % (s.bounce_address, returnpath.MAX_LOCAL - 32),
-                False,
-            )
-        )
-    if s.bounce_mailbox:
-        try:
-            mailboxes.parse(s.bounce_mailbox)
-        except ValueError as e:
-            out.append(("[outbox] bounce_mailbox", str(e), False))
-    elif s.bounce_address and returnpath.usable(s.bounce_address):
-        out.append(
-            (
-                "[outbox] bounce_mailbox",
-                "bounce_address is set but no "
-                "bounce_mailbox: reports reach %s and nobody reads them" % s.bounce_address,
-                False,
-            )
-        )
-    return out
 
 
 # ------------------------------------------------------------ admin reads

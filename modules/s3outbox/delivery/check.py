@@ -12,6 +12,7 @@ import json
 import logging
 
 from .pydal_internals import uri_hash
+from .settings import Snapshot, part_findings, parts
 from .store import utcnow
 
 logger = logging.getLogger("s3outbox")
@@ -31,39 +32,26 @@ def password_of(settings):
     return login.partition(":")[2] if isinstance(login, str) else ""
 
 
-# Functions of the settings, each giving a secret that shown text must not
-# carry: the SMTP password, and those of the parts above (``masked``).
-SECRETS = [password_of]
-
-
-def masked(secret_of):
-    """Register ``secret_of(settings)``: its secret is masked by scrub()."""
-    SECRETS.append(secret_of)
-    return secret_of
-
-
 def scrub(text, settings):
-    """``text`` with every password the settings hold (if it occurs) masked."""
+    """``text`` with every password the settings hold (if it occurs) masked:
+    the SMTP password and those of the registered parts (``Part.secret``)."""
     if text is None:
         return None
     text = str(text)
-    for secret_of in SECRETS:
+    for secret_of in [password_of] + [p.secret for p in parts() if p.secret]:
         secret = secret_of(settings)
         text = text.replace(secret, "********") if secret else text
     return text
 
 
 def findings(settings):
-    """Snapshot(settings).findings() and the safety findings as dicts, scrubbed,
-    with the setting and the file to edit as the host app names them
-    (``settings.config_names``)."""
-    # here: settings imports bounces.reader, which registers its secret here
-    from .settings import Snapshot, safety_findings
-
+    """Snapshot(settings).findings() and the registered parts' (accounts,
+    bounces) as dicts, scrubbed, with the setting and the file to edit as the
+    host app names them (``settings.config_names``)."""
     names, where = settings.config_names or {}, config_file(settings)
     found = [
         (names.get(key, key), problem, blocking)
-        for key, problem, blocking in Snapshot(settings).findings() + safety_findings(settings)
+        for key, problem, blocking in Snapshot(settings).findings() + part_findings(settings)
     ]
     return [
         dict(

@@ -8,8 +8,11 @@ A database without a safe claim is refused: two workers could send the same
 mail twice.
 """
 
+import datetime
+from collections.abc import Sequence
+
 from .pydal_internals import db_engine, driver_cursor, driver_name
-from .store import OutboxStore, savepoint_name
+from .store import DAL, OutboxStore, Query, savepoint_name
 
 
 class SqliteStore(OutboxStore):
@@ -20,27 +23,29 @@ class SqliteStore(OutboxStore):
     mark = "?"
     atomic_statements = True
 
-    def _begin_if_idle(self):
+    def _begin_if_idle(self) -> None:
         # Outside a transaction SQLite makes the savepoint the transaction
         # and its RELEASE a commit; the caller's transaction must decide.
         if not driver_cursor(self.db).connection.in_transaction:
             self.db.executesql("BEGIN")
 
-    def _claim(self, owner, limit, until, now):
+    def _claim(
+        self, owner: str, limit: int, until: datetime.datetime, now: datetime.datetime
+    ) -> None:
         self._sql(self._claim_sql() + "(" + self._pick_sql(limit) + ")", [owner, until, now])
 
-    def _insert_ignore_sql(self, into):
+    def _insert_ignore_sql(self, into: str) -> str:
         return "INSERT OR IGNORE INTO " + into
 
-    def _insert_attempts(self, values):
+    def _insert_attempts(self, values: Sequence[tuple[object, ...]]) -> None:
         """SQLite runs in-process: executemany costs no round trips."""
         head, row = self._attempt_sql()
         driver_cursor(self.db).executemany(head + row, values)
 
-    def _slot_sql(self):
+    def _slot_sql(self) -> str:
         return "CAST(ROUND((julianday(attempted_on) - julianday(?)) * 86400) AS INTEGER) / ?"
 
-    def _slot_start(self, start):
+    def _slot_start(self, start: datetime.datetime) -> datetime.datetime | str:
         return str(start)
 
 
@@ -50,12 +55,12 @@ class PostgresStore(OutboxStore):
 
     engine = "postgres"
 
-    def _insert_row(self, values):
+    def _insert_row(self, values: tuple[object, ...]) -> int:
         cursor = self._cursor()
         cursor.execute(self._insert_sql + " RETURNING id", values)
         return cursor.fetchone()[0]
 
-    def _insert_alone(self, values):
+    def _insert_alone(self, values: tuple[object, ...]) -> int:
         """The savepoint, the INSERT and its release in one round trip (one
         query text: psycopg2 sends it whole, as the simple protocol allows),
         the id from lastval(). Three round trips were half of send()'s time.
@@ -81,20 +86,22 @@ class PostgresStore(OutboxStore):
             raise
         return cursor.fetchone()[0]
 
-    def _claim(self, owner, limit, until, now):
+    def _claim(
+        self, owner: str, limit: int, until: datetime.datetime, now: datetime.datetime
+    ) -> None:
         self._sql(
             self._claim_sql() + "(" + self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED)",
             [owner, until, now],
         )
 
-    def _insert_ignore_sql(self, into):
+    def _insert_ignore_sql(self, into: str) -> str:
         return "INSERT INTO " + into + " ON CONFLICT DO NOTHING"
 
-    def address_contains(self, text):
+    def address_contains(self, text: str) -> Query:
         # LIKE is case-sensitive here; ILIKE, not LOWER(), keeps the index usable.
         return self.outbox.address.contains(text, case_sensitive=False)
 
-    def _slot_sql(self):
+    def _slot_sql(self) -> str:
         return "FLOOR(EXTRACT(EPOCH FROM (attempted_on - %s)) / %s)"
 
 
@@ -105,11 +112,11 @@ class MysqlStore(OutboxStore):
     engine = "mysql"
     atomic_statements = True
 
-    def _schema(self):
+    def _schema(self) -> None:
         self._utf8mb4()
         super()._schema()
 
-    def _utf8mb4(self):
+    def _utf8mb4(self) -> None:
         """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
         subject, name or body turns into '?': convert ours to utf8mb4 once."""
         names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
@@ -124,7 +131,9 @@ class MysqlStore(OutboxStore):
                 "ALTER TABLE %s CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci" % name
             )
 
-    def _claim(self, owner, limit, until, now):
+    def _claim(
+        self, owner: str, limit: int, until: datetime.datetime, now: datetime.datetime
+    ) -> None:
         ids = [
             r[0]
             for r in self._sql(self._pick_sql(limit) + " FOR UPDATE SKIP LOCKED", [now], rows=True)
@@ -134,18 +143,18 @@ class MysqlStore(OutboxStore):
                 self._claim_sql() + "(%s)" % ",".join(str(int(i)) for i in ids), [owner, until]
             )
 
-    def _insert_ignore_sql(self, into):
+    def _insert_ignore_sql(self, into: str) -> str:
         return "INSERT IGNORE INTO " + into
 
-    def _take_unit_sql(self):
+    def _take_unit_sql(self, table: str) -> str:
         # Affected rows: 1 inserted, 2 updated, 0 left as it was. (An INSERT
         # IGNORE and an UPDATE deadlocked when many asked for a new counter.)
         return (
             "INSERT INTO {t} (bucket, hits, expires_on) VALUES ({m}, 1, {m}) "
             "ON DUPLICATE KEY UPDATE hits = IF(hits < {m}, hits + 1, hits)"
-        ).format(t=self.flowlimit._tablename, m=self.mark)
+        ).format(t=table, m=self.mark)
 
-    def _slot_sql(self):
+    def _slot_sql(self) -> str:
         return "FLOOR(TIMESTAMPDIFF(SECOND, %s, attempted_on) / %s)"
 
 
@@ -156,7 +165,7 @@ class UnsupportedDatabase(ValueError):
     """The outbox cannot claim mail safely on this database."""
 
 
-def open_store(db, tablename="msg_outbox", migrate=True):
+def open_store(db: DAL, tablename: str = "msg_outbox", migrate: bool = True) -> OutboxStore:
     """The store for ``db``'s engine; refuses an engine it has no safe claim for."""
     engine = db_engine(db)
     if engine not in STORES:

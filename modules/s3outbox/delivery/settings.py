@@ -4,19 +4,25 @@ changed something.
 
 Settings are read when a delivery pass starts, never cached from construction,
 so a repaired ``private/appconfig.ini`` takes effect on the next pass.
+
+An upper part (accounts, bounces) adds its own settings, checks and tables
+through ``register()``, the core's one hook: the core imports nothing of it.
 """
 
+import dataclasses
 import functools
 import hashlib
 import math
 import re
 import ssl
+from collections.abc import Callable
+from typing import Any
 
-from ..bounces.reader import findings as bounce_findings
 from ..transport.base import LoggingTransport
 from ..transport.smtp import SmtpTransport
 from .message import ADDRESS_RE, InvalidMessage, bare, unsubscribe_header
 from .returnpath import usable
+from .store import add_tables
 
 # Defaults MailS3 adds to web2py's Mail.settings (documented in docs/settings.md).
 DEFAULTS = dict(
@@ -45,33 +51,6 @@ DEFAULTS = dict(
     # server offers PIPELINING (RFC 2920), for a relay
     # that offers it and then mishandles it
 )
-
-# Bounces (returnpath.py, bounces.py); docs/bounces.md.
-BOUNCE_DEFAULTS = dict(
-    bounce_address=None,  # envelope sender local+TOKEN@domain of each message
-    bounce_mailbox=None,  # imaps:// or pop3s:// URL of the mailbox reports reach
-    bounce_interval=300,  # seconds between reads of that mailbox
-    bounce_errors=(),  # Problems: values above that were refused
-)
-DEFAULTS.update(BOUNCE_DEFAULTS)
-
-# Account-flow safety (authglue.py, flowlimit.py, retention.py); docs/settings.md.
-SAFETY_DEFAULTS = dict(
-    flow_window=3600,  # seconds of one rate-limit window
-    flow_per_address=3,  # account mails of one flow to one address a window (0: no limit)
-    flow_per_client=30,  # account-flow requests from one client network a window
-    flow_global=300,  # reset and username mails of the whole site a window
-    flow_global_register=300,  # registrations of the whole site a window
-    flow_codes_per_address=10,  # two-step login codes to one address a window
-    flow_reset_pending=900,  # seconds a reset link stays the only one for its account
-    flow_trust_forwarded=False,  # client = last X-Forwarded-For (behind own proxy)
-    secret_retention=3600,  # seconds after delivery before account mail is scrubbed
-    sent_retention_days=30,  # sent mail is purged after this many days (0: never)
-    public_url=None,  # [app] public_url: links in mail
-    host_names=None,  # [host] names: the Host values the site answers to
-    safety_errors=(),  # Problems: [outbox] values above that were refused
-)
-DEFAULTS.update(SAFETY_DEFAULTS)
 
 # Values that ship in web2py's and Sahana Eden's example configurations.
 EXAMPLE_SENDERS = {"you@gmail.com", "sahana@example.org", "noreply@example.com", "you@example.com"}
@@ -267,7 +246,8 @@ class Snapshot:
         return out
 
 
-def _text(value):
+def optional_text(value):
+    """A configured text as it is, or None when it is missing or empty."""
     return None if value in (None, "") else str(value)
 
 
@@ -277,7 +257,7 @@ def _flag(value):
     if value in (None, ""):
         return False
     try:
-        return _boolean(value)
+        return boolean(value)
     except _Bad:
         return value
 
@@ -313,7 +293,7 @@ def apply_config(mail, get):
     """
     s = mail.settings
     s.server, s.sender, s.login = [
-        _text(get("smtp." + key)) for key in ("server", "sender", "login")
+        optional_text(get("smtp." + key)) for key in ("server", "sender", "login")
     ]
     s.tls = _flag(get("smtp.tls"))
     s.ssl = _flag(get("smtp.ssl"))
@@ -324,76 +304,8 @@ def apply_config(mail, get):
             s[key] = value
         elif key == "rate_limit":
             s[key] = None
-    apply_safety(s, get)
-    apply_bounces(s, get)
-
-
-def apply_bounces(s, get):
-    """``[outbox] bounce_*`` onto ``s``; an interval that is not a whole
-    number of seconds keeps its default and is reported (bounces.findings)."""
-    s.bounce_address = _text(get("outbox.bounce_address"))
-    s.bounce_mailbox = _text(get("outbox.bounce_mailbox"))
-    s.bounce_interval, problem = _read("bounce_interval", get("outbox.bounce_interval"))
-    s.bounce_errors = [problem] if problem else []
-
-
-# ------------------------------------------------- account-flow safety block
-def apply_safety(s, get):
-    """``[outbox]`` limits and retention, ``[app] public_url`` and ``[host]
-    names`` onto ``s``. A value that cannot be used keeps its default and is
-    reported by ``safety_findings``."""
-    s.public_url = _text(get("app.public_url"))
-    names = get("host.names")
-    if names not in (None, "") and not isinstance(names, str):
-        names = ",".join(str(n) for n in names)  # AppConfig: a map for "a, b"
-    s.host_names = _text(names)
-    bad = []
-    for key in SAFETY_DEFAULTS:
-        if key in ("public_url", "host_names", "safety_errors"):
-            continue
-        s[key], problem = _read(key, get("outbox." + key))
-        if problem is not None:
-            bad.append(problem)
-    s.safety_errors = bad
-
-
-def safety_findings(s):
-    """(appconfig key, advice, False) for the account-flow settings: never
-    blocking, shown with the SMTP findings."""
-    from ..accounts.hostnames import HostNames  # here: settings must not import authglue
-
-    out = [p.finding() for p in s.get("safety_errors") or ()] + bounce_findings(s)
-    names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
-    for item in names.bad:
-        out.append(
-            (
-                "[host] names",
-                "%r is not host, host:port or host:*; it is ignored" % item.strip(),
-                False,
-            )
-        )
-    if not s.public_url and names.names and not names.loopback_only():
-        out.append(
-            (
-                "[app] public_url",
-                "public_url is empty on a site that is not "
-                "on loopback: links in mail use the request's Host (checked "
-                "against [host] names); set the site's address",
-                False,
-            )
-        )
-    for key in (
-        "flow_per_address",
-        "flow_per_client",
-        "flow_global",
-        "flow_global_register",
-        "flow_codes_per_address",
-    ):
-        if s.get(key) == 0:
-            out.append(
-                ("[outbox] %s" % key, "%s is 0: that limit on account mail is off" % key, False)
-            )
-    return out
+    for part in parts():
+        part.apply(s, get)
 
 
 # ------------------------------------------ delivery settings, read in one place
@@ -435,7 +347,9 @@ def _seconds(high, low=None):
     return read
 
 
-def _whole(low, high):
+def whole(low, high):
+    """A reader of whole numbers from ``low`` to ``high`` (``Part.readers``)."""
+
     def read(value):
         number = _number(value)
         if number != int(number) or not low <= number <= high:
@@ -449,7 +363,8 @@ def _whole(low, high):
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _boolean(value):
+def boolean(value):
+    """A reader of true or false (also 1/0, yes/no, on/off)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
@@ -460,7 +375,7 @@ def _boolean(value):
     raise _Bad()
 
 
-_boolean.expected = "true or false"
+boolean.expected = "true or false"
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -562,24 +477,24 @@ def _cannot_sign(key, selector):
 # key: (reader, default, blocking: no default is safe, mail is held instead)
 _READERS = dict(
     timeout=(_seconds(3600, 0.5), DEFAULTS["timeout"], False),
-    batch_size=(_whole(1, 100000), DEFAULTS["batch_size"], False),
-    sessions=(_whole(1, 100), DEFAULTS["sessions"], False),
+    batch_size=(whole(1, 100000), DEFAULTS["batch_size"], False),
+    sessions=(whole(1, 100), DEFAULTS["sessions"], False),
     lease=(_seconds(7 * 86400, 1), DEFAULTS["lease"], False),
-    max_attempts=(_whole(1, 1000), DEFAULTS["max_attempts"], False),
+    max_attempts=(whole(1, 1000), DEFAULTS["max_attempts"], False),
     max_age=(_seconds(10 * 365 * 86400), DEFAULTS["max_age"], False),
     retry_base=(_seconds(30 * 86400), DEFAULTS["retry_base"], False),
     retry_max=(_seconds(365 * 86400), DEFAULTS["retry_max"], False),
     probe_interval=(_seconds(7 * 86400), DEFAULTS["probe_interval"], False),
     rate_limit=(_rate, None, True),
-    max_size=(_whole(1, 2**31 - 1), DEFAULTS["max_size"], False),
-    default_priority=(_whole(1, 9), DEFAULTS["default_priority"], False),
+    max_size=(whole(1, 2**31 - 1), DEFAULTS["max_size"], False),
+    default_priority=(whole(1, 9), DEFAULTS["default_priority"], False),
     worker_name=(_name, None, False),
     hostname=(_hostname, None, False),
-    pipelining=(_boolean, True, False),
-    self_signed_certificate=(_boolean, False, False),
+    pipelining=(boolean, True, False),
+    self_signed_certificate=(boolean, False, False),
     # Neither off (a password in clear) nor on is safe to guess for a typo.
-    tls=(_boolean, False, True),
-    ssl=(_boolean, False, True),
+    tls=(boolean, False, True),
+    ssl=(boolean, False, True),
     ssl_context=(
         _instance(lambda v: isinstance(v, ssl.SSLContext), "an ssl.SSLContext"),
         None,
@@ -589,15 +504,6 @@ _READERS = dict(
     dkim=(_dkim, None, True),
     list_unsubscribe=(_unsubscribe, None, False),
 )
-_READERS["bounce_interval"] = (_whole(1, 7 * 86400), BOUNCE_DEFAULTS["bounce_interval"], False)
-for _key in SAFETY_DEFAULTS:
-    if _key not in ("public_url", "host_names", "safety_errors"):
-        _READERS[_key] = (
-            (_boolean, False, False)
-            if _key == "flow_trust_forwarded"
-            else (_whole(1 if _key == "flow_window" else 0, 10**9), SAFETY_DEFAULTS[_key], False)
-        )
-
 
 _SMTP_FLAGS = ("tls", "ssl", "self_signed_certificate")  # [smtp] keys, not [outbox]
 
@@ -634,15 +540,17 @@ def read_value(settings, key):
     try:
         return _read_cached(key, type(raw), raw)
     except TypeError:  # an unhashable value: not kept
-        return _read(key, raw)
+        return read_raw(key, raw)
 
 
 @functools.lru_cache(maxsize=512)
 def _read_cached(key, kind, raw):
-    return _read(key, raw)
+    return read_raw(key, raw)
 
 
-def _read(key, raw):
+def read_raw(key, raw):
+    """(value delivery uses, Problem or None) of the value ``raw`` given for
+    ``key``: a part's ``apply`` reads the admin's values with it."""
     reader, default, blocking = _READERS[key]
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return default, None
@@ -665,3 +573,62 @@ def read_values(settings):
     if values.retry_max < values.retry_base:
         values.retry_max = values.retry_base
     return values, problems
+
+
+# --------------------------------------------- the hook: what upper parts add
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """What an upper part (accounts, bounces) adds to the core's settings.
+
+    ``defaults``: its keys on ``Mail.settings`` with their values (MailS3 adds
+    every key of ``DEFAULTS`` before web2py's Mail locks its keys);
+    ``readers``: {key: (reader, default, blocking)}, as the core's own, so
+    ``read_value()`` reads them; ``keys``: its ``[outbox]`` keys (Sahana
+    Eden: ``settings.mail.<key>``); ``apply(settings, get)``: its part of
+    ``apply_config()``; ``findings(settings)``: its (key, advice, blocking)
+    for the settings check; ``tables(store, migrate)``, optional: defines its
+    tables with every store (store.add_tables); ``secret(settings)``,
+    optional: a password its settings hold, which check.scrub() masks.
+    """
+
+    name: str
+    defaults: dict[str, Any]
+    readers: dict[str, tuple[Callable[[Any], Any], Any, bool]]
+    keys: tuple[str, ...]
+    apply: Callable[[Any, Callable[[str], Any]], None]
+    findings: Callable[[Any], list[tuple[str, str, bool]]]
+    tables: Callable[[Any, bool], None] | None = None
+    secret: Callable[[Any], str] | None = None
+
+
+_PARTS: dict[str, Part] = {}
+
+
+def register(part: Part) -> None:
+    """Join ``part`` to the core. A part registers when it is imported (its
+    ``__init__`` imports the module that calls this), so once a process:
+    web2py imports modules once and runs the models again on every request.
+    Registering a name again replaces it; parts are used in name order,
+    whatever order they were imported in."""
+    _PARTS[part.name] = part
+    DEFAULTS.update(part.defaults)
+    _READERS.update(part.readers)
+    _read_cached.cache_clear()
+    if part.tables is not None:
+        add_tables(part.name, part.tables)
+
+
+def parts() -> list[Part]:
+    """The registered parts, in name order."""
+    return [_PARTS[name] for name in sorted(_PARTS)]
+
+
+def part_findings(settings: Any) -> list[tuple[str, str, bool]]:
+    """(key, advice, blocking) of every registered part, for the settings
+    check beside ``Snapshot(settings).findings()``."""
+    return [found for part in parts() for found in part.findings(settings)]
+
+
+def outbox_keys() -> tuple[str, ...]:
+    """Every ``[outbox]`` key: the core's and the registered parts'."""
+    return OUTBOX_KEYS + tuple(key for part in parts() for key in part.keys)

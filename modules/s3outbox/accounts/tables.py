@@ -1,0 +1,92 @@
+"""The account-flow tables beside the outbox's, and the statements on them.
+
+``<name>_flowmail`` marks the messages of account flows (retention.py redacts
+and scrubs them); ``<name>_flowlimit`` holds the rate-limit counters
+(flowlimit.py; keys are hashes). ``define`` is registered with the core
+(accounts/settings.py), so every store defines them with its own tables,
+under its table name and with its ``migrate``.
+"""
+
+from pydal import Field
+
+from ..delivery.message import dumps
+from ..delivery.store import Status
+
+
+def define(store, migrate=True):
+    """Define the two tables on the store's database when they are missing."""
+    db, name = store.db, store.tablename
+    if name + "_flowmail" not in db.tables:
+        db.define_table(
+            name + "_flowmail",
+            Field("outbox_id", "integer", notnull=True, unique=True),
+            Field("flow", length=32),
+            migrate=migrate,
+        )
+    if name + "_flowlimit" not in db.tables:
+        db.define_table(
+            name + "_flowlimit",
+            Field("bucket", length=80, notnull=True, unique=True),
+            Field("hits", "integer", notnull=True, default=0),
+            Field("expires_on", "datetime", notnull=True),
+            migrate=migrate,
+        )
+
+
+def marks(store):
+    return store.db[store.tablename + "_flowmail"]
+
+
+def counters(store):
+    return store.db[store.tablename + "_flowlimit"]
+
+
+def mark(store, outbox_id, flow):
+    """Mark message ``outbox_id`` as mail of account flow ``flow``; the
+    caller's transaction commits it with the message."""
+    marks(store).insert(outbox_id=outbox_id, flow=(flow or "")[:32])
+
+
+def flows(store, ids):
+    """{outbox id: flow} for the marked messages among ``ids``."""
+    if not ids:
+        return {}
+    m = marks(store)
+    rows = store.db(m.outbox_id.belongs(list(ids))).select(m.outbox_id, m.flow)
+    return {r.outbox_id: r.flow for r in rows}
+
+
+def scrub_sent(store, cutoff, text, limit=500):
+    """Replace the bodies of marked messages sent before ``cutoff`` by
+    ``text`` and forget their marks; commits; how many."""
+    o, m, db = store.outbox, marks(store), store.db
+    with store.transaction():
+        rows = db((m.outbox_id == o.id) & (o.status == Status.SENT) & (o.sent_on < cutoff)).select(
+            o.id, o.body, limitby=(0, limit)
+        )
+        for row in rows:
+            content = store.content(row) or {}
+            content.update(text=text, html=None)
+            db((o.id == row.id) & (o.status == Status.SENT)).update(body=dumps(content))
+        if rows:
+            db(m.outbox_id.belongs([r.id for r in rows])).delete()
+    return len(rows)
+
+
+def take_unit(store, bucket, limit, expires):
+    """One unit of counter ``bucket`` while it is below ``limit`` (the
+    store's upsert, store.take_unit); the caller's transaction commits."""
+    return store.take_unit(store.tablename + "_flowlimit", bucket, limit, expires)
+
+
+def units_used(store, bucket):
+    c = counters(store)
+    row = store.db(c.bucket == bucket).select(c.hits).first()
+    return row.hits if row else 0
+
+
+def forget_units(store, now):
+    """Delete the counters of past windows; commits; how many."""
+    c = counters(store)
+    with store.transaction():
+        return store.db(c.expires_on <= now).delete()
