@@ -368,6 +368,28 @@ def test_a_flow_window_of_zero_is_named(mail):
     assert "flow_window = '0' cannot be used" in found["[outbox] flow_window"], found
 
 
+def test_a_retention_beyond_the_calendar_is_named_and_tidy_still_runs(mail, db):
+    """sent_retention_days = 1,000,000 put the purge cutoff before year 1: the
+    tidy job failed on every run, and the settings check said nothing."""
+    from s3outbox.accounts import retention
+    from s3outbox.delivery.check import findings
+
+    apply_config(
+        mail,
+        {
+            "smtp.server": mail.settings.server,
+            "smtp.sender": mail.settings.sender,
+            "outbox.sent_retention_days": "1000000",
+        }.get,
+    )
+    assert mail.settings.sent_retention_days == 30
+    found = {f["key"]: f["problem"] for f in findings(mail.settings)}
+    assert (
+        "sent_retention_days = '1000000' cannot be used" in found["[outbox] sent_retention_days"]
+    ), found
+    assert retention._tidy(mail)["purged"] == 0  # _tidy: an overflow would raise here
+
+
 def test_a_bad_bounce_interval_is_named_with_its_value(mail):
     from s3outbox.delivery.check import findings
 

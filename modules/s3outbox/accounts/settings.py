@@ -34,6 +34,8 @@ READERS = {
     for key in DEFAULTS
     if key not in ("public_url", "host_names", "safety_errors")
 }
+# A century at most: further back than that is before the calendar starts.
+READERS["sent_retention_days"] = (whole(0, 36500), DEFAULTS["sent_retention_days"], False)
 LIMITS = (
     "flow_per_address",
     "flow_per_client",
