@@ -23,9 +23,6 @@ ALLOWED = {
     "eden": {"accounts", "bounces", "delivery", "mailer", "transport"},
 }
 
-# Arrows that are being moved (issue 21): this must be empty when it closes.
-KNOWN = {}
-
 
 def modules():
     """{dotted name inside the package: path}, e.g. 'delivery.store'."""
@@ -60,7 +57,7 @@ def imports(name, path):
                 if alias.name.split(".")[0] == "s3outbox":
                     out.add(alias.name.partition(".")[2])
     out.discard(name)
-    return out - KNOWN.get(name, set())
+    return out
 
 
 def part(name):
