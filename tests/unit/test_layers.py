@@ -38,7 +38,8 @@ def modules():
 def imports(name, path):
     """The s3outbox modules that module ``name`` imports, anywhere in it."""
     known = modules()
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    dotted = name.split(".") if name else []  # "": the package's own __init__
+    package = dotted if path.name == "__init__.py" else dotted[:-1]
     out = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
@@ -116,3 +117,10 @@ def test_the_checker_sees_an_upward_arrow(tmp_path, monkeypatch):
         test_imports_only_go_down("transport.base")
     with pytest.raises(AssertionError, match="cycles"):
         test_no_cycles()
+
+
+def test_the_package_itself_sits_on_top():
+    """The package's __init__ imports the public names from the parts, and no
+    part imports it back (that would be an arrow up to the top)."""
+    assert {"accounts.auth", "eden", "mailer"} <= imports("", PACKAGE / "__init__.py")
+    assert not [name for name, deps in graph().items() if name and "" in deps]
