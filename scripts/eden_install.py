@@ -194,6 +194,22 @@ def source_files(src):
     return found
 
 
+def remove_stale(folder, wanted):
+    """Delete the files under ``folder`` (a copy of ours) that this version
+    does not have, e.g. modules of an older layout, and compiled files, which
+    Python writes again; their count."""
+    removed = 0
+    for here, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = os.path.join(here, name)
+            if os.path.relpath(path, folder) not in wanted:
+                os.remove(path)
+                removed += not name.endswith((".pyc", ".pyo"))
+        if here != folder and not os.listdir(here):
+            os.rmdir(here)
+    return removed
+
+
 def check_copies(app):
     """Refuse to overwrite a controller or view of Eden's own."""
     controller = os.path.join(app, "controllers", "outbox.py")
@@ -260,6 +276,8 @@ def install(app):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(path, target)
             changed += 1
+        if os.path.isdir(os.path.join(SOURCE, src)):
+            changed += remove_stale(os.path.join(app, dst), {rel for rel, _ in files})
         what = (
             "%s/ (%d files)" % (dst, len(files))
             if os.path.isdir(os.path.join(SOURCE, src))

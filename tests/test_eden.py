@@ -114,6 +114,13 @@ def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_pat
     second = app.installer()
     assert "edited" not in second and "copied" not in second, second
     assert tree_digest(app.app) == installed
+    # An update over an older layout removes the modules this version has not.
+    package = os.path.join(app.app, "modules", "s3outbox")
+    for stale in ("store.py", os.path.join("old", "__init__.py"), "__pycache__/x.cpython-311.pyc"):
+        os.makedirs(os.path.dirname(os.path.join(package, stale)), exist_ok=True)
+        open(os.path.join(package, stale), "w").close()
+    assert "copied    modules/s3outbox/" in app.installer()
+    assert tree_digest(app.app) == installed
     # This Eden never ran (no web2py.py beside it): its database cannot be
     # checked for waiting mail, so only --force removes the outbox.
     refused = subprocess.run(
