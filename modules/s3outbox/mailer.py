@@ -351,7 +351,7 @@ class MailS3(Mail):
         A failure of the pass itself is logged and reported as ``error``.
         """
         try:
-            counts = Pass(self).run(limit)
+            counts: Counts = dict(Pass(self).run(limit))
         except Exception as e:  # a pass never raises: the counts carry the error
             error = "%s: %s" % (type(e).__name__, e)
             if error != self._pass_error:  # once per outage, not once per poll
