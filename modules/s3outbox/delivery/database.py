@@ -17,6 +17,7 @@ import os
 from pydal.migrator import Migrator
 
 from .pydal_internals import uri_hash
+from .store import Table
 
 # Tables in the current database/schema, one query per engine.
 _CATALOG = {
@@ -26,7 +27,7 @@ _CATALOG = {
 }
 
 
-def shared_uri(uri):
+def shared_uri(uri: str) -> str:
     """``uri`` with an empty password where it has none.
 
     The scheduler's heartbeat opens a second connection with
@@ -51,14 +52,20 @@ class AdoptingMigrator(Migrator):
     created. Use: ``DAL(uri, adapter_args=dict(migrator=AdoptingMigrator))``.
     """
 
-    def create_table(self, table, migrate=True, fake_migrate=False, polymodel=None):
+    def create_table(
+        self,
+        table: Table,
+        migrate: bool | str = True,
+        fake_migrate: bool = False,
+        polymodel: Table | None = None,
+    ) -> str:
         if migrate is True and not fake_migrate and self._exists_unmigrated(table):
             fake_migrate = True
         return Migrator.create_table(
             self, table, migrate=migrate, fake_migrate=fake_migrate, polymodel=polymodel
         )
 
-    def _exists_unmigrated(self, table):
+    def _exists_unmigrated(self, table: Table) -> bool:
         uri = self.adapter.uri
         if uri == "None" or uri.startswith(("sqlite:memory", "spatialite:memory")):
             return False
@@ -75,7 +82,7 @@ class AdoptingMigrator(Migrator):
             return False
         return str(table).lower() in self._tables_in_database()
 
-    def _tables_in_database(self):
+    def _tables_in_database(self) -> set[str]:
         found = getattr(self, "_existing_tables", None)
         if found is None:
             sql = _CATALOG.get(self.adapter.dbengine)

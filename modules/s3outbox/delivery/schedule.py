@@ -15,8 +15,31 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Protocol
+
+from .store import DAL
 
 logger = logging.getLogger("s3outbox")
+
+# gluon.scheduler's Scheduler, its tasks and their reports: no type information.
+Scheduler = Any
+Task = Any
+TaskReport = Any
+# A signal's handler, as signal.getsignal() gives it and signal.signal() takes it.
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+class Cache(Protocol):
+    """web2py's ``cache.ram``: the value cached under ``key``, made by ``f()``
+    when it is missing or older than ``time_expire`` seconds (``f`` None:
+    forget it)."""
+
+    def __call__(
+        self, key: str, f: Callable[[], object] | None, time_expire: float = ...
+    ) -> object: ...
+
 
 _LIVE = ("QUEUED", "ASSIGNED", "RUNNING")
 GROUP = "s3outbox"  # the scheduler group of the delivery task: -K APP:s3outbox
@@ -27,18 +50,27 @@ FOREVER = 20 * 86400
 SYNC_OUTPUT = 60  # how often the worker empties the task's output pipe
 
 
-def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GROUP):
+def ensure_tasks(
+    db: DAL,
+    scheduler: Scheduler,
+    function: str,
+    period: int,
+    count: int = 1,
+    cache: Cache | None = None,
+    group: str = GROUP,
+) -> bool | None:
     """Make sure ``count`` tasks named s3outbox-FUNCTION-N exist in ``group``.
 
     A task that ended (stopped, expired, failed for good) is queued again, so
     a failing pass never leaves mail without a worker; ``period`` is how soon
     a run that ended starts again. ``cache`` (web2py's ``cache.ram``) limits
     the check to once every five minutes a process. A worker that runs the
-    tasks stops on SIGTERM or SIGINT (see stop_between_runs).
+    tasks stops on SIGTERM or SIGINT (see stop_between_runs). Without
+    ``cache``, whether the tasks are registered.
     """
     stop_between_runs(scheduler)
 
-    def check():
+    def check() -> bool:
         try:
             _ensure(db, scheduler, function, period, count, group)
             db.commit()
@@ -53,9 +85,10 @@ def ensure_tasks(db, scheduler, function, period, count=1, cache=None, group=GRO
     key = "s3outbox-tasks-%s-%s-%s" % (function, period, count)
     if not cache(key, check, time_expire=300):
         cache(key, None)  # try again on the next request
+    return None
 
 
-def stop_between_runs(scheduler):
+def stop_between_runs(scheduler: Scheduler) -> None:
     """Make a worker's SIGTERM or SIGINT (Ctrl-C) end the worker cleanly.
 
     web2py's worker takes a signal that arrives while it waits for a task
@@ -71,12 +104,12 @@ def stop_between_runs(scheduler):
         return
     execute = scheduler.execute
 
-    def execute_until_stopped(task):
+    def execute_until_stopped(task: Task) -> TaskReport:
         if threading.current_thread() is not threading.main_thread():
             return execute(task)
         previous = taken_signals()
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: FrameType | None) -> None:
             restore(previous)
             logger.info("worker stopping once its running task ends")
             scheduler.give_up()
@@ -98,7 +131,9 @@ def stop_between_runs(scheduler):
     scheduler._s3outbox_stops = True
 
 
-def deliver_when_idle(scheduler, deliver, group=GROUP):
+def deliver_when_idle(
+    scheduler: Scheduler, deliver: Callable[[], object], group: str = GROUP
+) -> None:
     """Let a worker of other groups deliver in its idle time, while no worker
     of ``group`` is alive (a site whose admin runs only the plain -K APP).
 
@@ -113,7 +148,7 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
         return
     sleep = scheduler.sleep
 
-    def sleep_or_deliver():
+    def sleep_or_deliver() -> None:
         if (
             threading.current_thread() is not threading.main_thread()
             or group in scheduler.group_names
@@ -133,7 +168,7 @@ def deliver_when_idle(scheduler, deliver, group=GROUP):
     scheduler._s3outbox_idle = True
 
 
-def spawn_for(scheduler, function):
+def spawn_for(scheduler: Scheduler, function: str) -> None:
     """Start the runs of ``function`` with spawn rather than fork (a forked
     task process on SQLite can hang opening its connection); other tasks
     start as the scheduler was told."""
@@ -141,7 +176,7 @@ def spawn_for(scheduler, function):
         return
     execute, default = scheduler.execute, scheduler.use_spawn
 
-    def execute_spawning(task):
+    def execute_spawning(task: Task) -> TaskReport:
         scheduler.use_spawn = default or task.function == function
         return execute(task)
 
@@ -149,7 +184,7 @@ def spawn_for(scheduler, function):
     scheduler._s3outbox_spawns = True
 
 
-def group_alive(scheduler, group):
+def group_alive(scheduler: Scheduler, group: str) -> bool:
     """Whether a worker serving ``group`` sent a heartbeat lately (within
     the three heartbeats after which web2py counts a worker dead)."""
     db = scheduler.db
@@ -164,11 +199,11 @@ def group_alive(scheduler, group):
     return found is not None
 
 
-def with_signals_deferred(run):
+def with_signals_deferred(run: Callable[[], object]) -> None:
     """``run()``, then a SIGTERM or SIGINT that came meanwhile, handled as
     it would have been (web2py's worker exits on either)."""
     previous = taken_signals()
-    came = []
+    came: list[int] = []
     for signum in previous:
         signal.signal(signum, lambda signum, frame: came.append(signum))
     try:
@@ -179,20 +214,22 @@ def with_signals_deferred(run):
         signal.raise_signal(came[0])
 
 
-def taken_signals():
+def taken_signals() -> dict[signal.Signals, Handler]:
     """{signal: its handler now} for SIGTERM and SIGINT, but one that is
     ignored (a background job of a shell ignores SIGINT): it stays so."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     return {s: h for s, h in handlers.items() if h is not signal.SIG_IGN}
 
 
-def restore(handlers):
+def restore(handlers: dict[signal.Signals, Handler]) -> None:
     """Put back the signal handlers ``taken_signals()`` returned."""
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
 
 
-def _ensure(db, scheduler, function, period, count, group):
+def _ensure(
+    db: DAL, scheduler: Scheduler, function: str, period: int, count: int, group: str
+) -> None:
     st = db.scheduler_task
     prefix = "s3outbox-%s-" % function
     wanted = ["%s%d" % (prefix, n) for n in range(1, count + 1)]
