@@ -538,9 +538,14 @@ def read_value(settings, key):
     """(value delivery uses, Problem or None) of ``settings[key]``."""
     raw = settings.get(key)
     try:
-        return _read_cached(key, type(raw), raw)
+        used, problem = _read_cached(key, type(raw), raw)
     except TypeError:  # an unhashable value: not kept
         return read_raw(key, raw)
+    if problem is not None and problem.value is not raw:
+        # An equal value read before may show otherwise (0.0 for -0.0):
+        # the problem names the value the admin wrote.
+        problem = Problem(key, raw, problem.expected, problem.default, problem.blocking)
+    return used, problem
 
 
 @functools.lru_cache(maxsize=512)
