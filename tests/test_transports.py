@@ -78,3 +78,20 @@ def test_a_sites_own_transport(mail, db):
     assert _status(mail, db) == ["sent", "failed"]
     ((sender, recipients, data),) = transport.sent
     assert recipients == ["ann@people.net"] and b"Subject: One" in data
+
+
+def test_a_sites_transport_that_gives_no_reason_still_holds(mail, db):
+    """An Outcome's error text is optional: a site's transport that cannot
+    open (Kind.CONFIG, no text) holds the mail as one with a reason does, and
+    mail queued then is held without a connection until the probe is due."""
+    mail.settings.transport = memory(on_open=lambda: Outcome(Kind.CONFIG))
+    mail.settings.server = None
+    assert mail.send(to="ann@people.net", subject="One", message="1")
+    db.commit()
+    assert mail.process_outbox()["held"] == 1
+    assert mail.send(to="bob@people.net", subject="Two", message="2")
+    db.commit()
+    counts = mail.process_outbox()
+    assert (counts["held"], counts["connections"]) == (1, 0)
+    assert _status(mail, db) == ["held", "held"]
+    assert all(r.last_error for r in db(mail.store.outbox).select())

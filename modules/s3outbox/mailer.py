@@ -329,7 +329,7 @@ class MailS3(Mail):
         problem = snapshot.blocking_problem()
         if problem:  # before building: an unset sender cannot make a From
             return Outcome(Kind.CONFIG, None, problem)
-        sender = msg.sender or snapshot.sender
+        sender = msg.sender or snapshot.sender or ""  # a sender: checked above
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         data = message_bytes(msg, sender, mime.make_message_id(sender), now, dkim or snapshot.dkim)
         session = snapshot.transport()
@@ -351,7 +351,7 @@ class MailS3(Mail):
         A failure of the pass itself is logged and reported as ``error``.
         """
         try:
-            counts = Pass(self).run(limit)
+            counts: Counts = dict(Pass(self).run(limit))
         except Exception as e:  # a pass never raises: the counts carry the error
             error = "%s: %s" % (type(e).__name__, e)
             if error != self._pass_error:  # once per outage, not once per poll

@@ -10,41 +10,68 @@ which masks the passwords the settings hold.
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Protocol, TypedDict, overload
 
 from .pydal_internals import uri_hash
-from .settings import Snapshot, part_findings, parts
-from .store import utcnow
+from .settings import Snapshot, Storage, part_findings, parts
+from .store import DAL, OutboxStore, utcnow
 
 logger = logging.getLogger("s3outbox")
 
 CONFIG_FILE = "private/appconfig.ini"
 
 
-def config_file(settings):
+class Mailer(Protocol):
+    """What the check and a delivery pass read of the mailer (MailS3)."""
+
+    settings: Storage
+    db: DAL
+    store: OutboxStore
+
+
+class Found(TypedDict):
+    """One finding as the admin and the log see it (``findings()``)."""
+
+    key: str
+    problem: str
+    blocking: bool
+    file: str
+    where: str
+
+
+def config_file(settings: Storage) -> str:
     """The file the admin edits: private/appconfig.ini, or as the host app
     names it in ``settings.config_names`` (Sahana Eden: models/000_config.py)."""
     return (settings.config_names or {}).get("file", CONFIG_FILE)
 
 
-def password_of(settings):
+def password_of(settings: Storage) -> str:
     """The SMTP password in ``[smtp] login`` (user:password), or ''."""
     login = settings.login
     return login.partition(":")[2] if isinstance(login, str) else ""
 
 
-def scrub(text, settings):
+@overload
+def scrub(text: str, settings: Storage) -> str: ...
+@overload
+def scrub(text: object, settings: Storage) -> str | None: ...
+
+
+def scrub(text: object, settings: Storage) -> str | None:
     """``text`` with every password the settings hold (if it occurs) masked:
     the SMTP password and those of the registered parts (``Part.secret``)."""
     if text is None:
         return None
-    text = str(text)
-    for secret_of in [password_of] + [p.secret for p in parts() if p.secret]:
+    shown = str(text)
+    secrets: list[Callable[[Storage], str]] = [password_of]
+    for secret_of in secrets + [p.secret for p in parts() if p.secret]:
         secret = secret_of(settings)
-        text = text.replace(secret, "********") if secret else text
-    return text
+        shown = shown.replace(secret, "********") if secret else shown
+    return shown
 
 
-def findings(settings):
+def findings(settings: Storage) -> list[Found]:
     """Snapshot(settings).findings() and the registered parts' (accounts,
     bounces) as dicts, scrubbed, with the setting and the file to edit as the
     host app names them (``settings.config_names``)."""
@@ -54,7 +81,7 @@ def findings(settings):
         for key, problem, blocking in Snapshot(settings).findings() + part_findings(settings)
     ]
     return [
-        dict(
+        Found(
             key=key,
             problem=scrub(problem, settings),
             blocking=blocking,
@@ -66,10 +93,12 @@ def findings(settings):
 
 
 # --------------------------------------------------------- settings logging
-_checked = {}  # (database, table) -> digest of the findings last checked here
+_checked: dict[
+    tuple[str, str], str
+] = {}  # (database, table) -> digest of the findings last checked here
 
 
-def log_settings_check(mail):
+def log_settings_check(mail: Mailer) -> bool:
     """Log the settings findings at ERROR once per change, across processes.
 
     Cheap on every request: a process reads the outbox's ``settings_check``

@@ -26,15 +26,16 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 
 from ..transport.base import Kind, Outcome
 from . import holds, returnpath
 from . import message as mime
-from .check import log_settings_check
+from .check import Mailer, log_settings_check
 from .policy import decide
 from .pool import Job, SessionPool
-from .settings import Snapshot
-from .store import Logged, utcnow
+from .settings import Snapshot, Storage
+from .store import Logged, Row, utcnow
 from .wire import message_bytes
 
 logger = logging.getLogger("s3outbox")
@@ -43,20 +44,27 @@ logger = logging.getLogger("s3outbox")
 # next message (see Pass._send).
 RECORD_EVERY = 0.25
 
+# Claimed rows with their Job (or the Outcome that ended them unsent), and
+# with their final Outcome, ready to record.
+Results = list[tuple[Row, Job | Outcome]]
+Finished = list[tuple[Row, Outcome]]
 
-def worker_name(settings):
+
+def worker_name(settings: Storage) -> str:
     return settings.worker_name or "%s#%s" % (socket.gethostname(), os.getpid())
 
 
-def _finished(results, everything=False):
+def _finished(results: Results, everything: bool = False) -> Finished:
     """Take the (row, Outcome) pairs whose outcome is final out of ``results``
     (pairs of row and Job or Outcome), in order; all of them when the pool
     is done (``everything``)."""
-    done, pending = [], []
+    done: Finished = []
+    pending: Results = []
     for row, r in results:
         if not isinstance(r, Job):
             done.append((row, r))
         elif r.done or everything:
+            assert r.outcome is not None  # the pool gives every job it took one
             done.append((row, r.outcome))
         else:
             pending.append((row, r))
@@ -68,7 +76,7 @@ class NoAddress(LookupError):
     """A person entity without a usable e-mail address."""
 
 
-def _contact(pe_id, contacts):
+def _contact(pe_id: int, contacts: dict[int, str]) -> str:
     """The e-mail address of person entity ``pe_id``; NoAddress if it has none."""
     address = contacts.get(pe_id)
     if not address:
@@ -80,17 +88,23 @@ def _contact(pe_id, contacts):
     return address
 
 
-def _unreadable(exc):
+def _unreadable(exc: Exception) -> Outcome:
     logger.warning("a stored message cannot be read", exc_info=exc)
     return Outcome(
         Kind.PERMANENT, None, "cannot read the stored message: %s: %s" % (type(exc).__name__, exc)
     )
 
 
+def _why(outcome: Outcome) -> str:
+    """An outcome's error text: a site's transport may give none, and a hold
+    needs its reason (without one, the hold would not hold)."""
+    return outcome.error or "the transport gave no reason (%s)" % outcome.kind
+
+
 class Pass:
     """A delivery pass for one MailS3; ``run(limit)`` returns its counts."""
 
-    def __init__(self, mail):
+    def __init__(self, mail: Mailer) -> None:
         self.mail = mail
         self.store = mail.store
         self.snapshot = Snapshot(mail.settings)
@@ -103,13 +117,15 @@ class Pass:
         host = self.worker.partition("#")[0].encode("utf-8")
         self.host = hashlib.sha256(host).hexdigest()[:8]
         self.key = holds.key(self.fp, self.host)
-        self._resolved = {}  # {row id: address found for its pe_id}
-        self._seen = None  # {key: when it last reached the server}, read once
+        self._resolved: dict[int, str] = {}  # {row id: address found for its pe_id}
+        # {key: when it last reached the server}, read once
+        self._seen: dict[str, datetime.datetime] | None = None
+        self._recorded_at = 0.0  # time.monotonic() of the last write (_send)
         self.counts = dict(
             sent=0, retry=0, failed=0, held=0, refused=0, deferred=0, released=0, connections=0
         )
 
-    def run(self, limit=None):
+    def run(self, limit: int | None = None) -> dict[str, int]:
         """Run the pass; its counts. Commits its own work."""
         # The pass is a transaction too, to end its last read: on MariaDB
         # (REPEATABLE READ) an open one would hide mail queued later from this
@@ -118,7 +134,7 @@ class Pass:
         with self.store.transaction():
             return self._run(limit)
 
-    def _log_settings(self):
+    def _log_settings(self) -> None:
         """Log settings that cannot be used, once per change, by whichever
         process meets the change first (web or worker). A process that loses
         the race for the state row leaves it to the winner."""
@@ -133,7 +149,7 @@ class Pass:
                 exc_info=True,
             )
 
-    def _run(self, limit):
+    def _run(self, limit: int | None) -> dict[str, int]:
         """Decide whether this worker can send (``_reason``), then claim and
         send batch after batch, or hold what it claims, with the reason."""
         now = utcnow()
@@ -149,14 +165,14 @@ class Pass:
             self._batches(pool, limit, reason)
             self.counts["connections"] += pool.connections
             if pool.config_error is not None:
-                self._hold(pool.config_error.error, probe=True)
+                self._hold(_why(pool.config_error), probe=True)
             elif pool.reached:
                 self._reached(utcnow())
         if reason is not None and self.counts["held"]:
             self._hold(reason, probe=self.snapshot.blocking_problem() is None)
         return self.counts
 
-    def _batches(self, pool, limit, reason):
+    def _batches(self, pool: SessionPool, limit: int | None, reason: str | None) -> None:
         """Claim and send (or, with a ``reason``, hold) batch after batch;
         stop early once these settings fail while another host's work."""
         rate = self.settings.rate_limit
@@ -177,14 +193,14 @@ class Pass:
             if reason is None and pool.config_error is None:
                 outcomes = self._send(pool, rows, owner)
             else:
-                why = reason or pool.config_error.error
+                why = reason if pool.config_error is None else reason or _why(pool.config_error)
                 outcomes = [(row, Outcome(Kind.CONFIG, None, why)) for row in rows]
             self._record(owner, outcomes)
             if pool.config_error is not None and self._others_work(utcnow()):
                 return
 
     # ----------------------------------------------------- hold and release
-    def _reason(self, now, held_mail):
+    def _reason(self, now: datetime.datetime, held_mail: bool) -> str | None:
         """Why this worker cannot send now, or None (then held mail, if any,
         has been released).
 
@@ -214,36 +230,36 @@ class Pass:
             self._release(now)
         return None
 
-    def _probe(self, now, held_mail):
+    def _probe(self, now: datetime.datetime, held_mail: bool) -> str | None:
         """Try the server without a message; on success release held mail."""
         session = self.snapshot.transport()
         failed = session.probe(mime.bare(self.snapshot.sender or ""))
         self.counts["connections"] += session.opened
         if failed is not None:
-            self._hold(failed.error, probe=True)
-            return failed.error
+            self._hold(_why(failed), probe=True)
+            return _why(failed)
         self.store.mark_reached(self.key, now, unhold=True)
         if held_mail:
             self._release(now)
         return None
 
-    def _release(self, now):
+    def _release(self, now: datetime.datetime) -> None:
         released = self.store.release_held(now=now)
         if released:
             logger.info("mail is going out again: %d held message(s) released", released)
         self.counts["released"] += released
 
-    def _reached(self, now):
+    def _reached(self, now: datetime.datetime) -> None:
         """Note that these settings reached the server; written at most every
         tenth of ``probe_interval``, not on every pass of a busy worker."""
         last = (self._seen or {}).get(self.key)
         if last is None or (now - last).total_seconds() >= self.settings.probe_interval / 10.0:
             self.store.mark_reached(self.key, now)
 
-    def _stale(self, when, now):
+    def _stale(self, when: datetime.datetime, now: datetime.datetime) -> bool:
         return (now - when).total_seconds() > self.settings.probe_interval
 
-    def _others_work(self, now):
+    def _others_work(self, now: datetime.datetime) -> bool:
         """Whether another host's settings reached the server within
         ``probe_interval`` (this host's earlier settings do not count: the
         admin changed them)."""
@@ -254,12 +270,12 @@ class Pass:
             for key, when in self._seen.items()
         )
 
-    def _claim_probe(self, hold, now):
+    def _claim_probe(self, hold: holds.Hold, now: datetime.datetime) -> bool:
         """Take the probe turn (one worker wins) and push the next one out."""
         later = hold.probing_at(now + datetime.timedelta(seconds=self.settings.probe_interval))
         return self.store.take_probe(hold, later, now)
 
-    def _hold(self, reason, probe):
+    def _hold(self, reason: str, probe: bool) -> None:
         """Record why these settings cannot deliver; logged once per reason.
         ``probe``: try again after probe_interval (an outage may end); without
         it only a change of the settings helps."""
@@ -281,7 +297,7 @@ class Pass:
             self.store.put_hold(hold, now)
 
     # ------------------------------------------------------------ sending
-    def _send(self, pool, rows, owner):
+    def _send(self, pool: SessionPool, rows: list[Row], owner: str) -> Finished:
         """Send claimed rows; return [(row, Outcome)] not recorded yet.
 
         Outcomes are recorded as the batch goes: whenever the pool takes the
@@ -291,12 +307,12 @@ class Pass:
         wire (one slow message can stretch that beyond RECORD_EVERY): the
         only mail another worker may send again.
         """
-        results = []
+        results: Results = []
         self._recorded_at = time.monotonic()
         pool.deliver(self._jobs(rows, results, owner))
         return _finished(results, everything=True)
 
-    def _jobs(self, rows, results, owner):
+    def _jobs(self, rows: list[Row], results: Results, owner: str) -> Iterator[Job]:
         """Yield a Job per sendable row (lazily, so attachments load one at a
         time) and append (row, Job or Outcome) to ``results``."""
         now = utcnow()
@@ -313,7 +329,7 @@ class Pass:
         # while the last job is still to go.
         self._record_due(results, owner)
 
-    def _record_due(self, results, owner):
+    def _record_due(self, results: Results, owner: str) -> None:
         """Record the finished results once RECORD_EVERY seconds have passed."""
         if time.monotonic() - self._recorded_at >= RECORD_EVERY:
             finished = _finished(results)
@@ -321,7 +337,7 @@ class Pass:
                 self._record(owner, finished)
             self._recorded_at = time.monotonic()
 
-    def _job(self, row, contacts, now):
+    def _job(self, row: Row, contacts: dict[int, str], now: datetime.datetime) -> Job | Outcome:
         """The Job for ``row``, or the Outcome that ends it unsent: expired,
         unreadable, or a pe_id without a usable address."""
         if row.expires_on and row.expires_on < now:
@@ -330,19 +346,20 @@ class Pass:
             msg = self.store.message(row)
             left = mime.loads(row.deferred_rcpts)  # the recipients still to deliver to
             if not msg.recipients() and row.pe_id and not left:
-                msg = dataclasses.replace(msg, to=(_contact(row.pe_id, contacts),))
-                self._resolved[row.id] = msg.first_address()[:255]
+                address = _contact(row.pe_id, contacts)
+                msg = dataclasses.replace(msg, to=(address,))
+                self._resolved[row.id] = mime.bare(address)[:255]
         except NoAddress as e:
             return Outcome(Kind.PERMANENT, None, str(e))
         except Exception as e:  # noqa: BLE001 (a row that cannot be read fails alone, logged)
             return _unreadable(e)
-        sender = row.sender or self.snapshot.sender
+        sender = row.sender or self.snapshot.sender or ""  # a sender: blocking_problem()
         recipients = list(left) if left else msg.recipients()
         return Job(
             row.id, self._envelope(row, sender), recipients, self._builder(row, msg, sender)
         )
 
-    def _envelope(self, row, sender):
+    def _envelope(self, row: Row, sender: str) -> str:
         """The envelope sender: ``local+TOKEN@domain`` of the bounce address
         (returnpath.py), so a report names its message; else the sender."""
         address = self.snapshot.return_path
@@ -351,19 +368,19 @@ class Pass:
         secret = returnpath.key(self.store)
         return returnpath.envelope(address, returnpath.token(secret, row.id, row.message_id))
 
-    def _builder(self, row, msg, sender):
+    def _builder(self, row: Row, msg: mime.Message, sender: str) -> Callable[[], bytes]:
         """A function that makes the wire bytes; attachments load lazily here."""
         store, dkim = self.store, self.snapshot.dkim
         if row.attachment_count:
             msg = dataclasses.replace(msg, attachments=store.attachments(row.id))
         date = row.created_on.replace(tzinfo=datetime.UTC)
 
-        def build():
+        def build() -> bytes:
             return message_bytes(msg, sender, row.message_id, date, dkim)
 
         return build
 
-    def _contacts(self, pe_ids):
+    def _contacts(self, pe_ids: list[int]) -> dict[int, str]:
         """{pe_id: address} from Sahana's pr_contact, first by priority."""
         db = self.store.db
         if not pe_ids or "pr_contact" not in db.tables:
@@ -372,14 +389,14 @@ class Pass:
         query = (c.pe_id.belongs(set(pe_ids))) & (c.contact_method == "EMAIL")
         if "deleted" in c.fields:
             query &= c.deleted == False  # noqa: E712
-        found = {}
+        found: dict[int, str] = {}
         order = c.priority | c.id if "priority" in c.fields else c.id
         for r in db(query).select(c.pe_id, c.value, orderby=order):
             found.setdefault(r.pe_id, r.value)
         return found
 
     # ---------------------------------------------------------- recording
-    def _record(self, owner, outcomes):
+    def _record(self, owner: str, outcomes: Finished) -> None:
         """Write the decision for each (row, Outcome); count and log it."""
         now = utcnow()
         results = []
@@ -396,7 +413,8 @@ class Pass:
             self.counts[decision.logged] += 1
             if out.refused:
                 self.counts["refused"] += len(out.refused)
-            if out.deferred and decision.changes.get("deferred_rcpts"):
+            changes = decision.changes  # a dict where out.deferred: not a plain success
+            if out.deferred and isinstance(changes, dict) and changes.get("deferred_rcpts"):
                 self.counts["deferred"] += len(out.deferred)
             if decision.logged == Logged.FAILED:
                 logger.warning(

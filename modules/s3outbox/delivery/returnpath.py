@@ -16,15 +16,15 @@ import secrets
 
 from .message import ADDRESS_RE, bare
 from .pydal_internals import uri_hash
-from .store import utcnow
+from .store import OutboxStore, utcnow
 
 KEY_STATE = "bounce_key"
 MAC_LENGTH = 20  # hex digits: 80 bits
 MAX_LOCAL = 64  # RFC 5321's limit on a local part
-_keys = {}  # (database, table) -> key bytes, read once a process
+_keys: dict[tuple[str, str], bytes] = {}  # (database, table) -> key bytes, read once a process
 
 
-def usable(address):
+def usable(address: object) -> str | None:
     """The bare bounce address if it can carry a TOKEN, else None."""
     address = bare(address or "")
     if not ADDRESS_RE.match(address):
@@ -33,7 +33,7 @@ def usable(address):
     return address if len(local) + 1 + 11 + MAC_LENGTH <= MAX_LOCAL else None
 
 
-def key(store):
+def key(store: OutboxStore) -> bytes:
     """The site's bounce key (bytes), made on first use; one for all workers:
     the first to insert it wins, the others read it."""
     where = (uri_hash(store.db), store.tablename)
@@ -47,28 +47,28 @@ def key(store):
     return found
 
 
-def token(secret, row_id, message_id):
+def token(secret: bytes, row_id: int, message_id: str) -> str:
     """TOKEN for outbox row ``row_id`` whose Message-ID is ``message_id``."""
     return "%d-%s" % (row_id, _mac(secret, row_id, message_id))
 
 
-def _mac(secret, row_id, message_id):
+def _mac(secret: bytes, row_id: int, message_id: str) -> str:
     text = ("%d %s" % (row_id, message_id)).encode("utf-8")
     return hmac.new(secret, text, hashlib.sha256).hexdigest()[:MAC_LENGTH]
 
 
-def verify(secret, row_id, message_id, mac):
+def verify(secret: bytes, row_id: int, message_id: str, mac: str) -> bool:
     """Whether ``mac`` (from a TOKEN) is the one for this row."""
     return hmac.compare_digest(_mac(secret, row_id, message_id), mac.lower())
 
 
-def envelope(bounce_address, tok):
+def envelope(bounce_address: str, tok: str) -> str:
     """The envelope sender ``local+TOKEN@domain``."""
     local, _, domain = bounce_address.rpartition("@")
     return "%s+%s@%s" % (local, tok, domain)
 
 
-def token_pattern(bounce_address):
+def token_pattern(bounce_address: str) -> re.Pattern[str]:
     """A regex finding (row id, mac) in text that holds the bounce address
     with a TOKEN, ignoring case (some servers lower an address's case)."""
     local, _, domain = bounce_address.rpartition("@")

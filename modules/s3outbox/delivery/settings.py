@@ -16,13 +16,14 @@ import math
 import re
 import ssl
 from collections.abc import Callable
-from typing import Any
+from ssl import SSLContext
+from typing import Any, Protocol
 
-from ..transport.base import LoggingTransport
+from ..transport.base import LoggingTransport, Transport
 from ..transport.smtp import SmtpTransport
 from .message import ADDRESS_RE, InvalidMessage, bare, unsubscribe_header
 from .returnpath import usable
-from .store import add_tables
+from .store import OutboxStore, add_tables
 
 # Defaults MailS3 adds to web2py's Mail.settings (documented in docs/settings.md).
 DEFAULTS = dict(
@@ -59,8 +60,14 @@ EXAMPLE_SERVERS = {"smtp.gmail.com:587"}  # web2py's example, with the login abo
 EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "example", "invalid", "test")
 _SERVER_RE = re.compile(r"\A(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:.]+\])(:\d{1,5})?\Z")
 
+# web2py's Storage (Mail.settings, and the values read_values() gives): gluon
+# has no type information.
+Storage = Any
+# (appconfig key, what is wrong, blocks sending): one finding of the check.
+Finding = tuple[str, str, bool]
 
-def _is_example_address(address):
+
+def _is_example_address(address: str | None) -> bool:
     addr = bare(address or "").lower()
     domain = addr.rpartition("@")[2]
     return addr in EXAMPLE_SENDERS or any(
@@ -69,9 +76,26 @@ def _is_example_address(address):
 
 
 class Snapshot:
-    """The SMTP settings in force for one delivery pass."""
+    """The SMTP settings in force for one delivery pass: what a transport
+    reads (transport.base.Settings) and the pool (pool.Sessions).
 
-    def __init__(self, settings):
+    ``server``, ``sender`` and ``login`` are the site's text (apply_config()
+    writes text or None); any other value a site sets is a blocking finding,
+    so no transport is made with it.
+    """
+
+    server: str | None
+    sender: str | None
+    login: str | None
+    tls: bool
+    ssl: bool
+    timeout: float
+    hostname: str | None
+    ssl_context: SSLContext | None
+    self_signed_certificate: bool
+    pipelining: bool
+
+    def __init__(self, settings: Storage) -> None:
         self.values, self.problems = read_values(settings)
         v = self.values
         self.server = settings.server
@@ -80,16 +104,16 @@ class Snapshot:
         self.tls, self.ssl = v.tls, v.ssl
         self.timeout = v.timeout
         names = settings.get("config_names")
-        self.names = names if isinstance(names, dict) else {}
+        self.names: dict[str, str] = names if isinstance(names, dict) else {}
         self.hostname = v.hostname
-        self.dkim = v.dkim
+        self.dkim: Storage | None = v.dkim
         self.ssl_context = v.ssl_context
-        self.custom = v.transport
+        self.custom: Callable[[Snapshot], Transport] | None = v.transport
         self.self_signed_certificate = v.self_signed_certificate
         self.pipelining = v.pipelining
         self.return_path = usable(settings.bounce_address)
 
-    def transport(self):
+    def transport(self) -> Transport:
         """A new, unopened Transport for these settings: the site's own
         (``settings.transport``), web2py's logging mode, or SMTP."""
         if self.custom is not None:
@@ -99,27 +123,26 @@ class Snapshot:
         return SmtpTransport(self)
 
     @property
-    def logging(self):
+    def logging(self) -> bool:
         """web2py's development mode: server 'logging' or 'logging:PATH'."""
         server = self.server
         return isinstance(server, str) and (server == "logging" or server.startswith("logging:"))
 
     @property
-    def smtp(self):
+    def smtp(self) -> bool:
         return self.custom is None and not self.logging
 
     @property
-    def host_port(self):
+    def host_port(self) -> tuple[str, int]:
         """(host, port) from 'host:port', with 465/587/25 as the default port."""
         server = self.server if isinstance(self.server, str) else ""
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
-            host, port = server, None
+            host, port = server, ""
         host = host.strip("[]")
-        port = int(port) if port else (465 if self.ssl else 587 if self.tls else 25)
-        return host, port
+        return host, int(port) if port else (465 if self.ssl else 587 if self.tls else 25)
 
-    def fingerprint(self):
+    def fingerprint(self) -> str:
         """A short hash of what the admin configures; never the password itself."""
         login = self.login if isinstance(self.login, str) else str(self.login or "")
         user, _, password = login.partition(":")
@@ -136,7 +159,7 @@ class Snapshot:
         raw = "\x00".join(parts)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
-    def blocking_problem(self):
+    def blocking_problem(self) -> str | None:
         """Why no message can be sent with these settings, or None.
 
         Only errors that make every send fail: the rest of ``findings()`` are
@@ -148,7 +171,7 @@ class Snapshot:
                 return "%s (edit %s)" % (problem, "%s in %s" % (key, where) if where else key)
         return None
 
-    def findings(self):
+    def findings(self) -> list[Finding]:
         """(appconfig key, what is wrong, blocks sending) for each problem.
 
         The server, login and port checks are for SMTP only: web2py's logging
@@ -159,7 +182,7 @@ class Snapshot:
             out = self._server_findings() + out + self._login_findings() + self._port_findings()
         return out + [p.finding() for p in self.problems]
 
-    def _server_findings(self):
+    def _server_findings(self) -> list[Finding]:
         server = self.server
         if not isinstance(server, str) or not server.strip():
             return [("[smtp] server", "no SMTP server is configured", True)]
@@ -189,7 +212,7 @@ class Snapshot:
             ]
         return []
 
-    def _sender_findings(self):
+    def _sender_findings(self) -> list[Finding]:
         sender = self.sender
         if not isinstance(sender, str) or not sender.strip():
             return [("[smtp] sender", "no sender address is configured", True)]
@@ -199,7 +222,7 @@ class Snapshot:
             return [("[smtp] sender", "sender %r is the unedited example address" % sender, True)]
         return []
 
-    def _login_findings(self):
+    def _login_findings(self) -> list[Finding]:
         login = self.login
         if login is not None and not isinstance(login, str):
             return [("[smtp] login", "login must be text, user:password", True)]
@@ -213,11 +236,11 @@ class Snapshot:
             return [("[smtp] login", "login has no password after the ':'", True)]
         return []
 
-    def _port_findings(self):
+    def _port_findings(self) -> list[Finding]:
         """Advice only: tls/ssl settings that do not match the port."""
         if not (isinstance(self.server, str) and _SERVER_RE.match(self.server)):
             return []
-        out = []
+        out: list[Finding] = []
         port = self.host_port[1]
         if self.ssl and port == 587:
             out.append(
@@ -246,12 +269,12 @@ class Snapshot:
         return out
 
 
-def optional_text(value):
+def optional_text(value: object) -> str | None:
     """A configured text as it is, or None when it is missing or empty."""
     return None if value in (None, "") else str(value)
 
 
-def _flag(value):
+def _flag(value: object) -> object:
     """True or False; any other value as it is, for read_values() to report
     (its default, off, is then used): "maybe" is not silently false."""
     if value in (None, ""):
@@ -281,7 +304,13 @@ OUTBOX_KEYS = (
 )
 
 
-def apply_config(mail, get):
+class _Configured(Protocol):
+    """A mailer with web2py's settings (Mail, MailS3)."""
+
+    settings: Storage
+
+
+def apply_config(mail: _Configured, get: Callable[[str], Any]) -> None:
     """Copy the admin's settings onto ``mail.settings``.
 
     ``get(key)`` returns a value such as ``get("smtp.server")`` (web2py's
@@ -318,7 +347,25 @@ class _Bad(ValueError):
     """A setting's value that cannot be used."""
 
 
-def _number(value):
+@dataclasses.dataclass(frozen=True)
+class Reader:
+    """A setting's reader (``Part.readers``): called with the given value, the
+    value delivery uses, or _Bad; ``expected`` says what it takes, for the
+    finding."""
+
+    read: Callable[[Any], Any]
+    expected: str
+
+    def __call__(self, value: object) -> Any:
+        return self.read(value)
+
+
+def _expects(expected: str) -> Callable[[Callable[[Any], Any]], Reader]:
+    """Make the decorated function a Reader that expects ``expected``."""
+    return lambda read: Reader(read, expected)
+
+
+def _number(value: object) -> float:
     """A finite float from an int, a float or numeric text; _Bad otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _Bad()
@@ -331,39 +378,37 @@ def _number(value):
     return number
 
 
-def _seconds(high, low=None):
+def _seconds(high: int, low: float | None = None) -> Reader:
     """Seconds above 0 (from ``low``), at most ``high``."""
 
-    def read(value):
+    def read(value: object) -> float:
         number = _number(value)
         if not (number >= low if low else number > 0) or number > high:
             raise _Bad()
         return int(number) if number == int(number) else number
 
-    read.expected = "a number of seconds %s, at most %d" % (
-        "from %s" % low if low else "above 0",
-        high,
+    return Reader(
+        read, "a number of seconds %s, at most %d" % ("from %s" % low if low else "above 0", high)
     )
-    return read
 
 
-def whole(low, high):
+def whole(low: int, high: int) -> Reader:
     """A reader of whole numbers from ``low`` to ``high`` (``Part.readers``)."""
 
-    def read(value):
+    def read(value: object) -> int:
         number = _number(value)
         if number != int(number) or not low <= number <= high:
             raise _Bad()
         return int(number)
 
-    read.expected = "a whole number from %d to %d" % (low, high)
-    return read
+    return Reader(read, "a whole number from %d to %d" % (low, high))
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def boolean(value):
+@_expects("true or false")
+def boolean(value: object) -> bool:
     """A reader of true or false (also 1/0, yes/no, on/off)."""
     if isinstance(value, bool):
         return value
@@ -375,11 +420,11 @@ def boolean(value):
     raise _Bad()
 
 
-boolean.expected = "true or false"
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
-def _rate(value):
+@_expects("like 100/hour: a whole number above 0 per second, minute, hour or day")
+def _rate(value: object) -> tuple[int, int]:
     """'100/hour' (or '100': an hour) -> (100, 3600)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise _Bad()
@@ -396,42 +441,35 @@ def _rate(value):
     return int(count), _UNITS[unit or "hour"]
 
 
-_rate.expected = "like 100/hour: a whole number above 0 per second, minute, hour or day"
-
-
-def _name(value):
+@_expects("text of 1 to 100 printable characters")
+def _name(value: object) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 100 or not value.isprintable():
         raise _Bad()
     return value
-
-
-_name.expected = "text of 1 to 100 printable characters"
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(r"%s(?:\.%s)*|\[[0-9A-Fa-f:.]{2,45}\]" % (_LABEL, _LABEL))
 
 
-def _hostname(value):
+@_expects("a host name")
+def _hostname(value: object) -> str:
     if not isinstance(value, str) or len(value) > 255 or not _HOSTNAME_RE.fullmatch(value):
         raise _Bad()
     return value
 
 
-_hostname.expected = "a host name"
-
-
-def _instance(kind, expected):
-    def read(value):
+def _instance(kind: Callable[[object], bool], expected: str) -> Reader:
+    def read(value: object) -> object:
         if not kind(value):
             raise _Bad()
         return value
 
-    read.expected = expected
-    return read
+    return Reader(read, expected)
 
 
-def _dkim(value):
+@_expects("Storage(key=..., selector=...) that signs")
+def _dkim(value: Storage) -> Storage:
     key, selector = getattr(value, "key", None), getattr(value, "selector", None)
     if not isinstance(key, (str, bytes)) or not isinstance(selector, str):
         raise _Bad()
@@ -441,10 +479,8 @@ def _dkim(value):
     return value
 
 
-_dkim.expected = "Storage(key=..., selector=...) that signs"
-
-
-def _unsubscribe(value):
+@_expects("one e-mail address (optionally ?subject=...)")
+def _unsubscribe(value: object) -> object:
     """The site-wide List-Unsubscribe address: one that cannot be used is
     left out of the mail (it is optional), never a reason to refuse it."""
     try:
@@ -454,11 +490,8 @@ def _unsubscribe(value):
     return value
 
 
-_unsubscribe.expected = "one e-mail address (optionally ?subject=...)"
-
-
 @functools.lru_cache(maxsize=8)
-def _cannot_sign(key, selector):
+def _cannot_sign(key: str | bytes, selector: str) -> str | None:
     """Why a test message cannot be signed with this key, or None: a key
     that cannot sign would otherwise fail every message as it is built."""
     from email.mime.text import MIMEText
@@ -475,7 +508,7 @@ def _cannot_sign(key, selector):
 
 
 # key: (reader, default, blocking: no default is safe, mail is held instead)
-_READERS = dict(
+_READERS: dict[str, tuple[Reader, Any, bool]] = dict(
     timeout=(_seconds(3600, 0.5), DEFAULTS["timeout"], False),
     batch_size=(whole(1, 100000), DEFAULTS["batch_size"], False),
     sessions=(whole(1, 100), DEFAULTS["sessions"], False),
@@ -512,11 +545,11 @@ class Problem:
     """A setting's value that cannot be used: its key, the value, what is
     expected, and the default used instead (or, ``blocking``, mail held)."""
 
-    def __init__(self, key, value, expected, default, blocking):
+    def __init__(self, key: str, value: object, expected: str, default: object, blocking: bool):
         self.key, self.value, self.expected = key, value, expected
         self.default, self.blocking = default, blocking
 
-    def finding(self):
+    def finding(self) -> Finding:
         """(appconfig key, what is wrong, blocks sending), as findings() gives."""
         shown = repr(self.value)
         if len(shown) > 60:
@@ -534,11 +567,12 @@ class Problem:
         )
 
 
-def read_value(settings, key):
+def read_value(settings: Storage, key: str) -> tuple[Any, Problem | None]:
     """(value delivery uses, Problem or None) of ``settings[key]``."""
-    raw = settings.get(key)
+    raw: object = settings.get(key)
     try:
-        used, problem = _read_cached(key, type(raw), raw)
+        # mypy does not count a class as Hashable (its metaclass's __hash__); it is.
+        used, problem = _read_cached(key, type(raw), raw)  # type: ignore[arg-type]
     except TypeError:  # an unhashable value: not kept
         return read_raw(key, raw)
     if problem is not None and problem.value is not raw:
@@ -549,11 +583,11 @@ def read_value(settings, key):
 
 
 @functools.lru_cache(maxsize=512)
-def _read_cached(key, kind, raw):
+def _read_cached(key: str, kind: type, raw: object) -> tuple[Any, Problem | None]:
     return read_raw(key, raw)
 
 
-def read_raw(key, raw):
+def read_raw(key: str, raw: object) -> tuple[Any, Problem | None]:
     """(value delivery uses, Problem or None) of the value ``raw`` given for
     ``key``: a part's ``apply`` reads the admin's values with it."""
     reader, default, blocking = _READERS[key]
@@ -566,11 +600,11 @@ def read_raw(key, raw):
         return default, Problem(key, raw, expected, default, blocking)
 
 
-def read_values(settings):
+def read_values(settings: Storage) -> tuple[Storage, list[Problem]]:
     """(Storage of every value above as delivery uses it, [Problem])."""
     from gluon.storage import Storage
 
-    values, problems = Storage(), []
+    values, problems = Storage(), list[Problem]()
     for key in _READERS:
         values[key], problem = read_value(settings, key)
         if problem is not None:
@@ -598,12 +632,12 @@ class Part:
 
     name: str
     defaults: dict[str, Any]
-    readers: dict[str, tuple[Callable[[Any], Any], Any, bool]]
+    readers: dict[str, tuple[Reader, Any, bool]]
     keys: tuple[str, ...]
-    apply: Callable[[Any, Callable[[str], Any]], None]
-    findings: Callable[[Any], list[tuple[str, str, bool]]]
-    tables: Callable[[Any, bool], None] | None = None
-    secret: Callable[[Any], str] | None = None
+    apply: Callable[[Storage, Callable[[str], Any]], None]
+    findings: Callable[[Storage], list[Finding]]
+    tables: Callable[[OutboxStore, bool], None] | None = None
+    secret: Callable[[Storage], str] | None = None
 
 
 _PARTS: dict[str, Part] = {}
@@ -628,7 +662,7 @@ def parts() -> list[Part]:
     return [_PARTS[name] for name in sorted(_PARTS)]
 
 
-def part_findings(settings: Any) -> list[tuple[str, str, bool]]:
+def part_findings(settings: Storage) -> list[Finding]:
     """(key, advice, blocking) of every registered part, for the settings
     check beside ``Snapshot(settings).findings()``."""
     return [found for part in parts() for found in part.findings(settings)]

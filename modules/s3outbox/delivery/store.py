@@ -620,7 +620,9 @@ class OutboxStore:
         changed and now fail for another reason); commits."""
         with self.transaction():
             o = self.outbox
-            self.db((o.status == Status.HELD) & (o.last_error != reason)).update(last_error=reason)
+            # SQL's NULL != reason is not true: a row held with no text counts too.
+            other = (o.last_error != reason) | (o.last_error == None)  # noqa: E711
+            self.db((o.status == Status.HELD) & other).update(last_error=reason)
 
     def take_probe(self, hold: holds.Hold, later: holds.Hold, now: datetime.datetime) -> bool:
         """Replace ``hold`` by ``later`` unless another worker changed it
