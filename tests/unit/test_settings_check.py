@@ -122,3 +122,12 @@ def test_scrub_masks_the_bounce_mailbox_password_too():
 )
 def test_hold_reason_says_what_to_edit(reason, key):
     assert edit_hint(reason) == key
+
+
+def test_a_value_shows_as_written_after_an_equal_one_was_read():
+    """The read cache held -0.0 equal to a 0.0 read before: the settings check
+    named timeout = 0.0 for an admin who wrote -0.0 (a flaky failure of
+    test_no_setting_value_stops_mail)."""
+    for value in (0.0, -0.0, 0.0):
+        found = {f["key"]: f["problem"] for f in findings(settings(timeout=value))}
+        assert found["[outbox] timeout"].startswith("timeout = %r cannot" % value), found

@@ -572,9 +572,14 @@ def read_value(settings: Storage, key: str) -> tuple[Any, Problem | None]:
     raw: object = settings.get(key)
     try:
         # mypy does not count a class as Hashable (its metaclass's __hash__); it is.
-        return _read_cached(key, type(raw), raw)  # type: ignore[arg-type]
+        used, problem = _read_cached(key, type(raw), raw)  # type: ignore[arg-type]
     except TypeError:  # an unhashable value: not kept
         return read_raw(key, raw)
+    if problem is not None and problem.value is not raw:
+        # An equal value read before may show otherwise (0.0 for -0.0):
+        # the problem names the value the admin wrote.
+        problem = Problem(key, raw, problem.expected, problem.default, problem.blocking)
+    return used, problem
 
 
 @functools.lru_cache(maxsize=512)
