@@ -545,7 +545,9 @@ class Problem:
     """A setting's value that cannot be used: its key, the value, what is
     expected, and the default used instead (or, ``blocking``, mail held)."""
 
-    def __init__(self, key: str, value: object, expected: str, default: object, blocking: bool):
+    def __init__(
+        self, key: str, value: object, expected: str, default: object, blocking: bool
+    ) -> None:
         self.key, self.value, self.expected = key, value, expected
         self.default, self.blocking = default, blocking
 
