@@ -4,6 +4,7 @@ message that cannot be built fails alone."""
 
 import logging
 import threading
+import time
 
 from helpers import snapshot
 
@@ -178,3 +179,52 @@ def test_a_bug_in_the_transport_is_a_retry_with_a_traceback(caplog):
     assert batch[0].outcome.kind == Kind.TRANSIENT
     assert "internal error: a programming error" in batch[0].outcome.error
     assert caplog.records[0].exc_info
+
+
+def test_every_session_retired_ends_the_batch_on_the_one_left_open():
+    """Every thread's session retires while jobs remain: the pass still ends
+    and each job goes out once, on the session left connected.
+
+    The state comes from a race met in the first batch: the producer decides
+    to add a third session just before the second one retires (setting
+    ``size`` to 2), so the third opens and stays connected, attached to no
+    thread in the next batch. There the server hangs up the first session and
+    refuses every new one (too many connections: the third counts), so both
+    threads hand their jobs back. Before, nothing read the queue any more and
+    the producer waited for a free place forever."""
+    sent, sessions = [], []
+    too_many = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many connections")
+    third_wanted, refusing = threading.Event(), threading.Event()
+
+    def on_open(number):
+        if number == 1:  # the second session: retires once the third is under way
+            third_wanted.wait(5)
+            return too_many
+        return too_many if refusing.is_set() else None
+
+    def transport(snap):
+        number = len(sessions)
+        if number == 2:  # the producer has chosen to add it: let the second retire first
+            third_wanted.set()
+            deadline = time.monotonic() + 5
+            while p.size != 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        session = MemoryTransport(snap, sent, on_open=lambda: on_open(number), delay=0.02)
+        sessions.append(session)
+        return session
+
+    p = SessionPool(snapshot(transport=transport), 3)
+    p.threaded = True
+    first, second = jobs(12), jobs(30)
+    p.deliver(first)
+    assert len(p.sessions) == 3 and p.size == 2 and sessions[2].is_open
+    sessions[0].drop()
+    refusing.set()
+    delivery = threading.Thread(target=p.deliver, args=(second,), daemon=True)
+    delivery.start()
+    delivery.join(10)
+    assert not delivery.is_alive(), "the delivery pass never ended"
+    p.close()
+    assert all(j.outcome.kind == Kind.SENT and j.done for j in first + second)
+    assert sorted(s[1][0] for s in sent) == sorted(j.recipients[0] for j in first + second)
+    assert p.orphans == [] and p.config_error is None

@@ -241,7 +241,13 @@ class SessionPool:
             job = following
 
     def _deliver_threaded(self, jobs: Iterator[Job]) -> None:
-        """Send jobs over up to ``size`` sessions, each in its own thread."""
+        """Send jobs over up to ``size`` sessions, each in its own thread.
+
+        Should every thread's session retire (the server takes no more while
+        one of ours is connected), nothing reads the queue any more: the jobs
+        not sent yet join those handed back, sent afterwards on a session
+        still connected.
+        """
         work: queue.Queue[Job | None] = queue.Queue(maxsize=self.size * 2)  # bounds memory
         threads: list[threading.Thread] = []
         # Sessions opened by earlier batches of this pool go back to work at once.
@@ -249,21 +255,33 @@ class SessionPool:
             self._add_thread(work, threads)
         try:
             for job in jobs:
-                # Another session opens only while the open ones fall behind:
-                # a fast local server keeps one, a slow relay gets up to size.
-                while True:
-                    try:
-                        work.put(job, timeout=self.patience)
-                        break
-                    except queue.Full:
-                        if len(threads) < self.size:
-                            self._add_thread(work, threads)
+                if not self._queue(job, work, threads):
+                    self.orphans.extend([job, *jobs])
+                    break
         finally:
             for _ in threads:
-                work.put(None)  # retired sessions leave theirs unread
+                self._queue(None, work, threads)  # retired sessions leave theirs unread
             for t in threads:
                 t.join()
+        self.orphans.extend(job for job in _drain(work) if job is not None)
         self._finish_orphans()
+
+    def _queue(
+        self, job: Job | None, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
+    ) -> bool:
+        """Put ``job`` in ``work``; False if no thread is left to read it.
+
+        Another session opens only while the open ones fall behind: a fast
+        local server keeps one, a slow relay gets up to size.
+        """
+        while any(t.is_alive() for t in threads):
+            try:
+                work.put(job, timeout=self.patience)
+                return True
+            except queue.Full:
+                if job is not None and len(threads) < self.size:
+                    self._add_thread(work, threads)
+        return False
 
     def _add_thread(
         self, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
@@ -304,3 +322,9 @@ class SessionPool:
             self._run_safely((live or self.sessions)[0], job)
             job.done = True
         self.orphans = []
+
+
+def _drain(work: "queue.Queue[Job | None]") -> Iterator[Job | None]:
+    """What is left in ``work`` once no thread reads it."""
+    while not work.empty():
+        yield work.get_nowait()
