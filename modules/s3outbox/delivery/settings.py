@@ -553,7 +553,10 @@ class Problem:
 
     def finding(self) -> Finding:
         """(appconfig key, what is wrong, blocks sending), as findings() gives."""
-        shown = repr(self.value)
+        try:
+            shown = repr(self.value)
+        except ValueError:  # an int over 4,300 digits cannot be printed (Python 3.11)
+            shown = "a number too long to print"
         if len(shown) > 60:
             shown = shown[:57] + "..."
         then = (
@@ -597,8 +600,9 @@ def read_raw(key: str, raw: object) -> tuple[Any, Problem | None]:
         return default, None
     try:
         return reader(raw), None
-    except _Bad as e:
-        expected = "%s (%s)" % (reader.expected, e) if str(e) else reader.expected
+    except ValueError as e:  # _Bad, or a conversion Python refused (an int too long to print)
+        detail = str(e) if isinstance(e, _Bad) else ""
+        expected = "%s (%s)" % (reader.expected, detail) if detail else reader.expected
         return default, Problem(key, raw, expected, default, blocking)
 
 
