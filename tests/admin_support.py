@@ -5,8 +5,6 @@ import datetime
 import json
 import os
 import random
-import subprocess
-import sys
 import uuid
 
 import requests
@@ -109,25 +107,7 @@ class AdminApp(WebApp):
     # ------------------------------------------------------ command line
     def cli(self, *args):
         """Run scripts/outbox.py in the app's environment: (exit code, output)."""
-        p = subprocess.run(
-            [
-                sys.executable,
-                "web2py.py",
-                "--no_gui",
-                "--no_banner",
-                "-S",
-                "outbox",
-                "-M",
-                "-R",
-                "applications/outbox/scripts/outbox.py",
-                "-A",
-            ]
-            + list(args),
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        p = self.outbox_cli(*args)
         return p.returncode, p.stdout + p.stderr
 
 

@@ -12,8 +12,6 @@ long, so no test straddles a window edge.
 """
 
 import re
-import subprocess
-import sys
 import time
 import uuid
 
@@ -124,25 +122,7 @@ def admin(app, inbox):
 
 def cli(app, *args):
     """scripts/outbox.py in the app's environment: (exit code, stdout, stderr)."""
-    p = subprocess.run(
-        [
-            sys.executable,
-            "web2py.py",
-            "--no_gui",
-            "--no_banner",
-            "-S",
-            "outbox",
-            "-M",
-            "-R",
-            "applications/outbox/scripts/outbox.py",
-            "-A",
-        ]
-        + list(args),
-        cwd=app.folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = app.outbox_cli(*args)
     return p.returncode, p.stdout, p.stderr
 
 

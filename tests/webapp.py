@@ -256,6 +256,17 @@ class WebApp:
         finally:
             db.close()
 
+    def outbox_cli(self, *args):
+        """scripts/outbox.py in this app's environment: the CompletedProcess."""
+        return subprocess.run(
+            [sys.executable, "web2py.py", "--no_gui", "--no_banner", "-S", "outbox", "-M", "-R"]
+            + ["applications/outbox/scripts/outbox.py", "-A", *args],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
     def errors(self):
         """Tickets web2py wrote (errors/ folder): each one is a failure."""
         folder = os.path.join(self.app, "errors")
