@@ -126,31 +126,9 @@ class EdenApp(WebApp):
 
     def first_run(self):
         """Eden's first run (tables, prepopulate) in a web2py shell."""
-        done = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(self.folder, "web2py.py"),
-                "--no_banner",
-                "-S",
-                "eden",
-                "-M",
-                "-R",
-                os.path.join(ROOT, "tests", "eden_shell.py"),
-                "-A",
-                "noop",
-            ],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode or "s3outbox-shell-ok" not in done.stdout:
-            raise RuntimeError(
-                "Eden's first run failed:\n%s\n%s" % (done.stdout[-3000:], done.stderr[-3000:])
-            )
-        return done.stdout
+        return self.shell("noop", timeout=600)
 
-    def shell(self, *args):
+    def shell(self, *args, timeout=300):
         """Run tests/eden_shell.py ARGS in Eden's model environment; its
         stdout (the lines it prints)."""
         done = subprocess.run(
@@ -169,7 +147,7 @@ class EdenApp(WebApp):
             cwd=self.folder,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )
         if done.returncode or "s3outbox-shell-ok" not in done.stdout:
             raise RuntimeError(
