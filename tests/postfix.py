@@ -4,8 +4,9 @@ unconfigured by scripts/ci-system-deps.sh).
 It runs from a config directory in a temporary folder with its own queue and
 log; the system's mail setup (/etc/postfix/main.cf, any running Postfix) is
 neither read nor touched. Mail to ``refused@people.net`` gets 550 and to
-``later@people.net`` 450; everything else is accepted and appended to
-``mbox`` (mbox format) by a pipe as user nobody. Starting it needs root, as
+``later@people.net`` 450; everything else is accepted and written by a pipe,
+as user nobody, to a file of its own in ``out/`` (with its From_ line), renamed
+into place once whole, so a reader never sees half a message. Starting it needs root, as
 Postfix's master does; ``unusable()`` says why it cannot run here.
 
 Mail to ``dead.people.net`` is accepted and then bounced (a pipe that exits
@@ -76,7 +77,7 @@ proxymap unix - - n - - proxymap
 anvil    unix - - n - 1 anvil
 scache   unix - - n - 1 scache
 postlog  unix-dgram n - n - 1 postlogd
-filedrop unix - n n - 1 pipe flags=F user=nobody argv=/bin/sh -c {{ cat >> {dir}/out/mbox }}
+filedrop unix - n n - 1 pipe flags=F user=nobody argv=/bin/sh -c {{ f=$$(mktemp {dir}/out/.part.XXXXXX) && cat > $$f && mv $$f $$f.eml }}
 dead     unix - n n - - pipe user=nobody argv=/bin/sh -c {{ echo "user unknown: mailbox unavailable"; exit 67 }}
 full     unix - n n - - pipe user=nobody argv=/bin/sh -c {{ echo "mailbox full, try later"; exit 75 }}
 retry    unix - - n - - error
@@ -158,10 +159,21 @@ class Postfix:
         return self.log_of("maillog")
 
     def log_of(self, name):
-        """File ``name`` of its folder as text (the mbox with its From_ lines)."""
+        """File ``name`` of its folder as text."""
         return self._read(name).decode("utf-8", "replace")
+
+    def deliveries(self):
+        """The whole delivered messages, oldest first, each as bytes with its
+        From_ line (which carries the envelope sender)."""
+        out = os.path.join(self.dir, "out")
+        names = [n for n in os.listdir(out) if n.endswith(".eml")]
+        paths = sorted((os.path.join(out, n) for n in names), key=os.path.getmtime)
+        found = []
+        for path in paths:
+            with open(path, "rb") as f:
+                found.append(f.read())
+        return found
 
     def mbox(self):
         """The delivered messages, each as bytes (From_ line dropped)."""
-        text = self._read("out/mbox")
-        return [m.split(b"\n", 1)[1] for m in text.split(b"\nFrom ") if m] if text else []
+        return [m.split(b"\n", 1)[1] for m in self.deliveries()]
