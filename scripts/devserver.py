@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +35,45 @@ def catcher_port():
     return 8025
 
 
+def in_use(port):
+    """Whether a program already listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ports_taken(web_port, smtp_port):
+    """What to tell the admin about ports of the three that are taken.
+
+    The catcher does not move to a free port by itself: the site sends to
+    [smtp] server, so its mail would go to whatever program holds that port
+    (another developer's catcher, say)."""
+    lines = []
+    if in_use(smtp_port):
+        lines.append(
+            "127.0.0.1:%d, where [smtp] server in private/appconfig.ini sends the "
+            "site's mail, is in use by another program. Stop it, or set [smtp] "
+            "server = 127.0.0.1:%d (a free port): the catcher listens where that "
+            "setting points." % (smtp_port, free_port())
+        )
+    if in_use(web_port):
+        lines.append(
+            "127.0.0.1:%d is in use by another program: ./dev run --port %d (a free port)."
+            % (web_port, free_port())
+        )
+    return "\n".join(lines)
+
+
 def wait_for_site(url, web, timeout=60):
     """Until the first page has loaded: that request runs the models, which
     create the tables, so the worker does not create them at the same moment
@@ -54,12 +94,16 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--runtime", default=os.environ.get("OUTBOX_RUNTIME"))
     args = parser.parse_args(argv)
+    smtp_port = catcher_port()
+    taken = ports_taken(args.port, smtp_port)
+    if taken:
+        print(taken, file=sys.stderr)
+        return 2
     tag = hashlib.sha1(runtime.APP_DIR.encode()).hexdigest()[:8]
     folder = args.runtime or os.path.join(
         os.path.expanduser("~"), ".cache", "outbox", "web2py-" + tag
     )
     runtime.build(folder)
-    smtp_port = catcher_port()
     py = sys.executable
     w2p = os.path.join(folder, "web2py.py")
     mails = os.path.join(folder, "mail")
