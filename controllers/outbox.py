@@ -108,6 +108,7 @@ def index():
     hours, bucket, title = CHART_RANGES[view]
     admin = __admin()
     overview = admin.overview()
+    overview["findings"] += response.outbox_findings or []  # [scheduler] (models/scheduler.py)
     chart = chart_svg(admin.activity(hours, bucket), title=title)
     return dict(
         o=overview,
