@@ -74,12 +74,12 @@ def ports_taken(web_port, smtp_port):
     return "\n".join(lines)
 
 
-def wait_for_site(url, web, timeout=60):
+def wait_for_site(url, web, stopping, timeout=60):
     """Until the first page has loaded: that request runs the models, which
     create the tables, so the worker does not create them at the same moment
     (on SQLite the two would lock each other)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and web.poll() is None:
+    while time.time() < deadline and web.poll() is None and not stopping:
         try:
             urllib.request.urlopen(url, timeout=10).close()
             return
@@ -87,6 +87,69 @@ def wait_for_site(url, web, timeout=60):
             return  # an error page too came after the models ran
         except OSError:
             time.sleep(0.2)
+
+
+def start_all(port, smtp_port, folder, procs, stopping):
+    """The catcher, the web server and, once the site answers, the worker
+    (each appended to ``procs`` as it starts; none more once ``stopping``)."""
+    py = sys.executable
+    w2p = os.path.join(folder, "web2py.py")
+    mails = os.path.join(folder, "mail")
+
+    def start(name, cmd):
+        # A session of its own: a terminal's Ctrl-C reaches ./dev run only,
+        # which stops each process with one SIGTERM (a process Ctrl-C met
+        # while it was importing printed a KeyboardInterrupt traceback).
+        procs.append((name, subprocess.Popen(cmd, cwd=folder, start_new_session=True)))
+
+    catcher = os.path.join(runtime.APP_DIR, "scripts", "smtpsink.py")
+    start("smtp", [py, catcher, "--port", str(smtp_port), "--folder", mails])
+    # The admin app is not installed; web2py still wants a password argument.
+    start(
+        "web",
+        [py, w2p, "--no_gui", "-i", "127.0.0.1", "-p", str(port)] + ["-a", secrets.token_hex(16)],
+    )
+    base = "http://127.0.0.1:%d/outbox" % port
+    wait_for_site(base + "/default/index", procs[-1][1], stopping)
+    if stopping:
+        return
+    # The delivery task's own group: its loop never ends, so mail never
+    # waits for a task assignment (the app has no other tasks to serve).
+    start("worker", [py, w2p, "--no_gui", "-K", "outbox:s3outbox"])
+    print(
+        "\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
+        "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
+        "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
+        "printed here and saved in %s\n  Ctrl-C stops everything.\n"
+        % (base, base, base, smtp_port, mails),
+        flush=True,
+    )
+
+
+def watch(procs, stopping):
+    """Until a stop signal, or one of the processes ends."""
+    while not stopping:
+        for name, p in procs:
+            if p.poll() is not None:
+                print("%s exited with %s; stopping" % (name, p.returncode))
+                stopping.append(True)
+        time.sleep(0.5)
+
+
+def stop_all(procs):
+    """One SIGTERM each: the worker ends its delivery pass, records it and
+    exits (a second signal would kill its task); whatever runs after 10 s is
+    killed."""
+    for _name, p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(p.poll() is None for _, p in procs):
+        time.sleep(0.2)
+    for _name, p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def main(argv=None):
@@ -104,82 +167,18 @@ def main(argv=None):
         os.path.expanduser("~"), ".cache", "outbox", "web2py-" + tag
     )
     runtime.build(folder)
-    py = sys.executable
-    w2p = os.path.join(folder, "web2py.py")
-    mails = os.path.join(folder, "mail")
-    procs = []
-
-    def start(name, cmd):
-        procs.append((name, subprocess.Popen(cmd, cwd=folder)))
-
-    start(
-        "smtp",
-        [
-            py,
-            os.path.join(runtime.APP_DIR, "scripts", "smtpsink.py"),
-            "--port",
-            str(smtp_port),
-            "--folder",
-            mails,
-        ],
-    )
-    # The admin app is not installed; web2py still wants a password argument.
-    start(
-        "web",
-        [
-            py,
-            w2p,
-            "--no_gui",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(args.port),
-            "-a",
-            secrets.token_hex(16),
-        ],
-    )
-    base = "http://127.0.0.1:%d/outbox" % args.port
-    wait_for_site(base + "/default/index", procs[-1][1])
-    # The delivery task's own group: its loop never ends, so mail never
-    # waits for a task assignment (the app has no other tasks to serve).
-    start("worker", [py, w2p, "--no_gui", "-K", "outbox:s3outbox"])
-    print(
-        "\n  Site:      %s/default/index\n  Register:  %s/default/user/register\n"
-        "  Dashboard: %s/outbox/index (members of 'admin'; the first user to "
-        "register on a new database is one)\n  Mail:      caught on 127.0.0.1:%d, "
-        "printed here and saved in %s\n  Ctrl-C stops everything.\n"
-        % (base, base, base, smtp_port, mails),
-        flush=True,
-    )
-
-    stopping = []
-
-    def stop(*_):
-        stopping.append(True)
-
-    signal.signal(signal.SIGTERM, stop)
-    interrupted = False
+    # A stop signal or Ctrl-C while starting stops what started so far
+    # (before, SIGTERM then left the catcher and the server running, and
+    # Ctrl-C printed a traceback). SIGHUP: the terminal closed.
+    procs, stopping = [], []
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stopping.append(True))
     try:
-        while not stopping:
-            for name, p in procs:
-                if p.poll() is not None:
-                    print("%s exited with %s; stopping" % (name, p.returncode))
-                    stopping.append(True)
-            time.sleep(0.5)
+        start_all(args.port, smtp_port, folder, procs, stopping)
+        watch(procs, stopping)
     except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C reached the three processes too
-    # One signal each: the worker ends its delivery pass, records it and exits
-    # (a second would kill its task); whatever runs after 10 s is killed.
-    for _name, p in procs:
-        if p.poll() is None and not interrupted:
-            p.terminate()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(p.poll() is None for _, p in procs):
-        time.sleep(0.2)
-    for _name, p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        pass
+    stop_all(procs)
     print("stopped")
     return 0
 
