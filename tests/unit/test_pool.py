@@ -4,7 +4,6 @@ message that cannot be built fails alone."""
 
 import logging
 import threading
-import time
 
 from helpers import snapshot, wait_for
 
@@ -203,14 +202,22 @@ def test_sessions_retiring_in_a_batch_leave_one_that_ends_it():
             return too_many
         return too_many if refusing.is_set() else None
 
+    def on_send(number):
+        if number == 0:  # the first session holds its job: the queue stays full
+            third_wanted.wait(5)
+
     def transport(snap):
         number = len(sessions)
         if number == 2:  # the producer has chosen to add it: let the second retire first
             third_wanted.set()
-            deadline = time.monotonic() + 5
-            while p.size != 2 and time.monotonic() < deadline:
-                time.sleep(0.001)
-        session = MemoryTransport(snap, sent, on_open=lambda: on_open(number), delay=0.02)
+            wait_for(lambda: p.size == 2, timeout=5, step=0.001)
+        session = MemoryTransport(
+            snap,
+            sent,
+            on_open=lambda: on_open(number),
+            on_send=lambda *a: on_send(number),
+            delay=0.02,
+        )
         sessions.append(session)
         return session
 
@@ -262,6 +269,8 @@ def test_a_session_made_as_another_retires_keeps_within_size_and_works():
         return None
 
     def on_send(number):
+        if number == 0:  # the first session holds its job: the queue stays full
+            third_wanted.wait(5)
         sending.setdefault(server["batch"], set()).add(number)
 
     def transport(snap):
@@ -297,3 +306,34 @@ def test_a_session_made_as_another_retires_keeps_within_size_and_works():
     assert all(j.outcome.kind == Kind.SENT and j.done for j in first + second)
     assert sorted(s[1][0] for s in sent) == sorted(j.recipients[0] for j in first + second)
     assert p.orphans == [] and p.config_error is None
+
+
+def test_threads_ended_by_an_exception_no_job_catches_leave_the_rest_to_the_caller(
+    monkeypatch,
+):
+    """A site's transport that raises SystemExit ends its thread (a job
+    catches Exception only). Once no thread is left the jobs not taken go
+    out in the calling thread and the pass ends; before 91b781f the producer
+    waited for a free place forever."""
+    ended = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
+
+    def on_send(sender, recipients, data):
+        if threading.current_thread() is not delivery:  # the pool's threads
+            raise SystemExit("the site's transport exits")
+
+    p, sent = pool(size=3, delay=0.02, on_send=on_send)
+    p.threaded = True
+    batch = jobs(20)
+    delivery = threading.Thread(target=p.deliver, args=(batch,), daemon=True)
+    with p:
+        delivery.start()
+        delivery.join(10)
+    assert not delivery.is_alive(), "the delivery pass never ended"
+    # Each thread ended under the job it took, and the one it took next if waiting.
+    taken = [j for j in batch if not j.done]
+    assert ended == [SystemExit] * len(ended) and 1 <= len(ended) <= 3
+    assert len(ended) <= len(taken) <= 2 * len(ended)
+    assert all(j.outcome is None for j in taken)
+    assert all(j.outcome.kind == Kind.SENT for j in batch if j.done)
+    assert len(sent) == 20 - len(taken)
