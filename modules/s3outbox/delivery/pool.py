@@ -73,7 +73,9 @@ class SessionPool:
     connected retires, giving its slot up and lowering ``size`` to the
     sessions left. So open sessions never outnumber ``size``, whatever the
     order of a new session and a retiring one, and every session not
-    retired has a thread in each threaded batch: none stays open idle.
+    retired has a thread in each threaded batch: none holds one of the
+    server's places through a batch without work, and one refused is not
+    tried again in this pass.
     """
 
     def __init__(self, snapshot: Sessions, size: int | None = 1) -> None:
