@@ -118,6 +118,10 @@ class Imap:
         typ, data = self.conn.select(_quoted(folder))
         if typ != "OK":
             raise imaplib.IMAP4.error("cannot open folder %r" % folder)
+        if not isinstance(data[0], bytes) or not data[0].isdigit():  # RFC 3501 requires it
+            raise imaplib.IMAP4.error(
+                "folder %r: the server did not say how many messages it holds" % folder
+            )
         self.exists = int(data[0])
         self.validity = (self.conn.untagged_responses.get("UIDVALIDITY") or [b"0"])[-1]
         self.validity = self.validity.decode("ascii", "replace")
