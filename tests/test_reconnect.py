@@ -18,7 +18,7 @@ import pytest
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 from faultserver import FaultServer
 from smtpsink import Sink, SinkController
-from test_delivery import attempts, held_state, queue, rows
+from test_delivery import BOB, attempts, held_state, queue, rows
 
 N = 4  # messages a session takes before the 421
 # What real servers say when they end a session (at MAIL, Exim's words).
@@ -36,7 +36,8 @@ SQLITE = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 class _PerSession(Sink):
     """Takes ``after`` messages on a connection (``later`` on those after the
     first, when given; "greeting": greets them with 421), then answers 421 at
-    ``stage`` and closes the connection; at MAIL it stays open, as Exim does.
+    ``stage`` and closes the connection. At MAIL it counts MAIL commands, taken
+    or not, and the connection stays open, as Exim does.
     ``closed`` counts the 421s. A message answered 421 at its end is not
     kept, unless ``keeps`` (a server that took it all the same)."""
 
@@ -50,7 +51,7 @@ class _PerSession(Sink):
         if stage != self.stage:
             return None
         cap = self.after if server.number == 1 or self.later is None else self.later
-        if server.taken < cap:
+        if (server.mails if stage == "MAIL" else server.taken) < cap:
             return None
         self.closed += 1
         if stage != "MAIL":
@@ -58,9 +59,9 @@ class _PerSession(Sink):
         return REPLIES[stage]
 
     async def handle_MAIL(self, server, session, envelope, address, options):
-        return self.limit(server, "MAIL") or await super().handle_MAIL(
-            server, session, envelope, address, options
-        )
+        refusal = self.limit(server, "MAIL")
+        server.mails += 1
+        return refusal or await super().handle_MAIL(server, session, envelope, address, options)
 
     async def handle_RCPT(self, server, session, envelope, address, options):
         return self.limit(server, "RCPT") or await super().handle_RCPT(
@@ -80,7 +81,7 @@ class _PerSessionSMTP(SMTPProtocol):
     """aiosmtpd with the connection's number and the messages it took, and a
     421 to the DATA command (aiosmtpd has no hook before its 354)."""
 
-    taken = 0
+    taken = mails = 0
     refused = False
 
     def connection_made(self, transport):
@@ -136,6 +137,23 @@ def test_a_421_after_n_messages_goes_on_over_a_new_session(mail, stage, extensio
         counts = mail.process_outbox()
     _sent_all_once(mail, counts, [m[2] for m in sink.messages], 3 * N)
     assert sink.closed == 2 and counts["connections"] == sink.connections == 3
+
+
+@SQLITE
+def test_exims_cap_counts_refused_messages_too(mail):
+    """Exim counts MAIL commands: a session whose messages were all refused
+    ends with its 421 too, and that session answered: no reason to hold."""
+    sink = _PerSession("MAIL", extensions=("PIPELINING",))
+    sink.script["RCPT"] = {BOB: "550 5.1.1 no such user"}
+    with _Controller(sink) as controller:
+        mail.settings.server = controller.server_address
+        queue(mail, N, to=BOB)
+        queue(mail, 2 * N)
+        counts = mail.process_outbox()
+    assert counts["failed"] == N and counts["sent"] == 2 * N, counts
+    assert counts["held"] == counts["retry"] == 0 and held_state(mail) is None, counts
+    assert sink.count == 2 * N and not sink.duplicates()
+    assert sink.closed == 2 and sink.connections == 3
 
 
 @SQLITE
