@@ -29,6 +29,14 @@ def settings(**changes):
         (dict(server="gae"), "[smtp] server", "not an SMTP server", True),
         (dict(server="smtp gmail com"), "[smtp] server", "not of the form host:port", True),
         (dict(server="mail.people.net:70000"), "[smtp] server", "outside 1-65535", True),
+        # before: taken as a host name, and mail held as a connection error only
+        (dict(server="-1"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="999:25"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="mail-.people.net"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="1.2.3.999"), "[smtp] server", "not of the form host:port", True),
+        (dict(server=":0"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="host:abc"), "[smtp] server", "not of the form host:port", True),
+        (dict(server="host:99999"), "[smtp] server", "outside 1-65535", True),
         (
             dict(server="smtp.gmail.com:587", login="username:password"),
             "[smtp] server",
@@ -74,6 +82,8 @@ def test_each_settings_finding(changes, key, words, blocking):
 def test_good_settings_have_no_findings():
     assert findings(settings()) == []
     assert findings(settings(server="127.0.0.1:2525", login=None, tls=False)) == []
+    for server in ("[::1]:2525", "mail.people.net.:587", "mx1.people.net", "localhost:587"):
+        assert findings(settings(server=server, login=None)) == [], server
     assert (
         findings(
             settings(

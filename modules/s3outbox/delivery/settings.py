@@ -12,6 +12,7 @@ through ``register()``, the core's one hook: the core imports nothing of it.
 import dataclasses
 import functools
 import hashlib
+import ipaddress
 import math
 import re
 import ssl
@@ -195,8 +196,15 @@ class Snapshot:
                     True,
                 )
             ]
-        if not _SERVER_RE.match(server):
-            return [("[smtp] server", "server %r is not of the form host:port" % server, True)]
+        if not _SERVER_RE.match(server) or not _host_name(self.host_port[0]):
+            return [
+                (
+                    "[smtp] server",
+                    "server %r is not of the form host:port (a host name or an IP "
+                    "address, and a port from 1 to 65535)" % server[:100],
+                    True,
+                )
+            ]
         if not 0 < self.host_port[1] < 65536:
             return [("[smtp] server", "server %r has a port outside 1-65535" % server, True)]
         if server in EXAMPLE_SERVERS and (
@@ -457,6 +465,19 @@ def _hostname(value: object) -> str:
     if not isinstance(value, str) or len(value) > 255 or not _HOSTNAME_RE.fullmatch(value):
         raise _Bad()
     return value
+
+
+def _host_name(host: str) -> bool:
+    """Whether ``host`` (from [smtp] server) can name a server: an IP address,
+    or a host name whose last label is not a number (before, '-1' was taken
+    and mail was held as a connection error, never named)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    host = host[:-1] if host.endswith(".") else host  # a rooted name
+    return bool(_HOSTNAME_RE.fullmatch(host)) and not host.rpartition(".")[2].isdigit()
 
 
 def _instance(kind: Callable[[object], bool], expected: str) -> Reader:
