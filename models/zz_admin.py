@@ -9,7 +9,14 @@
 from s3outbox.accounts import admins as outbox_admins
 from s3outbox.delivery.check import log_settings_check
 
-if configuration.get("app.first_user_admin"):
+# Anything but true, false (1/0, yes/no, on/off) or empty makes no one admin,
+# named: before, "abc" (or "no") promoted the first user.
+if config_value(
+    "app.first_user_admin",
+    boolean,
+    False,
+    then="false is used: no user is made admin by it (scripts/outbox.py make-admin does)",
+):
     # The outbox's state table decides the winner of simultaneous first
     # registrations (see first_user_admin).
     outbox_admins.first_user_admin(auth, "admin", store=mail.store)
