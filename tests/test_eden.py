@@ -481,6 +481,23 @@ def test_delivery_settings_come_from_settings_mail(eden, sink):
     assert "settings.mail.batch_size" not in out, out
 
 
+def test_nonsense_mail_settings_in_000_config_are_named(eden, sink):
+    """settings.mail.limit = (1, 2) made the adapter raise (every Eden page a
+    ticket); settings.mail.server = '-1' was taken as a host name."""
+    working(eden, sink)
+    eden.configure_mail(server="-1", limit=(1, 2))
+    try:
+        out = eden.shell("settings")
+        page = login(eden, "admin@example.com").get(eden.url("/outbox/index"), timeout=60)
+    finally:
+        eden.configure_mail(server=sink.server, limit=None)
+    found = value(out, "findings").split("|")
+    assert "settings.mail.server" in found and "settings.mail.limit" in found, out
+    assert page.status_code == 200, page.text[:2000]
+    assert "server &#x27;-1&#x27; is not of the form host:port" in page.text, page.text
+    assert "<code>settings.mail.server</code> in <code>models/000_config.py</code>" in page.text
+
+
 def test_edens_outbox_row_is_unsent_while_held(eden, sink):
     pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
     eden.configure_mail(server="127.0.0.1:%d" % free_port(), sender=SENDER)  # refused

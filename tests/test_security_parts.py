@@ -312,3 +312,23 @@ def test_a_public_url_that_makes_no_working_link_is_named(db, tablename, url, na
     if named:
         assert "links in mail would not open" in problems["[app] public_url"]["problem"]
         assert not problems["[app] public_url"]["blocking"]
+
+
+@pytest.mark.parametrize("value", ["abc", "group:", "boss@people.net, ops at people.net", 42])
+def test_an_approver_that_is_no_address_or_group_is_named(db, tablename, value):
+    """Before, it was found only when a registration waited for approval:
+    its request was not queued, and only the log said so."""
+    from s3outbox.delivery.check import findings
+    from s3outbox.delivery.settings import apply_config
+
+    mail = MailS3(db, tablename=tablename)
+    config = {"smtp.server": "127.0.0.1:8025", "smtp.sender": "site@people.net"}
+    config["auth.approver"] = value
+    apply_config(mail, config.get)
+    found = [f for f in findings(mail.settings) if f["key"] == "[auth] approver"]
+    assert len(found) == 1 and "is not an e-mail address or group:NAME" in found[0]["problem"]
+    assert not found[0]["blocking"]
+    for good in ("group:admin", "Boss <boss@people.net>, group:approvers", None):
+        config["auth.approver"] = good
+        apply_config(mail, config.get)
+        assert "[auth] approver" not in {f["key"] for f in findings(mail.settings)}

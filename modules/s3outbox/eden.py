@@ -107,7 +107,8 @@ def eden_get(cfg: Config) -> Callable[[str], object]:
         "smtp.ssl": cfg.mail.get("ssl"),  # not Eden's own: for port 465
         # not Eden's own either: False for a relay that mishandles pipelining
         "outbox.pipelining": cfg.mail.get("pipelining", True),
-        "outbox.rate_limit": "%s/day" % limit if limit else None,
+        # (limit,): a tuple written there made this raise, every page a ticket
+        "outbox.rate_limit": "%s/day" % (limit,) if limit else None,
         "app.public_url": cfg.base.get("public_url"),
         "host.names": cfg.base.get("host_names"),  # edenguard.check_host
         # not Eden's own either: the bounce mailbox's certificate is checked

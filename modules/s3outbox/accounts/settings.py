@@ -10,6 +10,7 @@ from typing import Any
 
 from gluon import storage
 
+from ..delivery.message import ADDRESS_RE, bare
 from ..delivery.settings import (
     Finding,
     Part,
@@ -39,6 +40,7 @@ DEFAULTS = dict(
     public_url=None,  # [app] public_url: links in mail
     host_names=None,  # [host] names: the Host values the site answers to
     safety_errors=(),  # Problems: [outbox] values above that were refused
+    approver_errors=(),  # [auth] approver items that are no address or group:NAME
 )
 # The [outbox] keys (Eden: settings.mail.<key>), each with its reader.
 READERS = {
@@ -46,7 +48,7 @@ READERS = {
     if key == "flow_trust_forwarded"
     else (whole(1 if key == "flow_window" else 0, 10**9), DEFAULTS[key], False)
     for key in DEFAULTS
-    if key not in ("public_url", "host_names", "safety_errors")
+    if key not in ("public_url", "host_names", "safety_errors", "approver_errors")
 }
 # A century at most: further back than that is before the calendar starts.
 READERS["sent_retention_days"] = (whole(0, 36500), DEFAULTS["sent_retention_days"], False)
@@ -74,12 +76,31 @@ def apply(s: Storage, get: Callable[[str], Any]) -> None:
         if problem is not None:
             bad.append(problem)
     s.safety_errors = bad
+    approvers = get("auth.approver")
+    if approvers not in (None, "") and not isinstance(approvers, (str, int, float)):
+        approvers = ",".join(str(a) for a in approvers)  # AppConfig: a map for "a, b"
+    s.approver_errors = [
+        item.strip()
+        for item in str(approvers or "").split(",")
+        if item.strip()
+        and not (item.strip().lower().startswith("group:") and item.strip()[6:].strip())
+        and not ADDRESS_RE.match(bare(item.strip()))
+    ]
 
 
 def findings(s: Storage) -> list[Finding]:
     """(appconfig key, advice, False) for the account-flow settings: never
     blocking, shown with the SMTP findings."""
     out = [p.finding() for p in s.get("safety_errors") or ()]
+    for item in s.get("approver_errors") or ():
+        out.append(
+            (
+                "[auth] approver",
+                "%r is not an e-mail address or group:NAME: no approval request "
+                "can go to it" % item[:100],
+                False,
+            )
+        )
     names = HostNames([n for n in (s.host_names or "").split(",") if n.strip()])
     for item in names.bad:
         out.append(
