@@ -137,9 +137,10 @@ class SessionPool:
                     return Step.DONE
                 self.reached = True
             job.outcome = self._send(session, job, data, ahead)
-            # A connection that died under this job is re-opened once for it;
-            # dropped again, the job is retried later (a server that is gone
-            # shows when the next job cannot connect).
+            # A connection that died under this job, or that the server
+            # ended (a 421 after answering a message), is re-opened once for
+            # it; dropped again, the job is retried later (a server that is
+            # gone shows when the next job cannot connect).
             if job.outcome.kind != Kind.TRANSIENT or session.is_open:
                 return Step.DONE
         return Step.DONE
