@@ -45,9 +45,7 @@ def _ini_lines():
         ) as f:
             return f.read().splitlines(keepends=True), None
     except OSError as e:
-        return [], "the file cannot be read (%s): every setting has its default" % (
-            e.strerror or type(e).__name__
-        )
+        return [], "the file cannot be read (%s)" % (e.strerror or type(e).__name__)
 
 
 def _ini_problems(lines):
@@ -85,14 +83,8 @@ def _repeats(lines):
             key, what = (section, None), "[%s] again: its keys join the first" % section
         elif option and section is not None:
             name = parser.optionxform(option.group("option").strip())
-            key, what = (
-                (section, name),
-                "%s again in [%s]: this last value is used"
-                % (
-                    name,
-                    section,
-                ),
-            )
+            key = (section, name)
+            what = "%s again in [%s]: this last value is used" % key[::-1]
         else:
             continue
         if key in seen:
@@ -114,7 +106,13 @@ def load_appconfig(log_only=False):
         if left_out:
             lines[n - 1] = "\n"
     parser = configparser.ConfigParser(strict=False)
-    parser.read_string("".join(lines))
+    try:
+        parser.read_string("".join(lines))
+    except configparser.Error as e:  # more problems than _ini_problems reads
+        parser, unreadable = (
+            configparser.ConfigParser(),
+            "it cannot be read (%s)" % type(e).__name__,
+        )
     settings = {}
     for section in parser.sections():
         settings[section] = {}

@@ -6,6 +6,7 @@ none gives a page a ticket."""
 import email
 import email.policy
 import html
+import os
 
 import pytest
 import requests
@@ -203,6 +204,12 @@ def test_without_db_uri_a_broken_file_is_a_page_that_says_so(tmp_path, sink):
         assert r.status_code == 503, r.text[:2000]
         assert "private/appconfig.ini has line " in r.text, r.text
         assert "[db] uri is not read, so no database is opened" in r.text
+        os.remove(app.config_path)
+        os.mkdir(app.config_path)  # root reads any file: a folder cannot be read
+        r = requests.get(app.url("/default/index"), timeout=30)
+        assert r.status_code == 503, r.text[:2000]
+        assert "the whole file: the file cannot be read (Is a directory)" in r.text, r.text
+        os.rmdir(app.config_path)
         with open(app.config_path, "w") as f:
             f.write(text)
         assert requests.get(app.url("/default/index"), timeout=30).status_code == 200
