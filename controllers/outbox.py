@@ -266,6 +266,6 @@ def test():
     to = _checked(one_text, request.post_vars, "to")
     if not to:
         _back("Test mail: give an address to send to.")
-    site = configuration.get("app.name") or request.application
+    site = APP_NAME or request.application
     ok, text = __admin().test_mail(to, site=site)
     _back(("Test mail sent. " if ok else "Test mail failed. ") + text)

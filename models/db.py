@@ -176,18 +176,41 @@ DB_ARGS = dict(
     decode_credentials=True,
     adapter_args=dict(migrator=AdoptingMigrator),
 )
-if DB_URI.startswith("sqlite"):
-    # The web server and the scheduler worker share the file: wait for locks
-    # (30 s) rather than fail, and let readers run beside the writer (WAL).
-    db = DAL(DB_URI, driver_args={"timeout": 30}, **DB_ARGS)
-    db.executesql("PRAGMA journal_mode=WAL")
-else:
-    # Before, pool_size = abc gave every page on PostgreSQL a ticket (pydal
-    # compares it as a number as each request gives its connection back).
-    db = DAL(DB_URI, pool_size=config_value("db.pool_size", whole(0, 1000), 5), **DB_ARGS)
+
+
+def open_db():
+    """The site's database; one that cannot be opened (a URI that names no
+    database, a server down) is a 503 page naming [db] uri, not a ticket:
+    no mail is taken meanwhile, and what is queued waits in the database."""
+    try:
+        if DB_URI.startswith("sqlite"):
+            # The web server and the scheduler worker share the file: wait for
+            # locks (30 s) rather than fail; readers run beside the writer (WAL).
+            opened = DAL(DB_URI, driver_args={"timeout": 30}, **DB_ARGS)
+            opened.executesql("PRAGMA journal_mode=WAL")
+            return opened
+        # Before, pool_size = abc gave every page on PostgreSQL a ticket (pydal
+        # compares it as a number as each request gives its connection back).
+        pool_size = config_value("db.pool_size", whole(0, 1000), 5)
+        return DAL(DB_URI, pool_size=pool_size, **DB_ARGS)
+    except Exception as e:  # noqa: BLE001 (whatever the driver raises; its text may hold the password)
+        problem = "the database it names cannot be opened (%s)" % type(e).__name__
+        config_problem("[db] uri", problem, log_only=True)
+        raise HTTP(
+            503,
+            "The site's settings cannot be used: [db] uri in %s: %s. No mail is taken "
+            "meanwhile; mail already queued waits in the database. Fix it; the file is "
+            "read again on the next request.\n" % (CONFIG_FILE, problem),
+        ) from None
+
+
+db = open_db()
 
 response.generic_patterns = []
-response.title = configuration.get("app.name") or "Outbox"
+# As written: AppConfig's get made "Outbox, Inc." a map (the title and the
+# test mail's subject showed "<map object at 0x...>") and "1e3" a number.
+APP_NAME = str((dict.get(configuration, "app") or {}).get("name") or "").strip()
+response.title = APP_NAME or "Outbox"
 
 # The outbox mailer: send() queues; the scheduler worker delivers.
 mail = MailS3(db)

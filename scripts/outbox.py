@@ -275,8 +275,7 @@ def main(argv, out=print):
     elif args.command == "test":
         ok, text = outbox.test_mail(
             args.address,
-            site="%s (command line, %s UTC)"
-            % (configuration.get("app.name") or "the outbox", utcnow()),
+            site="%s (command line, %s UTC)" % (APP_NAME or "the outbox", utcnow()),
         )  # noqa: F821
         out(text)
         return 0 if ok else 1

@@ -51,6 +51,19 @@ def test_an_accent_and_a_percent_are_read_as_written(site, sink):
     assert "<title>50% off</title>" in admin.get(app.url("/outbox/index")).text
 
 
+def test_an_app_name_with_a_comma_is_text(site, sink):
+    """AppConfig's get made 'Outbox, Inc.' a map: the title and the test
+    mail's subject showed '<map object at 0x...>'."""
+    app, admin = site
+    app.configure("app", "name", "Outbox, Inc.")
+    assert "<title>Outbox, Inc.</title>" in admin.get(app.url("/outbox/index")).text
+    r = app.act(admin, "test", dict(to="ann@people.net"))
+    assert flash(r).startswith("Test mail sent."), flash(r)
+    assert wait_for(lambda: sink.messages)
+    message = email.message_from_bytes(sink.messages[-1][2], policy=email.policy.default)
+    assert "Outbox, Inc." in message["Subject"], message["Subject"]
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
@@ -213,3 +226,16 @@ def test_without_db_uri_a_broken_file_is_a_page_that_says_so(tmp_path, sink):
         with open(app.config_path, "w") as f:
             f.write(text)
         assert requests.get(app.url("/default/index"), timeout=30).status_code == 200
+
+
+def test_a_db_uri_that_opens_nothing_is_a_page_that_says_so(site):
+    """Before, every page was a ticket."""
+    app, admin = site
+    app.configure("db", "uri", "nodb://nowhere")
+    r = requests.get(app.url("/default/index"), timeout=30)
+    assert r.status_code == 503, r.text[:2000]
+    assert "[db] uri in private/appconfig.ini: the database it names cannot be opened" in r.text
+    assert "nowhere" not in r.text  # a URI may hold a password
+    assert "mail settings: the database it names cannot be opened" in app.log("web")
+    app.configure("db", "uri", app.db_uri)
+    assert admin.get(app.url("/outbox/index")).status_code == 200
