@@ -5,13 +5,35 @@ These are Auth's groups and memberships; the admin pages only check them.
 """
 
 import logging
+from typing import Any, Protocol
 
-from ..delivery.store import utcnow
+from ..delivery.store import DAL, OutboxStore, Table, utcnow
 
 logger = logging.getLogger("s3outbox")
 
 
-def first_user_admin(auth, role="admin", store=None):
+class Auth(Protocol):
+    """What this module uses of web2py's Auth (any Auth: OutboxAuth, Sahana
+    Eden's AuthS3, or web2py's own)."""
+
+    db: DAL
+
+    def table_user(self) -> Table: ...
+    def id_group(self, role: str) -> int | None: ...
+    def add_group(self, role: str, description: str = "") -> int: ...
+    def add_membership(
+        self, group_id: int | None = None, user_id: int | None = None, role: str | None = None
+    ) -> int | None: ...
+    def has_membership(
+        self,
+        group_id: int | None = None,
+        user_id: int | None = None,
+        role: str | None = None,
+        cached: bool = False,
+    ) -> bool: ...
+
+
+def first_user_admin(auth: Auth, role: str = "admin", store: OutboxStore | None = None) -> None:
     """Make the first user inserted on an empty user table a member of ``role``.
 
     Hooked on the table itself, so it holds for the registration form and for
@@ -23,7 +45,7 @@ def first_user_admin(auth, role="admin", store=None):
     """
     table = auth.table_user()
 
-    def promote(fields, user_id):
+    def promote(fields: dict[str, Any], user_id: int) -> None:
         if auth.db(table.id != user_id).select(table.id, limitby=(0, 1)):
             return
         if store is not None and not store.claim_name("first_user_admin", utcnow()):
@@ -34,12 +56,12 @@ def first_user_admin(auth, role="admin", store=None):
     table._after_insert.append(promote)
 
 
-def ensure_group(auth, role="admin"):
+def ensure_group(auth: Auth, role: str = "admin") -> int:
     """The id of group ``role``, made when missing."""
     return auth.id_group(role) or auth.add_group(role, "Site administrators: the outbox dashboard")
 
 
-def make_admin(auth, email, role="admin"):
+def make_admin(auth: Auth, email: str, role: str = "admin") -> str:
     """Add the user with ``email`` to ``role``; return a sentence saying what."""
     table = auth.table_user()
     user = (

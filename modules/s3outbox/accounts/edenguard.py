@@ -25,10 +25,14 @@ right after Eden makes its ``AuthS3``. For every request it then:
   instance's class becomes a subclass with ``EdenAuthMixin`` in front.
 """
 
+from typing import Any
+
 from gluon import current, redirect
 from gluon.tools import DEFAULT
 
-from .auth import OutboxAuthMixin, as_callbacks, as_list
+from ..delivery.store import Row
+from .auth import Callbacks, OutboxAuthMixin, as_callbacks, as_list
+from .authbase import AuthBase, Mailer
 from .flowmail import FlowMailer
 from .gluon_internals import reset_password_key
 from .hostnames import LOOPBACK_NAMES, HostNames, parse
@@ -40,10 +44,13 @@ CONFIG = "models/000_config.py"
 ACCOUNT_MULTI = ("link_user_to",)
 # Eden's forms post back to their URL, ?_next=... included, with a hidden _next.
 BOTH_PLACES = ("_next",)
-_CLASSES = {}  # Eden's Auth class -> the same with EdenAuthMixin in front
+_CLASSES: dict[type, type] = {}  # Eden's Auth class -> the same with EdenAuthMixin in front
+# Sahana Eden's AuthS3 and deployment settings: no type information.
+AuthS3 = Any
+DeploymentSettings = Any
 
 
-def guard(auth, mail):
+def guard(auth: AuthS3, mail: Mailer) -> None:
     """Check this request (Host, parameters) and protect ``auth``'s flows."""
     request, settings = current.request, current.deployment_settings
     check_host(settings, request.env)
@@ -59,7 +66,7 @@ def guard(auth, mail):
     protect(auth, mail)
 
 
-def check_host(settings, env):
+def check_host(settings: DeploymentSettings, env: Any) -> None:
     """The strict Host rule (hostnames.py) on an Eden request; sets the
     request's ``settings.base.public_url`` to the checked host when the admin
     set none. A request without Host (scheduler, shell) is left to Eden."""
@@ -83,7 +90,7 @@ def check_host(settings, env):
     settings.base.public_url = "%s://%s" % (scheme, checked)
 
 
-def protect(auth, mail):
+def protect(auth: AuthS3, mail: Mailer) -> None:
     """Give ``auth`` (Eden's AuthS3) the outbox's account flows, ``mail`` as
     their mailer."""
     cls = type(auth)
@@ -103,8 +110,13 @@ class EdenAuthMixin(OutboxAuthMixin):
     outbox_public_url = None  # Eden's links: settings.base.public_url, checked
 
     def register(
-        self, next=DEFAULT, onvalidation=DEFAULT, onaccept=DEFAULT, log=DEFAULT, **kwargs
-    ):
+        self,
+        next: Any = DEFAULT,
+        onvalidation: Callbacks = DEFAULT,
+        onaccept: Any = DEFAULT,
+        log: Any = DEFAULT,
+        **kwargs: Any,
+    ) -> object:
         """Eden's register; the limits and the name cleaning join the
         onvalidation Eden's controller has just set."""
         if onvalidation is DEFAULT:
@@ -115,7 +127,7 @@ class EdenAuthMixin(OutboxAuthMixin):
                 next=next, onvalidation=onvalidation, onaccept=onaccept, log=log, **kwargs
             )
 
-    def reset_password(self, *args, **kwargs):
+    def reset_password(self, *args: Any, **kwargs: Any) -> object:
         """Eden's; without a key in the link or the session Eden redirects
         to nowhere and fails on (a ticket): the reset request instead."""
         if not (current.request.vars.key or reset_password_key(current.session)):
@@ -123,7 +135,7 @@ class EdenAuthMixin(OutboxAuthMixin):
             redirect(self.url(args="retrieve_password"))
         return super().reset_password(*args, **kwargs)
 
-    def s3_verify_user(self, user):
+    def s3_verify_user(self, user: Row) -> object:
         """Eden's; the names it puts in the approver's mail on one line (also
         those stored before the outbox was installed), its mail marked."""
         for name in NAME_FIELDS:
@@ -132,11 +144,11 @@ class EdenAuthMixin(OutboxAuthMixin):
         with self._flow("approve"):
             return super().s3_verify_user(user)
 
-    def _flow(self, flow):
+    def _flow(self, flow: str) -> "_Marked":
         """While the block runs, mail is marked as account mail of ``flow``."""
         return _Marked(self, flow)
 
-    def _same_answer(self, *args, **kwargs):
+    def _same_answer(self, *args: Any, **kwargs: Any) -> object:
         """The app's one-answer form, in Eden's formstyle."""
         s = self.settings
         style, s.formstyle = s.formstyle, current.deployment_settings.get_ui_formstyle()
@@ -150,14 +162,14 @@ class _Marked:
     """Context: ``auth.settings.mailer`` marks what it queues (unless already
     marking, as inside ``auth()``)."""
 
-    def __init__(self, auth, flow):
+    def __init__(self, auth: AuthBase, flow: str) -> None:
         self.auth, self.flow = auth, flow
 
-    def __enter__(self):
-        s = self.auth.settings
+    def __enter__(self) -> None:
+        s, outbox = self.auth.settings, self.auth.outbox_mail
         self.mailer = s.mailer
-        if s.mailer is not None and s.mailer is self.auth.outbox_mail:
-            s.mailer = FlowMailer(s.mailer, self.flow)
+        if outbox is not None and s.mailer is outbox:
+            s.mailer = FlowMailer(outbox, self.flow)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.auth.settings.mailer = self.mailer

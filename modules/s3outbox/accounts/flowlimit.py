@@ -21,14 +21,18 @@ edge can reach twice a limit; the limits are set low enough for that.
 import datetime
 import hashlib
 import ipaddress
+from collections.abc import Iterable
+from typing import Any
 
-from ..delivery.store import utcnow
+from ..delivery.store import OutboxStore, utcnow
 from . import tables
 
 _EPOCH = datetime.datetime(1970, 1, 1)
+# (scope, key, limit): one counter of a request; a limit of 0 or None is off.
+Limit = tuple[str, str, int | None]
 
 
-def _slot(now, window):
+def _slot(now: datetime.datetime | None, window: int) -> int:
     """The number of the ``window``-second window that holds ``now`` (UTC)."""
     now = now or utcnow()
     return int((now - _EPOCH).total_seconds()) // window
@@ -38,7 +42,7 @@ class _Refused(Exception):
     pass
 
 
-def client_key(env, trust_forwarded=False):
+def client_key(env: Any, trust_forwarded: bool = False) -> str:
     """The client's network: its IPv4 address, or its IPv6 /64 (one host
     commonly holds a whole /64). ``X-Forwarded-For`` is read only when the
     site sits behind its own proxy (``trust_forwarded``), and then only the
@@ -61,10 +65,12 @@ def client_key(env, trust_forwarded=False):
 class FlowLimiter:
     """Counters in the store's ``<tablename>_flowlimit`` table (tables.py)."""
 
-    def __init__(self, store):
+    def __init__(self, store: OutboxStore) -> None:
         self.store, self.db = store, store.db
 
-    def allow(self, limits, window=3600, now=None):
+    def allow(
+        self, limits: Iterable[Limit], window: float = 3600, now: datetime.datetime | None = None
+    ) -> bool:
         """Take one unit from every ``(scope, key, limit)``; True if all had one.
 
         A limit of 0 or None is off. On False nothing has changed. The caller's
@@ -72,12 +78,14 @@ class FlowLimiter:
         """
         return self.spent(limits, window, now) is None
 
-    def spent(self, limits, window=3600, now=None):
+    def spent(
+        self, limits: Iterable[Limit], window: float = 3600, now: datetime.datetime | None = None
+    ) -> str | None:
         """As ``allow``, but say which limit refused: the ``scope`` of the
         first one used up, or None when a unit of each was taken."""
-        window = max(1, int(window))
-        slot = _slot(now, window)
-        expires = _EPOCH + datetime.timedelta(seconds=(slot + 1) * window)
+        seconds = max(1, int(window))
+        slot = _slot(now, seconds)
+        expires = _EPOCH + datetime.timedelta(seconds=(slot + 1) * seconds)
         try:
             with self.store.savepoint():
                 for scope, key, limit in limits:
@@ -90,15 +98,17 @@ class FlowLimiter:
         return None
 
     @staticmethod
-    def _bucket(scope, key, slot):
+    def _bucket(scope: str, key: str, slot: int) -> str:
         digest = hashlib.sha256(("%s\x00%s" % (scope, key)).encode("utf-8"))
         return "%s:%s:%d" % (scope[:8], digest.hexdigest()[:40], slot)
 
-    def used(self, scope, key, window=3600, now=None):
+    def used(
+        self, scope: str, key: str, window: float = 3600, now: datetime.datetime | None = None
+    ) -> int:
         """How many units ``(scope, key)`` has used in the current window."""
         slot = _slot(now, max(1, int(window)))
         return tables.units_used(self.store, self._bucket(scope, key, slot))
 
-    def forget_expired(self, now=None):
+    def forget_expired(self, now: datetime.datetime | None = None) -> int:
         """Delete counters of past windows (commits); returns how many."""
         return tables.forget_units(self.store, now or utcnow())

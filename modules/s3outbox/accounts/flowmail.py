@@ -112,7 +112,7 @@ class FlowMailMixin(AuthBase):
         return spent is None
 
     def _client(self) -> str:
-        return client_key(current.request.env, self._flow_setting("flow_trust_forwarded"))
+        return client_key(current.request.env, bool(self._flow_setting("flow_trust_forwarded")))
 
     def _flow_setting(self, key: str) -> int:
         assert self.outbox_mail is not None  # asked only while the limits are on

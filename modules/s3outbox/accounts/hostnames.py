@@ -12,6 +12,8 @@ else. IPv6 literals compare by value, so ``[::1]`` equals ``[0:0::1]``.
 
 import ipaddress
 import re
+from collections.abc import Iterable
+from typing import Literal, overload
 
 # One DNS label: letters, digits, inner hyphens (underscores: some intranets).
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -22,9 +24,18 @@ _HOST_RE = re.compile(
 )
 
 LOOPBACK_NAMES = ("localhost:*", "127.0.0.1:*", "[::1]:*")
+# (name, port): the port an int, None when absent, or "*" (any port: a
+# configured name only).
+Name = tuple[str, int | Literal["*"] | None]
 
 
-def parse(value, wildcard=False):
+@overload
+def parse(value: object, wildcard: Literal[False] = False) -> tuple[str, int | None] | None: ...
+@overload
+def parse(value: object, wildcard: bool) -> Name | None: ...
+
+
+def parse(value: object, wildcard: bool = False) -> Name | None:
     """(name, port) from ``host[:port]``, or None when it is anything else.
 
     ``name`` is lower-case; an IPv6 literal keeps its brackets in compressed
@@ -36,7 +47,8 @@ def parse(value, wildcard=False):
     m = _HOST_RE.match(value)
     if not m:
         return None
-    host, port = m.group("host"), m.group("port")
+    host = m.group("host")
+    port_text = m.group("port")
     if host.startswith("["):
         try:
             host = "[%s]" % ipaddress.IPv6Address(host[1:-1]).compressed
@@ -44,17 +56,17 @@ def parse(value, wildcard=False):
             return None
     elif not _NAME_RE.match(host) or host.replace(".", "").isdigit() and not _is_ipv4(host):
         return None
-    if port == "*":
+    if port_text == "*":
         if not wildcard:
             return None
-    elif port is not None:
-        port = int(port)
-        if not 0 < port < 65536:
-            return None
+        return host.lower().rstrip("."), "*"
+    port = None if port_text is None else int(port_text)
+    if port is not None and not 0 < port < 65536:
+        return None
     return host.lower().rstrip("."), port
 
 
-def _is_ipv4(text):
+def _is_ipv4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
         return True
@@ -65,13 +77,17 @@ def _is_ipv4(text):
 class HostNames:
     """The names a site answers to; ``match(host)`` is the checked Host or None."""
 
-    def __init__(self, names):
-        self.names, self.bad = [], []
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names: list[Name] = []
+        self.bad: list[str] = []
         for item in names:
             parsed = parse(item.strip(), wildcard=True)
-            (self.names if parsed else self.bad).append(parsed or item)
+            if parsed:
+                self.names.append(parsed)
+            else:
+                self.bad.append(item)
 
-    def match(self, value):
+    def match(self, value: object) -> str | None:
         """The Host ``value`` rebuilt from its parsed parts when it names this
         site exactly; None otherwise (bad syntax or a name not configured)."""
         parsed = parse(value)
@@ -85,19 +101,19 @@ class HostNames:
                 return host if port is None else "%s:%d" % (host, port)
         return None
 
-    def default(self):
+    def default(self) -> str:
         """The host for a request that sent no Host (HTTP/1.0): the first name."""
         if not self.names:
             return "localhost"
         name, port = self.names[0]
-        return name if port in (None, "*") else "%s:%d" % (name, port)
+        return name if port is None or port == "*" else "%s:%d" % (name, port)
 
-    def loopback_only(self):
+    def loopback_only(self) -> bool:
         """True when every name is the local machine (a development site)."""
         return all(_loopback(name) for name, _ in self.names)
 
 
-def _loopback(name):
+def _loopback(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:

@@ -16,8 +16,9 @@ file part where a form takes text made validators and the dashboard raise:
 it is refused too.
 """
 
+from collections.abc import Collection
 from email.message import Message
-from typing import NoReturn
+from typing import IO, Any, Literal, NoReturn
 
 from gluon.http import HTTP
 
@@ -53,6 +54,8 @@ TEXT_FIELDS = frozenset(
     )
 )
 _CHUNK = 2**20
+# gluon's request and its env (Storage): no type information.
+Request = Any
 
 
 def refuse(status: int, text: str) -> NoReturn:
@@ -63,7 +66,7 @@ def refuse(status: int, text: str) -> NoReturn:
     raise HTTP(status, text + "\n", **headers)
 
 
-def bad_character(text):
+def bad_character(text: str) -> str | None:
     """A description of the first character a form value may not hold, or None:
     C0 controls but tab and line breaks, DEL, and undecodable bytes.
 
@@ -80,7 +83,7 @@ def bad_character(text):
     return None
 
 
-def check_request(request, multi=()):
+def check_request(request: Request, multi: Collection[str] | Literal[True] = ()) -> None:
     """Refuse (400) a parameter given more than once (unless its name is in
     ``multi``; ``multi=True``: any may repeat) or holding a character no form
     accepts."""
@@ -96,7 +99,7 @@ def check_request(request, multi=()):
             else:
                 values = [value]
             for item in values:
-                problem = isinstance(item, str) and bad_character(item)
+                problem = bad_character(item) if isinstance(item, str) else None
                 if problem:
                     refuse(
                         400,
@@ -104,7 +107,9 @@ def check_request(request, multi=()):
                     )
 
 
-def check_body(request, max_fields=MAX_FIELDS, max_body=MAX_BODY, uploads=False):
+def check_body(
+    request: Request, max_fields: int = MAX_FIELDS, max_body: int = MAX_BODY, uploads: bool = False
+) -> None:
     """Refuse (413) a body over ``max_body`` bytes or with ``max_fields``
     field separators or more, before web2py parses it, then (400) a file part in a field that
     takes text: in any field unless ``uploads``, else in ``TEXT_FIELDS``."""
@@ -133,7 +138,7 @@ def check_body(request, max_fields=MAX_FIELDS, max_body=MAX_BODY, uploads=False)
             refuse(400, "The field %s was sent as a file; it takes text." % str(name)[:40])
 
 
-def _field_separator(env):
+def _field_separator(env: Any) -> bytes | None:
     """What starts each field in a form body (urlencoded '&', multipart its
     boundary line), or None for a body web2py does not split into fields."""
     if (env.request_method or "").upper() not in ("POST", "PUT", "DELETE", "BOTH"):
@@ -149,7 +154,7 @@ def _field_separator(env):
     return None
 
 
-def _count(body, separator):
+def _count(body: IO[bytes], separator: bytes) -> int:
     """Occurrences of ``separator`` in the file ``body``, read in chunks."""
     found, tail = 0, b""
     body.seek(0)

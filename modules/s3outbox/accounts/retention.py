@@ -15,10 +15,12 @@ import datetime
 import logging
 import re
 
+from ..delivery.check import Mailer
 from ..delivery.holds import read_time, write_time
 from ..delivery.pydal_internals import uri_hash
-from ..delivery.store import utcnow
+from ..delivery.store import OutboxStore, utcnow
 from . import tables
+from .flowlimit import FlowLimiter
 
 logger = logging.getLogger("s3outbox")
 
@@ -36,15 +38,15 @@ _SECRETS = (
 )
 _CODE = re.compile(r"\b\d{4,10}\b")
 CODE_FLOWS = ("login",)
-_tidied = {}  # (database, table) -> time this process may look again
+_tidied: dict[tuple[str, str], datetime.datetime] = {}  # (database, table) -> may look again
 
 
-def mark(store, outbox_id, flow):
+def mark(store: OutboxStore, outbox_id: int, flow: str | None) -> None:
     """Record that message ``outbox_id`` belongs to an account flow."""
     tables.mark(store, outbox_id, flow)
 
 
-def redact(text, flow=None):
+def redact(text: str, flow: str | None = None) -> str:
     """``text`` with reset and verification keys (and, in the two-factor
     flow, the code) replaced by [redacted]."""
     if not text:
@@ -56,14 +58,16 @@ def redact(text, flow=None):
     return text
 
 
-def scrub_sent(mail, retention, now=None):
+def scrub_sent(mail: Mailer, retention: float, now: datetime.datetime | None = None) -> int:
     """Empty the bodies of marked messages sent more than ``retention``
     seconds ago; their marks go. Returns how many."""
     cutoff = (now or utcnow()) - datetime.timedelta(seconds=int(retention))
     return tables.scrub_sent(mail.store, cutoff, SCRUBBED)
 
 
-def tidy(mail, limiter=None, now=None):
+def tidy(
+    mail: Mailer, limiter: FlowLimiter | None = None, now: datetime.datetime | None = None
+) -> dict[str, int] | None:
     """``_tidy`` that never stops a delivery pass: a failure is logged."""
     try:
         return _tidy(mail, limiter, now)
@@ -73,7 +77,9 @@ def tidy(mail, limiter=None, now=None):
         return None
 
 
-def _tidy(mail, limiter=None, now=None):
+def _tidy(
+    mail: Mailer, limiter: FlowLimiter | None = None, now: datetime.datetime | None = None
+) -> dict[str, int] | None:
     """Scrub, forget old rate-limit counters and purge old sent mail, when due.
 
     Cheap on every pass: a process looks at the shared ``tidy`` state row at

@@ -4,9 +4,22 @@ them, and joined to the core through its hook (delivery.settings.register),
 with the account-flow tables (tables.py). docs/settings.md lists them.
 """
 
-from gluon.storage import Storage
+from collections.abc import Callable
+from typing import Any
 
-from ..delivery.settings import Part, boolean, optional_text, read_raw, register, whole
+from gluon import storage
+
+from ..delivery.settings import (
+    Finding,
+    Part,
+    Problem,
+    Storage,
+    boolean,
+    optional_text,
+    read_raw,
+    register,
+    whole,
+)
 from . import tables
 from .hostnames import HostNames
 
@@ -45,7 +58,7 @@ LIMITS = (
 )
 
 
-def apply(s, get):
+def apply(s: Storage, get: Callable[[str], Any]) -> None:
     """``[outbox]`` limits and retention, ``[app] public_url`` and ``[host]
     names`` onto ``s``. A value that cannot be used keeps its default and is
     reported by ``findings``."""
@@ -54,7 +67,7 @@ def apply(s, get):
     if names not in (None, "") and not isinstance(names, str):
         names = ",".join(str(n) for n in names)  # AppConfig: a map for "a, b"
     s.host_names = optional_text(names)
-    bad = []
+    bad: list[Problem] = []
     for key in READERS:
         s[key], problem = read_raw(key, get("outbox." + key))
         if problem is not None:
@@ -62,7 +75,7 @@ def apply(s, get):
     s.safety_errors = bad
 
 
-def findings(s):
+def findings(s: Storage) -> list[Finding]:
     """(appconfig key, advice, False) for the account-flow settings: never
     blocking, shown with the SMTP findings."""
     out = [p.finding() for p in s.get("safety_errors") or ()]
@@ -93,9 +106,9 @@ def findings(s):
     return out
 
 
-def summary(settings):
+def summary(settings: Storage) -> str:
     """The account-mail limits and retention, in words, for the settings check."""
-    s = Storage(
+    s = storage.Storage(
         (key, default if settings.get(key) is None else settings.get(key))
         for key, default in DEFAULTS.items()
     )

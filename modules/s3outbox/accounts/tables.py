@@ -7,13 +7,16 @@ and scrubs them); ``<name>_flowlimit`` holds the rate-limit counters
 under its table name and with its ``migrate``.
 """
 
+import datetime
+from collections.abc import Iterable
+
 from pydal import Field
 
 from ..delivery.message import dumps
-from ..delivery.store import Status
+from ..delivery.store import OutboxStore, Status, Table
 
 
-def define(store, migrate=True):
+def define(store: OutboxStore, migrate: bool = True) -> None:
     """Define the two tables on the store's database when they are missing."""
     db, name = store.db, store.tablename
     if name + "_flowmail" not in db.tables:
@@ -33,21 +36,21 @@ def define(store, migrate=True):
         )
 
 
-def marks(store):
+def marks(store: OutboxStore) -> Table:
     return store.db[store.tablename + "_flowmail"]
 
 
-def counters(store):
+def counters(store: OutboxStore) -> Table:
     return store.db[store.tablename + "_flowlimit"]
 
 
-def mark(store, outbox_id, flow):
+def mark(store: OutboxStore, outbox_id: int, flow: str | None) -> None:
     """Mark message ``outbox_id`` as mail of account flow ``flow``; the
     caller's transaction commits it with the message."""
     marks(store).insert(outbox_id=outbox_id, flow=(flow or "")[:32])
 
 
-def flows(store, ids):
+def flows(store: OutboxStore, ids: Iterable[int]) -> dict[int, str]:
     """{outbox id: flow} for the marked messages among ``ids``."""
     if not ids:
         return {}
@@ -56,7 +59,7 @@ def flows(store, ids):
     return {r.outbox_id: r.flow for r in rows}
 
 
-def scrub_sent(store, cutoff, text, limit=500):
+def scrub_sent(store: OutboxStore, cutoff: datetime.datetime, text: str, limit: int = 500) -> int:
     """Replace the bodies of marked messages sent before ``cutoff`` by
     ``text`` and forget their marks; commits; how many."""
     o, m, db = store.outbox, marks(store), store.db
@@ -73,19 +76,19 @@ def scrub_sent(store, cutoff, text, limit=500):
     return len(rows)
 
 
-def take_unit(store, bucket, limit, expires):
+def take_unit(store: OutboxStore, bucket: str, limit: int, expires: datetime.datetime) -> bool:
     """One unit of counter ``bucket`` while it is below ``limit`` (the
     store's upsert, store.take_unit); the caller's transaction commits."""
     return store.take_unit(store.tablename + "_flowlimit", bucket, limit, expires)
 
 
-def units_used(store, bucket):
+def units_used(store: OutboxStore, bucket: str) -> int:
     c = counters(store)
     row = store.db(c.bucket == bucket).select(c.hits).first()
     return row.hits if row else 0
 
 
-def forget_units(store, now):
+def forget_units(store: OutboxStore, now: datetime.datetime) -> int:
     """Delete the counters of past windows; commits; how many."""
     c = counters(store)
     with store.transaction():

@@ -2,6 +2,7 @@
 in inline SVG (OutboxAdmin.activity gives the numbers).
 """
 
+import datetime
 from xml.sax.saxutils import escape
 
 from ..delivery.store import Logged
@@ -14,9 +15,16 @@ COLOURS = (
     (Logged.HELD, "#7f8c8d", "held"),
     (Logged.FAILED, "#c0392b", "failed"),
 )
+# (bucket start, {outcome: attempts}) oldest first: OutboxAdmin.activity().
+Activity = list[tuple[datetime.datetime, dict[str, int]]]
 
 
-def chart_svg(activity, width=720, height=180, title="Delivery attempts per hour (UTC)"):
+def chart_svg(
+    activity: Activity,
+    width: int = 720,
+    height: int = 180,
+    title: str = "Delivery attempts per hour (UTC)",
+) -> str:
     """Stacked bars of attempts by outcome per bucket, as inline SVG.
 
     Plain SVG text with a <title> per bar (the browser shows it on hover);
@@ -49,7 +57,7 @@ class _Box:
 
     left, right, top, bottom = 40, 10, 24, 24
 
-    def __init__(self, width, height, n, scale):
+    def __init__(self, width: int, height: int, n: int, scale: float) -> None:
         self.width, self.height, self.n, self.scale = width, height, max(1, n), scale
         self.plot_w = width - self.left - self.right
         self.plot_h = height - self.top - self.bottom
@@ -57,7 +65,7 @@ class _Box:
         self.bar = max(1.0, self.slot * 0.8)
 
 
-def _grid(box):
+def _grid(box: _Box) -> list[str]:
     """Horizontal lines at 0, half and the top, with their values."""
     out = []
     for frac in (0, 0.5, 1):
@@ -73,7 +81,7 @@ def _grid(box):
     return out
 
 
-def _legend(box):
+def _legend(box: _Box) -> list[str]:
     out = []
     legend_x = box.width - box.right
     for _key, colour, label in reversed(COLOURS):
@@ -86,10 +94,10 @@ def _legend(box):
     return out
 
 
-def _bar(box, i, start, values):
+def _bar(box: _Box, i: int, start: datetime.datetime, values: dict[str, int]) -> list[str]:
     """Bucket ``i``: its stacked rectangles under one hover title."""
     x = box.left + i * box.slot + (box.slot - box.bar) / 2
-    y = box.top + box.plot_h
+    y: float = box.top + box.plot_h
     tip = "%s: %s" % (
         start.strftime("%Y-%m-%d %H:%M"),
         ", ".join("%d %s" % (values[k], label) for k, _, label in COLOURS),
@@ -110,7 +118,7 @@ def _bar(box, i, start, values):
     return out
 
 
-def _nice(peak):
+def _nice(peak: float) -> float:
     """The smallest of 1, 2, 2.5, 5 x 10^k that is >= peak: a readable axis top."""
     step = 1
     while True:
@@ -120,5 +128,5 @@ def _nice(peak):
         step *= 10
 
 
-def _num(value):
+def _num(value: float) -> str:
     return ("%d" % value) if value == int(value) else ("%.1f" % value)

@@ -15,14 +15,16 @@ redacted (accounts/retention.py).
 import datetime
 import json
 import logging
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from ..accounts import retention, tables
-from ..delivery.check import config_file, findings, scrub
+from ..delivery.check import Mailer, config_file, findings, scrub
 from ..delivery.holds import in_force
-from ..delivery.message import bare
+from ..delivery.message import Addresses, Body, bare
 from ..delivery.settings import Snapshot
-from ..delivery.store import PAUSE, STATUSES, Logged, Status, utcnow
-from .chart import COLOURS
+from ..delivery.store import PAUSE, STATUSES, Logged, Query, Row, Status, utcnow
+from .chart import COLOURS, Activity
 from .params import MAX_DAYS, whole_number
 from .summary import edit_hint, settings_summary
 
@@ -33,7 +35,22 @@ RETRYABLE = (Status.FAILED, Status.HELD)
 CANCELLABLE = (Status.QUEUED, Status.HELD, Status.FAILED)
 
 
-def format_age(delta):
+class AdminMail(Mailer, Protocol):
+    """What the admin's view uses of the mailer (MailS3: admin/ may not
+    import mailer.py, which sits above it)."""
+
+    error: str | None
+    result: dict[str, Any]
+    reply: str | None
+
+    def pause(self, who: str) -> bool: ...
+    def resume(self, who: str) -> bool: ...
+    def send_direct_email(
+        self, to: Addresses, subject: str | None = ..., message: Body = ...
+    ) -> bool: ...
+
+
+def format_age(delta: datetime.timedelta) -> str:
     """'45 s', '12 min', '3 h 5 min', '2 d 4 h' for a timedelta."""
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 60:
@@ -51,7 +68,7 @@ class Page:
     """One page of the message list: ``rows`` newest first, and the ids to
     pass as ``after`` (newer page) or ``before`` (older page), or None."""
 
-    def __init__(self, rows, newer, older):
+    def __init__(self, rows: list[Row], newer: int | None, older: int | None) -> None:
         self.rows, self.newer, self.older = rows, newer, older
 
 
@@ -73,7 +90,7 @@ class OutboxAdmin:
         "last_error",
     )
 
-    def __init__(self, mail):
+    def __init__(self, mail: AdminMail) -> None:
         self.mail = mail
         self.settings = mail.settings
         self.store = mail.store
@@ -81,12 +98,12 @@ class OutboxAdmin:
         self.outbox = self.store.outbox
 
     # ------------------------------------------------------------ overview
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """{status: number of messages} for every status, zeros included."""
         found = self.store.count_by_status()
         return dict((s, int(found.get(s, 0))) for s in STATUSES)
 
-    def oldest_waiting(self):
+    def oldest_waiting(self) -> datetime.datetime | None:
         """created_on of the oldest message not yet sent, failed or cancelled."""
         o = self.outbox
         first = o.created_on.min()
@@ -94,14 +111,14 @@ class OutboxAdmin:
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
-    def recent(self, now=None):
+    def recent(self, now: datetime.datetime | None = None) -> dict[str, dict[str, int]]:
         """Attempts that sent and attempts that failed a message, in the last
         hour and day, from the attempt log (a message is one attempt that
         sent or failed it: a retried one counts each time)."""
         now = now or utcnow()
         a = self.store.attempt
         n = a.id.count()
-        out = {}
+        out: dict[str, dict[str, int]] = {}
         for name, seconds in (("hour", 3600), ("day", 86400)):
             since = now - datetime.timedelta(seconds=seconds)
             found = {
@@ -113,7 +130,7 @@ class OutboxAdmin:
             out[name] = dict(sent=found.get(Logged.SENT, 0), failed=found.get(Logged.FAILED, 0))
         return out
 
-    def held(self):
+    def held(self) -> dict[str, Any] | None:
         """The hold in force, for the banner, or None: the hold of the
         current settings, else (while mail is held) the latest other one,
         with the setting and file to edit as the host app names them
@@ -132,7 +149,7 @@ class OutboxAdmin:
             settings_changed=hold.fp != current,
         )
 
-    def overview(self, now=None):
+    def overview(self, now: datetime.datetime | None = None) -> dict[str, Any]:
         now = now or utcnow()
         counts = self.counts()
         oldest = self.oldest_waiting()
@@ -150,7 +167,14 @@ class OutboxAdmin:
         )
 
     # ---------------------------------------------------------------- list
-    def page(self, status=None, address=None, before=None, after=None, size=50):
+    def page(
+        self,
+        status: str | None = None,
+        address: str | None = None,
+        before: int | None = None,
+        after: int | None = None,
+        size: int = 50,
+    ) -> Page:
         """A page of messages, newest first, filtered by status and address.
 
         ``address`` matches any part of the recipient, case-insensitively.
@@ -194,10 +218,10 @@ class OutboxAdmin:
             rows[-1].id if rows and more_older else None,
         )
 
-    def _exists(self, query):
+    def _exists(self, query: Query) -> bool:
         return bool(self.db(query).select(self.outbox.id, limitby=(0, 1)))
 
-    def tries(self, ids):
+    def tries(self, ids: list[int]) -> dict[int, int]:
         """{message id: its delivery attempts in the attempt log}: what the
         admin sees as Tries, kept across manual retries (which start the
         ``attempts`` towards ``max_attempts`` again)."""
@@ -210,7 +234,7 @@ class OutboxAdmin:
             for r in self.db(a.outbox_id.belongs(ids)).select(a.outbox_id, n, groupby=a.outbox_id)
         }
 
-    def message(self, message_id):
+    def message(self, message_id: int) -> dict[str, Any] | None:
         """(row, content, attempts, attachments) for one message, or None."""
         o, a, t = self.outbox, self.store.attempt, self.store.attachment
         row = self.db(o.id == message_id).select().first()
@@ -241,7 +265,7 @@ class OutboxAdmin:
             recipients=self.recipients(row, content),
         )
 
-    def recipients(self, row, content):
+    def recipients(self, row: Row, content: dict[str, Any]) -> list[tuple[str, str, str | None]]:
         """[(address, outcome, reply)] for each envelope recipient: refused
         (for good), deferred (tried again at next_attempt_on, only they),
         accepted, or waiting (not accepted by the server yet)."""
@@ -252,7 +276,7 @@ class OutboxAdmin:
             [row.address] if row.address else []
         )
         addresses += [a for a in list(refused) + list(deferred) if a not in addresses]
-        out = []
+        out: list[tuple[str, str, str | None]] = []
         for address in addresses:
             if address in refused:
                 out.append((address, "refused", scrub(refused[address], self.settings)))
@@ -265,7 +289,13 @@ class OutboxAdmin:
         return out
 
     # ------------------------------------------------------------- actions
-    def retry(self, ids=None, status=None, now=None, who=None):
+    def retry(
+        self,
+        ids: Iterable[object] | None = None,
+        status: str | None = None,
+        now: datetime.datetime | None = None,
+        who: str | None = None,
+    ) -> int:
         """Queue failed or held messages for delivery now; return how many.
 
         ``ids``: those messages (others are skipped); ``status``: every
@@ -280,16 +310,21 @@ class OutboxAdmin:
         logger.info("%s: %d message(s) queued for retry", who or "admin", n)
         return n
 
-    def pause(self, who):
+    def pause(self, who: str | None) -> bool:
         """Pause delivery for every worker (see MailS3.pause); False if it
         was paused already."""
         return self.mail.pause(who or "admin")
 
-    def resume(self, who):
+    def resume(self, who: str | None) -> bool:
         """Let delivery go on; False if it was not paused."""
         return self.mail.resume(who or "admin")
 
-    def cancel(self, ids=None, status=None, who=None):
+    def cancel(
+        self,
+        ids: Iterable[object] | None = None,
+        status: str | None = None,
+        who: str | None = None,
+    ) -> int:
         """Cancel queued, held or failed messages (never one being sent)."""
         query = self._select(ids, status, CANCELLABLE)
         if query is None:
@@ -298,27 +333,35 @@ class OutboxAdmin:
         logger.info("%s: %d message(s) cancelled", who or "admin", n)
         return n
 
-    def _select(self, ids, status, allowed):
+    def _select(
+        self, ids: Iterable[object] | None, status: str | None, allowed: tuple[Status, ...]
+    ) -> Query | None:
         o = self.outbox
         if status is not None:
             if status not in allowed:
                 raise ValueError("status must be one of %s" % ", ".join(allowed))
             return o.status == status
-        ids = sorted({whole_number(i, "a message number", 1) for i in ids or ()})
-        if not ids:
+        numbers = sorted({whole_number(i, "a message number", 1) for i in ids or ()})
+        if not numbers:
             return None
-        return o.id.belongs(ids) & o.status.belongs(allowed)
+        return o.id.belongs(numbers) & o.status.belongs(allowed)
 
-    def purge(self, days, now=None, chunk=500, who=None):
+    def purge(
+        self,
+        days: object,
+        now: datetime.datetime | None = None,
+        chunk: int = 500,
+        who: str | None = None,
+    ) -> tuple[int, ...]:
         """Delete sent messages older than ``days`` days (by sent_on), with their
         attempts and attachments; commits every ``chunk`` messages.
 
         Returns (messages, attempts, attachments) deleted.
         """
-        days = whole_number(days, "days", 0, MAX_DAYS)
-        return self.store.purge_sent(days, now or utcnow(), chunk, who or "admin")
+        number = whole_number(days, "days", 0, MAX_DAYS)
+        return self.store.purge_sent(number, now or utcnow(), chunk, who or "admin")
 
-    def test_mail(self, to, site="the outbox"):
+    def test_mail(self, to: str, site: str = "the outbox") -> tuple[bool, str]:
         """Send a test message now with the current settings.
 
         Returns (ok, text): what the server answered, in words, with the
@@ -344,7 +387,9 @@ class OutboxAdmin:
         return ok, scrub(text, s)
 
     # --------------------------------------------------------------- chart
-    def activity(self, hours=24, bucket=3600, now=None):
+    def activity(
+        self, hours: float = 24, bucket: int = 3600, now: datetime.datetime | None = None
+    ) -> Activity:
         """Delivery attempts per time bucket over the last ``hours``, by
         outcome: a list of (bucket start, dict(sent=, retry=, held=,
         failed=)), oldest first. ``retry``: deferred by the server, tried
@@ -359,11 +404,13 @@ class OutboxAdmin:
             else now
         )
         start = end - datetime.timedelta(seconds=buckets * bucket)
-        series = [dict((key, 0) for key, _, _ in COLOURS) for _ in range(buckets)]
+        series: list[dict[str, int]] = [
+            dict((key, 0) for key, _, _ in COLOURS) for _ in range(buckets)
+        ]
         for slot_no, outcome, count in self.store.attempts_by_slot(start, end, bucket):
-            slot_no = int(slot_no)
-            if outcome in series[0] and 0 <= slot_no < buckets:
-                series[slot_no][outcome] += int(count)
+            slot = int(slot_no)
+            if outcome in series[0] and 0 <= slot < buckets:
+                series[slot][outcome] += int(count)
         return [
             (start + datetime.timedelta(seconds=i * bucket), series[i]) for i in range(buckets)
         ]

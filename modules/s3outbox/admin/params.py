@@ -18,7 +18,7 @@ class BadParameter(ValueError):
     """A dashboard or command-line parameter that is refused, with why."""
 
 
-def whole_number(value, name, low=0, high=MAX_ID):
+def whole_number(value: object, name: str, low: int = 0, high: int = MAX_ID) -> int:
     """``value`` (text from a form or a command line) as an int from ``low``
     to ``high``: ASCII digits only (``str.isdigit`` also takes '²'), no sign
     or space (in a URL ``?before=+5`` is ' 5')."""
@@ -30,7 +30,7 @@ def whole_number(value, name, low=0, high=MAX_ID):
     return int(text)
 
 
-def one_text(value, name, max_length=255):
+def one_text(value: object, name: str, max_length: int = 255) -> str | None:
     """``value`` as one line of text; None when empty."""
     if isinstance(value, (list, tuple)):
         raise BadParameter("%s was given more than once" % name)
@@ -43,7 +43,7 @@ def one_text(value, name, max_length=255):
     return text or None
 
 
-def _text(value, name):
+def _text(value: object, name: str) -> str:
     """A parameter as text; a file part (a form field sent as an upload) is
     refused: its truth value and str() are not its content."""
     if not isinstance(value, (str, int)):
@@ -51,7 +51,7 @@ def _text(value, name):
     return str(value)
 
 
-def local_next(value, prefix, default):
+def local_next(value: object, prefix: str, default: str) -> str:
     """``value`` (a ``_next`` from a form) if it is a path on this site
     under ``prefix``, judged after normalising it as a browser would (``..``
     and ``.`` segments, also percent-encoded; a backslash is a slash);

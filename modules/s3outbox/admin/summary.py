@@ -5,11 +5,12 @@ edit for a hold (the settings check itself is delivery/check.py).
 """
 
 import re
+from typing import Any
 
 from ..accounts import settings as account_settings
 from ..bounces import settings as bounce_settings
 from ..delivery.check import config_file
-from ..delivery.settings import read_value
+from ..delivery.settings import Storage, read_value
 
 # What to edit for the configuration errors the transport reports; the
 # first pattern found in the reason wins.
@@ -28,7 +29,7 @@ _ANY = "[smtp] server, sender and login"  # when no pattern is found
 _NAMED_KEY = re.compile(r"\(edit (.+?)(?: in [^ ()]+)?\)$")
 
 
-def edit_hint(reason, names=None):
+def edit_hint(reason: str | None, names: dict[str, str] | None = None) -> str:
     """Which setting to edit for a hold ``reason`` (renamed by ``names``)."""
     named = _NAMED_KEY.search(reason or "")
     if named:  # blocking_problem() ends with "(edit [smtp] sender)"
@@ -39,7 +40,7 @@ def edit_hint(reason, names=None):
     return (names or {}).get(key, key)
 
 
-def settings_summary(settings):
+def settings_summary(settings: Storage) -> dict[str, Any]:
     """The SMTP settings as the dashboard shows them: no password; ``keys``
     and ``file`` say where the admin edits them."""
     login = settings.login if isinstance(settings.login, str) else ""

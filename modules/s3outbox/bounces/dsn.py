@@ -14,8 +14,12 @@ import email.header
 import email.policy
 import logging
 import re
+from collections.abc import Hashable, Iterable
+from email.message import Message
+from typing import TypeVar
 
 logger = logging.getLogger("s3outbox")
+_T = TypeVar("_T", bound=Hashable)
 
 MAX_PARTS = 200  # MIME parts looked at; a report has three
 MAX_TEXT = 1000  # characters of a diagnostic kept
@@ -48,10 +52,10 @@ class Failure:
     recipient: str  # '' when the report names none
     status: str  # enhanced status code, e.g. '5.1.1'
     diagnostic: str  # the remote server's words, trimmed
-    code: int = None  # the SMTP reply code in the diagnostic, when there is one
+    code: int | None = None  # the SMTP reply code in the diagnostic, when there is one
 
     @property
-    def permanent(self):
+    def permanent(self) -> bool:
         return self.status.startswith("5")
 
 
@@ -59,13 +63,13 @@ class Failure:
 class Report:
     """What a report claims: the messages it is about and the failures."""
 
-    tokens: list  # [(row id, mac)] found in the addresses it was sent to
-    message_ids: list  # Message-IDs of the original, as quoted
-    failures: list  # [Failure]
+    tokens: list[tuple[int, str]]  # (row id, mac) found in the addresses it was sent to
+    message_ids: list[str]  # Message-IDs of the original, as quoted
+    failures: list[Failure]
     standard: bool  # an RFC 3464 report, or a non-standard bounce
 
 
-def read(data, tokens):
+def read(data: bytes, tokens: re.Pattern[str] | None) -> Report | None:
     """The Report in ``data`` (bytes), or None; ``tokens`` is the TOKEN regex
     (returnpath.token_pattern) or None."""
     try:
@@ -80,10 +84,13 @@ def read(data, tokens):
         return None
 
 
-def _read(data, tokens):
+def _read(data: bytes, tokens: re.Pattern[str] | None) -> Report | None:
     msg = email.message_from_bytes(data, policy=email.policy.compat32)
     parts = _parts(msg)
-    failures, found_ids, texts, status_text = [], [], [], []
+    failures: list[Failure] = []
+    found_ids: list[str] = []
+    texts: list[str] = []
+    status_text: list[str] = []
     for part in parts:
         kind = part.get_content_type()
         if kind in ("message/delivery-status", "message/global-delivery-status"):
@@ -126,19 +133,20 @@ def _read(data, tokens):
     )
 
 
-def _parts(msg):
+def _parts(msg: Message) -> list[Message]:
     """The message's parts (the message itself first), at most MAX_PARTS,
     not descending into a returned message (its parts are the original's)."""
-    out, todo = [], [msg]
+    out: list[Message] = []
+    todo = [msg]
     while todo and len(out) < MAX_PARTS:
         part = todo.pop(0)
         out.append(part)
         if part.is_multipart() and part.get_content_maintype() == "multipart":
-            todo.extend(p for p in part.get_payload() if hasattr(p, "get_content_type"))
+            todo.extend(p for p in part.get_payload() if isinstance(p, Message))
     return out
 
 
-def _text(part):
+def _text(part: Message) -> str:
     """A part's content as text, whatever its encoding (lenient)."""
     payload = part.get_payload()
     if isinstance(payload, list):  # message/* parsed into messages: their fields
@@ -146,6 +154,7 @@ def _text(part):
     raw = part.get_payload(decode=True)
     if raw is None:
         return str(payload)
+    assert isinstance(raw, bytes)  # a part that is not multipart decodes to bytes
     charset = part.get_content_charset() or "utf-8"
     try:
         return raw.decode(charset, "replace")
@@ -153,7 +162,7 @@ def _text(part):
         return raw.decode("utf-8", "replace")
 
 
-def _fields(msg):
+def _fields(msg: object) -> str:
     """A parsed block's header fields as text, as they came (as_string()
     would encode 8-bit values as =?unknown-8bit?...?=)."""
     if not hasattr(msg, "items"):
@@ -161,7 +170,7 @@ def _fields(msg):
     return "\n".join("%s: %s" % (k, _value(v)) for k, v in msg.items())
 
 
-def _value(value):
+def _value(value: object) -> str:
     """A header value as text; 8-bit bytes read as UTF-8."""
     if isinstance(value, email.header.Header):
         return "".join(
@@ -171,7 +180,7 @@ def _value(value):
     return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _status_part(text):
+def _status_part(text: str) -> list[Failure]:
     """The failures in a delivery-status part: its per-recipient blocks with
     Action failed or delayed (delivered, relayed, expanded are not failures)."""
     blocks = re.split(r"\r?\n[ \t]*\r?\n", text.strip())
@@ -193,7 +202,7 @@ def _status_part(text):
     return failures
 
 
-def _plain_failures(body):
+def _plain_failures(body: str) -> list[Failure]:
     """A non-standard bounce's failure: the first enhanced status code (or
     else SMTP reply code) and the line it is on, with the recipient quoted
     as ``<address>:`` if there is one."""
@@ -212,7 +221,7 @@ def _plain_failures(body):
     return [Failure(who.group(1).lower() if who else "", status, line, _code(line))]
 
 
-def _looks_like_bounce(msg):
+def _looks_like_bounce(msg: Message) -> bool:
     """A message from a mailer daemon, or whose subject says it is one."""
     sender = str(msg.get("From", "")).lower()
     return any(d in sender for d in _DAEMONS) or bool(
@@ -220,26 +229,27 @@ def _looks_like_bounce(msg):
     )
 
 
-def _address(value):
+def _address(value: object) -> str:
     """The address of a recipient field ('rfc822; bob@x.net'), lower case."""
     m = _ADDRESS.search(str(value or "").partition(";")[2] or str(value or ""))
     return m.group(0).lower().strip(".") if m else ""
 
 
-def _code(diagnostic):
+def _code(diagnostic: str) -> int | None:
     m = re.search(r"(?:^|;|\s)([245]\d\d)(?=[\s-]|$)", diagnostic)
     return int(m.group(1)) if m else None
 
 
-def _one_line(text):
+def _one_line(text: object) -> str:
     """``text`` on one line, without control or direction-changing characters
     (which could make a page say something else), at most MAX_TEXT long."""
     text = re.sub(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]+", " ", str(text))
     return re.sub(r"\s{2,}", " ", text).strip()[:MAX_TEXT]
 
 
-def _unique(items):
-    seen, out = set(), []
+def _unique(items: Iterable[_T]) -> list[_T]:
+    seen: set[_T] = set()
+    out: list[_T] = []
     for item in items:
         if item not in seen:
             seen.add(item)

@@ -13,6 +13,8 @@ import poplib
 import re
 import ssl
 import urllib.parse
+from types import TracebackType
+from typing import Literal
 
 READ_LIMIT = 512 * 1024  # bytes of a message read: a report's status part is early
 POP_LINES = 500  # POP3 TOP: lines of the body read of a bigger message
@@ -34,7 +36,7 @@ class Unreadable(Broken):
     than poplib takes); the connection is out of step: stop this pass."""
 
 
-def parse(url):
+def parse(url: str | None) -> tuple[str, str, int, str, str, str]:
     """(scheme, host, port, user, password, folder); ValueError with a
     sentence (never the password) when the URL cannot be used."""
     try:
@@ -64,7 +66,7 @@ def parse(url):
     )
 
 
-def label(url):
+def label(url: str | None) -> str:
     """The mailbox URL without its password, for pages and logs."""
     try:
         scheme, host, port, user, _, folder = parse(url)
@@ -73,7 +75,7 @@ def label(url):
     return "%s://%s@%s:%d/%s" % (scheme, urllib.parse.quote(user), host, port, folder)
 
 
-def password(url):
+def password(url: str | None) -> str:
     """The password in ``url`` (to mask it wherever text is shown), or ''."""
     try:
         return parse(url)[4]
@@ -81,10 +83,12 @@ def password(url):
         return ""
 
 
-def open_mailbox(url, timeout=30, context=None):
+def open_mailbox(
+    url: str | None, timeout: float = 30, context: ssl.SSLContext | None = None
+) -> "Imap | Pop":
     """A connected, logged-in Imap or Pop; MailboxError with a sentence."""
     scheme, host, port, user, secret, folder = parse(url)
-    box = (Imap if scheme.startswith("imap") else Pop)(url, timeout)
+    box: Imap | Pop = (Imap if scheme.startswith("imap") else Pop)(url, timeout)
     try:
         box.connect(scheme, host, port, context or ssl.create_default_context())
         box.login(user, secret, folder)
@@ -94,7 +98,7 @@ def open_mailbox(url, timeout=30, context=None):
     return box
 
 
-def _clean(exc, secret):
+def _clean(exc: BaseException, secret: str) -> str:
     text = "%s: %s" % (type(exc).__name__, exc)
     return text.replace(secret, "********") if secret else text
 
@@ -102,32 +106,44 @@ def _clean(exc, secret):
 class Imap:
     """A folder over IMAP; a message is ``UIDVALIDITY:UID``."""
 
-    def __init__(self, url, timeout):
-        self.url, self.timeout, self.conn, self.validity = url, timeout, None, None
+    def __init__(self, url: str | None, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self.conn: imaplib.IMAP4 | None = None
+        self.validity: str | None = None
         self.exists = 0
 
-    def connect(self, scheme, host, port, context):
+    @property
+    def _line(self) -> imaplib.IMAP4:
+        assert self.conn is not None  # open_mailbox() connected it; close() comes last
+        return self.conn
+
+    def connect(self, scheme: str, host: str, port: int, context: ssl.SSLContext) -> None:
         if scheme == "imaps":
             self.conn = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=self.timeout)
         else:
             self.conn = imaplib.IMAP4(host, port, timeout=self.timeout)
             self.conn.starttls(context)
 
-    def login(self, user, secret, folder):
-        self.conn.login(user, secret)
-        typ, data = self.conn.select(_quoted(folder))
+    def login(self, user: str, secret: str, folder: str) -> None:
+        self._line.login(user, secret)
+        typ, data = self._line.select(_quoted(folder))
         if typ != "OK":
             raise imaplib.IMAP4.error("cannot open folder %r" % folder)
+        if not isinstance(data[0], bytes) or not data[0].isdigit():  # RFC 3501 requires it
+            raise imaplib.IMAP4.error(
+                "folder %r: the server did not say how many messages it holds" % folder
+            )
         self.exists = int(data[0])
-        self.validity = (self.conn.untagged_responses.get("UIDVALIDITY") or [b"0"])[-1]
-        self.validity = self.validity.decode("ascii", "replace")
+        validity = (self._line.untagged_responses.get("UIDVALIDITY") or [b"0"])[-1]
+        assert isinstance(validity, bytes)  # a response code's value, never a literal
+        self.validity = validity.decode("ascii", "replace")
 
-    def messages(self):
+    def messages(self) -> list[tuple[str, int]]:
         """[(ref, size)] of the folder's messages, oldest first."""
         if not self.exists:
             return []
         with _broken():
-            typ, data = self.conn.uid("FETCH", "1:*", "(RFC822.SIZE)")
+            typ, data = self._line.uid("FETCH", "1:*", "(RFC822.SIZE)")
         found = []
         for item in data or ():
             m = re.search(rb"UID (\d+)", item or b"")
@@ -136,21 +152,21 @@ class Imap:
                 found.append(("%s:%s" % (self.validity, m.group(1).decode()), int(n.group(1))))
         return found
 
-    def head(self, ref, size):
+    def head(self, ref: str, size: int) -> bytes:
         """The first READ_LIMIT bytes of message ``ref`` (not marked seen)."""
         uid = ref.partition(":")[2]
         with _broken():
-            typ, data = self.conn.uid("FETCH", uid, "(BODY.PEEK[]<0.%d>)" % READ_LIMIT)
+            typ, data = self._line.uid("FETCH", uid, "(BODY.PEEK[]<0.%d>)" % READ_LIMIT)
         for item in data or ():
             if isinstance(item, tuple):
                 return item[1]
         return b""
 
-    def delete(self, ref):
+    def delete(self, ref: str) -> None:
         with _broken():
-            self.conn.uid("STORE", ref.partition(":")[2], "+FLAGS", "(\\Deleted)")
+            self._line.uid("STORE", ref.partition(":")[2], "+FLAGS", "(\\Deleted)")
 
-    def close(self):
+    def close(self) -> None:
         """Expunge what was deleted and log out; quiet if the line is gone."""
         if self.conn is None:
             return
@@ -167,24 +183,31 @@ class Pop:
     """A POP3 mailbox; a message is its UIDL. Deletions happen at QUIT only,
     so a connection lost mid-read deletes nothing."""
 
-    def __init__(self, url, timeout):
-        self.url, self.timeout, self.conn, self.numbers = url, timeout, None, {}
+    def __init__(self, url: str | None, timeout: float) -> None:
+        self.url, self.timeout = url, timeout
+        self.conn: poplib.POP3 | None = None
+        self.numbers: dict[str, str] = {}
 
-    def connect(self, scheme, host, port, context):
+    @property
+    def _line(self) -> poplib.POP3:
+        assert self.conn is not None  # open_mailbox() connected it; close() comes last
+        return self.conn
+
+    def connect(self, scheme: str, host: str, port: int, context: ssl.SSLContext) -> None:
         if scheme == "pop3s":
             self.conn = poplib.POP3_SSL(host, port, context=context, timeout=self.timeout)
         else:
             self.conn = poplib.POP3(host, port, timeout=self.timeout)
             self.conn.stls(context)
 
-    def login(self, user, secret, folder):
-        self.conn.user(user)
-        self.conn.pass_(secret)
+    def login(self, user: str, secret: str, folder: str) -> None:
+        self._line.user(user)
+        self._line.pass_(secret)
 
-    def messages(self):
+    def messages(self) -> list[tuple[str, int]]:
         with _broken():
-            uidls = self.conn.uidl()[1]
-            sizes = dict(line.split()[:2] for line in self.conn.list()[1])
+            uidls = self._line.uidl()[1]
+            sizes = dict(line.split()[:2] for line in self._line.list()[1])
         found = []
         for line in uidls:
             number, uid = line.decode("ascii", "replace").split()[:2]
@@ -192,25 +215,25 @@ class Pop:
             found.append((uid, int(sizes.get(number.encode(), 0))))
         return found
 
-    def head(self, ref, size):
+    def head(self, ref: str, size: int) -> bytes:
         number = self.numbers[ref]
         try:
             with _broken():
                 if size <= READ_LIMIT:
-                    lines = self.conn.retr(number)[1]
+                    lines = self._line.retr(number)[1]
                 else:
-                    lines = self.conn.top(number, POP_LINES)[1]
+                    lines = self._line.top(number, POP_LINES)[1]
         except Broken as e:
             if "line too long" in str(e):
                 raise Unreadable(str(e)) from None
             raise
         return b"\r\n".join(lines)[:READ_LIMIT]
 
-    def delete(self, ref):
+    def delete(self, ref: str) -> None:
         with _broken():
-            self.conn.dele(self.numbers[ref])
+            self._line.dele(self.numbers[ref])
 
-    def close(self):
+    def close(self) -> None:
         if self.conn is None:
             return
         try:
@@ -223,16 +246,21 @@ class Pop:
 class _broken:
     """Turn a failure of the connection into Broken (the pass stops)."""
 
-    def __enter__(self):
+    def __enter__(self) -> "_broken":
         return self
 
-    def __exit__(self, kind, exc, tb):
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
         if exc is not None and isinstance(exc, LINE_ERRORS):
             raise Broken("%s: %s" % (type(exc).__name__, exc)) from exc
         return False
 
 
-def _shut(conn):
+def _shut(conn: imaplib.IMAP4 | poplib.POP3) -> None:
     """Close the socket of a session that could not end politely."""
     try:
         conn.sock.close()
@@ -240,5 +268,5 @@ def _shut(conn):
         pass  # already gone: nothing is left to close
 
 
-def _quoted(folder):
+def _quoted(folder: str) -> str:
     return '"%s"' % folder.replace("\\", "\\\\").replace('"', '\\"')

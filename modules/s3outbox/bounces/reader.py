@@ -24,15 +24,16 @@ import json
 import logging
 import ssl
 import time
+from typing import Any
 
 from pydal import Field
 
 from ..delivery import returnpath
-from ..delivery.check import scrub
+from ..delivery.check import Mailer, scrub
 from ..delivery.message import bare, loads
 from ..delivery.pydal_internals import driver_cursor, uri_hash
-from ..delivery.settings import read_value
-from ..delivery.store import Logged, Status, utcnow
+from ..delivery.settings import Storage, read_value
+from ..delivery.store import DAL, Logged, OutboxStore, Row, Status, Table, utcnow
 from . import dsn, mailboxes
 
 logger = logging.getLogger("s3outbox")
@@ -42,11 +43,14 @@ MAX_SKIPPED = 5000  # references of mail not understood, remembered (newest)
 MAX_SKIPPED_TEXT = 60000  # characters those references may take in the state row
 SUSPECT_TIMES = 3  # passes broken at the same message before it is skipped
 KINDS = (Logged.BOUNCED, Logged.DELAYED)
-_next_look = {}  # (database, table) -> monotonic time to look at the turn again
+_next_look: dict[tuple[str, str], float] = {}  # (database, table) -> monotonic time to look again
+# A pass's counts: read, matched, bounced, delayed, skipped, marked (int) and
+# error (the text of what stopped it, or None).
+Counts = dict[str, Any]
 
 
 # ------------------------------------------------------------------ table
-def define_table(store, migrate=True):
+def define_table(store: OutboxStore, migrate: bool = True) -> Table:
     """``<name>_bounce``: one row per failure a report stated, once."""
     name = store.tablename + "_bounce"
     if name not in store.db.tables:
@@ -67,7 +71,7 @@ def define_table(store, migrate=True):
     return store.db[name]
 
 
-def _utf8mb4(db, name):
+def _utf8mb4(db: DAL, name: str) -> None:
     """A report's text may hold any character: MariaDB tables are made utf8
     (3 bytes) by pydal; convert this one, once (as the store does its own)."""
     if db.executesql(
@@ -82,7 +86,7 @@ def _utf8mb4(db, name):
 
 
 # ------------------------------------------------------------ scheduling
-def when_due(mail, now=None):
+def when_due(mail: Mailer, now: datetime.datetime | None = None) -> Counts | None:
     """Read the bounce mailbox if it is this worker's turn; never raises."""
     s = mail.settings
     if not s.bounce_mailbox:
@@ -107,7 +111,7 @@ def when_due(mail, now=None):
 
 
 # ---------------------------------------------------------------- reading
-def read_bounces(mail):
+def read_bounces(mail: Mailer) -> Counts:
     """One pass over the bounce mailbox; its counts. Never raises for what
     the mailbox holds; MailboxError is logged (password masked)."""
     return Reader(mail).run()
@@ -116,12 +120,12 @@ def read_bounces(mail):
 class Reader:
     """One pass of the bounce reader."""
 
-    def __init__(self, mail):
+    def __init__(self, mail: Mailer) -> None:
         self.mail, self.store, self.settings = mail, mail.store, mail.settings
         self.table = define_table(self.store)
         self.address = returnpath.usable(self.settings.bounce_address)
-        self.tokens = self.address and returnpath.token_pattern(self.address)
-        self.counts = dict(
+        self.tokens = returnpath.token_pattern(self.address) if self.address else None
+        self.counts: Counts = dict(
             read=0, matched=0, bounced=0, delayed=0, skipped=0, marked=0, error=None
         )
         self.state_name = (
@@ -131,7 +135,7 @@ class Reader:
             ).hexdigest()[:16]
         )
 
-    def run(self):
+    def run(self) -> Counts:
         url = self.settings.bounce_mailbox
         try:
             box = mailboxes.open_mailbox(
@@ -163,7 +167,9 @@ class Reader:
             )
         return self.counts
 
-    def _messages(self, box, skipped, memory):
+    def _messages(
+        self, box: mailboxes.Imap | mailboxes.Pop, skipped: set[str], memory: dict[str, Any]
+    ) -> None:
         """Handle each message not yet skipped; Broken ends the pass (see
         ``_suspect``)."""
         listing = box.messages()
@@ -189,7 +195,7 @@ class Reader:
                 logger.info("bounces: left in the mailbox (%s, %d bytes): %s", ref, size, why)
 
     @staticmethod
-    def _suspect(ref, e, skipped, memory):
+    def _suspect(ref: str, e: mailboxes.Broken, skipped: set[str], memory: dict[str, Any]) -> None:
         """Reading ``ref`` broke the connection: skip it at once if it cannot
         be read over this protocol, or after SUSPECT_TIMES passes in a row,
         so one message cannot stop every later pass."""
@@ -200,7 +206,7 @@ class Reader:
             logger.info("bounces: left in the mailbox (%s): reading it breaks the connection", ref)
         memory["suspect"] = [ref, times]
 
-    def _failed(self, e):
+    def _failed(self, e: Exception) -> Counts:
         text = scrub(e, self.settings)
         logger.warning(
             "bounces: cannot read %s: %s", mailboxes.label(self.settings.bounce_mailbox), text
@@ -208,7 +214,7 @@ class Reader:
         self.counts["error"] = text
         return self.counts
 
-    def _remember(self, skipped, before, now):
+    def _remember(self, skipped: set[str], before: dict[str, Any], now: dict[str, Any]) -> None:
         """Store the references of mail not understood (the newest
         MAX_SKIPPED) and the message that broke the last pass, if changed."""
         refs = sorted(skipped, key=_ref_order)[-MAX_SKIPPED:]
@@ -223,7 +229,7 @@ class Reader:
                 logger.exception("bounces: could not remember the mail left unread")
 
     # ------------------------------------------------------------ matching
-    def _handled(self, data):
+    def _handled(self, data: bytes) -> str | None:
         """``handle(data)``; if it fails while the database answers, the
         message was the cause: it is left (why), the pass goes on. If the
         database does not answer, the failure ends the pass."""
@@ -235,7 +241,7 @@ class Reader:
             logger.warning("bounces: a report could not be recorded", exc_info=True)
             return "recording it failed: %s" % type(e).__name__
 
-    def handle(self, data):
+    def handle(self, data: bytes) -> str | None:
         """Record the report in ``data``: None if it matched, else why not."""
         report = dsn.read(data, self.tokens)
         if report is None:
@@ -248,7 +254,7 @@ class Reader:
             self.record(row, failures)
         return None
 
-    def match(self, report):
+    def match(self, report: dsn.Report) -> tuple[Row, list[dsn.Failure]] | str:
         """(outbox row, its failures) for ``report``, or why it matches nothing."""
         o = self.store.outbox
         fields = (o.id, o.message_id, o.status, o.address, o.body, o.refused)
@@ -264,12 +270,14 @@ class Reader:
                     return self._ours(row, report.failures, True)
             return "its TOKEN does not name a message of this outbox"
         ids = [i for i in report.message_ids if len(i) <= 255][:20]
-        rows = self.store.db(o.message_id.belongs(ids)).select(*fields) if ids else []
+        rows = self.store.db(o.message_id.belongs(ids)).select(*fields) if ids else None
         if not rows:
             return "it names no message of this outbox"
         return self._ours(rows.first(), report.failures, False)
 
-    def _ours(self, row, failures, by_token):
+    def _ours(
+        self, row: Row, failures: list[dsn.Failure], by_token: bool
+    ) -> tuple[Row, list[dsn.Failure]] | str:
         """The failures of ``failures`` that are about ``row``'s recipients."""
         rcpts = recipients(row)
         kept = []
@@ -286,7 +294,7 @@ class Reader:
         return row, kept
 
     # ----------------------------------------------------------- recording
-    def record(self, row, failures):
+    def record(self, row: Row, failures: list[dsn.Failure]) -> None:
         """Each failure once, with an attempt; ``bounced`` when every
         recipient failed for good. The caller's transaction commits."""
         now, store = utcnow(), self.store
@@ -295,8 +303,7 @@ class Reader:
             kind = Logged.BOUNCED if f.permanent else Logged.DELAYED
             digest = hashlib.sha256(
                 json.dumps([row.id, f.recipient, f.status, f.diagnostic]).encode("utf-8")
-            )
-            digest = digest.hexdigest()
+            ).hexdigest()
             if not self._insert(row.id, f, kind, now, digest):
                 continue  # read before (a copy, or a pass that broke off)
             error = "%s %s: %s" % (f.status, f.recipient or "(recipient not named)", f.diagnostic)
@@ -311,7 +318,14 @@ class Reader:
             self.counts[kind] += 1
         self._mark(row)
 
-    def _insert(self, outbox_id, f, kind, now, digest):
+    def _insert(
+        self,
+        outbox_id: int,
+        f: dsn.Failure,
+        kind: Logged,
+        now: datetime.datetime,
+        digest: str,
+    ) -> bool:
         """Insert-or-nothing on the digest: True when this row is new."""
         into = (
             "%s (outbox_id, recipient, kind, status, code, diagnostic, received_on, "
@@ -328,7 +342,7 @@ class Reader:
         )
         return driver_cursor(self.store.db).rowcount == 1
 
-    def _mark(self, row):
+    def _mark(self, row: Row) -> None:
         """Mark a sent message ``bounced`` once all its recipients failed for
         good (here, or refused when it was sent)."""
         b = self.table
@@ -360,10 +374,10 @@ class Reader:
         )
 
 
-def recipients(row):
+def recipients(row: Row) -> set[str]:
     """The lower-case addresses ``row`` was sent to."""
     content = loads(row.body) or {}
-    found = set()
+    found: set[str] = set()
     for key in ("to", "cc", "bcc"):
         for value in content.get(key) or ():
             found.add(bare(value).lower())
@@ -372,13 +386,13 @@ def recipients(row):
     return found
 
 
-def _ref_order(ref):
+def _ref_order(ref: str) -> tuple[str, int]:
     """Sort references oldest first: IMAP's by UID, POP3's as text."""
     validity, _, uid = ref.rpartition(":")
     return (validity, int(uid)) if uid.isdigit() else (ref, 0)
 
 
-def _context(settings):
+def _context(settings: Storage) -> ssl.SSLContext | None:
     """None (certificates verified), or a context that skips the check when
     ``self_signed_certificate`` is set, as for the SMTP relay."""
     if not read_value(settings, "self_signed_certificate")[0]:
@@ -390,7 +404,13 @@ def _context(settings):
 
 
 # ------------------------------------------------------------ admin reads
-def page(mail, address=None, kind=None, before=None, size=50):
+def page(
+    mail: Mailer,
+    address: str | None = None,
+    kind: str | None = None,
+    before: int | None = None,
+    size: int = 50,
+) -> tuple[list[dict[str, Any]], int | None]:
     """(rows, older): reported failures newest first, each a dict with the
     message's subject, status and pe_id; ``address`` matches part of the
     recipient, ``kind`` is bounced or delayed; ``older`` is the id to pass
@@ -438,7 +458,7 @@ def page(mail, address=None, kind=None, before=None, size=50):
     return rows[:size], older
 
 
-def count(mail, kind=Logged.BOUNCED):
+def count(mail: Mailer, kind: str = Logged.BOUNCED) -> int:
     """Reported failures of ``kind`` (one per recipient and report)."""
     b = define_table(mail.store)
     return mail.db(b.kind == kind).count()

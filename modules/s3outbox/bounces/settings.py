@@ -4,8 +4,19 @@ and joined to the core through its hook (delivery.settings.register).
 docs/bounces.md describes them.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from ..delivery import returnpath
-from ..delivery.settings import Part, optional_text, read_raw, register, whole
+from ..delivery.settings import (
+    Finding,
+    Part,
+    Storage,
+    optional_text,
+    read_raw,
+    register,
+    whole,
+)
 from . import mailboxes
 
 # On Mail.settings, for returnpath.py and reader.py.
@@ -18,7 +29,7 @@ DEFAULTS = dict(
 READERS = dict(bounce_interval=(whole(1, 7 * 86400), DEFAULTS["bounce_interval"], False))
 
 
-def apply(s, get):
+def apply(s: Storage, get: Callable[[str], Any]) -> None:
     """``[outbox] bounce_*`` onto ``s``; an interval that is not a whole
     number of seconds keeps its default and is reported (``findings``)."""
     s.bounce_address = optional_text(get("outbox.bounce_address"))
@@ -27,7 +38,7 @@ def apply(s, get):
     s.bounce_errors = [problem] if problem else []
 
 
-def summary(s):
+def summary(s: Storage) -> str:
     """The bounce settings in words, without the mailbox password."""
     if not (s.bounce_address or s.bounce_mailbox):
         return "off (no bounce_address, no bounce_mailbox)"
@@ -38,7 +49,7 @@ def summary(s):
     )
 
 
-def findings(s):
+def findings(s: Storage) -> list[Finding]:
     """(setting, advice, False) for the bounce settings: never blocking."""
     out = [p.finding() for p in s.get("bounce_errors") or ()]
     if s.bounce_address and not returnpath.usable(s.bounce_address):
@@ -69,7 +80,7 @@ def findings(s):
     return out
 
 
-def mailbox_password(settings):
+def mailbox_password(settings: Storage) -> str:
     """The bounce mailbox password: scrub() masks it in every shown text."""
     return mailboxes.password(settings.bounce_mailbox)
 
