@@ -437,7 +437,7 @@ class EdenMail(MailS3):
         rows Sent, so Eden's loop has none of them left to hand over. Its
         attachments are read once, as that loop reads them, and their bytes
         stored once; a document that cannot be read fails the members' mail
-        with its name (Eden's own loop raises there, in every run)."""
+        with its name."""
         db, s3db = self.db, current.s3db
         s3db.table("pr_contact")  # defines it: delivery reads it
         email = s3db.table("msg_email")
