@@ -7,7 +7,8 @@ the session's form key, then back with a flash saying what happened): retry,
 cancel, purge, test, pause, resume. The logic lives in
 modules/s3outbox/admin/ (outbox.py: queries and actions, params.py: the
 parameter checks, chart.py), shared with scripts/outbox.py. A bad parameter
-is answered with a 400 and a sentence.
+is answered with a 400 and a sentence. A helper without arguments starts
+with two underscores: web2py makes any other such function a URL.
 """
 
 import hmac
@@ -27,14 +28,14 @@ CHART_RANGES = {
 }
 
 
-def _formkey():
+def __formkey():
     """The session's form key; every action form posts it back."""
     if not session.outbox_formkey:
         session.outbox_formkey = secrets.token_urlsafe(24)
     return session.outbox_formkey
 
 
-def _posted():
+def __posted():
     """Refuse anything but a POST that carries this session's form key."""
     if request.env.request_method != "POST":
         raise HTTP(405, "This action needs a POST from the dashboard's forms.", Allow="POST")
@@ -54,11 +55,11 @@ def _back(text):
     redirect(local_next(request.post_vars._next, prefix, URL("index")))
 
 
-def _admin():
+def __admin():
     return OutboxAdmin(mail)
 
 
-def _who():
+def __who():
     return "admin %s" % auth.user.email
 
 
@@ -88,7 +89,7 @@ def _number(vars, name):
     return _checked(whole_number, vars, name, 1)
 
 
-def _ids():
+def __ids():
     ids = [i for i in request.post_vars.getlist("ids") if str(i).strip()]
     try:
         return [whole_number(i, "ids", 1) for i in ids]
@@ -105,14 +106,15 @@ def _plural(n, word):
 def index():
     view = _choice(request.get_vars, "chart", sorted(CHART_RANGES)) or "day"
     hours, bucket, title = CHART_RANGES[view]
-    admin = _admin()
+    admin = __admin()
     overview = admin.overview()
+    overview["findings"] += response.outbox_findings or []  # [scheduler] (models/scheduler.py)
     chart = chart_svg(admin.activity(hours, bucket), title=title)
     return dict(
         o=overview,
         chart=XML(chart),
         chart_view=view,
-        formkey=_formkey(),
+        formkey=__formkey(),
         statuses=STATUSES,
         age=format_age,
         checked=("[smtp]", "private/appconfig.ini"),
@@ -127,7 +129,7 @@ def messages():
     size = int(_choice(v, "size", [str(n) for n in PAGE_SIZES]) or PAGE_SIZES[0])
     before = _number(v, "before")
     after = _number(v, "after") if before is None else None
-    admin = _admin()
+    admin = __admin()
     page = admin.page(status=status, address=address, before=before, after=after, size=size)
     filters = dict(
         (k, val)
@@ -144,7 +146,7 @@ def messages():
         address=address or "",
         filters=filters,
         counts=admin.counts(),
-        formkey=_formkey(),
+        formkey=__formkey(),
         statuses=STATUSES,
         retryable=RETRYABLE,
         sizes=PAGE_SIZES,
@@ -157,10 +159,10 @@ def message():
     if len(request.args) > 1:
         refuse(400, "Bad parameter: a message has one number (/message/N).")
     number = request.args(0)
-    found = _admin().message(_checked(whole_number, {"id": number}, "id", 1)) if number else None
+    found = __admin().message(_checked(whole_number, {"id": number}, "id", 1)) if number else None
     if found is None:
         raise HTTP(404, "No such message in the outbox.")
-    return dict(m=found, formkey=_formkey())
+    return dict(m=found, formkey=__formkey())
 
 
 @auth.requires_membership("admin")
@@ -186,14 +188,14 @@ def bounces():
 # ----------------------------------------------------------------- actions
 @auth.requires_membership("admin")
 def retry():
-    _posted()
+    __posted()
     status = _checked(one_text, request.post_vars, "status")
     if status is not None and status not in RETRYABLE:
         _back("Only failed or held mail can be retried.")
-    ids = [] if status else _ids()
+    ids = [] if status else __ids()
     if not status and not ids:
         _back("Nothing selected: tick the messages to retry.")
-    n = _admin().retry(ids=ids, status=status, who=_who())
+    n = __admin().retry(ids=ids, status=status, who=__who())
     skipped = len(set(ids)) - n if ids else 0
     text = "%s queued for delivery now." % _plural(n, "message")
     if skipped:
@@ -203,8 +205,8 @@ def retry():
 
 @auth.requires_membership("admin")
 def pause():
-    _posted()
-    done = _admin().pause(who=_who())
+    __posted()
+    done = __admin().pause(who=__who())
     _back(
         "Delivery paused: mail is queued but not sent until you resume it."
         if done
@@ -214,8 +216,8 @@ def pause():
 
 @auth.requires_membership("admin")
 def resume():
-    _posted()
-    done = _admin().resume(who=_who())
+    __posted()
+    done = __admin().resume(who=__who())
     _back(
         "Delivery resumed: waiting mail goes out within seconds."
         if done
@@ -225,11 +227,11 @@ def resume():
 
 @auth.requires_membership("admin")
 def cancel():
-    _posted()
-    ids = _ids()
+    __posted()
+    ids = __ids()
     if not ids:
         _back("Nothing selected: tick the messages to cancel.")
-    n = _admin().cancel(ids=ids, who=_who())
+    n = __admin().cancel(ids=ids, who=__who())
     text = "%s cancelled." % _plural(n, "message")
     if len(set(ids)) > n:
         text += (
@@ -241,12 +243,12 @@ def cancel():
 
 @auth.requires_membership("admin")
 def purge():
-    _posted()
+    __posted()
     days = _checked(one_text, request.post_vars, "days")
     if days is None:
         _back("Purge: give the age in whole days (0 or more).")
     days = _checked(whole_number, request.post_vars, "days", 0, MAX_DAYS)
-    messages, attempts, files = _admin().purge(days, who=_who())
+    messages, attempts, files = __admin().purge(days, who=__who())
     _back(
         "Purged %s sent more than %s ago, with %s and %s."
         % (
@@ -260,10 +262,10 @@ def purge():
 
 @auth.requires_membership("admin")
 def test():
-    _posted()
+    __posted()
     to = _checked(one_text, request.post_vars, "to")
     if not to:
         _back("Test mail: give an address to send to.")
     site = configuration.get("app.name") or request.application
-    ok, text = _admin().test_mail(to, site=site)
+    ok, text = __admin().test_mail(to, site=site)
     _back(("Test mail sent. " if ok else "Test mail failed. ") + text)

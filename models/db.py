@@ -1,7 +1,10 @@
 """Database, Auth and the outbox mailer. Settings: private/appconfig.ini."""
 
+import configparser
+import os
+
 from gluon import current
-from gluon.contrib.appconfig import AppConfig
+from gluon.contrib.appconfig import AppConfigDict
 
 from s3outbox import PRIORITY_HIGH, MailS3
 from s3outbox.accounts.auth import OutboxAuth, as_list
@@ -9,7 +12,32 @@ from s3outbox.accounts.requestcheck import FRAME_HEADERS, check_body, check_requ
 from s3outbox.delivery.database import AdoptingMigrator, shared_uri
 from s3outbox.delivery.settings import apply_config
 
-configuration = AppConfig(reload=True)
+
+def load_appconfig():
+    """private/appconfig.ini as gluon's AppConfig reads it (its ``get``), but
+    as UTF-8, and with a '%' not written '%%' taken as written: web2py's
+    server runs in the C locale, where AppConfig read the file as ASCII, so an
+    accent anywhere in it (a sender's name) gave every page a ticket, and so
+    did a lone '%' (in a password, say)."""
+    parser = configparser.ConfigParser()
+    with open(
+        os.path.join(request.folder, "private", "appconfig.ini"),
+        encoding="utf-8",
+        errors="replace",
+    ) as f:
+        parser.read_file(f)
+    settings = {}
+    for section in parser.sections():
+        settings[section] = {}
+        for option in parser.options(section):
+            try:
+                settings[section][option] = parser.get(section, option)
+            except configparser.InterpolationError:
+                settings[section][option] = parser.get(section, option, raw=True)
+    return AppConfigDict(settings)
+
+
+configuration = load_appconfig()
 
 # Every page: no framing; a body too large or with too many fields is
 # refused before web2py parses it (413), a file in a form field, a form value

@@ -20,6 +20,7 @@ import pytest
 import requests
 from admin_support import AdminApp, artifacts_dir, seed
 from conftest import DATABASES, need
+from gluon.compileapp import find_exposed_functions
 from gluon.storage import Storage
 from gluon.tools import Mail
 from helpers import flash
@@ -332,6 +333,21 @@ def test_access_rules(site):
             assert r.status_code == 303 and "/default/user/" in r.headers["Location"]
     mail.db.commit()
     assert _status(mail, row_id) == "failed" and site.sink.count == sent
+
+
+def test_only_the_pages_and_actions_are_urls(site):
+    """A helper of the controller without arguments is a URL to web2py
+    unless its name starts with two underscores: /outbox/_who gave anyone
+    a ticket, /outbox/_admin an object's repr."""
+    with open(os.path.join(site.app.app, "controllers", "outbox.py")) as f:
+        exposed = set(find_exposed_functions(f.read()))
+    pages = {p.split("/")[2].split("?")[0] for p in PAGES}
+    assert exposed == pages | {"message", "pause", "resume"} | {a for a, _ in ACTIONS}
+    for name in ("_formkey", "_posted", "_admin", "_who", "_ids", "__who"):
+        for who in (requests.Session(), site.user):
+            for method in (who.get, who.post):
+                r = method(site.app.url("/outbox/" + name), allow_redirects=False)
+                assert r.status_code == 404, (name, r.status_code, r.text[:200])
 
 
 def test_csrf_refused(site):

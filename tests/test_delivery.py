@@ -2,6 +2,7 @@
 kind of failure does to a message, hold and release, leases, scheduling
 keywords, and what an idle pass costs the database."""
 
+import asyncio
 import datetime
 import json
 import socket
@@ -485,25 +486,49 @@ def test_reconnects_once_when_the_server_hangs_up(mail):
     assert sink.connections == base + 2 and sink.count == 6 and not sink.duplicates()
 
 
-class _LimitedSMTP(SMTPProtocol):
-    """Greets with 421 beyond ``limit`` concurrent sessions, as relays that
-    cap connections per client do (Office 365 allows three)."""
+class _Limited(Sink):
+    """A relay that takes ``limit`` sessions of ours at once (``_LimitedSMTP``)
+    and, with ``close_after``, closes each session after that many messages,
+    as relays that cap messages per session do. It counts the connections
+    open at once at most (``peak``, refused ones included) and those refused."""
 
-    limit, active = 2, 0
+    def __init__(self, limit=2, close_after=None, **options):
+        super().__init__(**options)
+        self.limit, self.close_after = limit, close_after
+        self.active = self.open = self.peak = self.refused = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await Sink.handle_DATA(self, server, session, envelope)
+        server.messages += reply.startswith("250")
+        if self.close_after and server.messages >= self.close_after:
+            asyncio.get_running_loop().call_soon(server.transport.close)  # after the reply
+        return reply
+
+
+class _LimitedSMTP(SMTPProtocol):
+    """Greets with 421 beyond the handler's ``limit`` concurrent sessions, as
+    relays that cap connections per client do (Office 365 allows three)."""
+
+    messages = 0
 
     def connection_made(self, transport):
-        cls = type(self)
-        self.refused = cls.active >= cls.limit
+        sink = self.event_handler
+        sink.open += 1
+        sink.peak = max(sink.peak, sink.open)
+        self.refused = sink.active >= sink.limit
         if self.refused:
+            sink.refused += 1
             transport.write(b"421 4.7.0 too many concurrent connections\r\n")
             transport.close()
             return
-        cls.active += 1
+        sink.active += 1
         super().connection_made(transport)
 
     def connection_lost(self, exc):
+        sink = self.event_handler
+        sink.open -= 1
         if not self.refused:
-            type(self).active -= 1
+            sink.active -= 1
             super().connection_lost(exc)
 
 
@@ -515,7 +540,7 @@ class _LimitedController(SinkController):
 def test_sessions_beyond_the_servers_limit_do_not_fail_mail(mail):
     """With a slow relay the pool opens more sessions; those the server
     refuses retire and leave their messages to the sessions it accepted."""
-    sink = Sink(delay=0.01)
+    sink = _Limited(delay=0.01)
     with _LimitedController(sink) as controller:
         mail.settings.server = controller.server_address
         mail.settings.sessions = 8
@@ -524,6 +549,26 @@ def test_sessions_beyond_the_servers_limit_do_not_fail_mail(mail):
     assert counts["sent"] == 30 and counts["retry"] == 0, counts
     assert sink.count == 30 and not sink.duplicates()
     assert {r.attempts for r in rows(mail)} == {1}
+
+
+def test_retiring_sessions_never_outnumber_the_pool(mail):
+    """A slow relay that takes two sessions of ours at once and closes each
+    after four messages, over five batches: sessions retire (refused as the
+    pool grows, or as one reconnects) and at no moment are more than
+    ``sessions`` connections open. A retired session is not tried again:
+    fewer refusals in the whole pass than sessions (before, the refused
+    session was tried again in every batch, a 421 each time)."""
+    sink = _Limited(limit=2, close_after=4, delay=0.01)
+    with _LimitedController(sink) as controller:
+        mail.settings.server = controller.server_address
+        mail.settings.sessions = 4
+        mail.settings.batch_size = 20
+        queue(mail, 100)
+        counts = mail.process_outbox()
+    assert counts["sent"] == 100 and counts["retry"] == counts["held"] == 0, counts
+    assert sink.count == 100 and not sink.duplicates()
+    assert sink.peak <= 4, "%d connections open at once" % sink.peak
+    assert 1 <= sink.refused < 4, "%d sessions refused" % sink.refused
 
 
 # ------------------------------------------------------------------- leases

@@ -270,3 +270,14 @@ def test_settings_check_warns_about_public_url_and_bad_limits(db, tablename):
     config["app.public_url"] = "https://outbox.people.net"
     apply_config(mail, config.get)
     assert "[app] public_url" not in {f["key"] for f in findings(mail.settings)}
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.5, 10**30, True])
+def test_a_number_as_host_names_is_a_name_not_a_ticket(db, tablename, value):
+    """AppConfig gives "[host] names = 0" as the int 0: reading it raised
+    (every page a ticket); it is a host name like any other text."""
+    from s3outbox.delivery.settings import apply_config
+
+    mail = MailS3(db, tablename=tablename)
+    apply_config(mail, {"smtp.sender": "site@people.net", "host.names": value}.get)
+    assert mail.settings.host_names == str(value)

@@ -4,9 +4,8 @@ message that cannot be built fails alone."""
 
 import logging
 import threading
-import time
 
-from helpers import snapshot
+from helpers import snapshot, wait_for
 
 from s3outbox.delivery.pool import Job, SessionPool
 from s3outbox.transport.base import Kind, MemoryTransport, Outcome, memory
@@ -181,17 +180,18 @@ def test_a_bug_in_the_transport_is_a_retry_with_a_traceback(caplog):
     assert caplog.records[0].exc_info
 
 
-def test_every_session_retired_ends_the_batch_on_the_one_left_open():
-    """Every thread's session retires while jobs remain: the pass still ends
-    and each job goes out once, on the session left connected.
+def test_sessions_retiring_in_a_batch_leave_one_that_ends_it():
+    """Sessions retire in a threaded batch while jobs remain: the pass still
+    ends and each job goes out once, on a session left connected.
 
-    The state comes from a race met in the first batch: the producer decides
-    to add a third session just before the second one retires (setting
-    ``size`` to 2), so the third opens and stays connected, attached to no
-    thread in the next batch. There the server hangs up the first session and
-    refuses every new one (too many connections: the third counts), so both
-    threads hand their jobs back. Before, nothing read the queue any more and
-    the producer waited for a free place forever."""
+    The state comes from the race of a session added just as another
+    retires (forced in the first batch as in the test above): three
+    sessions made, the second retired, the third open. In the next batch
+    the server hangs up the first and refuses every new session (too many
+    connections: the third counts), so the first hands its jobs back and
+    retires; the third's thread sends the rest. Before 91b781f the third had
+    no thread there, both threads retired, nothing read the queue any more
+    and the producer waited for a free place forever."""
     sent, sessions = [], []
     too_many = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many connections")
     third_wanted, refusing = threading.Event(), threading.Event()
@@ -202,14 +202,22 @@ def test_every_session_retired_ends_the_batch_on_the_one_left_open():
             return too_many
         return too_many if refusing.is_set() else None
 
+    def on_send(number):
+        if number == 0:  # the first session holds its job: the queue stays full
+            third_wanted.wait(5)
+
     def transport(snap):
         number = len(sessions)
         if number == 2:  # the producer has chosen to add it: let the second retire first
             third_wanted.set()
-            deadline = time.monotonic() + 5
-            while p.size != 2 and time.monotonic() < deadline:
-                time.sleep(0.001)
-        session = MemoryTransport(snap, sent, on_open=lambda: on_open(number), delay=0.02)
+            wait_for(lambda: p.size == 2, timeout=5, step=0.001)
+        session = MemoryTransport(
+            snap,
+            sent,
+            on_open=lambda: on_open(number),
+            on_send=lambda *a: on_send(number),
+            delay=0.02,
+        )
         sessions.append(session)
         return session
 
@@ -228,3 +236,104 @@ def test_every_session_retired_ends_the_batch_on_the_one_left_open():
     assert all(j.outcome.kind == Kind.SENT and j.done for j in first + second)
     assert sorted(s[1][0] for s in sent) == sorted(j.recipients[0] for j in first + second)
     assert p.orphans == [] and p.config_error is None
+
+
+def test_a_session_made_as_another_retires_keeps_within_size_and_works():
+    """The race of a session added just as another retires, forced: with
+    size 3, the producer takes the third place while the second session is
+    refused (421: the server takes two connections of ours and another
+    worker holds one); the second retires before the third is made, and
+    the third opens once the other worker's connection has ended.
+
+    Then, and in the next batch, at most ``size`` (now 2) sessions are open,
+    each open one sends (none holds a server slot idle) and the refused one
+    is not tried again. Before, the retired second had a thread again in
+    the next batch and was refused again (a 421 every batch), while the
+    third stayed open with no thread."""
+    sent, sessions, refused, open_at_most = [], [], [], []
+    too_many = Outcome(Kind.CONFIG, 421, "the server is not available: 421 too many connections")
+    server = {"others": 1, "batch": 1}  # connections another worker holds
+    third_wanted = threading.Event()
+    sending = {}  # batch -> the sessions that sent in it
+
+    def on_open(number):
+        if number == 1:  # refused once the producer has chosen to add a third
+            third_wanted.wait(5)
+            wait_for(lambda: sessions[0].is_open, timeout=5, step=0.001)
+        ours = sum(s.is_open for s in sessions)
+        if ours + server["others"] >= 2:
+            refused.append(number)
+            server["others"] = 0  # the other worker's connection ends
+            return too_many
+        open_at_most.append((ours + 1, p.size))
+        return None
+
+    def on_send(number):
+        if number == 0:  # the first session holds its job: the queue stays full
+            third_wanted.wait(5)
+        sending.setdefault(server["batch"], set()).add(number)
+
+    def transport(snap):
+        number = len(sessions)
+        if number == 2:  # the producer has taken the third place: the second retires first
+            third_wanted.set()
+            wait_for(lambda: p.size == 2, timeout=5, step=0.001)
+        session = MemoryTransport(
+            snap,
+            sent,
+            on_open=lambda: on_open(number),
+            on_send=lambda *a: on_send(number),
+            delay=0.02,
+        )
+        sessions.append(session)
+        return session
+
+    p = SessionPool(snapshot(transport=transport), 3)
+    p.threaded = True
+    first, second = jobs(12), jobs(30)
+    p.deliver(first)
+    assert len(p.sessions) == 3 and p.size == 2 and sessions[2].is_open
+    assert refused == [1] and sessions[1].opened == 1
+    server["batch"] = 2
+    delivery = threading.Thread(target=p.deliver, args=(second,), daemon=True)
+    delivery.start()
+    delivery.join(10)
+    assert not delivery.is_alive(), "the delivery pass never ended"
+    assert refused == [1] and sessions[1].opened == 1, "the retired session was tried again"
+    assert sending[2] == {0, 2}, "an open session sent nothing in the batch"
+    assert all(ours <= size for ours, size in open_at_most), open_at_most
+    p.close()
+    assert all(j.outcome.kind == Kind.SENT and j.done for j in first + second)
+    assert sorted(s[1][0] for s in sent) == sorted(j.recipients[0] for j in first + second)
+    assert p.orphans == [] and p.config_error is None
+
+
+def test_threads_ended_by_an_exception_no_job_catches_leave_the_rest_to_the_caller(
+    monkeypatch,
+):
+    """A site's transport that raises SystemExit ends its thread (a job
+    catches Exception only). Once no thread is left the jobs not taken go
+    out in the calling thread and the pass ends; before 91b781f the producer
+    waited for a free place forever."""
+    ended = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: ended.append(args.exc_type))
+
+    def on_send(sender, recipients, data):
+        if threading.current_thread() is not delivery:  # the pool's threads
+            raise SystemExit("the site's transport exits")
+
+    p, sent = pool(size=3, delay=0.02, on_send=on_send)
+    p.threaded = True
+    batch = jobs(20)
+    delivery = threading.Thread(target=p.deliver, args=(batch,), daemon=True)
+    with p:
+        delivery.start()
+        delivery.join(10)
+    assert not delivery.is_alive(), "the delivery pass never ended"
+    # Each thread ended under the job it took, and the one it took next if waiting.
+    taken = [j for j in batch if not j.done]
+    assert ended == [SystemExit] * len(ended) and 1 <= len(ended) <= 3
+    assert len(ended) <= len(taken) <= 2 * len(ended)
+    assert all(j.outcome is None for j in taken)
+    assert all(j.outcome.kind == Kind.SENT for j in batch if j.done)
+    assert len(sent) == 20 - len(taken)

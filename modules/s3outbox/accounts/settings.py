@@ -64,7 +64,7 @@ def apply(s: Storage, get: Callable[[str], Any]) -> None:
     reported by ``findings``."""
     s.public_url = optional_text(get("app.public_url"))
     names = get("host.names")
-    if names not in (None, "") and not isinstance(names, str):
+    if names not in (None, "") and not isinstance(names, (str, int, float)):
         names = ",".join(str(n) for n in names)  # AppConfig: a map for "a, b"
     s.host_names = optional_text(names)
     bad: list[Problem] = []

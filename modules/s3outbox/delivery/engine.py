@@ -4,8 +4,10 @@ transport sessions, and record what happened to every message.
 The one rule: a message fails only for reasons about itself (a 5xx for its
 recipients or data, too big, expired, or its own 4xx replies past
 max_attempts/max_age). Anything about the settings or the server (unreachable,
-connect timeout, refused, DNS, TLS, authentication, 421) holds the mail with
-the reason, never charging its attempts or its age.
+connect timeout, refused, DNS, TLS, authentication, 421 from a fresh session)
+holds the mail with the reason, never charging its attempts or its age; a 421
+on a session that has answered a message only ends that session
+(transport/smtp.py).
 
 Holds are per settings fingerprint and host (a ``Hold``, holds.py, with its
 reason and ``probe_after``), and so is the time those settings last reached

@@ -54,7 +54,7 @@ class Step(enum.Enum):
 
     DONE = "done"  # job.outcome is final
     HANDED_BACK = "handed back"  # this session cannot open while others are
-    #                            connected: the job waits for them, the session retires
+    #                            connected: it retired, its jobs wait for them
 
 
 class SessionPool:
@@ -67,12 +67,24 @@ class SessionPool:
     so a broken setup or a dead server costs one connection, not one per
     message. ``reached`` says a session opened (our settings work there).
     With size 1 everything runs in the calling thread.
+
+    Sessions are counted in slots under one lock: a session is made only
+    into a free slot, and one the server will not take while others are
+    connected retires, giving its slot up and lowering ``size`` to the
+    sessions left. So open sessions never outnumber ``size``, whatever the
+    order of a new session and a retiring one, and every session not
+    retired has a thread in each threaded batch: none holds one of the
+    server's places through a batch without work, and one refused is not
+    tried again in this pass.
     """
 
     def __init__(self, snapshot: Sessions, size: int | None = 1) -> None:
         self.snapshot = snapshot
+        # The most sessions at once: as configured, lowered to as many as the server takes.
         self.size = max(1, int(size or 1))
-        self.sessions: list[Transport] = []
+        self.sessions: list[Transport] = []  # every session made (``connections`` counts them)
+        self._live: list[Transport] = []  # those not retired, each used by one thread
+        self._slots = 0  # the live sessions and the one being made: at most size
         self.sender = bare(snapshot.sender or "")
         self.config_error: Outcome | None = None
         self.reached = False
@@ -118,16 +130,17 @@ class SessionPool:
             if not session.is_open:
                 failed = session.open()
                 if failed is not None:
-                    if not alone and self._others_connected(session):
+                    if not alone and self._retire(session, job, then):
                         return Step.HANDED_BACK
                     self._stop(failed)
                     job.outcome = failed
                     return Step.DONE
                 self.reached = True
             job.outcome = self._send(session, job, data, ahead)
-            # A connection that died under this job is re-opened once for it;
-            # dropped again, the job is retried later (a server that is gone
-            # shows when the next job cannot connect).
+            # A connection that died under this job, or that the server
+            # ended (a 421 after answering a message), is re-opened once for
+            # it; dropped again, the job is retried later (a server that is
+            # gone shows when the next job cannot connect).
             if job.outcome.kind != Kind.TRANSIENT or session.is_open:
                 return Step.DONE
         return Step.DONE
@@ -192,8 +205,32 @@ class SessionPool:
             job.data = None  # its bytes are not needed again
         return step
 
-    def _others_connected(self, session: Transport) -> bool:
-        return any(s.is_open for s in self.sessions if s is not session)
+    def _session(self) -> Transport | None:
+        """A new session in a free slot, or None when ``size`` are live."""
+        with self._lock:
+            if self._slots >= self.size:
+                return None
+            self._slots += 1  # taken before the session is made: a retiring one sees it
+        session = self.snapshot.transport()
+        with self._lock:
+            self.sessions.append(session)
+            self._live.append(session)
+        return session
+
+    def _retire(self, session: Transport, job: Job, then: Job | None) -> bool:
+        """Whether ``session``, which cannot open, retires: only while another
+        live session is connected (then the server takes no more of ours),
+        handing back ``job`` and ``then``, freeing its slot and lowering
+        ``size`` to the sessions left. The last live session never retires,
+        so a batch always has a thread reading its queue."""
+        with self._lock:
+            if not any(s.is_open for s in self._live if s is not session):
+                return False
+            self._live.remove(session)
+            self._slots -= 1
+            self.size = self._slots
+            self.orphans.extend([job] + ([then] if then else []))
+            return True
 
     def _stop(self, outcome: Outcome) -> None:
         """No more connections in this pool after ``outcome`` (not about a message)."""
@@ -214,7 +251,7 @@ class SessionPool:
         """
         remaining = iter(jobs)
         if not self.sessions:
-            self.sessions.append(self.snapshot.transport())
+            self._session()
         if not self.threaded:
             self._deliver_inline(remaining)
         if self.threaded:
@@ -223,7 +260,7 @@ class SessionPool:
     def _deliver_inline(self, jobs: Iterator[Job]) -> None:
         """Send jobs in this thread until they run out or turn slow, each
         with the next one as ``then``."""
-        session = self.sessions[0]
+        session = self._live[0]
         job = next(jobs, None)
         while job is not None:
             following = next(jobs, None)
@@ -243,16 +280,16 @@ class SessionPool:
     def _deliver_threaded(self, jobs: Iterator[Job]) -> None:
         """Send jobs over up to ``size`` sessions, each in its own thread.
 
-        Should every thread's session retire (the server takes no more while
-        one of ours is connected), nothing reads the queue any more: the jobs
-        not sent yet join those handed back, sent afterwards on a session
-        still connected.
+        A session retires only while another is connected, so one thread
+        reads the queue until the end; should none be left all the same (a
+        thread ended by an exception no job catches), the jobs not sent yet
+        join those handed back, sent afterwards in this thread.
         """
         work: queue.Queue[Job | None] = queue.Queue(maxsize=self.size * 2)  # bounds memory
         threads: list[threading.Thread] = []
-        # Sessions opened by earlier batches of this pool go back to work at once.
-        for _ in range(min(len(self.sessions), self.size)):
-            self._add_thread(work, threads)
+        # The sessions of earlier batches go back to work at once, each in a thread.
+        for session in list(self._live):
+            self._start(session, work, threads)
         try:
             for job in jobs:
                 if not self._queue(job, work, threads):
@@ -279,23 +316,20 @@ class SessionPool:
                 work.put(job, timeout=self.patience)
                 return True
             except queue.Full:
-                if job is not None and len(threads) < self.size:
-                    self._add_thread(work, threads)
+                if job is not None:
+                    session = self._session()
+                    if session is not None:
+                        self._start(session, work, threads)
         return False
 
-    def _add_thread(
-        self, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
+    def _start(
+        self, session: Transport, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
     ) -> None:
-        if len(threads) == len(self.sessions):
-            self.sessions.append(self.snapshot.transport())
-        session = self.sessions[len(threads)]
-        thread = threading.Thread(target=self._worker, args=(session, work, threads), daemon=True)
+        thread = threading.Thread(target=self._worker, args=(session, work), daemon=True)
         threads.append(thread)
         thread.start()
 
-    def _worker(
-        self, session: Transport, work: "queue.Queue[Job | None]", threads: list[threading.Thread]
-    ) -> None:
+    def _worker(self, session: Transport, work: "queue.Queue[Job | None]") -> None:
         """A thread's loop: jobs from ``work`` on ``session`` until told to end,
         or until the server will not take this session (then it retires).
         A job already waiting goes with the one before as its ``then``."""
@@ -306,11 +340,7 @@ class SessionPool:
                 waiting = True
             except queue.Empty:
                 following, waiting = None, False
-            then = following
-            if self._run_safely(session, job, False, then) is Step.HANDED_BACK:
-                with self._lock:
-                    self.orphans.extend([job] + ([then] if then else []))
-                    self.size = len(threads)  # as many as the server takes
+            if self._run_safely(session, job, False, following) is Step.HANDED_BACK:
                 return
             job.done = True
             job = following if waiting else work.get()
@@ -318,8 +348,8 @@ class SessionPool:
     def _finish_orphans(self) -> None:
         """Send the jobs handed back, on a session that is still connected."""
         for job in self.orphans:
-            live = [s for s in self.sessions if s.is_open]
-            self._run_safely((live or self.sessions)[0], job)
+            session = next((s for s in self._live if s.is_open), self._live[0])
+            self._run_safely(session, job)
             job.done = True
         self.orphans = []
 

@@ -73,9 +73,13 @@ def _on_the_wire(exc: BaseException) -> Outcome:
     return Outcome(Kind.PERMANENT, None, "%s: %s" % (type(exc).__name__, exc))
 
 
+_UNAVAILABLE = "the server is not available: "
+
+
 def _unavailable(code: int, text: str) -> Outcome:
-    """421, "service not available": about the server, not the message."""
-    return Outcome(Kind.CONFIG, code, "the server is not available: " + text)
+    """421, "service not available": about the server, not the message
+    (unless the session answered a message already: SmtpTransport._ended)."""
+    return Outcome(Kind.CONFIG, code, _UNAVAILABLE + text)
 
 
 def _recipients_refused(exc: smtplib.SMTPRecipientsRefused) -> Outcome:
@@ -175,6 +179,7 @@ class SmtpTransport(Transport):
         super().__init__(snapshot)
         self.connection: _SMTP | None = None
         self.pipeline: pipeline.Pipeline | None = None  # when the server offers it
+        self.answered = 0  # messages the server answered on this connection
 
     def _open(self) -> Outcome | None:
         s = self.snapshot
@@ -184,6 +189,7 @@ class SmtpTransport(Transport):
         try:
             conn = self.connection = self._connect()
             self.opened += 1
+            self.answered = 0
             return self._start(conn)
         except Exception as e:  # noqa: BLE001 (an Outcome, never a raise; _classified logs bugs)
             self._close()
@@ -272,6 +278,7 @@ class SmtpTransport(Transport):
             refused, code, text = self._transaction(sender, recipients, data, then)
         except Exception as e:  # noqa: BLE001 (an Outcome, never a raise; _failed logs bugs)
             return self._failed(e)
+        self.answered += 1
         reply = _reply(code, text)
         left = self._rest(sender, data, refused) if refused else {}
         if left:
@@ -329,6 +336,9 @@ class SmtpTransport(Transport):
     def _failed(self, exc: BaseException) -> Outcome:
         """The Outcome of a failed send; the session reset, or closed."""
         outcome = _classified(exc, "send")
+        if outcome.kind == Kind.CONFIG and outcome.code == 421 and self.answered:
+            return self._ended(outcome)
+        self.answered += 1
         if self.pipeline is not None and self.pipeline.ahead is not None:
             # The next message is under way (its envelope went out with this
             # content): nothing may come between, and a reply just came, so
@@ -341,6 +351,21 @@ class SmtpTransport(Transport):
         else:
             self.close()
         return outcome
+
+    def _ended(self, outcome: Outcome) -> Outcome:
+        """A 421 on a session that has answered a message (taken or refused
+        it): the server ends this session (a cap of messages per connection,
+        as Exim's, which counts MAIL commands; an idle or long session), it
+        is not unavailable. Closed, and the message is not delivered (RFC
+        5321 3.8, 4.2.5): TRANSIENT, so the pool sends it on a new session."""
+        n, error = self.answered, (outcome.error or "").removeprefix(_UNAVAILABLE)
+        logger.info("the server ended the session after %d message(s): %s", n, error)
+        self.close()
+        return Outcome(
+            Kind.TRANSIENT,
+            421,
+            "the server ended the session after %d message(s): %s" % (n, error),
+        )
 
     def _alive(self) -> bool:
         try:
