@@ -300,6 +300,19 @@ def install(app):
             )
 
 
+def models_failed(output):
+    """Why Eden's models did not run, from their output; a module missing
+    most likely means another Python than Eden's (./dev eden-install runs
+    python3.11 from PATH)."""
+    hint = ""
+    if "ModuleNotFoundError" in output:
+        hint = (
+            " under %s, which lacks a module Eden needs: run this with the "
+            "Python that runs Eden (PYTHON=... ./dev eden-install)" % sys.executable
+        )
+    return "Eden's models failed%s:\n%s" % (hint, output[-2000:])
+
+
 def retire(app, force):
     """Delete the delivery task from Eden's scheduler, through Eden's own
     models (a web2py shell: its database, whatever it is); refused while mail
@@ -332,7 +345,7 @@ def retire(app, force):
         why = (
             "no web2py.py in %s" % root
             if not os.path.isfile(web2py)
-            else "Eden's models failed:\n%s" % (done.stdout + done.stderr)[-2000:]
+            else models_failed(done.stdout + done.stderr)
         )
         if not force:
             raise Refused(

@@ -123,12 +123,17 @@ class SinkController(Controller):
     """Runs a Sink in a thread: ``with SinkController(Sink()) as c: c.port``."""
 
     def __init__(self, handler, port=0, hostname="127.0.0.1", **kwargs):
+        self._reserved = None
         if not port:
             import socket
 
-            with socket.socket() as s:
-                s.bind((hostname, 0))
-                port = s.getsockname()[1]
+            # A free port, kept bound (SO_REUSEADDR, not listening) until
+            # start() binds it too: released at once, another process could
+            # take it first.
+            self._reserved = socket.socket()
+            self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._reserved.bind((hostname, 0))
+            port = self._reserved.getsockname()[1]
         super().__init__(handler, hostname=hostname, port=port, ready_timeout=10, **kwargs)
 
     def factory(self):
@@ -139,7 +144,12 @@ class SinkController(Controller):
         return "%s:%s" % (self.hostname, self.port)
 
     def start(self):
-        super().start()
+        try:
+            super().start()
+        finally:
+            if self._reserved is not None:
+                self._reserved.close()
+                self._reserved = None
         # Not the start-up check's own connection.
         self.handler.connections = self.handler.round_trips = 0
 

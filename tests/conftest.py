@@ -23,8 +23,15 @@ for path in (
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from hypothesis import HealthCheck, settings  # noqa: E402
 from pydal import DAL  # noqa: E402
 from smtpsink import Sink, SinkController  # noqa: E402
+
+# Property tests are not timed: on a busy CI machine a pause of the process
+# past Hypothesis's 200 ms deadline per example (or its too_slow check) failed
+# a test whose every example was right (DeadlineExceeded, then Flaky).
+settings.register_profile("outbox", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("outbox")
 
 DATABASES = {
     "sqlite": None,
@@ -60,6 +67,16 @@ def need(engine):
     """The URI of ``engine`` (postgres, mysql) when reachable; else skip or fail."""
     unavailable(_check(engine, DATABASES[engine]))
     return DATABASES[engine]
+
+
+@pytest.fixture(autouse=True)
+def _free_ports():
+    """The ports helpers.free_port() reserved during a test stay reserved
+    until its end (by then its servers listen on them)."""
+    from helpers import release_ports
+
+    yield
+    release_ports()
 
 
 @pytest.fixture(params=list(DATABASES))

@@ -14,12 +14,32 @@ import time
 from gluon.storage import Storage
 from smtpsink import Sink
 
+_reserved = []
+
 
 def free_port():
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, reserved until the test ends.
+
+    Released at once, the port could be taken by another process (another
+    test run on the machine, any connect()) before the server the test
+    starts binds it, or while a test counts on it refusing connections. So a
+    socket stays bound to it with SO_REUSEADDR and never listens: connections
+    to it are refused, the kernel gives the port to no other bind(0) or
+    connect(), and a server that binds it with SO_REUSEADDR (web2py's Rocket,
+    aiosmtpd, Postfix, Dovecot all do) still can. release_ports() (a conftest
+    fixture, after each test) closes them.
+    """
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    _reserved.append(s)
+    return s.getsockname()[1]
+
+
+def release_ports():
+    """Close the sockets that reserve the ports free_port() gave."""
+    while _reserved:
+        _reserved.pop().close()
 
 
 def attachment(name, payload):

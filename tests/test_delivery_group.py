@@ -48,7 +48,10 @@ def test_plain_worker_alone_delivers_between_its_tasks(tmp_path, sink):
         app.start_worker(group=None)
         register(app, "cy@people.net")
         assert wait_for(lambda: sink.count == 1, timeout=90), app.log("worker")
+        # The sink has the mail before the worker reads its 250 and commits
+        # the outcome: wait for that commit.
+        sent = "SELECT status FROM msg_outbox"
+        assert wait_for(lambda: app.query(sent) == [("sent",)], timeout=60), app.query(sent)
         ((worker,),) = app.query("SELECT worker FROM msg_outbox_attempt")
         assert worker.endswith("#%d" % app.procs["worker"].pid), worker
         assert app.query(RUNS) == []  # the task is the group's: never run here
-        assert app.query("SELECT status FROM msg_outbox") == [("sent",)]

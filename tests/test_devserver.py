@@ -76,6 +76,8 @@ def listening(port):
 def test_a_taken_port_is_named_before_anything_starts(devrun, which):
     port = devrun.smtp_port if which == "catcher" else devrun.port
     with socket.socket() as listener:
+        # SO_REUSEADDR as servers set it (free_port() keeps the port bound)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", port))
         listener.listen()
         devrun.start()

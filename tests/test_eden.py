@@ -15,8 +15,10 @@ import email.policy
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 
@@ -94,6 +96,25 @@ def tree_digest(folder):
 
 
 # ----------------------------------------------------------------- installer
+def test_uninstall_under_another_python_says_which(tmp_path):
+    """--uninstall runs Eden's models; under a Python that cannot (./dev
+    eden-install's python3.11 from PATH, not Eden's), the refusal says so."""
+    app = EdenApp(tmp_path)
+    with tarfile.open(tarball()) as tar:
+        tar.extractall(app.app)
+    shutil.copy(os.path.join(sysconfig.get_paths()["purelib"], "web2py.py"), app.folder)
+    other = tmp_path / "bare"  # the standard library only: no gluon
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True)
+    python = str(other / "bin" / "python")
+    subprocess.run([python, INSTALLER, app.app], check=True, capture_output=True)
+    refused = subprocess.run(
+        [python, INSTALLER, app.app, "--uninstall"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "under %s, which lacks a module Eden needs" % python in refused.stderr, refused.stderr
+    assert "run this with the Python that runs Eden" in refused.stderr
+
+
 def test_installer_is_idempotent_refuses_non_eden_and_uninstalls_exactly(tmp_path):
     app = EdenApp(tmp_path)
     with tarfile.open(tarball()) as tar:

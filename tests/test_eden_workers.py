@@ -126,11 +126,17 @@ def test_edens_plain_worker_alone_still_gets_mail_out(eden, sink):
     plain = eden.procs["eden"].pid
     send(eden, "plain@people.net", "Through Eden's own worker")
     assert wait_for(lambda: received(sink, "plain@people.net"), timeout=120), eden.log("eden")
-    ((worker,),) = eden.query(
-        "SELECT a.worker FROM msg_mail_outbox_attempt a JOIN msg_mail_outbox o ON "
-        "a.outbox_id = o.id WHERE o.address=?",
-        ("plain@people.net",),
+    # The sink has the mail before the worker reads its 250 and commits the
+    # attempt: wait for that commit.
+    attempts = wait_for(
+        lambda: eden.query(
+            "SELECT a.worker FROM msg_mail_outbox_attempt a JOIN msg_mail_outbox o ON "
+            "a.outbox_id = o.id WHERE o.address=?",
+            ("plain@people.net",),
+        ),
+        timeout=60,
     )
+    ((worker,),) = attempts
     assert worker.endswith("#%d" % plain), worker
     # The delivery task itself never ran there: it is the group's.
     assert not eden.query(

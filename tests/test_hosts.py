@@ -121,8 +121,9 @@ def test_time_held_is_not_charged_to_max_age(mail, db, sink):
 
 
 # ------------------------------------------------------------- two hosts
-def _host(uri, folder, tablename, settings, seconds, start, results):
-    """A worker on its own 'host' (the part of worker_name before '#')."""
+def _host(uri, folder, tablename, settings, stop, start, results):
+    """A worker on its own 'host' (the part of worker_name before '#'),
+    until ``stop`` is set."""
     from pydal import DAL
 
     from s3outbox import MailS3
@@ -134,8 +135,8 @@ def _host(uri, folder, tablename, settings, seconds, start, results):
         mail.settings[key] = value
     total = {}
     start.wait(60)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 300  # a bound, should the test never stop it
+    while not stop.is_set() and time.monotonic() < deadline:
         for key, value in mail.process_outbox().items():
             total[key] = total.get(key, 0) + value if isinstance(value, int) else value
         time.sleep(0.05)
@@ -166,22 +167,31 @@ def test_hosts_with_different_settings(mail, db, sink, db_uri, tablename, tmp_pa
 
     # Host B (working settings) and host A side by side, as two processes.
     ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Barrier(3), ctx.Queue()
+    start, stop, results = ctx.Barrier(3), ctx.Event(), ctx.Queue()
     hosts = [("host-a#1", broken), ("host-b#1", sink.server)]
     procs = []
     for name, server in hosts:
-        settings = dict(TINY, timeout=5, probe_interval=2, worker_name=name, server=server)
+        # A counts B's settings as working while they reached the server
+        # within probe_interval: 2 s held A's new mail whenever B, on a busy
+        # machine, went 2 s without sending.
+        settings = dict(TINY, timeout=5, probe_interval=30, worker_name=name, server=server)
         p = ctx.Process(
-            target=_host, args=(db_uri, str(tmp_path), tablename, settings, 12, start, results)
+            target=_host, args=(db_uri, str(tmp_path), tablename, settings, stop, start, results)
         )
         p.start()
         procs.append(p)
     start.wait(60)
+    began = time.monotonic()
     # B probes, releases the 20 held and sends them.
     assert wait_for(lambda: statuses(a) == [("sent", 1)] * 20, timeout=30)
     for i in range(40):  # new mail while both run: only B may take it
         queue(a, 1, first=100 + i)
         time.sleep(0.1)
+    # Both run for 12 s and until all of it is out (12 s alone could end them
+    # with mail still queued on a busy machine).
+    wait_for(lambda: statuses(a) == [("sent", 1)] * 60, timeout=60)
+    time.sleep(max(0, began + 12 - time.monotonic()))
+    stop.set()
     reports = dict(results.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(30)

@@ -60,13 +60,17 @@ def test_second_host_starts_cleanly_and_both_send(tmp_path, sink):
             began = time.monotonic()
             assert wait_for(lambda: sink.count >= N, timeout=120), sink.count
             seconds = time.monotonic() - began
+            # The sink counts a message before its worker reads the 250 and
+            # records the batch: wait for the last batches' records.
+            by_status = "SELECT status, COUNT(*) FROM msg_outbox GROUP BY status"
+            wait_for(lambda: first.query(by_status) == [("sent", N)], timeout=60)
             by_worker = dict(
                 first.query(
                     "SELECT worker, COUNT(*) FROM msg_outbox_attempt WHERE outcome='sent' "
                     "GROUP BY worker"
                 )
             )
-            statuses = first.query("SELECT status, COUNT(*) FROM msg_outbox GROUP BY status")
+            statuses = first.query(by_status)
             db.close()
             workers = first.query("SELECT COUNT(*) FROM scheduler_worker")[0][0]
         finally:

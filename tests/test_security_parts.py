@@ -281,3 +281,34 @@ def test_a_number_as_host_names_is_a_name_not_a_ticket(db, tablename, value):
     mail = MailS3(db, tablename=tablename)
     apply_config(mail, {"smtp.sender": "site@people.net", "host.names": value}.get)
     assert mail.settings.host_names == str(value)
+
+
+@pytest.mark.parametrize(
+    "url, named",
+    [
+        ("https://outbox.people.net", False),
+        ("outbox.people.net", False),  # https:// is added
+        ("http://127.0.0.1:8000/", False),
+        ("https://[::1]:8443", False),
+        ("https://eden.people.net/eden", False),
+        ("-1", True),
+        ("0.5", True),
+        ("ünï", True),
+        ("ftp://outbox.people.net", True),
+        ("https://out box.people.net", True),
+        ("https://outbox.people.net:*", True),
+        ("https://outbox.people.net?x=1", True),
+    ],
+)
+def test_a_public_url_that_makes_no_working_link_is_named(db, tablename, url, named):
+    """Before, any text was taken: links in mail went to https://-1/..."""
+    from s3outbox.delivery.check import findings
+    from s3outbox.delivery.settings import apply_config
+
+    mail = MailS3(db, tablename=tablename)
+    apply_config(mail, {"smtp.sender": "site@people.net", "app.public_url": url}.get)
+    problems = {f["key"]: f for f in findings(mail.settings)}
+    assert ("[app] public_url" in problems) == named, problems
+    if named:
+        assert "links in mail would not open" in problems["[app] public_url"]["problem"]
+        assert not problems["[app] public_url"]["blocking"]

@@ -4,6 +4,7 @@ them, and joined to the core through its hook (delivery.settings.register),
 with the account-flow tables (tables.py). docs/settings.md lists them.
 """
 
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -98,12 +99,35 @@ def findings(s: Storage) -> list[Finding]:
                 False,
             )
         )
+    if s.public_url and not site_address(s.public_url):
+        out.append(
+            (
+                "[app] public_url",
+                "public_url = %r is not an http:// or https:// address with a host "
+                "name (an internationalised one in its xn-- form): links in mail "
+                "would not open" % s.public_url[:100],
+                False,
+            )
+        )
     for key in LIMITS:
         if s.get(key) == 0:
             out.append(
                 ("[outbox] %s" % key, "%s is 0: that limit on account mail is off" % key, False)
             )
     return out
+
+
+def site_address(url: str) -> bool:
+    """Whether ``url`` makes working links (links.public_link adds https://
+    to a bare host): http or https, a host or host:port, nothing else but a
+    path."""
+    parts = urllib.parse.urlsplit(url if "://" in url else "https://" + url)
+    return (
+        parts.scheme in ("http", "https")
+        and not (parts.query or parts.fragment or "@" in parts.netloc or "*" in parts.netloc)
+        and bool(parts.netloc)
+        and not HostNames([parts.netloc]).bad
+    )
 
 
 def summary(settings: Storage) -> str:
