@@ -223,7 +223,7 @@ class Target:
         if self.engine == "sqlite":
             return
         db = self.connect()
-        for suffix in ("_attempt", "_attachment", "_state", ""):
+        for suffix in ("_attempt", "_attachment", "_blob", "_state", ""):
             db.executesql("DROP TABLE IF EXISTS %s%s" % (self.tablename, suffix))
         db.commit()
         db.close()

@@ -277,7 +277,7 @@ class Controller:
         )
 
     def drop(self):
-        for suffix in ("_attempt", "_attachment", "_state", ""):
+        for suffix in ("_attempt", "_attachment", "_blob", "_state", ""):
             self.q(
                 lambda db, suffix=suffix: (
                     db.executesql("DROP TABLE IF EXISTS %s%s" % (self.args.table, suffix)),

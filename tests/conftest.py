@@ -119,6 +119,7 @@ def make_db(db_uri, tmp_path, tablename):
         for suffix in (
             "_attempt",
             "_attachment",
+            "_blob",
             "_state",
             "_bounce",
             "_flowmail",

@@ -12,7 +12,11 @@ person NAME (a person with no contacts), send_email TO SUBJECT CC BCC
 settings (what EdenMail read), contact PE_ID EMAIL (an EMAIL contact),
 bad_send (send() with a wrongly typed pe_id or an unknown argument),
 volunteers NAME COUNT DOMAIN (a group of COUNT new persons with e-mail
-contacts), process_outbox_loop COUNT PAUSE.
+contacts), process_outbox_loop COUNT PAUSE, document SIZE (a doc_document
+whose file is SIZE random bytes, stored by its upload field), send_by_pe_id
+PE_ID SUBJECT DOCUMENT_ID (with that document attached), timed_alert PE_ID
+SUBJECT DOCUMENT_ID (send_by_pe_id without its run_async, then
+process_outbox timed: bench/eden_attach.py).
 """
 
 import sys
@@ -83,18 +87,53 @@ def _process_outbox_loop(count, pause):
         time.sleep(float(pause))
 
 
+def _document(size):
+    """A doc_document whose file is SIZE random bytes, stored as Eden's
+    upload field stores a file: its id, path and the bytes' SHA-256."""
+    import hashlib
+    import io
+    import os
+    import random
+
+    table = s3db.doc_document
+    data = random.Random(int(size)).randbytes(int(size))
+    name = table.file.store(io.BytesIO(data), filename="alert.bin")
+    document_id = table.insert(name="Alert attachment", file=name)
+    folder = table.file.retrieve_file_properties(name)["path"]
+    return dict(
+        document_id=document_id,
+        path=os.path.join(folder, name),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
 def main(command, *args):
     out = {}
     if command == "pe_id":
         out["pe_id"] = _pe_id(args[0])
     elif command == "send_by_pe_id":
-        message_id = msg.send_by_pe_id(int(args[0]), args[1], "Sent by pe_id.")
+        documents = [int(args[2])] if len(args) > 2 else None
+        message_id = msg.send_by_pe_id(
+            int(args[0]), args[1], "Sent by pe_id.", document_ids=documents
+        )
         db.commit()
         out["returned"] = "%.3f" % time.time()  # for bench/eden.py
         out["message_id"] = message_id
         out["eden_outbox"] = ",".join(str(i) for i in _eden_outbox_ids(message_id))
     elif command == "process_outbox":
         msg.process_outbox("EMAIL")
+    elif command == "timed_alert":
+        s3task.run_async = lambda *a, **k: None  # no worker: it would run process_outbox here
+        out["message_id"] = msg.send_by_pe_id(
+            int(args[0]), args[1], "Sent by pe_id.", document_ids=[int(args[2])]
+        )
+        db.commit()
+        started = time.perf_counter()
+        msg.process_outbox("EMAIL")
+        db.commit()
+        out["seconds"] = "%.3f" % (time.perf_counter() - started)
+    elif command == "document":
+        out.update(_document(args[0]))
     elif command == "send_email":
         import os
         import tempfile

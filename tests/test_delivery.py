@@ -718,7 +718,7 @@ def test_idle_pass_runs_while_the_outbox_is_locked(mail, make_db, tablename):
     web = make_db()
     engine, tables = (
         web._adapter.dbengine,
-        [tablename + s for s in ("", "_attempt", "_attachment", "_state")],
+        [tablename + s for s in ("", "_attempt", "_attachment", "_blob", "_state")],
     )
     mine = mail.db._adapter
     if engine == "sqlite":

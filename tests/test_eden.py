@@ -198,6 +198,7 @@ def test_first_run_with_the_outbox_leaves_edens_tables_unchanged(eden, tmp_path)
     assert added == {
         "msg_mail_outbox",
         "msg_mail_outbox_attachment",
+        "msg_mail_outbox_blob",
         "msg_mail_outbox_attempt",
         "msg_mail_outbox_eden",
         "msg_mail_outbox_state",
@@ -452,6 +453,106 @@ def test_concurrent_process_outbox_runners_hand_each_row_over_once(eden, sink):
         ),
         timeout=60,
     )
+
+
+def test_a_list_with_an_attachment_is_handed_over_at_once_each_member_once(eden, sink):
+    """An alert with a document to a group, Eden's process_outbox in three
+    processes beside the worker: the members' mail is queued at once with
+    the document read once and its bytes stored once, and each member gets
+    the alert once, with the file byte for byte (named as Eden's own loop
+    names it: the stored file's name)."""
+    working(eden, sink)
+    count, subject = 40, "Alert with a file"
+    group = value(eden.shell("volunteers", "File group", count, "file.people.net"), "pe_id")
+    document = eden.shell("document", 300000)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runners = [pool.submit(eden.shell, "process_outbox_loop", 40, 0.2) for _ in range(3)]
+        out = eden.shell("send_by_pe_id", group, subject, value(document, "document_id"))
+        for runner in runners:
+            runner.result()
+    addresses = ["v%d@file.people.net" % n for n in range(count)]
+    assert wait_for(lambda: all(received(sink, a, subject) for a in addresses), timeout=120), (
+        eden.log("worker")
+    )
+    expected = [(os.path.basename(value(document, "path")), value(document, "sha256"))]
+    for address in addresses:
+        mails = received(sink, address, subject)
+        assert len(mails) == 1, address
+        files = [
+            (p.get_filename(), hashlib.sha256(p.get_content()).hexdigest())
+            for p in mails[0].iter_attachments()
+        ]
+        assert files == expected, address
+    mine = "outbox_id IN (SELECT id FROM msg_mail_outbox WHERE subject=?)"
+    assert eden.query(
+        "SELECT COUNT(*), COUNT(DISTINCT blob_id), COUNT(payload) FROM "
+        "msg_mail_outbox_attachment WHERE " + mine,
+        (subject,),
+    ) == [(count, 1, 0)]
+    assert (
+        eden.query(
+            "SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
+            "eden_outbox_id HAVING COUNT(*) > 1"
+        )
+        == []
+    )
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
+                (int(value(out, "message_id")),),
+            )
+            == [(2, count + 1)]
+        ),
+        timeout=60,
+    )
+
+
+def test_a_list_whose_document_is_gone_fails_with_its_name(eden, sink):
+    """A document whose file is missing: Eden's own loop raised on it in
+    every run (its whole outbox stuck); the members' mail is failed with
+    the document named, Eden's rows Failed, and nothing sent without it."""
+    working(eden, sink)
+    group = value(eden.shell("volunteers", "Gone group", 3, "gone.people.net"), "pe_id")
+    document = eden.shell("document", 1000)
+    os.remove(value(document, "path"))
+    subject = "Alert with a lost file"
+    out = eden.shell("send_by_pe_id", group, subject, value(document, "document_id"))
+    eden.shell("process_outbox")
+    failed = "SELECT status, last_error FROM msg_mail_outbox WHERE subject=?"
+    rows = wait_for(lambda: eden.query(failed, (subject,)), timeout=60)
+    assert len(rows) == 3, rows
+    for status, error in rows:
+        assert status == "failed" and "could not be read" in error, error
+        assert "doc_document %s" % value(document, "document_id") in error, error
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status "
+                "ORDER BY status",
+                (int(value(out, "message_id")),),
+            )
+            == [(2, 1), (5, 3)]
+        ),
+        timeout=90,
+    ), eden.log("worker")
+    eden.shell("process_outbox")
+    assert eden.query(failed, (subject,)) == rows
+    assert not received(sink, "v0@gone.people.net", subject)
+
+    # To one person, Eden's loop hands the row over itself, with the file it read.
+    pe_id = value(eden.shell("pe_id", "normaluser@example.com"), "pe_id")
+    out = eden.shell("send_by_pe_id", pe_id, subject + " 2", value(document, "document_id"))
+    eden.shell("process_outbox")
+    [(status, error)] = wait_for(lambda: eden.query(failed, (subject + " 2",)), timeout=60)
+    assert status == "failed" and "could not be read" in error, error
+    # (the path as the process that read it has it: Eden's worker's is relative)
+    assert "No such file" in error and os.path.basename(value(document, "path")) in error, error
+    assert wait_for(
+        lambda: "status=5" in eden.shell("eden_status", value(out, "eden_outbox")),
+        timeout=90,
+        step=1,
+    ), eden.log("worker")
 
 
 def test_settings_are_edens_of_now(eden, sink):

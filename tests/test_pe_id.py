@@ -1,8 +1,16 @@
 """send(pe_id=N): the address comes from Sahana's pr_contact when the message
 is delivered: the first EMAIL contact by priority that is not deleted."""
 
+import datetime
+import email
+import email.policy
+import io
+import os
+
 import pytest
 from pydal import Field
+
+from s3outbox.delivery.store import utcnow
 
 
 @pytest.fixture
@@ -210,3 +218,70 @@ def test_a_list_of_pe_ids_is_refused_beside_an_address_or_empty(contacts, mail, 
     assert "without to, cc or bcc" in mail.error
     assert mail.send(pe_id=[], message="m") is False and "empty" in mail.error
     assert mail.send(pe_id=[1, "2"], message="m") is False and "integer" in mail.error
+
+
+def test_a_list_with_attachments_keeps_their_bytes_once_and_each_gets_them(
+    contacts, mail, db, sink
+):
+    """A file to a list: one shared copy of its bytes (a 1 MB file to 5,000
+    people was 5 GB of outbox), each member's mail carrying it byte for
+    byte; the copy goes with the last message that points at it."""
+    people = [31, 32, 33, 34]
+    for pe_id in people:
+        add(contacts, pe_id, "p%d@people.net" % pe_id)
+    data = os.urandom(200000)
+    files = [
+        mail.Attachment(io.BytesIO(data), filename="alert.bin"),
+        mail.Attachment(io.BytesIO(b"notes"), filename="notes.txt"),
+    ]
+    assert mail.send(pe_id=people, subject="Files", message="m", attachments=files), mail.error
+    ids = mail.result["ids"]
+    db.commit()
+    store = mail.store
+    a, b = store.attachment, store.blob
+    assert db(b).count() == 2
+    rows = db(a.outbox_id.belongs(ids)).select()
+    assert len(rows) == 2 * len(people) and all(r.blob_id and not r.payload for r in rows)
+    assert store.attachments(ids[-1])[0]["payload"] == data
+
+    assert mail.process_outbox()["sent"] == len(people)
+    got = {}
+    for _, rcpts, raw in sink.messages:
+        parts = email.message_from_bytes(raw, policy=email.policy.default).iter_attachments()
+        got[rcpts[0]] = [(p.get_filename(), p.get_content()) for p in parts]
+    assert got == {
+        "p%d@people.net" % p: [("alert.bin", data), ("notes.txt", "notes")] for p in people
+    }
+
+    o = store.outbox
+    old = datetime.datetime(2020, 1, 1)
+    db(o.id.belongs(ids[:2])).update(created_on=old, sent_on=old)
+    db.commit()
+    assert store.purge_sent(30, utcnow()) == (2, 2, 4)
+    assert db(b).count() == 2 and store.attachments(ids[2])[0]["payload"] == data
+    with store.transaction():
+        store.drop(ids[2:])
+    assert db(b).count() == 0 and db(a).count() == 0
+
+
+def test_mail_failed_for_a_missing_attachment_is_never_sent_without_it(contacts, mail, db, sink):
+    """Mail whose attachment could not be read (EdenMail: a missing
+    document) is failed with the reason; a retry fails again, naming it."""
+    for pe_id in (41, 42):
+        add(contacts, pe_id, "p%d@people.net" % pe_id)
+    assert mail.send(pe_id=[41, 42], subject="No file", message="m"), mail.error
+    ids = mail.result["ids"]
+    mail.store.fail_unsent(ids, "not sent: doc_document 7 could not be read", 1)
+    db.commit()
+    o = mail.store.outbox
+    rows = db(o.id.belongs(ids)).select(o.status, o.last_error)
+    assert [(r.status, r.last_error) for r in rows] == [
+        ("failed", "not sent: doc_document 7 could not be read")
+    ] * 2
+    assert mail.process_outbox()["sent"] == 0
+    assert mail.store.retry(o.id.belongs(ids), utcnow()) == 2
+    counts = mail.process_outbox()
+    assert counts["sent"] == 0 and counts["failed"] == 2, counts
+    errors = [r.last_error for r in db(o.id.belongs(ids)).select(o.last_error)]
+    assert all("1 of its 1 attachment(s) are not in the outbox" in e for e in errors), errors
+    assert not sink.messages

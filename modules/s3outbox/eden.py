@@ -30,6 +30,7 @@ What differs from a plain web2py app (scripts/eden_install.py wires it in):
 """
 
 import inspect
+import io
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ from typing import Any
 
 from gluon import current
 from gluon.storage import Storage
+from gluon.tools import Mail
 from pydal import Field
 
 from .bounces import reader as bounces
@@ -131,8 +133,38 @@ def config_names() -> dict[str, str]:
     return names
 
 
+class DocumentFile(Mail.Attachment):
+    """``Mail.Attachment`` as Eden's process_outbox uses it (``mail.Attachment(path)``):
+    a file that cannot be read is an attachment with its ``problem`` rather
+    than an exception, which stopped Eden's loop at that row in every run;
+    send() queues such mail failed, naming the file."""
+
+    problem: str | None = None
+
+    def __init__(self, payload: object, filename: str | None = None, *args: Any, **kwargs: Any):
+        try:
+            Mail.Attachment.__init__(self, payload, filename, *args, **kwargs)
+        except OSError as e:
+            if not isinstance(payload, str):
+                raise
+            self._empty(payload, filename, "%s: %s" % (type(e).__name__, e))
+
+    @classmethod
+    def unreadable(cls, path: str, problem: str) -> "DocumentFile":
+        """An attachment for ``path`` that could not be read, for ``problem``."""
+        made: DocumentFile = cls.__new__(cls)
+        made._empty(path, None, problem)
+        return made
+
+    def _empty(self, path: str, filename: str | None, problem: str) -> None:
+        Mail.Attachment.__init__(self, io.BytesIO(b""), filename or os.path.basename(path))
+        self.problem = problem
+
+
 class EdenMail(MailS3):
     """MailS3 configured by, and reporting to, Sahana Eden."""
+
+    Attachment = DocumentFile
 
     def __init__(self, db: DAL, tablename: str = "msg_mail_outbox") -> None:
         cfg = current.deployment_settings
@@ -231,7 +263,7 @@ class EdenMail(MailS3):
             return False
         pe_id = call.get("pe_id")
         if pe_id is None or call.get("to") or call.get("cc") or call.get("bcc"):
-            ok = MailS3.send(self, **call)
+            ok = self._send_whole(call)
             if ok:
                 self._handed_over([self.result["id"]])
             return ok
@@ -245,7 +277,33 @@ class EdenMail(MailS3):
             logger.exception("pe_id lookup")
             return False
         call["pe_id"] = persons
-        return MailS3.send(self, **call)  # one savepoint: all or none
+        return self._send_whole(call)  # one savepoint: all or none
+
+    def _send_whole(self, call: dict[str, Any]) -> bool:
+        """MailS3.send, but never without a file that could not be read (a
+        ``DocumentFile`` with its ``problem``): such mail is queued failed,
+        naming it, in the same savepoint."""
+        files = call.get("attachments")
+        files = (
+            list(files) if isinstance(files, (list, tuple)) else [] if files is None else [files]
+        )
+        problems = [f.problem for f in files if getattr(f, "problem", None)]
+        if not problems:
+            return MailS3.send(self, **call)
+        why = "not sent: an attachment could not be read: " + "; ".join(problems)
+        try:
+            with self.store.savepoint():
+                if not MailS3.send(self, **dict(call, attachments=None)):
+                    return False
+                self.store.fail_unsent(
+                    self.result.get("ids") or [self.result["id"]], why, len(files)
+                )
+        except Exception as e:  # send() never raises: a database error is mail.error
+            self.error = "could not queue the message: %s: %s" % (type(e).__name__, e)
+            logger.exception("mail not queued")
+            return False
+        logger.error("mail %s failed: %s", self.result["message_id"], why)
+        return True
 
     def _arguments(self, args: tuple[object, ...], kwargs: dict[str, object]) -> dict[str, Any]:
         """send()'s arguments by name; LookupError with the reason for those
@@ -377,18 +435,13 @@ class EdenMail(MailS3):
     def _hand_over_members(self, message_id: str, members: Query) -> None:
         """Queue the rows of a list Eden just expanded, all at once: one
         message, one insert a member, one savepoint, one link a row, and the
-        rows Sent, so Eden's loop has none of them left to hand over. Mail
-        with attachments is left to that loop, which reads Eden's documents."""
+        rows Sent, so Eden's loop has none of them left to hand over. Its
+        attachments are read once, as that loop reads them, and their bytes
+        stored once; a document that cannot be read fails the members' mail
+        with its name."""
         db, s3db = self.db, current.s3db
         s3db.table("pr_contact")  # defines it: delivery reads it
-        email, attached = s3db.table("msg_email"), s3db.table("msg_attachment")
-        if (
-            attached is not None
-            and not db(
-                (attached.message_id == message_id) & (attached.deleted == False)  # noqa: E712
-            ).isempty()
-        ):
-            return
+        email = s3db.table("msg_email")
         found = (
             db(email.message_id == message_id)
             .select(email.subject, email.body, email.from_address, limitby=(0, 1))
@@ -399,12 +452,14 @@ class EdenMail(MailS3):
             return
         try:
             with self.store.savepoint():  # the messages and their links, or neither
-                if not MailS3.send(
-                    self,
-                    pe_id=[r.pe_id for r in rows],
-                    subject=found.subject or "",
-                    message=found.body or "",
-                    sender=found.from_address or None,
+                if not self._send_whole(
+                    dict(
+                        pe_id=[r.pe_id for r in rows],
+                        subject=found.subject or "",
+                        message=found.body or "",
+                        attachments=self._documents(message_id) or None,
+                        sender=found.from_address or None,
+                    )
                 ):
                     raise ValueError(self.error)
                 self.link.bulk_insert(
@@ -416,6 +471,37 @@ class EdenMail(MailS3):
                 members.update(status=2)  # handed over: Eden's loop skips them
         except Exception:  # Eden's loop sends what we could not take
             logger.exception("mail to the list left to Eden's own loop")
+
+    def _documents(self, message_id: str) -> list["DocumentFile"]:
+        """The files of Eden's documents attached to message ``message_id``,
+        read as Eden's process_outbox reads them (msg_attachment to
+        doc_document, the file in its upload field's folder); one that
+        cannot be read has its ``problem``, naming the document."""
+        s3db = current.s3db
+        attached, document = s3db.table("msg_attachment"), s3db.table("doc_document")
+        if attached is None or document is None:
+            return []
+        field = document.file
+        where = field.custom_retrieve_file_properties or field.retrieve_file_properties
+        rows = self.db(
+            (attached.message_id == message_id)
+            & (attached.deleted == False)  # noqa: E712
+            & (attached.document_id == document.id)
+            & (document.deleted == False)  # noqa: E712
+        ).select(document.id, field, orderby=attached.id)
+        files = []
+        for row in rows:
+            try:
+                path = os.path.join(where(row.file)["path"], row.file)
+            except Exception as e:  # noqa: BLE001 (no file, a custom retrieve: named, mail failed)
+                why = "doc_document %s: %s: %s" % (row.id, type(e).__name__, e)
+                files.append(DocumentFile.unreadable(str(row.file), why))
+                continue
+            found = DocumentFile(path)
+            if found.problem:
+                found.problem = "doc_document %s: %s" % (row.id, found.problem)
+            files.append(found)
+        return files
 
     def sync_eden(self) -> int:
         """Copy outcomes to the linked rows of Eden's msg_outbox (Failed,

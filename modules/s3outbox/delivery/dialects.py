@@ -119,7 +119,7 @@ class MysqlStore(OutboxStore):
     def _utf8mb4(self) -> None:
         """pydal creates MySQL tables as utf8 (3 bytes), where an emoji in a
         subject, name or body turns into '?': convert ours to utf8mb4 once."""
-        names = [self.tablename + s for s in ("", "_attachment", "_attempt", "_state")]
+        names = [self.tablename + s for s in ("", "_attachment", "_blob", "_attempt", "_state")]
         rows = self.db.executesql(
             "SELECT table_name FROM information_schema.tables WHERE table_schema="
             "DATABASE() AND table_name IN (%s) AND LEFT(table_collation, 7) "

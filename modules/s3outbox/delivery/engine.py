@@ -351,6 +351,8 @@ class Pass:
                 address = _contact(row.pe_id, contacts)
                 msg = dataclasses.replace(msg, to=(address,))
                 self._resolved[row.id] = mime.bare(address)[:255]
+            if row.attachment_count:
+                msg = dataclasses.replace(msg, attachments=self._attachments(row))
         except NoAddress as e:
             return Outcome(Kind.PERMANENT, None, str(e))
         except Exception as e:  # noqa: BLE001 (a row that cannot be read fails alone, logged)
@@ -370,11 +372,20 @@ class Pass:
         secret = returnpath.key(self.store)
         return returnpath.envelope(address, returnpath.token(secret, row.id, row.message_id))
 
+    def _attachments(self, row: Row) -> tuple[mime.Attachment, ...]:
+        """The row's attachments; ValueError when some are not stored (a
+        message never sent without the attachments it was queued with)."""
+        found = self.store.attachments(row.id)
+        if len(found) < row.attachment_count:
+            raise ValueError(
+                "%d of its %d attachment(s) are not in the outbox"
+                % (row.attachment_count - len(found), row.attachment_count)
+            )
+        return found
+
     def _builder(self, row: Row, msg: mime.Message, sender: str) -> Callable[[], bytes]:
-        """A function that makes the wire bytes; attachments load lazily here."""
-        store, dkim = self.store, self.snapshot.dkim
-        if row.attachment_count:
-            msg = dataclasses.replace(msg, attachments=store.attachments(row.id))
+        """A function that makes the wire bytes."""
+        dkim = self.snapshot.dkim
         date = row.created_on.replace(tzinfo=datetime.UTC)
 
         def build() -> bytes:
