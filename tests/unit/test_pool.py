@@ -32,6 +32,30 @@ def pool(size=1, **options):
     return SessionPool(snapshot(transport=transport), size), transport.sent
 
 
+def numbered(sessions, sent, on_open, on_send, the_pool, third_wanted):
+    """A transport factory for the race of a session made as another retires:
+    each session calls ``on_open(n)`` and ``on_send(n)`` with its number, and
+    the third is made (the producer has taken the third place) only after
+    ``third_wanted`` is set and the second has retired (the pool's size is 2)."""
+
+    def transport(snap):
+        number = len(sessions)
+        if number == 2:
+            third_wanted.set()
+            wait_for(lambda: the_pool().size == 2, timeout=5, step=0.001)
+        session = MemoryTransport(
+            snap,
+            sent,
+            on_open=lambda: on_open(number),
+            on_send=lambda *a: on_send(number),
+            delay=0.02,
+        )
+        sessions.append(session)
+        return session
+
+    return transport
+
+
 def test_fast_jobs_share_one_session_inline():
     p, sent = pool(size=4)
     batch = jobs(20)
@@ -206,22 +230,9 @@ def test_sessions_retiring_in_a_batch_leave_one_that_ends_it():
         if number == 0:  # the first session holds its job: the queue stays full
             third_wanted.wait(5)
 
-    def transport(snap):
-        number = len(sessions)
-        if number == 2:  # the producer has chosen to add it: let the second retire first
-            third_wanted.set()
-            wait_for(lambda: p.size == 2, timeout=5, step=0.001)
-        session = MemoryTransport(
-            snap,
-            sent,
-            on_open=lambda: on_open(number),
-            on_send=lambda *a: on_send(number),
-            delay=0.02,
-        )
-        sessions.append(session)
-        return session
-
-    p = SessionPool(snapshot(transport=transport), 3)
+    p = SessionPool(
+        snapshot(transport=numbered(sessions, sent, on_open, on_send, lambda: p, third_wanted)), 3
+    )
     p.threaded = True
     first, second = jobs(12), jobs(30)
     p.deliver(first)
@@ -273,22 +284,9 @@ def test_a_session_made_as_another_retires_keeps_within_size_and_works():
             third_wanted.wait(5)
         sending.setdefault(server["batch"], set()).add(number)
 
-    def transport(snap):
-        number = len(sessions)
-        if number == 2:  # the producer has taken the third place: the second retires first
-            third_wanted.set()
-            wait_for(lambda: p.size == 2, timeout=5, step=0.001)
-        session = MemoryTransport(
-            snap,
-            sent,
-            on_open=lambda: on_open(number),
-            on_send=lambda *a: on_send(number),
-            delay=0.02,
-        )
-        sessions.append(session)
-        return session
-
-    p = SessionPool(snapshot(transport=transport), 3)
+    p = SessionPool(
+        snapshot(transport=numbered(sessions, sent, on_open, on_send, lambda: p, third_wanted)), 3
+    )
     p.threaded = True
     first, second = jobs(12), jobs(30)
     p.deliver(first)
