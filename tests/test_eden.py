@@ -405,6 +405,28 @@ def test_distribution_lists_reach_their_members(eden, sink):
     assert "ok=False" in out and "has no members to send to" in out
 
 
+def handed_over_once_all_sent(eden, message_id, count):
+    """No Eden row linked twice, and Eden's rows of the list (the group's and
+    one a member: expanded once) all Sent."""
+    assert (
+        eden.query(
+            "SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
+            "eden_outbox_id HAVING COUNT(*) > 1"
+        )
+        == []
+    )
+    assert wait_for(
+        lambda: (
+            eden.query(
+                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
+                (message_id,),
+            )
+            == [(2, count + 1)]
+        ),
+        timeout=60,
+    )
+
+
 def test_concurrent_process_outbox_runners_hand_each_row_over_once(eden, sink):
     """Eden's process_outbox in three processes at once, 0.2 s apart (a second
     worker, a request running it, Eden's own task), beside the worker: each
@@ -435,24 +457,7 @@ def test_concurrent_process_outbox_runners_hand_each_row_over_once(eden, sink):
         (count,)
     ]
     assert [len(received(sink, a, subject)) for a in addresses] == [1] * count
-    assert (
-        eden.query(
-            "SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
-            "eden_outbox_id HAVING COUNT(*) > 1"
-        )
-        == []
-    )
-    # Eden's rows: the group's and one a member (expanded once), all Sent.
-    assert wait_for(
-        lambda: (
-            eden.query(
-                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
-                (int(message_id),),
-            )
-            == [(2, count + 1)]
-        ),
-        timeout=60,
-    )
+    handed_over_once_all_sent(eden, int(message_id), count)
 
 
 def test_a_list_with_an_attachment_is_handed_over_at_once_each_member_once(eden, sink):
@@ -489,23 +494,7 @@ def test_a_list_with_an_attachment_is_handed_over_at_once_each_member_once(eden,
         "msg_mail_outbox_attachment WHERE " + mine,
         (subject,),
     ) == [(count, 1, 0)]
-    assert (
-        eden.query(
-            "SELECT eden_outbox_id FROM msg_mail_outbox_eden GROUP BY "
-            "eden_outbox_id HAVING COUNT(*) > 1"
-        )
-        == []
-    )
-    assert wait_for(
-        lambda: (
-            eden.query(
-                "SELECT status, COUNT(*) FROM msg_outbox WHERE message_id=? GROUP BY status",
-                (int(value(out, "message_id")),),
-            )
-            == [(2, count + 1)]
-        ),
-        timeout=60,
-    )
+    handed_over_once_all_sent(eden, int(value(out, "message_id")), count)
 
 
 def test_a_list_whose_document_is_gone_fails_with_its_name(eden, sink):
