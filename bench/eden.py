@@ -40,7 +40,7 @@ for _path in (os.path.join(ROOT, "scripts"), os.path.join(ROOT, "tests"), HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from edenapp import EdenApp, tarball  # noqa: E402
+from edenapp import EdenApp, tarball, value  # noqa: E402
 from smtpsink import Sink, SinkController  # noqa: E402
 from wireproxy import WireProxy  # noqa: E402
 
@@ -249,13 +249,6 @@ class Bench:
                 self.phase(app, "stock", db_name)
         finally:
             app.stop()
-
-
-def value(output, key):
-    found = re.search(r"(?m)^%s=(.*)$" % key, output)
-    if not found:
-        raise RuntimeError("no %s in:\n%s" % (key, output[-2000:]))
-    return found.group(1)
 
 
 def table(rows):

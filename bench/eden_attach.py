@@ -31,16 +31,9 @@ for _path in (os.path.join(ROOT, "scripts"), os.path.join(ROOT, "tests"), HERE):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from edenapp import EdenApp, tarball  # noqa: E402
+from edenapp import EdenApp, tarball, value  # noqa: E402
 
 SENDER = "Eden Bench <eden@bench.localhost>"
-
-
-def value(output, key):
-    for line in output.splitlines():
-        if line.startswith(key + "="):
-            return line.split("=", 1)[1]
-    raise KeyError(key)
 
 
 def disk_size(app):

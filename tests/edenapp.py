@@ -31,6 +31,14 @@ def tarball():
     return found[-1] if found else None
 
 
+def value(output, key):
+    """The value of ``key=value`` in the output of EdenApp.shell()."""
+    found = re.search(r"(?m)^%s=(.*)$" % re.escape(key), output)
+    if not found:
+        raise RuntimeError("no %s in:\n%s" % (key, output[-2000:]))
+    return found.group(1)
+
+
 class EdenApp(WebApp):
     """Eden in ``folder``/applications/eden; SQLite in its databases/, or
     PostgreSQL."""

@@ -25,7 +25,7 @@ import time
 import pytest
 import requests
 from conftest import running_sink
-from edenapp import INSTALLER, EdenApp, tarball
+from edenapp import INSTALLER, EdenApp, tarball, value
 from helpers import free_port, wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -76,11 +76,6 @@ def working(eden, sink):
     """A working mail configuration (the registration test makes it so
     first; set again so that each test also runs alone)."""
     eden.configure_mail(server=sink.server, sender=SENDER)
-
-
-def value(output, key):
-    """The value of ``key=value`` in the output of EdenApp.shell()."""
-    return re.search(r"(?m)^%s=(.*)$" % key, output).group(1)
 
 
 def tree_digest(folder):
