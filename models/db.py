@@ -1,6 +1,5 @@
 """Database, Auth and the outbox mailer. Settings: private/appconfig.ini."""
 
-import configparser
 import logging
 import os
 
@@ -10,6 +9,7 @@ from gluon.contrib.appconfig import AppConfigDict
 from s3outbox import PRIORITY_HIGH, MailS3
 from s3outbox.accounts.auth import OutboxAuth, as_list
 from s3outbox.accounts.requestcheck import FRAME_HEADERS, check_body, check_request
+from s3outbox.delivery import appconfig
 from s3outbox.delivery.database import AdoptingMigrator, shared_uri
 from s3outbox.delivery.settings import apply_config, boolean, whole
 
@@ -35,94 +35,12 @@ def config_problem(key, problem, log_only=False):
     )
 
 
-def _ini_lines():
-    """The lines of private/appconfig.ini, and why it cannot be read, or None."""
-    try:
-        with open(
-            os.path.join(request.folder, "private", "appconfig.ini"),
-            encoding="utf-8",
-            errors="replace",
-        ) as f:
-            return f.read().splitlines(keepends=True), None
-    except OSError as e:
-        return [], "the file cannot be read (%s)" % (e.strerror or type(e).__name__)
-
-
-def _ini_problems(lines):
-    """[(line number, what is wrong, the line is left out)]: a line that is
-    not ``key = value`` or before the first [section] is left out; of a key
-    given twice, the last is used; a [section] given again joins the first."""
-    probe, found = list(lines), []
-    for _ in range(200):  # one problem a reading; a file is not that broken
-        try:
-            configparser.ConfigParser(strict=False).read_string("".join(probe))
-            break
-        except configparser.MissingSectionHeaderError as e:
-            bad = [e.lineno]
-            what = "a line before the first [section]: it is ignored"
-        except configparser.ParsingError as e:
-            bad = [n for n, _ in e.errors]
-            what = "not key = value, [section] or a ; comment: it is ignored"
-        found += [(n, what, True) for n in bad]
-        for n in bad:
-            probe[n - 1] = "\n"
-    return found + _repeats(probe)
-
-
-def _repeats(lines):
-    """[(line number, what is wrong, False)] of each [section] or key given
-    again (a strict reading refuses them; the last is used, as written)."""
-    parser, section, seen, found = configparser.ConfigParser(), None, {}, []
-    for n, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or line[:1].isspace() or text[:1] in "#;":
-            continue
-        head, option = parser.SECTCRE.match(text), parser.OPTCRE.match(text)
-        if head:
-            section = head.group("header")
-            key, what = (section, None), "[%s] again: its keys join the first" % section
-        elif option and section is not None:
-            name = parser.optionxform(option.group("option").strip())
-            key = (section, name)
-            what = "%s again in [%s]: this last value is used" % key[::-1]
-        else:
-            continue
-        if key in seen:
-            found.append((n, "%s (line %d before)" % (what, seen[key]), False))
-        seen[key] = n
-    return found
-
-
 def load_appconfig(log_only=False):
     """private/appconfig.ini as gluon's AppConfig reads it (its ``get``), but
-    as UTF-8, with a '%' not written '%%' taken as written (web2py's server
-    runs in the C locale: an accent or a lone '%' gave every page a ticket),
-    and a line that cannot be read named and left out (before, one such line
-    or a key written twice gave every page a ticket). Without [db] uri the
-    database is not guessed: every page says why (503), and no mail is taken."""
-    lines, unreadable = _ini_lines()
-    problems = _ini_problems(lines)
-    for n, _, left_out in problems:
-        if left_out:
-            lines[n - 1] = "\n"
-    parser = configparser.ConfigParser(strict=False)
-    try:
-        parser.read_string("".join(lines))
-    except configparser.Error as e:  # more problems than _ini_problems reads
-        parser, unreadable = (
-            configparser.ConfigParser(),
-            "it cannot be read (%s)" % type(e).__name__,
-        )
-    settings = {}
-    for section in parser.sections():
-        settings[section] = {}
-        for option in parser.options(section):
-            try:
-                settings[section][option] = parser.get(section, option)
-            except configparser.InterpolationError:
-                settings[section][option] = parser.get(section, option, raw=True)
-    named = [("line %d" % n, text) for n, text, _ in problems]
-    named += [("the whole file", unreadable)] if unreadable else []
+    with no line able to give every page a ticket (s3outbox/delivery/appconfig.py):
+    each problem named. Without [db] uri the database is not guessed: every
+    page says why (503), and no mail is taken."""
+    settings, named = appconfig.read(os.path.join(request.folder, CONFIG_FILE))
     for key, text in named:
         config_problem(key, text, log_only)
     if named and not (settings.get("db") or {}).get("uri"):
@@ -139,23 +57,12 @@ configuration = load_appconfig()
 
 
 def config_value(key, reader, default, bad=None, then=None):
-    """``[section] key`` as ``reader`` (delivery.settings') reads its text;
-    empty: ``default``; a value it cannot read is named and ``bad`` (else
-    ``default``) used, ``then`` saying what that means."""
-    section, _, name = key.partition(".")
-    text = str((dict.get(configuration, section) or {}).get(name, "")).strip()
-    if not text:
-        return default
-    try:
-        return reader(text)
-    except ValueError:
-        used = default if bad is None else bad
-        config_problem(
-            "[%s] %s" % (section, name),
-            "%s = %s cannot be used: expected %s; %s"
-            % (name, text[:40], reader.expected, then or "%s is used" % str(used).lower()),
-        )
-        return used
+    """``[section] key`` as ``reader`` reads it (s3outbox/delivery/appconfig.py's
+    ``value``); a value it cannot read is named."""
+    used, problem = appconfig.value(configuration, key, reader, default, bad, then)
+    if problem:
+        config_problem(*problem)
+    return used
 
 
 # Every page: no framing; a body too large or with too many fields is
